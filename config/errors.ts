@@ -1,0 +1,42 @@
+/**
+ * Typed errors shared by config/, infra/ and controller/. The CLI entry is the one place that
+ * turns them into a message and an exit code (STYLE.md item 8).
+ */
+export class UgroError extends Error {
+  /** Process exit code the CLI should use for this error. */
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** One problem found in an input file, located by field path and (for YAML) line. */
+export interface FieldIssue {
+  /** Dotted field path, e.g. `workers[1].ssh_port`. Empty for the document itself. */
+  path: string;
+  message: string;
+  /** 1-based line in the source file, when known. */
+  line?: number;
+  column?: number;
+}
+
+/** A file that failed validation: carries every issue, each with its path and line. */
+export class ValidationError extends UgroError {
+  constructor(
+    readonly file: string,
+    readonly issues: FieldIssue[],
+  ) {
+    super(formatIssues(file, issues));
+  }
+}
+
+export function formatIssue(file: string, i: FieldIssue): string {
+  const where = i.line ? `${file}:${i.line}${i.column ? `:${i.column}` : ''}` : file;
+  return `${where}: ${i.path ? `${i.path}: ` : ''}${i.message}`;
+}
+
+export function formatIssues(file: string, issues: FieldIssue[]): string {
+  const head = `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`;
+  return [head, ...issues.map((i) => `  ${formatIssue(file, i)}`)].join('\n');
+}

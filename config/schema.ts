@@ -1,0 +1,153 @@
+/**
+ * The cluster inventory schema. It reads the seed's `config/cluster.yaml` unchanged
+ * (cluster.master, cluster.communication, workers[], paths, training, environment, logging,
+ * webhook) and adds what users need that the seed lacked: `ssh` (key, known_hosts, agent,
+ * timeouts), per-host `ssh_key` / `known_hosts` / `python` / `gpus`, and `health` thresholds.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/** DNS-1123 label: what Kubernetes accepts as a name; safe in file names and shell words. */
+export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const dnsLabel = z
+  .string()
+  .max(63, 'must be at most 63 characters')
+  .regex(DNS1123_LABEL, 'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit (e.g. "gpu1")');
+
+const HOSTNAME_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;
+export const address = z
+  .string()
+  .min(1, 'must not be empty')
+  .refine((s) => isIP(s) !== 0 || HOSTNAME_RE.test(s), 'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")');
+
+export const port = z
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(1, 'must be between 1 and 65535')
+  .max(65535, 'must be between 1 and 65535');
+
+// POSIX user names as useradd accepts them; also keeps them safe as shell words.
+export const userName = z
+  .string({ error: 'is required: the login user on this host (e.g. "ob")' })
+  .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'must be a valid login name (letters, digits, "_", "-", ".")')
+  .max(32, 'must be at most 32 characters');
+
+const absOrHomePath = z.string().min(1, 'must not be empty');
+
+export const gpuSpec = z.strictObject({
+  index: z.number().int().min(0).optional(),
+  model: z.string().min(1),
+  vram_gb: z.number().positive().optional(),
+});
+
+export const hardware = z.strictObject({
+  gpu_model: z.string().optional(),
+  vram_gb: z.number().positive().optional(),
+  cpu_cores: z.number().int().positive().optional(),
+  ram_gb: z.number().positive().optional(),
+});
+
+export const hostPaths = z.strictObject({
+  home: absOrHomePath.optional(),
+  project: absOrHomePath.optional(),
+  scripts: absOrHomePath.optional(),
+  runs: absOrHomePath.optional(),
+  checkpoints: absOrHomePath.optional(),
+  logs: absOrHomePath.optional(),
+  experiments: absOrHomePath.optional(),
+});
+
+/** Fields a user may add to any host (master or worker) beyond the seed. */
+const hostExtras = {
+  ssh_key: absOrHomePath.optional(),
+  known_hosts: absOrHomePath.optional(),
+  python: z.string().min(1).optional(),
+  gpus: z.array(gpuSpec).optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+};
+
+export const masterSchema = z.strictObject({
+  name: dnsLabel.optional(),
+  hostname: z.string().min(1, 'must not be empty'),
+  ip: address,
+  port: port.default(22),
+  user: userName,
+  hardware: hardware.optional(),
+  paths: hostPaths.optional(),
+  ...hostExtras,
+});
+
+export const workerSchema = z.strictObject({
+  name: dnsLabel,
+  hostname: z.string().min(1, 'must not be empty'),
+  ip: address,
+  user: userName,
+  ssh_port: port.default(22),
+  rank: z.number().int('must be a whole number').min(1, 'must be >= 1 (rank 0 is the master)'),
+  hardware: hardware.optional(),
+  paths: hostPaths.optional(),
+  ...hostExtras,
+});
+
+export const communicationSchema = z.strictObject({
+  backend: z.string().default('c10d'),
+  master_port: port.default(29500),
+  timeout_seconds: z.number().int().positive().default(300),
+});
+
+export const sshSchema = z.strictObject({
+  identity_file: absOrHomePath.optional(),
+  known_hosts: absOrHomePath.default('~/.ssh/known_hosts'),
+  use_agent: z.boolean().default(true),
+  connect_timeout_seconds: z.number().positive().max(120).default(5),
+  keepalive_seconds: z.number().positive().default(15),
+  /** Name of an environment variable holding the key's passphrase (never the passphrase itself). */
+  passphrase_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+});
+
+export const environmentSchema = z.looseObject({
+  conda_env: z.string().optional(),
+  python_version: z.string().optional(),
+  torch_version: z.string().optional(),
+  cuda_version: z.string().optional(),
+  /** How the Python environment on the hosts is managed. */
+  manager: z.enum(['system', 'venv', 'pixi']).default('pixi'),
+  /** Python interpreter to run training with (default: python3 on PATH, or the managed env's). */
+  python: z.string().min(1).optional(),
+  /** Lowest NVIDIA driver accepted by health checks. CUDA 12.x needs >= 525.60.13 on Linux. */
+  min_driver_version: z.string().regex(/^\d+(\.\d+)*$/, 'must look like "525" or "550.54.14"').default('525.60.13'),
+});
+
+export const healthSchema = z.strictObject({
+  max_clock_offset_ms: z.number().positive().default(2000),
+  min_free_disk_gb: z.number().nonnegative().default(5),
+});
+
+export const clusterFileSchema = z.strictObject({
+  cluster: z.strictObject({
+    name: z.string().min(1, 'must not be empty'),
+    location: z.string().optional(),
+    description: z.string().optional(),
+    master: masterSchema,
+    communication: communicationSchema.prefault({}),
+  }),
+  workers: z.array(workerSchema).default([]),
+  paths: z
+    .looseObject({
+      project_root: absOrHomePath.optional(),
+      scripts: absOrHomePath.optional(),
+      config: absOrHomePath.optional(),
+      data: absOrHomePath.optional(),
+      logs: absOrHomePath.optional(),
+      experiments: absOrHomePath.optional(),
+    })
+    .optional(),
+  training: z.looseObject({}).optional(),
+  environment: environmentSchema.prefault({}),
+  logging: z.looseObject({}).optional(),
+  webhook: z.looseObject({ secret: z.string().optional() }).optional(),
+  ssh: sshSchema.prefault({}),
+  health: healthSchema.prefault({}),
+});
+
+export type ClusterFile = z.output<typeof clusterFileSchema>;

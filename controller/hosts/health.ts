@@ -1,0 +1,261 @@
+/**
+ * Node health: one probe exec per host (in parallel), a pure parser of its output, and a pure
+ * judge that turns facts into Ready/NotReady with a reason a person can act on.
+ * Nothing here ever reports a node healthy that was not actually probed.
+ */
+import type { Cluster, Host } from '../../config/cluster.ts';
+import { HostError } from './errors.ts';
+import type { HostConnection } from './ssh.ts';
+
+/**
+ * Runs on the host as `sh -c PROBE probe PROJECT PYTHON`. Reads torch's version and CUDA build
+ * from its files rather than importing it (an import takes seconds; health must answer fast).
+ */
+export const PROBE_SCRIPT = String.raw`
+echo "@@clock"; date +%s%N
+echo "@@hostname"; hostname
+echo "@@os"; if [ -r /etc/os-release ]; then . /etc/os-release; echo "$PRETTY_NAME"; else uname -s; fi
+echo "@@kernel"; uname -r
+echo "@@python"
+"$2" - <<'PY' 2>&1
+import sys, importlib.util, os, re
+print("version=%d.%d.%d" % sys.version_info[:3])
+print("executable=" + sys.executable)
+spec = importlib.util.find_spec("torch")
+if spec is None or not spec.submodule_search_locations:
+    print("torch=none")
+else:
+    d = list(spec.submodule_search_locations)[0]
+    try:
+        src = open(os.path.join(d, "version.py")).read()
+        v = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", src, re.M)
+        c = re.search(r"^cuda\s*(?::\s*\S+\s*)?=\s*(?:['\"]([^'\"]+)|None)", src, re.M)
+        print("torch=" + (v.group(1) if v else "unknown"))
+        print("torch_cuda=" + ((c.group(1) or "none") if c else "none"))
+    except OSError as e:
+        print("torch=unknown")
+PY
+echo "python_rc=$?"
+echo "@@gpu"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits 2>&1
+  echo "gpu_rc=$?"
+else
+  echo "gpu_rc=notfound"
+fi
+echo "@@disk"
+d="$1"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+df -Pk "$d" | tail -n 1
+echo "@@end"
+`;
+
+export interface GpuInfo {
+  index: number;
+  name: string;
+  memoryTotalMiB: number;
+  memoryUsedMiB: number;
+  utilizationPct: number;
+  driver: string;
+}
+
+export interface ProbeFacts {
+  remoteClockNs?: bigint;
+  hostname?: string;
+  os?: string;
+  kernel?: string;
+  python?: { version?: string; executable?: string; error?: string };
+  torch?: { version: string; cuda: string } | null;
+  gpu: { state: 'ok'; gpus: GpuInfo[] } | { state: 'notfound' } | { state: 'failed'; exitCode: string; message: string };
+  disk?: { path: string; freeGiB: number; totalGiB: number };
+}
+
+function sections(out: string): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  let cur = '';
+  for (const line of out.split('\n')) {
+    const hdr = /^@@(\w+)$/.exec(line);
+    if (hdr) {
+      cur = hdr[1];
+      m.set(cur, []);
+    } else if (cur) m.get(cur)!.push(line);
+  }
+  return m;
+}
+
+/** Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits`. */
+export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
+  const gpus: GpuInfo[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const f = line.split(',').map((s) => s.trim());
+    if (f.length < 6 || !/^\d+$/.test(f[0])) throw new Error(`unexpected nvidia-smi line: ${JSON.stringify(line)}`);
+    const num = (s: string) => (/^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN); // "[N/A]" on some boards
+    gpus.push({ index: Number(f[0]), name: f[1], memoryTotalMiB: num(f[2]), memoryUsedMiB: num(f[3]), utilizationPct: num(f[4]), driver: f[5] });
+  }
+  return gpus;
+}
+
+export function parseProbe(stdout: string): ProbeFacts {
+  const s = sections(stdout);
+  const first = (k: string) => s.get(k)?.find((l) => l.trim() !== '')?.trim();
+  const facts: ProbeFacts = { gpu: { state: 'notfound' } };
+  const clock = first('clock');
+  if (clock && /^\d+$/.test(clock)) facts.remoteClockNs = BigInt(clock);
+  facts.hostname = first('hostname');
+  facts.os = first('os');
+  facts.kernel = first('kernel');
+  const py = s.get('python') ?? [];
+  const kv = new Map(py.filter((l) => /^\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const));
+  if (kv.get('python_rc') === '0' && kv.has('version')) {
+    facts.python = { version: kv.get('version'), executable: kv.get('executable') };
+    const t = kv.get('torch');
+    facts.torch = !t || t === 'none' ? null : { version: t, cuda: kv.get('torch_cuda') ?? 'none' };
+  } else {
+    facts.python = { error: py.filter((l) => !l.startsWith('python_rc=') && l.trim()).slice(-2).join(' ').trim() || `exit ${kv.get('python_rc')}` };
+  }
+  const gpuLines = s.get('gpu') ?? [];
+  const rcLine = gpuLines.find((l) => l.startsWith('gpu_rc='));
+  const rc = rcLine?.slice('gpu_rc='.length) ?? 'notfound';
+  const body = gpuLines.filter((l) => !l.startsWith('gpu_rc=') && l.trim()).join('\n');
+  if (rc === 'notfound') facts.gpu = { state: 'notfound' };
+  else if (rc !== '0') facts.gpu = { state: 'failed', exitCode: rc, message: body.split('\n')[0]?.trim() ?? '' };
+  else {
+    try {
+      facts.gpu = { state: 'ok', gpus: parseNvidiaSmiCsv(body) };
+    } catch (e) {
+      facts.gpu = { state: 'failed', exitCode: '0', message: (e as Error).message };
+    }
+  }
+  const df = first('disk');
+  const m = df && /^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+(.+)$/.exec(df);
+  if (m) facts.disk = { path: m[5], totalGiB: Number(m[2]) / 1048576, freeGiB: Number(m[4]) / 1048576 };
+  return facts;
+}
+
+/** Compare dotted versions numerically: -1, 0, 1. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map((x) => parseInt(x, 10) || 0);
+  const pb = b.split('.').map((x) => parseInt(x, 10) || 0);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return d < 0 ? -1 : 1;
+  }
+  return 0;
+}
+
+export interface NodeHealth {
+  name: string;
+  address: string;
+  user: string;
+  role: 'master' | 'worker';
+  status: 'Ready' | 'NotReady';
+  /** Why NotReady (first is the most important); empty when Ready. */
+  reasons: string[];
+  warnings: string[];
+  connectMs?: number;
+  rttMs?: number;
+  clockOffsetMs?: number;
+  os?: string;
+  hostname?: string;
+  python?: string;
+  torch?: { version: string; cuda: string } | null;
+  gpus: GpuInfo[];
+  disk?: { path: string; freeGiB: number; totalGiB: number };
+  checkedAt: string;
+}
+
+/** Pure: facts + expectations -> verdict. */
+export function judge(host: Host, cluster: Pick<Cluster, 'environment' | 'health'>, facts: ProbeFacts, timing: { connectMs?: number; rttMs?: number; clockOffsetMs?: number }, checkedAt: string): NodeHealth {
+  const reasons: string[] = [];
+  const warnings: string[] = [];
+  let gpus: GpuInfo[] = [];
+  if (facts.python?.error !== undefined || !facts.python) reasons.push(`python not usable (${host.python}): ${facts.python?.error ?? 'no answer'}; set python in the cluster file or run pulumi up`);
+  else if (facts.torch === null) reasons.push(`torch not installed for ${facts.python.executable ?? host.python}: sync the environment (pulumi up)`);
+  const wantGpu = host.gpus.length > 0;
+  if (facts.gpu.state === 'notfound') {
+    if (wantGpu) reasons.push('nvidia-smi not found: no NVIDIA driver');
+  } else if (facts.gpu.state === 'failed') {
+    reasons.push(`nvidia-smi failed (exit ${facts.gpu.exitCode}): ${facts.gpu.message || 'no output'}`);
+  } else {
+    gpus = facts.gpu.gpus;
+    const min = cluster.environment.min_driver_version;
+    const old = gpus.find((g) => compareVersions(g.driver, min) < 0);
+    if (old) reasons.push(`NVIDIA driver ${old.driver} < required ${min}: upgrade the driver`);
+    if (gpus.length < host.gpus.length) reasons.push(`expected ${host.gpus.length} GPU(s), nvidia-smi shows ${gpus.length}`);
+    if (wantGpu && gpus.length && host.gpus[0]?.model && !gpus.some((g) => g.name.toLowerCase().includes(host.gpus[0].model.toLowerCase()))) {
+      warnings.push(`GPU is "${gpus[0].name}", cluster file says "${host.gpus[0].model}"`);
+    }
+  }
+  if (facts.disk && facts.disk.freeGiB < cluster.health.minFreeDiskGb) reasons.push(`only ${facts.disk.freeGiB.toFixed(1)} GiB free at ${facts.disk.path} (< ${cluster.health.minFreeDiskGb} GiB)`);
+  if (timing.clockOffsetMs !== undefined && Math.abs(timing.clockOffsetMs) > cluster.health.maxClockOffsetMs) {
+    warnings.push(`clock is ${Math.round(timing.clockOffsetMs)} ms off the controller's (enable NTP/chrony)`);
+  }
+  return {
+    name: host.name,
+    address: `${host.address}:${host.port}`,
+    user: host.user,
+    role: host.role,
+    status: reasons.length ? 'NotReady' : 'Ready',
+    reasons,
+    warnings,
+    ...timing,
+    os: facts.os,
+    hostname: facts.hostname,
+    python: facts.python?.version,
+    torch: facts.torch,
+    gpus,
+    disk: facts.disk,
+    checkedAt,
+  };
+}
+
+export interface HealthDeps {
+  connection: (host: string) => HostConnection;
+  now?: () => number;
+  wallClockNs?: () => bigint;
+  clock?: () => Date;
+}
+
+/** Probe one host; never throws: an unreachable host is NotReady with the reason. */
+export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps): Promise<NodeHealth> {
+  const now = deps.now ?? (() => performance.now());
+  const wall = deps.wallClockNs ?? (() => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6)));
+  const checkedAt = (deps.clock?.() ?? new Date()).toISOString();
+  const conn = deps.connection(host.name);
+  const wasConnected = conn.connected;
+  const base = { name: host.name, address: `${host.address}:${host.port}`, user: host.user, role: host.role, gpus: [] as GpuInfo[], warnings: [] as string[], checkedAt };
+  try {
+    let t0 = 0;
+    let firstByte: number | undefined;
+    let localMidNs = 0n;
+    // Connect first so round-trip time and clock offset are not skewed by the handshake.
+    await conn.exec(['true'], { timeoutMs: host.ssh.connectTimeoutMs + 2000 });
+    t0 = now();
+    const w0 = wall();
+    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], {
+      timeoutMs: 15_000,
+      onStdout: () => {
+        if (firstByte === undefined) {
+          firstByte = now();
+          const w1 = wall();
+          localMidNs = (w0 + w1) / 2n;
+        }
+      },
+    });
+    const facts = parseProbe(res.stdout);
+    if (res.code !== 0 && !res.stdout.includes('@@end')) {
+      return { ...base, status: 'NotReady', reasons: [`probe failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`] };
+    }
+    const clockOffsetMs = facts.remoteClockNs !== undefined && localMidNs ? Number(facts.remoteClockNs - localMidNs) / 1e6 : undefined;
+    return judge(host, cluster, facts, { connectMs: wasConnected ? undefined : conn.lastConnectMs, rttMs: firstByte !== undefined ? firstByte - t0 : undefined, clockOffsetMs }, checkedAt);
+  } catch (e) {
+    const msg = e instanceof HostError ? e.message.replace(new RegExp(`^${host.name}: `), '') : `probe failed: ${(e as Error).message}`;
+    return { ...base, status: 'NotReady', reasons: [msg] };
+  }
+}
+
+/** All hosts in parallel. */
+export function probeCluster(cluster: Cluster, deps: HealthDeps, only?: string[]): Promise<NodeHealth[]> {
+  const hosts = only?.length ? cluster.hosts.filter((h) => only.includes(h.name)) : cluster.hosts;
+  return Promise.all(hosts.map((h) => probeHost(cluster, h, deps)));
+}
