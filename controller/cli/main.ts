@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { UgroError } from '../../config/errors.ts';
 import { CliContext, type Io } from './context.ts';
+import { registerJobCommands } from './jobs.ts';
 import { registerNodeCommands } from './nodes.ts';
 
 declare module 'commander' {
@@ -25,6 +26,7 @@ export function buildProgram(io: Io, env: Record<string, string | undefined>): {
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   const get = program.command('get').description('list resources: nodes, jobs');
   registerNodeCommands(program, ctx, get);
+  registerJobCommands(program, ctx, get);
   return { program, ctx, close: () => context?.close() };
 }
 

@@ -1,0 +1,164 @@
+/**
+ * The jobs directory: specs in (person-owned, never rewritten), status out (controller-owned,
+ * atomic writes), control requests (cancel) from the CLI, and an events log.
+ *   jobs/<name>.yaml            TrainingJob spec
+ *   jobs/<name>.status.yaml     status, written by the controller only
+ *   jobs/<name>.control.yaml    requests from `ugro cancel`
+ *   jobs/.ugro/events.jsonl     events, newest last
+ */
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
+import type { JobStatus } from '../api/status.ts';
+import type { Control, SpecState } from '../core/reconcile.ts';
+
+export interface JobEvent {
+  time: string;
+  job: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/** Write via a temp file + rename so readers never see half a file. */
+export function writeFileAtomic(path: string, data: string): void {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  writeFileSync(tmp, data, { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+export class JobStore {
+  constructor(readonly dir: string) {}
+
+  ensure(): void {
+    mkdirSync(join(this.dir, '.ugro'), { recursive: true });
+  }
+
+  specFile(name: string): string | undefined {
+    for (const ext of ['.yaml', '.yml']) {
+      const p = join(this.dir, name + ext);
+      if (existsSync(p)) return p;
+    }
+    return undefined;
+  }
+
+  statusFile(name: string): string {
+    return join(this.dir, `${name}.status.yaml`);
+  }
+  controlFile(name: string): string {
+    return join(this.dir, `${name}.control.yaml`);
+  }
+
+  /** Every name that has a spec, a status or a control file. */
+  listNames(): { specs: string[]; statuses: string[] } {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(this.dir);
+    } catch {
+      return { specs: [], statuses: [] };
+    }
+    return {
+      specs: entries.filter(isJobFileName).map(jobNameFromFile),
+      statuses: entries.filter((e) => e.endsWith('.status.yaml')).map((e) => e.slice(0, -'.status.yaml'.length)),
+    };
+  }
+
+  readSpec(name: string): SpecState {
+    const file = this.specFile(name);
+    if (!file) return { kind: 'deleted' };
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'deleted' };
+      return { kind: 'invalid', file, issues: [{ path: '', message: `cannot read: ${(e as Error).message}` }] };
+    }
+    const res = parseTrainingJob(text, file);
+    if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
+    return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
+  }
+
+  specMtime(name: string): Date | undefined {
+    const f = this.specFile(name);
+    try {
+      return f ? statSync(f).mtime : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  readStatus(name: string): JobStatus | undefined {
+    try {
+      return parse(readFileSync(this.statusFile(name), 'utf8')) as JobStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Returns true if the file changed. Skips identical writes (no churn, no mtime noise). */
+  writeStatus(name: string, status: JobStatus): boolean {
+    const text = `# Written by the UGRO controller; do not edit (your spec is ${name}.yaml).\n${stringify(stripUndefined(status), { lineWidth: 0 })}`;
+    const path = this.statusFile(name);
+    try {
+      if (readFileSync(path, 'utf8') === text) return false;
+    } catch {
+      /* new */
+    }
+    writeFileAtomic(path, text);
+    return true;
+  }
+
+  deleteStatus(name: string): void {
+    for (const f of [this.statusFile(name), this.controlFile(name)]) {
+      try {
+        unlinkSync(f);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  readControl(name: string): Control | undefined {
+    try {
+      return parse(readFileSync(this.controlFile(name), 'utf8')) as Control;
+    } catch {
+      return undefined;
+    }
+  }
+
+  writeControl(name: string, c: Control): void {
+    writeFileAtomic(this.controlFile(name), stringify(c));
+  }
+
+  appendEvents(events: JobEvent[]): void {
+    if (!events.length) return;
+    this.ensure();
+    appendFileSync(join(this.dir, '.ugro', 'events.jsonl'), events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+  }
+
+  readEvents(job?: string, limit = 50): JobEvent[] {
+    let text = '';
+    try {
+      text = readFileSync(join(this.dir, '.ugro', 'events.jsonl'), 'utf8');
+    } catch {
+      return [];
+    }
+    const all = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        try {
+          return JSON.parse(l) as JobEvent;
+        } catch {
+          return undefined;
+        }
+      })
+      .filter((e): e is JobEvent => !!e && (!job || e.job === job));
+    return all.slice(-limit);
+  }
+}
+
+function stripUndefined<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}

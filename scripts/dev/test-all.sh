@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `npm test`: everything. Typecheck, unit tests, then the lab tests on real hosts
+# (network namespaces + sshd; needs root). Brings the lab up if it is not up, and leaves
+# it as it found it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+echo "== typecheck"
+npx tsc --noEmit -p tsconfig.json
+
+echo "== unit tests"
+npx vitest run --project unit
+
+started_lab=0
+if ! bash tests/lab/lab.sh status >/dev/null 2>&1; then
+  echo "== lab up"
+  bash tests/lab/lab.sh up
+  started_lab=1
+fi
+finish() {
+  if [ "$started_lab" = 1 ] && [ "${UGRO_KEEP_LAB:-0}" != 1 ]; then bash tests/lab/lab.sh down || true; fi
+}
+trap finish EXIT
+
+echo "== lab tests"
+npx vitest run --project lab

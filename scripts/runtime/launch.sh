@@ -1,0 +1,52 @@
+#!/bin/sh
+# UGRO host runtime: start one node's part of a run, detached from the SSH session.
+# Usage: launch.sh RUN_DIR RDZV_ADDR RANK_WRAPPER META_JSON -- torchrun ARGS...
+# The controller runs it as `sh -c "$(cat launch.sh)" launch.sh ARGS…` with every word quoted.
+# Idempotent: a run directory that already has a pid is reported, never started twice.
+set -eu
+run_dir=$1; rdzv_addr=$2; wrapper=$3; meta=$4; shift 4
+[ "${1:-}" = "--" ] && shift
+
+mkdir -p "$run_dir"
+cd "$run_dir"
+if [ -s pid ]; then
+  echo "exists pid=$(cat pid) starttime=$(cat starttime 2>/dev/null || echo 0)"
+  exit 0
+fi
+printf '%s\n' "$meta" > meta.json
+printf '%s\n' "$wrapper" > rank.sh
+chmod 755 rank.sh
+: > lock
+
+# gloo/NCCL pick an interface from the hostname, wrong on multi-NIC hosts: use the one that
+# routes to the rendezvous address (on the rendezvous host itself that route is via lo, so
+# take the interface that owns the address instead).
+dev=$(ip -o route get "$rdzv_addr" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1)
+if [ -z "$dev" ] || [ "$dev" = lo ]; then
+  dev=$(ip -o addr show to "$rdzv_addr" 2>/dev/null | awk '{print $2; exit}')
+fi
+if [ -n "$dev" ] && [ "$dev" != lo ]; then
+  export GLOO_SOCKET_IFNAME="$dev" NCCL_SOCKET_IFNAME="$dev"
+fi
+export UGRO_RUN_DIR="$run_dir"
+date +%s%N > launched_at
+
+# The runner: new session (setsid, no pty, stdio to files) so neither a dropped SSH connection
+# nor a controller restart reaches it. It holds `lock` for its lifetime (waiters block on it),
+# outlives a SIGTERM to the session so it can record torchrun's exit code, and closes the lock fd for
+# torchrun so stray children never hold it.
+setsid sh -c '
+  exec 9>lock
+  flock 9
+  trap : TERM INT HUP
+  "$@" 9>&- </dev/null >torchrun.log 2>&1
+  rc=$?
+  echo "$rc" > exit_code.tmp && mv exit_code.tmp exit_code
+  date +%s%N > finished_at
+' ugro-runner "$@" </dev/null >/dev/null 2>&1 &
+pid=$!
+# Start time (clock ticks since boot, /proc/PID/stat field 22) guards against pid reuse.
+st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $20}')
+echo "${st:-0}" > starttime.tmp && mv starttime.tmp starttime
+echo "$pid" > pid.tmp && mv pid.tmp pid
+echo "launched pid=$pid starttime=${st:-0}"

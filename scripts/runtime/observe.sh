@@ -1,0 +1,39 @@
+#!/bin/sh
+# UGRO host runtime: report the runs in RUNS_DIR (all, or only those of JOB), one block each.
+# Usage: observe.sh RUNS_DIR [JOB]
+runs=$1; job=${2:-}
+[ -d "$runs" ] || { echo "@@none"; exit 0; }
+cd "$runs" || exit 0
+for d in */; do
+  d=${d%/}
+  [ -f "$d/meta.json" ] || continue
+  if [ -n "$job" ]; then case "$d" in "$job".*) ;; *) continue ;; esac; fi
+  echo "@@run $d"
+  pid=$(cat "$d/pid" 2>/dev/null || true)
+  st=$(cat "$d/starttime" 2>/dev/null || true)
+  alive=0
+  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then
+    now_st=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $20}')
+    [ "$now_st" = "$st" ] && alive=1
+  fi
+  echo "pid=$pid"
+  echo "starttime=$st"
+  echo "alive=$alive"
+  echo "exit=$(cat "$d/exit_code" 2>/dev/null || true)"
+  echo "cancelled=$(cat "$d/cancelled" 2>/dev/null || true)"
+  echo "launched_at=$(cat "$d/launched_at" 2>/dev/null || true)"
+  echo "finished_at=$(cat "$d/finished_at" 2>/dev/null || true)"
+  echo "meta=$(tr -d '\n' < "$d/meta.json")"
+  [ -f "$d/ranks" ] && sed 's/^/rank=/' "$d/ranks"
+  for f in "$d"/rank-*.exit; do
+    [ -f "$f" ] || continue
+    r=${f##*/rank-}; r=${r%.exit}
+    echo "rankexit=$r $(cat "$f") $(stat -c %Y "$f")"
+    if [ "$(cat "$f")" != 0 ]; then tail -n 20 "$d/rank-$r.log" 2>/dev/null | sed "s/^/ranklog=$r /"; fi
+  done
+  if [ -n "$(cat "$d/exit_code" 2>/dev/null)" ] && [ "$(cat "$d/exit_code")" != 0 ]; then
+    tail -n 20 "$d/torchrun.log" 2>/dev/null | sed 's/^/agentlog=/'
+  fi
+  [ -f "$d/metrics.jsonl" ] && tail -n 1 "$d/metrics.jsonl" | sed 's/^/metrics=/'
+done
+echo "@@end"

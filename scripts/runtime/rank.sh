@@ -1,0 +1,13 @@
+#!/bin/sh
+# UGRO rank wrapper: torchrun --no_python runs this once per local rank. One log file per
+# global rank, on the host that ran it, plus its exit code; signals reach the training process.
+echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/ranks"
+"$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
+while :; do
+  wait "$child"; rc=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+echo "$rc" > "$UGRO_RUN_DIR/rank-$RANK.exit"
+exit "$rc"
