@@ -261,6 +261,10 @@ export class Controller {
     this.claims.delete(name);
     if (spec.kind === 'valid') this.remember(name, spec.job, status);
     const res = reconcile({ name, now: this.now(), spec, status, control, parts, unreachable, cluster: this.view(name) });
+    // Claim hosts and port before the first await, so a concurrent reconcile of another job
+    // cannot pick the same hosts while this launch is in flight.
+    for (const a of res.actions) if (a.type === 'launch') this.claims.set(name, { hosts: a.allParts.map((p) => p.host), port: a.port });
+    if (spec.kind === 'valid' && res.status) this.remember(name, spec.job, res.status);
     if (res.status && spec.kind === 'valid' && res.status.phase === 'Starting') {
       // Record intent before touching hosts: a crash mid-launch is then finished on restart.
       this.persist(name, res.status, []);
@@ -282,7 +286,8 @@ export class Controller {
 
   private remember(name: string, job: TrainingJob, status: JobStatus | undefined): void {
     const mtime = this.store.specMtime(name);
-    this.jobs.set(name, { priority: job.spec.priority, createdAt: status?.createdAt ?? mtime?.toISOString() ?? this.now().toISOString(), phase: status?.phase ?? 'Queued', reason: status?.reason ?? 'Unschedulable' });
+    // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
+    this.jobs.set(name, { priority: job.spec.priority, createdAt: status?.createdAt ?? mtime?.toISOString() ?? this.now().toISOString(), phase: status?.phase, reason: status?.reason });
   }
 
   private persist(name: string, status: JobStatus | null, events: { reason: string; message: string; type?: 'Normal' | 'Warning' }[]): void {
@@ -332,7 +337,6 @@ export class Controller {
 
   private async doLaunch(job: TrainingJob, a: Extract<Action, { type: 'launch' }>): Promise<void> {
     const rdzv = this.host(a.rdzvHost)!;
-    this.claims.set(job.metadata.name, { hosts: a.allParts.map((p) => p.host), port: a.port });
     await Promise.all(
       a.parts.map(async (p) => {
         const h = this.host(p.host)!;

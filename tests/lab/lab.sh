@@ -8,7 +8,8 @@
 # nvidia-smi, see stand-ins/). Needs root (namespaces, users, sshd).
 #
 # Usage: bash tests/lab/lab.sh <verb> [args]   (npm run lab -- <verb> [args])
-#   up [--hosts N]        create/repair the lab (default 3 hosts); idempotent
+#   up [--hosts N]        create the lab (default 3 hosts), or bring it back to
+#                         nominal (all running, linked, GPU ok); idempotent
 #   down                  remove everything the lab made (hosts, users, .lab)
 #   status                one line per host; exit 0 only if all are up
 #   stop-host H           kill H's sshd and all its processes (connect: refused)
@@ -205,7 +206,7 @@ ensure_host_net() {
   ip netns exec "$h" ip route replace default via "$GATEWAY" dev eth0
 }
 
-# /etc/netns/<h>/hosts is bind-mounted over /etc/hosts by `ip netns exec`, so
+# /etc/netns/<h>/{hosts,resolv.conf} are bind-mounted over /etc/hosts by `ip netns exec`, so
 # torchrun's c10d rendezvous resolves host names to lab addresses (not the
 # 127.0.1.1 of a stock Debian /etc/hosts). Written in place (same inode) so an
 # already running sshd's bind mount sees updates.
@@ -223,6 +224,12 @@ write_netns_hosts() {
     cat "$f.new" >"$f"
     rm -f "$f.new"
     chmod 644 "$f"
+    # The hosts have no DNS (no route beyond the bridge). With the machine's
+    # resolv.conf every lookup that misses /etc/hosts (e.g. the AAAA query of
+    # `getent hosts gpu2`) would wait 2 x 5 s for an unreachable server; with
+    # no nameserver glibc asks 127.0.0.1, which refuses at once.
+    printf '# Written by the UGRO lab: lab hosts have no DNS, names are in /etc/hosts.\noptions timeout:1 attempts:1\n' \
+      >"/etc/netns/$(host_name $j)/resolv.conf"
   done
 }
 
@@ -242,10 +249,9 @@ ensure_user() {
   chown "$u:$(id -gn "$u")" "$home/.ssh/environment"; chmod 600 "$home/.ssh/environment"
 }
 
-write_gpu_conf() { # only when missing: a `gpu` mode survives a second `up`
+write_gpu_conf() { # `up` always brings the GPU back to mode=ok (nominal state)
   local i=$1 f
   f="$(host_dir "$i")/gpu.conf"
-  [ -e "$f" ] && return 0
   cat >"$f" <<EOF
 # Stand-in GPU of lab host $(host_name "$i"), read by bin/nvidia-smi (a STAND-IN).
 # mode: ok | old-driver | failing | absent   (set with: lab gpu $(host_name "$i") MODE)
@@ -268,11 +274,8 @@ install_stand_ins() {
   d="$(host_dir "$i")/bin"
   install -d -m 755 "$d"
   install -m 755 "$LAB_SH_DIR/stand-ins/pixi" "$d/pixi"
-  if [ "$(gpu_mode "$i")" = absent ]; then
-    rm -f "$d/nvidia-smi"; install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$d/nvidia-smi.absent"
-  else
-    rm -f "$d/nvidia-smi.absent"; install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$d/nvidia-smi"
-  fi
+  rm -f "$d/nvidia-smi.absent"
+  install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$d/nvidia-smi"
 }
 
 write_sshd_config() {

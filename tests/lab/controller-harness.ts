@@ -1,0 +1,91 @@
+/** Harness for controller lab tests: a real `ugro controller` process per test, temp jobs dir. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { loadCluster } from '../../config/cluster.ts';
+import { SshPool } from '../../controller/hosts/ssh.ts';
+import type { JobStatus } from '../../controller/api/status.ts';
+
+export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+export const CLUSTER_FILE = join(ROOT, '.lab/cluster.yaml');
+
+export function requireLab(): void {
+  if (!existsSync(CLUSTER_FILE)) throw new Error(`${CLUSTER_FILE} missing: run \`npm run lab -- up\` first`);
+}
+
+export function labCluster() {
+  requireLab();
+  return loadCluster(CLUSTER_FILE);
+}
+
+export function newJobsDir(): string {
+  return mkdtempSync(join(tmpdir(), 'ugro-jobs-'));
+}
+
+export function startController(jobsDir: string, extra: string[] = []): ChildProcess & { logText: () => string } {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'controller', '--grace', '5', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.on('data', (b) => (log += b));
+  child.stderr!.on('data', (b) => (log += b));
+  return Object.assign(child, { logText: () => log });
+}
+
+export async function stopController(c: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const done = new Promise((r) => c.once('exit', r));
+  c.kill(signal);
+  await done;
+}
+
+export function ugro(jobsDir: string, ...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args], { encoding: 'utf8' });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+export function job(name: string, spec: Record<string, unknown>): string {
+  return stringify({ apiVersion: 'ugro.dev/v1alpha1', kind: 'TrainingJob', metadata: { name }, spec });
+}
+
+export function writeJob(jobsDir: string, name: string, spec: Record<string, unknown>): void {
+  writeFileSync(join(jobsDir, `${name}.yaml`), job(name, spec));
+}
+
+export function readStatus(jobsDir: string, name: string): JobStatus | undefined {
+  try {
+    return parse(readFileSync(join(jobsDir, `${name}.status.yaml`), 'utf8')) as JobStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 90_000, everyMs = 200): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: T | undefined | false;
+  while (Date.now() < end) {
+    last = fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+export function waitPhase(jobsDir: string, name: string, phases: string[], timeoutMs = 90_000): Promise<JobStatus> {
+  return waitFor(`${name} in ${phases.join('|')}`, () => {
+    const s = readStatus(jobsDir, name);
+    return s && phases.includes(s.phase) ? s : undefined;
+  }, timeoutMs);
+}
+
+/** PIDs on a host whose environment carries UGRO_RUN_ID=runId (the run's marker). */
+export async function markedProcesses(pool: SshPool, host: string, runId: string): Promise<string[]> {
+  const r = await pool.exec(host, ['sh', '-c', 'grep -lzxF "UGRO_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null | grep -v self || true', 'x', runId]);
+  return r.stdout.split('\n').filter((l) => /^\/proc\/\d+\/environ$/.test(l));
+}
+
+/** Run directories of a job on a host. */
+export async function runDirs(pool: SshPool, host: string, runsPath: string, jobName: string): Promise<string[]> {
+  const r = await pool.exec(host, ['sh', '-c', 'cd "$1" 2>/dev/null && ls -d "$2".* 2>/dev/null || true', 'x', runsPath, jobName]);
+  return r.stdout.split('\n').filter(Boolean);
+}

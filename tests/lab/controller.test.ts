@@ -1,0 +1,138 @@
+/**
+ * The controller end to end on the lab: real `ugro controller` processes, real sshd, real
+ * torchrun across three network-namespace hosts.
+ */
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SshPool } from '../../controller/hosts/ssh.ts';
+import { labCluster, markedProcesses, newJobsDir, readStatus, runDirs, startController, stopController, ugro, waitFor, waitPhase, writeJob } from './controller-harness.ts';
+
+const cluster = labCluster();
+const pool = new SshPool(cluster.hosts);
+const hosts = cluster.hosts.map((h) => h.name);
+let ctl: ReturnType<typeof startController> | undefined;
+let jobsDir: string;
+
+beforeAll(async () => {
+  // Clean run dirs from earlier runs so launch counting below is exact.
+  await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['rm', '-rf', '--', h.paths.runs])));
+});
+afterEach(async () => {
+  if (ctl) await stopController(ctl);
+  ctl = undefined;
+});
+afterAll(() => pool.close());
+
+const train = (args: string[] = [], nodes = 3) => ({ script: 'train.py', args, nodes });
+
+describe('controller on the lab', () => {
+  it('trains a job across 3 hosts to Succeeded; logs --rank 2 shows rank 2', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'e2e', train(['--epochs', '2']));
+    const st = await waitPhase(jobsDir, 'e2e', ['Succeeded', 'Failed']);
+    expect(st.phase, ctl.logText()).toBe('Succeeded');
+    expect(st.nodes.map((n) => n.host).sort()).toEqual([...hosts].sort());
+    expect(st.nodes.flatMap((n) => n.globalRanks).sort()).toEqual([0, 1, 2]);
+    expect(st.conditions.find((c) => c.type === 'Complete')?.status).toBe('True');
+    expect((st.progress as { epoch: number }).epoch).toBe(1);
+    const logs = ugro(jobsDir, 'logs', 'e2e', '--rank', '2');
+    expect(logs.code, logs.err).toBe(0);
+    expect(logs.out).toMatch(/^rank 2\/3 on gpu\S* backend=gloo/m);
+    expect(logs.out).not.toMatch(/^rank [01]\//m);
+    const get = ugro(jobsDir, 'get', 'jobs');
+    expect(get.out).toMatch(/e2e\s+Succeeded/);
+  });
+
+  it('a rank that exits 3: Failed with exit code 3 and its last log lines', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'fails', train(['--fail-rank', '1', '--exit-code', '3']));
+    const st = await waitPhase(jobsDir, 'fails', ['Succeeded', 'Failed']);
+    expect(st.phase).toBe('Failed');
+    expect(st.exitCode).toBe(3);
+    expect(st.failedRank).toBe(1);
+    expect(st.logTail?.join('\n')).toContain('rank 1: failing on purpose with exit code 3');
+    expect(st.message).toContain('rank 1');
+  });
+
+  it('deleting the job file mid-run leaves no process of the run on any host within grace + 5 s', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'longrun', train(['--epochs', '1000', '--sleep', '0.05']));
+    const st = await waitPhase(jobsDir, 'longrun', ['Running']);
+    const runId = st.runId!;
+    expect((await Promise.all(hosts.map((h) => markedProcesses(pool, h, runId)))).flat().length).toBeGreaterThan(0);
+    const t0 = Date.now();
+    unlinkSync(join(jobsDir, 'longrun.yaml'));
+    const end = t0 + (5 + 5) * 1000;
+    let left: string[] = [];
+    while (Date.now() < end) {
+      left = (await Promise.all(hosts.map((h) => markedProcesses(pool, h, runId)))).flat();
+      if (!left.length) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(left, `still running after ${Date.now() - t0} ms`).toEqual([]);
+    console.log(`delete -> no process of the run left: ${Date.now() - t0} ms`);
+    await waitFor('status file removed', () => !readStatus(jobsDir, 'longrun'), 20_000);
+  });
+
+  it('kill -9 of the controller mid-run: restart re-adopts, the run finishes, one launch per host', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'adopt', train(['--epochs', '30', '--sleep', '0.05']));
+    const st = await waitPhase(jobsDir, 'adopt', ['Running']);
+    await stopController(ctl, 'SIGKILL');
+    // Training must not notice.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await Promise.all(hosts.map((h) => markedProcesses(pool, h, st.runId!)))).flat().length).toBeGreaterThan(0);
+    ctl = startController(jobsDir);
+    const done = await waitPhase(jobsDir, 'adopt', ['Succeeded', 'Failed'], 120_000);
+    expect(done.phase, ctl.logText()).toBe('Succeeded');
+    expect(done.runId).toBe(st.runId);
+    expect(done.attempt).toBe(1);
+    for (const h of cluster.hosts) expect(await runDirs(pool, h.name, h.paths.runs, 'adopt')).toHaveLength(1);
+    expect(ctl.logText()).not.toContain('launched run part');
+  });
+
+  it('an invalid file beside a valid one: Invalid with path and line; the other Succeeds', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeFileSync(join(jobsDir, 'broken.yaml'), 'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\nspec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n');
+    writeJob(jobsDir, 'good', train([], 3));
+    const bad = await waitPhase(jobsDir, 'broken', ['Invalid']);
+    expect(bad.message).toContain('broken.yaml:8');
+    expect(bad.message).toContain('spec.nprocPerNod');
+    const good = await waitPhase(jobsDir, 'good', ['Succeeded', 'Failed']);
+    expect(good.phase).toBe('Succeeded');
+  });
+
+  it('arguments with spaces, quotes, $(…), ;, newlines arrive in sys.argv byte-exact', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    const nasty = ['two words', "it's", 'say "hi"', '$(touch /tmp/ugro-pwned)', '`id`', 'a;b && c', 'line1\nline2', '-x', '--flag=v', 'ünïcødé ✓', '*', '~', ''];
+    writeJob(jobsDir, 'argv', train(['--echo-args', ...nasty], 1));
+    const st = await waitPhase(jobsDir, 'argv', ['Succeeded', 'Failed']);
+    expect(st.phase).toBe('Succeeded');
+    const out = ugro(jobsDir, 'logs', 'argv', '--rank', '0').out;
+    const m = /^ARGV (.*)$/m.exec(out);
+    expect(m, out).toBeTruthy();
+    expect(JSON.parse(m![1])).toEqual(['--echo-args', ...nasty]);
+  });
+
+  it('two jobs wanting all three hosts: the second is Queued with a reason, then runs', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'first', train(['--epochs', '20', '--sleep', '0.05']));
+    await waitPhase(jobsDir, 'first', ['Starting', 'Running']);
+    writeJob(jobsDir, 'second', train());
+    const q = await waitPhase(jobsDir, 'second', ['Queued']);
+    expect(q.message).toMatch(/busy with job first/);
+    const first = await waitPhase(jobsDir, 'first', ['Succeeded', 'Failed'], 120_000);
+    expect(first.phase).toBe('Succeeded');
+    const second = await waitPhase(jobsDir, 'second', ['Succeeded', 'Failed'], 120_000);
+    expect(second.phase).toBe('Succeeded');
+    expect(Date.parse(second.startTime!)).toBeGreaterThanOrEqual(Date.parse(first.completionTime!) - 1000);
+  });
+});
