@@ -337,6 +337,13 @@ export class Controller {
 
   private async doLaunch(job: TrainingJob, a: Extract<Action, { type: 'launch' }>): Promise<void> {
     const rdzv = this.host(a.rdzvHost)!;
+    if (a.parts.length === a.allParts.length) {
+      // A fresh launch: the rendezvous port must be free on its host, whoever holds it
+      // (another tool, or a run this controller does not know about).
+      const ss = await this.o.pool.exec(rdzv.name, ['ss', '-Hltn']);
+      const busy = new Set([...ss.stdout.matchAll(/:(\d+)\s/g)].map((m) => Number(m[1])));
+      while (busy.has(a.port)) a.port++;
+    }
     await Promise.all(
       a.parts.map(async (p) => {
         const h = this.host(p.host)!;

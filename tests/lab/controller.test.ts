@@ -15,7 +15,8 @@ let ctl: ReturnType<typeof startController> | undefined;
 let jobsDir: string;
 
 beforeAll(async () => {
-  // Clean run dirs from earlier runs so launch counting below is exact.
+  // Stop leftovers of earlier runs, then clean run dirs so launch counting below is exact.
+  await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['pkill', '-KILL', '-f', 'torch.distributed.run']).catch(() => undefined)));
   await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['rm', '-rf', '--', h.paths.runs])));
 });
 afterEach(async () => {

@@ -581,6 +581,9 @@ cmd_ssh() {
 # End-to-end: every host answers over ssh with its own hostname and stand-in
 # GPU, resolves its peers, and an N-node torchrun (c10d rendezvous on
 # gpu-master, gloo all_reduce over eth0) completes.
+# Not 29500 (cluster.yaml's master_port): UGRO's own runs may be using the lab.
+SMOKE_PORT=29477
+
 cmd_smoke() {
   local n i pids=() rc=0 out t0
   n=$(host_count)
@@ -596,7 +599,7 @@ cmd_smoke() {
     local is_host=0
     [ "$i" -eq 0 ] && is_host=1
     lab_ssh "$i" "cd /tmp && GLOO_SOCKET_IFNAME=eth0 timeout 120 torchrun --nnodes=$n --nproc_per_node=1 \
-      --node_rank=$i --rdzv_backend=c10d --rdzv_endpoint=$(host_ip 0):29500 --rdzv_id=smoke$$ \
+      --node_rank=$i --rdzv_backend=c10d --rdzv_endpoint=$(host_ip 0):$SMOKE_PORT --rdzv_id=smoke$$ \
       --rdzv_conf=is_host=$is_host,join_timeout=60 $LAB/smoke_dist.py" >"$out/$i.log" 2>&1 &
     pids+=($!)
   done
