@@ -31,7 +31,8 @@ export class YamlSource {
     const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
     const source = new YamlSource(doc, lines);
     const issues: FieldIssue[] = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
+      // linePos is only filled with prettyErrors; derive it from the offset instead.
+      const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
       return { path: '', message: `YAML syntax: ${e.message.split('\n')[0]}`, line: pos?.line, column: pos?.col };
     });
     return { source, issues };
