@@ -206,8 +206,8 @@ ensure_host_net() {
   ip netns exec "$h" ip route replace default via "$GATEWAY" dev eth0
 }
 
-# /etc/netns/<h>/{hosts,resolv.conf} are bind-mounted over /etc/hosts by `ip netns exec`, so
-# torchrun's c10d rendezvous resolves host names to lab addresses (not the
+# `ip netns exec` bind-mounts /etc/netns/<h>/{hosts,resolv.conf} over /etc/,
+# so torchrun's c10d rendezvous resolves host names to lab addresses (not the
 # 127.0.1.1 of a stock Debian /etc/hosts). Written in place (same inode) so an
 # already running sshd's bind mount sees updates.
 write_netns_hosts() {
