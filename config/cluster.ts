@@ -75,8 +75,8 @@ export interface ExpandEnv {
   user: string;
 }
 
-export function defaultExpandEnv(): ExpandEnv {
-  let user = process.env.USER ?? '';
+export function defaultExpandEnv(env: Record<string, string | undefined> = process.env): ExpandEnv {
+  let user = env.USER ?? '';
   if (!user) {
     try {
       user = userInfo().username;
@@ -84,7 +84,18 @@ export function defaultExpandEnv(): ExpandEnv {
       user = '';
     }
   }
-  return { env: process.env, home: process.env.HOME || homedir(), user };
+  return { env, home: env.HOME || homedir(), user };
+}
+
+/**
+ * Fields that name places on a remote host: their `~` is that host user's home (resolved later
+ * from paths.home), never the controller's.
+ */
+function isRemotePath(path: PropertyKey[]): boolean {
+  const p = path.map(String);
+  const host = p[0] === 'workers' ? p.slice(2) : p[0] === 'cluster' && p[1] === 'master' ? p.slice(2) : undefined;
+  if (host) return (host[0] === 'paths' && host.length === 2) || (host[0] === 'python' && host.length === 1);
+  return p.length === 2 && p[0] === 'environment' && p[1] === 'python';
 }
 
 const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -96,7 +107,9 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 export function expandValue(value: unknown, ctx: ExpandEnv, path: PropertyKey[] = [], issues: FieldIssue[] = [], source?: YamlSource): unknown {
   if (typeof value === 'string') {
     let out = value.replace(VAR_RE, (whole, name: string, def: string | undefined) => {
-      const v = ctx.env[name] ?? (name === 'USER' ? ctx.user : name === 'HOME' ? ctx.home : undefined);
+      // Empty counts as unset (as in sh's ${VAR:-…}), so USER="" still falls back to the account.
+      const set = ctx.env[name];
+      const v = set !== undefined && set !== '' ? set : name === 'USER' ? ctx.user : name === 'HOME' ? ctx.home : undefined;
       if (v !== undefined && v !== '') return v;
       if (def !== undefined) return def;
       issues.push({
@@ -106,7 +119,7 @@ export function expandValue(value: unknown, ctx: ExpandEnv, path: PropertyKey[] 
       });
       return whole;
     });
-    if (out === '~' || out.startsWith('~/')) out = ctx.home + out.slice(1);
+    if ((out === '~' || out.startsWith('~/')) && !isRemotePath(path)) out = ctx.home + out.slice(1);
     return out;
   }
   if (Array.isArray(value)) return value.map((v, i) => expandValue(v, ctx, [...path, i], issues, source));
@@ -195,7 +208,7 @@ function normalize(f: ClusterFile, file: string): Cluster {
         keepaliveMs: Math.round(ssh.keepalive_seconds * 1000),
         passphraseEnv: ssh.passphrase_env,
       },
-      python: h.python ?? env.python ?? 'python3',
+      python: rp(h.python ?? env.python) ?? 'python3',
       labels: h.labels ?? {},
     };
   };

@@ -18,7 +18,8 @@ const HOSTNAME_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)
 export const address = z
   .string()
   .min(1, 'must not be empty')
-  .refine((s) => isIP(s) !== 0 || HOSTNAME_RE.test(s), 'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")');
+  // A name whose last label is all digits (10.0.0.300) is a mistyped address, not a DNS name.
+  .refine((s) => isIP(s) !== 0 || (HOSTNAME_RE.test(s) && !/(^|\.)\d+$/.test(s)), 'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")');
 
 export const port = z
   .number({ error: 'must be a number' })

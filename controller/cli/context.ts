@@ -1,5 +1,5 @@
 /** What every CLI command gets: resolved options, output sinks, and lazily-built services. */
-import { loadCluster, resolveClusterFile, type Cluster } from '../../config/cluster.ts';
+import { defaultExpandEnv, loadCluster, resolveClusterFile, type Cluster } from '../../config/cluster.ts';
 import { SshPool } from '../hosts/ssh.ts';
 
 export interface Io {
@@ -21,7 +21,7 @@ export class CliContext {
   }
 
   loadCluster(): Cluster {
-    this.cluster ??= loadCluster(this.clusterFile);
+    this.cluster ??= loadCluster(this.clusterFile, defaultExpandEnv(this.env));
     return this.cluster;
   }
 

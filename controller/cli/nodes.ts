@@ -1,7 +1,8 @@
 /** Node commands: `ugro health`, `ugro get nodes`, `ugro hosts trust|list`, `ugro config …`. */
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import { parseCluster, redactedClusterFile, type Cluster } from '../../config/cluster.ts';
+import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster } from '../../config/cluster.ts';
+import { hostKeyAlgorithms } from '../hosts/ssh.ts';
 import { ValidationError, formatIssue } from '../../config/errors.ts';
 import { appendKnownHost, findHostKeys, fingerprint, readKnownHosts } from '../../config/known-hosts.ts';
 import { readFileSync } from 'node:fs';
@@ -84,7 +85,9 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
         if (!h) throw new HostError(name, 'config', `not in ${cluster.file}`);
         const entries = readKnownHosts(h.ssh.knownHosts);
         const pinned = findHostKeys(entries, [h.address, h.hostname, h.name], h.port).filter((e) => e.marker !== '@revoked');
-        const k = await fetchHostKey(h, pinned[0] ? undefined : undefined);
+        // Ask for the pinned key's type: a host with ed25519 and ecdsa keys would otherwise show
+        // its preferred one and look "changed".
+        const k = await fetchHostKey(h, pinned.length ? hostKeyAlgorithms(pinned.map((e) => e.keyType)) : undefined);
         const same = pinned.find((e) => e.key.equals(k.key));
         if (same) {
           c.io.out(`${name}: ${k.type} ${k.fingerprint} already pinned in ${h.ssh.knownHosts} (line ${same.line})`);
@@ -143,7 +146,7 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
     } catch (e) {
       throw new ValidationError(path, [{ path: '', message: `cannot read: ${(e as Error).message}` }]);
     }
-    const res = parseCluster(text, path, undefined);
+    const res = parseCluster(text, path, defaultExpandEnv(c.env));
     if (!res.ok) {
       c.io.err(`${path}: invalid (${res.issues.length} problem${res.issues.length === 1 ? '' : 's'})`);
       for (const i of res.issues) c.io.err(`  ${formatIssue(path, i)}`);

@@ -38,7 +38,9 @@ PY
 echo "python_rc=$?"
 echo "@@gpu"
 if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits 2>&1
+  # A wedged driver can hang nvidia-smi for minutes; bound it so health always answers.
+  t=""; command -v timeout >/dev/null 2>&1 && t="timeout -s KILL 10"
+  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits 2>&1
   echo "gpu_rc=$?"
 else
   echo "gpu_rc=notfound"
@@ -225,29 +227,23 @@ export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps):
   const wasConnected = conn.connected;
   const base = { name: host.name, address: `${host.address}:${host.port}`, user: host.user, role: host.role, gpus: [] as GpuInfo[], warnings: [] as string[], checkedAt };
   try {
-    let t0 = 0;
-    let firstByte: number | undefined;
-    let localMidNs = 0n;
     // Connect first so round-trip time and clock offset are not skewed by the handshake.
-    await conn.exec(['true'], { timeoutMs: host.ssh.connectTimeoutMs + 2000 });
-    t0 = now();
+    if (!conn.connected) await conn.exec(['true'], { timeoutMs: host.ssh.connectTimeoutMs + 2000 });
+    // Clock and round trip from a tiny exec of its own: timing the big probe's first byte would
+    // add the remote shell's start-up to one side of the midpoint and bias the offset.
+    const t0 = now();
     const w0 = wall();
-    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], {
-      timeoutMs: 15_000,
-      onStdout: () => {
-        if (firstByte === undefined) {
-          firstByte = now();
-          const w1 = wall();
-          localMidNs = (w0 + w1) / 2n;
-        }
-      },
-    });
+    const clk = await conn.exec(['date', '+%s%N'], { timeoutMs: host.ssh.connectTimeoutMs + 2000 });
+    const w1 = wall();
+    const rttMs = now() - t0;
+    const remoteNs = /^\d+$/.test(clk.stdout.trim()) ? BigInt(clk.stdout.trim()) : undefined;
+    const clockOffsetMs = remoteNs !== undefined ? Number(remoteNs - (w0 + w1) / 2n) / 1e6 : undefined;
+    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], { timeoutMs: 15_000 });
     const facts = parseProbe(res.stdout);
     if (res.code !== 0 && !res.stdout.includes('@@end')) {
       return { ...base, status: 'NotReady', reasons: [`probe failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`] };
     }
-    const clockOffsetMs = facts.remoteClockNs !== undefined && localMidNs ? Number(facts.remoteClockNs - localMidNs) / 1e6 : undefined;
-    return judge(host, cluster, facts, { connectMs: wasConnected ? undefined : conn.lastConnectMs, rttMs: firstByte !== undefined ? firstByte - t0 : undefined, clockOffsetMs }, checkedAt);
+    return judge(host, cluster, facts, { connectMs: wasConnected ? undefined : conn.lastConnectMs, rttMs, clockOffsetMs }, checkedAt);
   } catch (e) {
     const msg = e instanceof HostError ? e.message.replace(new RegExp(`^${host.name}: `), '') : `probe failed: ${(e as Error).message}`;
     return { ...base, status: 'NotReady', reasons: [msg] };

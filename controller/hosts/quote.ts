@@ -3,7 +3,8 @@
  * quoted here: no user string is ever pasted into a shell line.
  */
 const SAFE = /^[A-Za-z0-9_\/.,:@%+-]+$/;
-const SAFE_ARG = /^[A-Za-z0-9_\/.,:=@%+-]+$/;
+// `=` may not lead: zsh expands a word like `=cmd` to the command's path.
+const SAFE_ARG = /^[A-Za-z0-9_\/.,:@%+-][A-Za-z0-9_\/.,:=@%+-]*$/;
 
 /** Quote one word for sh/bash/zsh. `=` is only left bare after the first word (no accidental assignment). */
 export function shQuote(word: string, first = false): string {

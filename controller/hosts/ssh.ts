@@ -29,6 +29,12 @@ export interface ExecOptions {
   maxBuffer?: number;
 }
 
+interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+  seen: boolean;
+}
+
 export interface ExecResult {
   code: number | null;
   signal: string | null;
@@ -55,13 +61,19 @@ export interface SshPoolOptions {
 // ssh2 is CommonJS; Node's ESM loader cannot see all of its named exports.
 const { Client: SshClient, utils: sshUtils } = ssh2;
 
-const HOSTKEY_ALGOS: Record<string, string[]> = {
+/** known_hosts key type -> the host-key algorithms that prove it (RSA keys sign with SHA-2). */
+export const HOSTKEY_ALGOS: Record<string, string[]> = {
   'ssh-ed25519': ['ssh-ed25519'],
   'ssh-rsa': ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
   'ecdsa-sha2-nistp256': ['ecdsa-sha2-nistp256'],
   'ecdsa-sha2-nistp384': ['ecdsa-sha2-nistp384'],
   'ecdsa-sha2-nistp521': ['ecdsa-sha2-nistp521'],
 };
+
+/** Ask only for the algorithms of the pinned key types, so a host with several keys shows the pinned one. */
+export function hostKeyAlgorithms(keyTypes: readonly string[]): string[] {
+  return [...new Set(keyTypes.flatMap((k) => HOSTKEY_ALGOS[k] ?? [k]))];
+}
 
 function hostNames(t: SshTarget): string[] {
   return [...new Set([t.address, t.hostname, t.name].filter(Boolean))];
@@ -174,7 +186,7 @@ export class HostConnection {
       }
       // Offer only the algorithms of the pinned keys, as OpenSSH does, so the server does not
       // pick a different (unpinned) key type and look "changed".
-      const algos = [...new Set(pinned.flatMap((e) => HOSTKEY_ALGOS[e.keyType] ?? [e.keyType]))];
+      const algos = hostKeyAlgorithms(pinned.map((e) => e.keyType));
       let verdict: HostKeyVerdict | undefined;
       const client = new SshClient();
       const started = this.opts.now();
@@ -196,6 +208,8 @@ export class HostConnection {
         clearTimeout(timer);
         this.lastConnectMs = this.opts.now() - started;
         this.connectCount++;
+        // Small request/reply exchanges dominate (probes, launches): Nagle would add ~40 ms to each.
+        client.setNoDelay(true);
         this.client = client;
         client.on('close', () => {
           if (this.client === client) {
@@ -273,12 +287,23 @@ export class HostConnection {
   }
 
   /** Open an exec channel; a stale pooled connection is replaced once. */
-  private async openChannel(command: string): Promise<ClientChannel> {
+  private async openChannel(command: string): Promise<{ ch: ClientChannel; exit: ExitInfo }> {
     for (let attempt = 0; ; attempt++) {
       const client = await this.connect();
       try {
-        return await new Promise<ClientChannel>((resolve, reject) => {
-          client.exec(command, {}, (err, ch) => (err ? reject(err) : resolve(ch)));
+        return await new Promise<{ ch: ClientChannel; exit: ExitInfo }>((resolve, reject) => {
+          client.exec(command, {}, (err, ch) => {
+            if (err) return reject(err);
+            // The exit status can arrive in the same packet burst as the channel opening; an
+            // 'exit' listener attached after an await would miss it, so attach it here.
+            const exit: ExitInfo = { code: null, signal: null, seen: false };
+            ch.on('exit', (c: number | null, s?: string) => {
+              exit.code = c;
+              exit.signal = s ?? null;
+              exit.seen = true;
+            });
+            resolve({ ch, exit });
+          });
         });
       } catch (e) {
         // The channel never opened, so the command never ran: safe to reconnect and retry once.
@@ -298,18 +323,43 @@ export class HostConnection {
     await this.acquire();
     const started = this.opts.now();
     try {
-      const ch = await this.openChannel(command);
+      const { ch, exit } = await this.openChannel(command);
       return await new Promise<ExecResult>((resolve, reject) => {
         const max = opts.maxBuffer ?? 16 * 1024 * 1024;
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let outLen = 0;
         let errLen = 0;
-        let code: number | null = null;
-        let sig: string | null = null;
         let timer: NodeJS.Timeout | undefined;
-        let timedOut = false;
-        const onAbort = () => ch.close();
+        let settled = false;
+        const result = (): ExecResult => ({
+          code: exit.code,
+          signal: exit.signal,
+          stdout: Buffer.concat(out).toString('utf8'),
+          stderr: Buffer.concat(err).toString('utf8'),
+          durationMs: this.opts.now() - started,
+        });
+        const finish = (fn: () => void) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          opts.signal?.removeEventListener('abort', onAbort);
+          fn();
+        };
+        // Timeout and abort settle at once, then kill the remote command: a wedged host must not
+        // hold the caller until the channel happens to close.
+        const kill = () => {
+          try {
+            ch.signal('KILL');
+          } catch {
+            /* the channel may already be gone */
+          }
+          ch.close();
+        };
+        const onAbort = () => {
+          finish(() => resolve(result()));
+          kill();
+        };
         ch.on('data', (b: Buffer) => {
           opts.onStdout?.(b);
           if (outLen < max) {
@@ -324,32 +374,19 @@ export class HostConnection {
             errLen += b.length;
           }
         });
-        ch.on('exit', (c: number | null, s?: string) => {
-          code = c;
-          sig = s ?? null;
-        });
-        ch.on('close', () => {
-          if (timer) clearTimeout(timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-          if (timedOut) {
-            reject(new HostError(this.target.name, 'timeout', `command did not finish within ${opts.timeoutMs} ms: ${argv[0]}`));
-            return;
-          }
-          resolve({ code, signal: sig, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), durationMs: this.opts.now() - started });
-        });
+        ch.on('close', () => finish(() => resolve(result())));
         if (opts.timeoutMs) {
           timer = setTimeout(() => {
-            timedOut = true;
-            ch.close();
+            finish(() => reject(new HostError(this.target.name, 'timeout', `command did not finish within ${opts.timeoutMs} ms: ${argv[0]}`)));
+            kill();
           }, opts.timeoutMs);
         }
         if (opts.signal) {
-          if (opts.signal.aborted) ch.close();
+          if (opts.signal.aborted) onAbort();
           else opts.signal.addEventListener('abort', onAbort, { once: true });
         }
         if (opts.stdin !== undefined) ch.end(opts.stdin);
         else if (!opts.keepStdinOpen) ch.end();
-        void reject;
       });
     } finally {
       this.release();

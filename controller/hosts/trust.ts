@@ -11,7 +11,7 @@ export interface PresentedKey {
 }
 
 /** Connect far enough to see the host key, then hang up (the verifier refuses, so no auth). */
-export function fetchHostKey(t: SshTarget, keyType?: string): Promise<PresentedKey> {
+export function fetchHostKey(t: SshTarget, algorithms?: readonly string[]): Promise<PresentedKey> {
   return new Promise((resolve, reject) => {
     const c = new ssh2.Client();
     let got: Buffer | undefined;
@@ -31,7 +31,7 @@ export function fetchHostKey(t: SshTarget, keyType?: string): Promise<PresentedK
       port: t.port,
       username: t.user,
       readyTimeout: t.ssh.connectTimeoutMs,
-      ...(keyType ? { algorithms: { serverHostKey: [keyType] as never } } : {}),
+      ...(algorithms?.length ? { algorithms: { serverHostKey: [...algorithms] as never } } : {}),
       hostVerifier: (key: Buffer) => {
         got = Buffer.from(key);
         return false;
