@@ -10,7 +10,7 @@ import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWra
 import { keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry, findHostKeys } from '../../config/known-hosts.ts';
 import type { Host } from '../../config/cluster.ts';
 import { HostError } from './errors.ts';
-import { buildCommand } from './quote.ts';
+import { buildCommand } from '../../config/quote.ts';
 
 export type SshTarget = Pick<Host, 'name' | 'address' | 'port' | 'user' | 'hostname' | 'ssh'>;
 

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseCluster } from '../../config/cluster.ts';
-import { buildCommand } from '../../controller/hosts/quote.ts';
+import { buildCommand } from '../../config/quote.ts';
 
 const ctx = { env: { USER: 'ollie' }, home: '/home/ollie', user: 'ollie' };
 const seed = readFileSync(new URL('../../config/cluster.yaml', import.meta.url), 'utf8');

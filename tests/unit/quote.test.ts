@@ -8,7 +8,7 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildCommand, shQuote } from '../../controller/hosts/quote.ts';
+import { buildCommand, shQuote } from '../../config/quote.ts';
 
 const SHELLS = ['sh', 'bash'] as const;
 

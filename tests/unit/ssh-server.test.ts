@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../config/known-hosts.ts';
 import { main } from '../../controller/cli/main.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
-import { buildCommand } from '../../controller/hosts/quote.ts';
+import { buildCommand } from '../../config/quote.ts';
 import { SshPool, type SshTarget } from '../../controller/hosts/ssh.ts';
 import { fetchHostKey } from '../../controller/hosts/trust.ts';
 

@@ -1,5 +1,6 @@
 /**
- * POSIX shell quoting. Every remote command UGRO sends is built from an argv with each word
+ * POSIX shell quoting, shared by the controller and the Pulumi program (infra/ imports config/
+ * only). Every remote command UGRO sends is built from an argv with each word
  * quoted here: no user string is ever pasted into a shell line.
  */
 const SAFE = /^[A-Za-z0-9_\/.,:@%+-]+$/;
