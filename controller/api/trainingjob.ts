@@ -37,10 +37,10 @@ export const trainingJobSpec = z
         z.strictObject({ min: z.number().int().min(1), max: z.number().int().min(1) }).refine((n) => n.max >= n.min, { message: 'max must be >= min', path: ['max'] }),
       ])
       .default(1),
-    nprocPerNode: z.union([z.number().int().min(1).max(64), z.literal('gpu')]).default(1),
+    nprocPerNode: z.union([z.number().int().min(1).max(64), z.literal('gpu')], { error: 'must be an integer 1..64 or "gpu" (one rank per GPU)' }).default(1),
     hosts: z.array(dnsLabel).min(1).optional(),
     resources: z.strictObject({ minGpuMemoryGiB: z.number().positive().optional() }).optional(),
-    priority: z.union([z.enum(['high', 'normal', 'low']), z.number().int().min(-1000).max(1000)]).default('normal'),
+    priority: z.union([z.enum(['high', 'normal', 'low']), z.number().int().min(-1000).max(1000)], { error: 'must be high, normal, low or an integer -1000..1000' }).default('normal'),
     restartPolicy: z
       .strictObject({
         maxRestarts: z.number().int().min(0).max(100).default(0),

@@ -225,6 +225,11 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
       if (file) unlinkSync(file);
       c.io.out(`trainingjob/${name} deleted (the controller stops its run)`);
     } else {
+      const cur = s.readStatus(name);
+      if (cur && (cur.phase === 'Succeeded' || cur.phase === 'Failed' || cur.phase === 'Cancelled')) {
+        c.io.out(`trainingjob/${name} is already ${cur.phase}: nothing to cancel`);
+        return;
+      }
       const spec = s.readSpec(name);
       s.writeControl(name, { cancel: { specHash: spec.kind === 'valid' ? (await import('../api/trainingjob.ts')).specHash(spec.job.spec) : undefined, requestedAt: new Date().toISOString(), ...(graceS ? { graceSeconds: Number(graceS) } : {}) } });
       c.io.out(`trainingjob/${name} cancel requested`);
@@ -343,11 +348,18 @@ async function logsAction(c: CliContext, s: JobStore, name: string, rank: number
     return 0;
   }
   const pidFile = posix.join(h.paths.runs, dir, 'pid');
+  if (opts.tail) {
+    // The last N lines of the file as it is now, and its size: following resumes at that byte,
+    // so a reconnect neither repeats nor skips anything.
+    const r = await conn.exec(['sh', '-c', 's=$(wc -c < "$1") || exit 1; head -c "$s" -- "$1" | tail -n "$2"; echo "$s" >&2', 'ugro-logs', file, opts.tail], { onStdout: (b) => process.stdout.write(b) });
+    if (r.code !== 0) throw new UgroError(`${h.name}: cannot read ${file}: ${r.stderr.trim()}`);
+    offset = Number(r.stderr.trim().split('\n').pop());
+  }
   // Follow across reconnects: resume from the byte offset already shown; stop when the run ends.
   for (let tries = 0; tries < 1000; tries++) {
     try {
-      const args = offset === 0 && opts.tail ? ['-n', opts.tail] : ['-c', `+${offset + 1}`];
-      const r = await conn.exec(['sh', '-c', 'pid=$(cat "$1" 2>/dev/null); shift; exec tail --pid="${pid:-1}" -F "$@"', 'ugro-logs', pidFile, ...args, '--', file], { onStdout: write });
+      // No pid file: nothing to wait for, so print what is there and end.
+      const r = await conn.exec(['sh', '-c', 'pid=$(cat "$1" 2>/dev/null); shift; if [ -n "$pid" ]; then exec tail --pid="$pid" -F "$@"; else exec tail "$@"; fi', 'ugro-logs', pidFile, '-c', `+${offset + 1}`, '--', file], { onStdout: write });
       if (r.code === 0) return 0;
     } catch {
       await new Promise((r) => setTimeout(r, 1000));

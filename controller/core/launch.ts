@@ -44,7 +44,10 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
 }
 
 export function launchEnv(job: TrainingJob, n: NodeLaunch): Record<string, string> {
-  const ckpt = job.spec.checkpoint?.dir ?? posix.join(n.host.paths.checkpoints, job.metadata.name);
+  // A relative dir is under the host's checkpoints path: ranks run in a per-attempt run
+  // directory, so leaving it relative would give every attempt (and every restart) its own.
+  const dir = job.spec.checkpoint?.dir;
+  const ckpt = dir ? posix.resolve(n.host.paths.checkpoints, dir) : posix.join(n.host.paths.checkpoints, job.metadata.name);
   return {
     ...job.spec.env,
     PYTHONUNBUFFERED: '1',

@@ -44,7 +44,9 @@ export interface LaunchPart {
 
 export type Action =
   | { type: 'launch'; job: string; runId: string; dir: string; attempt: number; specHash: string; parts: LaunchPart[]; allParts: LaunchPart[]; rdzvHost: string; port: number; createdAt: string }
-  | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: string };
+  | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: string }
+  /** Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again starts afresh. */
+  | { type: 'archive'; parts: { host: string; dir: string }[] };
 
 export interface ReconcileInput {
   name: string;
@@ -86,6 +88,8 @@ function groupRuns(parts: RunPart[]): RunView[] {
 }
 
 const partDone = (p: RunPart) => !p.alive && p.exitCode !== undefined;
+/** Stopped by a person (cancel, suspend), not failed: it never counts against maxRestarts. */
+const stoppedOnPurpose = (r: RunView) => !r.parts.some((p) => p.alive) && r.parts.some((p) => p.cancelled === 'cancelled' || p.cancelled === 'suspended');
 const partFailed = (p: RunPart) => partDone(p) && p.exitCode !== 0;
 
 /** The first failing rank (earliest non-zero exit), for the status message and log tail. */
@@ -126,6 +130,8 @@ export function schedule(job: TrainingJob, view: ClusterView): { parts: LaunchPa
   const reasons: string[] = [];
   const eligible: LaunchPart[] = [];
   const candidates = spec.hosts ? view.hosts.filter((h) => spec.hosts!.includes(h.name)) : view.hosts;
+  const unknown = (spec.hosts ?? []).filter((n) => !view.hosts.some((h) => h.name === n));
+  if (unknown.length) reasons.push(`spec.hosts names ${unknown.join(', ')}, not in the cluster file (hosts: ${view.hosts.map((h) => h.name).join(', ')})`);
   for (const h of candidates) {
     if (!view.ready.has(h.name)) {
       reasons.push(`${h.name} NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
@@ -183,6 +189,10 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
     if (liveRuns.length || input.unreachable.size) {
       return { status: prev ? { ...prev, message: 'deleting: stopping the run' } : null, actions, requeueAfterMs: 1000, events: actions.length ? [{ reason: 'Stopping', message: 'job file deleted: stopping its run' }] : [] };
     }
+    // Nothing alive: move the run directories aside (logs kept under runs/.deleted/), so the same
+    // spec applied again is a new job, not the old result re-adopted.
+    const leftover = runs.flatMap((r) => r.parts.map((p) => ({ host: p.host, dir: p.dir })));
+    if (leftover.length) actions.push({ type: 'archive', parts: leftover });
     return { status: null, actions, events: prev ? [{ reason: 'Deleted', message: 'job file deleted; run stopped' }] : [] };
   }
 
@@ -194,6 +204,8 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
     nodes: [],
     createdAt: prev?.createdAt ?? now,
     conditions,
+    // Kept while the spec is unchanged, so a Suspended/Cancelled job's time does not creep forward.
+    ...(prev?.completionTime ? { completionTime: prev.completionTime } : {}),
   };
 
   // 2. Invalid: say exactly what is wrong; leave any running run alone (a typo must not kill training).
@@ -227,9 +239,12 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
   const mine = runs.filter((r) => r.specHash === hash);
   const current = mine[mine.length - 1];
   const cancelled = input.control?.cancel && (!input.control.cancel.specHash || input.control.cancel.specHash === hash);
+  // A finished job stays finished: cancel or suspend after the fact changes nothing (as a
+  // Kubernetes Job), rather than relabel a Succeeded run as Cancelled.
+  const finishedAlready = prev?.specHash === hash && (prev.phase === 'Succeeded' || prev.phase === 'Failed') && !current?.parts.some((p) => p.alive);
 
   // 4. Cancel / suspend: stop the current run, keep the status.
-  if (cancelled || job.spec.suspend) {
+  if ((cancelled || job.spec.suspend) && !finishedAlready) {
     const why = cancelled ? 'cancelled' : 'suspended';
     if (current) {
       stopRun(current, why, input.control?.cancel?.graceSeconds ?? cluster.defaultGraceSeconds);
@@ -244,8 +259,11 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
       : finish('Suspended', 'Suspended', 'spec.suspend is true: run stopped, status kept', current?.parts.some((p) => p.alive) ? 1000 : undefined);
   }
 
-  // 5. A current run exists: observe it.
-  if (current) {
+  // 5. A current run exists: observe it. One stopped on purpose (suspend now off, or a cancel
+  // withdrawn) is not a failure: a new attempt starts below.
+  if (current && stoppedOnPurpose(current)) {
+    events.push({ reason: 'Resuming', message: `attempt ${current.attempt} was ${current.parts.find((p) => p.cancelled)?.cancelled}; starting attempt ${current.attempt + 1}` });
+  } else if (current) {
     status.attempt = current.attempt;
     status.runId = current.runId;
     status.rdzvEndpoint = current.meta.rdzvEndpoint;
@@ -286,7 +304,10 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
         return finish('Failed', 'DeadlineExceeded', `ran longer than activeDeadlineSeconds (${job.spec.activeDeadlineSeconds} s)`);
       }
       const nRanks = status.nodes.reduce((n, x) => n + x.globalRanks.length, 0);
-      const started = current.parts.length === hosts.length && current.parts.every((p) => p.ranks.length > 0);
+      // A host that stops answering mid-run does not send the job back to Starting: its ranks
+      // were up (the HostsReachable condition says what is wrong).
+      const wasRunning = prev?.phase === 'Running' && prev.runId === current.runId;
+      const started = (current.parts.length === hosts.length || (wasRunning && current.parts.length + unknown.length === hosts.length)) && current.parts.every((p) => p.ranks.length > 0);
       cond('Running', 'True', started ? 'RanksRunning' : 'Rendezvous', started ? `${nRanks} ranks running on ${hosts.length} hosts` : 'torchrun started; waiting for all ranks');
       // The runtime also holds a waiter per part that wakes us on exit; this is only a safety net.
       return finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`, unknown.length ? 5000 : 30_000);
@@ -295,6 +316,14 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
     // Every part is done (or some never came up in time).
     const finished = current.parts.map((p) => p.finishedAtMs).filter((x): x is number => x !== undefined);
     const doneAt = finished.length ? Math.max(...finished) : input.now.getTime();
+    // Stopped for its deadline: final, never a restartable failure (even if the status write
+    // after the stop was lost).
+    if (current.parts.some((p) => p.cancelled === 'deadline exceeded')) {
+      status.completionTime ??= iso(doneAt);
+      const msg = `ran longer than activeDeadlineSeconds (${job.spec.activeDeadlineSeconds ?? '?'} s)`;
+      cond('Running', 'False', 'DeadlineExceeded', msg);
+      return finish('Failed', 'DeadlineExceeded', msg);
+    }
     if (!anyFailed && !missing.length && current.parts.every((p) => p.exitCode === 0)) {
       status.completionTime = iso(doneAt);
       cond('Running', 'False', 'Completed', 'all ranks exited 0');
@@ -306,14 +335,20 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
     status.failedRank = f?.rank;
     status.failedHost = f?.host;
     status.logTail = f?.logTail.slice(-20);
-    const what = missing.length && !f ? `hosts ${missing.join(', ')} never started` : `rank ${f?.rank ?? '?'} on ${f?.host ?? '?'} exited with code ${status.exitCode}`;
+    // Hosts that never came up are the cause when the only other exits are the parts UGRO itself
+    // stopped after the rendezvous timed out.
+    const onlyOurStops = current.parts.every((p) => p.exitCode === 0 || p.cancelled);
+    const what = missing.length && (!f || onlyOurStops) ? `hosts ${missing.join(', ')} never started (rendezvous timed out after ${cluster.rdzvTimeoutSeconds} s)` : `rank ${f?.rank ?? '?'} on ${f?.host ?? '?'} exited with code ${status.exitCode}`;
     const max = job.spec.restartPolicy.maxRestarts;
-    if (current.attempt <= max) {
-      const wait = Math.min(job.spec.restartPolicy.backoffSeconds * 2 ** (current.attempt - 1), 600) * 1000;
+    // Failed attempts of this spec, read from the hosts' run directories every time (so a
+    // restarted controller counts the same); attempts stopped on purpose do not count.
+    const failures = mine.filter((r) => !stoppedOnPurpose(r)).length;
+    if (failures <= max) {
+      const wait = Math.min(job.spec.restartPolicy.backoffSeconds * 2 ** (failures - 1), 600) * 1000;
       const due = doneAt + wait;
       if (input.now.getTime() < due) {
         cond('Running', 'False', 'BackoffRestart', `${what}; restarting in ${Math.ceil((due - input.now.getTime()) / 1000)} s`);
-        return finish('Queued', 'BackoffRestart', `attempt ${current.attempt} failed: ${what}; attempt ${current.attempt + 1} of ${max + 1} after backoff`, due - input.now.getTime());
+        return finish('Queued', 'BackoffRestart', `attempt ${current.attempt} failed: ${what}; restart ${failures} of ${max} after backoff`, due - input.now.getTime());
       }
       // Backoff over: fall through to schedule the next attempt.
       events.push({ reason: 'Restarting', message: `attempt ${current.attempt} failed (${what}); starting attempt ${current.attempt + 1}`, type: 'Warning' });
@@ -342,7 +377,7 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
   status.completionTime = undefined;
   status.nodes = s.parts.map((p) => ({ host: p.host, nodeRank: p.nodeRank, globalRanks: [], state: 'Pending' }));
   cond('Scheduled', 'True', 'Scheduled', `assigned ${s.parts.map((p) => p.host).join(', ')}`);
-  events.push({ reason: 'Launching', message: `attempt ${attempt} (${runId}) on ${s.parts.map((p) => p.host).join(', ')}` });
+  events.push({ reason: 'Scheduled', message: `attempt ${attempt} (${runId}) on ${s.parts.map((p) => p.host).join(', ')}` });
   return finish('Starting', 'Launching', `launching attempt ${attempt} on ${s.parts.map((p) => p.host).join(', ')}`, 2000);
 }
 

@@ -184,6 +184,12 @@ export class HostRuntime {
     return { killed: m[1] === '1', remaining: Number(m[2] ?? 0) };
   }
 
+  /** Move a finished run directory to RUNS/.deleted/DIR.<epoch ms> (observe skips dot-dirs; logs stay readable). */
+  async archive(host: Host, dir: string): Promise<void> {
+    const res = await this.exec.exec(host.name, ['sh', '-c', '[ -d "$1/$2" ] || exit 0; mkdir -p "$1/.deleted" && mv -- "$1/$2" "$1/.deleted/$2.$3"', 'ugro-archive', host.paths.runs, dir, String(Date.now())], { timeoutMs: 20_000 });
+    if (res.code !== 0) throw new Error(`${host.name}: cannot move run ${dir} aside (exit ${res.code}): ${res.stderr.trim()}`);
+  }
+
   /** Resolves when the run's runner on this host has exited (or the connection dropped). */
   wait(host: Host, dir: string, signal: AbortSignal): Promise<ExecResult> {
     return this.run(host.name, 'wait', [posix.join(host.paths.runs, dir)], { signal });

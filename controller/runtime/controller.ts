@@ -57,6 +57,7 @@ export class Controller {
   private readonly log: Logger;
   private readonly now: () => Date;
   private watcher?: FSWatcher;
+  private unlock?: () => void;
   private timers: NodeJS.Timeout[] = [];
   /** What each host showed last: host -> its run parts (all jobs). */
   private readonly hostRuns = new Map<string, RunPart[]>();
@@ -88,6 +89,7 @@ export class Controller {
     if (this.started) return;
     this.started = true;
     this.store.ensure();
+    this.unlock = this.store.lockController();
     // List first: health and every run on every host, in parallel, so running jobs are re-adopted.
     await Promise.all([this.refreshHealth(), ...this.hosts.map((h) => this.scanHost(h))]);
     const { specs, statuses } = this.store.listNames();
@@ -127,6 +129,7 @@ export class Controller {
     this.waiters.clear();
     await this.watcher?.close();
     await this.queue.idle();
+    this.unlock?.();
     this.log.info('controller stopped (runs on the hosts keep going)');
   }
 
@@ -272,6 +275,7 @@ export class Controller {
     let requeue = res.requeueAfterMs;
     for (const a of res.actions) {
       if (a.type === 'stop') await this.doStop(name, a);
+      else if (a.type === 'archive') await this.doArchive(name, a);
       else if (spec.kind === 'valid') {
         await this.doLaunch(spec.job, a);
         requeue = Math.min(requeue ?? 2000, 2000);
@@ -312,6 +316,18 @@ export class Controller {
         this.hostRuns.set(hn, [...others, ...parts]);
       }),
     );
+  }
+
+  private async doArchive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {
+    await Promise.all(
+      a.parts.map(async ({ host, dir }) => {
+        const h = this.host(host);
+        if (!h) return;
+        await this.runtime.archive(h, dir);
+        this.hostRuns.set(host, (this.hostRuns.get(host) ?? []).filter((p) => p.dir !== dir));
+      }),
+    );
+    this.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 
   private localScriptsDir(): string {

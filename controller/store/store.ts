@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
 import type { JobStatus } from '../api/status.ts';
+import { UgroError } from '../../config/errors.ts';
 import type { Control, SpecState } from '../core/reconcile.ts';
 
 export interface JobEvent {
@@ -24,8 +25,18 @@ export interface JobEvent {
 /** Write via a temp file + rename so readers never see half a file. */
 export function writeFileAtomic(path: string, data: string): void {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  writeFileSync(tmp, data, { mode: 0o644 });
-  renameSync(tmp, path);
+  try {
+    writeFileSync(tmp, data, { mode: 0o644 });
+    renameSync(tmp, path);
+  } catch (e) {
+    // Full disk or a failed rename: leave nothing behind (each retry uses a new name).
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* never created */
+    }
+    throw e;
+  }
 }
 
 export class JobStore {
@@ -129,6 +140,40 @@ export class JobStore {
 
   writeControl(name: string, c: Control): void {
     writeFileAtomic(this.controlFile(name), stringify(c));
+  }
+
+  /**
+   * One controller per jobs directory: two would both launch and stop runs. A pid file made with
+   * O_EXCL; a file left by a controller that died (kill -9) is taken over once its pid is gone.
+   */
+  lockController(): () => void {
+    const file = join(this.dir, '.ugro', 'controller.pid');
+    for (let tries = 0; tries < 2; tries++) {
+      try {
+        writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+        return () => {
+          try {
+            if (readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
+          } catch {
+            /* already gone */
+          }
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const pid = Number(readFileSync(file, 'utf8').trim());
+        let cmd = '';
+        try {
+          cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          /* not running */
+        }
+        if (pid && pid !== process.pid && cmd.includes('controller')) {
+          throw new UgroError(`another controller (pid ${pid}) is already running on ${this.dir}: stop it first (two would launch the same jobs twice)`);
+        }
+        unlinkSync(file);
+      }
+    }
+    throw new UgroError(`cannot take ${file}: another controller is starting on ${this.dir}`);
   }
 
   appendEvents(events: JobEvent[]): void {

@@ -44,6 +44,17 @@ export function ugro(jobsDir: string, ...args: string[]): { code: number; out: s
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
+/** `ugro …` as a child process, for commands that stream (logs -f): output chunks with arrival times. */
+export function ugroStream(jobsDir: string, ...args: string[]): { chunks: { at: number; text: string }[]; done: Promise<{ code: number | null; out: string; err: string }> } {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const chunks: { at: number; text: string }[] = [];
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => chunks.push({ at: Date.now(), text: b.toString('utf8') }));
+  child.stderr!.on('data', (b: Buffer) => (err += b));
+  const done = new Promise<{ code: number | null; out: string; err: string }>((res) => child.on('close', (code) => res({ code, out: chunks.map((c) => c.text).join(''), err })));
+  return { chunks, done };
+}
+
 export function job(name: string, spec: Record<string, unknown>): string {
   return stringify({ apiVersion: 'ugro.dev/v1alpha1', kind: 'TrainingJob', metadata: { name }, spec });
 }

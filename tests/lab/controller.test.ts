@@ -6,7 +6,7 @@ import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SshPool } from '../../controller/hosts/ssh.ts';
-import { labCluster, markedProcesses, newJobsDir, readStatus, runDirs, startController, stopController, ugro, waitFor, waitPhase, writeJob } from './controller-harness.ts';
+import { labCluster, markedProcesses, newJobsDir, readStatus, runDirs, startController, stopController, ugro, ugroStream, waitFor, waitPhase, writeJob } from './controller-harness.ts';
 
 const cluster = labCluster();
 const pool = new SshPool(cluster.hosts);
@@ -77,6 +77,46 @@ describe('controller on the lab', () => {
     expect(left, `still running after ${Date.now() - t0} ms`).toEqual([]);
     console.log(`delete -> no process of the run left: ${Date.now() - t0} ms`);
     await waitFor('status file removed', () => !readStatus(jobsDir, 'longrun'), 20_000);
+  });
+
+  it('logs -f streams a rank while it runs and ends with the run; --tail N -f starts N lines back', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'follow', train(['--epochs', '4', '--steps-per-epoch', '10', '--sleep', '0.15']));
+    await waitPhase(jobsDir, 'follow', ['Running']);
+    const f = ugroStream(jobsDir, 'logs', 'follow', '--rank', '1', '-f');
+    const res = await Promise.race([f.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('logs -f did not end with the run')), 120_000))]);
+    expect(res.code, res.err).toBe(0);
+    const st = readStatus(jobsDir, 'follow')!;
+    expect(st.phase).toBe('Succeeded');
+    // Output arrived while training was still going, not all at the end.
+    expect(f.chunks[0].at).toBeLessThan(Date.parse(st.completionTime!));
+    expect(res.out).toMatch(/^rank 1\/3 /m);
+    expect(res.out).toContain('rank 1: done');
+    // Exactly the file: nothing repeated, nothing lost.
+    const whole = ugro(jobsDir, 'logs', 'follow', '--rank', '1');
+    expect(res.out.trimEnd()).toBe(whole.out.trimEnd());
+    const last2 = ugroStream(jobsDir, 'logs', 'follow', '--rank', '1', '--tail', '2', '-f');
+    const r2 = await last2.done;
+    expect(r2.code, r2.err).toBe(0);
+    expect(r2.out.trimEnd()).toBe(whole.out.trimEnd().split('\n').slice(-2).join('\n'));
+  });
+
+  it('ugro cancel --wait: the run stops on every host, the status stays as Cancelled', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'stopme', train(['--epochs', '1000', '--sleep', '0.05']));
+    const st = await waitPhase(jobsDir, 'stopme', ['Running']);
+    const t0 = Date.now();
+    const r = ugro(jobsDir, 'cancel', 'stopme', '--grace', '3', '--wait');
+    expect(r.code, r.err).toBe(0);
+    console.log(`cancel --wait returned after ${Date.now() - t0} ms`);
+    expect((await Promise.all(hosts.map((h) => markedProcesses(pool, h, st.runId!)))).flat()).toEqual([]);
+    const after = readStatus(jobsDir, 'stopme')!;
+    expect(after.phase).toBe('Cancelled');
+    expect(after.nodes.every((n) => n.state !== 'Running')).toBe(true);
+    // The spec file is the person's: still there, untouched.
+    expect(ugro(jobsDir, 'get', 'jobs').out).toMatch(/stopme\s+Cancelled/);
   });
 
   it('kill -9 of the controller mid-run: restart re-adopts, the run finishes, one launch per host', async () => {
