@@ -106,4 +106,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    # Exit without interpreter teardown: destroying gloo's process group at shutdown can deadlock
+    # (a gloo thread waits for the GIL the finalizer holds), leaving a finished rank alive forever.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)

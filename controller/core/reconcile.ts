@@ -310,7 +310,9 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
       const started = (current.parts.length === hosts.length || (wasRunning && current.parts.length + unknown.length === hosts.length)) && current.parts.every((p) => p.ranks.length > 0);
       cond('Running', 'True', started ? 'RanksRunning' : 'Rendezvous', started ? `${nRanks} ranks running on ${hosts.length} hosts` : 'torchrun started; waiting for all ranks');
       // The runtime also holds a waiter per part that wakes us on exit; this is only a safety net.
-      return finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`, unknown.length ? 5000 : 30_000);
+      // Nothing wakes us when ranks come up (waiters fire on exit), so look again soon while
+      // starting; once running, the waiters report exits and 30 s is only a safety net.
+      return finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`, unknown.length ? 5000 : started ? 30_000 : 1000);
     }
 
     // Every part is done (or some never came up in time).

@@ -100,6 +100,9 @@ export class Controller {
     this.watcher = chokidar.watch(this.store.dir, {
       depth: 0,
       ignoreInitial: true,
+      // chokidar's `atomic` holds unlink events back 100 ms to spot editor saves; reconcile reads
+      // the files itself, so a delete should be seen at once.
+      atomic: false,
       ignored: (p: string) => {
         const base = p.slice(p.lastIndexOf('/') + 1);
         return p !== this.store.dir && (base.startsWith('.') || base.includes('.tmp-') || base.endsWith('.status.yaml'));
@@ -233,7 +236,9 @@ export class Controller {
     const known = [...this.hostRuns.entries()].filter(([, ps]) => ps.some((p) => p.meta.job === name)).map(([h]) => h);
     const liveKnown = [...this.hostRuns.values()].some((ps) => ps.some((p) => p.meta.job === name && p.alive));
     // Finished for this very spec and nothing alive: the world cannot have changed. No host I/O.
-    if (spec.kind === 'valid' && status && TERMINAL_PHASES.includes(status.phase) && status.specHash === spec.hash && !liveKnown && !(control?.cancel && status.phase !== 'Cancelled')) {
+    // The same holds for a job still suspended whose run is known to be stopped.
+    const settled = status && (TERMINAL_PHASES.includes(status.phase) || (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
+    if (spec.kind === 'valid' && status && settled && status.specHash === spec.hash && !liveKnown && !(control?.cancel && status.phase !== 'Cancelled')) {
       this.remember(name, spec.job, status);
       return {};
     }

@@ -21,7 +21,12 @@ chmod 755 rank.sh
 # gloo/NCCL pick an interface from the hostname, wrong on multi-NIC hosts: use the one that
 # routes to the rendezvous address (on the rendezvous host itself that route is via lo, so
 # take the interface that owns the address instead).
-dev=$(ip -o route get "$rdzv_addr" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1)
+# (Word splitting instead of sed/head: every fork here is launch latency.)
+dev=; prev=
+for w in $(ip -o route get "$rdzv_addr" 2>/dev/null); do
+  [ "$prev" = dev ] && { dev=$w; break; }
+  prev=$w
+done
 if [ -z "$dev" ] || [ "$dev" = lo ]; then
   dev=$(ip -o addr show to "$rdzv_addr" 2>/dev/null | awk '{print $2; exit}')
 fi
@@ -46,7 +51,8 @@ setsid sh -c '
 ' ugro-runner "$@" </dev/null >/dev/null 2>&1 &
 pid=$!
 # Start time (clock ticks since boot, /proc/PID/stat field 22) guards against pid reuse.
-st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $20}')
-echo "${st:-0}" > starttime.tmp && mv starttime.tmp starttime
-echo "$pid" > pid.tmp && mv pid.tmp pid
+st=0
+if read -r line < "/proc/$pid/stat" 2>/dev/null; then set -- ${line##*) }; st=${20}; fi
+# Written then renamed (mv is not a builtin, but a reader must never see a half-written pid).
+echo "$st" > starttime.tmp && echo "$pid" > pid.tmp && mv starttime.tmp starttime && mv pid.tmp pid
 echo "launched pid=$pid starttime=${st:-0}"

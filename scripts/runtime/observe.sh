@@ -12,9 +12,11 @@ for d in */; do
   pid=$(cat "$d/pid" 2>/dev/null || true)
   st=$(cat "$d/starttime" 2>/dev/null || true)
   alive=0
-  if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then
-    now_st=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $20}')
-    [ "$now_st" = "$st" ] && alive=1
+  # Alive = that pid with that start time (pid reuse), and not a zombie waiting to be reaped
+  # (a slow or absent init would otherwise keep a finished run "alive").
+  if [ -n "$pid" ] && read -r line < "/proc/$pid/stat" 2>/dev/null; then
+    set -- ${line##*) }
+    [ "$1" != Z ] && [ "${20}" = "$st" ] && alive=1
   fi
   echo "pid=$pid"
   echo "starttime=$st"
