@@ -347,7 +347,11 @@ async function logsAction(c: CliContext, s: JobStore, name: string, rank: number
     c.io.out(r.stdout.replace(/\n$/, ''));
     return 0;
   }
-  const pidFile = posix.join(h.paths.runs, dir, 'pid');
+  const lockFile = posix.join(h.paths.runs, dir, 'lock');
+  // The run's runner holds `lock` while it lives; the lock is released the moment it exits, even
+  // while its zombie waits to be reaped (`tail --pid` would wait for the reaping, forever under
+  // an init that never reaps). After that, one plain read from our offset picks up the rest.
+  const FOLLOW = 'lock=$1; shift; [ -e "$lock" ] || exit 0; tail -F "$@" & t=$!; flock "$lock" true; kill "$t" 2>/dev/null; wait "$t" 2>/dev/null; exit 0';
   if (opts.tail) {
     // The last N lines of the file as it is now, and its size: following resumes at that byte,
     // so a reconnect neither repeats nor skips anything.
@@ -358,9 +362,11 @@ async function logsAction(c: CliContext, s: JobStore, name: string, rank: number
   // Follow across reconnects: resume from the byte offset already shown; stop when the run ends.
   for (let tries = 0; tries < 1000; tries++) {
     try {
-      // No pid file: nothing to wait for, so print what is there and end.
-      const r = await conn.exec(['sh', '-c', 'pid=$(cat "$1" 2>/dev/null); shift; if [ -n "$pid" ]; then exec tail --pid="$pid" -F "$@"; else exec tail "$@"; fi', 'ugro-logs', pidFile, '-c', `+${offset + 1}`, '--', file], { onStdout: write });
-      if (r.code === 0) return 0;
+      const r = await conn.exec(['sh', '-c', FOLLOW, 'ugro-logs', lockFile, '-c', `+${offset + 1}`, '--', file], { onStdout: write });
+      if (r.code === 0) {
+        const rest = await conn.exec(['tail', '-c', `+${offset + 1}`, '--', file], { onStdout: write });
+        return rest.code === 0 ? 0 : 1;
+      }
     } catch {
       await new Promise((r) => setTimeout(r, 1000));
     }

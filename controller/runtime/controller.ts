@@ -238,7 +238,9 @@ export class Controller {
     // Finished for this very spec and nothing alive: the world cannot have changed. No host I/O.
     // The same holds for a job still suspended whose run is known to be stopped.
     const settled = status && (TERMINAL_PHASES.includes(status.phase) || (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
-    if (spec.kind === 'valid' && status && settled && status.specHash === spec.hash && !liveKnown && !(control?.cancel && status.phase !== 'Cancelled')) {
+    // (A status written while its stop was in flight still shows nodes Running: observe once more.)
+    const nodesSettled = !status?.nodes.some((n) => n.state === 'Running' || n.state === 'Pending' || n.state === 'Unknown');
+    if (spec.kind === 'valid' && status && settled && nodesSettled && status.specHash === spec.hash && !liveKnown && !(control?.cancel && status.phase !== 'Cancelled')) {
       this.remember(name, spec.job, status);
       return {};
     }

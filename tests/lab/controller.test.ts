@@ -87,7 +87,8 @@ describe('controller on the lab', () => {
     const f = ugroStream(jobsDir, 'logs', 'follow', '--rank', '1', '-f');
     const res = await Promise.race([f.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('logs -f did not end with the run')), 120_000))]);
     expect(res.code, res.err).toBe(0);
-    const st = readStatus(jobsDir, 'follow')!;
+    // logs -f ends when the run's runner exits; the controller records it a moment later.
+    const st = await waitPhase(jobsDir, 'follow', ['Succeeded', 'Failed'], 30_000);
     expect(st.phase).toBe('Succeeded');
     // Output arrived while training was still going, not all at the end.
     expect(f.chunks[0].at).toBeLessThan(Date.parse(st.completionTime!));
