@@ -120,6 +120,49 @@ describe('controller on the lab', () => {
     expect(ugro(jobsDir, 'get', 'jobs').out).toMatch(/stopme\s+Cancelled/);
   });
 
+  it('delete, then apply the same spec again: it trains afresh (old runs moved to runs/.deleted)', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'again', train(['--epochs', '1', '--steps-per-epoch', '3']));
+    const first = await waitPhase(jobsDir, 'again', ['Succeeded', 'Failed']);
+    expect(first.phase).toBe('Succeeded');
+    unlinkSync(join(jobsDir, 'again.yaml'));
+    await waitFor('status removed', () => !readStatus(jobsDir, 'again'), 30_000);
+    const h = cluster.hosts[1];
+    expect(await runDirs(pool, h.name, h.paths.runs, 'again')).toEqual([]);
+    const archived = await pool.exec(h.name, ['sh', '-c', 'ls "$1/.deleted" | grep -c "^again\\." || true', 'x', h.paths.runs]);
+    expect(Number(archived.stdout.trim())).toBeGreaterThanOrEqual(1);
+    writeJob(jobsDir, 'again', train(['--epochs', '1', '--steps-per-epoch', '3']));
+    const second = await waitPhase(jobsDir, 'again', ['Succeeded', 'Failed']);
+    expect(second.phase).toBe('Succeeded');
+    expect(second.attempt).toBe(1);
+    expect(Date.parse(second.startTime!)).toBeGreaterThan(Date.parse(first.completionTime!));
+  });
+
+  it('suspend stops the run and keeps the status; unsuspend starts a new attempt that is not a failure', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    const spec = train(['--epochs', '1000', '--sleep', '0.05']);
+    writeJob(jobsDir, 'pausable', spec);
+    const running = await waitPhase(jobsDir, 'pausable', ['Running']);
+    writeJob(jobsDir, 'pausable', { ...spec, suspend: true });
+    const suspended = await waitFor('suspended with nothing left', () => {
+      const s = readStatus(jobsDir, 'pausable');
+      return s?.phase === 'Suspended' && !s.nodes.some((n) => n.state === 'Running') ? s : undefined;
+    }, 60_000);
+    expect(suspended.runId).toBe(running.runId);
+    expect((await Promise.all(hosts.map((h) => markedProcesses(pool, h, running.runId!)))).flat()).toEqual([]);
+    // maxRestarts is 0: if the suspended attempt counted as a failure, this would end Failed.
+    writeJob(jobsDir, 'pausable', spec);
+    const resumed = await waitFor('attempt 2 running', () => {
+      const s = readStatus(jobsDir, 'pausable');
+      return s && (s.phase === 'Failed' || (s.phase === 'Running' && s.attempt === 2)) ? s : undefined;
+    }, 90_000);
+    expect(resumed.phase, resumed.message).toBe('Running');
+    unlinkSync(join(jobsDir, 'pausable.yaml'));
+    await waitFor('status removed', () => !readStatus(jobsDir, 'pausable'), 60_000);
+  });
+
   it('kill -9 of the controller mid-run: restart re-adopts, the run finishes, one launch per host', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
