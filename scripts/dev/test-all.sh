@@ -8,6 +8,12 @@ cd "$(dirname "$0")/../.."
 echo "== typecheck"
 npx tsc --noEmit -p tsconfig.json
 
+# The infra tests create a real venv; Debian's python3 lacks ensurepip without python3-venv.
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== apt-get install python3-venv"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+fi
+
 echo "== unit tests"
 npx vitest run --project unit
 
