@@ -40,7 +40,23 @@ export function writeFileAtomic(path: string, data: string): void {
 }
 
 export class JobStore {
+  /**
+   * Parsed files by path, valid while inode, size and mtime (ns) are unchanged: a resync reads
+   * every job, and re-parsing 1000 unchanged YAML files a minute is most of an idle controller's CPU.
+   */
+  private readonly parsed = new Map<string, { key: string; value: unknown }>();
+
   constructor(readonly dir: string) {}
+
+  private cachedParse<T>(path: string, parse: (text: string) => T): T {
+    const st = statSync(path, { bigint: true });
+    const key = `${st.ino}:${st.size}:${st.mtimeNs}`;
+    const hit = this.parsed.get(path);
+    if (hit && hit.key === key) return hit.value as T;
+    const value = parse(readFileSync(path, 'utf8'));
+    this.parsed.set(path, { key, value });
+    return value;
+  }
 
   ensure(): void {
     mkdirSync(join(this.dir, '.ugro'), { recursive: true });
@@ -78,16 +94,17 @@ export class JobStore {
   readSpec(name: string): SpecState {
     const file = this.specFile(name);
     if (!file) return { kind: 'deleted' };
-    let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      return this.cachedParse<SpecState>(file, (text) => {
+        const res = parseTrainingJob(text, file);
+        if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
+        return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
+      });
     } catch (e) {
+      this.parsed.delete(file);
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'deleted' };
       return { kind: 'invalid', file, issues: [{ path: '', message: `cannot read: ${(e as Error).message}` }] };
     }
-    const res = parseTrainingJob(text, file);
-    if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
-    return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
   }
 
   specMtime(name: string): Date | undefined {
@@ -100,9 +117,12 @@ export class JobStore {
   }
 
   readStatus(name: string): JobStatus | undefined {
+    const path = this.statusFile(name);
     try {
-      return parse(readFileSync(this.statusFile(name), 'utf8')) as JobStatus;
+      // A copy: callers build the next status from it and must not edit the cached one.
+      return structuredClone(this.cachedParse(path, (text) => parse(text) as JobStatus));
     } catch {
+      this.parsed.delete(path);
       return undefined;
     }
   }
