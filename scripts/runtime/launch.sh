@@ -52,7 +52,7 @@ setsid sh -c '
 pid=$!
 # Start time (clock ticks since boot, /proc/PID/stat field 22) guards against pid reuse.
 st=0
-if read -r line < "/proc/$pid/stat" 2>/dev/null; then set -- ${line##*) }; st=${20}; fi
+if { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then set -- ${line##*) }; st=${20}; fi
 # Written then renamed (mv is not a builtin, but a reader must never see a half-written pid).
 echo "$st" > starttime.tmp && echo "$pid" > pid.tmp && mv starttime.tmp starttime && mv pid.tmp pid
 echo "launched pid=$pid starttime=${st:-0}"

@@ -14,7 +14,7 @@ for d in */; do
   alive=0
   # Alive = that pid with that start time (pid reuse), and not a zombie waiting to be reaped
   # (a slow or absent init would otherwise keep a finished run "alive").
-  if [ -n "$pid" ] && read -r line < "/proc/$pid/stat" 2>/dev/null; then
+  if [ -n "$pid" ] && { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then
     set -- ${line##*) }
     [ "$1" != Z ] && [ "${20}" = "$st" ] && alive=1
   fi

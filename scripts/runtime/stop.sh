@@ -12,7 +12,7 @@ marked() {
 pid=$(cat "$run_dir/pid" 2>/dev/null || true)
 st=$(cat "$run_dir/starttime" 2>/dev/null || true)
 # Same pid and start time (no pid reuse), and not already a zombie: signal its process group.
-if [ -n "$pid" ] && read -r line < "/proc/$pid/stat" 2>/dev/null; then
+if [ -n "$pid" ] && { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then
   set -- ${line##*) }
   [ "$1" != Z ] && [ "${20}" = "$st" ] && kill -TERM -- "-$pid" 2>/dev/null
 fi
