@@ -50,7 +50,10 @@ export function pinnedHostKey(entries: KnownHostEntry[], h: Pick<Host, 'address'
 
 /** The provider's dial loop is the reachability poll: about one dial every 5 s until the timeout. */
 export function dialPolicy(timeoutSeconds: number): { perDialTimeout: number; dialErrorLimit: number } {
-  return { perDialTimeout: Math.min(15, Math.max(1, timeoutSeconds)), dialErrorLimit: Math.max(1, Math.ceil(timeoutSeconds / 5)) };
+  // Each dial is bounded to 5 s, so dialErrorLimit dials of a host that drops packets also fit the
+  // timeout (15 s dials would have made 300 s into 15 minutes). A LAN handshake takes well under 5 s.
+  const perDialTimeout = Math.min(5, Math.max(1, timeoutSeconds));
+  return { perDialTimeout, dialErrorLimit: Math.max(1, Math.ceil(timeoutSeconds / perDialTimeout)) };
 }
 
 export function makeConnection(host: Host, o: ConnectionOptions): ConnectionArgs {

@@ -106,7 +106,15 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    rc = main()
+    try:
+        rc = main()
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - any failure must still skip the teardown below
+        import traceback
+
+        traceback.print_exc()
+        rc = 1
     # Exit without interpreter teardown: destroying gloo's process group at shutdown can deadlock
     # (a gloo thread waits for the GIL the finalizer holds), leaving a finished rank alive forever.
     sys.stdout.flush()

@@ -89,7 +89,7 @@ function groupRuns(parts: RunPart[]): RunView[] {
 
 const partDone = (p: RunPart) => !p.alive && p.exitCode !== undefined;
 /** Stopped by a person (cancel, suspend), not failed: it never counts against maxRestarts. */
-const stoppedOnPurpose = (r: RunView) => !r.parts.some((p) => p.alive) && r.parts.some((p) => p.cancelled === 'cancelled' || p.cancelled === 'suspended');
+const stoppedOnPurpose = (r: RunView) => !r.parts.some((p) => p.alive) && r.parts.some((p) => p.cancelled === 'cancelled' || p.cancelled === 'suspended' || p.cancelled === 'deleted');
 const partFailed = (p: RunPart) => partDone(p) && p.exitCode !== 0;
 
 /** The first failing rank (earliest non-zero exit), for the status message and log tail. */
@@ -192,7 +192,9 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
     // Nothing alive: move the run directories aside (logs kept under runs/.deleted/), so the same
     // spec applied again is a new job, not the old result re-adopted.
     const leftover = runs.flatMap((r) => r.parts.map((p) => ({ host: p.host, dir: p.dir })));
-    if (leftover.length) actions.push({ type: 'archive', parts: leftover });
+    // Only for a job this jobs dir knew (it had a status): a controller started on another or an
+    // empty jobs dir must not sweep away runs it never owned.
+    if (prev && leftover.length) actions.push({ type: 'archive', parts: leftover });
     return { status: null, actions, events: prev ? [{ reason: 'Deleted', message: 'job file deleted; run stopped' }] : [] };
   }
 
@@ -261,9 +263,8 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
 
   // 5. A current run exists: observe it. One stopped on purpose (suspend now off, or a cancel
   // withdrawn) is not a failure: a new attempt starts below.
-  if (current && stoppedOnPurpose(current)) {
-    events.push({ reason: 'Resuming', message: `attempt ${current.attempt} was ${current.parts.find((p) => p.cancelled)?.cancelled}; starting attempt ${current.attempt + 1}` });
-  } else if (current) {
+  const resuming = current && stoppedOnPurpose(current);
+  if (current && !resuming) {
     status.attempt = current.attempt;
     status.runId = current.runId;
     status.rdzvEndpoint = current.meta.rdzvEndpoint;
@@ -379,6 +380,7 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
   status.completionTime = undefined;
   status.nodes = s.parts.map((p) => ({ host: p.host, nodeRank: p.nodeRank, globalRanks: [], state: 'Pending' }));
   cond('Scheduled', 'True', 'Scheduled', `assigned ${s.parts.map((p) => p.host).join(', ')}`);
+  if (resuming) events.push({ reason: 'Resuming', message: `attempt ${current.attempt} was ${current.parts.find((p) => p.cancelled)?.cancelled}; starting attempt ${attempt}` });
   events.push({ reason: 'Scheduled', message: `attempt ${attempt} (${runId}) on ${s.parts.map((p) => p.host).join(', ')}` });
   return finish('Starting', 'Launching', `launching attempt ${attempt} on ${s.parts.map((p) => p.host).join(', ')}`, 2000);
 }

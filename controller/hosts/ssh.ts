@@ -32,7 +32,6 @@ export interface ExecOptions {
 interface ExitInfo {
   code: number | null;
   signal: string | null;
-  seen: boolean;
 }
 
 export interface ExecResult {
@@ -296,11 +295,10 @@ export class HostConnection {
             if (err) return reject(err);
             // The exit status can arrive in the same packet burst as the channel opening; an
             // 'exit' listener attached after an await would miss it, so attach it here.
-            const exit: ExitInfo = { code: null, signal: null, seen: false };
+            const exit: ExitInfo = { code: null, signal: null };
             ch.on('exit', (c: number | null, s?: string) => {
               exit.code = c;
               exit.signal = s ?? null;
-              exit.seen = true;
             });
             resolve({ ch, exit });
           });

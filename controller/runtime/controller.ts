@@ -100,9 +100,8 @@ export class Controller {
     this.watcher = chokidar.watch(this.store.dir, {
       depth: 0,
       ignoreInitial: true,
-      // chokidar's `atomic` holds unlink events back 100 ms to spot editor saves; reconcile reads
-      // the files itself, so a delete should be seen at once.
-      atomic: false,
+      // chokidar's default `atomic` holds an unlink back 100 ms so that an editor's
+      // rename-then-write save is not seen as a delete (which would stop the run): keep it.
       ignored: (p: string) => {
         const base = p.slice(p.lastIndexOf('/') + 1);
         return p !== this.store.dir && (base.startsWith('.') || base.includes('.tmp-') || base.endsWith('.status.yaml'));
@@ -240,7 +239,10 @@ export class Controller {
     const settled = status && (TERMINAL_PHASES.includes(status.phase) || (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
     // (A status written while its stop was in flight still shows nodes Running: observe once more.)
     const nodesSettled = !status?.nodes.some((n) => n.state === 'Running' || n.state === 'Pending' || n.state === 'Unknown');
-    if (spec.kind === 'valid' && status && settled && nodesSettled && status.specHash === spec.hash && !liveKnown && !(control?.cancel && status.phase !== 'Cancelled')) {
+    // Only a cancel that could still change something counts (not one for an older spec, nor one
+    // left over after the job finished: nothing ever deletes a control file).
+    const cancelPending = spec.kind === 'valid' && status && control?.cancel && (!control.cancel.specHash || control.cancel.specHash === spec.hash) && !TERMINAL_PHASES.includes(status.phase);
+    if (spec.kind === 'valid' && status && settled && nodesSettled && status.specHash === spec.hash && !liveKnown && !cancelPending) {
       this.remember(name, spec.job, status);
       return {};
     }

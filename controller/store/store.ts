@@ -39,6 +39,20 @@ export function writeFileAtomic(path: string, data: string): void {
   }
 }
 
+/** Is pid a live process, and (where /proc tells) still a UGRO controller rather than a reused pid? */
+function controllerAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('controller');
+  } catch {
+    return true; // no /proc (macOS): trust the pid
+  }
+}
+
 export class JobStore {
   /**
    * Parsed files by path, valid while inode, size and mtime (ns) are unchanged: a resync reads
@@ -180,17 +194,17 @@ export class JobStore {
         };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const pid = Number(readFileSync(file, 'utf8').trim());
-        let cmd = '';
-        try {
-          cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-        } catch {
-          /* not running */
-        }
-        if (pid && pid !== process.pid && cmd.includes('controller')) {
+        const held = readFileSync(file, 'utf8').trim();
+        const pid = Number(held);
+        if (pid && pid !== process.pid && controllerAlive(pid)) {
           throw new UgroError(`another controller (pid ${pid}) is already running on ${this.dir}: stop it first (two would launch the same jobs twice)`);
         }
-        unlinkSync(file);
+        // Stale. Remove it only if it still names that pid: another starter may have just taken it.
+        try {
+          if (readFileSync(file, 'utf8').trim() === held) unlinkSync(file);
+        } catch {
+          /* gone already */
+        }
       }
     }
     throw new UgroError(`cannot take ${file}: another controller is starting on ${this.dir}`);

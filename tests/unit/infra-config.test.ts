@@ -92,3 +92,14 @@ describe('stack config', () => {
     expect(p.issues).toHaveLength(7);
   });
 });
+
+describe('reachability dial policy', () => {
+  it('dials of at most 5 s, as many as fit the timeout (a host that drops packets cannot stretch it)', async () => {
+    const { dialPolicy } = await import('../../infra/connection.ts');
+    expect(dialPolicy(300)).toEqual({ perDialTimeout: 5, dialErrorLimit: 60 });
+    expect(dialPolicy(12)).toEqual({ perDialTimeout: 5, dialErrorLimit: 3 });
+    expect(dialPolicy(2)).toEqual({ perDialTimeout: 2, dialErrorLimit: 1 });
+    const p = dialPolicy(300);
+    expect(p.perDialTimeout * p.dialErrorLimit).toBeLessThanOrEqual(300);
+  });
+});

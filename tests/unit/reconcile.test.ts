@@ -325,6 +325,19 @@ describe('deleting the job file', () => {
     expect(r.requeueAfterMs).toBe(1000);
   });
 
+  it('runs of a job this jobs dir never knew (no status): left alone, not archived', () => {
+    const r = rec({ spec: { kind: 'deleted' }, now: at(200), parts: [R.part('gpu-master', { exit: 0 }), R.part('gpu1', { exit: 0 })] });
+    expect(r).toEqual({ status: null, actions: [], events: [] });
+  });
+
+  it('the same spec applied again before the archive pass: the run stopped as deleted is not a failure', () => {
+    const stopped = [R.part('gpu-master', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) }), R.part('gpu1', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) })];
+    const r = rec({ spec: S, status: running, now: at(60), parts: stopped });
+    expect(r.status?.phase).toBe('Starting');
+    expect(r.actions.map((a) => a.type)).toEqual(['launch']);
+    expect(r.events.map((e) => e.reason)).toEqual(['Resuming', 'Scheduled', 'Launching']);
+  });
+
   it('never seen and nothing on the hosts: status null, no actions, no events', () => {
     expect(rec({ spec: { kind: 'deleted' } })).toEqual({ status: null, actions: [], events: [] });
   });
