@@ -30,7 +30,8 @@ for d in */; do
   for f in "$d"/rank-*.exit; do
     [ -f "$f" ] || continue
     r=${f##*/rank-}; r=${r%.exit}
-    echo "rankexit=$r $(cat "$f") $(stat -c %Y "$f")"
+    # Sub-second exit times: ranks that die of a peer's failure exit within milliseconds of it.
+    echo "rankexit=$r $(cat "$f") $(date -r "$f" +%s.%N)"
     if [ "$(cat "$f")" != 0 ]; then tail -n 20 "$d/rank-$r.log" 2>/dev/null | sed "s/^/ranklog=$r /"; fi
   done
   if [ -n "$(cat "$d/exit_code" 2>/dev/null)" ] && [ "$(cat "$d/exit_code")" != 0 ]; then
