@@ -104,10 +104,26 @@ export function verifyHostKey(entries: KnownHostEntry[], names: string[], port: 
   return { ok: false, reason: 'changed', expected: pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`), presented: fingerprint(presented) };
 }
 
-/** The pinned key for a host as "type base64" (what Pulumi's connection.hostKey takes). */
+/** Names a host may be listed under in known_hosts: its address, hostname and inventory name. */
+export function hostNames(h: { address: string; hostname?: string; name: string }): string[] {
+  return [...new Set([h.address, h.hostname, h.name].filter((x): x is string => !!x))];
+}
+
+// Pulumi's command provider (Go x/crypto/ssh) verifies against exactly one key; ed25519 is what
+// current OpenSSH servers negotiate first, so it is the one to pin when known_hosts has several.
+const PREFERENCE = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa'];
+
+/**
+ * The pinned key for a host as "type base64" (what Pulumi's connection.hostKey takes): revoked
+ * keys and CA lines never count; with several, the preferred type.
+ */
 export function pinnedHostKey(entries: KnownHostEntry[], names: string[], port: number): string | undefined {
-  const e = findHostKeys(entries, names, port).find((x) => x.marker !== '@revoked');
-  return e ? `${e.keyType} ${e.keyBase64}` : undefined;
+  const keys = findHostKeys(entries, names, port);
+  const revoked = keys.filter((e) => e.marker === '@revoked');
+  const usable = keys.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key)));
+  const rank = (t: string) => PREFERENCE.indexOf(t) + 1 || PREFERENCE.length + 1;
+  const best = [...usable].sort((a, b) => rank(a.keyType) - rank(b.keyType))[0];
+  return best ? `${best.keyType} ${best.keyBase64}` : undefined;
 }
 
 export function readKnownHosts(file: string): KnownHostEntry[] {

@@ -8,7 +8,7 @@ import * as pulumi from '@pulumi/pulumi';
 import type { types } from '@pulumi/command';
 import type { Host } from '../config/cluster.ts';
 import { UgroError } from '../config/errors.ts';
-import { findHostKeys, readKnownHosts, type KnownHostEntry } from '../config/known-hosts.ts';
+import { hostNames, pinnedHostKey as pinnedKeyOf, readKnownHosts, type KnownHostEntry } from '../config/known-hosts.ts';
 
 export type ConnectionArgs = types.input.remote.ConnectionArgs;
 
@@ -29,23 +29,9 @@ export interface ConnectionOptions {
   readKnownHosts?: (path: string) => KnownHostEntry[];
 }
 
-/** Names a host may be listed under in known_hosts. */
-export function hostNames(h: Pick<Host, 'address' | 'hostname' | 'name'>): string[] {
-  return [...new Set([h.address, h.hostname, h.name].filter(Boolean))];
-}
-
-// The provider (Go x/crypto/ssh) verifies against exactly one key; ed25519 is what current
-// OpenSSH servers negotiate first, so it is the one to pin when known_hosts has several.
-const PREFERENCE = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa'];
-
-/** "type base64" of the host's pinned key (revoked keys and CAs never count), or undefined. */
+/** "type base64" of the host's pinned key (config/known-hosts.ts decides which), or undefined. */
 export function pinnedHostKey(entries: KnownHostEntry[], h: Pick<Host, 'address' | 'hostname' | 'name' | 'port'>): string | undefined {
-  const keys = findHostKeys(entries, hostNames(h), h.port);
-  const revoked = keys.filter((e) => e.marker === '@revoked');
-  const usable = keys.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key)));
-  const rank = (t: string) => (PREFERENCE.indexOf(t) + 1 || PREFERENCE.length + 1);
-  const best = [...usable].sort((a, b) => rank(a.keyType) - rank(b.keyType))[0];
-  return best ? `${best.keyType} ${best.keyBase64}` : undefined;
+  return pinnedKeyOf(entries, hostNames(h), h.port);
 }
 
 /** The provider's dial loop is the reachability poll: about one dial every 5 s until the timeout. */

@@ -16,7 +16,7 @@ import { posix } from 'node:path';
 import type { Host } from '../config/cluster.ts';
 import type { InfraSettings, Manager } from './config.ts';
 import type { ConnectionArgs } from './connection.ts';
-import type { TreeManifest } from './hash.ts';
+import type { TreeManifest } from '../config/hash.ts';
 import {
   asRemoteCommand,
   deployTreeScript,

@@ -11,7 +11,7 @@ import { UgroError } from '../config/errors.ts';
 import type { InfraSettings } from './config.ts';
 import { makeConnection, type ConnectionFactory } from './connection.ts';
 import { GpuHost, type HostFacts, type LocalInputs } from './gpu-host.ts';
-import { fileSha256, readTree } from './hash.ts';
+import { fileSha256, readTree } from '../config/hash.ts';
 
 /** Reads and hashes what gets copied to the hosts. Throws UgroError naming the missing file. */
 export function readLocalInputs(s: InfraSettings): LocalInputs {

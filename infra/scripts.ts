@@ -12,7 +12,7 @@
  * No I/O here: the component (gpu-host.ts) computes hashes and paths and passes them in.
  */
 import { shQuote as q } from '../config/quote.ts';
-import type { TreeFile } from './hash.ts';
+import type { TreeFile } from '../config/hash.ts';
 
 /** Lines every script starts with: strict mode, the host/step names, and the report helpers. */
 function prelude(host: string, step: string): string {

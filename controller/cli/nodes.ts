@@ -4,7 +4,7 @@ import { stringify } from 'yaml';
 import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster } from '../../config/cluster.ts';
 import { hostKeyAlgorithms } from '../hosts/ssh.ts';
 import { ValidationError, formatIssue } from '../../config/errors.ts';
-import { appendKnownHost, findHostKeys, fingerprint, readKnownHosts } from '../../config/known-hosts.ts';
+import { appendKnownHost, findHostKeys, fingerprint, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { probeCluster, type NodeHealth } from '../hosts/health.ts';
@@ -84,7 +84,7 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
         const h = cluster.hosts.find((x) => x.name === name);
         if (!h) throw new HostError(name, 'config', `not in ${cluster.file}`);
         const entries = readKnownHosts(h.ssh.knownHosts);
-        const pinned = findHostKeys(entries, [h.address, h.hostname, h.name], h.port).filter((e) => e.marker !== '@revoked');
+        const pinned = findHostKeys(entries, hostNames(h), h.port).filter((e) => e.marker !== '@revoked');
         // Ask for the pinned key's type: a host with ed25519 and ecdsa keys would otherwise show
         // its preferred one and look "changed".
         const k = await fetchHostKey(h, pinned.length ? hostKeyAlgorithms(pinned.map((e) => e.keyType)) : undefined);

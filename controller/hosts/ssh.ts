@@ -3,11 +3,10 @@
  * timeout, keepalive, reconnect with capped backoff, host-key pinning against known_hosts,
  * argv-only exec (every word quoted), streaming output, and sftp upload.
  */
-import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
-import { keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry, findHostKeys } from '../../config/known-hosts.ts';
+import { hostNames, keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry, findHostKeys } from '../../config/known-hosts.ts';
 import type { Host } from '../../config/cluster.ts';
 import { HostError } from './errors.ts';
 import { buildCommand } from '../../config/quote.ts';
@@ -72,10 +71,6 @@ export const HOSTKEY_ALGOS: Record<string, string[]> = {
 /** Ask only for the algorithms of the pinned key types, so a host with several keys shows the pinned one. */
 export function hostKeyAlgorithms(keyTypes: readonly string[]): string[] {
   return [...new Set(keyTypes.flatMap((k) => HOSTKEY_ALGOS[k] ?? [k]))];
-}
-
-function hostNames(t: SshTarget): string[] {
-  return [...new Set([t.address, t.hostname, t.name].filter(Boolean))];
 }
 
 /** One host's pooled connection. */
@@ -503,11 +498,6 @@ export class SshPool implements RemoteExecutor {
     for (const c of this.conns.values()) c.close();
     this.conns.clear();
   }
-}
-
-/** Content hash used to skip re-uploads and as Pulumi triggers. */
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 export { keyTypeOf };

@@ -3,11 +3,11 @@
  * pure reconcile and carries out its actions on the hosts. Explicit start()/stop(); stop never
  * touches running training (runs are detached on the hosts and re-adopted on the next start).
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, posix, relative, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, posix, resolve } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
 import type { Cluster, Host } from '../../config/cluster.ts';
+import { readTree } from '../../config/hash.ts';
 import { TERMINAL_PHASES, type JobStatus } from '../api/status.ts';
 import { isJobFileName, jobNameFromFile, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { launchEnv, torchrunArgv } from '../core/launch.ts';
@@ -389,22 +389,9 @@ export class Controller {
   }
 }
 
-/** Content hash of a directory tree (paths + bytes), for "deploy only when changed". */
+/** The scripts tree's content hash: the same walk and hash Pulumi's deployment uses. */
 export function hashTree(dir: string): string {
-  const h = createHash('sha256');
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      if (e.name === '__pycache__' || e.name.startsWith('.')) continue;
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) {
-        h.update(relative(dir, p) + '\0' + (statSync(p).mode & 0o111 ? 'x' : '-') + '\0');
-        h.update(readFileSync(p));
-      }
-    }
-  };
-  walk(dir);
-  return h.digest('hex');
+  return readTree(dir).hash;
 }
 
 export { priorityValue };

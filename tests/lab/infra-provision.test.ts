@@ -18,7 +18,7 @@ import { readKnownHosts } from '../../config/known-hosts.ts';
 import { parseStackConfig, resolveSettings, type InfraSettings } from '../../infra/config.ts';
 import { makeConnection, pinnedHostKey } from '../../infra/connection.ts';
 import { GPU_HOST_TYPE, hostFacts } from '../../infra/gpu-host.ts';
-import { readTree, sha256 } from '../../infra/hash.ts';
+import { readTree, sha256 } from '../../config/hash.ts';
 import { collectPlan, orderPlan, type DeclaredResource } from '../../infra/plan.ts';
 import { declareCluster } from '../../infra/program.ts';
 import { shQuote } from '../../config/quote.ts';

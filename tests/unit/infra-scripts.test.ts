@@ -9,7 +9,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readTree, sha256 } from '../../infra/hash.ts';
+import { readTree, sha256 } from '../../config/hash.ts';
 import { shQuote } from '../../config/quote.ts';
 import {
   asRemoteCommand,

@@ -1,5 +1,6 @@
 /**
- * Content hashes for Pulumi `triggers`: a changed file changes its hash, and only then.
+ * Content hashes of files and trees: Pulumi `triggers` (infra/) and the controller's script
+ * sync marker use the same ones, so a changed file changes its hash, and only then.
  * Deterministic: files sorted by byte order of their path, no timestamps.
  */
 import { createHash } from 'node:crypto';
