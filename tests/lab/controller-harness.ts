@@ -29,8 +29,13 @@ export function startController(jobsDir: string, extra: string[] = []): ChildPro
   let log = '';
   child.stdout!.on('data', (b) => (log += b));
   child.stderr!.on('data', (b) => (log += b));
-  return Object.assign(child, { logText: () => log });
+  const c = Object.assign(child, { logText: () => log });
+  lastController = c;
+  return c;
 }
+
+/** The controller started last: its log goes into timeout errors, so a hang says why. */
+let lastController: { logText: () => string } | undefined;
 
 export async function stopController(c: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (c.exitCode !== null || c.signalCode !== null) return;
@@ -79,7 +84,8 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
     if (last) return last;
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+  const tail = lastController?.logText().split('\n').slice(-40).join('\n');
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}`);
 }
 
 export function waitPhase(jobsDir: string, name: string, phases: string[], timeoutMs = 90_000): Promise<JobStatus> {
