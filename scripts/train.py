@@ -17,6 +17,12 @@ import torch.nn as nn
 
 BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512)}
 
+# Objects holding the process group are kept alive until os._exit ends the process. Freeing
+# DDP's Reducer drops the last reference to gloo's process group, whose destructor joins gloo's
+# worker threads while holding the GIL; a worker freeing its last tensor waits for that GIL, and
+# the rank hangs after "done" forever (torch 1.13, seen with gdb; 2 of 3 runs on a loaded box).
+_KEEP_ALIVE: list = []
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -59,6 +65,7 @@ def main() -> int:
     model = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, 1)).to(device)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
     opt = torch.optim.SGD(ddp.parameters(), lr=a.lr)
+    _KEEP_ALIVE.extend([ddp, model, opt])
     g = torch.Generator().manual_seed(rank)
     w_true = torch.randn(d_in, 1, generator=torch.Generator().manual_seed(0))
 
@@ -99,7 +106,8 @@ def main() -> int:
                 tmp = os.path.join(ckpt_dir, f".step-{step}.pt.tmp")
                 torch.save({"model": model.state_dict(), "epoch": epoch, "step": step}, tmp)
                 os.replace(tmp, os.path.join(ckpt_dir, f"step-{step}.pt"))
-    dist.barrier()
+    # NCCL's barrier wants the rank's device named (else a warning, and a guess at the device).
+    dist.barrier(device_ids=[local]) if use_cuda else dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank}: done", flush=True)
     return 0
@@ -115,8 +123,8 @@ if __name__ == "__main__":
 
         traceback.print_exc()
         rc = 1
-    # Exit without interpreter teardown: destroying gloo's process group at shutdown can deadlock
-    # (a gloo thread waits for the GIL the finalizer holds), leaving a finished rank alive forever.
+    # Exit without interpreter teardown, for the same reason as _KEEP_ALIVE: finalizers that free
+    # gloo's process group can deadlock on the GIL, leaving a finished rank alive forever.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)

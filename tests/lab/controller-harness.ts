@@ -85,14 +85,29 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
     await new Promise((r) => setTimeout(r, everyMs));
   }
   const tail = lastController?.logText().split('\n').slice(-40).join('\n');
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}\n${trainingProcesses()}`);
+}
+
+/**
+ * The lab's hosts share this machine's process table (network namespaces only), so a hang can be
+ * described from here: every torchrun/rank process with its state and kernel wait channel.
+ */
+function trainingProcesses(): string {
+  const r = spawnSync('ps', ['-eo', 'pid,ppid,user,stat,etimes,wchan:28,args'], { encoding: 'utf8' });
+  const lines = (r.stdout ?? '').split('\n').filter((l) => /torch\.distributed\.run|rank\.sh|train\.py|ugro-runner|ugro-wait/.test(l));
+  return `training processes on the lab hosts (${lines.length}):\n${lines.map((l) => l.slice(0, 240)).join('\n')}`;
 }
 
 export function waitPhase(jobsDir: string, name: string, phases: string[], timeoutMs = 90_000): Promise<JobStatus> {
+  let seen = 'no status file';
   return waitFor(`${name} in ${phases.join('|')}`, () => {
     const s = readStatus(jobsDir, name);
+    if (s) seen = `${s.phase}: ${s.message ?? ''}`;
     return s && phases.includes(s.phase) ? s : undefined;
-  }, timeoutMs);
+  }, timeoutMs).catch((e: Error) => {
+    e.message = e.message.replace(' (last: undefined)', ` (last seen: ${seen})`);
+    throw e;
+  });
 }
 
 /** PIDs on a host whose environment carries UGRO_RUN_ID=runId (the run's marker). */
