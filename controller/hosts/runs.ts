@@ -156,6 +156,18 @@ export function parseObserve(host: string, out: string): RunPart[] {
   return parts;
 }
 
+/** archive: $1 runs dir, $2 run dir name, $3 now (ms), $4 prune entries archived before this (ms). */
+const ARCHIVE = `
+if [ -d "$1/$2" ]; then mkdir -p "$1/.deleted" && mv -- "$1/$2" "$1/.deleted/$2.$3" || exit 1; fi
+for d in "$1"/.deleted/*; do
+  [ -d "$d" ] || continue
+  ts=\${d##*.}
+  case $ts in '' | *[!0-9]*) continue ;; esac
+  [ "$ts" -lt "$4" ] && rm -rf -- "$d"
+done
+exit 0
+`;
+
 export class HostRuntime {
   constructor(private readonly exec: RemoteExecutor) {}
 
@@ -185,8 +197,13 @@ export class HostRuntime {
   }
 
   /** Move a finished run directory to RUNS/.deleted/DIR.<epoch ms> (observe skips dot-dirs; logs stay readable). */
-  async archive(host: Host, dir: string): Promise<void> {
-    const res = await this.exec.exec(host.name, ['sh', '-c', '[ -d "$1/$2" ] || exit 0; mkdir -p "$1/.deleted" && mv -- "$1/$2" "$1/.deleted/$2.$3"', 'ugro-archive', host.paths.runs, dir, String(Date.now())], { timeoutMs: 20_000 });
+  /**
+   * Moves a deleted job's run dir to `<runs>/.deleted/<dir>.<ms>` (its logs stay readable there),
+   * and prunes entries moved there more than `keepDays` ago, so the folder does not grow forever.
+   */
+  async archive(host: Host, dir: string, keepDays = 7): Promise<void> {
+    const now = Date.now();
+    const res = await this.exec.exec(host.name, ['sh', '-c', ARCHIVE, 'ugro-archive', host.paths.runs, dir, String(now), String(now - keepDays * 86_400_000)], { timeoutMs: 20_000 });
     if (res.code !== 0) throw new Error(`${host.name}: cannot move run ${dir} aside (exit ${res.code}): ${res.stderr.trim()}`);
   }
 

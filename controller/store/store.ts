@@ -60,7 +60,11 @@ export class JobStore {
    */
   private readonly parsed = new Map<string, { key: string; value: unknown }>();
 
-  constructor(readonly dir: string) {}
+  /** events.jsonl is rotated to events.1.jsonl past this size: two files at most, never unbounded. */
+  constructor(
+    readonly dir: string,
+    private readonly eventsMaxBytes = 4 * 1024 * 1024,
+  ) {}
 
   private cachedParse<T>(path: string, parse: (text: string) => T): T {
     const st = statSync(path, { bigint: true });
@@ -213,15 +217,23 @@ export class JobStore {
   appendEvents(events: JobEvent[]): void {
     if (!events.length) return;
     this.ensure();
-    appendFileSync(join(this.dir, '.ugro', 'events.jsonl'), events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const file = join(this.dir, '.ugro', 'events.jsonl');
+    try {
+      if (statSync(file).size >= this.eventsMaxBytes) renameSync(file, join(this.dir, '.ugro', 'events.1.jsonl'));
+    } catch {
+      /* no file yet */
+    }
+    appendFileSync(file, events.map((e) => JSON.stringify(e)).join('\n') + '\n');
   }
 
   readEvents(job?: string, limit = 50): JobEvent[] {
     let text = '';
-    try {
-      text = readFileSync(join(this.dir, '.ugro', 'events.jsonl'), 'utf8');
-    } catch {
-      return [];
+    for (const f of ['events.1.jsonl', 'events.jsonl']) {
+      try {
+        text += readFileSync(join(this.dir, '.ugro', f), 'utf8') + '\n';
+      } catch {
+        /* not there */
+      }
     }
     const all = text
       .split('\n')

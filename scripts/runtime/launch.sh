@@ -16,7 +16,6 @@ fi
 printf '%s\n' "$meta" > meta.json
 printf '%s\n' "$wrapper" > rank.sh
 chmod 755 rank.sh
-: > lock
 
 # gloo/NCCL pick an interface from the hostname, wrong on multi-NIC hosts: use the one that
 # routes to the rendezvous address (on the rendezvous host itself that route is via lo, so
@@ -39,10 +38,13 @@ date +%s%N > launched_at
 # The runner: new session (setsid, no pty, stdio to files) so neither a dropped SSH connection
 # nor a controller restart reaches it. It holds `lock` for its lifetime (waiters block on it),
 # outlives a SIGTERM to the session so it can record torchrun's exit code, and closes the lock fd for
-# torchrun so stray children never hold it.
+# torchrun so stray children never hold it. The lock is taken here, before the runner exists, and
+# the runner inherits it on fd 9: a waiter or `logs -f` that comes right after this script
+# returns can never take the lock first and conclude the run is over.
+exec 9>lock
+# Held already means a runner from a launch cut short before it wrote `pid`: never start a second.
+flock -n 9 || { echo "ugro: $run_dir: a runner without a pid file holds the lock: stop it (ugro cancel) and retry" >&2; exit 1; }
 setsid sh -c '
-  exec 9>lock
-  flock 9
   trap : TERM INT HUP
   "$@" 9>&- </dev/null >torchrun.log 2>&1
   rc=$?
@@ -55,4 +57,5 @@ st=0
 if { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then set -- ${line##*) }; st=${20}; fi
 # Written then renamed (mv is not a builtin, but a reader must never see a half-written pid).
 echo "$st" > starttime.tmp && echo "$pid" > pid.tmp && mv starttime.tmp starttime && mv pid.tmp pid
+exec 9>&-
 echo "launched pid=$pid starttime=${st:-0}"

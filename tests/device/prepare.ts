@@ -37,7 +37,7 @@ environment: { manager: system, python: python3 }
 `;
 writeFileSync(join(out, 'cluster.yaml'), DEVICE_CLUSTER);
 const parsed = parseCluster(DEVICE_CLUSTER, 'device/cluster.yaml', { env: { HOME: '/root' }, home: '/root', user: 'root' });
-if (!parsed.ok) throw new Error(parsed.errors.map((e) => e.message).join('\n'));
+if (!parsed.ok) throw new Error(parsed.issues.map((e) => `${e.path}: ${e.message}`).join('\n'));
 const cluster = parsed.value;
 const host = cluster.master;
 

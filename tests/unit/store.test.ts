@@ -209,4 +209,17 @@ describe('events', () => {
     expect(store.readEvents('train', 2).map((e) => e.reason)).toEqual(['C', 'D']);
     expect(store.readEvents(undefined, 10).map((e) => e.reason)).toEqual(['A', 'B', 'C', 'D']);
   });
+
+  it('rotate past the size limit: two files at most, both read, the oldest dropped', () => {
+    const small = new JobStore(dir, 400);
+    for (let i = 0; i < 12; i++) small.appendEvents([ev('train', `E${i}`, i % 10)]);
+    const files = readdirSync(join(dir, '.ugro')).sort();
+    expect(files).toEqual(['events.1.jsonl', 'events.jsonl']);
+    for (const f of files) expect(statSync(join(dir, '.ugro', f)).size).toBeLessThan(400 + 200);
+    const reasons = small.readEvents('train', 100).map((e) => e.reason);
+    // Newest last and contiguous: what survives is a tail of the sequence, ending with E11.
+    expect(reasons.at(-1)).toBe('E11');
+    expect(reasons).toEqual(Array.from({ length: reasons.length }, (_, k) => `E${12 - reasons.length + k}`));
+    expect(reasons.length).toBeLessThan(12);
+  });
 });
