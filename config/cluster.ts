@@ -95,6 +95,9 @@ function isRemotePath(path: PropertyKey[]): boolean {
   const p = path.map(String);
   const host = p[0] === 'workers' ? p.slice(2) : p[0] === 'cluster' && p[1] === 'master' ? p.slice(2) : undefined;
   if (host) return (host[0] === 'paths' && host.length === 2) || (host[0] === 'python' && host.length === 1);
+  // Top-level paths.* are both the controller machine's paths and the master's fallback paths:
+  // their `~` is resolved per use in normalize (controller home, resp. master user's home).
+  if (p.length === 2 && p[0] === 'paths') return true;
   return p.length === 2 && p[0] === 'environment' && p[1] === 'python';
 }
 
@@ -138,8 +141,9 @@ function remoteHome(p: string, home: string): string {
   return p;
 }
 
-function localPath(p: string | undefined, baseDir: string): string | undefined {
+function localPath(p: string | undefined, baseDir: string, home?: string): string | undefined {
   if (!p) return undefined;
+  if (home !== undefined && (p === '~' || p.startsWith('~/'))) p = home + p.slice(1);
   return isAbsolute(p) ? p : resolve(baseDir, p);
 }
 
@@ -166,7 +170,7 @@ function semanticIssues(f: ClusterFile, source?: YamlSource): FieldIssue[] {
   return issues;
 }
 
-function normalize(f: ClusterFile, file: string): Cluster {
+function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
   const baseDir = file === '<inline>' ? process.cwd() : dirname(file);
   const ssh = f.ssh;
   const env = f.environment;
@@ -236,10 +240,10 @@ function normalize(f: ClusterFile, file: string): Cluster {
     environment: env,
     health: { maxClockOffsetMs: f.health.max_clock_offset_ms, minFreeDiskGb: f.health.min_free_disk_gb },
     local: {
-      projectRoot: localPath(f.paths?.project_root, baseDir),
-      scripts: localPath(f.paths?.scripts, baseDir),
-      logs: localPath(f.paths?.logs, baseDir),
-      experiments: localPath(f.paths?.experiments, baseDir),
+      projectRoot: localPath(f.paths?.project_root, baseDir, localHome),
+      scripts: localPath(f.paths?.scripts, baseDir, localHome),
+      logs: localPath(f.paths?.logs, baseDir, localHome),
+      experiments: localPath(f.paths?.experiments, baseDir, localHome),
     },
     training: (f.training as Record<string, unknown>) ?? {},
     raw: f,
@@ -258,7 +262,7 @@ export function parseCluster(text: string, file = '<inline>', ctx: ExpandEnv = d
   if (!res.success) return { ok: false, issues: [...expandIssues, ...zodIssues(res.error, source)] };
   const sem = [...expandIssues, ...semanticIssues(res.data, source)];
   if (sem.length) return { ok: false, issues: sem };
-  return { ok: true, value: normalize(res.data, file) };
+  return { ok: true, value: normalize(res.data, file, ctx.home) };
 }
 
 export const DEFAULT_CLUSTER_FILE = 'config/cluster.yaml';
