@@ -109,9 +109,11 @@ export function hostNames(h: { address: string; hostname?: string; name: string 
   return [...new Set([h.address, h.hostname, h.name].filter((x): x is string => !!x))];
 }
 
-// Pulumi's command provider (Go x/crypto/ssh) verifies against exactly one key; ed25519 is what
-// current OpenSSH servers negotiate first, so it is the one to pin when known_hosts has several.
-const PREFERENCE = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa'];
+// Pulumi's command provider (Go x/crypto/ssh) verifies against exactly one key. Whether it also
+// restricts the handshake to that key's type is not documented; if not, Go's client proposes
+// ECDSA first, then RSA, and ed25519 last, and the server takes the first it has. Pinning in
+// that order is right either way: it is the type Go negotiates when known_hosts has several.
+const PREFERENCE = ['ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa', 'ssh-ed25519'];
 
 /**
  * The pinned key for a host as "type base64" (what Pulumi's connection.hostKey takes): revoked

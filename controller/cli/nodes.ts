@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { probeCluster, type NodeHealth } from '../hosts/health.ts';
 import { HostError } from '../hosts/errors.ts';
-import { fetchHostKey } from '../hosts/trust.ts';
+import { fetchAllHostKeys, fetchHostKey } from '../hosts/trust.ts';
 import type { CliContext } from './context.ts';
 import { parseFormat, serialize, table } from './output.ts';
 
@@ -75,8 +75,8 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
     .command('trust')
     .description("fetch a host's SSH key, show its fingerprint, and pin it in known_hosts")
     .argument('<host...>', 'host names from the cluster file')
-    .option('--fingerprint <sha256>', 'only pin if the key has this fingerprint (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host)')
-    .action(async (names: string[], opts: { fingerprint?: string }) => {
+    .option('--fingerprint <sha256...>', 'pin only keys with these fingerprints (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host); repeatable')
+    .action(async (names: string[], opts: { fingerprint?: string[] }) => {
       const c = ctx();
       const cluster = c.loadCluster();
       let rc = 0;
@@ -85,26 +85,35 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
         if (!h) throw new HostError(name, 'config', `not in ${cluster.file}`);
         const entries = readKnownHosts(h.ssh.knownHosts);
         const pinned = findHostKeys(entries, hostNames(h), h.port).filter((e) => e.marker !== '@revoked');
-        // Ask for the pinned key's type: a host with ed25519 and ecdsa keys would otherwise show
-        // its preferred one and look "changed".
-        const k = await fetchHostKey(h, pinned.length ? hostKeyAlgorithms(pinned.map((e) => e.keyType)) : undefined);
-        const same = pinned.find((e) => e.key.equals(k.key));
-        if (same) {
-          c.io.out(`${name}: ${k.type} ${k.fingerprint} already pinned in ${h.ssh.knownHosts} (line ${same.line})`);
-          continue;
-        }
         if (pinned.length) {
+          // Ask for the pinned key types only: a host with ed25519 and ecdsa keys would otherwise
+          // show its preferred one and look "changed". No new types are added to a pinned host:
+          // a key fetched over an unverified connection must not widen what is trusted.
+          const k = await fetchHostKey(h, hostKeyAlgorithms(pinned.map((e) => e.keyType)));
+          const same = pinned.find((e) => e.key.equals(k.key));
+          if (same) {
+            c.io.out(`${name}: ${k.type} ${k.fingerprint} already pinned in ${h.ssh.knownHosts} (line ${same.line})`);
+            continue;
+          }
           c.io.err(`${name}: REFUSING: ${h.ssh.knownHosts} already pins a different key (${pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} line ${e.line}`).join('; ')}); the host now presents ${k.type} ${k.fingerprint}. If the host was reinstalled, delete those lines yourself, then trust again.`);
           rc = 1;
           continue;
         }
-        if (opts.fingerprint && opts.fingerprint !== k.fingerprint) {
-          c.io.err(`${name}: REFUSING: presented ${k.fingerprint}, expected ${opts.fingerprint}`);
+        // Nothing pinned yet: every key the host offers (as ssh-keyscan shows them). All of them,
+        // because other SSH clients (Pulumi's Go client among them) may negotiate another type
+        // than ours, and a pin of the wrong type fails their handshake.
+        const keys = await fetchAllHostKeys(h);
+        const want = opts.fingerprint ?? [];
+        const chosen = want.length ? keys.filter((k) => want.includes(k.fingerprint)) : keys;
+        if (!chosen.length) {
+          c.io.err(`${name}: REFUSING: the host presents ${keys.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}; none has the fingerprint ${want.join(' or ')}`);
           rc = 1;
           continue;
         }
-        const line = appendKnownHost(h.ssh.knownHosts, [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i), h.port, k.key);
-        c.io.out(`${name}: pinned ${k.type} ${k.fingerprint} in ${h.ssh.knownHosts}\n  ${line.slice(0, 80)}…`);
+        const lines = chosen.map((k) => appendKnownHost(h.ssh.knownHosts, [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i), h.port, k.key));
+        c.io.out(`${name}: pinned in ${h.ssh.knownHosts}:\n${chosen.map((k, i) => `  ${k.type} ${k.fingerprint}\n    ${lines[i].slice(0, 80)}…`).join('\n')}`);
+        const left = keys.filter((k) => !chosen.includes(k));
+        if (left.length) c.io.out(`${name}: not pinned (no --fingerprint given for them): ${left.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}`);
       }
       program.exitCodeValue = rc;
     });

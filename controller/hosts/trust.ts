@@ -2,7 +2,7 @@
 import ssh2 from 'ssh2';
 import { fingerprint, keyTypeOf } from '../../config/known-hosts.ts';
 import { HostError } from './errors.ts';
-import type { SshTarget } from './ssh.ts';
+import { HOSTKEY_ALGOS, type SshTarget } from './ssh.ts';
 
 export interface PresentedKey {
   key: Buffer;
@@ -38,4 +38,17 @@ export function fetchHostKey(t: SshTarget, algorithms?: readonly string[]): Prom
       },
     });
   });
+}
+
+/**
+ * Every key the host offers, one handshake per key type, in parallel (as ssh-keyscan does).
+ * A type the host lacks fails its handshake and is skipped; a host that answers none of them
+ * gets the first error (refused, timeout…).
+ */
+export async function fetchAllHostKeys(t: SshTarget): Promise<PresentedKey[]> {
+  const tries = await Promise.allSettled(Object.values(HOSTKEY_ALGOS).map((algos) => fetchHostKey(t, algos)));
+  const keys: PresentedKey[] = [];
+  for (const r of tries) if (r.status === 'fulfilled' && !keys.some((k) => k.key.equals(r.value.key))) keys.push(r.value);
+  if (!keys.length) throw (tries.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+  return keys;
 }

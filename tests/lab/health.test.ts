@@ -199,7 +199,7 @@ describe('host keys: ugro hosts trust', () => {
     const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
     expect(t.err).toBe('');
     expect(t.code).toBe(0);
-    expect(t.out).toContain(`gpu1: pinned ssh-ed25519 ${hostFp} in ${knownHosts}`);
+    expect(t.out).toContain(`gpu1: pinned in ${knownHosts}:\n  ssh-ed25519 ${hostFp}`);
     expect(readFileSync(knownHosts, 'utf8')).toBe(`gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\n`);
 
     const after = await health({ cluster: clusterFile, hosts: ['gpu1'] });
@@ -217,7 +217,7 @@ describe('host keys: ugro hosts trust', () => {
     const wrongFp = sshKeygenFingerprint(newEd25519Key().pubFile);
     const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', wrongFp]);
     expect(t.code).toBe(1);
-    expect(t.err).toContain(`REFUSING: presented ${hostFp}, expected ${wrongFp}`);
+    expect(t.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostFp}; none has the fingerprint ${wrongFp}`);
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
     const ok = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', hostFp]);
     expect(ok.code).toBe(0);

@@ -287,7 +287,15 @@ describe('connections', () => {
     );
   });
 
-  it('pins ed25519 when known_hosts has several keys; revoked keys never count; names and [host]:port match', () => {
+  it('pins the type Go negotiates first (ecdsa, rsa, ed25519) when known_hosts has several', () => {
+    const ed = hostKey();
+    const ec = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA==';
+    const entries = parseKnownHosts(`gpu1 ${ed}\ngpu1 ${ec}\ngpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\ngpu2 ${ed}\ngpu2 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n`);
+    expect(pinnedHostKey(entries, { address: '10.0.0.1', hostname: 'gpu1', name: 'gpu1', port: 22 })).toBe(ec);
+    expect(pinnedHostKey(entries, { address: '10.0.0.2', hostname: 'gpu2', name: 'gpu2', port: 22 })).toBe('ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==');
+  });
+
+  it('revoked keys never count; names and [host]:port match', () => {
     const ed = hostKey();
     const entries = parseKnownHosts(`gpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n[10.0.0.5]:2222 ${ed}\n@revoked gpu9 ${ed}\ngpu9 ${ed}\n`);
     expect(pinnedHostKey(entries, { address: '10.0.0.5', hostname: 'gpu1', name: 'gpu1', port: 2222 })).toBe(ed);

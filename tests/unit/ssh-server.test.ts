@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fingerprint } from '../../config/known-hosts.ts';
+import { fingerprint, pinnedHostKey, readKnownHosts } from '../../config/known-hosts.ts';
 import { main } from '../../controller/cli/main.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
 import { buildCommand } from '../../config/quote.ts';
@@ -206,22 +206,34 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     expect(seen.auths).toBe(before);
   });
 
-  it('trust pins an unknown host (fingerprint as ssh-keygen -lf), then the pool connects with it', async () => {
+  it('trust pins every key an unknown host offers (fingerprints as ssh-keygen -lf), then the pool connects with them', async () => {
     const { file, knownHosts } = clusterFile('');
     const wrong = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', strangerKey.fp);
     expect(wrong.code).toBe(1);
-    expect(wrong.err).toContain(`REFUSING: presented ${hostEd.fp}, expected ${strangerKey.fp}`);
+    expect(wrong.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostEd.fp}, ecdsa-sha2-nistp256 ${hostEcdsa.fp}; none has the fingerprint ${strangerKey.fp}`);
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
 
     const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
     expect(r.code).toBe(0);
-    expect(r.out).toContain(`fake: pinned ssh-ed25519 ${hostEd.fp} in ${knownHosts}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n`);
+    expect(r.out).toContain(`fake: pinned in ${knownHosts}:`);
+    expect(r.out).toContain(`ssh-ed25519 ${hostEd.fp}`);
+    expect(r.out).toContain(`ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
     expect(fingerprint(hostEd.blob)).toBe(hostEd.fp);
+    // The key Pulumi's Go client would negotiate first is the one infra pins.
+    expect(pinnedHostKey(readKnownHosts(knownHosts), ['fake'], port)).toBe(`ecdsa-sha2-nistp256 ${hostEcdsa.b64}`);
 
     const again = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
     expect(again.code).toBe(0);
     expect(again.out).toContain('already pinned');
+  });
+
+  it('trust --fingerprint pins only the keys it names and lists the others', async () => {
+    const { file, knownHosts } = clusterFile('');
+    const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', hostEd.fp);
+    expect(r.code, r.err).toBe(0);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n`);
+    expect(r.out).toContain(`not pinned (no --fingerprint given for them): ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
   });
 
   it('trust refuses to replace a different pinned key and leaves known_hosts alone', async () => {
