@@ -75,7 +75,7 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
     .command('trust')
     .description("fetch a host's SSH key, show its fingerprint, and pin it in known_hosts")
     .argument('<host...>', 'host names from the cluster file')
-    .option('--fingerprint <sha256...>', 'pin only keys with these fingerprints (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host); repeatable')
+    .option('--fingerprint <sha256>', 'pin only the key with this fingerprint (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host); repeat it for several', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .action(async (names: string[], opts: { fingerprint?: string[] }) => {
       const c = ctx();
       const cluster = c.loadCluster();

@@ -169,8 +169,12 @@ export class JobStore {
   }
 
   readControl(name: string): Control | undefined {
+    // Almost always absent: a stat that does not throw is far cheaper on every resync than an
+    // ENOENT exception per job.
+    const file = this.controlFile(name);
+    if (!statSync(file, { throwIfNoEntry: false })) return undefined;
     try {
-      return parse(readFileSync(this.controlFile(name), 'utf8')) as Control;
+      return this.cachedParse(file, (t) => parse(t) as Control);
     } catch {
       return undefined;
     }

@@ -230,7 +230,7 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
 
   it('trust --fingerprint pins only the keys it names and lists the others', async () => {
     const { file, knownHosts } = clusterFile('');
-    const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', hostEd.fp);
+    const r = await ugro('--cluster', file, 'hosts', 'trust', '--fingerprint', hostEd.fp, 'fake');
     expect(r.code, r.err).toBe(0);
     expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n`);
     expect(r.out).toContain(`not pinned (no --fingerprint given for them): ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
