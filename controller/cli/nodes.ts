@@ -1,7 +1,7 @@
 /** Node commands: `ugro health`, `ugro get nodes`, `ugro hosts trust|list`, `ugro config …`. */
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster } from '../../config/cluster.ts';
+import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster, type Host } from '../../config/cluster.ts';
 import { hostKeyAlgorithms } from '../hosts/ssh.ts';
 import { ValidationError, formatIssue } from '../../config/errors.ts';
 import { appendKnownHost, findHostKeys, fingerprint, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { probeCluster, type NodeHealth } from '../hosts/health.ts';
 import { HostError } from '../hosts/errors.ts';
-import { fetchAllHostKeys, fetchHostKey } from '../hosts/trust.ts';
+import { fetchAllHostKeys, fetchHostKey, type PresentedKey } from '../hosts/trust.ts';
 import type { CliContext } from './context.ts';
 import { parseFormat, serialize, table } from './output.ts';
 
@@ -83,37 +83,13 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
       for (const name of names) {
         const h = cluster.hosts.find((x) => x.name === name);
         if (!h) throw new HostError(name, 'config', `not in ${cluster.file}`);
-        const entries = readKnownHosts(h.ssh.knownHosts);
-        const pinned = findHostKeys(entries, hostNames(h), h.port).filter((e) => e.marker !== '@revoked');
-        if (pinned.length) {
-          // Ask for the pinned key types only: a host with ed25519 and ecdsa keys would otherwise
-          // show its preferred one and look "changed". No new types are added to a pinned host:
-          // a key fetched over an unverified connection must not widen what is trusted.
-          const k = await fetchHostKey(h, hostKeyAlgorithms(pinned.map((e) => e.keyType)));
-          const same = pinned.find((e) => e.key.equals(k.key));
-          if (same) {
-            c.io.out(`${name}: ${k.type} ${k.fingerprint} already pinned in ${h.ssh.knownHosts} (line ${same.line})`);
-            continue;
-          }
-          c.io.err(`${name}: REFUSING: ${h.ssh.knownHosts} already pins a different key (${pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} line ${e.line}`).join('; ')}); the host now presents ${k.type} ${k.fingerprint}. If the host was reinstalled, delete those lines yourself, then trust again.`);
+        try {
+          if (!(await trustHost(h, opts.fingerprint ?? [], c.io))) rc = 1;
+        } catch (e) {
+          // One host that cannot be reached does not stop the others.
+          c.io.err(`${name}: ${(e as Error).message.replace(new RegExp(`^${name}: `), '')}`);
           rc = 1;
-          continue;
         }
-        // Nothing pinned yet: every key the host offers (as ssh-keyscan shows them). All of them,
-        // because other SSH clients (Pulumi's Go client among them) may negotiate another type
-        // than ours, and a pin of the wrong type fails their handshake.
-        const keys = await fetchAllHostKeys(h);
-        const want = opts.fingerprint ?? [];
-        const chosen = want.length ? keys.filter((k) => want.includes(k.fingerprint)) : keys;
-        if (!chosen.length) {
-          c.io.err(`${name}: REFUSING: the host presents ${keys.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}; none has the fingerprint ${want.join(' or ')}`);
-          rc = 1;
-          continue;
-        }
-        const lines = chosen.map((k) => appendKnownHost(h.ssh.knownHosts, [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i), h.port, k.key));
-        c.io.out(`${name}: pinned in ${h.ssh.knownHosts}:\n${chosen.map((k, i) => `  ${k.type} ${k.fingerprint}\n    ${lines[i].slice(0, 80)}…`).join('\n')}`);
-        const left = keys.filter((k) => !chosen.includes(k));
-        if (left.length) c.io.out(`${name}: not pinned (no --fingerprint given for them): ${left.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}`);
       }
       program.exitCodeValue = rc;
     });
@@ -189,3 +165,65 @@ function renderInventory(c: Cluster): string {
 }
 
 export { stringify };
+
+/**
+ * `ugro hosts trust` for one host; false when it refused. Nothing pinned yet: every key the host
+ * offers (or those named by --fingerprint). Pinned already: only a check of the pinned types, and
+ * new types only when --fingerprint names them (a key fetched over an unverified connection must
+ * not widen trust by itself). A presented key that differs from a pin of its type is refused, and
+ * a key marked @revoked is never pinned.
+ */
+async function trustHost(h: Host, want: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<boolean> {
+  const name = h.name;
+  const file = h.ssh.knownHosts;
+  const all = findHostKeys(readKnownHosts(file), hostNames(h), h.port);
+  const revoked = all.filter((e) => e.marker === '@revoked');
+  const pinned = all.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key)));
+  const changed = (k: PresentedKey) => {
+    const same = pinned.filter((e) => e.keyType === k.type);
+    return same.length > 0 && !same.some((e) => e.key.equals(k.key));
+  };
+  const refuseChanged = (k: PresentedKey) =>
+    io.err(`${name}: REFUSING: ${file} already pins a different key (${pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} line ${e.line}`).join('; ')}); the host now presents ${k.type} ${k.fingerprint}. If the host was reinstalled, delete those lines yourself, then trust again.`);
+  if (pinned.length && !want.length) {
+    // Ask for the pinned types only: a host with ed25519 and ecdsa keys would otherwise show its
+    // preferred one and look "changed".
+    const k = await fetchHostKey(h, hostKeyAlgorithms(pinned.map((e) => e.keyType)));
+    const same = pinned.find((e) => e.key.equals(k.key));
+    if (same) {
+      io.out(`${name}: ${k.type} ${k.fingerprint} already pinned in ${file} (line ${same.line})`);
+      return true;
+    }
+    refuseChanged(k);
+    return false;
+  }
+  // Every key the host offers (as ssh-keyscan shows them). All of them, because other SSH clients
+  // (Pulumi's Go client among them) may negotiate another type than ours, and a pin of the wrong
+  // type fails their handshake.
+  const keys = await fetchAllHostKeys(h);
+  const bad = keys.find(changed);
+  if (bad) {
+    refuseChanged(bad);
+    return false;
+  }
+  const isPinned = (k: PresentedKey) => pinned.some((e) => e.key.equals(k.key));
+  const isRevoked = (k: PresentedKey) => revoked.some((e) => e.key.equals(k.key));
+  const named = want.length ? keys.filter((k) => want.includes(k.fingerprint)) : keys;
+  if (want.length && !named.length) {
+    io.err(`${name}: REFUSING: the host presents ${keys.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}; none has the fingerprint ${want.join(' or ')}`);
+    return false;
+  }
+  for (const k of named.filter(isRevoked)) io.err(`${name}: not pinning ${k.type} ${k.fingerprint}: ${file} marks it @revoked`);
+  const chosen = named.filter((k) => !isPinned(k) && !isRevoked(k));
+  if (!chosen.length) {
+    if (named.some(isRevoked) && !named.some(isPinned)) return false;
+    io.out(`${name}: ${named.filter(isPinned).map((k) => `${k.type} ${k.fingerprint}`).join(', ')} already pinned in ${file}`);
+    return true;
+  }
+  const lines = chosen.map((k) => appendKnownHost(file, [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i), h.port, k.key));
+  io.out(`${name}: pinned in ${file}:\n${chosen.map((k, i) => `  ${k.type} ${k.fingerprint}\n    ${lines[i].slice(0, 80)}…`).join('\n')}`);
+  const left = keys.filter((k) => !named.includes(k) && !isPinned(k) && !isRevoked(k));
+  if (left.length) io.out(`${name}: not pinned (no --fingerprint given for them): ${left.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}`);
+  return true;
+}
+

@@ -42,13 +42,17 @@ export function fetchHostKey(t: SshTarget, algorithms?: readonly string[]): Prom
 
 /**
  * Every key the host offers, one handshake per key type, in parallel (as ssh-keyscan does).
- * A type the host lacks fails its handshake and is skipped; a host that answers none of them
- * gets the first error (refused, timeout…).
+ * Only "no matching host key format" means the host lacks a type; any other failure (timeout,
+ * reset, MaxStartups) is thrown, so a type is never silently left out of what gets pinned.
  */
 export async function fetchAllHostKeys(t: SshTarget): Promise<PresentedKey[]> {
   const tries = await Promise.allSettled(Object.values(HOSTKEY_ALGOS).map((algos) => fetchHostKey(t, algos)));
   const keys: PresentedKey[] = [];
-  for (const r of tries) if (r.status === 'fulfilled' && !keys.some((k) => k.key.equals(r.value.key))) keys.push(r.value);
-  if (!keys.length) throw (tries.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+  for (const r of tries) {
+    if (r.status === 'fulfilled') {
+      if (!keys.some((k) => k.key.equals(r.value.key))) keys.push(r.value);
+    } else if (!/no matching host key/i.test(String((r.reason as Error)?.message))) throw r.reason;
+  }
+  if (!keys.length) throw new HostError(t.name, 'other', 'the host offers no host key type UGRO knows (ed25519, ecdsa, rsa)');
   return keys;
 }

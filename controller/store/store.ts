@@ -231,14 +231,18 @@ export class JobStore {
   }
 
   readEvents(job?: string, limit = 50): JobEvent[] {
-    let text = '';
-    for (const f of ['events.1.jsonl', 'events.jsonl']) {
+    const read = (f: string) => {
       try {
-        text += readFileSync(join(this.dir, '.ugro', f), 'utf8') + '\n';
+        return readFileSync(join(this.dir, '.ugro', f), 'utf8');
       } catch {
-        /* not there */
+        return '';
       }
-    }
+    };
+    // Current first: if the controller rotates between the two reads, the older file then starts
+    // with what was just read as current, and is taken alone (nothing missed, nothing twice).
+    const cur = read('events.jsonl');
+    const old = read('events.1.jsonl');
+    const text = cur && old.startsWith(cur) ? old : `${old}\n${cur}`;
     const all = text
       .split('\n')
       .filter(Boolean)

@@ -9,10 +9,20 @@ run_dir=$1; rdzv_addr=$2; wrapper=$3; meta=$4; shift 4
 
 mkdir -p "$run_dir"
 cd "$run_dir"
-if [ -s pid ]; then
-  echo "exists pid=$(cat pid) starttime=$(cat starttime 2>/dev/null || echo 0)"
-  exit 0
-fi
+exists() { echo "exists pid=$(cat pid) starttime=$(cat starttime 2>/dev/null || echo 0)"; exit 0; }
+[ -s pid ] && exists
+# The run's lock, taken before anything is written; the runner inherits it (see below). Held
+# already: either a launch of this dir running right now (its pid file comes within moments),
+# or the runner of a launch cut short before it wrote `pid`. Never start a second runner.
+exec 9>lock
+flock -n 9 || {
+  rc=$?
+  [ "$rc" = 1 ] || { echo "ugro: flock failed (exit $rc): is util-linux installed?" >&2; exit 1; }
+  i=0
+  while [ "$i" -lt 30 ]; do [ -s pid ] && exists; sleep 0.1; i=$((i + 1)); done
+  echo "ugro: $run_dir: a runner of an interrupted launch holds its lock but wrote no pid: stop the processes whose environment has UGRO_RUN_ID=${UGRO_RUN_ID:-?} (grep -lz UGRO_RUN_ID= /proc/*/environ), then remove $run_dir" >&2
+  exit 1
+}
 printf '%s\n' "$meta" > meta.json
 printf '%s\n' "$wrapper" > rank.sh
 chmod 755 rank.sh
@@ -38,12 +48,9 @@ date +%s%N > launched_at
 # The runner: new session (setsid, no pty, stdio to files) so neither a dropped SSH connection
 # nor a controller restart reaches it. It holds `lock` for its lifetime (waiters block on it),
 # outlives a SIGTERM to the session so it can record torchrun's exit code, and closes the lock fd for
-# torchrun so stray children never hold it. The lock is taken here, before the runner exists, and
-# the runner inherits it on fd 9: a waiter or `logs -f` that comes right after this script
+# torchrun so stray children never hold it. The lock was taken above, before the runner exists,
+# and the runner inherits it on fd 9: a waiter or `logs -f` that comes right after this script
 # returns can never take the lock first and conclude the run is over.
-exec 9>lock
-# Held already means a runner from a launch cut short before it wrote `pid`: never start a second.
-flock -n 9 || { echo "ugro: $run_dir: a runner without a pid file holds the lock: stop it (ugro cancel) and retry" >&2; exit 1; }
 setsid sh -c '
   trap : TERM INT HUP
   "$@" 9>&- </dev/null >torchrun.log 2>&1

@@ -186,8 +186,10 @@ describe('each fault gives NotReady with an actionable reason and exit 1', () =>
 describe('host keys: ugro hosts trust', () => {
   const hostPub = readFileSync(hostPubKeyFile('gpu1'), 'utf8').trim().split(' ');
   const hostFp = sshKeygenFingerprint(hostPubKeyFile('gpu1'));
+  const ecPub = readFileSync(hostPubKeyFile('gpu1', 'ecdsa'), 'utf8').trim().split(' ');
+  const ecFp = sshKeygenFingerprint(hostPubKeyFile('gpu1', 'ecdsa'));
 
-  it('unpinned host: health says so and names `ugro hosts trust`; trust pins the key ssh-keygen shows; then Ready', async () => {
+  it('unpinned host: health says so and names `ugro hosts trust`; trust pins both keys ssh-keygen shows; then Ready', async () => {
     const { clusterFile, knownHosts } = tempLabCluster('');
     const before = await health({ cluster: clusterFile, hosts: ['gpu1'] });
     expect(before.code).toBe(1);
@@ -200,7 +202,8 @@ describe('host keys: ugro hosts trust', () => {
     expect(t.err).toBe('');
     expect(t.code).toBe(0);
     expect(t.out).toContain(`gpu1: pinned in ${knownHosts}:\n  ssh-ed25519 ${hostFp}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(`gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\n`);
+    expect(t.out).toContain(`  ecdsa-sha2-nistp256 ${ecFp}`);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(`gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\ngpu1,10.250.77.11 ${ecPub[0]} ${ecPub[1]}\n`);
 
     const after = await health({ cluster: clusterFile, hosts: ['gpu1'] });
     expect(after.code).toBe(0);
@@ -209,7 +212,7 @@ describe('host keys: ugro hosts trust', () => {
     const again = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
     expect(again.code).toBe(0);
     expect(again.out).toContain(`gpu1: ssh-ed25519 ${hostFp} already pinned`);
-    expect(readFileSync(knownHosts, 'utf8').split('\n').filter(Boolean)).toHaveLength(1);
+    expect(readFileSync(knownHosts, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
   });
 
   it('trust --fingerprint refuses a key that does not match and pins nothing', async () => {
@@ -217,10 +220,12 @@ describe('host keys: ugro hosts trust', () => {
     const wrongFp = sshKeygenFingerprint(newEd25519Key().pubFile);
     const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', wrongFp]);
     expect(t.code).toBe(1);
-    expect(t.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostFp}; none has the fingerprint ${wrongFp}`);
+    expect(t.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostFp}, ecdsa-sha2-nistp256 ${ecFp}; none has the fingerprint ${wrongFp}`);
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
     const ok = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', hostFp]);
     expect(ok.code).toBe(0);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(`gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\n`);
+    expect(ok.out).toContain(`not pinned (no --fingerprint given for them): ecdsa-sha2-nistp256 ${ecFp}`);
   });
 
   it('changed key: health reports "host key changed" with both fingerprints (exit 1); trust refuses and leaves known_hosts alone', async () => {

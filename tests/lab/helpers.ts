@@ -55,9 +55,9 @@ export function sshKeygenFingerprint(pubKeyFile: string): string {
   return m[1];
 }
 
-/** The lab host's own public host key file (what its sshd presents). */
-export function hostPubKeyFile(host: string): string {
-  return join(LAB_DIR, 'hosts', host, 'ssh_host_ed25519_key.pub');
+/** The lab host's own public host key file (what its sshd presents; it has an ed25519 and an ecdsa key). */
+export function hostPubKeyFile(host: string, type: 'ed25519' | 'ecdsa' = 'ed25519'): string {
+  return join(LAB_DIR, 'hosts', host, `ssh_host_${type}_key.pub`);
 }
 
 /** A fresh ed25519 key pair in a temp dir; returns the `.pub` line ("ssh-ed25519 AAAA… comment") and its path. */

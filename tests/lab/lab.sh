@@ -282,11 +282,15 @@ write_sshd_config() {
   local i=$1 d
   d=$(host_dir "$i")
   [ -e "$d/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$(host_name "$i")" -f "$d/ssh_host_ed25519_key"
+  # A second key type, as on a stock Debian/Ubuntu host (which has three): clients must ask for
+  # the pinned type, and `ugro hosts trust` sees more than one key.
+  [ -e "$d/ssh_host_ecdsa_key" ] || ssh-keygen -q -t ecdsa -b 256 -N '' -C "$(host_name "$i")" -f "$d/ssh_host_ecdsa_key"
   cat >"$d/sshd_config" <<EOF
 # sshd of lab host $(host_name "$i"), written by tests/lab/lab.sh
 ListenAddress $(host_ip "$i")
 Port $SSH_PORT
 HostKey $d/ssh_host_ed25519_key
+HostKey $d/ssh_host_ecdsa_key
 PidFile $d/sshd.pid
 UsePAM no
 PasswordAuthentication no

@@ -37,9 +37,10 @@ describe('launch.sh hands its lock to the runner', () => {
     const runDir = posix.join(host.paths.runs, dir);
     // A stand-in for a runner left by a launch cut short: holds the lock, no pid file.
     await pool.exec(host.name, ['sh', '-c', 'mkdir -p "$1" && cd "$1" && setsid flock lock sleep 4 </dev/null >/dev/null 2>&1 & sleep 0.3', 'x', runDir]);
-    await expect(rt.launch(host, { dir, rdzvAddr: host.address, meta: meta(dir), argv: ['true'], env: {} })).rejects.toThrow(/holds the lock: stop it/);
+    await expect(rt.launch(host, { dir, rdzvAddr: host.address, meta: meta(dir), argv: ['true'], env: {} })).rejects.toThrow(/holds its lock but wrote no pid/);
+    // Refused before writing anything: the live runner's files are untouched.
     const ls = await pool.exec(host.name, ['ls', runDir]);
-    expect(ls.stdout).not.toMatch(/^pid$/m);
+    expect(ls.stdout.split('\n').filter(Boolean)).toEqual(['lock']);
   });
 });
 

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, pinnedHostKey, readKnownHosts } from '../../config/known-hosts.ts';
@@ -176,7 +176,7 @@ describe('SshPool against an in-process server', () => {
 });
 
 describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
-  function clusterFile(knownHostsText: string): { file: string; knownHosts: string } {
+  function clusterFile(knownHostsText: string, workers = ''): { file: string; knownHosts: string } {
     const d = mkdtempSync(join(dir, 'cluster-'));
     const knownHosts = join(d, 'known_hosts');
     writeFileSync(knownHosts, knownHostsText);
@@ -184,7 +184,8 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     writeFileSync(
       file,
       `cluster:\n  name: t\n  master: { name: fake, hostname: fake, ip: 127.0.0.1, port: ${port}, user: u }\n` +
-        `ssh: { identity_file: "${userKey.priv}", known_hosts: "${knownHosts}", use_agent: false, connect_timeout_seconds: 2 }\n`,
+        `ssh: { identity_file: "${userKey.priv}", known_hosts: "${knownHosts}", use_agent: false, connect_timeout_seconds: 2 }\n` +
+        workers,
     );
     return { file, knownHosts };
   }
@@ -234,6 +235,32 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     expect(r.code, r.err).toBe(0);
     expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n`);
     expect(r.out).toContain(`not pinned (no --fingerprint given for them): ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
+  });
+
+  it('trust --fingerprint adds a new type to a pinned host; a key marked @revoked is never pinned', async () => {
+    const ed = `[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n`;
+    const { file, knownHosts } = clusterFile(ed);
+    const add = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', hostEcdsa.fp);
+    expect(add.code, add.err).toBe(0);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(`${ed}[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
+
+    const rev = clusterFile(`@revoked [127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
+    const r = await ugro('--cluster', rev.file, 'hosts', 'trust', 'fake');
+    expect(r.code).toBe(0);
+    expect(r.err).toContain(`not pinning ecdsa-sha2-nistp256 ${hostEcdsa.fp}: ${rev.knownHosts} marks it @revoked`);
+    expect(readFileSync(rev.knownHosts, 'utf8').split('\n').filter(Boolean)).toEqual([`@revoked [127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}`, `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}`]);
+  });
+
+  it('a host that refuses connections fails alone: the others are still trusted, exit 1', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const { file, knownHosts } = clusterFile('', `workers:\n  - { name: dead, hostname: dead, ip: 127.0.0.1, ssh_port: ${deadPort}, user: u, rank: 1 }\n`);
+    const r = await ugro('--cluster', file, 'hosts', 'trust', 'dead', 'fake');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^dead: ssh: connection refused/m);
+    expect(readFileSync(knownHosts, 'utf8')).toContain(`ssh-ed25519 ${hostEd.b64}`);
   });
 
   it('trust refuses to replace a different pinned key and leaves known_hosts alone', async () => {
