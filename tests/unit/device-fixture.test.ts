@@ -1,5 +1,5 @@
 /**
- * Real output captured on an NVIDIA H100 machine (tests/device/check.sh, 2026-11-25: driver
+ * Real output captured on an NVIDIA H100 machine (tests/device/check.sh, 2026-11-25, with this stop's launch.sh and train.py: driver
  * 580.159.04, torch 2.11.0+cu130, NCCL 2.28.9), put through the same parsers the controller uses.
  * It pins what the lab's stand-in nvidia-smi cannot: a real driver's CSV, a real CUDA build of
  * torch read by the probe, a real NCCL run observed by observe.sh.
@@ -53,6 +53,8 @@ describe('captured on a real H100', () => {
     expect(body('wait').trim()).toBe('0');
     expect(body('rank-0.log')).toMatch(/^rank 0\/1 on \S+ backend=nccl device=cuda:0$/m);
     expect(body('rank-0.log')).toMatch(/^rank 0: done$/m);
+    expect(body('rank-0.log')).not.toContain('Warning'); // NCCL's barrier is given its device
+
     const parts = parseObserve('gpu-device', body('observe'));
     expect(parts).toHaveLength(1);
     expect(parts[0]).toMatchObject({ alive: false, exitCode: 0, ranks: [{ rank: 0, exitCode: 0 }] });
