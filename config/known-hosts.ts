@@ -75,6 +75,13 @@ export function findHostKeys(entries: KnownHostEntry[], names: string[], port: n
   return entries.filter((e) => e.marker !== '@cert-authority' && lookups.some((n) => entryMatches(e, n)));
 }
 
+/** A host's known_hosts entries split into usable pins (never a key also marked @revoked) and revoked keys. */
+export function hostKeysOf(entries: KnownHostEntry[], names: string[], port: number): { pinned: KnownHostEntry[]; revoked: KnownHostEntry[] } {
+  const keys = findHostKeys(entries, names, port);
+  const revoked = keys.filter((e) => e.marker === '@revoked');
+  return { pinned: keys.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key))), revoked };
+}
+
 /** `SHA256:…` as `ssh-keygen -lf` prints it. */
 export function fingerprint(key: Buffer): string {
   return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
@@ -120,9 +127,7 @@ const PREFERENCE = ['ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-ni
  * keys and CA lines never count; with several, the preferred type.
  */
 export function pinnedHostKey(entries: KnownHostEntry[], names: string[], port: number): string | undefined {
-  const keys = findHostKeys(entries, names, port);
-  const revoked = keys.filter((e) => e.marker === '@revoked');
-  const usable = keys.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key)));
+  const { pinned: usable } = hostKeysOf(entries, names, port);
   const rank = (t: string) => PREFERENCE.indexOf(t) + 1 || PREFERENCE.length + 1;
   const best = [...usable].sort((a, b) => rank(a.keyType) - rank(b.keyType))[0];
   return best ? `${best.keyType} ${best.keyBase64}` : undefined;

@@ -4,7 +4,7 @@ import { stringify } from 'yaml';
 import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster, type Host } from '../../config/cluster.ts';
 import { hostKeyAlgorithms } from '../hosts/ssh.ts';
 import { ValidationError, formatIssue } from '../../config/errors.ts';
-import { appendKnownHost, findHostKeys, fingerprint, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
+import { appendKnownHost, fingerprint, hostKeysOf, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { probeCluster, type NodeHealth } from '../hosts/health.ts';
@@ -103,7 +103,7 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
         table(
           ['HOST', 'ROLE', 'RANK', 'ADDRESS', 'USER', 'PINNED KEY'],
           cluster.hosts.map((h) => {
-            const e = findHostKeys(readKnownHosts(h.ssh.knownHosts), [h.address, h.hostname, h.name], h.port).filter((x) => x.marker !== '@revoked');
+            const e = hostKeysOf(readKnownHosts(h.ssh.knownHosts), hostNames(h), h.port).pinned;
             return [h.name, h.role, String(h.rank), `${h.address}:${h.port}`, h.user, e.length ? e.map((x) => `${x.keyType} ${fingerprint(x.key)}`).join(', ') : 'NONE (run `ugro hosts trust ' + h.name + '`)'];
           }),
         ),
@@ -176,9 +176,7 @@ export { stringify };
 async function trustHost(h: Host, want: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<boolean> {
   const name = h.name;
   const file = h.ssh.knownHosts;
-  const all = findHostKeys(readKnownHosts(file), hostNames(h), h.port);
-  const revoked = all.filter((e) => e.marker === '@revoked');
-  const pinned = all.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key)));
+  const { pinned, revoked } = hostKeysOf(readKnownHosts(file), hostNames(h), h.port);
   const changed = (k: PresentedKey) => {
     const same = pinned.filter((e) => e.keyType === k.type);
     return same.length > 0 && !same.some((e) => e.key.equals(k.key));

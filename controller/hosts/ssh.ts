@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
-import { hostNames, keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry, findHostKeys } from '../../config/known-hosts.ts';
+import { findHostKeys, hostNames, keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry } from '../../config/known-hosts.ts';
 import type { Host } from '../../config/cluster.ts';
 import { HostError } from './errors.ts';
 import { buildCommand } from '../../config/quote.ts';
@@ -173,6 +173,8 @@ export class HostConnection {
         return;
       }
       const names = hostNames(t);
+      // Not hostKeysOf(): a key both pinned and @revoked must still be asked for, so the
+      // verifier can refuse it as revoked rather than call the host unknown.
       const pinned = findHostKeys(entries, names, t.port).filter((e) => e.marker !== '@revoked');
       if (!pinned.length) {
         reject(new HostError(t.name, 'hostkey-unknown', `ssh: host key of ${t.address}:${t.port} is not in ${t.ssh.knownHosts}; check it and run \`ugro hosts trust ${t.name}\``));
