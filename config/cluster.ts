@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { ValidationError, type FieldIssue } from './errors.ts';
-import { formatPath, YamlSource, zodIssues, type ParseResult } from './parse.ts';
-import { clusterFileSchema, type ClusterFile } from './schema.ts';
+import { type FieldIssue, ValidationError } from './errors.ts';
+import { formatPath, type ParseResult, YamlSource, zodIssues } from './parse.ts';
+import { type ClusterFile, clusterFileSchema } from './schema.ts';
 
 export interface GpuExpectation {
   index?: number;
@@ -107,12 +107,19 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
  * Expand `${VAR}`, `${VAR:-default}` and a leading `~` in every string. USER and HOME fall
  * back to the current account so the seed file (which uses `${USER}`) works under cron/CI.
  */
-export function expandValue(value: unknown, ctx: ExpandEnv, path: PropertyKey[] = [], issues: FieldIssue[] = [], source?: YamlSource): unknown {
+export function expandValue(
+  value: unknown,
+  ctx: ExpandEnv,
+  path: PropertyKey[] = [],
+  issues: FieldIssue[] = [],
+  source?: YamlSource,
+): unknown {
   if (typeof value === 'string') {
     let out = value.replace(VAR_RE, (whole, name: string, def: string | undefined) => {
       // Empty counts as unset (as in sh's ${VAR:-…}), so USER="" still falls back to the account.
       const set = ctx.env[name];
-      const v = set !== undefined && set !== '' ? set : name === 'USER' ? ctx.user : name === 'HOME' ? ctx.home : undefined;
+      const v =
+        set !== undefined && set !== '' ? set : name === 'USER' ? ctx.user : name === 'HOME' ? ctx.home : undefined;
       if (v !== undefined && v !== '') return v;
       if (def !== undefined) return def;
       issues.push({
@@ -150,21 +157,38 @@ function localPath(p: string | undefined, baseDir: string, home?: string): strin
 /** Cross-field checks zod cannot express per field: duplicates, rank clashes. */
 function semanticIssues(f: ClusterFile, source?: YamlSource): FieldIssue[] {
   const issues: FieldIssue[] = [];
-  const at = (path: PropertyKey[], message: string) => issues.push({ path: formatPath(path), message, ...(source?.lineOf(path) ?? {}) });
+  const at = (path: PropertyKey[], message: string) =>
+    issues.push({ path: formatPath(path), message, ...(source?.lineOf(path) ?? {}) });
   const masterName = f.cluster.master.name ?? f.cluster.master.hostname;
-  const names = new Map<string, PropertyKey[]>([[masterName, ['cluster', 'master', f.cluster.master.name ? 'name' : 'hostname']]]);
-  const addrs = new Map<string, PropertyKey[]>([[`${f.cluster.master.ip}:${f.cluster.master.port}`, ['cluster', 'master', 'ip']]]);
+  const names = new Map<string, PropertyKey[]>([
+    [masterName, ['cluster', 'master', f.cluster.master.name ? 'name' : 'hostname']],
+  ]);
+  const addrs = new Map<string, PropertyKey[]>([
+    [`${f.cluster.master.ip}:${f.cluster.master.port}`, ['cluster', 'master', 'ip']],
+  ]);
   const ranks = new Map<number, PropertyKey[]>([[0, ['cluster', 'master']]]);
   f.workers.forEach((w, i) => {
     const prev = names.get(w.name);
-    if (prev) at(['workers', i, 'name'], `duplicate host name "${w.name}" (also at ${formatPath(prev)}): every host needs its own name`);
+    if (prev)
+      at(
+        ['workers', i, 'name'],
+        `duplicate host name "${w.name}" (also at ${formatPath(prev)}): every host needs its own name`,
+      );
     else names.set(w.name, ['workers', i, 'name']);
     const key = `${w.ip}:${w.ssh_port}`;
     const prevA = addrs.get(key);
-    if (prevA) at(['workers', i, 'ip'], `duplicate address ${key} (also at ${formatPath(prevA)}): two hosts cannot share an ip and ssh_port`);
+    if (prevA)
+      at(
+        ['workers', i, 'ip'],
+        `duplicate address ${key} (also at ${formatPath(prevA)}): two hosts cannot share an ip and ssh_port`,
+      );
     else addrs.set(key, ['workers', i, 'ip']);
     const prevR = ranks.get(w.rank);
-    if (prevR) at(['workers', i, 'rank'], `duplicate rank ${w.rank} (also at ${formatPath(prevR)}): ranks must be unique; the master is rank 0`);
+    if (prevR)
+      at(
+        ['workers', i, 'rank'],
+        `duplicate rank ${w.rank} (also at ${formatPath(prevR)}): ranks must be unique; the master is rank 0`,
+      );
     else ranks.set(w.rank, ['workers', i, 'rank']);
   });
   return issues;
@@ -175,7 +199,21 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
   const ssh = f.ssh;
   const env = f.environment;
   const mkHost = (
-    h: { name: string; hostname: string; ip: string; port: number; user: string; rank: number; hardware?: ClusterFile['workers'][number]['hardware']; paths?: ClusterFile['workers'][number]['paths']; ssh_key?: string; known_hosts?: string; python?: string; gpus?: ClusterFile['workers'][number]['gpus']; labels?: Record<string, string> },
+    h: {
+      name: string;
+      hostname: string;
+      ip: string;
+      port: number;
+      user: string;
+      rank: number;
+      hardware?: ClusterFile['workers'][number]['hardware'];
+      paths?: ClusterFile['workers'][number]['paths'];
+      ssh_key?: string;
+      known_hosts?: string;
+      python?: string;
+      gpus?: ClusterFile['workers'][number]['gpus'];
+      labels?: Record<string, string>;
+    },
     role: 'master' | 'worker',
     fallbackPaths: { project?: string; scripts?: string; logs?: string; experiments?: string },
   ): Host => {
@@ -183,7 +221,8 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
     const rp = (p: string | undefined) => (p ? remoteHome(p, home).replace(/\/+$/, '') || '/' : undefined);
     const homeN = rp(home)!;
     const project = rp(h.paths?.project ?? fallbackPaths.project) ?? join(homeN, 'ugro');
-    const gpus: GpuExpectation[] = h.gpus?.map((g) => ({ index: g.index, model: g.model, vramGb: g.vram_gb })) ??
+    const gpus: GpuExpectation[] =
+      h.gpus?.map((g) => ({ index: g.index, model: g.model, vramGb: g.vram_gb })) ??
       (h.hardware?.gpu_model ? [{ model: h.hardware.gpu_model, vramGb: h.hardware.vram_gb }] : []);
     return {
       name: h.name,
@@ -193,7 +232,12 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
       user: h.user,
       rank: h.rank,
       role,
-      hardware: h.hardware && { gpuModel: h.hardware.gpu_model, vramGb: h.hardware.vram_gb, cpuCores: h.hardware.cpu_cores, ramGb: h.hardware.ram_gb },
+      hardware: h.hardware && {
+        gpuModel: h.hardware.gpu_model,
+        vramGb: h.hardware.vram_gb,
+        cpuCores: h.hardware.cpu_cores,
+        ramGb: h.hardware.ram_gb,
+      },
       gpus,
       paths: {
         home: homeN,
@@ -224,7 +268,9 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
     logs: f.paths?.logs,
     experiments: f.paths?.experiments,
   });
-  const workers = [...f.workers].sort((a, b) => a.rank - b.rank).map((w) => mkHost({ ...w, port: w.ssh_port }, 'worker', {}));
+  const workers = [...f.workers]
+    .sort((a, b) => a.rank - b.rank)
+    .map((w) => mkHost({ ...w, port: w.ssh_port }, 'worker', {}));
   return {
     file,
     name: f.cluster.name,
@@ -251,11 +297,21 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
 }
 
 /** Pure: YAML text -> Cluster, or every problem found with its field path and line. */
-export function parseCluster(text: string, file = '<inline>', ctx: ExpandEnv = defaultExpandEnv()): ParseResult<Cluster> {
+export function parseCluster(
+  text: string,
+  file = '<inline>',
+  ctx: ExpandEnv = defaultExpandEnv(),
+): ParseResult<Cluster> {
   const { source, issues } = YamlSource.parse(text);
   if (issues.length) return { ok: false, issues };
   const raw = source.toJS();
-  if (raw === null || raw === undefined) return { ok: false, issues: [{ path: '', message: 'file is empty: expected a cluster inventory with `cluster:` and `workers:`', line: 1 }] };
+  if (raw === null || raw === undefined)
+    return {
+      ok: false,
+      issues: [
+        { path: '', message: 'file is empty: expected a cluster inventory with `cluster:` and `workers:`', line: 1 },
+      ],
+    };
   const expandIssues: FieldIssue[] = [];
   const expanded = expandValue(raw, ctx, [], expandIssues, source);
   const res = clusterFileSchema.safeParse(expanded);
@@ -268,7 +324,10 @@ export function parseCluster(text: string, file = '<inline>', ctx: ExpandEnv = d
 export const DEFAULT_CLUSTER_FILE = 'config/cluster.yaml';
 
 /** Which cluster file to use: explicit flag, then UGRO_CLUSTER, then config/cluster.yaml. */
-export function resolveClusterFile(flag: string | undefined, env: Record<string, string | undefined> = process.env): string {
+export function resolveClusterFile(
+  flag: string | undefined,
+  env: Record<string, string | undefined> = process.env,
+): string {
   return resolve(flag ?? env.UGRO_CLUSTER ?? DEFAULT_CLUSTER_FILE);
 }
 
@@ -280,7 +339,15 @@ export function loadCluster(file: string, ctx?: ExpandEnv): Cluster {
     text = readFileSync(abs, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new ValidationError(abs, [{ path: '', message: err.code === 'ENOENT' ? 'file not found (pass --cluster FILE or set UGRO_CLUSTER)' : `cannot read: ${err.message}` }]);
+    throw new ValidationError(abs, [
+      {
+        path: '',
+        message:
+          err.code === 'ENOENT'
+            ? 'file not found (pass --cluster FILE or set UGRO_CLUSTER)'
+            : `cannot read: ${err.message}`,
+      },
+    ]);
   }
   const res = parseCluster(text, abs, ctx);
   if (!res.ok) throw new ValidationError(abs, res.issues);

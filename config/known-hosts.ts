@@ -44,7 +44,10 @@ export function knownHostsName(host: string, port: number): string {
 }
 
 function globToRegExp(glob: string): RegExp {
-  const re = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 'i');
 }
 
@@ -76,7 +79,11 @@ export function findHostKeys(entries: KnownHostEntry[], names: string[], port: n
 }
 
 /** A host's known_hosts entries split into usable pins (never a key also marked @revoked) and revoked keys. */
-export function hostKeysOf(entries: KnownHostEntry[], names: string[], port: number): { pinned: KnownHostEntry[]; revoked: KnownHostEntry[] } {
+export function hostKeysOf(
+  entries: KnownHostEntry[],
+  names: string[],
+  port: number,
+): { pinned: KnownHostEntry[]; revoked: KnownHostEntry[] } {
   const keys = findHostKeys(entries, names, port);
   const revoked = keys.filter((e) => e.marker === '@revoked');
   return { pinned: keys.filter((e) => !e.marker && !revoked.some((r) => r.key.equals(e.key))), revoked };
@@ -101,14 +108,25 @@ export type HostKeyVerdict =
   | { ok: false; reason: 'revoked'; presented: string };
 
 /** Pure decision: is the presented key pinned for this host? */
-export function verifyHostKey(entries: KnownHostEntry[], names: string[], port: number, presented: Buffer): HostKeyVerdict {
+export function verifyHostKey(
+  entries: KnownHostEntry[],
+  names: string[],
+  port: number,
+  presented: Buffer,
+): HostKeyVerdict {
   const matches = findHostKeys(entries, names, port);
-  if (matches.some((e) => e.marker === '@revoked' && e.key.equals(presented))) return { ok: false, reason: 'revoked', presented: fingerprint(presented) };
+  if (matches.some((e) => e.marker === '@revoked' && e.key.equals(presented)))
+    return { ok: false, reason: 'revoked', presented: fingerprint(presented) };
   const pinned = matches.filter((e) => e.marker !== '@revoked');
   const hit = pinned.find((e) => e.key.equals(presented));
   if (hit) return { ok: true, entry: hit };
   if (!pinned.length) return { ok: false, reason: 'unknown' };
-  return { ok: false, reason: 'changed', expected: pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`), presented: fingerprint(presented) };
+  return {
+    ok: false,
+    reason: 'changed',
+    expected: pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`),
+    presented: fingerprint(presented),
+  };
 }
 
 /** Names a host may be listed under in known_hosts: its address, hostname and inventory name. */

@@ -3,7 +3,7 @@
  * issues out, each issue carrying its field path and the file line it came from.
  * Pure: no file system access here; callers read the file.
  */
-import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { type Document, isMap, isNode, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { FieldIssue } from './errors.ts';
 
@@ -56,7 +56,7 @@ export class YamlSource {
         const pair = node.items.find((p) => isNode(p.key) && (p.key as { value?: unknown }).value === seg);
         if (!pair) break;
         // For the last segment of an unknown-key lookup, point at the key itself.
-        best = i === full.length - 1 && key !== undefined ? pair.key : pair.value ?? pair.key;
+        best = i === full.length - 1 && key !== undefined ? pair.key : (pair.value ?? pair.key);
         node = pair.value;
       } else if (isSeq(node) && typeof seg === 'number') {
         const item = node.items[seg];
@@ -93,7 +93,10 @@ export function zodIssues(error: z.ZodError, source?: YamlSource, prefix: Proper
 }
 
 /** Parse YAML text and validate it against a zod schema in one pure step. */
-export function parseYamlWith<S extends z.ZodType>(text: string, schema: S): ParseResult<z.output<S>> & { source?: YamlSource } {
+export function parseYamlWith<S extends z.ZodType>(
+  text: string,
+  schema: S,
+): ParseResult<z.output<S>> & { source?: YamlSource } {
   const { source, issues } = YamlSource.parse(text);
   if (issues.length) return { ok: false, issues, source };
   const raw = source.toJS();

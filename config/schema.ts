@@ -12,14 +12,21 @@ export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 export const dnsLabel = z
   .string()
   .max(63, 'must be at most 63 characters')
-  .regex(DNS1123_LABEL, 'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit (e.g. "gpu1")');
+  .regex(
+    DNS1123_LABEL,
+    'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit (e.g. "gpu1")',
+  );
 
-const HOSTNAME_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;
 export const address = z
   .string()
   .min(1, 'must not be empty')
   // A name whose last label is all digits (10.0.0.300) is a mistyped address, not a DNS name.
-  .refine((s) => isIP(s) !== 0 || (HOSTNAME_RE.test(s) && !/(^|\.)\d+$/.test(s)), 'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")');
+  .refine(
+    (s) => isIP(s) !== 0 || (HOSTNAME_RE.test(s) && !/(^|\.)\d+$/.test(s)),
+    'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")',
+  );
 
 export const port = z
   .number({ error: 'must be a number' })
@@ -103,7 +110,10 @@ export const sshSchema = z.strictObject({
   connect_timeout_seconds: z.number().positive().max(120).default(5),
   keepalive_seconds: z.number().positive().default(15),
   /** Name of an environment variable holding the key's passphrase (never the passphrase itself). */
-  passphrase_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+  passphrase_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+    .optional(),
 });
 
 export const environmentSchema = z.looseObject({
@@ -116,7 +126,10 @@ export const environmentSchema = z.looseObject({
   /** Python interpreter to run training with (default: python3 on PATH, or the managed env's). */
   python: z.string().min(1).optional(),
   /** Lowest NVIDIA driver accepted by health checks. CUDA 12.x needs >= 525.60.13 on Linux. */
-  min_driver_version: z.string().regex(/^\d+(\.\d+)*$/, 'must look like "525" or "550.54.14"').default('525.60.13'),
+  min_driver_version: z
+    .string()
+    .regex(/^\d+(\.\d+)*$/, 'must look like "525" or "550.54.14"')
+    .default('525.60.13'),
 });
 
 export const healthSchema = z.strictObject({

@@ -43,7 +43,10 @@ export const stackConfigSchema = z.strictObject({
     .optional()
     .transform((v) => v !== undefined),
   /** Lowest accepted NVIDIA driver; default: environment.min_driver_version. */
-  minDriverVersion: z.string().regex(/^\d+(\.\d+)*$/, 'must look like "550" or "550.54.14"').optional(),
+  minDriverVersion: z
+    .string()
+    .regex(/^\d+(\.\d+)*$/, 'must look like "550" or "550.54.14"')
+    .optional(),
   /** false: accept a CPU build of torch and only report CUDA (hosts without GPUs, the lab). */
   requireCuda: boolString.default(true),
   /** CUDA major torch must be built for; default: the major of environment.cuda_version, else 12. */
@@ -54,7 +57,10 @@ export const stackConfigSchema = z.strictObject({
   python: z.string().min(1).optional(),
   /** pixi.toml to sync (pixi.lock must sit next to it). */
   pixiManifest: path.default('pixi.toml'),
-  pixiEnvironment: z.string().regex(/^[a-z0-9-]+$/, 'must be a pixi environment name (lowercase letters, digits, "-")').default('default'),
+  pixiEnvironment: z
+    .string()
+    .regex(/^[a-z0-9-]+$/, 'must be a pixi environment name (lowercase letters, digits, "-")')
+    .default('default'),
   /** requirements file installed into the venv (manager venv). */
   venvRequirements: path.optional(),
   venvSystemSitePackages: boolString.default(false),
@@ -88,7 +94,10 @@ export function parseStackConfig(all: Record<string, string | undefined>): Parse
   if (res.success) return { ok: true, value: res.data };
   const issues: FieldIssue[] = res.error.issues.map((i) => {
     if (i.code === 'unrecognized_keys') {
-      return { path: '', message: `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')} (known: ${STACK_KEYS.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')})` };
+      return {
+        path: '',
+        message: `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')} (known: ${STACK_KEYS.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')})`,
+      };
     }
     return { path: `${CONFIG_NAMESPACE}:${i.path.map(String).join('.')}`, message: i.message };
   });
@@ -151,7 +160,10 @@ export function resolveSettings(c: StackConfig, env: ClusterEnvironment, ctx: Re
     manager: c.environmentManager ?? env.manager,
     python: c.python,
     pixi: { manifest, lock: manifest.replace(/[^/]*$/, 'pixi.lock'), environment: c.pixiEnvironment },
-    venv: { requirements: c.venvRequirements ? localPath(c.venvRequirements, ctx) : undefined, systemSitePackages: c.venvSystemSitePackages },
+    venv: {
+      requirements: c.venvRequirements ? localPath(c.venvRequirements, ctx) : undefined,
+      systemSitePackages: c.venvSystemSitePackages,
+    },
     scriptsDir,
     runtimeDir: c.runtimeDir ? localPath(c.runtimeDir, ctx) : resolve(scriptsDir, 'runtime'),
     reachabilityTimeoutSeconds: c.reachabilityTimeoutSeconds,

@@ -4,11 +4,11 @@
  * resource is declared (the provider would otherwise accept any key).
  */
 import { readFileSync } from 'node:fs';
-import * as pulumi from '@pulumi/pulumi';
 import type { types } from '@pulumi/command';
+import * as pulumi from '@pulumi/pulumi';
 import type { Host } from '../config/cluster.ts';
 import { UgroError } from '../config/errors.ts';
-import { hostNames, pinnedHostKey as pinnedKeyOf, readKnownHosts, type KnownHostEntry } from '../config/known-hosts.ts';
+import { hostNames, type KnownHostEntry, pinnedHostKey as pinnedKeyOf, readKnownHosts } from '../config/known-hosts.ts';
 
 export type ConnectionArgs = types.input.remote.ConnectionArgs;
 
@@ -30,7 +30,10 @@ export interface ConnectionOptions {
 }
 
 /** "type base64" of the host's pinned key (config/known-hosts.ts decides which), or undefined. */
-export function pinnedHostKey(entries: KnownHostEntry[], h: Pick<Host, 'address' | 'hostname' | 'name' | 'port'>): string | undefined {
+export function pinnedHostKey(
+  entries: KnownHostEntry[],
+  h: Pick<Host, 'address' | 'hostname' | 'name' | 'port'>,
+): string | undefined {
   return pinnedKeyOf(entries, hostNames(h), h.port);
 }
 
@@ -59,12 +62,16 @@ export function makeConnection(host: Host, o: ConnectionOptions): ConnectionArgs
       privateKey = pulumi.secret(readFile(keyPath));
     } catch (e) {
       if (!(host.ssh.useAgent && env.SSH_AUTH_SOCK)) {
-        throw new UgroError(`${host.name}: cannot read the SSH key ${keyPath}: ${(e as Error).message}: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent`);
+        throw new UgroError(
+          `${host.name}: cannot read the SSH key ${keyPath}: ${(e as Error).message}: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent`,
+        );
       }
     }
   }
   if (!privateKey && !(host.ssh.useAgent && env.SSH_AUTH_SOCK)) {
-    throw new UgroError(`${host.name}: no SSH key to log in with: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent with ssh.use_agent: true`);
+    throw new UgroError(
+      `${host.name}: no SSH key to log in with: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent with ssh.use_agent: true`,
+    );
   }
   const fromEnv = host.ssh.passphraseEnv ? env[host.ssh.passphraseEnv] : undefined;
   const passphrase = o.passphrase ?? (fromEnv ? pulumi.secret(fromEnv) : undefined);

@@ -10,15 +10,17 @@
  * scripts.ts; `triggers` carry content hashes (lock file, scripts tree), so a step re-runs when
  * what it installs changed, and only then.
  */
-import * as pulumi from '@pulumi/pulumi';
-import { remote } from '@pulumi/command';
+
 import { posix } from 'node:path';
+import { remote } from '@pulumi/command';
+import * as pulumi from '@pulumi/pulumi';
 import type { Host } from '../config/cluster.ts';
+import type { TreeManifest } from '../config/hash.ts';
 import type { InfraSettings, Manager } from './config.ts';
 import type { ConnectionArgs } from './connection.ts';
-import type { TreeManifest } from '../config/hash.ts';
 import {
   asRemoteCommand,
+  type DirectorySpec,
   deployTreeScript,
   directoriesScript,
   driverCheckScript,
@@ -30,7 +32,6 @@ import {
   systemEnvScript,
   torchCheckScript,
   venvEnvScript,
-  type DirectorySpec,
 } from './scripts.ts';
 
 export const GPU_HOST_TYPE = 'ugro:infra:GpuHost';
@@ -98,7 +99,11 @@ export function remoteLayout(h: Host, s: InfraSettings) {
   const pixiManifest = posix.join(project, 'pixi.toml');
   const venvDir = posix.join(project, '.venv');
   const python =
-    s.manager === 'pixi' ? posix.join(pixiEnvDir(pixiManifest, s.pixi.environment), 'bin/python') : s.manager === 'venv' ? posix.join(venvDir, 'bin/python') : (s.python ?? h.python);
+    s.manager === 'pixi'
+      ? posix.join(pixiEnvDir(pixiManifest, s.pixi.environment), 'bin/python')
+      : s.manager === 'venv'
+        ? posix.join(venvDir, 'bin/python')
+        : (s.python ?? h.python);
   const dirs: DirectorySpec[] = [
     { path: project, mode: '755', what: 'project' },
     { path: h.paths.scripts, mode: '755', what: 'scripts' },
@@ -155,8 +160,18 @@ export class GpuHost extends pulumi.ComponentResource {
         },
         { parent: this, dependsOn },
       );
-    const copy = (step: string, source: pulumi.asset.Asset | pulumi.asset.Archive, remotePath: string, dependsOn: pulumi.Resource[], triggers: unknown[]) =>
-      new remote.CopyToRemote(`${name}-${step}`, { connection, source, remotePath, triggers }, { parent: this, dependsOn });
+    const copy = (
+      step: string,
+      source: pulumi.asset.Asset | pulumi.asset.Archive,
+      remotePath: string,
+      dependsOn: pulumi.Resource[],
+      triggers: unknown[],
+    ) =>
+      new remote.CopyToRemote(
+        `${name}-${step}`,
+        { connection, source, remotePath, triggers },
+        { parent: this, dependsOn },
+      );
 
     // 1. Reachability: the provider dials until the host accepts SSH (dialErrorLimit x
     //    perDialTimeout on the connection), then this proves the login is the right user.
@@ -181,8 +196,14 @@ export class GpuHost extends pulumi.ComponentResource {
     if (s.manager === 'pixi') {
       const p = inputs.pixi;
       if (!p) throw new Error(`${name}: manager pixi needs pixi.toml and pixi.lock (LocalInputs.pixi)`);
-      this.envCopies.push(copy('pixi-manifest', new pulumi.asset.FileAsset(p.manifest), at.pixiManifest, after(this.dirs), [p.manifestSha256]));
-      this.envCopies.push(copy('pixi-lock', new pulumi.asset.FileAsset(p.lock), at.pixiLock, after(this.dirs), [p.lockSha256]));
+      this.envCopies.push(
+        copy('pixi-manifest', new pulumi.asset.FileAsset(p.manifest), at.pixiManifest, after(this.dirs), [
+          p.manifestSha256,
+        ]),
+      );
+      this.envCopies.push(
+        copy('pixi-lock', new pulumi.asset.FileAsset(p.lock), at.pixiLock, after(this.dirs), [p.lockSha256]),
+      );
       envScript = pixiEnvScript({
         host: name,
         manifestPath: at.pixiManifest,
@@ -193,7 +214,12 @@ export class GpuHost extends pulumi.ComponentResource {
       envKey = `pixi:${s.pixi.environment}:${p.lockSha256}`;
     } else if (s.manager === 'venv') {
       const r = inputs.venvRequirements;
-      if (r) this.envCopies.push(copy('venv-requirements', new pulumi.asset.FileAsset(r.path), at.venvRequirements, after(this.dirs), [r.sha256]));
+      if (r)
+        this.envCopies.push(
+          copy('venv-requirements', new pulumi.asset.FileAsset(r.path), at.venvRequirements, after(this.dirs), [
+            r.sha256,
+          ]),
+        );
       envScript = venvEnvScript({
         host: name,
         basePython: s.python ?? h.python,
@@ -211,7 +237,13 @@ export class GpuHost extends pulumi.ComponentResource {
     // 5. torch and CUDA, in the environment just synced: re-checked when it changes.
     this.torch = command(
       'torch',
-      torchCheckScript({ host: name, python: at.python, cudaMajor: s.cudaMajor, requireCuda: s.requireCuda, expectGpu: h.gpus.length > 0 }),
+      torchCheckScript({
+        host: name,
+        python: at.python,
+        cudaMajor: s.cudaMajor,
+        requireCuda: s.requireCuda,
+        expectGpu: h.gpus.length > 0,
+      }),
       after(this.env),
       [s.checkEpoch, envKey],
     );
@@ -225,13 +257,23 @@ export class GpuHost extends pulumi.ComponentResource {
     //    (the default, create first, would let the old delete remove the new files).
     const tree = (label: 'scripts' | 'runtime', t: TreeManifest, dest: string) => {
       const stage = posix.join(at.stageRoot, `${label}-${t.hash.slice(0, 16)}`);
-      const c = t.files.length ? copy(`${label}-copy`, new pulumi.asset.FileArchive(t.root), stage, after(this.torch), [t.hash]) : undefined;
+      const c = t.files.length
+        ? copy(`${label}-copy`, new pulumi.asset.FileArchive(t.root), stage, after(this.torch), [t.hash])
+        : undefined;
       const install = new remote.Command(
         `${name}-${label}`,
         {
           connection,
           create: asRemoteCommand(
-            deployTreeScript({ host: name, label, dest, stage, sourceBase: posix.basename(t.root) || label, stageRoot: at.stageRoot, files: t.files }),
+            deployTreeScript({
+              host: name,
+              label,
+              dest,
+              stage,
+              sourceBase: posix.basename(t.root) || label,
+              stageRoot: at.stageRoot,
+              files: t.files,
+            }),
             `ugro-${label}`,
           ),
           delete: asRemoteCommand(removeTreeScript({ host: name, label, dest }), `ugro-${label}-delete`),
@@ -253,8 +295,17 @@ export class GpuHost extends pulumi.ComponentResource {
 
   /** Every child, in declaration order. */
   children(): pulumi.CustomResource[] {
-    return [this.reachable, this.driver, this.dirs, ...this.envCopies, this.env, this.torch, this.scriptsCopy, this.scripts, this.runtimeCopy, this.runtime].filter(
-      (r): r is remote.Command | remote.CopyToRemote => r !== undefined,
-    );
+    return [
+      this.reachable,
+      this.driver,
+      this.dirs,
+      ...this.envCopies,
+      this.env,
+      this.torch,
+      this.scriptsCopy,
+      this.scripts,
+      this.runtimeCopy,
+      this.runtime,
+    ].filter((r): r is remote.Command | remote.CopyToRemote => r !== undefined);
   }
 }

@@ -8,7 +8,7 @@ import { homedir } from 'node:os';
 import * as pulumi from '@pulumi/pulumi';
 import { loadCluster } from '../config/cluster.ts';
 import { UgroError, ValidationError } from '../config/errors.ts';
-import { clusterFileOf, CONFIG_NAMESPACE, parseStackConfig, resolveSettings } from './config.ts';
+import { CONFIG_NAMESPACE, clusterFileOf, parseStackConfig, resolveSettings } from './config.ts';
 import { declareCluster } from './program.ts';
 
 export default function main() {

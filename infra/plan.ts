@@ -32,7 +32,9 @@ export interface DeclaredResource {
 export type MockState = (r: { type: string; name: string; inputs: Record<string, unknown> }) => Record<string, unknown>;
 
 const isSecretWrapper = (v: unknown): v is { value: unknown } =>
-  !!v && typeof v === 'object' && (v as Record<string, unknown>)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
+  !!v &&
+  typeof v === 'object' &&
+  (v as Record<string, unknown>)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
 
 async function plain(v: unknown): Promise<unknown> {
   if (isSecretWrapper(v)) return plain(v.value);
@@ -61,7 +63,10 @@ interface RegisterRequest {
  * Declare under mocks and wait until every resource has been registered. `declare` returns what
  * to wait for: resources (e.g. every GpuHost and its children) and/or outputs (stack outputs).
  */
-export async function collectPlan(declare: () => (pulumi.Resource | pulumi.Output<unknown>)[], state: MockState = () => ({})): Promise<DeclaredResource[]> {
+export async function collectPlan(
+  declare: () => (pulumi.Resource | pulumi.Output<unknown>)[],
+  state: MockState = () => ({}),
+): Promise<DeclaredResource[]> {
   const byName = new Map<string, DeclaredResource>();
   const pending: Promise<void>[] = [];
   await pulumi.runtime.setMocks(
@@ -77,7 +82,14 @@ export async function collectPlan(declare: () => (pulumi.Resource | pulumi.Outpu
           })(),
         );
         const extra = state({ type: a.type, name: a.name, inputs });
-        return { id: a.custom ? `${a.name}-id` : undefined, state: { ...inputs, ...(a.type.startsWith('command:remote:Command') ? { stdout: '', stderr: '' } : {}), ...extra } };
+        return {
+          id: a.custom ? `${a.name}-id` : undefined,
+          state: {
+            ...inputs,
+            ...(a.type.startsWith('command:remote:Command') ? { stdout: '', stderr: '' } : {}),
+            ...extra,
+          },
+        };
       },
       call: (a) => a.inputs as Record<string, unknown>,
     },
@@ -86,7 +98,9 @@ export async function collectPlan(declare: () => (pulumi.Resource | pulumi.Outpu
     false,
   );
   // The mock monitor's requests carry what newResource does not see: parent and dependencies.
-  const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource(req: RegisterRequest, cb: unknown): unknown };
+  const monitor = pulumi.runtime.getMonitor() as unknown as {
+    registerResource(req: RegisterRequest, cb: unknown): unknown;
+  };
   const register = monitor.registerResource.bind(monitor);
   monitor.registerResource = (req, cb) => {
     const parentUrn = req.getParent();

@@ -8,14 +8,15 @@ import { relative, sep } from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import type { Cluster } from '../config/cluster.ts';
 import { UgroError } from '../config/errors.ts';
-import type { InfraSettings } from './config.ts';
-import { makeConnection, type ConnectionFactory } from './connection.ts';
-import { GpuHost, type HostFacts, type LocalInputs } from './gpu-host.ts';
 import { fileSha256, readTree } from '../config/hash.ts';
+import type { InfraSettings } from './config.ts';
+import { type ConnectionFactory, makeConnection } from './connection.ts';
+import { GpuHost, type HostFacts, type LocalInputs } from './gpu-host.ts';
 
 /** Reads and hashes what gets copied to the hosts. Throws UgroError naming the missing file. */
 export function readLocalInputs(s: InfraSettings): LocalInputs {
-  if (existsSync(s.scriptsDir) && !statSync(s.scriptsDir).isDirectory()) throw new UgroError(`ugro:scriptsDir ${s.scriptsDir} is not a directory`);
+  if (existsSync(s.scriptsDir) && !statSync(s.scriptsDir).isDirectory())
+    throw new UgroError(`ugro:scriptsDir ${s.scriptsDir} is not a directory`);
   // runtime/ inside scripts/ is its own step (own trigger), so the scripts step leaves it out.
   const rel = relative(s.scriptsDir, s.runtimeDir).split(sep).join('/');
   const inside = rel !== '' && !rel.startsWith('..') && !rel.startsWith('/');
@@ -25,8 +26,14 @@ export function readLocalInputs(s: InfraSettings): LocalInputs {
   if (s.manager === 'pixi') {
     const manifestSha256 = fileSha256(s.pixi.manifest);
     const lockSha256 = fileSha256(s.pixi.lock);
-    if (!manifestSha256) throw new UgroError(`environment manager pixi: ${s.pixi.manifest} not found: run \`pixi init\` there (or set ugro:pixiManifest), or set ugro:environmentManager to venv or system`);
-    if (!lockSha256) throw new UgroError(`environment manager pixi: ${s.pixi.lock} not found: run \`pixi install\` next to ${s.pixi.manifest} to write the lock file, and keep it with the project`);
+    if (!manifestSha256)
+      throw new UgroError(
+        `environment manager pixi: ${s.pixi.manifest} not found: run \`pixi init\` there (or set ugro:pixiManifest), or set ugro:environmentManager to venv or system`,
+      );
+    if (!lockSha256)
+      throw new UgroError(
+        `environment manager pixi: ${s.pixi.lock} not found: run \`pixi install\` next to ${s.pixi.manifest} to write the lock file, and keep it with the project`,
+      );
     out.pixi = { manifest: s.pixi.manifest, manifestSha256, lock: s.pixi.lock, lockSha256 };
   }
   if (s.manager === 'venv' && s.venv.requirements) {
@@ -84,6 +91,8 @@ export function declareCluster(cluster: Cluster, settings: InfraSettings, o: Dec
   cluster.hosts.forEach((h, i) => {
     hosts[h.name] = new GpuHost(h.name, { host: h, settings, connection: connections[i]!, inputs }, o.resourceOptions);
   });
-  const outputs = pulumi.all(Object.fromEntries(Object.entries(hosts).map(([n, g]) => [n, g.facts]))) as pulumi.Output<Record<string, HostFacts>>;
+  const outputs = pulumi.all(Object.fromEntries(Object.entries(hosts).map(([n, g]) => [n, g.facts]))) as pulumi.Output<
+    Record<string, HostFacts>
+  >;
   return { hosts, outputs };
 }

@@ -11,8 +11,9 @@
  *    into the stack outputs).
  * No I/O here: the component (gpu-host.ts) computes hashes and paths and passes them in.
  */
-import { shQuote as q } from '../config/quote.ts';
+
 import type { TreeFile } from '../config/hash.ts';
+import { shQuote as q } from '../config/quote.ts';
 
 /** Lines every script starts with: strict mode, the host/step names, and the report helpers. */
 function prelude(host: string, step: string): string {
@@ -70,7 +71,8 @@ export interface DriverCheckInput {
 
 /** NVIDIA driver present, new enough, and every expected GPU visible. */
 export function driverCheckScript(i: DriverCheckInput): string {
-  if (!/^\d+(\.\d+)*$/.test(i.minDriver)) throw new Error(`driverCheckScript: minDriver ${JSON.stringify(i.minDriver)} is not a version`);
+  if (!/^\d+(\.\d+)*$/.test(i.minDriver))
+    throw new Error(`driverCheckScript: minDriver ${JSON.stringify(i.minDriver)} is not a version`);
   if (!i.expectModels.length) {
     return `${prelude(i.host, 'driver')}
 fact gpu_count 0
@@ -139,7 +141,8 @@ export interface DirectoriesInput {
  */
 export function directoriesScript(i: DirectoriesInput): string {
   for (const d of i.dirs) {
-    if (!d.path.startsWith('/')) throw new Error(`directoriesScript: ${d.what} path ${JSON.stringify(d.path)} is not absolute`);
+    if (!d.path.startsWith('/'))
+      throw new Error(`directoriesScript: ${d.what} path ${JSON.stringify(d.path)} is not absolute`);
     if (!/^[0-7]{3,4}$/.test(d.mode)) throw new Error(`directoriesScript: mode ${JSON.stringify(d.mode)} is not octal`);
   }
   const calls = i.dirs.map((d) => `ensure_dir ${q(d.path)} ${q(d.mode)} ${q(d.what)}`).join('\n');
@@ -217,14 +220,18 @@ else
   rm -f "$state"
   changed="created venv $venv"
 fi
-${req ? `req=${q(req.path)}
+${
+  req
+    ? `req=${q(req.path)}
 want=${q(req.sha256)}
 check_sha "$req" "$want"
 if [ "$(cat "$state" 2>/dev/null || true)" != "$want" ]; then
   "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -r "$req" >&2 || fail "pip install -r $req failed (see the output above): fix the requirements file (ugro:venvRequirements) and run pulumi up again"
   printf '%s\\n' "$want" > "$state"
   changed="\${changed:+$changed, }installed $req"
-fi` : ''}
+fi`
+    : ''
+}
 fact python "$venv/bin/python"
 fact env_path "$venv"
 if [ -z "$changed" ]; then say "unchanged: venv $venv is up to date"; else say "changed: $changed"; fi
@@ -249,7 +256,8 @@ export function pixiEnvDir(manifestPath: string, environment: string): string {
 
 /** manager=pixi: `pixi install --locked` when pixi.lock changed (or the environment is gone). */
 export function pixiEnvScript(i: PixiEnvInput): string {
-  if (!/^[a-z0-9-]+$/.test(i.environment)) throw new Error(`pixiEnvScript: bad environment name ${JSON.stringify(i.environment)}`);
+  if (!/^[a-z0-9-]+$/.test(i.environment))
+    throw new Error(`pixiEnvScript: bad environment name ${JSON.stringify(i.environment)}`);
   const envDir = pixiEnvDir(i.manifestPath, i.environment);
   const envArgs = i.environment === 'default' ? '' : ` --environment ${q(i.environment)}`;
   return `${prelude(i.host, 'env')}
@@ -318,7 +326,8 @@ print("ugro: %s: torch: unchanged: torch %s imports, CUDA build %s, cuda availab
 
 /** torch imports, its CUDA build has the required major, and CUDA works on a GPU host. */
 export function torchCheckScript(i: TorchCheckInput): string {
-  if (!/^\d+$/.test(i.cudaMajor)) throw new Error(`torchCheckScript: cudaMajor ${JSON.stringify(i.cudaMajor)} is not a number`);
+  if (!/^\d+$/.test(i.cudaMajor))
+    throw new Error(`torchCheckScript: cudaMajor ${JSON.stringify(i.cudaMajor)} is not a number`);
   return `${prelude(i.host, 'torch')}
 py=${q(i.python)}
 command -v "$py" >/dev/null 2>&1 || fail "python $py not found: the environment step did not create it; run pulumi up again"

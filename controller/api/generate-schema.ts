@@ -3,5 +3,5 @@ import { writeFileSync } from 'node:fs';
 import { trainingJobJsonSchema } from './trainingjob.ts';
 
 const out = new URL('./trainingjob.schema.json', import.meta.url);
-writeFileSync(out, JSON.stringify(trainingJobJsonSchema(), null, 2) + '\n');
+writeFileSync(out, `${JSON.stringify(trainingJobJsonSchema(), null, 2)}\n`);
 console.log(`wrote ${out.pathname}`);

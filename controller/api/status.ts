@@ -44,6 +44,9 @@ export interface JobStatus {
 /** Set a condition; lastTransitionTime only moves when its status changes. */
 export function setCondition(list: Condition[], c: Omit<Condition, 'lastTransitionTime'>, now: string): Condition[] {
   const prev = list.find((x) => x.type === c.type);
-  const next: Condition = { ...c, lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now };
+  const next: Condition = {
+    ...c,
+    lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now,
+  };
   return [...list.filter((x) => x.type !== c.type), next].sort((a, b) => a.type.localeCompare(b.type));
 }

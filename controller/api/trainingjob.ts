@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { z } from 'zod';
-import { parseYamlWith, type ParseResult } from '../../config/parse.ts';
-import { dnsLabel } from '../../config/schema.ts';
 import type { FieldIssue } from '../../config/errors.ts';
+import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
+import { dnsLabel } from '../../config/schema.ts';
 
 export const API_VERSION = 'ugro.dev/v1alpha1';
 export const KIND = 'TrainingJob';
@@ -20,7 +20,10 @@ export const PRIORITY_VALUES = { high: 100, normal: 0, low: -100 } as const;
 const scriptPath = z
   .string()
   .min(1)
-  .refine((s) => !s.startsWith('/') && !s.split('/').includes('..'), 'must be a relative path inside the project\'s scripts/ (no leading "/", no "..")');
+  .refine(
+    (s) => !s.startsWith('/') && !s.split('/').includes('..'),
+    'must be a relative path inside the project\'s scripts/ (no leading "/", no "..")',
+  );
 
 export const trainingJobSpec = z
   .strictObject({
@@ -29,31 +32,62 @@ export const trainingJobSpec = z
     args: z.array(z.string({ error: 'must be a string (quote numbers: "3")' })).default([]),
     env: z
       .record(envName, z.string({ error: 'must be a string (quote numbers: "1")' }))
-      .refine((e) => !Object.keys(e).some((k) => RESERVED_ENV.test(k)), 'must not set UGRO_* or torch.distributed variables (RANK, WORLD_SIZE, …): UGRO sets those')
+      .refine(
+        (e) => !Object.keys(e).some((k) => RESERVED_ENV.test(k)),
+        'must not set UGRO_* or torch.distributed variables (RANK, WORLD_SIZE, …): UGRO sets those',
+      )
       .default({}),
     nodes: z
       .union([
         z.number().int().min(1, 'must be >= 1'),
-        z.strictObject({ min: z.number().int().min(1), max: z.number().int().min(1) }).refine((n) => n.max >= n.min, { message: 'max must be >= min', path: ['max'] }),
+        z
+          .strictObject({ min: z.number().int().min(1), max: z.number().int().min(1) })
+          .refine((n) => n.max >= n.min, { message: 'max must be >= min', path: ['max'] }),
       ])
       .default(1),
-    nprocPerNode: z.union([z.number().int().min(1).max(64), z.literal('gpu')], { error: 'must be an integer 1..64 or "gpu" (one rank per GPU)' }).default(1),
+    nprocPerNode: z
+      .union([z.number().int().min(1).max(64), z.literal('gpu')], {
+        error: 'must be an integer 1..64 or "gpu" (one rank per GPU)',
+      })
+      .default(1),
     hosts: z.array(dnsLabel).min(1).optional(),
     resources: z.strictObject({ minGpuMemoryGiB: z.number().positive().optional() }).optional(),
-    priority: z.union([z.enum(['high', 'normal', 'low']), z.number().int().min(-1000).max(1000)], { error: 'must be high, normal, low or an integer -1000..1000' }).default('normal'),
+    priority: z
+      .union([z.enum(['high', 'normal', 'low']), z.number().int().min(-1000).max(1000)], {
+        error: 'must be high, normal, low or an integer -1000..1000',
+      })
+      .default('normal'),
     restartPolicy: z
       .strictObject({
         maxRestarts: z.number().int().min(0).max(100).default(0),
         backoffSeconds: z.number().min(0).max(3600).default(10),
       })
       .prefault({}),
-    checkpoint: z.strictObject({ dir: z.string().min(1).optional(), resumeFrom: z.string().regex(/^[A-Za-z0-9._-]+$/, 'must be a checkpoint name like "step-400"').optional() }).optional(),
+    checkpoint: z
+      .strictObject({
+        dir: z.string().min(1).optional(),
+        resumeFrom: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]+$/, 'must be a checkpoint name like "step-400"')
+          .optional(),
+      })
+      .optional(),
     suspend: z.boolean().default(false),
     activeDeadlineSeconds: z.number().int().positive().optional(),
   })
   .superRefine((s, ctx) => {
-    if (!!s.script === !!s.command) ctx.addIssue({ code: 'custom', message: 'set exactly one of `script` (a file in scripts/) or `command` (an argv list)', path: [s.script ? 'command' : 'script'] });
-    if (s.hosts && typeof s.nodes === 'number' && s.hosts.length < s.nodes) ctx.addIssue({ code: 'custom', message: `lists ${s.hosts.length} host(s) but nodes is ${s.nodes}`, path: ['hosts'] });
+    if (!!s.script === !!s.command)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'set exactly one of `script` (a file in scripts/) or `command` (an argv list)',
+        path: [s.script ? 'command' : 'script'],
+      });
+    if (s.hosts && typeof s.nodes === 'number' && s.hosts.length < s.nodes)
+      ctx.addIssue({
+        code: 'custom',
+        message: `lists ${s.hosts.length} host(s) but nodes is ${s.nodes}`,
+        path: ['hosts'],
+      });
   });
 
 export const trainingJobSchema = z.strictObject({
@@ -81,9 +115,20 @@ export function nodeRange(spec: TrainingJobSpec): { min: number; max: number } {
 /** Stable hash of what changes a run: the spec (not labels/annotations). 8 hex chars. */
 export function specHash(spec: TrainingJobSpec): string {
   const canon = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(canon) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as Record<string, unknown>)[k])])) : v;
+    Array.isArray(v)
+      ? v.map(canon)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, canon((v as Record<string, unknown>)[k])]),
+          )
+        : v;
   const { suspend: _s, ...rest } = spec; // suspending and resuming the same spec is the same run
-  return createHash('sha256').update(JSON.stringify(canon(rest))).digest('hex').slice(0, 8);
+  return createHash('sha256')
+    .update(JSON.stringify(canon(rest)))
+    .digest('hex')
+    .slice(0, 8);
 }
 
 /** Pure: YAML text -> TrainingJob, or issues with path and line. `file` ties name to file name. */

@@ -1,5 +1,5 @@
 /** What every CLI command gets: resolved options, output sinks, and lazily-built services. */
-import { defaultExpandEnv, loadCluster, resolveClusterFile, type Cluster } from '../../config/cluster.ts';
+import { type Cluster, defaultExpandEnv, loadCluster, resolveClusterFile } from '../../config/cluster.ts';
 import { SshPool } from '../hosts/ssh.ts';
 
 export interface Io {

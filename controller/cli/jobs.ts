@@ -4,9 +4,9 @@ import { join, posix, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { formatIssue, UgroError } from '../../config/errors.ts';
-import { API_VERSION, KIND, parseTrainingJob, type TrainingJob } from '../api/trainingjob.ts';
-import type { JobStatus } from '../api/status.ts';
 import { dnsLabel } from '../../config/schema.ts';
+import type { JobStatus } from '../api/status.ts';
+import { API_VERSION, KIND, parseTrainingJob, type TrainingJob } from '../api/trainingjob.ts';
 import { probeCluster } from '../hosts/health.ts';
 import { Controller, jsonLogger } from '../runtime/controller.ts';
 import { JobStore, writeFileAtomic } from '../store/store.ts';
@@ -34,7 +34,13 @@ function renderJobs(rows: ReturnType<typeof jobRows>, wide: boolean, now: Date):
   return table(
     header,
     rows.map(({ name, spec, status }) => {
-      const nodes = status?.nodes?.length ? `${status.nodes.filter((n) => n.state === 'Running' || n.state === 'Succeeded').length}/${status.nodes.length}` : spec ? String(typeof spec.spec.nodes === 'number' ? spec.spec.nodes : `${spec.spec.nodes.min}-${spec.spec.nodes.max}`) : '-';
+      const nodes = status?.nodes?.length
+        ? `${status.nodes.filter((n) => n.state === 'Running' || n.state === 'Succeeded').length}/${status.nodes.length}`
+        : spec
+          ? String(
+              typeof spec.spec.nodes === 'number' ? spec.spec.nodes : `${spec.spec.nodes.min}-${spec.spec.nodes.max}`,
+            )
+          : '-';
       const p = status?.progress as { epoch?: number; loss?: number } | undefined;
       return [
         name,
@@ -43,7 +49,13 @@ function renderJobs(rows: ReturnType<typeof jobRows>, wide: boolean, now: Date):
         nodes,
         p ? `epoch ${p.epoch ?? '?'} loss ${p.loss ?? '?'}` : '-',
         age(status?.createdAt, now),
-        ...(wide ? [status?.nodes?.map((n) => n.host).join(',') || '-', status?.runId ?? '-', (status?.message ?? '-').split('\n')[0]] : []),
+        ...(wide
+          ? [
+              status?.nodes?.map((n) => n.host).join(',') || '-',
+              status?.runId ?? '-',
+              (status?.message ?? '-').split('\n')[0],
+            ]
+          : []),
       ];
     }),
   );
@@ -55,12 +67,21 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
 
   program
     .command('controller')
-    .description('run the controller: reconcile jobs/ into torchrun ranks on the hosts (SIGTERM stops it; training keeps running)')
+    .description(
+      'run the controller: reconcile jobs/ into torchrun ranks on the hosts (SIGTERM stops it; training keeps running)',
+    )
     .option('--grace <seconds>', 'grace period before SIGKILL when stopping a run', '30')
     .option('--resync <seconds>', 'full resync period', '60')
     .action(async (opts: { grace: string; resync: string }) => {
       const c = ctx();
-      const ctl = new Controller({ cluster: c.loadCluster(), jobsDir: jobsDir(program, c), pool: c.ssh(), log: jsonLogger(), graceSeconds: Number(opts.grace), resyncMs: Number(opts.resync) * 1000 });
+      const ctl = new Controller({
+        cluster: c.loadCluster(),
+        jobsDir: jobsDir(program, c),
+        pool: c.ssh(),
+        log: jsonLogger(),
+        graceSeconds: Number(opts.grace),
+        resyncMs: Number(opts.resync) * 1000,
+      });
       await ctl.start();
       await new Promise<void>((r) => {
         const bye = () => r();
@@ -135,7 +156,14 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
         apiVersion: API_VERSION,
         kind: KIND,
         metadata: { name: o.name!, labels: { 'ugro.dev/launched-by': 'ugro-launch' } },
-        spec: { script: 'train.py', args, nodes: o.nodes ? Number(o.nodes) : c.loadCluster().hosts.length, nprocPerNode: o.nprocPerNode === 'gpu' ? 'gpu' : Number(o.nprocPerNode), priority: pr, checkpoint: {} },
+        spec: {
+          script: 'train.py',
+          args,
+          nodes: o.nodes ? Number(o.nodes) : c.loadCluster().hosts.length,
+          nprocPerNode: o.nprocPerNode === 'gpu' ? 'gpu' : Number(o.nprocPerNode),
+          priority: pr,
+          checkpoint: {},
+        },
       };
       const text = stringify(job);
       const res = parseTrainingJob(text);
@@ -157,8 +185,15 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
       const f = parseFormat(opts.output, ['table', 'wide', 'json', 'yaml']);
       const print = () => {
         const rows = jobRows(store(), names);
-        if (f === 'table' || f === 'wide') c.io.out(rows.length ? renderJobs(rows, f === 'wide', new Date()) : 'No jobs.');
-        else c.io.out(serialize(rows.map((r) => ({ name: r.name, spec: r.spec?.spec, status: r.status })), f));
+        if (f === 'table' || f === 'wide')
+          c.io.out(rows.length ? renderJobs(rows, f === 'wide', new Date()) : 'No jobs.');
+        else
+          c.io.out(
+            serialize(
+              rows.map((r) => ({ name: r.name, spec: r.spec?.spec, status: r.status })),
+              f,
+            ),
+          );
       };
       print();
       if (!opts.watch) return;
@@ -189,19 +224,72 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
       const spec = s.readSpec(name);
       const st = s.readStatus(name);
       if (spec.kind === 'deleted' && !st) throw new NotFound(`job ${name} not found in ${s.dir}`);
-      const lines: string[] = [`Name:         ${name}`, `File:         ${spec.kind === 'deleted' ? '(deleted)' : spec.file}`];
+      const lines: string[] = [
+        `Name:         ${name}`,
+        `File:         ${spec.kind === 'deleted' ? '(deleted)' : spec.file}`,
+      ];
       if (st) {
-        lines.push(`Phase:        ${st.phase}${st.reason ? ` (${st.reason})` : ''}`, `Message:      ${st.message ?? '-'}`, `Attempt:      ${st.attempt}`, `Run:          ${st.runId ?? '-'}`, `Rendezvous:   ${st.rdzvEndpoint ?? '-'}`, `Started:      ${st.startTime ?? '-'}`, `Completed:    ${st.completionTime ?? '-'}`);
-        if (st.exitCode !== undefined) lines.push(`Exit code:    ${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`);
+        lines.push(
+          `Phase:        ${st.phase}${st.reason ? ` (${st.reason})` : ''}`,
+          `Message:      ${st.message ?? '-'}`,
+          `Attempt:      ${st.attempt}`,
+          `Run:          ${st.runId ?? '-'}`,
+          `Rendezvous:   ${st.rdzvEndpoint ?? '-'}`,
+          `Started:      ${st.startTime ?? '-'}`,
+          `Completed:    ${st.completionTime ?? '-'}`,
+        );
+        if (st.exitCode !== undefined)
+          lines.push(`Exit code:    ${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`);
         if (st.progress) lines.push(`Progress:     ${JSON.stringify(st.progress)}`);
-        lines.push('Nodes:', table(['  HOST', 'NODE RANK', 'GLOBAL RANKS', 'PID', 'STATE', 'EXIT'], st.nodes.map((n) => [`  ${n.host}`, String(n.nodeRank), n.globalRanks.join(',') || '-', String(n.pid ?? '-'), n.state, String(n.exitCode ?? '-')])));
-        lines.push('Conditions:', table(['  TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'], st.conditions.map((x) => [`  ${x.type}`, x.status, x.reason, x.lastTransitionTime, x.message.split('\n')[0]])));
+        lines.push(
+          'Nodes:',
+          table(
+            ['  HOST', 'NODE RANK', 'GLOBAL RANKS', 'PID', 'STATE', 'EXIT'],
+            st.nodes.map((n) => [
+              `  ${n.host}`,
+              String(n.nodeRank),
+              n.globalRanks.join(',') || '-',
+              String(n.pid ?? '-'),
+              n.state,
+              String(n.exitCode ?? '-'),
+            ]),
+          ),
+        );
+        lines.push(
+          'Conditions:',
+          table(
+            ['  TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'],
+            st.conditions.map((x) => [
+              `  ${x.type}`,
+              x.status,
+              x.reason,
+              x.lastTransitionTime,
+              x.message.split('\n')[0],
+            ]),
+          ),
+        );
         if (st.logTail?.length) lines.push('Last log lines of the failing rank:', ...st.logTail.map((l) => `  ${l}`));
       }
-      if (spec.kind === 'valid') lines.push('Spec:', ...stringify(spec.job.spec).trimEnd().split('\n').map((l) => `  ${l}`));
-      if (spec.kind === 'invalid') lines.push('Spec: INVALID', ...spec.issues.map((i) => `  ${formatIssue(spec.file, i)}`));
+      if (spec.kind === 'valid')
+        lines.push(
+          'Spec:',
+          ...stringify(spec.job.spec)
+            .trimEnd()
+            .split('\n')
+            .map((l) => `  ${l}`),
+        );
+      if (spec.kind === 'invalid')
+        lines.push('Spec: INVALID', ...spec.issues.map((i) => `  ${formatIssue(spec.file, i)}`));
       const evs = s.readEvents(name, 15);
-      lines.push('Events:', evs.length ? table(['  TIME', 'TYPE', 'REASON', 'MESSAGE'], evs.map((e) => [`  ${e.time}`, e.type, e.reason, e.message.split('\n')[0]])) : '  <none>');
+      lines.push(
+        'Events:',
+        evs.length
+          ? table(
+              ['  TIME', 'TYPE', 'REASON', 'MESSAGE'],
+              evs.map((e) => [`  ${e.time}`, e.type, e.reason, e.message.split('\n')[0]]),
+            )
+          : '  <none>',
+      );
       c.io.out(lines.join('\n'));
     });
 
@@ -231,7 +319,13 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
         return;
       }
       const spec = s.readSpec(name);
-      s.writeControl(name, { cancel: { specHash: spec.kind === 'valid' ? (await import('../api/trainingjob.ts')).specHash(spec.job.spec) : undefined, requestedAt: new Date().toISOString(), ...(graceS ? { graceSeconds: Number(graceS) } : {}) } });
+      s.writeControl(name, {
+        cancel: {
+          specHash: spec.kind === 'valid' ? (await import('../api/trainingjob.ts')).specHash(spec.job.spec) : undefined,
+          requestedAt: new Date().toISOString(),
+          ...(graceS ? { graceSeconds: Number(graceS) } : {}),
+        },
+      });
       c.io.out(`trainingjob/${name} cancel requested`);
     }
     if (!wait) return;
@@ -252,7 +346,7 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
     .action((name: string, o: { wait?: boolean }) => stopJob(name, 'delete', undefined, !!o.wait));
   program
     .command('cancel')
-    .description('stop a job\'s run and keep its status (phase Cancelled)')
+    .description("stop a job's run and keep its status (phase Cancelled)")
     .argument('<name>')
     .option('--grace <seconds>', 'seconds between SIGTERM and SIGKILL')
     .option('--wait', 'wait until the run is stopped')
@@ -266,7 +360,9 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
       const cluster = c.loadCluster();
       const pool = c.ssh();
       const nodes = await probeCluster(cluster, { connection: (h) => pool.host(h) });
-      c.io.out(`Cluster ${cluster.name}: ${nodes.filter((n) => n.status === 'Ready').length}/${nodes.length} nodes Ready\n`);
+      c.io.out(
+        `Cluster ${cluster.name}: ${nodes.filter((n) => n.status === 'Ready').length}/${nodes.length} nodes Ready\n`,
+      );
       c.io.out(renderNodes(nodes));
       const rows = jobRows(store());
       c.io.out(`\nJobs (${rows.length}):`);
@@ -280,7 +376,14 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
     .option('--limit <n>', 'how many', '50')
     .action((name: string | undefined, o: { limit: string }) => {
       const evs = store().readEvents(name, Number(o.limit));
-      ctx().io.out(evs.length ? table(['TIME', 'JOB', 'TYPE', 'REASON', 'MESSAGE'], evs.map((e) => [e.time, e.job, e.type, e.reason, e.message.split('\n')[0]])) : 'No events.');
+      ctx().io.out(
+        evs.length
+          ? table(
+              ['TIME', 'JOB', 'TYPE', 'REASON', 'MESSAGE'],
+              evs.map((e) => [e.time, e.job, e.type, e.reason, e.message.split('\n')[0]]),
+            )
+          : 'No events.',
+      );
     });
 
   program
@@ -296,8 +399,23 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
       const rank0 = st.nodes.find((n) => n.globalRanks.includes(0)) ?? st.nodes[0];
       const h = cluster.hosts.find((x) => x.name === rank0?.host);
       const spec = s.readSpec(name);
-      const ckpt = spec.kind === 'valid' && spec.job.spec.checkpoint?.dir ? spec.job.spec.checkpoint.dir : h ? posix.join(h.paths.checkpoints, name) : '-';
-      c.io.out([`Job:          ${name}`, `Phase:        ${st.phase}${st.message ? ` (${st.message.split('\n')[0]})` : ''}`, `Attempts:     ${st.attempt}`, `Duration:     ${st.startTime && st.completionTime ? `${((Date.parse(st.completionTime) - Date.parse(st.startTime)) / 1000).toFixed(1)} s` : '-'}`, `Final metrics: ${st.progress ? JSON.stringify(st.progress) : '(none reported)'}`, `Checkpoints:  ${rank0?.host ?? '?'}:${ckpt}`, `Logs:         ugro logs ${name} --rank N`].join('\n'));
+      const ckpt =
+        spec.kind === 'valid' && spec.job.spec.checkpoint?.dir
+          ? spec.job.spec.checkpoint.dir
+          : h
+            ? posix.join(h.paths.checkpoints, name)
+            : '-';
+      c.io.out(
+        [
+          `Job:          ${name}`,
+          `Phase:        ${st.phase}${st.message ? ` (${st.message.split('\n')[0]})` : ''}`,
+          `Attempts:     ${st.attempt}`,
+          `Duration:     ${st.startTime && st.completionTime ? `${((Date.parse(st.completionTime) - Date.parse(st.startTime)) / 1000).toFixed(1)} s` : '-'}`,
+          `Final metrics: ${st.progress ? JSON.stringify(st.progress) : '(none reported)'}`,
+          `Checkpoints:  ${rank0?.host ?? '?'}:${ckpt}`,
+          `Logs:         ugro logs ${name} --rank N`,
+        ].join('\n'),
+      );
     });
 
   program
@@ -325,11 +443,25 @@ export function registerJobCommands(program: Command, ctx: () => CliContext, get
     });
 }
 
-async function logsAction(c: CliContext, s: JobStore, name: string, rank: number, opts: { tail?: string; follow?: boolean }): Promise<number> {
+async function logsAction(
+  c: CliContext,
+  s: JobStore,
+  name: string,
+  rank: number,
+  opts: { tail?: string; follow?: boolean },
+): Promise<number> {
   const st = s.readStatus(name);
   if (!st?.runId) throw new NotFound(`job ${name} has no run yet`);
   const node = st.nodes.find((n) => n.globalRanks.includes(rank));
-  if (!node) throw new NotFound(`rank ${rank} of job ${name} not found (ranks: ${st.nodes.flatMap((n) => n.globalRanks).sort((a, b) => a - b).join(', ') || 'none started yet'})`);
+  if (!node)
+    throw new NotFound(
+      `rank ${rank} of job ${name} not found (ranks: ${
+        st.nodes
+          .flatMap((n) => n.globalRanks)
+          .sort((a, b) => a - b)
+          .join(', ') || 'none started yet'
+      })`,
+    );
   const cluster = c.loadCluster();
   const h = cluster.hosts.find((x) => x.name === node.host);
   if (!h) throw new NotFound(`host ${node.host} is not in the cluster file`);
@@ -351,18 +483,31 @@ async function logsAction(c: CliContext, s: JobStore, name: string, rank: number
   // The run's runner holds `lock` while it lives; the lock is released the moment it exits, even
   // while its zombie waits to be reaped (`tail --pid` would wait for the reaping, forever under
   // an init that never reaps). After that, one plain read from our offset picks up the rest.
-  const FOLLOW = 'lock=$1; shift; [ -e "$lock" ] || exit 0; tail -F "$@" & t=$!; flock "$lock" true; kill "$t" 2>/dev/null; wait "$t" 2>/dev/null; exit 0';
+  const FOLLOW =
+    'lock=$1; shift; [ -e "$lock" ] || exit 0; tail -F "$@" & t=$!; flock "$lock" true; kill "$t" 2>/dev/null; wait "$t" 2>/dev/null; exit 0';
   if (opts.tail) {
     // The last N lines of the file as it is now, and its size: following resumes at that byte,
     // so a reconnect neither repeats nor skips anything.
-    const r = await conn.exec(['sh', '-c', 's=$(wc -c < "$1") || exit 1; head -c "$s" -- "$1" | tail -n "$2"; echo "$s" >&2', 'ugro-logs', file, opts.tail], { onStdout: (b) => process.stdout.write(b) });
+    const r = await conn.exec(
+      [
+        'sh',
+        '-c',
+        's=$(wc -c < "$1") || exit 1; head -c "$s" -- "$1" | tail -n "$2"; echo "$s" >&2',
+        'ugro-logs',
+        file,
+        opts.tail,
+      ],
+      { onStdout: (b) => process.stdout.write(b) },
+    );
     if (r.code !== 0) throw new UgroError(`${h.name}: cannot read ${file}: ${r.stderr.trim()}`);
     offset = Number(r.stderr.trim().split('\n').pop());
   }
   // Follow across reconnects: resume from the byte offset already shown; stop when the run ends.
   for (let tries = 0; tries < 1000; tries++) {
     try {
-      const r = await conn.exec(['sh', '-c', FOLLOW, 'ugro-logs', lockFile, '-c', `+${offset + 1}`, '--', file], { onStdout: write });
+      const r = await conn.exec(['sh', '-c', FOLLOW, 'ugro-logs', lockFile, '-c', `+${offset + 1}`, '--', file], {
+        onStdout: write,
+      });
       if (r.code === 0) {
         const rest = await conn.exec(['tail', '-c', `+${offset + 1}`, '--', file], { onStdout: write });
         return rest.code === 0 ? 0 : 1;

@@ -14,7 +14,10 @@ declare module 'commander' {
   }
 }
 
-export function buildProgram(io: Io, env: Record<string, string | undefined>): { program: Command; ctx: () => CliContext; close: () => void } {
+export function buildProgram(
+  io: Io,
+  env: Record<string, string | undefined>,
+): { program: Command; ctx: () => CliContext; close: () => void } {
   const program = new Command('ugro');
   let context: CliContext | undefined;
   const ctx = () => (context ??= new CliContext(io, env, () => program.opts().cluster as string | undefined));
@@ -30,7 +33,11 @@ export function buildProgram(io: Io, env: Record<string, string | undefined>): {
   return { program, ctx, close: () => context?.close() };
 }
 
-export async function main(argv: string[], io: Io = { out: (s) => console.log(s), err: (s) => console.error(s) }, env = process.env): Promise<number> {
+export async function main(
+  argv: string[],
+  io: Io = { out: (s) => console.log(s), err: (s) => console.error(s) },
+  env = process.env,
+): Promise<number> {
   const { program, close } = buildProgram(io, env);
   try {
     await program.parseAsync(argv);

@@ -1,14 +1,15 @@
 /** Node commands: `ugro health`, `ugro get nodes`, `ugro hosts trust|list`, `ugro config …`. */
-import type { Command } from 'commander';
-import { stringify } from 'yaml';
-import { defaultExpandEnv, parseCluster, redactedClusterFile, type Cluster, type Host } from '../../config/cluster.ts';
-import { hostKeyAlgorithms } from '../hosts/ssh.ts';
-import { ValidationError, formatIssue } from '../../config/errors.ts';
-import { appendKnownHost, fingerprint, hostKeysOf, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
+
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { probeCluster, type NodeHealth } from '../hosts/health.ts';
+import type { Command } from 'commander';
+import { stringify } from 'yaml';
+import { type Cluster, defaultExpandEnv, type Host, parseCluster, redactedClusterFile } from '../../config/cluster.ts';
+import { formatIssue, ValidationError } from '../../config/errors.ts';
+import { appendKnownHost, fingerprint, hostKeysOf, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
 import { HostError } from '../hosts/errors.ts';
+import { type NodeHealth, probeCluster } from '../hosts/health.ts';
+import { hostKeyAlgorithms } from '../hosts/ssh.ts';
 import { fetchAllHostKeys, fetchHostKey, type PresentedKey } from '../hosts/trust.ts';
 import type { CliContext } from './context.ts';
 import { parseFormat, serialize, table } from './output.ts';
@@ -16,7 +17,9 @@ import { parseFormat, serialize, table } from './output.ts';
 function gpuCell(n: NodeHealth): string {
   if (!n.gpus.length) return '-';
   return n.gpus
-    .map((g) => `${g.name.replace(/^NVIDIA (GeForce )?/, '')} ${Math.round(g.memoryTotalMiB / 1024)}GiB ${Number.isNaN(g.utilizationPct) ? '' : `${g.utilizationPct}%`}`.trim())
+    .map((g) =>
+      `${g.name.replace(/^NVIDIA (GeForce )?/, '')} ${Math.round(g.memoryTotalMiB / 1024)}GiB ${Number.isNaN(g.utilizationPct) ? '' : `${g.utilizationPct}%`}`.trim(),
+    )
     .join(', ');
 }
 
@@ -29,7 +32,11 @@ export function renderNodes(nodes: NodeHealth[]): string {
       `${n.user}@${n.address}`,
       gpuCell(n),
       n.gpus[0]?.driver ?? '-',
-      n.torch ? `${n.torch.version}${n.torch.cuda !== 'none' ? ` (cuda ${n.torch.cuda})` : ' (cpu)'}` : n.torch === null ? 'no torch' : '-',
+      n.torch
+        ? `${n.torch.version}${n.torch.cuda !== 'none' ? ` (cuda ${n.torch.cuda})` : ' (cpu)'}`
+        : n.torch === null
+          ? 'no torch'
+          : '-',
       n.python ?? '-',
       n.disk ? `${n.disk.freeGiB.toFixed(0)}GiB` : '-',
       n.clockOffsetMs !== undefined ? `${n.clockOffsetMs >= 0 ? '+' : ''}${Math.round(n.clockOffsetMs)}ms` : '-',
@@ -43,7 +50,12 @@ async function healthAction(ctx: CliContext, hosts: string[], opts: { output?: s
   const format = parseFormat(opts.output);
   const cluster = ctx.loadCluster();
   const unknown = hosts.filter((h) => !cluster.hosts.some((x) => x.name === h));
-  if (unknown.length) throw new HostError(unknown[0], 'config', `not in ${cluster.file} (hosts: ${cluster.hosts.map((h) => h.name).join(', ')})`);
+  if (unknown.length)
+    throw new HostError(
+      unknown[0],
+      'config',
+      `not in ${cluster.file} (hosts: ${cluster.hosts.map((h) => h.name).join(', ')})`,
+    );
   const pool = ctx.ssh();
   const nodes = await probeCluster(cluster, { connection: (h) => pool.host(h) }, hosts);
   if (format === 'table') ctx.io.out(renderNodes(nodes));
@@ -75,7 +87,12 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
     .command('trust')
     .description("fetch a host's SSH key, show its fingerprint, and pin it in known_hosts")
     .argument('<host...>', 'host names from the cluster file')
-    .option('--fingerprint <sha256>', 'pin only the key with this fingerprint (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host); repeat it for several', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option(
+      '--fingerprint <sha256>',
+      'pin only the key with this fingerprint (compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host); repeat it for several',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .action(async (names: string[], opts: { fingerprint?: string[] }) => {
       const c = ctx();
       const cluster = c.loadCluster();
@@ -104,7 +121,16 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
           ['HOST', 'ROLE', 'RANK', 'ADDRESS', 'USER', 'PINNED KEY'],
           cluster.hosts.map((h) => {
             const e = hostKeysOf(readKnownHosts(h.ssh.knownHosts), hostNames(h), h.port).pinned;
-            return [h.name, h.role, String(h.rank), `${h.address}:${h.port}`, h.user, e.length ? e.map((x) => `${x.keyType} ${fingerprint(x.key)}`).join(', ') : 'NONE (run `ugro hosts trust ' + h.name + '`)'];
+            return [
+              h.name,
+              h.role,
+              String(h.rank),
+              `${h.address}:${h.port}`,
+              h.user,
+              e.length
+                ? e.map((x) => `${x.keyType} ${fingerprint(x.key)}`).join(', ')
+                : `NONE (run \`ugro hosts trust ${h.name}\`)`,
+            ];
           }),
         ),
       );
@@ -137,7 +163,9 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
       for (const i of res.issues) c.io.err(`  ${formatIssue(path, i)}`);
       return { rc: 1 } as const;
     }
-    c.io.out(`${path}: valid: cluster "${res.value.name}", ${res.value.hosts.length} hosts (${res.value.hosts.map((h) => h.name).join(', ')})`);
+    c.io.out(
+      `${path}: valid: cluster "${res.value.name}", ${res.value.hosts.length} hosts (${res.value.hosts.map((h) => h.name).join(', ')})`,
+    );
     return { rc: 0, cluster: res.value } as const;
   };
   config
@@ -160,7 +188,16 @@ export function registerNodeCommands(program: Command, ctx: () => CliContext, ge
 function renderInventory(c: Cluster): string {
   return table(
     ['HOST', 'ROLE', 'RANK', 'ADDRESS', 'USER', 'GPU', 'PROJECT', 'PYTHON'],
-    c.hosts.map((h) => [h.name, h.role, String(h.rank), `${h.address}:${h.port}`, h.user, h.gpus.map((g) => `${g.model}${g.vramGb ? ` ${g.vramGb}GB` : ''}`).join(', ') || '-', h.paths.project, h.python]),
+    c.hosts.map((h) => [
+      h.name,
+      h.role,
+      String(h.rank),
+      `${h.address}:${h.port}`,
+      h.user,
+      h.gpus.map((g) => `${g.model}${g.vramGb ? ` ${g.vramGb}GB` : ''}`).join(', ') || '-',
+      h.paths.project,
+      h.python,
+    ]),
   );
 }
 
@@ -173,7 +210,11 @@ export { stringify };
  * not widen trust by itself). A presented key that differs from a pin of its type is refused, and
  * a key marked @revoked is never pinned.
  */
-async function trustHost(h: Host, want: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<boolean> {
+async function trustHost(
+  h: Host,
+  want: string[],
+  io: { out: (s: string) => void; err: (s: string) => void },
+): Promise<boolean> {
   const name = h.name;
   const file = h.ssh.knownHosts;
   const { pinned, revoked } = hostKeysOf(readKnownHosts(file), hostNames(h), h.port);
@@ -182,7 +223,9 @@ async function trustHost(h: Host, want: string[], io: { out: (s: string) => void
     return same.length > 0 && !same.some((e) => e.key.equals(k.key));
   };
   const refuseChanged = (k: PresentedKey) =>
-    io.err(`${name}: REFUSING: ${file} already pins a different key (${pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} line ${e.line}`).join('; ')}); the host now presents ${k.type} ${k.fingerprint}. If the host was reinstalled, delete those lines yourself, then trust again.`);
+    io.err(
+      `${name}: REFUSING: ${file} already pins a different key (${pinned.map((e) => `${e.keyType} ${fingerprint(e.key)} line ${e.line}`).join('; ')}); the host now presents ${k.type} ${k.fingerprint}. If the host was reinstalled, delete those lines yourself, then trust again.`,
+    );
   if (pinned.length && !want.length) {
     // Ask for the pinned types only: a host with ed25519 and ecdsa keys would otherwise show its
     // preferred one and look "changed".
@@ -208,20 +251,39 @@ async function trustHost(h: Host, want: string[], io: { out: (s: string) => void
   const isRevoked = (k: PresentedKey) => revoked.some((e) => e.key.equals(k.key));
   const named = want.length ? keys.filter((k) => want.includes(k.fingerprint)) : keys;
   if (want.length && !named.length) {
-    io.err(`${name}: REFUSING: the host presents ${keys.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}; none has the fingerprint ${want.join(' or ')}`);
+    io.err(
+      `${name}: REFUSING: the host presents ${keys.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}; none has the fingerprint ${want.join(' or ')}`,
+    );
     return false;
   }
-  for (const k of named.filter(isRevoked)) io.err(`${name}: not pinning ${k.type} ${k.fingerprint}: ${file} marks it @revoked`);
+  for (const k of named.filter(isRevoked))
+    io.err(`${name}: not pinning ${k.type} ${k.fingerprint}: ${file} marks it @revoked`);
   const chosen = named.filter((k) => !isPinned(k) && !isRevoked(k));
   if (!chosen.length) {
     if (named.some(isRevoked) && !named.some(isPinned)) return false;
-    io.out(`${name}: ${named.filter(isPinned).map((k) => `${k.type} ${k.fingerprint}`).join(', ')} already pinned in ${file}`);
+    io.out(
+      `${name}: ${named
+        .filter(isPinned)
+        .map((k) => `${k.type} ${k.fingerprint}`)
+        .join(', ')} already pinned in ${file}`,
+    );
     return true;
   }
-  const lines = chosen.map((k) => appendKnownHost(file, [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i), h.port, k.key));
-  io.out(`${name}: pinned in ${file}:\n${chosen.map((k, i) => `  ${k.type} ${k.fingerprint}\n    ${lines[i].slice(0, 80)}…`).join('\n')}`);
+  const lines = chosen.map((k) =>
+    appendKnownHost(
+      file,
+      [h.name, h.address].filter((v, i, a) => a.indexOf(v) === i),
+      h.port,
+      k.key,
+    ),
+  );
+  io.out(
+    `${name}: pinned in ${file}:\n${chosen.map((k, i) => `  ${k.type} ${k.fingerprint}\n    ${lines[i].slice(0, 80)}…`).join('\n')}`,
+  );
   const left = keys.filter((k) => !named.includes(k) && !isPinned(k) && !isRevoked(k));
-  if (left.length) io.out(`${name}: not pinned (no --fingerprint given for them): ${left.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}`);
+  if (left.length)
+    io.out(
+      `${name}: not pinned (no --fingerprint given for them): ${left.map((k) => `${k.type} ${k.fingerprint}`).join(', ')}`,
+    );
   return true;
 }
-

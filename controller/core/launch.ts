@@ -24,7 +24,9 @@ export interface NodeLaunch {
  */
 export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
   const spec = job.spec;
-  const target = spec.script ? [n.host.python, '-u', posix.join(n.host.paths.scripts, spec.script), ...spec.args] : [...spec.command!, ...spec.args];
+  const target = spec.script
+    ? [n.host.python, '-u', posix.join(n.host.paths.scripts, spec.script), ...spec.args]
+    : [...spec.command!, ...spec.args];
   return [
     n.host.python,
     '-m',
@@ -47,7 +49,9 @@ export function launchEnv(job: TrainingJob, n: NodeLaunch): Record<string, strin
   // A relative dir is under the host's checkpoints path: ranks run in a per-attempt run
   // directory, so leaving it relative would give every attempt (and every restart) its own.
   const dir = job.spec.checkpoint?.dir;
-  const ckpt = dir ? posix.resolve(n.host.paths.checkpoints, dir) : posix.join(n.host.paths.checkpoints, job.metadata.name);
+  const ckpt = dir
+    ? posix.resolve(n.host.paths.checkpoints, dir)
+    : posix.join(n.host.paths.checkpoints, job.metadata.name);
   return {
     ...job.spec.env,
     PYTHONUNBUFFERED: '1',

@@ -4,7 +4,17 @@ import { UgroError } from '../../config/errors.ts';
 export class HostError extends UgroError {
   constructor(
     readonly host: string,
-    readonly kind: 'unreachable' | 'refused' | 'timeout' | 'auth' | 'hostkey-unknown' | 'hostkey-changed' | 'hostkey-revoked' | 'config' | 'channel' | 'other',
+    readonly kind:
+      | 'unreachable'
+      | 'refused'
+      | 'timeout'
+      | 'auth'
+      | 'hostkey-unknown'
+      | 'hostkey-changed'
+      | 'hostkey-revoked'
+      | 'config'
+      | 'channel'
+      | 'other',
     message: string,
     options?: { cause?: unknown },
   ) {

@@ -67,7 +67,10 @@ export interface ProbeFacts {
   kernel?: string;
   python?: { version?: string; executable?: string; error?: string };
   torch?: { version: string; cuda: string } | null;
-  gpu: { state: 'ok'; gpus: GpuInfo[] } | { state: 'notfound' } | { state: 'failed'; exitCode: string; message: string };
+  gpu:
+    | { state: 'ok'; gpus: GpuInfo[] }
+    | { state: 'notfound' }
+    | { state: 'failed'; exitCode: string; message: string };
   disk?: { path: string; freeGiB: number; totalGiB: number };
 }
 
@@ -92,14 +95,25 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
     const f = line.split(',').map((s) => s.trim());
     if (f.length < 6 || !/^\d+$/.test(f[0])) throw new Error(`unexpected nvidia-smi line: ${JSON.stringify(line)}`);
     const num = (s: string) => (/^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN); // "[N/A]" on some boards
-    gpus.push({ index: Number(f[0]), name: f[1], memoryTotalMiB: num(f[2]), memoryUsedMiB: num(f[3]), utilizationPct: num(f[4]), driver: f[5] });
+    gpus.push({
+      index: Number(f[0]),
+      name: f[1],
+      memoryTotalMiB: num(f[2]),
+      memoryUsedMiB: num(f[3]),
+      utilizationPct: num(f[4]),
+      driver: f[5],
+    });
   }
   return gpus;
 }
 
 export function parseProbe(stdout: string): ProbeFacts {
   const s = sections(stdout);
-  const first = (k: string) => s.get(k)?.find((l) => l.trim() !== '')?.trim();
+  const first = (k: string) =>
+    s
+      .get(k)
+      ?.find((l) => l.trim() !== '')
+      ?.trim();
   const facts: ProbeFacts = { gpu: { state: 'notfound' } };
   const clock = first('clock');
   if (clock && /^\d+$/.test(clock)) facts.remoteClockNs = BigInt(clock);
@@ -107,13 +121,22 @@ export function parseProbe(stdout: string): ProbeFacts {
   facts.os = first('os');
   facts.kernel = first('kernel');
   const py = s.get('python') ?? [];
-  const kv = new Map(py.filter((l) => /^\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const));
+  const kv = new Map(
+    py.filter((l) => /^\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const),
+  );
   if (kv.get('python_rc') === '0' && kv.has('version')) {
     facts.python = { version: kv.get('version'), executable: kv.get('executable') };
     const t = kv.get('torch');
     facts.torch = !t || t === 'none' ? null : { version: t, cuda: kv.get('torch_cuda') ?? 'none' };
   } else {
-    facts.python = { error: py.filter((l) => !l.startsWith('python_rc=') && l.trim()).slice(-2).join(' ').trim() || `exit ${kv.get('python_rc')}` };
+    facts.python = {
+      error:
+        py
+          .filter((l) => !l.startsWith('python_rc=') && l.trim())
+          .slice(-2)
+          .join(' ')
+          .trim() || `exit ${kv.get('python_rc')}`,
+    };
   }
   const gpuLines = s.get('gpu') ?? [];
   const rcLine = gpuLines.find((l) => l.startsWith('gpu_rc='));
@@ -167,12 +190,22 @@ export interface NodeHealth {
 }
 
 /** Pure: facts + expectations -> verdict. */
-export function judge(host: Host, cluster: Pick<Cluster, 'environment' | 'health'>, facts: ProbeFacts, timing: { connectMs?: number; rttMs?: number; clockOffsetMs?: number }, checkedAt: string): NodeHealth {
+export function judge(
+  host: Host,
+  cluster: Pick<Cluster, 'environment' | 'health'>,
+  facts: ProbeFacts,
+  timing: { connectMs?: number; rttMs?: number; clockOffsetMs?: number },
+  checkedAt: string,
+): NodeHealth {
   const reasons: string[] = [];
   const warnings: string[] = [];
   let gpus: GpuInfo[] = [];
-  if (facts.python?.error !== undefined || !facts.python) reasons.push(`python not usable (${host.python}): ${facts.python?.error ?? 'no answer'}; set python in the cluster file or run pulumi up`);
-  else if (facts.torch === null) reasons.push(`torch not installed for ${facts.python.executable ?? host.python}: sync the environment (pulumi up)`);
+  if (facts.python?.error !== undefined || !facts.python)
+    reasons.push(
+      `python not usable (${host.python}): ${facts.python?.error ?? 'no answer'}; set python in the cluster file or run pulumi up`,
+    );
+  else if (facts.torch === null)
+    reasons.push(`torch not installed for ${facts.python.executable ?? host.python}: sync the environment (pulumi up)`);
   const wantGpu = host.gpus.length > 0;
   if (facts.gpu.state === 'notfound') {
     if (wantGpu) reasons.push('nvidia-smi not found: no NVIDIA driver');
@@ -183,12 +216,21 @@ export function judge(host: Host, cluster: Pick<Cluster, 'environment' | 'health
     const min = cluster.environment.min_driver_version;
     const old = gpus.find((g) => compareVersions(g.driver, min) < 0);
     if (old) reasons.push(`NVIDIA driver ${old.driver} < required ${min}: upgrade the driver`);
-    if (gpus.length < host.gpus.length) reasons.push(`expected ${host.gpus.length} GPU(s), nvidia-smi shows ${gpus.length}`);
-    if (wantGpu && gpus.length && host.gpus[0]?.model && !gpus.some((g) => g.name.toLowerCase().includes(host.gpus[0].model.toLowerCase()))) {
+    if (gpus.length < host.gpus.length)
+      reasons.push(`expected ${host.gpus.length} GPU(s), nvidia-smi shows ${gpus.length}`);
+    if (
+      wantGpu &&
+      gpus.length &&
+      host.gpus[0]?.model &&
+      !gpus.some((g) => g.name.toLowerCase().includes(host.gpus[0].model.toLowerCase()))
+    ) {
       warnings.push(`GPU is "${gpus[0].name}", cluster file says "${host.gpus[0].model}"`);
     }
   }
-  if (facts.disk && facts.disk.freeGiB < cluster.health.minFreeDiskGb) reasons.push(`only ${facts.disk.freeGiB.toFixed(1)} GiB free at ${facts.disk.path} (< ${cluster.health.minFreeDiskGb} GiB)`);
+  if (facts.disk && facts.disk.freeGiB < cluster.health.minFreeDiskGb)
+    reasons.push(
+      `only ${facts.disk.freeGiB.toFixed(1)} GiB free at ${facts.disk.path} (< ${cluster.health.minFreeDiskGb} GiB)`,
+    );
   if (timing.clockOffsetMs !== undefined && Math.abs(timing.clockOffsetMs) > cluster.health.maxClockOffsetMs) {
     warnings.push(`clock is ${Math.round(timing.clockOffsetMs)} ms off the controller's (enable NTP/chrony)`);
   }
@@ -225,7 +267,15 @@ export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps):
   const checkedAt = (deps.clock?.() ?? new Date()).toISOString();
   const conn = deps.connection(host.name);
   const wasConnected = conn.connected;
-  const base = { name: host.name, address: `${host.address}:${host.port}`, user: host.user, role: host.role, gpus: [] as GpuInfo[], warnings: [] as string[], checkedAt };
+  const base = {
+    name: host.name,
+    address: `${host.address}:${host.port}`,
+    user: host.user,
+    role: host.role,
+    gpus: [] as GpuInfo[],
+    warnings: [] as string[],
+    checkedAt,
+  };
   try {
     // Connect first so round-trip time and clock offset are not skewed by the handshake.
     if (!conn.connected) await conn.exec(['true'], { timeoutMs: host.ssh.connectTimeoutMs + 2000 });
@@ -238,14 +288,29 @@ export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps):
     const rttMs = now() - t0;
     const remoteNs = /^\d+$/.test(clk.stdout.trim()) ? BigInt(clk.stdout.trim()) : undefined;
     const clockOffsetMs = remoteNs !== undefined ? Number(remoteNs - (w0 + w1) / 2n) / 1e6 : undefined;
-    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], { timeoutMs: 15_000 });
+    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], {
+      timeoutMs: 15_000,
+    });
     const facts = parseProbe(res.stdout);
     if (res.code !== 0 && !res.stdout.includes('@@end')) {
-      return { ...base, status: 'NotReady', reasons: [`probe failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`] };
+      return {
+        ...base,
+        status: 'NotReady',
+        reasons: [`probe failed (exit ${res.code}): ${res.stderr.trim().split('\n').slice(-1)[0] ?? ''}`],
+      };
     }
-    return judge(host, cluster, facts, { connectMs: wasConnected ? undefined : conn.lastConnectMs, rttMs, clockOffsetMs }, checkedAt);
+    return judge(
+      host,
+      cluster,
+      facts,
+      { connectMs: wasConnected ? undefined : conn.lastConnectMs, rttMs, clockOffsetMs },
+      checkedAt,
+    );
   } catch (e) {
-    const msg = e instanceof HostError ? e.message.replace(new RegExp(`^${host.name}: `), '') : `probe failed: ${(e as Error).message}`;
+    const msg =
+      e instanceof HostError
+        ? e.message.replace(new RegExp(`^${host.name}: `), '')
+        : `probe failed: ${(e as Error).message}`;
     return { ...base, status: 'NotReady', reasons: [msg] };
   }
 }

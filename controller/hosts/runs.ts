@@ -11,7 +11,9 @@ import type { ExecOptions, ExecResult, RemoteExecutor } from './ssh.ts';
 const runtimeDir = new URL('../../scripts/runtime/', import.meta.url);
 let cache: Record<string, string> | undefined;
 export function runtimeScripts(): Record<'launch' | 'observe' | 'stop' | 'wait' | 'rank', string> {
-  cache ??= Object.fromEntries(['launch', 'observe', 'stop', 'wait', 'rank'].map((n) => [n, readFileSync(new URL(`${n}.sh`, runtimeDir), 'utf8')]));
+  cache ??= Object.fromEntries(
+    ['launch', 'observe', 'stop', 'wait', 'rank'].map((n) => [n, readFileSync(new URL(`${n}.sh`, runtimeDir), 'utf8')]),
+  );
   return cache as Record<'launch' | 'observe' | 'stop' | 'wait' | 'rank', string>;
 }
 
@@ -81,7 +83,15 @@ export function parseObserve(host: string, out: string): RunPart[] {
   for (const line of out.split('\n')) {
     if (line.startsWith('@@run ')) {
       flush();
-      cur = { dir: line.slice(6), host, meta: undefined as unknown as RunMeta, alive: false, ranks: [], agentLogTail: [], rankMap: new Map() };
+      cur = {
+        dir: line.slice(6),
+        host,
+        meta: undefined as unknown as RunMeta,
+        alive: false,
+        ranks: [],
+        agentLogTail: [],
+        rankMap: new Map(),
+      };
       continue;
     }
     if (line === '@@end' || line === '@@none') {
@@ -122,7 +132,12 @@ export function parseObserve(host: string, out: string): RunPart[] {
       case 'rank': {
         const [r, lr, , pid] = v.split(' ');
         const rank = Number(r);
-        cur.rankMap.set(rank, { ...(cur.rankMap.get(rank) ?? { rank }), rank, localRank: Number(lr), pid: Number(pid) });
+        cur.rankMap.set(rank, {
+          ...(cur.rankMap.get(rank) ?? { rank }),
+          rank,
+          localRank: Number(lr),
+          pid: Number(pid),
+        });
         break;
       }
       case 'rankexit': {
@@ -136,7 +151,7 @@ export function parseObserve(host: string, out: string): RunPart[] {
         const sp = v.indexOf(' ');
         const rank = Number(sp < 0 ? v : v.slice(0, sp));
         const o = cur.rankMap.get(rank) ?? { rank, localRank: -1, pid: 0 };
-        (o.logTail ??= []).push(sp < 0 ? '' : v.slice(sp + 1));
+        o.logTail = [...(o.logTail ?? []), sp < 0 ? '' : v.slice(sp + 1)];
         cur.rankMap.set(rank, o);
         break;
       }
@@ -171,7 +186,12 @@ exit 0
 export class HostRuntime {
   constructor(private readonly exec: RemoteExecutor) {}
 
-  private run(host: string, script: keyof ReturnType<typeof runtimeScripts>, args: string[], opts?: ExecOptions & { env?: Record<string, string> }): Promise<ExecResult> {
+  private run(
+    host: string,
+    script: keyof ReturnType<typeof runtimeScripts>,
+    args: string[],
+    opts?: ExecOptions & { env?: Record<string, string> },
+  ): Promise<ExecResult> {
     return this.exec.exec(host, ['sh', '-c', runtimeScripts()[script], `ugro-${script}`, ...args], opts);
   }
 
@@ -181,16 +201,38 @@ export class HostRuntime {
     return parseObserve(host.name, res.stdout);
   }
 
-  async launch(host: Host, args: { dir: string; rdzvAddr: string; meta: RunMeta; argv: string[]; env: Record<string, string> }): Promise<{ pid: number; existed: boolean }> {
+  async launch(
+    host: Host,
+    args: { dir: string; rdzvAddr: string; meta: RunMeta; argv: string[]; env: Record<string, string> },
+  ): Promise<{ pid: number; existed: boolean }> {
     const runDir = posix.join(host.paths.runs, args.dir);
-    const res = await this.run(host.name, 'launch', [runDir, args.rdzvAddr, runtimeScripts().rank, JSON.stringify(args.meta), '--', ...args.argv], { env: args.env, timeoutMs: 30_000 });
+    const res = await this.run(
+      host.name,
+      'launch',
+      [runDir, args.rdzvAddr, runtimeScripts().rank, JSON.stringify(args.meta), '--', ...args.argv],
+      { env: args.env, timeoutMs: 30_000 },
+    );
     const m = /^(launched|exists) pid=(\d+)/m.exec(res.stdout);
-    if (res.code !== 0 || !m) throw new Error(`${host.name}: launch failed (exit ${res.code}): ${(res.stderr || res.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+    if (res.code !== 0 || !m)
+      throw new Error(
+        `${host.name}: launch failed (exit ${res.code}): ${(res.stderr || res.stdout).trim().split('\n').slice(-3).join(' | ')}`,
+      );
     return { pid: Number(m[2]), existed: m[1] === 'exists' };
   }
 
-  async stop(host: Host, dir: string, runId: string, graceSeconds: number, reason: string): Promise<{ remaining: number; killed: boolean }> {
-    const res = await this.run(host.name, 'stop', [posix.join(host.paths.runs, dir), runId, String(graceSeconds), reason], { timeoutMs: (graceSeconds + 20) * 1000 });
+  async stop(
+    host: Host,
+    dir: string,
+    runId: string,
+    graceSeconds: number,
+    reason: string,
+  ): Promise<{ remaining: number; killed: boolean }> {
+    const res = await this.run(
+      host.name,
+      'stop',
+      [posix.join(host.paths.runs, dir), runId, String(graceSeconds), reason],
+      { timeoutMs: (graceSeconds + 20) * 1000 },
+    );
     const m = /stopped(?: none=1)?(?: killed=(\d) remaining=(\d+))?/.exec(res.stdout);
     if (!m) throw new Error(`${host.name}: stop failed (exit ${res.code}): ${res.stderr.trim()}`);
     return { killed: m[1] === '1', remaining: Number(m[2] ?? 0) };
@@ -203,8 +245,13 @@ export class HostRuntime {
    */
   async archive(host: Host, dir: string, keepDays = 7): Promise<void> {
     const now = Date.now();
-    const res = await this.exec.exec(host.name, ['sh', '-c', ARCHIVE, 'ugro-archive', host.paths.runs, dir, String(now), String(now - keepDays * 86_400_000)], { timeoutMs: 20_000 });
-    if (res.code !== 0) throw new Error(`${host.name}: cannot move run ${dir} aside (exit ${res.code}): ${res.stderr.trim()}`);
+    const res = await this.exec.exec(
+      host.name,
+      ['sh', '-c', ARCHIVE, 'ugro-archive', host.paths.runs, dir, String(now), String(now - keepDays * 86_400_000)],
+      { timeoutMs: 20_000 },
+    );
+    if (res.code !== 0)
+      throw new Error(`${host.name}: cannot move run ${dir} aside (exit ${res.code}): ${res.stderr.trim()}`);
   }
 
   /** Resolves when the run's runner on this host has exited (or the connection dropped). */

@@ -6,10 +6,18 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
-import { findHostKeys, hostNames, keyTypeOf, readKnownHosts, verifyHostKey, type HostKeyVerdict, type KnownHostEntry } from '../../config/known-hosts.ts';
 import type { Host } from '../../config/cluster.ts';
-import { HostError } from './errors.ts';
+import {
+  findHostKeys,
+  type HostKeyVerdict,
+  hostNames,
+  type KnownHostEntry,
+  keyTypeOf,
+  readKnownHosts,
+  verifyHostKey,
+} from '../../config/known-hosts.ts';
 import { buildCommand } from '../../config/quote.ts';
+import { HostError } from './errors.ts';
 
 export type SshTarget = Pick<Host, 'name' | 'address' | 'port' | 'user' | 'hostname' | 'ssh'>;
 
@@ -113,7 +121,11 @@ export class HostConnection {
         key = this.opts.readFile(ssh.identityFile);
       } catch (e) {
         if (!(ssh.useAgent && this.opts.env.SSH_AUTH_SOCK)) {
-          throw new HostError(name, 'config', `ssh: cannot read key ${ssh.identityFile}: ${(e as Error).message} (set ssh.identity_file or ssh_key in the cluster file)`);
+          throw new HostError(
+            name,
+            'config',
+            `ssh: cannot read key ${ssh.identityFile}: ${(e as Error).message} (set ssh.identity_file or ssh_key in the cluster file)`,
+          );
         }
         key = Buffer.alloc(0);
       }
@@ -121,7 +133,11 @@ export class HostConnection {
         const passphrase = ssh.passphraseEnv ? this.opts.env[ssh.passphraseEnv] : undefined;
         const parsed = sshUtils.parseKey(key, passphrase);
         if (parsed instanceof Error) {
-          throw new HostError(name, 'config', `ssh: cannot use key ${ssh.identityFile}: ${parsed.message}${ssh.passphraseEnv ? '' : ' (encrypted? set ssh.passphrase_env to the name of a variable holding its passphrase, or use ssh-agent)'}`);
+          throw new HostError(
+            name,
+            'config',
+            `ssh: cannot use key ${ssh.identityFile}: ${parsed.message}${ssh.passphraseEnv ? '' : ' (encrypted? set ssh.passphrase_env to the name of a variable holding its passphrase, or use ssh-agent)'}`,
+          );
         }
         cfg.privateKey = key;
         if (passphrase) cfg.passphrase = passphrase;
@@ -129,7 +145,11 @@ export class HostConnection {
     }
     if (ssh.useAgent && this.opts.env.SSH_AUTH_SOCK) cfg.agent = this.opts.env.SSH_AUTH_SOCK;
     if (!cfg.privateKey && !cfg.agent) {
-      throw new HostError(name, 'config', 'ssh: no key to log in with: set ssh.identity_file (or ssh_key on the host), or run ssh-agent with use_agent: true');
+      throw new HostError(
+        name,
+        'config',
+        'ssh: no key to log in with: set ssh.identity_file (or ssh_key on the host), or run ssh-agent with use_agent: true',
+      );
     }
     return cfg;
   }
@@ -177,7 +197,13 @@ export class HostConnection {
       // verifier can refuse it as revoked rather than call the host unknown.
       const pinned = findHostKeys(entries, names, t.port).filter((e) => e.marker !== '@revoked');
       if (!pinned.length) {
-        reject(new HostError(t.name, 'hostkey-unknown', `ssh: host key of ${t.address}:${t.port} is not in ${t.ssh.knownHosts}; check it and run \`ugro hosts trust ${t.name}\``));
+        reject(
+          new HostError(
+            t.name,
+            'hostkey-unknown',
+            `ssh: host key of ${t.address}:${t.port} is not in ${t.ssh.knownHosts}; check it and run \`ugro hosts trust ${t.name}\``,
+          ),
+        );
         return;
       }
       // Offer only the algorithms of the pinned keys, as OpenSSH does, so the server does not
@@ -187,7 +213,17 @@ export class HostConnection {
       const client = new SshClient();
       const started = this.opts.now();
       let settled = false;
-      const timer = setTimeout(() => fail(new HostError(t.name, 'timeout', `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s (host down, asleep, or network cut?)`)), t.ssh.connectTimeoutMs + 200);
+      const timer = setTimeout(
+        () =>
+          fail(
+            new HostError(
+              t.name,
+              'timeout',
+              `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s (host down, asleep, or network cut?)`,
+            ),
+          ),
+        t.ssh.connectTimeoutMs + 200,
+      );
       const fail = (e: HostError) => {
         if (settled) return;
         settled = true;
@@ -223,7 +259,10 @@ export class HostConnection {
         }
       });
       client.on('close', () => {
-        if (!settled) fail(new HostError(t.name, 'unreachable', `ssh: connection to ${t.address}:${t.port} closed during handshake`));
+        if (!settled)
+          fail(
+            new HostError(t.name, 'unreachable', `ssh: connection to ${t.address}:${t.port} closed during handshake`),
+          );
       });
       try {
         client.connect({
@@ -251,20 +290,57 @@ export class HostConnection {
     const at = `${t.address}:${t.port}`;
     if (verdict && !verdict.ok) {
       if (verdict.reason === 'changed') {
-        return new HostError(t.name, 'hostkey-changed',
+        return new HostError(
+          t.name,
+          'hostkey-changed',
           `host key changed: REFUSING to connect to ${at}. Pinned: ${verdict.expected.join('; ')} in ${t.ssh.knownHosts}; presented: ${verdict.presented}. ` +
-          `Someone may be intercepting the connection, or the host was reinstalled. If you trust the new key, remove the old line and run \`ugro hosts trust ${t.name}\`.`);
+            `Someone may be intercepting the connection, or the host was reinstalled. If you trust the new key, remove the old line and run \`ugro hosts trust ${t.name}\`.`,
+        );
       }
-      if (verdict.reason === 'revoked') return new HostError(t.name, 'hostkey-revoked', `host key ${verdict.presented} of ${at} is marked @revoked in ${t.ssh.knownHosts}: refusing to connect`);
-      return new HostError(t.name, 'hostkey-unknown', `ssh: host key of ${at} is not pinned in ${t.ssh.knownHosts}; run \`ugro hosts trust ${t.name}\``);
+      if (verdict.reason === 'revoked')
+        return new HostError(
+          t.name,
+          'hostkey-revoked',
+          `host key ${verdict.presented} of ${at} is marked @revoked in ${t.ssh.knownHosts}: refusing to connect`,
+        );
+      return new HostError(
+        t.name,
+        'hostkey-unknown',
+        `ssh: host key of ${at} is not pinned in ${t.ssh.knownHosts}; run \`ugro hosts trust ${t.name}\``,
+      );
     }
     const code = err.code ?? '';
-    if (code === 'ECONNREFUSED') return new HostError(t.name, 'refused', `ssh: connection refused by ${at} (is sshd running there?)`, { cause: err });
-    if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EHOSTDOWN') return new HostError(t.name, 'unreachable', `ssh: ${at} is unreachable (${code}): host down or network cut?`, { cause: err });
-    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new HostError(t.name, 'unreachable', `ssh: cannot resolve ${t.address} (${code}): fix the ip in the cluster file`, { cause: err });
-    if (code === 'ETIMEDOUT' || err.level === 'client-timeout') return new HostError(t.name, 'timeout', `ssh: no answer from ${at} within ${t.ssh.connectTimeoutMs / 1000} s (host down, asleep, or network cut?)`, { cause: err });
-    if (err.level === 'client-authentication') return new HostError(t.name, 'auth', `ssh: authentication failed for ${t.user}@${at}: is the public key in ~${t.user}/.ssh/authorized_keys?`, { cause: err });
-    if (code === 'ECONNRESET') return new HostError(t.name, 'unreachable', `ssh: connection reset by ${at}`, { cause: err });
+    if (code === 'ECONNREFUSED')
+      return new HostError(t.name, 'refused', `ssh: connection refused by ${at} (is sshd running there?)`, {
+        cause: err,
+      });
+    if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EHOSTDOWN')
+      return new HostError(t.name, 'unreachable', `ssh: ${at} is unreachable (${code}): host down or network cut?`, {
+        cause: err,
+      });
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+      return new HostError(
+        t.name,
+        'unreachable',
+        `ssh: cannot resolve ${t.address} (${code}): fix the ip in the cluster file`,
+        { cause: err },
+      );
+    if (code === 'ETIMEDOUT' || err.level === 'client-timeout')
+      return new HostError(
+        t.name,
+        'timeout',
+        `ssh: no answer from ${at} within ${t.ssh.connectTimeoutMs / 1000} s (host down, asleep, or network cut?)`,
+        { cause: err },
+      );
+    if (err.level === 'client-authentication')
+      return new HostError(
+        t.name,
+        'auth',
+        `ssh: authentication failed for ${t.user}@${at}: is the public key in ~${t.user}/.ssh/authorized_keys?`,
+        { cause: err },
+      );
+    if (code === 'ECONNRESET')
+      return new HostError(t.name, 'unreachable', `ssh: connection reset by ${at}`, { cause: err });
     return new HostError(t.name, 'other', `ssh: ${err.message}`, { cause: err });
   }
 
@@ -307,7 +383,10 @@ export class HostConnection {
           this.sftpP = undefined;
           client.end();
         }
-        if (attempt >= 1) throw new HostError(this.target.name, 'channel', `ssh: cannot open a channel: ${(e as Error).message}`, { cause: e });
+        if (attempt >= 1)
+          throw new HostError(this.target.name, 'channel', `ssh: cannot open a channel: ${(e as Error).message}`, {
+            cause: e,
+          });
       }
     }
   }
@@ -372,7 +451,15 @@ export class HostConnection {
         ch.on('close', () => finish(() => resolve(result())));
         if (opts.timeoutMs) {
           timer = setTimeout(() => {
-            finish(() => reject(new HostError(this.target.name, 'timeout', `command did not finish within ${opts.timeoutMs} ms: ${argv[0]}`)));
+            finish(() =>
+              reject(
+                new HostError(
+                  this.target.name,
+                  'timeout',
+                  `command did not finish within ${opts.timeoutMs} ms: ${argv[0]}`,
+                ),
+              ),
+            );
             kill();
           }, opts.timeoutMs);
         }
@@ -415,7 +502,9 @@ export class HostConnection {
     const tmp = `${remotePath}.ugro-tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
     await new Promise<void>((resolve, reject) => s.writeFile(tmp, data, { mode }, (e) => (e ? reject(e) : resolve())));
     await new Promise<void>((resolve, reject) =>
-      s.ext_openssh_rename(tmp, remotePath, (e) => (e ? reject(new HostError(this.target.name, 'other', `sftp rename ${remotePath}: ${e.message}`)) : resolve())),
+      s.ext_openssh_rename(tmp, remotePath, (e) =>
+        e ? reject(new HostError(this.target.name, 'other', `sftp rename ${remotePath}: ${e.message}`)) : resolve(),
+      ),
     );
   }
 

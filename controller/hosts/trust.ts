@@ -23,8 +23,28 @@ export function fetchHostKey(t: SshTarget, algorithms?: readonly string[]): Prom
       if (got) resolve({ key: got, type: keyTypeOf(got), fingerprint: fingerprint(got) });
       else reject(e ?? new HostError(t.name, 'other', 'no host key presented'));
     };
-    const timer = setTimeout(() => done(new HostError(t.name, 'timeout', `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s`)), t.ssh.connectTimeoutMs + 200);
-    c.on('error', (e: Error & { code?: string }) => done(got ? undefined : new HostError(t.name, e.code === 'ECONNREFUSED' ? 'refused' : 'unreachable', `ssh: ${e.code === 'ECONNREFUSED' ? `connection refused by ${t.address}:${t.port}` : e.message}`)));
+    const timer = setTimeout(
+      () =>
+        done(
+          new HostError(
+            t.name,
+            'timeout',
+            `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s`,
+          ),
+        ),
+      t.ssh.connectTimeoutMs + 200,
+    );
+    c.on('error', (e: Error & { code?: string }) =>
+      done(
+        got
+          ? undefined
+          : new HostError(
+              t.name,
+              e.code === 'ECONNREFUSED' ? 'refused' : 'unreachable',
+              `ssh: ${e.code === 'ECONNREFUSED' ? `connection refused by ${t.address}:${t.port}` : e.message}`,
+            ),
+      ),
+    );
     c.on('close', () => done());
     c.connect({
       host: t.address,
@@ -53,6 +73,7 @@ export async function fetchAllHostKeys(t: SshTarget): Promise<PresentedKey[]> {
       if (!keys.some((k) => k.key.equals(r.value.key))) keys.push(r.value);
     } else if (!/no matching host key/i.test(String((r.reason as Error)?.message))) throw r.reason;
   }
-  if (!keys.length) throw new HostError(t.name, 'other', 'the host offers no host key type UGRO knows (ed25519, ecdsa, rsa)');
+  if (!keys.length)
+    throw new HostError(t.name, 'other', 'the host offers no host key type UGRO knows (ed25519, ecdsa, rsa)');
   return keys;
 }

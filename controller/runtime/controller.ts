@@ -4,18 +4,18 @@
  * touches running training (runs are detached on the hosts and re-adopted on the next start).
  */
 import { existsSync } from 'node:fs';
-import { join, posix, resolve } from 'node:path';
+import { posix, resolve } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { readTree } from '../../config/hash.ts';
-import { TERMINAL_PHASES, type JobStatus } from '../api/status.ts';
+import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import { isJobFileName, jobNameFromFile, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { launchEnv, torchrunArgv } from '../core/launch.ts';
-import { queueOrder, reconcile, type Action, type ClusterView } from '../core/reconcile.ts';
-import { probeCluster, type NodeHealth } from '../hosts/health.ts';
+import { type Action, type ClusterView, queueOrder, reconcile } from '../core/reconcile.ts';
+import { type NodeHealth, probeCluster } from '../hosts/health.ts';
 import { HostRuntime, type RunMeta, type RunPart } from '../hosts/runs.ts';
 import type { SshPool } from '../hosts/ssh.ts';
-import { JobStore, type JobEvent } from '../store/store.ts';
+import { type JobEvent, JobStore } from '../store/store.ts';
 import { WorkQueue } from './queue.ts';
 
 export interface Logger {
@@ -25,8 +25,9 @@ export interface Logger {
 }
 
 /** Structured logs: a fixed message plus fields, one JSON object per line. */
-export function jsonLogger(write: (s: string) => void = (s) => process.stderr.write(s + '\n')): Logger {
-  const log = (level: string) => (msg: string, fields?: Record<string, unknown>) => write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
+export function jsonLogger(write: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Logger {
+  const log = (level: string) => (msg: string, fields?: Record<string, unknown>) =>
+    write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
   return { info: log('info'), warn: log('warn'), error: log('error') };
 }
 
@@ -77,7 +78,8 @@ export class Controller {
     this.log = o.log ?? jsonLogger();
     this.now = o.now ?? (() => new Date());
     this.queue = new WorkQueue((name) => this.reconcileOne(name), {
-      onError: (key, err, retry) => this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
+      onError: (key, err, retry) =>
+        this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
   }
 
@@ -104,7 +106,9 @@ export class Controller {
       // rename-then-write save is not seen as a delete (which would stop the run): keep it.
       ignored: (p: string) => {
         const base = p.slice(p.lastIndexOf('/') + 1);
-        return p !== this.store.dir && (base.startsWith('.') || base.includes('.tmp-') || base.endsWith('.status.yaml'));
+        return (
+          p !== this.store.dir && (base.startsWith('.') || base.includes('.tmp-') || base.endsWith('.status.yaml'))
+        );
       },
     });
     const onFile = (p: string) => {
@@ -121,7 +125,11 @@ export class Controller {
     };
     every(this.o.resyncMs ?? 60_000, () => this.resync());
     every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued()));
-    this.log.info('controller started', { jobsDir: this.store.dir, hosts: this.hosts.map((h) => h.name), jobs: names.size });
+    this.log.info('controller started', {
+      jobsDir: this.store.dir,
+      hosts: this.hosts.map((h) => h.name),
+      jobs: names.size,
+    });
   }
 
   async stop(): Promise<void> {
@@ -157,7 +165,8 @@ export class Controller {
     const nodes = await probeCluster(this.o.cluster, { connection: (h) => this.o.pool.host(h) });
     for (const n of nodes) {
       const prev = this.health.get(n.name);
-      if (prev?.status !== n.status) this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
+      if (prev?.status !== n.status)
+        this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
       this.health.set(n.name, n);
     }
   }
@@ -209,14 +218,22 @@ export class Controller {
     const me = this.jobs.get(name);
     const ahead = me
       ? [...this.jobs.entries()]
-          .filter(([n, m]) => n !== name && m.phase === 'Queued' && m.reason === 'Unschedulable' && queueOrder({ ...m, name: n }, { ...me, name }) < 0)
+          .filter(
+            ([n, m]) =>
+              n !== name &&
+              m.phase === 'Queued' &&
+              m.reason === 'Unschedulable' &&
+              queueOrder({ ...m, name: n }, { ...me, name }) < 0,
+          )
           .sort(([an, a], [bn, b]) => queueOrder({ ...a, name: an }, { ...b, name: bn }))
           .map(([n]) => n)
       : [];
     return {
       hosts: this.hosts,
       ready: new Set([...this.health.values()].filter((n) => n.status === 'Ready').map((n) => n.name)),
-      notReady: new Map([...this.health.values()].filter((n) => n.status !== 'Ready').map((n) => [n.name, n.reasons[0] ?? 'NotReady'])),
+      notReady: new Map(
+        [...this.health.values()].filter((n) => n.status !== 'Ready').map((n) => [n.name, n.reasons[0] ?? 'NotReady']),
+      ),
       busy,
       usedPorts,
       basePort: this.o.cluster.communication.masterPort,
@@ -236,18 +253,45 @@ export class Controller {
     const liveKnown = [...this.hostRuns.values()].some((ps) => ps.some((p) => p.meta.job === name && p.alive));
     // Finished for this very spec and nothing alive: the world cannot have changed. No host I/O.
     // The same holds for a job still suspended whose run is known to be stopped.
-    const settled = status && (TERMINAL_PHASES.includes(status.phase) || (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
+    const settled =
+      status &&
+      (TERMINAL_PHASES.includes(status.phase) ||
+        (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
     // (A status written while its stop was in flight still shows nodes Running: observe once more.)
-    const nodesSettled = !status?.nodes.some((n) => n.state === 'Running' || n.state === 'Pending' || n.state === 'Unknown');
+    const nodesSettled = !status?.nodes.some(
+      (n) => n.state === 'Running' || n.state === 'Pending' || n.state === 'Unknown',
+    );
     // Only a cancel that could still change something counts (not one for an older spec, nor one
     // left over after the job finished: nothing ever deletes a control file).
-    const cancelPending = spec.kind === 'valid' && status && control?.cancel && (!control.cancel.specHash || control.cancel.specHash === spec.hash) && !TERMINAL_PHASES.includes(status.phase);
-    if (spec.kind === 'valid' && status && settled && nodesSettled && status.specHash === spec.hash && !liveKnown && !cancelPending) {
+    const cancelPending =
+      spec.kind === 'valid' &&
+      status &&
+      control?.cancel &&
+      (!control.cancel.specHash || control.cancel.specHash === spec.hash) &&
+      !TERMINAL_PHASES.includes(status.phase);
+    if (
+      spec.kind === 'valid' &&
+      status &&
+      settled &&
+      nodesSettled &&
+      status.specHash === spec.hash &&
+      !liveKnown &&
+      !cancelPending
+    ) {
       this.remember(name, spec.job, status);
       return {};
     }
     if (spec.kind === 'invalid' && status?.phase === 'Invalid' && !liveKnown) {
-      const res = reconcile({ name, now: this.now(), spec, status, control, parts: [], unreachable: new Map(), cluster: this.view(name) });
+      const res = reconcile({
+        name,
+        now: this.now(),
+        spec,
+        status,
+        control,
+        parts: [],
+        unreachable: new Map(),
+        cluster: this.view(name),
+      });
       this.persist(name, res.status, res.events);
       return {};
     }
@@ -272,10 +316,20 @@ export class Controller {
     const parts = [...this.hostRuns.values()].flat().filter((p) => p.meta.job === name && !unreachable.has(p.host));
     this.claims.delete(name);
     if (spec.kind === 'valid') this.remember(name, spec.job, status);
-    const res = reconcile({ name, now: this.now(), spec, status, control, parts, unreachable, cluster: this.view(name) });
+    const res = reconcile({
+      name,
+      now: this.now(),
+      spec,
+      status,
+      control,
+      parts,
+      unreachable,
+      cluster: this.view(name),
+    });
     // Claim hosts and port before the first await, so a concurrent reconcile of another job
     // cannot pick the same hosts while this launch is in flight.
-    for (const a of res.actions) if (a.type === 'launch') this.claims.set(name, { hosts: a.allParts.map((p) => p.host), port: a.port });
+    for (const a of res.actions)
+      if (a.type === 'launch') this.claims.set(name, { hosts: a.allParts.map((p) => p.host), port: a.port });
     if (spec.kind === 'valid' && res.status) this.remember(name, spec.job, res.status);
     if (res.status && spec.kind === 'valid' && res.status.phase === 'Starting') {
       // Record intent before touching hosts: a crash mid-launch is then finished on restart.
@@ -293,33 +347,61 @@ export class Controller {
     this.persist(name, res.status, res.events);
     if (spec.kind === 'valid' && res.status) this.remember(name, spec.job, res.status);
     if (res.status === null) this.jobs.delete(name);
-    if (!res.status || TERMINAL_PHASES.includes(res.status.phase) || res.actions.some((a) => a.type === 'stop')) this.kickQueued();
+    if (!res.status || TERMINAL_PHASES.includes(res.status.phase) || res.actions.some((a) => a.type === 'stop'))
+      this.kickQueued();
     return { requeueAfterMs: requeue };
   }
 
   private remember(name: string, job: TrainingJob, status: JobStatus | undefined): void {
     const mtime = this.store.specMtime(name);
     // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
-    this.jobs.set(name, { priority: job.spec.priority, createdAt: status?.createdAt ?? mtime?.toISOString() ?? this.now().toISOString(), phase: status?.phase, reason: status?.reason });
+    this.jobs.set(name, {
+      priority: job.spec.priority,
+      createdAt: status?.createdAt ?? mtime?.toISOString() ?? this.now().toISOString(),
+      phase: status?.phase,
+      reason: status?.reason,
+    });
   }
 
-  private persist(name: string, status: JobStatus | null, events: { reason: string; message: string; type?: 'Normal' | 'Warning' }[]): void {
+  private persist(
+    name: string,
+    status: JobStatus | null,
+    events: { reason: string; message: string; type?: 'Normal' | 'Warning' }[],
+  ): void {
     if (status === null) this.store.deleteStatus(name);
     else this.store.writeStatus(name, status);
     const time = this.now().toISOString();
-    const evs: JobEvent[] = events.map((e) => ({ time, job: name, type: e.type ?? 'Normal', reason: e.reason, message: e.message }));
+    const evs: JobEvent[] = events.map((e) => ({
+      time,
+      job: name,
+      type: e.type ?? 'Normal',
+      reason: e.reason,
+      message: e.message,
+    }));
     this.store.appendEvents(evs);
     for (const e of evs) this.log.info(e.message, { job: name, reason: e.reason });
   }
 
   private async doStop(job: string, a: Extract<Action, { type: 'stop' }>): Promise<void> {
-    this.log.info('stopping run', { job, run: a.runId, hosts: a.hosts, graceSeconds: a.graceSeconds, reason: a.reason });
+    this.log.info('stopping run', {
+      job,
+      run: a.runId,
+      hosts: a.hosts,
+      graceSeconds: a.graceSeconds,
+      reason: a.reason,
+    });
     await Promise.all(
       a.hosts.map(async (hn) => {
         const h = this.host(hn);
         if (!h) return;
         const r = await this.runtime.stop(h, a.dir, a.runId, a.graceSeconds, a.reason);
-        if (r.remaining) this.log.error('processes of the run survived SIGKILL', { job, host: hn, run: a.runId, remaining: r.remaining });
+        if (r.remaining)
+          this.log.error('processes of the run survived SIGKILL', {
+            job,
+            host: hn,
+            run: a.runId,
+            remaining: r.remaining,
+          });
         const parts = await this.runtime.observe(h, job);
         const others = (this.hostRuns.get(hn) ?? []).filter((p) => p.meta.job !== job);
         this.hostRuns.set(hn, [...others, ...parts]);
@@ -333,14 +415,19 @@ export class Controller {
         const h = this.host(host);
         if (!h) return;
         await this.runtime.archive(h, dir);
-        this.hostRuns.set(host, (this.hostRuns.get(host) ?? []).filter((p) => p.dir !== dir));
+        this.hostRuns.set(
+          host,
+          (this.hostRuns.get(host) ?? []).filter((p) => p.dir !== dir),
+        );
       }),
     );
     this.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 
   private localScriptsDir(): string {
-    return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(new URL('../../scripts', import.meta.url).pathname);
+    return (
+      this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(new URL('../../scripts', import.meta.url).pathname)
+    );
   }
 
   /** Deploy scripts/ to a host when its content hash differs from what the host has. */
@@ -354,7 +441,7 @@ export class Controller {
     const cur = await conn.exec(['cat', marker]);
     if (cur.code !== 0 || cur.stdout.trim() !== hash) {
       await conn.upload(dir, h.paths.scripts);
-      await conn.writeFile(marker, hash + '\n');
+      await conn.writeFile(marker, `${hash}\n`);
       this.log.info('deployed scripts', { host: h.name, hash: hash.slice(0, 12) });
     }
     this.scriptsSynced.set(h.name, hash);
@@ -374,13 +461,58 @@ export class Controller {
         const h = this.host(p.host)!;
         if (job.spec.script) await this.syncScripts(h);
         const runDir = posix.join(h.paths.runs, a.dir);
-        const n = { host: h, nodeRank: p.nodeRank, nnodes: a.allParts.length, nproc: p.nproc, rdzvAddr: rdzv.address, port: a.port, runId: a.runId, runDir, attempt: a.attempt, rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600) };
-        const meta: RunMeta = { job: a.job, runId: a.runId, specHash: a.specHash, attempt: a.attempt, host: h.name, nodeRank: p.nodeRank, nnodes: a.allParts.length, nprocPerNode: p.nproc, hosts: a.allParts.map((x) => x.host), rdzvEndpoint: `${rdzv.address}:${a.port}`, masterPort: a.port, createdAt: a.createdAt };
-        const r = await this.runtime.launch(h, { dir: a.dir, rdzvAddr: rdzv.address, meta, argv: torchrunArgv(job, n), env: launchEnv(job, n) });
+        const n = {
+          host: h,
+          nodeRank: p.nodeRank,
+          nnodes: a.allParts.length,
+          nproc: p.nproc,
+          rdzvAddr: rdzv.address,
+          port: a.port,
+          runId: a.runId,
+          runDir,
+          attempt: a.attempt,
+          rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
+        };
+        const meta: RunMeta = {
+          job: a.job,
+          runId: a.runId,
+          specHash: a.specHash,
+          attempt: a.attempt,
+          host: h.name,
+          nodeRank: p.nodeRank,
+          nnodes: a.allParts.length,
+          nprocPerNode: p.nproc,
+          hosts: a.allParts.map((x) => x.host),
+          rdzvEndpoint: `${rdzv.address}:${a.port}`,
+          masterPort: a.port,
+          createdAt: a.createdAt,
+        };
+        const r = await this.runtime.launch(h, {
+          dir: a.dir,
+          rdzvAddr: rdzv.address,
+          meta,
+          argv: torchrunArgv(job, n),
+          env: launchEnv(job, n),
+        });
         this.stats.launches++;
-        this.log.info(r.existed ? 'run part already running' : 'launched run part', { job: a.job, host: h.name, run: a.runId, attempt: a.attempt, pid: r.pid });
+        this.log.info(r.existed ? 'run part already running' : 'launched run part', {
+          job: a.job,
+          host: h.name,
+          run: a.runId,
+          attempt: a.attempt,
+          pid: r.pid,
+        });
         // Record it at once so scheduling sees the host busy before the next observe.
-        const part: RunPart = { dir: a.dir, host: h.name, meta, pid: r.pid, alive: true, ranks: [], agentLogTail: [], launchedAtMs: Date.now() };
+        const part: RunPart = {
+          dir: a.dir,
+          host: h.name,
+          meta,
+          pid: r.pid,
+          alive: true,
+          ranks: [],
+          agentLogTail: [],
+          launchedAtMs: Date.now(),
+        };
         const others = (this.hostRuns.get(h.name) ?? []).filter((x) => x.dir !== a.dir);
         this.hostRuns.set(h.name, [...others, part]);
         this.ensureWaiter(h, part);

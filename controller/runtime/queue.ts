@@ -11,6 +11,7 @@ export interface QueueOptions {
   onError?: (key: string, err: unknown, retryInMs: number) => void;
 }
 
+// biome-ignore lint/suspicious/noConfusingVoidType: handlers that never requeue return nothing
 export type Outcome = { requeueAfterMs?: number } | void;
 
 export class WorkQueue {

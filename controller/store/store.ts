@@ -6,12 +6,22 @@
  *   jobs/<name>.control.yaml    requests from `ugro cancel`
  *   jobs/.ugro/events.jsonl     events, newest last
  */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
-import type { JobStatus } from '../api/status.ts';
 import { UgroError } from '../../config/errors.ts';
+import type { JobStatus } from '../api/status.ts';
+import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
 import type { Control, SpecState } from '../core/reconcile.ts';
 
 export interface JobEvent {
@@ -205,7 +215,9 @@ export class JobStore {
         const held = readFileSync(file, 'utf8').trim();
         const pid = Number(held);
         if (pid && pid !== process.pid && controllerAlive(pid)) {
-          throw new UgroError(`another controller (pid ${pid}) is already running on ${this.dir}: stop it first (two would launch the same jobs twice)`);
+          throw new UgroError(
+            `another controller (pid ${pid}) is already running on ${this.dir}: stop it first (two would launch the same jobs twice)`,
+          );
         }
         // Stale. Remove it only if it still names that pid: another starter may have just taken it.
         try {
@@ -227,7 +239,7 @@ export class JobStore {
     } catch {
       /* no file yet */
     }
-    appendFileSync(file, events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    appendFileSync(file, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
   }
 
   readEvents(job?: string, limit = 50): JobEvent[] {

@@ -178,7 +178,12 @@ export function treeUsage(pid: number): { pids: number[]; ticks: number; rssKiB:
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Poll fn every `everyMs` until it returns a truthy value; throw `what` on timeout. */
-export async function poll<T>(what: string, fn: () => T | undefined | false | null, timeoutMs: number, everyMs = 10): Promise<T> {
+export async function poll<T>(
+  what: string,
+  fn: () => T | undefined | false | null,
+  timeoutMs: number,
+  everyMs = 10,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = fn();
@@ -190,7 +195,16 @@ export async function poll<T>(what: string, fn: () => T | undefined | false | nu
 
 /** Plain text table, right-aligned numbers. */
 export function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (Number.isFinite(c) ? String(round(c)) : '-') : c)))];
+  const cells = [
+    header,
+    ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (Number.isFinite(c) ? String(round(c)) : '-') : c))),
+  ];
   const w = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r, ri) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ') + (ri === 0 ? '\n' + w.map((x) => '-'.repeat(x)).join('  ') : '')).join('\n');
+  return cells
+    .map(
+      (r, ri) =>
+        r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ') +
+        (ri === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('  ')}` : ''),
+    )
+    .join('\n');
 }

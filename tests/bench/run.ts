@@ -34,16 +34,52 @@
  * sshd during the stop), then confirms over ssh with the lab tests' markedProcesses.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join, posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import { parseTrainingJob, type TrainingJob } from '../../controller/api/trainingjob.ts';
-import { launchEnv, torchrunArgv, type NodeLaunch } from '../../controller/core/launch.ts';
-import { HostRuntime, runtimeScripts, type RunMeta } from '../../controller/hosts/runs.ts';
+import { launchEnv, type NodeLaunch, torchrunArgv } from '../../controller/core/launch.ts';
+import { HostRuntime, type RunMeta, runtimeScripts } from '../../controller/hosts/runs.ts';
 import { SshPool } from '../../controller/hosts/ssh.ts';
-import { CLUSTER_FILE, job, labCluster, markedProcesses, newJobsDir, readStatus, ROOT, startController, stopController, waitFor, waitPhase } from '../lab/controller-harness.ts';
-import { findRunDir, markedPids, nsTextToMs, poll, procStatusKiB, readRanks, readText, round, sleep, summarize, table, treeUsage, type Summary } from './lib.ts';
+import {
+  CLUSTER_FILE,
+  job,
+  labCluster,
+  markedProcesses,
+  newJobsDir,
+  ROOT,
+  readStatus,
+  startController,
+  stopController,
+  waitFor,
+  waitPhase,
+} from '../lab/controller-harness.ts';
+import {
+  findRunDir,
+  markedPids,
+  nsTextToMs,
+  poll,
+  procStatusKiB,
+  readRanks,
+  readText,
+  round,
+  type Summary,
+  sleep,
+  summarize,
+  table,
+  treeUsage,
+} from './lib.ts';
 
 const intEnv = (k: string, d: number) => {
   const v = process.env[k];
@@ -71,7 +107,11 @@ const PREFIX = 'ubench-';
  */
 const LAUNCH_SPEC = { script: 'train.py', args: ['--echo-args', '--model', 'tiny-mlp'], nodes: 3 };
 /** Long-running training for the stop samples. */
-const LONG_SPEC = { script: 'train.py', args: ['--model', 'tiny-mlp', '--epochs', '1000', '--sleep', '0.05'], nodes: 3 };
+const LONG_SPEC = {
+  script: 'train.py',
+  args: ['--model', 'tiny-mlp', '--epochs', '1000', '--sleep', '0.05'],
+  nodes: 3,
+};
 const BARE_PORT = 29650;
 
 class LabDown extends Error {}
@@ -139,18 +179,42 @@ async function scrubHosts(): Promise<void> {
   }
   await Promise.all(
     hosts.map((h) =>
-      pool.exec(h.name, ['sh', '-c', 'rm -rf -- "$1"/ubench-* "$2"/ubench-* "$3"/ubench-*', 'ubench-scrub', h.paths.runs, h.paths.checkpoints, h.paths.project], { timeoutMs: 30_000 }),
+      pool.exec(
+        h.name,
+        [
+          'sh',
+          '-c',
+          'rm -rf -- "$1"/ubench-* "$2"/ubench-* "$3"/ubench-*',
+          'ubench-scrub',
+          h.paths.runs,
+          h.paths.checkpoints,
+          h.paths.project,
+        ],
+        { timeoutMs: 30_000 },
+      ),
     ),
   );
 }
 
 async function preflight(): Promise<void> {
-  if (!cluster) throw new LabDown(`the lab is not up: ${CLUSTER_FILE} is missing. Run \`npm run lab -- up\` (bash tests/lab/lab.sh up), then \`npm run bench\`.`);
+  if (!cluster)
+    throw new LabDown(
+      `the lab is not up: ${CLUSTER_FILE} is missing. Run \`npm run lab -- up\` (bash tests/lab/lab.sh up), then \`npm run bench\`.`,
+    );
   const st = sh('bash', [join(ROOT, 'tests/lab/lab.sh'), 'status']);
-  if (st.code !== 0) throw new LabDown(`the lab is not up (lab.sh status exit ${st.code}). Run \`npm run lab -- up\`, then \`npm run bench\`.\n${st.out}`);
-  if (process.getuid?.() !== 0) throw new LabDown('the bench needs root, like the lab: it reads the lab hosts\' run directories and /proc/PID/environ directly');
+  if (st.code !== 0)
+    throw new LabDown(
+      `the lab is not up (lab.sh status exit ${st.code}). Run \`npm run lab -- up\`, then \`npm run bench\`.\n${st.out}`,
+    );
+  if (process.getuid?.() !== 0)
+    throw new LabDown(
+      "the bench needs root, like the lab: it reads the lab hosts' run directories and /proc/PID/environ directly",
+    );
   hosts = cluster.hosts;
-  if (hosts.length < 3) throw new LabDown(`the bench needs the 3-host lab; ${CLUSTER_FILE} has ${hosts.length} host(s). Run \`npm run lab -- up\``);
+  if (hosts.length < 3)
+    throw new LabDown(
+      `the bench needs the 3-host lab; ${CLUSTER_FILE} has ${hosts.length} host(s). Run \`npm run lab -- up\``,
+    );
   hosts = hosts.slice(0, 3);
   pool = new SshPool(hosts);
   cleanups.push({ what: 'close ssh pool', fn: () => pool.close() });
@@ -158,20 +222,41 @@ async function preflight(): Promise<void> {
   const myPidNs = readlinkSync('/proc/self/ns/pid');
   for (const h of hosts) {
     const before = Date.now();
-    let r;
+    let r: Awaited<ReturnType<typeof pool.exec>>;
     try {
-      r = await pool.exec(h.name, ['sh', '-c', 'date +%s%N; readlink /proc/self/ns/pid; mkdir -p "$1" && echo "$2" > "$1/.ubench-probe"', 'x', h.paths.project, String(before)], { timeoutMs: 15_000 });
+      r = await pool.exec(
+        h.name,
+        [
+          'sh',
+          '-c',
+          'date +%s%N; readlink /proc/self/ns/pid; mkdir -p "$1" && echo "$2" > "$1/.ubench-probe"',
+          'x',
+          h.paths.project,
+          String(before),
+        ],
+        { timeoutMs: 15_000 },
+      );
     } catch (e) {
-      throw new LabDown(`the lab is not reachable over ssh (${h.name}: ${(e as Error).message}). Run \`npm run lab -- up\`.`);
+      throw new LabDown(
+        `the lab is not reachable over ssh (${h.name}: ${(e as Error).message}). Run \`npm run lab -- up\`.`,
+      );
     }
     const after = Date.now();
     const [ts, ns] = r.stdout.split('\n');
     const at = nsTextToMs(ts ?? '');
-    if (r.code !== 0 || at === undefined) throw new LabDown(`${h.name}: probe failed (exit ${r.code}): ${r.stderr.trim()}`);
-    if (at < before - 5 || at > after + 5) throw new Error(`${h.name}: its clock (${at}) is not this machine's (${before}..${after}); host timestamps would not compare`);
-    if (ns !== myPidNs) throw new Error(`${h.name}: not in this machine's PID namespace (${ns} vs ${myPidNs}); the bench reads /proc here`);
+    if (r.code !== 0 || at === undefined)
+      throw new LabDown(`${h.name}: probe failed (exit ${r.code}): ${r.stderr.trim()}`);
+    if (at < before - 5 || at > after + 5)
+      throw new Error(
+        `${h.name}: its clock (${at}) is not this machine's (${before}..${after}); host timestamps would not compare`,
+      );
+    if (ns !== myPidNs)
+      throw new Error(
+        `${h.name}: not in this machine's PID namespace (${ns} vs ${myPidNs}); the bench reads /proc here`,
+      );
     const probe = join(h.paths.project, '.ubench-probe');
-    if (readText(probe)?.trim() !== String(before)) throw new Error(`${h.name}: ${probe} written there is not visible here; the bench reads run directories here`);
+    if (readText(probe)?.trim() !== String(before))
+      throw new Error(`${h.name}: ${probe} written there is not visible here; the bench reads run directories here`);
     rmSync(probe, { force: true });
   }
   const others = sh('pgrep', ['-af', 'ugro.mjs.* controller']).out.trim();
@@ -208,7 +293,8 @@ function diag(jobsDir: string, ctl: ReturnType<typeof startController>, name: st
   for (const h of hosts) {
     const dir = findRunDir(h.paths.runs, name);
     if (!dir) continue;
-    for (const f of readdirSync(dir).filter((x) => x.endsWith('.log') || x === 'exit_code' || x.endsWith('.exit'))) parts.push(`--- ${h.name} ${f}:\n${(readText(join(dir, f)) ?? '').split('\n').slice(-8).join('\n')}`);
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.log') || x === 'exit_code' || x.endsWith('.exit')))
+      parts.push(`--- ${h.name} ${f}:\n${(readText(join(dir, f)) ?? '').split('\n').slice(-8).join('\n')}`);
   }
   parts.push(`--- controller log tail:\n${ctl.logText().split('\n').slice(-20).join('\n')}`);
   return parts.join('\n');
@@ -235,7 +321,12 @@ function writeJobAtomic(jobsDir: string, name: string, spec: Record<string, unkn
 }
 
 /** Wait until every host's run dir shows all its ranks started; returns per-host dirs, ranks and launched_at. */
-async function waitRanksStarted(dirOf: (h: Host) => string | undefined, perHost: number, what: string, timeoutMs = 90_000) {
+async function waitRanksStarted(
+  dirOf: (h: Host) => string | undefined,
+  perHost: number,
+  what: string,
+  timeoutMs = 90_000,
+) {
   return poll(
     what,
     () => {
@@ -258,7 +349,12 @@ async function waitRanksStarted(dirOf: (h: Host) => string | undefined, perHost:
 function sampleFrom(t0: number, started: Awaited<ReturnType<typeof waitRanksStarted>>): LaunchSample {
   const lastRank = Math.max(...started.flatMap((s) => s.ranks.map((r) => r.atMs)));
   const lastLaunched = Math.max(...started.map((s) => s.launchedAt));
-  return { totalMs: lastRank - t0, firstLaunchedMs: Math.min(...started.map((s) => s.launchedAt)) - t0, dispatchMs: lastLaunched - t0, torchrunMs: lastRank - lastLaunched };
+  return {
+    totalMs: lastRank - t0,
+    firstLaunchedMs: Math.min(...started.map((s) => s.launchedAt)) - t0,
+    dispatchMs: lastLaunched - t0,
+    torchrunMs: lastRank - lastLaunched,
+  };
 }
 
 /**
@@ -267,11 +363,20 @@ function sampleFrom(t0: number, started: Awaited<ReturnType<typeof waitRanksStar
  * wait until it is gone: rank start is all this measures, and a run's tail (torchrun's 5 s
  * monitor interval) would double the bench's time. Either way the hosts are free afterwards.
  */
-async function controllerLaunch(jobsDir: string, ctl: ReturnType<typeof startController>, name: string, finish: boolean): Promise<LaunchSample> {
+async function controllerLaunch(
+  jobsDir: string,
+  ctl: ReturnType<typeof startController>,
+  name: string,
+  finish: boolean,
+): Promise<LaunchSample> {
   const t0 = writeJobAtomic(jobsDir, name, LAUNCH_SPEC);
-  let started;
+  let started: Awaited<ReturnType<typeof waitRanksStarted>>;
   try {
-    started = await waitRanksStarted((h) => findRunDir(h.paths.runs, name), 1, `${name}: every rank started (controller)`);
+    started = await waitRanksStarted(
+      (h) => findRunDir(h.paths.runs, name),
+      1,
+      `${name}: every rank started (controller)`,
+    );
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${diag(jobsDir, ctl, name)}`);
   }
@@ -284,13 +389,19 @@ async function controllerLaunch(jobsDir: string, ctl: ReturnType<typeof startCon
     });
     if (st.phase !== 'Succeeded') throw new Error(`${name} ${st.phase}\n${diag(jobsDir, ctl, name)}`);
     const argv = started.map((x) => echoedArgv(readText(join(x.dir, `rank-${x.ranks[0].rank}.log`)) ?? ''));
-    if (argv.some((a) => a !== JSON.stringify(LAUNCH_SPEC.args))) throw new Error(`${name}: ranks did not run train.py ${LAUNCH_SPEC.args.join(' ')}: ${JSON.stringify(argv)}`);
+    if (argv.some((a) => a !== JSON.stringify(LAUNCH_SPEC.args)))
+      throw new Error(`${name}: ranks did not run train.py ${LAUNCH_SPEC.args.join(' ')}: ${JSON.stringify(argv)}`);
   }
   const runId = readStatus(jobsDir, name)?.runId;
   if (!runId) throw new Error(`${name}: no run id in its status\n${diag(jobsDir, ctl, name)}`);
   const tu = Date.now();
   unlinkSync(join(jobsDir, `${name}.yaml`));
-  const gone = await poll(`${name}: no process of ${runId} left`, () => (markedPids(runId).length === 0 ? Date.now() : undefined), 60_000, 20);
+  const gone = await poll(
+    `${name}: no process of ${runId} left`,
+    () => (markedPids(runId).length === 0 ? Date.now() : undefined),
+    60_000,
+    20,
+  );
   await waitFor(`${name} status removed`, () => !readStatus(jobsDir, name), 60_000, 20);
   if (!finish) Object.assign(s, { stopMs: gone - tu, statusGoneMs: Date.now() - tu });
   return s;
@@ -335,17 +446,33 @@ async function bareSetup(): Promise<void> {
  * setsid and stdio to a file, so the ssh channel closes at once. One exec per host, in parallel,
  * over the already-connected pool. No meta.json/pid/lock bookkeeping, no port check, no scripts sync.
  */
-const BARE_SH = 'd=$1; shift; mkdir -p "$d" && cd "$d" || exit 1; date +%s%N > launched_at; setsid "$@" </dev/null >torchrun.log 2>&1 &';
+const BARE_SH =
+  'd=$1; shift; mkdir -p "$d" && cd "$d" || exit 1; date +%s%N > launched_at; setsid "$@" </dev/null >torchrun.log 2>&1 &';
 
 /** One bare launch; `finish` as for controllerLaunch (else SIGTERM to the run's processes, as stop.sh does). */
 async function bareLaunch(runId: string, finish: boolean): Promise<LaunchSample> {
   const rdzv = hosts[0];
   const cmds = bareHosts.map((b, i) => {
     const runDir = posix.join(b.base, runId);
-    const n: NodeLaunch = { host: b.host, nodeRank: i, nnodes: hosts.length, nproc: 1, rdzvAddr: rdzv.address, port: BARE_PORT, runId, runDir, attempt: 1, rdzvTimeoutSeconds: Math.min(cluster!.communication.timeoutSeconds, 600) };
+    const n: NodeLaunch = {
+      host: b.host,
+      nodeRank: i,
+      nnodes: hosts.length,
+      nproc: 1,
+      rdzvAddr: rdzv.address,
+      port: BARE_PORT,
+      runId,
+      runDir,
+      attempt: 1,
+      rdzvTimeoutSeconds: Math.min(cluster!.communication.timeoutSeconds, 600),
+    };
     const perRunWrapper = posix.join(runDir, 'rank.sh');
     const argv = torchrunArgv(bareJob, n).map((a) => (a === perRunWrapper ? posix.join(b.base, 'rank.sh') : a));
-    const env = { ...launchEnv(bareJob, n), UGRO_RUN_DIR: runDir, ...(b.ifname ? { GLOO_SOCKET_IFNAME: b.ifname, NCCL_SOCKET_IFNAME: b.ifname } : {}) };
+    const env = {
+      ...launchEnv(bareJob, n),
+      UGRO_RUN_DIR: runDir,
+      ...(b.ifname ? { GLOO_SOCKET_IFNAME: b.ifname, NCCL_SOCKET_IFNAME: b.ifname } : {}),
+    };
     return { host: b.host.name, argv: ['sh', '-c', BARE_SH, 'ubench-bare', runDir, ...argv], env };
   });
   const t0 = Date.now();
@@ -368,9 +495,20 @@ async function bareLaunch(runId: string, finish: boolean): Promise<LaunchSample>
     }
   }
   // Wait until no process of the run is left; after a full run, check every rank exited 0 (the launch was real).
-  const gone = await poll(`${runId} finished`, () => (markedPids(runId).length === 0 ? Date.now() : undefined), 120_000, 20).catch((e: Error) => {
-    const ps = markedPids(runId).map((p) => `${p}: ${(readText(`/proc/${p}/cmdline`) ?? '').replace(/\0/g, ' ').slice(0, 200)}`);
-    const logs = started.flatMap((st) => readdirSync(st.dir).filter((f) => f.endsWith('.log') || f.endsWith('.exit')).map((f) => `--- ${st.host} ${f}:\n${(readText(join(st.dir, f)) ?? '').split('\n').slice(-8).join('\n')}`));
+  const gone = await poll(
+    `${runId} finished`,
+    () => (markedPids(runId).length === 0 ? Date.now() : undefined),
+    120_000,
+    20,
+  ).catch((e: Error) => {
+    const ps = markedPids(runId).map(
+      (p) => `${p}: ${(readText(`/proc/${p}/cmdline`) ?? '').replace(/\0/g, ' ').slice(0, 200)}`,
+    );
+    const logs = started.flatMap((st) =>
+      readdirSync(st.dir)
+        .filter((f) => f.endsWith('.log') || f.endsWith('.exit'))
+        .map((f) => `--- ${st.host} ${f}:\n${(readText(join(st.dir, f)) ?? '').split('\n').slice(-8).join('\n')}`),
+    );
     throw new Error(`${e.message}\nprocesses left:\n${ps.join('\n')}\n${logs.join('\n')}`);
   });
   if (!finish) s.stopMs = gone - tk;
@@ -378,7 +516,10 @@ async function bareLaunch(runId: string, finish: boolean): Promise<LaunchSample>
     for (const r of st.ranks) {
       const code = readText(join(st.dir, `rank-${r.rank}.exit`))?.trim();
       const out = readText(join(st.dir, `rank-${r.rank}.log`)) ?? '';
-      if (code !== '0' || echoedArgv(out) !== JSON.stringify(LAUNCH_SPEC.args)) throw new Error(`bare ${runId}: rank ${r.rank} on ${st.host} exited ${code ?? '?'}:\n${out}${readText(join(st.dir, 'torchrun.log')) ?? ''}`);
+      if (code !== '0' || echoedArgv(out) !== JSON.stringify(LAUNCH_SPEC.args))
+        throw new Error(
+          `bare ${runId}: rank ${r.rank} on ${st.host} exited ${code ?? '?'}:\n${out}${readText(join(st.dir, 'torchrun.log')) ?? ''}`,
+        );
     }
   }
   return s;
@@ -404,12 +545,25 @@ interface StopSample {
   stagesMs?: Record<string, number>;
 }
 
-async function stopSample(jobsDir: string, ctl: ReturnType<typeof startController>, how: 'cancel' | 'delete', name: string): Promise<StopSample> {
+async function stopSample(
+  jobsDir: string,
+  ctl: ReturnType<typeof startController>,
+  how: 'cancel' | 'delete',
+  name: string,
+): Promise<StopSample> {
   const tw = writeJobAtomic(jobsDir, name, LONG_SPEC);
   // Not waitPhase('Running'): the controller reports Running up to 30 s after the ranks start
   // (see the report). The run id is in the status from the launch on; training really in
   // progress is every rank's log having train.py's "rank R/3 on HOST backend=..." line.
-  const st = await waitFor(`${name} has a run id`, () => { const x = readStatus(jobsDir, name); return x?.runId ? x : undefined; }, 60_000, 50).catch((e: Error) => {
+  const st = await waitFor(
+    `${name} has a run id`,
+    () => {
+      const x = readStatus(jobsDir, name);
+      return x?.runId ? x : undefined;
+    },
+    60_000,
+    50,
+  ).catch((e: Error) => {
     throw new Error(`${e.message}\n${diag(jobsDir, ctl, name)}`);
   });
   const runId = st.runId!;
@@ -419,7 +573,9 @@ async function stopSample(jobsDir: string, ctl: ReturnType<typeof startControlle
       hosts.every((h) => {
         const dir = findRunDir(h.paths.runs, name);
         const ranks = dir ? readRanks(dir) : [];
-        return ranks.length > 0 && ranks.every((r) => /backend=/.test(readText(join(dir!, `rank-${r.rank}.log`)) ?? ''));
+        return (
+          ranks.length > 0 && ranks.every((r) => /backend=/.test(readText(join(dir!, `rank-${r.rank}.log`)) ?? ''))
+        );
       }),
     90_000,
     50,
@@ -431,7 +587,11 @@ async function stopSample(jobsDir: string, ctl: ReturnType<typeof startControlle
   let cli: Promise<{ code: number | null; out: string; at: number }> | undefined;
   const t0 = Date.now();
   if (how === 'cancel') {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'cancel', name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'cancel', name],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     child.stdout.on('data', (b) => (out += b));
     child.stderr.on('data', (b) => (out += b));
@@ -441,7 +601,12 @@ async function stopSample(jobsDir: string, ctl: ReturnType<typeof startControlle
   }
   // Poll /proc here (all lab hosts' processes are visible here) every 20 ms: an ssh round trip per
   // host per poll would be coarser and would load the hosts' sshd during the stop.
-  const gone = await poll(`${name}: no process of ${runId} left`, () => (markedPids(runId).length === 0 ? Date.now() : undefined), 60_000, 20);
+  const gone = await poll(
+    `${name}: no process of ${runId} left`,
+    () => (markedPids(runId).length === 0 ? Date.now() : undefined),
+    60_000,
+    20,
+  );
   const s: StopSample = { how, totalMs: gone - t0, processesBefore: before };
   if (cli) {
     const c = await cli;
@@ -460,14 +625,20 @@ async function stopSample(jobsDir: string, ctl: ReturnType<typeof startControlle
   }
   // The over-ssh check the lab tests use (grep of /proc/*/environ for the run's marker on each host).
   const left = (await Promise.all(hosts.map((h) => markedProcesses(pool, h.name, runId)))).flat();
-  if (left.length) throw new Error(`${name}: processes of ${runId} still seen over ssh after the local check: ${left.join(' ')}`);
+  if (left.length)
+    throw new Error(`${name}: processes of ${runId} still seen over ssh after the local check: ${left.join(' ')}`);
   if (how === 'cancel') {
     await waitPhase(jobsDir, name, ['Cancelled'], 30_000);
     unlinkSync(join(jobsDir, `${name}.yaml`));
   }
   const tCancelled = Date.now();
   await waitFor(`${name} status removed`, () => !readStatus(jobsDir, name), 30_000, 50);
-  s.stagesMs = { toTraining: tTraining - tw, stop: gone - t0, toCancelledPhase: tCancelled - gone, toStatusRemoved: Date.now() - tCancelled };
+  s.stagesMs = {
+    toTraining: tTraining - tw,
+    stop: gone - t0,
+    toCancelledPhase: tCancelled - gone,
+    toStatusRemoved: Date.now() - tCancelled,
+  };
   return s;
 }
 
@@ -480,15 +651,29 @@ async function manyJobs(clkTck: number) {
   // suspend: true: valid specs the controller must parse, hash, schedule-check and write a status
   // for (phase Suspended), but never launch. (Suspended is not terminal, so the periodic resync
   // reconciles every one of them again: that is in the idle window below.)
-  for (let i = 0; i < N_JOBS; i++) writeFileSync(join(dir, `${PREFIX}s-${pad(i, 4)}.yaml`), job(`${PREFIX}s-${pad(i, 4)}`, { ...LAUNCH_SPEC, suspend: true }));
+  for (let i = 0; i < N_JOBS; i++)
+    writeFileSync(
+      join(dir, `${PREFIX}s-${pad(i, 4)}.yaml`),
+      job(`${PREFIX}s-${pad(i, 4)}`, { ...LAUNCH_SPEC, suspend: true }),
+    );
   const t0 = Date.now();
   const ctl = startController(dir);
   cleanups.push({ what: 'stop controller (1000 jobs)', fn: () => stopController(ctl) });
   const pid = ctl.pid!;
-  const started = await poll('controller started (1000 jobs)', () => (/"controller started"/.test(ctl.logText()) ? Date.now() : ctl.exitCode !== null ? -1 : undefined), 120_000, 20);
+  const started = await poll(
+    'controller started (1000 jobs)',
+    () => (/"controller started"/.test(ctl.logText()) ? Date.now() : ctl.exitCode !== null ? -1 : undefined),
+    120_000,
+    20,
+  );
   if (started < 0) throw new Error(`controller exited: ${ctl.logText()}`);
   const count = () => readdirSync(dir).filter((f) => f.endsWith('.status.yaml')).length;
-  const settled = await poll(`${N_JOBS} status files`, () => (count() >= N_JOBS ? Date.now() : ctl.exitCode !== null ? -1 : undefined), 300_000, 50);
+  const settled = await poll(
+    `${N_JOBS} status files`,
+    () => (count() >= N_JOBS ? Date.now() : ctl.exitCode !== null ? -1 : undefined),
+    300_000,
+    50,
+  );
   if (settled < 0) throw new Error(`controller exited: ${ctl.logText()}`);
   const settleUsage = treeUsage(pid);
   const phases = new Map<string, number>();
@@ -496,10 +681,15 @@ async function manyJobs(clkTck: number) {
     const p = readStatus(dir, `${PREFIX}s-${pad(i, 4)}`)?.phase ?? 'missing';
     phases.set(p, (phases.get(p) ?? 0) + 1);
   }
-  if (phases.get('Suspended') !== N_JOBS) throw new Error(`expected ${N_JOBS} Suspended, got ${JSON.stringify(Object.fromEntries(phases))}`);
+  if (phases.get('Suspended') !== N_JOBS)
+    throw new Error(`expected ${N_JOBS} Suspended, got ${JSON.stringify(Object.fromEntries(phases))}`);
   // Let the initial queue drain fully before the idle window.
   await sleep(2000);
-  const mtimes = new Map(readdirSync(dir).filter((f) => f.endsWith('.status.yaml')).map((f) => [f, statSync(join(dir, f)).mtimeMs]));
+  const mtimes = new Map(
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.status.yaml'))
+      .map((f) => [f, statSync(join(dir, f)).mtimeMs]),
+  );
   const w0 = treeUsage(pid);
   const tw0 = Date.now();
   const perSecond: number[] = [];
@@ -571,10 +761,15 @@ async function main(): Promise<number> {
   cleanups.push({ what: `remove ${jobsDir}`, fn: () => rmSync(jobsDir, { recursive: true, force: true }) });
   const ctl = startController(jobsDir);
   cleanups.push({ what: 'stop controller', fn: () => stopController(ctl) });
-  await poll('controller started', () => {
-    if (ctl.exitCode !== null) throw new Error(`controller exited: ${ctl.logText()}`);
-    return /"controller started"/.test(ctl.logText());
-  }, 60_000, 20);
+  await poll(
+    'controller started',
+    () => {
+      if (ctl.exitCode !== null) throw new Error(`controller exited: ${ctl.logText()}`);
+      return /"controller started"/.test(ctl.logText());
+    },
+    60_000,
+    20,
+  );
   await bareSetup();
   // Warm both pools: one exec per host (the controller's pool is warm from its start-up probes).
   await Promise.all(hosts.map((h) => pool.exec(h.name, ['true'])));
@@ -598,15 +793,46 @@ async function main(): Promise<number> {
   const bareShMs: number[] = [];
   for (let k = 0; k < 10; k++) {
     const dir = `${PREFIX}lsh-${pad(k)}`;
-    const meta: RunMeta = { job: `${PREFIX}lsh`, runId: dir, specHash: '00000000', attempt: 1, host: '', nodeRank: 0, nnodes: 3, nprocPerNode: 1, hosts: hosts.map((h) => h.name), rdzvEndpoint: `${hosts[0].address}:1`, masterPort: 1, createdAt: new Date().toISOString() };
+    const meta: RunMeta = {
+      job: `${PREFIX}lsh`,
+      runId: dir,
+      specHash: '00000000',
+      attempt: 1,
+      host: '',
+      nodeRank: 0,
+      nnodes: 3,
+      nprocPerNode: 1,
+      hosts: hosts.map((h) => h.name),
+      rdzvEndpoint: `${hosts[0].address}:1`,
+      masterPort: 1,
+      createdAt: new Date().toISOString(),
+    };
     let t = performance.now();
-    await Promise.all(hosts.map((h) => rt.launch(h, { dir, rdzvAddr: hosts[0].address, meta: { ...meta, host: h.name }, argv: ['true'], env: { UGRO_RUN_ID: dir } })));
+    await Promise.all(
+      hosts.map((h) =>
+        rt.launch(h, {
+          dir,
+          rdzvAddr: hosts[0].address,
+          meta: { ...meta, host: h.name },
+          argv: ['true'],
+          env: { UGRO_RUN_ID: dir },
+        }),
+      ),
+    );
     launchShMs.push(performance.now() - t);
     t = performance.now();
-    await Promise.all(bareHosts.map((b) => pool.exec(b.host.name, ['sh', '-c', BARE_SH, 'ubench-bare', posix.join(b.base, dir), 'true'], { env: { UGRO_RUN_ID: dir } })));
+    await Promise.all(
+      bareHosts.map((b) =>
+        pool.exec(b.host.name, ['sh', '-c', BARE_SH, 'ubench-bare', posix.join(b.base, dir), 'true'], {
+          env: { UGRO_RUN_ID: dir },
+        }),
+      ),
+    );
     bareShMs.push(performance.now() - t);
   }
-  await Promise.all(hosts.map((h) => pool.exec(h.name, ['sh', '-c', 'rm -rf -- "$1"/ubench-lsh-*', 'x', h.paths.runs])));
+  await Promise.all(
+    hosts.map((h) => pool.exec(h.name, ['sh', '-c', 'rm -rf -- "$1"/ubench-lsh-*', 'x', h.paths.runs])),
+  );
 
   // 1. Launch latency. One warm-up launch each (scripts deploy, page cache), excluded and reported.
   log('launch: warm-up (controller, then bare)');
@@ -624,7 +850,9 @@ async function main(): Promise<number> {
       else bareSamples.push(await bareLaunch(`${PREFIX}bare-${pad(i)}`, false));
       await sleep(300);
     }
-    log(`launch ${i}/${N_LAUNCH}: controller ${round(ctlSamples[i - 1].totalMs, 0)} ms, bare ${round(bareSamples[i - 1].totalMs, 0)} ms`);
+    log(
+      `launch ${i}/${N_LAUNCH}: controller ${round(ctlSamples[i - 1].totalMs, 0)} ms, bare ${round(bareSamples[i - 1].totalMs, 0)} ms`,
+    );
   }
 
   // 2. Stop latency: alternate cancel and delete.
@@ -633,7 +861,9 @@ async function main(): Promise<number> {
     for (const how of ['cancel', 'delete'] as const) {
       const s = await stopSample(jobsDir, ctl, how, `${PREFIX}${how[0]}-${pad(i)}`);
       stops.push(s);
-      log(`stop ${i}/${N_STOP} ${how}: ${round(s.totalMs, 0)} ms [stages ${JSON.stringify(s.stagesMs)}]${s.fromControlMs !== undefined ? ` (from control file ${round(s.fromControlMs, 0)} ms, cli ${round(s.cliMs!, 0)} ms)` : ''}`);
+      log(
+        `stop ${i}/${N_STOP} ${how}: ${round(s.totalMs, 0)} ms [stages ${JSON.stringify(s.stagesMs)}]${s.fromControlMs !== undefined ? ` (from control file ${round(s.fromControlMs, 0)} ms, cli ${round(s.cliMs!, 0)} ms)` : ''}`,
+      );
       await sleep(300);
     }
   }
@@ -646,7 +876,8 @@ async function main(): Promise<number> {
   const many = await manyJobs(clkTck);
 
   // Report.
-  const pick = (xs: LaunchSample[], k: keyof LaunchSample) => summarize(xs.map((x) => x[k]).filter((v): v is number => typeof v === 'number'));
+  const pick = (xs: LaunchSample[], k: keyof LaunchSample) =>
+    summarize(xs.map((x) => x[k]).filter((v): v is number => typeof v === 'number'));
   const ctlTotal = pick(ctlSamples, 'totalMs');
   const bareTotal = pick(bareSamples, 'totalMs');
   const ratioP50 = ctlTotal.p50 / bareTotal.p50;
@@ -657,37 +888,81 @@ async function main(): Promise<number> {
     date: new Date(began).toISOString(),
     machine: mach,
     lab: { hosts: hosts.map((h) => `${h.name} (${h.address})`), cluster: CLUSTER_FILE },
-    config: { launches: N_LAUNCH, stopsPerMethod: N_STOP, jobs: N_JOBS, idleWindowS: IDLE_S, launchSpec: LAUNCH_SPEC, longSpec: LONG_SPEC, controllerArgs: 'controller --grace 5 (resync 60 s, health every 30 s)' },
+    config: {
+      launches: N_LAUNCH,
+      stopsPerMethod: N_STOP,
+      jobs: N_JOBS,
+      idleWindowS: IDLE_S,
+      launchSpec: LAUNCH_SPEC,
+      longSpec: LONG_SPEC,
+      controllerArgs: 'controller --grace 5 (resync 60 s, health every 30 s)',
+    },
     launch: {
-      definition: 'job file renamed into the watched jobs dir (controller) / parallel SshPool exec called (bare) -> the last of the 3 ranks\' own start timestamp (rank.sh first line, date +%s%N on the host)',
+      definition:
+        "job file renamed into the watched jobs dir (controller) / parallel SshPool exec called (bare) -> the last of the 3 ranks' own start timestamp (rank.sh first line, date +%s%N on the host)",
       percentiles: `nearest rank; with n=${N_LAUNCH}, p99 is the ${N_LAUNCH < 100 ? 'max' : '99th percentile'}`,
-      controller: { totalMs: ctlTotal, decideMs: pick(ctlSamples, 'decideMs'), firstLaunchedMs: pick(ctlSamples, 'firstLaunchedMs'), dispatchMs: pick(ctlSamples, 'dispatchMs'), torchrunMs: pick(ctlSamples, 'torchrunMs'), samples: ctlSamples.map(roundSample) },
-      bare: { totalMs: bareTotal, execMs: pick(bareSamples, 'execMs'), firstLaunchedMs: pick(bareSamples, 'firstLaunchedMs'), dispatchMs: pick(bareSamples, 'dispatchMs'), torchrunMs: pick(bareSamples, 'torchrunMs'), samples: bareSamples.map(roundSample) },
+      controller: {
+        totalMs: ctlTotal,
+        decideMs: pick(ctlSamples, 'decideMs'),
+        firstLaunchedMs: pick(ctlSamples, 'firstLaunchedMs'),
+        dispatchMs: pick(ctlSamples, 'dispatchMs'),
+        torchrunMs: pick(ctlSamples, 'torchrunMs'),
+        samples: ctlSamples.map(roundSample),
+      },
+      bare: {
+        totalMs: bareTotal,
+        execMs: pick(bareSamples, 'execMs'),
+        firstLaunchedMs: pick(bareSamples, 'firstLaunchedMs'),
+        dispatchMs: pick(bareSamples, 'dispatchMs'),
+        torchrunMs: pick(bareSamples, 'torchrunMs'),
+        samples: bareSamples.map(roundSample),
+      },
       warmup: { controller: roundSample(warmCtl), bare: roundSample(warmBare) },
       sshExecRoundTripMs: { true: execTrue, 'ss -Hltn': execSs },
-      hostLaunchStepMs: { launchSh: summarize(launchShMs), bareSnippet: summarize(bareShMs), note: '3 hosts in parallel, program `true`, until every exec returned' },
+      hostLaunchStepMs: {
+        launchSh: summarize(launchShMs),
+        bareSnippet: summarize(bareShMs),
+        note: '3 hosts in parallel, program `true`, until every exec returned',
+      },
       ratioP50: round(ratioP50, 3),
       ratioP99: round(ratioP99, 3),
       dispatchOverheadP50Ms: round(pick(ctlSamples, 'dispatchMs').p50 - pick(bareSamples, 'dispatchMs').p50, 1),
       goals: { within1_5xOfBare: ratioP50 <= 1.5, p50Under500ms: ctlTotal.p50 < 500 },
     },
     stop: {
-      definition: 'action -> no process whose environ has UGRO_RUN_ID=<run> on any host (polled in /proc here every 20 ms; then confirmed over ssh)',
-      cancel: { totalMs: summarize(cancel.map((s) => s.totalMs)), fromControlMs: summarize(cancel.map((s) => s.fromControlMs!)), cliMs: summarize(cancel.map((s) => s.cliMs!)), detectMs: summarizeDefined(cancel.map((s) => s.detectMs)), killMs: summarizeDefined(cancel.map((s) => s.killMs)), samples: cancel.map(roundSample) },
+      definition:
+        'action -> no process whose environ has UGRO_RUN_ID=<run> on any host (polled in /proc here every 20 ms; then confirmed over ssh)',
+      cancel: {
+        totalMs: summarize(cancel.map((s) => s.totalMs)),
+        fromControlMs: summarize(cancel.map((s) => s.fromControlMs!)),
+        cliMs: summarize(cancel.map((s) => s.cliMs!)),
+        detectMs: summarizeDefined(cancel.map((s) => s.detectMs)),
+        killMs: summarizeDefined(cancel.map((s) => s.killMs)),
+        samples: cancel.map(roundSample),
+      },
       afterLaunch: {
-        definition: 'the measured launches, stopped right after every rank started (ranks still importing torch): controller = unlink the job file; bare = SIGTERM to every process of the run (what stop.sh sends)',
+        definition:
+          'the measured launches, stopped right after every rank started (ranks still importing torch): controller = unlink the job file; bare = SIGTERM to every process of the run (what stop.sh sends)',
         controllerDeleteMs: pick(ctlSamples, 'stopMs'),
         controllerStatusGoneMs: pick(ctlSamples, 'statusGoneMs'),
         bareSigtermMs: pick(bareSamples, 'stopMs'),
       },
-      delete: { totalMs: summarize(del.map((s) => s.totalMs)), detectMs: summarizeDefined(del.map((s) => s.detectMs)), killMs: summarizeDefined(del.map((s) => s.killMs)), samples: del.map(roundSample) },
+      delete: {
+        totalMs: summarize(del.map((s) => s.totalMs)),
+        detectMs: summarizeDefined(del.map((s) => s.detectMs)),
+        killMs: summarizeDefined(del.map((s) => s.killMs)),
+        samples: del.map(roundSample),
+      },
     },
     manyJobs: many,
     benchSeconds: round((Date.now() - began) / 1000, 1),
   };
   mkdirSync(join(ROOT, '.tmp'), { recursive: true });
   const out = join(ROOT, '.tmp', `bench-${result.date.replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify(result, (_k, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2) + '\n');
+  writeFileSync(
+    out,
+    `${JSON.stringify(result, (_k, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v, 3) : v), 2)}\n`,
+  );
   printReport(result, out);
   return 0;
 }
@@ -700,6 +975,7 @@ function roundSample<T extends object>(s: T): T {
   return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, typeof v === 'number' ? round(v, 1) : v])) as T;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the report is a loose JSON record
 function printReport(r: any, out: string): void {
   const row = (label: string, s: Summary) => [label, s.n, s.min, s.p50, s.p99, s.max, s.mean];
   const H = ['', 'n', 'min ms', 'p50 ms', 'p99 ms', 'max ms', 'mean ms'];

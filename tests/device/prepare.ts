@@ -36,7 +36,11 @@ workers: []
 environment: { manager: system, python: python3 }
 `;
 writeFileSync(join(out, 'cluster.yaml'), DEVICE_CLUSTER);
-const parsed = parseCluster(DEVICE_CLUSTER, 'device/cluster.yaml', { env: { HOME: '/root' }, home: '/root', user: 'root' });
+const parsed = parseCluster(DEVICE_CLUSTER, 'device/cluster.yaml', {
+  env: { HOME: '/root' },
+  home: '/root',
+  user: 'root',
+});
 if (!parsed.ok) throw new Error(parsed.issues.map((e) => `${e.path}: ${e.message}`).join('\n'));
 const cluster = parsed.value;
 const host = cluster.master;
@@ -44,12 +48,23 @@ const host = cluster.master;
 /** Records every command line instead of sending it; answers as a host would, minimally. */
 const recorded: { name: string; line: string }[] = [];
 let nextName = '';
-function record(argv: readonly string[], opts: ExecOptions & { env?: Record<string, string> } = {}, stdout = ''): ExecResult {
+function record(
+  argv: readonly string[],
+  opts: ExecOptions & { env?: Record<string, string> } = {},
+  stdout = '',
+): ExecResult {
   recorded.push({ name: nextName, line: buildCommand(argv, { env: opts.env, cwd: opts.cwd }) });
   return { code: 0, signal: undefined, stdout, stderr: '' } as unknown as ExecResult;
 }
-const executor = { exec: async (_h: string, argv: readonly string[], opts?: ExecOptions) => record(argv, opts, nextName === 'launch' ? 'launched pid=1 starttime=1\n' : '') };
-const conn = { connected: true, lastConnectMs: 0, exec: async (argv: readonly string[], opts?: ExecOptions) => record(argv, opts, '') } as unknown as HostConnection;
+const executor = {
+  exec: async (_h: string, argv: readonly string[], opts?: ExecOptions) =>
+    record(argv, opts, nextName === 'launch' ? 'launched pid=1 starttime=1\n' : ''),
+};
+const conn = {
+  connected: true,
+  lastConnectMs: 0,
+  exec: async (argv: readonly string[], opts?: ExecOptions) => record(argv, opts, ''),
+} as unknown as HostConnection;
 
 // 1. Health probe (the clock exec and the probe itself).
 nextName = 'probe';
@@ -67,20 +82,62 @@ spec: { script: train.py, args: [--epochs, "3", --model, small-mlp], nodes: 1 }
 if (!job.ok) throw new Error('job');
 const runId = runIdOf('gpu-check', 'dev00001', 1);
 const dir = runDirName('gpu-check', 'dev00001', 1);
-const n = { host, nodeRank: 0, nnodes: 1, nproc: 1, rdzvAddr: '127.0.0.1', port: 29517, runId, runDir: `${host.paths.runs}/${dir}`, attempt: 1, rdzvTimeoutSeconds: 60 };
+const n = {
+  host,
+  nodeRank: 0,
+  nnodes: 1,
+  nproc: 1,
+  rdzvAddr: '127.0.0.1',
+  port: 29517,
+  runId,
+  runDir: `${host.paths.runs}/${dir}`,
+  attempt: 1,
+  rdzvTimeoutSeconds: 60,
+};
 const rt = new HostRuntime(executor);
 nextName = 'launch';
-await rt.launch(host, { dir, rdzvAddr: '127.0.0.1', meta: { job: 'gpu-check', runId, specHash: 'dev00001', attempt: 1, host: host.name, nodeRank: 0, nnodes: 1, nprocPerNode: 1, hosts: [host.name], rdzvEndpoint: '127.0.0.1:29517', masterPort: 29517, createdAt: new Date().toISOString() }, argv: torchrunArgv(job.value, n), env: launchEnv(job.value, n) });
+await rt.launch(host, {
+  dir,
+  rdzvAddr: '127.0.0.1',
+  meta: {
+    job: 'gpu-check',
+    runId,
+    specHash: 'dev00001',
+    attempt: 1,
+    host: host.name,
+    nodeRank: 0,
+    nnodes: 1,
+    nprocPerNode: 1,
+    hosts: [host.name],
+    rdzvEndpoint: '127.0.0.1:29517',
+    masterPort: 29517,
+    createdAt: new Date().toISOString(),
+  },
+  argv: torchrunArgv(job.value, n),
+  env: launchEnv(job.value, n),
+});
 nextName = 'wait';
 await rt.wait(host, dir, new AbortController().signal).catch(() => undefined);
 nextName = 'observe';
 await rt.observe(host).catch(() => undefined);
 
 // 3. Infra's checks as `pulumi up` would run them: the real driver (>= 550), torch's CUDA build.
-recorded.push({ name: 'driver', line: driverCheckScript({ host: host.name, minDriver: '550', expectModels: ['H100'] }) });
-recorded.push({ name: 'driver-too-old', line: driverCheckScript({ host: host.name, minDriver: '9999', expectModels: ['H100'] }) });
-recorded.push({ name: 'torch', line: torchCheckScript({ host: host.name, python: 'python3', cudaMajor: '13', requireCuda: true, expectGpu: true }) });
-recorded.push({ name: 'torch-wrong-cuda', line: torchCheckScript({ host: host.name, python: 'python3', cudaMajor: '11', requireCuda: true, expectGpu: true }) });
+recorded.push({
+  name: 'driver',
+  line: driverCheckScript({ host: host.name, minDriver: '550', expectModels: ['H100'] }),
+});
+recorded.push({
+  name: 'driver-too-old',
+  line: driverCheckScript({ host: host.name, minDriver: '9999', expectModels: ['H100'] }),
+});
+recorded.push({
+  name: 'torch',
+  line: torchCheckScript({ host: host.name, python: 'python3', cudaMajor: '13', requireCuda: true, expectGpu: true }),
+});
+recorded.push({
+  name: 'torch-wrong-cuda',
+  line: torchCheckScript({ host: host.name, python: 'python3', cudaMajor: '11', requireCuda: true, expectGpu: true }),
+});
 
 for (const r of recorded) writeFileSync(join(out, `${r.name}.cmd`), r.line);
 writeFileSync(join(out, 'run.env'), `RUN_DIR=${host.paths.runs}/${dir}\nSCRIPTS=${host.paths.scripts}\n`);

@@ -20,7 +20,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const file = process.argv[2];
   const prep = process.argv[3] ?? '.device';
   const s = sectionsOf(readFileSync(file, 'utf8'));
-  const cl = parseCluster(readFileSync(join(prep, 'cluster.yaml'), 'utf8'), 'device', { env: {}, home: '/root', user: 'root' });
+  const cl = parseCluster(readFileSync(join(prep, 'cluster.yaml'), 'utf8'), 'device', {
+    env: {},
+    home: '/root',
+    user: 'root',
+  });
   if (!cl.ok) throw new Error('cluster');
   const show = (k: string) => console.log(`--- ${k} (rc ${s.get(k)?.rc}):\n${s.get(k)?.body.trimEnd()}`);
   show('which');
@@ -30,12 +34,18 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     console.log('parseNvidiaSmiCsv: error:', (e as Error).message);
   }
   const facts = parseProbe(s.get('probe')?.body ?? '');
-  console.log('parseProbe:', JSON.stringify(facts, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+  console.log(
+    'parseProbe:',
+    JSON.stringify(facts, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+  );
   const h = judge(cl.value.master, cl.value, facts, {}, new Date().toISOString());
   console.log(`judge: ${h.status} ${h.reasons.join('; ')} warnings: ${h.warnings.join('; ')}`);
   for (const k of ['driver', 'driver-too-old', 'torch', 'torch-wrong-cuda', 'launch', 'wait']) show(k);
   console.log(s.get('elapsed-ms') ?? readFileSync(file, 'utf8').match(/^@@@ elapsed-ms .*$/m)?.[0]);
   const parts = parseObserve('gpu-device', s.get('observe')?.body ?? '');
-  console.log('parseObserve:', JSON.stringify(parts.map((p) => ({ dir: p.dir, alive: p.alive, exitCode: p.exitCode, ranks: p.ranks }))));
+  console.log(
+    'parseObserve:',
+    JSON.stringify(parts.map((p) => ({ dir: p.dir, alive: p.alive, exitCode: p.exitCode, ranks: p.ranks }))),
+  );
   for (const k of ['rank-0.log', 'torchrun.log', 'metrics', 'checkpoints']) show(k);
 }

@@ -1,12 +1,12 @@
 /** Harness for controller lab tests: a real `ugro controller` process per test, temp jobs dir. */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { loadCluster } from '../../config/cluster.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
+import type { SshPool } from '../../controller/hosts/ssh.ts';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const CLUSTER_FILE = join(ROOT, '.lab/cluster.yaml');
@@ -25,7 +25,11 @@ export function newJobsDir(): string {
 }
 
 export function startController(jobsDir: string, extra: string[] = []): ChildProcess & { logText: () => string } {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'controller', '--grace', '5', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'controller', '--grace', '5', ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let log = '';
   child.stdout!.on('data', (b) => (log += b));
   child.stderr!.on('data', (b) => (log += b));
@@ -45,18 +49,31 @@ export async function stopController(c: ChildProcess, signal: NodeJS.Signals = '
 }
 
 export function ugro(jobsDir: string, ...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args],
+    { encoding: 'utf8' },
+  );
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
 /** `ugro …` as a child process, for commands that stream (logs -f): output chunks with arrival times. */
-export function ugroStream(jobsDir: string, ...args: string[]): { chunks: { at: number; text: string }[]; done: Promise<{ code: number | null; out: string; err: string }> } {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function ugroStream(
+  jobsDir: string,
+  ...args: string[]
+): { chunks: { at: number; text: string }[]; done: Promise<{ code: number | null; out: string; err: string }> } {
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const chunks: { at: number; text: string }[] = [];
   let err = '';
   child.stdout!.on('data', (b: Buffer) => chunks.push({ at: Date.now(), text: b.toString('utf8') }));
   child.stderr!.on('data', (b: Buffer) => (err += b));
-  const done = new Promise<{ code: number | null; out: string; err: string }>((res) => child.on('close', (code) => res({ code, out: chunks.map((c) => c.text).join(''), err })));
+  const done = new Promise<{ code: number | null; out: string; err: string }>((res) =>
+    child.on('close', (code) => res({ code, out: chunks.map((c) => c.text).join(''), err })),
+  );
   return { chunks, done };
 }
 
@@ -76,7 +93,12 @@ export function readStatus(jobsDir: string, name: string): JobStatus | undefined
   }
 }
 
-export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 90_000, everyMs = 200): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false,
+  timeoutMs = 90_000,
+  everyMs = 200,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined | false;
   while (Date.now() < end) {
@@ -85,7 +107,9 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
     await new Promise((r) => setTimeout(r, everyMs));
   }
   const tail = lastController?.logText().split('\n').slice(-40).join('\n');
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}\n${trainingProcesses()}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}\n${trainingProcesses()}`,
+  );
 }
 
 /**
@@ -94,17 +118,23 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
  */
 function trainingProcesses(): string {
   const r = spawnSync('ps', ['-eo', 'pid,ppid,user,stat,etimes,wchan:28,args'], { encoding: 'utf8' });
-  const lines = (r.stdout ?? '').split('\n').filter((l) => /torch\.distributed\.run|rank\.sh|train\.py|ugro-runner|ugro-wait/.test(l));
+  const lines = (r.stdout ?? '')
+    .split('\n')
+    .filter((l) => /torch\.distributed\.run|rank\.sh|train\.py|ugro-runner|ugro-wait/.test(l));
   return `training processes on the lab hosts (${lines.length}):\n${lines.map((l) => l.slice(0, 240)).join('\n')}`;
 }
 
 export function waitPhase(jobsDir: string, name: string, phases: string[], timeoutMs = 90_000): Promise<JobStatus> {
   let seen = 'no status file';
-  return waitFor(`${name} in ${phases.join('|')}`, () => {
-    const s = readStatus(jobsDir, name);
-    if (s) seen = `${s.phase}: ${s.message ?? ''}`;
-    return s && phases.includes(s.phase) ? s : undefined;
-  }, timeoutMs).catch((e: Error) => {
+  return waitFor(
+    `${name} in ${phases.join('|')}`,
+    () => {
+      const s = readStatus(jobsDir, name);
+      if (s) seen = `${s.phase}: ${s.message ?? ''}`;
+      return s && phases.includes(s.phase) ? s : undefined;
+    },
+    timeoutMs,
+  ).catch((e: Error) => {
     e.message = e.message.replace(' (last: undefined)', ` (last seen: ${seen})`);
     throw e;
   });
@@ -112,12 +142,25 @@ export function waitPhase(jobsDir: string, name: string, phases: string[], timeo
 
 /** PIDs on a host whose environment carries UGRO_RUN_ID=runId (the run's marker). */
 export async function markedProcesses(pool: SshPool, host: string, runId: string): Promise<string[]> {
-  const r = await pool.exec(host, ['sh', '-c', 'grep -lzxF "UGRO_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null | grep -v self || true', 'x', runId]);
+  const r = await pool.exec(host, [
+    'sh',
+    '-c',
+    'grep -lzxF "UGRO_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null | grep -v self || true',
+    'x',
+    runId,
+  ]);
   return r.stdout.split('\n').filter((l) => /^\/proc\/\d+\/environ$/.test(l));
 }
 
 /** Run directories of a job on a host. */
 export async function runDirs(pool: SshPool, host: string, runsPath: string, jobName: string): Promise<string[]> {
-  const r = await pool.exec(host, ['sh', '-c', 'cd "$1" 2>/dev/null && ls -d "$2".* 2>/dev/null || true', 'x', runsPath, jobName]);
+  const r = await pool.exec(host, [
+    'sh',
+    '-c',
+    'cd "$1" 2>/dev/null && ls -d "$2".* 2>/dev/null || true',
+    'x',
+    runsPath,
+    jobName,
+  ]);
   return r.stdout.split('\n').filter(Boolean);
 }

@@ -6,7 +6,20 @@ import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SshPool } from '../../controller/hosts/ssh.ts';
-import { labCluster, markedProcesses, newJobsDir, readStatus, runDirs, startController, stopController, ugro, ugroStream, waitFor, waitPhase, writeJob } from './controller-harness.ts';
+import {
+  labCluster,
+  markedProcesses,
+  newJobsDir,
+  readStatus,
+  runDirs,
+  startController,
+  stopController,
+  ugro,
+  ugroStream,
+  waitFor,
+  waitPhase,
+  writeJob,
+} from './controller-harness.ts';
 
 const cluster = labCluster();
 const pool = new SshPool(cluster.hosts);
@@ -16,7 +29,11 @@ let jobsDir: string;
 
 beforeAll(async () => {
   // Stop leftovers of earlier runs, then clean run dirs so launch counting below is exact.
-  await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['pkill', '-KILL', '-f', 'torch.distributed.run']).catch(() => undefined)));
+  await Promise.all(
+    cluster.hosts.map((h) =>
+      pool.exec(h.name, ['pkill', '-KILL', '-f', 'torch.distributed.run']).catch(() => undefined),
+    ),
+  );
   await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['rm', '-rf', '--', h.paths.runs])));
 });
 afterEach(async () => {
@@ -85,7 +102,10 @@ describe('controller on the lab', () => {
     writeJob(jobsDir, 'follow', train(['--epochs', '4', '--steps-per-epoch', '10', '--sleep', '0.15']));
     await waitPhase(jobsDir, 'follow', ['Running']);
     const f = ugroStream(jobsDir, 'logs', 'follow', '--rank', '1', '-f');
-    const res = await Promise.race([f.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('logs -f did not end with the run')), 120_000))]);
+    const res = await Promise.race([
+      f.done,
+      new Promise<never>((_, rej) => setTimeout(() => rej(new Error('logs -f did not end with the run')), 120_000)),
+    ]);
     expect(res.code, res.err).toBe(0);
     // logs -f ends when the run's runner exits; the controller records it a moment later.
     const st = await waitPhase(jobsDir, 'follow', ['Succeeded', 'Failed'], 30_000);
@@ -130,7 +150,13 @@ describe('controller on the lab', () => {
     await waitFor('status removed', () => !readStatus(jobsDir, 'again'), 30_000);
     const h = cluster.hosts[1];
     expect(await runDirs(pool, h.name, h.paths.runs, 'again')).toEqual([]);
-    const archived = await pool.exec(h.name, ['sh', '-c', 'ls "$1/.deleted" | grep -c "^again\\." || true', 'x', h.paths.runs]);
+    const archived = await pool.exec(h.name, [
+      'sh',
+      '-c',
+      'ls "$1/.deleted" | grep -c "^again\\." || true',
+      'x',
+      h.paths.runs,
+    ]);
     expect(Number(archived.stdout.trim())).toBeGreaterThanOrEqual(1);
     writeJob(jobsDir, 'again', train(['--epochs', '1', '--steps-per-epoch', '3']));
     const second = await waitPhase(jobsDir, 'again', ['Succeeded', 'Failed']);
@@ -146,18 +172,26 @@ describe('controller on the lab', () => {
     writeJob(jobsDir, 'pausable', spec);
     const running = await waitPhase(jobsDir, 'pausable', ['Running']);
     writeJob(jobsDir, 'pausable', { ...spec, suspend: true });
-    const suspended = await waitFor('suspended with nothing left', () => {
-      const s = readStatus(jobsDir, 'pausable');
-      return s?.phase === 'Suspended' && !s.nodes.some((n) => n.state === 'Running') ? s : undefined;
-    }, 60_000);
+    const suspended = await waitFor(
+      'suspended with nothing left',
+      () => {
+        const s = readStatus(jobsDir, 'pausable');
+        return s?.phase === 'Suspended' && !s.nodes.some((n) => n.state === 'Running') ? s : undefined;
+      },
+      60_000,
+    );
     expect(suspended.runId).toBe(running.runId);
     expect((await Promise.all(hosts.map((h) => markedProcesses(pool, h, running.runId!)))).flat()).toEqual([]);
     // maxRestarts is 0: if the suspended attempt counted as a failure, this would end Failed.
     writeJob(jobsDir, 'pausable', spec);
-    const resumed = await waitFor('attempt 2 running', () => {
-      const s = readStatus(jobsDir, 'pausable');
-      return s && (s.phase === 'Failed' || (s.phase === 'Running' && s.attempt === 2)) ? s : undefined;
-    }, 90_000);
+    const resumed = await waitFor(
+      'attempt 2 running',
+      () => {
+        const s = readStatus(jobsDir, 'pausable');
+        return s && (s.phase === 'Failed' || (s.phase === 'Running' && s.attempt === 2)) ? s : undefined;
+      },
+      90_000,
+    );
     expect(resumed.phase, resumed.message).toBe('Running');
     unlinkSync(join(jobsDir, 'pausable.yaml'));
     await waitFor('status removed', () => !readStatus(jobsDir, 'pausable'), 60_000);
@@ -184,7 +218,10 @@ describe('controller on the lab', () => {
   it('an invalid file beside a valid one: Invalid with path and line; the other Succeeds', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
-    writeFileSync(join(jobsDir, 'broken.yaml'), 'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\nspec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n');
+    writeFileSync(
+      join(jobsDir, 'broken.yaml'),
+      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\nspec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n',
+    );
     writeJob(jobsDir, 'good', train([], 3));
     const bad = await waitPhase(jobsDir, 'broken', ['Invalid']);
     expect(bad.message).toContain('broken.yaml:8');
@@ -196,7 +233,21 @@ describe('controller on the lab', () => {
   it('arguments with spaces, quotes, $(…), ;, newlines arrive in sys.argv byte-exact', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
-    const nasty = ['two words', "it's", 'say "hi"', '$(touch /tmp/ugro-pwned)', '`id`', 'a;b && c', 'line1\nline2', '-x', '--flag=v', 'ünïcødé ✓', '*', '~', ''];
+    const nasty = [
+      'two words',
+      "it's",
+      'say "hi"',
+      '$(touch /tmp/ugro-pwned)',
+      '`id`',
+      'a;b && c',
+      'line1\nline2',
+      '-x',
+      '--flag=v',
+      'ünïcødé ✓',
+      '*',
+      '~',
+      '',
+    ];
     writeJob(jobsDir, 'argv', train(['--echo-args', ...nasty], 1));
     const st = await waitPhase(jobsDir, 'argv', ['Succeeded', 'Failed']);
     expect(st.phase).toBe('Succeeded');

@@ -7,9 +7,20 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../controller/cli/main.ts';
-import { probeCluster, type NodeHealth } from '../../controller/hosts/health.ts';
+import { type NodeHealth, probeCluster } from '../../controller/hosts/health.ts';
 import { SshPool } from '../../controller/hosts/ssh.ts';
-import { captureIo, hostPubKeyFile, lab, labAvailable, labCluster, labNominal, LAB_CLUSTER_FILE, newEd25519Key, sshKeygenFingerprint, tempLabCluster } from './helpers.ts';
+import {
+  captureIo,
+  hostPubKeyFile,
+  LAB_CLUSTER_FILE,
+  lab,
+  labAvailable,
+  labCluster,
+  labNominal,
+  newEd25519Key,
+  sshKeygenFingerprint,
+  tempLabCluster,
+} from './helpers.ts';
 
 labAvailable();
 
@@ -20,7 +31,9 @@ async function ugro(args: string[]): Promise<{ code: number; out: string; err: s
   return { code, out: cap.out(), err: cap.err(), ms: performance.now() - t0 };
 }
 
-async function health(opts: { cluster?: string; hosts?: string[] } = {}): Promise<{ code: number; nodes: NodeHealth[]; ms: number; err: string }> {
+async function health(
+  opts: { cluster?: string; hosts?: string[] } = {},
+): Promise<{ code: number; nodes: NodeHealth[]; ms: number; err: string }> {
   const r = await ugro(['--cluster', opts.cluster ?? LAB_CLUSTER_FILE, 'health', ...(opts.hosts ?? []), '-o', 'json']);
   expect(r.err).toBe('');
   return { code: r.code, nodes: JSON.parse(r.out) as NodeHealth[], ms: r.ms, err: r.err };
@@ -93,8 +106,16 @@ describe('ugro health on the nominal lab', () => {
       expect(cold.every((n) => n.status === 'Ready')).toBe(true);
       expect(warm.every((n) => n.status === 'Ready')).toBe(true);
       expect(cluster.hosts.map((h) => pool.host(h.name).connectCount)).toEqual([1, 1, 1]);
-      const per = (ns: NodeHealth[]) => ns.map((n) => `${n.name} rtt ${n.rttMs?.toFixed(1)} ms${n.connectMs !== undefined ? `, connect ${n.connectMs.toFixed(1)} ms` : ''}`).join('; ');
-      console.log(`[health latency] 3 hosts cold (new pool, includes ssh connect): ${coldMs.toFixed(0)} ms (${per(cold)})`);
+      const per = (ns: NodeHealth[]) =>
+        ns
+          .map(
+            (n) =>
+              `${n.name} rtt ${n.rttMs?.toFixed(1)} ms${n.connectMs !== undefined ? `, connect ${n.connectMs.toFixed(1)} ms` : ''}`,
+          )
+          .join('; ');
+      console.log(
+        `[health latency] 3 hosts cold (new pool, includes ssh connect): ${coldMs.toFixed(0)} ms (${per(cold)})`,
+      );
       console.log(`[health latency] 3 hosts warm (same pool, second probe): ${warmMs.toFixed(0)} ms (${per(warm)})`);
       // The warm probe skips the three handshakes.
       expect(warm.every((n) => n.connectMs === undefined)).toBe(true);
@@ -128,7 +149,9 @@ describe('each fault gives NotReady with an actionable reason and exit 1', () =>
     try {
       lab('cut', 'gpu1');
       const { code, nodes, ms } = await health();
-      console.log(`[health] cut gpu1: ugro health returned in ${ms.toFixed(0)} ms (connect timeout ${timeoutMs} ms): ${node(nodes, 'gpu1').reasons[0]}`);
+      console.log(
+        `[health] cut gpu1: ugro health returned in ${ms.toFixed(0)} ms (connect timeout ${timeoutMs} ms): ${node(nodes, 'gpu1').reasons[0]}`,
+      );
       expect(code).toBe(1);
       expect(node(nodes, 'gpu1').status).toBe('NotReady');
       expect(node(nodes, 'gpu1').reasons[0]).toContain('no answer');
@@ -146,7 +169,11 @@ describe('each fault gives NotReady with an actionable reason and exit 1', () =>
       lab('gpu', 'gpu1', 'absent');
       const { code, nodes } = await health();
       expect(code).toBe(1);
-      expect(node(nodes, 'gpu1')).toMatchObject({ status: 'NotReady', reasons: ['nvidia-smi not found: no NVIDIA driver'], gpus: [] });
+      expect(node(nodes, 'gpu1')).toMatchObject({
+        status: 'NotReady',
+        reasons: ['nvidia-smi not found: no NVIDIA driver'],
+        gpus: [],
+      });
       expect(node(nodes, 'gpu2').status).toBe('Ready');
     } finally {
       lab('gpu', 'gpu1', 'ok');
@@ -175,7 +202,9 @@ describe('each fault gives NotReady with an actionable reason and exit 1', () =>
       const n = node(nodes, 'gpu1');
       expect(n.status).toBe('NotReady');
       expect(n.reasons).toHaveLength(1);
-      expect(n.reasons[0]).toMatch(/^nvidia-smi failed \(exit 9\): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/);
+      expect(n.reasons[0]).toMatch(
+        /^nvidia-smi failed \(exit 9\): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/,
+      );
     } finally {
       lab('gpu', 'gpu1', 'ok');
     }
@@ -203,7 +232,9 @@ describe('host keys: ugro hosts trust', () => {
     expect(t.code).toBe(0);
     expect(t.out).toContain(`gpu1: pinned in ${knownHosts}:\n  ssh-ed25519 ${hostFp}`);
     expect(t.out).toContain(`  ecdsa-sha2-nistp256 ${ecFp}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(`gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\ngpu1,10.250.77.11 ${ecPub[0]} ${ecPub[1]}\n`);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(
+      `gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\ngpu1,10.250.77.11 ${ecPub[0]} ${ecPub[1]}\n`,
+    );
 
     const after = await health({ cluster: clusterFile, hosts: ['gpu1'] });
     expect(after.code).toBe(0);
@@ -220,7 +251,9 @@ describe('host keys: ugro hosts trust', () => {
     const wrongFp = sshKeygenFingerprint(newEd25519Key().pubFile);
     const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', wrongFp]);
     expect(t.code).toBe(1);
-    expect(t.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostFp}, ecdsa-sha2-nistp256 ${ecFp}; none has the fingerprint ${wrongFp}`);
+    expect(t.err).toContain(
+      `REFUSING: the host presents ssh-ed25519 ${hostFp}, ecdsa-sha2-nistp256 ${ecFp}; none has the fingerprint ${wrongFp}`,
+    );
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
     const ok = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', hostFp]);
     expect(ok.code).toBe(0);

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { loadCluster, type Cluster } from '../../config/cluster.ts';
+import { type Cluster, loadCluster } from '../../config/cluster.ts';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const LAB_DIR = join(ROOT, '.lab');
@@ -19,7 +19,9 @@ export const LAB_SH = join(ROOT, 'tests/lab/lab.sh');
 /** Throws (does not skip) when the lab has not been brought up. */
 export function labAvailable(): void {
   if (!existsSync(LAB_CLUSTER_FILE)) {
-    throw new Error(`the lab is not up: ${LAB_CLUSTER_FILE} is missing; run npm run lab -- up first (bash tests/lab/lab.sh up)`);
+    throw new Error(
+      `the lab is not up: ${LAB_CLUSTER_FILE} is missing; run npm run lab -- up first (bash tests/lab/lab.sh up)`,
+    );
   }
 }
 
@@ -30,7 +32,8 @@ export function labAvailable(): void {
 export function labNominal(): void {
   labAvailable();
   const r = spawnSync('bash', [LAB_SH, 'status'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`the lab is not nominal; run npm run lab -- up (it restores every host):\n${r.stdout}${r.stderr}`);
+  if (r.status !== 0)
+    throw new Error(`the lab is not nominal; run npm run lab -- up (it restores every host):\n${r.stdout}${r.stderr}`);
 }
 
 export function labCluster(): Cluster {
@@ -42,7 +45,9 @@ export function labCluster(): Cluster {
 export function lab(...args: string[]): string {
   const r = spawnSync('bash', [LAB_SH, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) {
-    throw new Error(`lab ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || '').trim()}`);
+    throw new Error(
+      `lab ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || '').trim()}`,
+    );
   }
   return r.stdout;
 }
@@ -85,8 +90,16 @@ export function tempLabCluster(knownHostsText: string): { clusterFile: string; k
 }
 
 /** Captures what a CLI command writes, for main(argv, io). */
-export function captureIo(): { io: { out: (s: string) => void; err: (s: string) => void }; out: () => string; err: () => string } {
+export function captureIo(): {
+  io: { out: (s: string) => void; err: (s: string) => void };
+  out: () => string;
+  err: () => string;
+} {
   const out: string[] = [];
   const err: string[] = [];
-  return { io: { out: (s) => out.push(s), err: (s) => err.push(s) }, out: () => out.join('\n'), err: () => err.join('\n') };
+  return {
+    io: { out: (s) => out.push(s), err: (s) => err.push(s) },
+    out: () => out.join('\n'),
+    err: () => err.join('\n'),
+  };
 }

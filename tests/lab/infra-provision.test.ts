@@ -13,15 +13,15 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadCluster, type Cluster, type Host } from '../../config/cluster.ts';
+import { type Cluster, type Host, loadCluster } from '../../config/cluster.ts';
+import { readTree, sha256 } from '../../config/hash.ts';
 import { readKnownHosts } from '../../config/known-hosts.ts';
-import { parseStackConfig, resolveSettings, type InfraSettings } from '../../infra/config.ts';
+import { shQuote } from '../../config/quote.ts';
+import { type InfraSettings, parseStackConfig, resolveSettings } from '../../infra/config.ts';
 import { makeConnection, pinnedHostKey } from '../../infra/connection.ts';
 import { GPU_HOST_TYPE, hostFacts } from '../../infra/gpu-host.ts';
-import { readTree, sha256 } from '../../config/hash.ts';
-import { collectPlan, orderPlan, type DeclaredResource } from '../../infra/plan.ts';
+import { collectPlan, type DeclaredResource, orderPlan } from '../../infra/plan.ts';
 import { declareCluster } from '../../infra/program.ts';
-import { shQuote } from '../../config/quote.ts';
 import { parseFacts, stepOutcome } from '../../infra/scripts.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -39,13 +39,26 @@ function labCluster(name: string): Cluster {
   const c = loadCluster(CLUSTER_FILE);
   for (const h of c.hosts) {
     const p = posix.join(h.paths.home, `ugro-infra-${name}`);
-    h.paths = { home: h.paths.home, project: p, scripts: `${p}/scripts`, runs: `${p}/runs`, checkpoints: `${p}/checkpoints`, logs: `${p}/logs`, experiments: `${p}/experiments` };
+    h.paths = {
+      home: h.paths.home,
+      project: p,
+      scripts: `${p}/scripts`,
+      runs: `${p}/runs`,
+      checkpoints: `${p}/checkpoints`,
+      logs: `${p}/logs`,
+      experiments: `${p}/experiments`,
+    };
   }
   return c;
 }
 
 function settings(c: Cluster, extra: Record<string, string> = {}): InfraSettings {
-  const p = parseStackConfig({ 'ugro:requireCuda': 'false', 'ugro:minDriverVersion': '550', 'ugro:scriptsDir': join(tmp, 'scripts'), ...extra });
+  const p = parseStackConfig({
+    'ugro:requireCuda': 'false',
+    'ugro:minDriverVersion': '550',
+    'ugro:scriptsDir': join(tmp, 'scripts'),
+    ...extra,
+  });
   if (!p.ok) throw new Error(JSON.stringify(p.issues));
   return resolveSettings(p.value, c.environment, { cwd: tmp, home: '/root' });
 }
@@ -81,15 +94,24 @@ function sshOptions(c: Conn): string[] {
     writeFileSync(join(dir, 'known_hosts'), `${c.port === 22 ? c.host : `[${c.host}]:${c.port}`} ${c.hostKey}\n`);
   }
   return [
-    '-i', join(dir, 'key'),
-    '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
-    '-o', 'GlobalKnownHostsFile=/dev/null',
-    '-o', 'StrictHostKeyChecking=yes',
-    '-o', `HostKeyAlgorithms=${c.hostKey.split(' ')[0]}`,
-    '-o', 'BatchMode=yes',
-    '-o', 'IdentitiesOnly=yes',
-    '-o', `ConnectTimeout=${c.perDialTimeout}`,
-    '-o', 'LogLevel=ERROR',
+    '-i',
+    join(dir, 'key'),
+    '-o',
+    `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    `HostKeyAlgorithms=${c.hostKey.split(' ')[0]}`,
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `ConnectTimeout=${c.perDialTimeout}`,
+    '-o',
+    'LogLevel=ERROR',
   ];
 }
 
@@ -112,7 +134,8 @@ function run(cmd: string, args: string[]): Promise<Result> {
 }
 
 /** What the provider does with `create`/`delete`: the string is the SSH exec request, run by the login shell. */
-const remote = (c: Conn, command: string) => run('ssh', [...sshOptions(c), '-p', String(c.port), `${c.user}@${c.host}`, '--', command]);
+const remote = (c: Conn, command: string) =>
+  run('ssh', [...sshOptions(c), '-p', String(c.port), `${c.user}@${c.host}`, '--', command]);
 
 /** The provider's CopyToRemote (sftp): a directory lands in REMOTE/<its name>, a file at REMOTE. */
 async function copyToRemote(c: Conn, src: { kind: string; path: string }, remotePath: string): Promise<Result> {
@@ -141,7 +164,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * whose dependency failed or was skipped is skipped. `only`: resources to run (the ones
  * `pulumi up` would update); `destroy`: `delete` commands, in reverse order.
  */
-async function apply(rs: DeclaredResource[], o: { hosts?: string[]; only?: Set<string>; destroy?: boolean } = {}): Promise<StepRun[]> {
+async function apply(
+  rs: DeclaredResource[],
+  o: { hosts?: string[]; only?: Set<string>; destroy?: boolean } = {},
+): Promise<StepRun[]> {
   let ordered = orderPlan(rs).filter((r) => r.custom && (!o.hosts || o.hosts.includes(hostOf(r))));
   if (o.destroy) ordered = ordered.reverse();
   const byHost = new Map<string, DeclaredResource[]>();
@@ -156,7 +182,15 @@ async function apply(rs: DeclaredResource[], o: { hosts?: string[]; only?: Set<s
         const t0 = Date.now();
         const rec = (status: StepRun['status'], res?: Result) => {
           if (status !== 'ok') bad.add(r.urn);
-          runs.push({ name: r.name, host, step, status, stdout: res?.stdout ?? '', stderr: res?.stderr ?? '', ms: Date.now() - t0 });
+          runs.push({
+            name: r.name,
+            host,
+            step,
+            status,
+            stdout: res?.stdout ?? '',
+            stderr: res?.stderr ?? '',
+            ms: Date.now() - t0,
+          });
         };
         if (o.only && !o.only.has(r.name)) continue;
         if (!o.destroy && r.dependencies.some((d) => bad.has(d))) {
@@ -169,7 +203,9 @@ async function apply(rs: DeclaredResource[], o: { hosts?: string[]; only?: Set<s
           const res = await dialing(conn, () => remote(conn, script));
           rec(res.code === 0 ? 'ok' : 'failed', res);
         } else if (!o.destroy) {
-          const res = await dialing(conn, () => copyToRemote(conn, r.inputs.source as { kind: string; path: string }, r.inputs.remotePath as string));
+          const res = await dialing(conn, () =>
+            copyToRemote(conn, r.inputs.source as { kind: string; path: string }, r.inputs.remotePath as string),
+          );
           rec(res.code === 0 ? 'ok' : 'failed', res);
         }
       }
@@ -179,7 +215,8 @@ async function apply(rs: DeclaredResource[], o: { hosts?: string[]; only?: Set<s
 }
 
 /** ssh/scp could not connect at all (the command never ran). */
-const DIAL_FAILED = /^(ssh: connect to host .*: (Connection refused|Connection timed out|No route to host)|kex_exchange_identification: .*|Connection closed by .* port \d+)\s*$/m;
+const DIAL_FAILED =
+  /^(ssh: connect to host .*: (Connection refused|Connection timed out|No route to host)|kex_exchange_identification: .*|Connection closed by .* port \d+)\s*$/m;
 
 /**
  * The provider dials every resource's connection the same way: failed dials are retried up to
@@ -194,7 +231,8 @@ async function dialing(c: Conn, attempt: () => Promise<Result>): Promise<Result>
   }
 }
 
-const outcomes = (runs: StepRun[]) => Object.fromEntries(runs.filter((r) => r.stdout).map((r) => [r.name, stepOutcome(r.stdout)]));
+const outcomes = (runs: StepRun[]) =>
+  Object.fromEntries(runs.filter((r) => r.stdout).map((r) => [r.name, stepOutcome(r.stdout)]));
 /** A command on a lab host, over the connection the program declares for it. */
 const conns = new Map<string, Conn>();
 const connOf = (h: Host): Conn => {
@@ -223,7 +261,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const h of cluster?.hosts ?? []) await sh(h, `rm -rf ${SCENARIOS.map((s) => `"$HOME/ugro-infra-${s}"`).join(' ')}`).catch(() => {});
+  for (const h of cluster?.hosts ?? [])
+    await sh(h, `rm -rf ${SCENARIOS.map((s) => `"$HOME/ugro-infra-${s}"`).join(' ')}`).catch(() => {});
   rmSync(tmp, { recursive: true, force: true });
   if (timings.length) console.log(`infra lab timings:\n  ${timings.join('\n  ')}`);
 });
@@ -240,7 +279,13 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       expect(mine).toHaveLength(9);
       const reach = mine.find((r) => r.name === `${h.name}-reachable`)!;
       for (const r of mine) {
-        expect(r.inputs.connection).toMatchObject({ host: h.address, user: h.user, port: 22, hostKey: pinnedHostKey(known, h), privateKey: readFileSync(join(ROOT, '.lab/id_ed25519'), 'utf8') });
+        expect(r.inputs.connection).toMatchObject({
+          host: h.address,
+          user: h.user,
+          port: 22,
+          hostKey: pinnedHostKey(known, h),
+          privateKey: readFileSync(join(ROOT, '.lab/id_ed25519'), 'utf8'),
+        });
         if (r !== reach) expect(r.dependencies).toContain(reach.urn);
       }
     }
@@ -261,7 +306,8 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
     const t0 = Date.now();
     const runs = await apply(first);
     timings.push(`first run (3 hosts, ${runs.length} resources): ${Date.now() - t0} ms`);
-    for (const r of runs) expect({ name: r.name, status: r.status, stderr: r.stderr }).toEqual({ name: r.name, status: 'ok', stderr: '' });
+    for (const r of runs)
+      expect({ name: r.name, status: r.status, stderr: r.stderr }).toEqual({ name: r.name, status: 'ok', stderr: '' });
     const out = outcomes(runs);
     for (const h of cluster.hosts) {
       expect(out[`${h.name}-dirs`]).toBe('changed');
@@ -270,7 +316,16 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       for (const check of ['reachable', 'driver', 'env', 'torch']) expect(out[`${h.name}-${check}`]).toBe('unchanged');
       // directories and modes
       const p = h.paths.project;
-      expect((await sh(h, `stat -c '%a %n' ${p} ${p}/scripts ${p}/runs ${p}/checkpoints ${p}/logs ${p}/experiments ${p}/.ugro`)).trim().split('\n')).toEqual([
+      expect(
+        (
+          await sh(
+            h,
+            `stat -c '%a %n' ${p} ${p}/scripts ${p}/runs ${p}/checkpoints ${p}/logs ${p}/experiments ${p}/.ugro`,
+          )
+        )
+          .trim()
+          .split('\n'),
+      ).toEqual([
         `755 ${p}`,
         `755 ${p}/scripts`,
         `750 ${p}/runs`,
@@ -281,11 +336,26 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       ]);
       // every file of scripts/ (runtime/ included) byte-exact, with its mode
       const local = readTree(join(tmp, 'scripts'));
-      const remote = await sh(h, `cd ${h.paths.scripts} && for f in ${local.files.map((f) => f.path).join(' ')}; do printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")" "$f"; done`);
+      const remote = await sh(
+        h,
+        `cd ${h.paths.scripts} && for f in ${local.files.map((f) => f.path).join(' ')}; do printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")" "$f"; done`,
+      );
       expect(remote.trim().split('\n')).toEqual(local.files.map((f) => `${f.sha256} ${f.mode} ${f.path}`));
       // what the stack outputs would say
-      const facts = hostFacts(h, 'system', Object.assign({}, ...runs.filter((r) => r.host === h.name).map((r) => parseFacts(r.stdout))));
-      expect(facts).toMatchObject({ driver: '570.133.07', gpuModel: `NVIDIA GeForce ${h.gpus[0].model}`, cuda: 'none', cudaAvailable: false, manager: 'system', python: '/usr/bin/python3', envPath: '/usr' });
+      const facts = hostFacts(
+        h,
+        'system',
+        Object.assign({}, ...runs.filter((r) => r.host === h.name).map((r) => parseFacts(r.stdout))),
+      );
+      expect(facts).toMatchObject({
+        driver: '570.133.07',
+        gpuModel: `NVIDIA GeForce ${h.gpus[0].model}`,
+        cuda: 'none',
+        cudaAvailable: false,
+        manager: 'system',
+        python: '/usr/bin/python3',
+        envPath: '/usr',
+      });
       expect(facts.torch).toMatch(/^1\.13/);
       expect(facts.gpuMemoryMiB).toBeGreaterThan(8000);
     }
@@ -306,10 +376,15 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
   });
 
   it('a changed script re-runs only the scripts step, and lands byte-exact', async () => {
-    writeFileSync(join(tmp, 'scripts/train.py'), readFileSync(join(tmp, 'scripts/train.py'), 'utf8') + '# changed by the infra lab test\n');
+    writeFileSync(
+      join(tmp, 'scripts/train.py'),
+      `${readFileSync(join(tmp, 'scripts/train.py'), 'utf8')}# changed by the infra lab test\n`,
+    );
     const next = await plan(cluster, settings(cluster));
     const changed = diff(first, next);
-    expect([...changed].sort()).toEqual(cluster.hosts.flatMap((h) => [`${h.name}-scripts`, `${h.name}-scripts-copy`]).sort());
+    expect([...changed].sort()).toEqual(
+      cluster.hosts.flatMap((h) => [`${h.name}-scripts`, `${h.name}-scripts-copy`]).sort(),
+    );
     const runs = await apply(next, { only: changed });
     expect(runs.map((r) => [r.name, r.status]).sort()).toEqual([...changed].sort().map((n) => [n, 'ok']));
     for (const h of cluster.hosts) {
@@ -318,13 +393,19 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       expect(stepOutcome(r.stdout)).toBe('changed');
       expect(await sh(h, `cat ${h.paths.scripts}/train.py`)).toBe(readFileSync(join(tmp, 'scripts/train.py'), 'utf8'));
       // the old stage is pruned: one stage per tree
-      expect((await sh(h, `ls ${h.paths.project}/.ugro/stage`)).trim().split('\n').map((s) => s.replace(/-.*/, ''))).toEqual(['runtime', 'scripts']);
+      expect(
+        (await sh(h, `ls ${h.paths.project}/.ugro/stage`))
+          .trim()
+          .split('\n')
+          .map((s) => s.replace(/-.*/, '')),
+      ).toEqual(['runtime', 'scripts']);
     }
     first = next;
   });
 
   it('destroy removes the deployed scripts and runtime, and leaves directories, checkpoints and the environment', async () => {
-    for (const h of cluster.hosts) await sh(h, `echo weights > ${h.paths.checkpoints}/step-100.pt && echo mine > ${h.paths.scripts}/notes.txt`);
+    for (const h of cluster.hosts)
+      await sh(h, `echo weights > ${h.paths.checkpoints}/step-100.pt && echo mine > ${h.paths.scripts}/notes.txt`);
     const runs = await apply(first, { destroy: true });
     expect(runs.map((r) => r.step).sort()).toEqual(cluster.hosts.flatMap(() => ['runtime', 'scripts']).sort());
     for (const r of runs) expect(stepOutcome(r.stdout)).toBe('changed');
@@ -345,7 +426,12 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       ]);
       expect(await sh(h, `cat ${h.paths.checkpoints}/step-100.pt`)).toBe('weights\n');
       // the last staged copy of each tree stays (UGRO's bookkeeping, see docs/pulumi.md)
-      expect((await sh(h, `ls ${p}/.ugro/stage`)).trim().split('\n').map((x) => x.replace(/-.*/, ''))).toEqual(['runtime', 'scripts']);
+      expect(
+        (await sh(h, `ls ${p}/.ugro/stage`))
+          .trim()
+          .split('\n')
+          .map((x) => x.replace(/-.*/, '')),
+      ).toEqual(['runtime', 'scripts']);
     }
     const again = await apply(first, { destroy: true });
     for (const r of again) expect(stepOutcome(r.stdout)).toBe('unchanged');
@@ -355,7 +441,12 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
     // deleteBeforeReplace: the old delete (already ran above, as in a destroy), then the new create alone.
     const installs = new Set(cluster.hosts.flatMap((h) => [`${h.name}-scripts`, `${h.name}-runtime`]));
     const runs = await apply(first, { only: installs });
-    for (const r of runs) expect({ name: r.name, status: r.status, outcome: stepOutcome(r.stdout) }).toEqual({ name: r.name, status: 'ok', outcome: 'changed' });
+    for (const r of runs)
+      expect({ name: r.name, status: r.status, outcome: stepOutcome(r.stdout) }).toEqual({
+        name: r.name,
+        status: 'ok',
+        outcome: 'changed',
+      });
     const local = readTree(join(tmp, 'scripts'));
     for (const h of cluster.hosts) {
       const remote = await sh(h, `cd ${h.paths.scripts} && sha256sum ${local.files.map((f) => f.path).join(' ')}`);
@@ -376,16 +467,22 @@ describe('driver check failures stop the host before anything is changed', () =>
       } finally {
         LAB('gpu', 'gpu2', 'ok');
       }
-      expect(runs.map((r) => [r.step, r.status])).toEqual([
-        ['reachable', 'ok'],
-        ['driver', 'failed'],
-        ...['dirs', 'env', 'torch', 'scripts-copy', 'runtime-copy', 'scripts', 'runtime'].map((s) => [s, 'skipped']),
-      ].sort((a, b) => orderOf(rs, a[0]) - orderOf(rs, b[0])));
+      expect(runs.map((r) => [r.step, r.status])).toEqual(
+        [
+          ['reachable', 'ok'],
+          ['driver', 'failed'],
+          ...['dirs', 'env', 'torch', 'scripts-copy', 'runtime-copy', 'scripts', 'runtime'].map((s) => [s, 'skipped']),
+        ].sort((a, b) => orderOf(rs, a[0]) - orderOf(rs, b[0])),
+      );
       const driver = runs.find((r) => r.step === 'driver')!;
       expect(driver.stderr.trim()).toBe(
-        mode === 'old-driver' ? 'gpu2: NVIDIA driver 470.82.01 < required 550: upgrade the driver' : 'gpu2: nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= 550)',
+        mode === 'old-driver'
+          ? 'gpu2: NVIDIA driver 470.82.01 < required 550: upgrade the driver'
+          : 'gpu2: nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= 550)',
       );
-      expect(await sh(c.hosts[2], `test -e ${c.hosts[2].paths.project} && echo exists || echo absent`)).toBe('absent\n');
+      expect(await sh(c.hosts[2], `test -e ${c.hosts[2].paths.project} && echo exists || echo absent`)).toBe(
+        'absent\n',
+      );
     });
   }
 });
@@ -400,11 +497,23 @@ function orderOf(rs: DeclaredResource[], step: string): number {
 describe('environment managers on the lab hosts', () => {
   it('pixi (stand-in): copies pixi.toml + pixi.lock, runs `pixi install --locked` once, again only when the lock changes', async () => {
     const c = labCluster('pixi');
-    writeFileSync(join(tmp, 'pixi.toml'), '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n');
+    writeFileSync(
+      join(tmp, 'pixi.toml'),
+      '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n',
+    );
     writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {}\npackages: []\n');
     const s = settings(c, { 'ugro:environmentManager': 'pixi', 'ugro:pixiManifest': join(tmp, 'pixi.toml') });
     const calls = async (h: Cluster['hosts'][number]) =>
-      (await sh(h, `grep -F -- ${h.paths.project}/pixi.toml "\${PIXI_STANDIN_LOG:-$HOME/.pixi-standin.log}" 2>/dev/null || true`)).trim().split('\n').filter(Boolean).map((l) => l.split('\t')[2]);
+      (
+        await sh(
+          h,
+          `grep -F -- ${h.paths.project}/pixi.toml "\${PIXI_STANDIN_LOG:-$HOME/.pixi-standin.log}" 2>/dev/null || true`,
+        )
+      )
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[2]);
     // The stand-in logs every call to ~/.pixi-standin.log, which outlives the test: count from here.
     const before = await Promise.all(c.hosts.map(async (h) => (await calls(h)).length));
     const newCalls = async (i: number) => (await calls(c.hosts[i])).slice(before[i]);
@@ -413,7 +522,12 @@ describe('environment managers on the lab hosts', () => {
     const t0 = Date.now();
     const a = await apply(rs);
     timings.push(`pixi first run (3 hosts): ${Date.now() - t0} ms`);
-    for (const r of a) expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({ name: r.name, status: 'ok', err: '' });
+    for (const r of a)
+      expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({
+        name: r.name,
+        status: 'ok',
+        err: '',
+      });
     for (const [i, h] of c.hosts.entries()) {
       expect(await newCalls(i)).toEqual([`pixi install --manifest-path ${h.paths.project}/pixi.toml --locked`]);
       expect(outcomes(a)[`${h.name}-env`]).toBe('changed');
@@ -431,7 +545,9 @@ describe('environment managers on the lab hosts', () => {
     writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {default: {}}\npackages: []\n');
     const next = await plan(c, s);
     const changed = diff(rs, next);
-    expect([...changed].sort()).toEqual(c.hosts.flatMap((h) => [`${h.name}-env`, `${h.name}-pixi-lock`, `${h.name}-torch`]).sort());
+    expect([...changed].sort()).toEqual(
+      c.hosts.flatMap((h) => [`${h.name}-env`, `${h.name}-pixi-lock`, `${h.name}-torch`]).sort(),
+    );
     const d = await apply(next, { only: changed });
     for (const [i, h] of c.hosts.entries()) {
       expect(outcomes(d)[`${h.name}-env`]).toBe('changed');
@@ -444,16 +560,29 @@ describe('environment managers on the lab hosts', () => {
     const c = labCluster('venv');
     writeFileSync(join(tmp, 'requirements.txt'), 'torch\n');
     chmodSync(join(tmp, 'requirements.txt'), 0o644);
-    const s = settings(c, { 'ugro:environmentManager': 'venv', 'ugro:venvRequirements': join(tmp, 'requirements.txt'), 'ugro:venvSystemSitePackages': 'true' });
+    const s = settings(c, {
+      'ugro:environmentManager': 'venv',
+      'ugro:venvRequirements': join(tmp, 'requirements.txt'),
+      'ugro:venvSystemSitePackages': 'true',
+    });
     const rs = await plan(c, s);
     const t0 = Date.now();
     const a = await apply(rs, { hosts: ['gpu1'] });
     timings.push(`venv first run (gpu1): ${Date.now() - t0} ms`);
-    for (const r of a) expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({ name: r.name, status: 'ok', err: '' });
+    for (const r of a)
+      expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({
+        name: r.name,
+        status: 'ok',
+        err: '',
+      });
     const env = a.find((r) => r.step === 'env')!;
     expect(env.stderr).toMatch(/Requirement already satisfied: torch/);
-    expect(env.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: env: changed: created venv ${c.hosts[1].paths.project}/.venv, installed ${c.hosts[1].paths.project}/.ugro/requirements.txt`);
-    expect(parseFacts(a.find((r) => r.step === 'torch')!.stdout).python).toBe(`${c.hosts[1].paths.project}/.venv/bin/python`);
+    expect(env.stdout.trim().split('\n').pop()).toBe(
+      `ugro: gpu1: env: changed: created venv ${c.hosts[1].paths.project}/.venv, installed ${c.hosts[1].paths.project}/.ugro/requirements.txt`,
+    );
+    expect(parseFacts(a.find((r) => r.step === 'torch')!.stdout).python).toBe(
+      `${c.hosts[1].paths.project}/.venv/bin/python`,
+    );
     const b = await apply(rs, { hosts: ['gpu1'] });
     expect(Object.values(outcomes(b)).every((o) => o === 'unchanged')).toBe(true);
   });

@@ -5,7 +5,7 @@
  * exit codes and signals come back. Every fault is undone in `finally`.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,15 @@ import type { Host } from '../../config/cluster.ts';
 import { readKnownHosts } from '../../config/known-hosts.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
 import { SshPool, type SshTarget } from '../../controller/hosts/ssh.ts';
-import { hostPubKeyFile, lab, labCluster, labNominal, LAB_KNOWN_HOSTS, newEd25519Key, sshKeygenFingerprint } from './helpers.ts';
+import {
+  hostPubKeyFile,
+  LAB_KNOWN_HOSTS,
+  lab,
+  labCluster,
+  labNominal,
+  newEd25519Key,
+  sshKeygenFingerprint,
+} from './helpers.ts';
 
 const cluster = labCluster();
 const hostByName = (n: string): Host => cluster.hosts.find((h) => h.name === n)!;
@@ -94,7 +102,10 @@ describe('exec: argv reaches the remote program byte-exact', () => {
     await pool.exec('gpu1', ['mkdir', '-p', '--', dir]);
     try {
       const val = NASTY.join('|');
-      const r = await pool.exec('gpu1', ['sh', '-c', 'printf "%s\\0" "$PWD" "$UGRO_X" "$(id -un)" "$(hostname)"'], { env: { UGRO_X: val }, cwd: dir });
+      const r = await pool.exec('gpu1', ['sh', '-c', 'printf "%s\\0" "$PWD" "$UGRO_X" "$(id -un)" "$(hostname)"'], {
+        env: { UGRO_X: val },
+        cwd: dir,
+      });
       expect(r.code).toBe(0);
       expect(r.stdout.split('\0').slice(0, -1)).toEqual([dir, val, 'ob', 'gpu1']);
     } finally {
@@ -129,7 +140,9 @@ describe('exit status, signals, streaming', () => {
   it('onStdout streams output while the command is still running', async () => {
     const chunks: { at: number; text: string }[] = [];
     const t0 = performance.now();
-    const r = await pool.exec('gpu1', ['sh', '-c', 'echo one; sleep 1; echo two'], { onStdout: (b) => chunks.push({ at: performance.now() - t0, text: b.toString() }) });
+    const r = await pool.exec('gpu1', ['sh', '-c', 'echo one; sleep 1; echo two'], {
+      onStdout: (b) => chunks.push({ at: performance.now() - t0, text: b.toString() }),
+    });
     const done = performance.now() - t0;
     expect(r.stdout).toBe('one\ntwo\n');
     expect(chunks.map((c) => c.text).join('')).toBe('one\ntwo\n');
@@ -163,7 +176,9 @@ describe('one pooled connection', () => {
         times.push(performance.now() - t0);
         expect(r.stdout).toBe(`${i}\n`);
       }
-      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => conn.exec(['sh', '-c', 'sleep 0.2; echo $1', 'x', String(i)])));
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => conn.exec(['sh', '-c', 'sleep 0.2; echo $1', 'x', String(i)])),
+      );
       expect(results.map((r) => r.stdout)).toEqual(Array.from({ length: 20 }, (_, i) => `${i}\n`));
       expect(conn.connectCount).toBe(1);
       const sorted = [...times].sort((a, b) => a - b);
@@ -315,7 +330,12 @@ describe('host keys are checked before anything runs', () => {
 
   it("a key marked @revoked is refused ('hostkey-revoked') even if also pinned", async () => {
     const pinned = readKnownHosts(LAB_KNOWN_HOSTS).find((e) => e.patterns.includes('gpu1'))!;
-    const p = new SshPool([withKnownHosts(gpu1, `gpu1 ${pinned.keyType} ${pinned.keyBase64}\n@revoked gpu1 ${pinned.keyType} ${pinned.keyBase64}\n`)]);
+    const p = new SshPool([
+      withKnownHosts(
+        gpu1,
+        `gpu1 ${pinned.keyType} ${pinned.keyBase64}\n@revoked gpu1 ${pinned.keyType} ${pinned.keyBase64}\n`,
+      ),
+    ]);
     try {
       const e = await rejection(p.exec('gpu1', ['touch', marker]));
       expect(e.kind).toBe('hostkey-revoked');

@@ -31,7 +31,11 @@ describe('ugro config validate FILE', () => {
     const lines = r.err.split('\n');
     expect(lines[0]).toBe(`${file}: invalid (3 problems)`);
     expect(lines.slice(1)).toEqual([
-      expect.stringMatching(new RegExp(`^  ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:11:11: workers\\[0\\]\\.name: must be a DNS-1123 label`)),
+      expect.stringMatching(
+        new RegExp(
+          `^  ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:11:11: workers\\[0\\]\\.name: must be a DNS-1123 label`,
+        ),
+      ),
       expect.stringContaining(`${file}:16:11: workers[0].rank: must be >= 1 (rank 0 is the master)`),
       expect.stringContaining(`${file}:27:12: environment.manager: Invalid option`),
     ]);
@@ -45,14 +49,23 @@ describe('ugro config validate FILE', () => {
   });
 
   it('the file given on the command line wins over --cluster and UGRO_CLUSTER', async () => {
-    const r = await ugro(['--cluster', `${FIXTURES}broken-bad-ip.yaml`, 'config', 'validate', `${FIXTURES}valid.yaml`], { ...process.env, USER: 'alice', UGRO_CLUSTER: `${FIXTURES}broken-vram-type.yaml` });
+    const r = await ugro(
+      ['--cluster', `${FIXTURES}broken-bad-ip.yaml`, 'config', 'validate', `${FIXTURES}valid.yaml`],
+      { ...process.env, USER: 'alice', UGRO_CLUSTER: `${FIXTURES}broken-vram-type.yaml` },
+    );
     expect(r.code).toBe(0);
   });
 
   it('without a file argument it validates UGRO_CLUSTER', async () => {
-    const r = await ugro(['config', 'validate'], { ...process.env, USER: 'alice', UGRO_CLUSTER: `${FIXTURES}broken-port-out-of-range.yaml` });
+    const r = await ugro(['config', 'validate'], {
+      ...process.env,
+      USER: 'alice',
+      UGRO_CLUSTER: `${FIXTURES}broken-port-out-of-range.yaml`,
+    });
     expect(r.code).toBe(1);
-    expect(r.err).toContain(`${FIXTURES}broken-port-out-of-range.yaml:15:15: workers[0].ssh_port: must be between 1 and 65535`);
+    expect(r.err).toContain(
+      `${FIXTURES}broken-port-out-of-range.yaml:15:15: workers[0].ssh_port: must be between 1 and 65535`,
+    );
   });
 
   it('a missing file: exit 1 and says it cannot read it', async () => {

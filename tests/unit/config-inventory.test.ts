@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadCluster, parseCluster, redactedClusterFile, type ExpandEnv } from '../../config/cluster.ts';
+import { type ExpandEnv, loadCluster, parseCluster, redactedClusterFile } from '../../config/cluster.ts';
 import { ValidationError } from '../../config/errors.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -27,8 +27,26 @@ describe("the seed's config/cluster.yaml", () => {
   it('has the three hosts, master first, with names, users, ranks, roles and addresses', () => {
     expect(c.name).toBe('Home AI Lab');
     expect(c.location).toBe('Trondheim, Norway');
-    expect(c.hosts.map((h) => ({ name: h.name, hostname: h.hostname, user: h.user, rank: h.rank, role: h.role, address: h.address, port: h.port }))).toEqual([
-      { name: 'gpu-master', hostname: 'gpu-master', user: 'alice', rank: 0, role: 'master', address: '192.168.1.100', port: 22 },
+    expect(
+      c.hosts.map((h) => ({
+        name: h.name,
+        hostname: h.hostname,
+        user: h.user,
+        rank: h.rank,
+        role: h.role,
+        address: h.address,
+        port: h.port,
+      })),
+    ).toEqual([
+      {
+        name: 'gpu-master',
+        hostname: 'gpu-master',
+        user: 'alice',
+        rank: 0,
+        role: 'master',
+        address: '192.168.1.100',
+        port: 22,
+      },
       { name: 'gpu1', hostname: 'gpu1', user: 'ob', rank: 1, role: 'worker', address: '192.168.1.101', port: 22 },
       { name: 'gpu2', hostname: 'gpu2', user: 'ollie', rank: 2, role: 'worker', address: '192.168.1.102', port: 22 },
     ]);
@@ -88,9 +106,27 @@ describe("the seed's config/cluster.yaml", () => {
 describe('broken cluster files: every problem with its field path and line', () => {
   // [fixture, field path ('' = the YAML document), line, message pattern, token on that line]
   const cases: [string, string, number, RegExp, string][] = [
-    ['broken-duplicate-name.yaml', 'workers[1].name', 20, /duplicate host name "gpu1" \(also at workers\[0\]\.name\)/, 'name: "gpu1"'],
-    ['broken-duplicate-ip.yaml', 'workers[1].ip', 22, /duplicate address 10\.0\.0\.11:22 \(also at workers\[0\]\.ip\)/, 'ip: "10.0.0.11"'],
-    ['broken-master-address-clash.yaml', 'workers[1].ip', 22, /duplicate address 10\.0\.0\.10:22 \(also at cluster\.master\.ip\)/, 'ip: "10.0.0.10"'],
+    [
+      'broken-duplicate-name.yaml',
+      'workers[1].name',
+      20,
+      /duplicate host name "gpu1" \(also at workers\[0\]\.name\)/,
+      'name: "gpu1"',
+    ],
+    [
+      'broken-duplicate-ip.yaml',
+      'workers[1].ip',
+      22,
+      /duplicate address 10\.0\.0\.11:22 \(also at workers\[0\]\.ip\)/,
+      'ip: "10.0.0.11"',
+    ],
+    [
+      'broken-master-address-clash.yaml',
+      'workers[1].ip',
+      22,
+      /duplicate address 10\.0\.0\.10:22 \(also at cluster\.master\.ip\)/,
+      'ip: "10.0.0.10"',
+    ],
     ['broken-duplicate-rank.yaml', 'workers[1].rank', 25, /duplicate rank 1 \(also at workers\[0\]\.rank\)/, 'rank: 1'],
     ['broken-worker-rank-0.yaml', 'workers[0].rank', 16, /must be >= 1 \(rank 0 is the master\)/, 'rank: 0'],
     // The key is missing, so the line is the worker's own (its first line).
@@ -102,8 +138,20 @@ describe('broken cluster files: every problem with its field path and line', () 
     ['broken-name-not-dns.yaml', 'workers[0].name', 11, /must be a DNS-1123 label/, 'name: "GPU_1"'],
     ['broken-yaml-syntax.yaml', '', 18, /^YAML syntax: .*quote/i, 'gpu_model: "RTX 4070'],
     ['broken-duplicate-key.yaml', '', 14, /^YAML syntax: Map keys must be unique/, 'ip: "10.0.0.13"'],
-    ['broken-unset-var.yaml', 'workers[0].paths.project', 13, /environment variable UGRO_FIXTURE_UNSET_VAR is not set/, '${UGRO_FIXTURE_UNSET_VAR}'],
-    ['broken-bad-manager.yaml', 'environment.manager', 27, /expected one of "system"\|"venv"\|"pixi"/, 'manager: conda'],
+    [
+      'broken-unset-var.yaml',
+      'workers[0].paths.project',
+      13,
+      /environment variable UGRO_FIXTURE_UNSET_VAR is not set/,
+      '${UGRO_FIXTURE_UNSET_VAR}',
+    ],
+    [
+      'broken-bad-manager.yaml',
+      'environment.manager',
+      27,
+      /expected one of "system"\|"venv"\|"pixi"/,
+      'manager: conda',
+    ],
     ['broken-vram-type.yaml', 'workers[0].hardware.vram_gb', 19, /expected number, received string/, 'vram_gb: "8GB"'],
   ];
 
@@ -141,7 +189,9 @@ describe('broken cluster files: every problem with its field path and line', () 
   });
 
   it('inline text: a port of "22a" unquoted and 0 are rejected at their lines', () => {
-    const text = fixture('valid.yaml').replace('ssh_port: 22\n    rank: 2', 'ssh_port: 22a\n    rank: 2').replace('    port: 22\n', '    port: 0\n');
+    const text = fixture('valid.yaml')
+      .replace('ssh_port: 22\n    rank: 2', 'ssh_port: 22a\n    rank: 2')
+      .replace('    port: 22\n', '    port: 0\n');
     const r = parseCluster(text, 'c.yaml', alice);
     expect(r.ok).toBe(false);
     if (r.ok) return;
@@ -167,7 +217,9 @@ describe('broken cluster files: every problem with its field path and line', () 
     }
     expect(err).toBeInstanceOf(ValidationError);
     expect((err as ValidationError).message).toContain(`${file}:25:11: workers[1].rank: duplicate rank 1`);
-    expect(() => loadCluster(`${FIXTURES}no-such-file.yaml`, alice)).toThrow(/file not found \(pass --cluster FILE or set UGRO_CLUSTER\)/);
+    expect(() => loadCluster(`${FIXTURES}no-such-file.yaml`, alice)).toThrow(
+      /file not found \(pass --cluster FILE or set UGRO_CLUSTER\)/,
+    );
   });
 });
 
@@ -187,7 +239,9 @@ describe('${VAR}, ${VAR:-default} and ~ expansion', () => {
   });
 
   it('${VAR:-default}: default when unset or empty, the value when set; the default may use ~', () => {
-    const text = withSsh('  identity_file: "${UGRO_KEY:-~/.ssh/other}"\n  known_hosts: "/kh/${UGRO_KH_NAME:-known_hosts}.txt"\n');
+    const text = withSsh(
+      '  identity_file: "${UGRO_KEY:-~/.ssh/other}"\n  known_hosts: "/kh/${UGRO_KH_NAME:-known_hosts}.txt"\n',
+    );
     const unset = ok(text);
     expect(unset.master.ssh.identityFile).toBe('/home/alice/.ssh/other');
     expect(unset.master.ssh.knownHosts).toBe('/kh/known_hosts.txt');
@@ -230,7 +284,9 @@ describe('regressions (bugs found by these tests, now fixed)', () => {
   });
 
   it("regression: ~ in top-level paths is the master user's home for the master, the controller's for local use", () => {
-    const text = fixture('valid.yaml').replace('    user: "${USER}"\n', '    user: "master"\n') + 'paths:\n  project_root: "~/ugro"\n  scripts: "~/ugro/scripts"\n';
+    const text =
+      fixture('valid.yaml').replace('    user: "${USER}"\n', '    user: "master"\n') +
+      'paths:\n  project_root: "~/ugro"\n  scripts: "~/ugro/scripts"\n';
     const c = ok(text);
     expect(c.master.paths.project).toBe('/home/master/ugro');
     expect(c.master.paths.scripts).toBe('/home/master/ugro/scripts');

@@ -23,21 +23,59 @@ describe('cluster inventory', () => {
 
   // Each broken variant of the seed must name the field and the line it is on.
   // The last line holding the needle: for duplicates, the error points at the second occurrence.
-  const lineOf = (needle: string, text = seed) => text.split('\n').findLastIndex((l: string) => (needle.startsWith('=') ? l.trim() === needle.slice(1) : l.includes(needle))) + 1;
+  const lineOf = (needle: string, text = seed) =>
+    text
+      .split('\n')
+      .findLastIndex((l: string) => (needle.startsWith('=') ? l.trim() === needle.slice(1) : l.includes(needle))) + 1;
   const cases: [string, (s: string) => string, string, string][] = [
     ['duplicate worker name', (s) => s.replace('name: "gpu2"', 'name: "gpu1"'), 'workers[1].name', 'name: "gpu1"'],
-    ['duplicate ip', (s) => s.replace('ip: "192.168.1.102"', 'ip: "192.168.1.101"'), 'workers[1].ip', 'ip: "192.168.1.101"'],
+    [
+      'duplicate ip',
+      (s) => s.replace('ip: "192.168.1.102"', 'ip: "192.168.1.101"'),
+      'workers[1].ip',
+      'ip: "192.168.1.101"',
+    ],
     ['duplicate rank', (s) => s.replace('rank: 2', 'rank: 1'), 'workers[1].rank', '=rank: 1'],
     ['worker rank 0', (s) => s.replace('rank: 1\n', 'rank: 0\n'), 'workers[0].rank', '=rank: 0'],
     ['missing user', (s) => s.replace('    user: "ob"\n', ''), 'workers[0].user', '- name: "gpu1"'],
-    ['port out of range', (s) => s.replace('ssh_port: 22\n    rank: 2', 'ssh_port: 70000\n    rank: 2'), 'workers[1].ssh_port', 'ssh_port: 70000'],
-    ['port not a number', (s) => s.replace('port: 22\n    user', 'port: "22a"\n    user'), 'cluster.master.port', 'port: "22a"'],
-    ['unknown field', (s) => s.replace('ssh_port: 22\n    rank: 1', 'ssh_prot: 22\n    rank: 1'), 'workers[0].ssh_prot', 'ssh_prot: 22'],
-    ['bad ip', (s) => s.replace('ip: "192.168.1.101"', 'ip: "192.168.1.1 01"'), 'workers[0].ip', 'ip: "192.168.1.1 01"'],
+    [
+      'port out of range',
+      (s) => s.replace('ssh_port: 22\n    rank: 2', 'ssh_port: 70000\n    rank: 2'),
+      'workers[1].ssh_port',
+      'ssh_port: 70000',
+    ],
+    [
+      'port not a number',
+      (s) => s.replace('port: 22\n    user', 'port: "22a"\n    user'),
+      'cluster.master.port',
+      'port: "22a"',
+    ],
+    [
+      'unknown field',
+      (s) => s.replace('ssh_port: 22\n    rank: 1', 'ssh_prot: 22\n    rank: 1'),
+      'workers[0].ssh_prot',
+      'ssh_prot: 22',
+    ],
+    [
+      'bad ip',
+      (s) => s.replace('ip: "192.168.1.101"', 'ip: "192.168.1.1 01"'),
+      'workers[0].ip',
+      'ip: "192.168.1.1 01"',
+    ],
     ['name not DNS-1123', (s) => s.replace('name: "gpu1"', 'name: "GPU_1"'), 'workers[0].name', 'name: "GPU_1"'],
     ['bad manager', (s) => s.replace('manager: pixi', 'manager: conda'), 'environment.manager', 'manager: conda'],
-    ['vram not a number', (s) => s.replace('vram_gb: 8\n      cpu_cores: 22', 'vram_gb: eight\n      cpu_cores: 22'), 'workers[0].hardware.vram_gb', 'vram_gb: eight'],
-    ['unset variable', (s) => s.replace('user: "ob"', 'user: "${UGRO_NO_SUCH_VAR}"'), 'workers[0].user', 'UGRO_NO_SUCH_VAR'],
+    [
+      'vram not a number',
+      (s) => s.replace('vram_gb: 8\n      cpu_cores: 22', 'vram_gb: eight\n      cpu_cores: 22'),
+      'workers[0].hardware.vram_gb',
+      'vram_gb: eight',
+    ],
+    [
+      'unset variable',
+      (s) => s.replace('user: "ob"', 'user: "${UGRO_NO_SUCH_VAR}"'),
+      'workers[0].user',
+      'UGRO_NO_SUCH_VAR',
+    ],
   ];
   for (const [what, mutate, path, lineNeedle] of cases) {
     it(`rejects ${what} with field path and line`, () => {
@@ -68,7 +106,22 @@ describe('cluster inventory', () => {
 
 describe('argv quoting', () => {
   it('round-trips nasty arguments through a real sh byte-exact', () => {
-    const nasty = ['two words', "it's", 'say "hi"', '$(id)', '`id`', 'a;b && c', 'l1\nl2', '-n', '*', '~', 'ünïcødé ✓', '', 'A=b', "'"];
+    const nasty = [
+      'two words',
+      "it's",
+      'say "hi"',
+      '$(id)',
+      '`id`',
+      'a;b && c',
+      'l1\nl2',
+      '-n',
+      '*',
+      '~',
+      'ünïcødé ✓',
+      '',
+      'A=b',
+      "'",
+    ];
     const out = execFileSync('sh', ['-c', buildCommand(['printf', '%s\\0', ...nasty])]);
     expect(out.toString('utf8').split('\0').slice(0, -1)).toEqual(nasty);
   });

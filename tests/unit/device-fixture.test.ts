@@ -17,11 +17,33 @@ const body = (k: string) => s.get(k)?.body ?? '';
 
 describe('captured on a real H100', () => {
   it('every step of the check ran and recorded its exit code', () => {
-    expect([...s.keys()]).toEqual(expect.arrayContaining(['nvidia-smi-query', 'probe', 'driver', 'driver-too-old', 'torch', 'torch-wrong-cuda', 'launch', 'wait', 'observe', 'rank-0.log']));
+    expect([...s.keys()]).toEqual(
+      expect.arrayContaining([
+        'nvidia-smi-query',
+        'probe',
+        'driver',
+        'driver-too-old',
+        'torch',
+        'torch-wrong-cuda',
+        'launch',
+        'wait',
+        'observe',
+        'rank-0.log',
+      ]),
+    );
   });
 
   it('nvidia-smi CSV: name with spaces, memory in MiB, driver', () => {
-    expect(parseNvidiaSmiCsv(body('nvidia-smi-query'))).toEqual([{ index: 0, name: 'NVIDIA H100 80GB HBM3', memoryTotalMiB: 81559, memoryUsedMiB: 0, utilizationPct: 0, driver: '580.159.04' }]);
+    expect(parseNvidiaSmiCsv(body('nvidia-smi-query'))).toEqual([
+      {
+        index: 0,
+        name: 'NVIDIA H100 80GB HBM3',
+        memoryTotalMiB: 81559,
+        memoryUsedMiB: 0,
+        utilizationPct: 0,
+        driver: '580.159.04',
+      },
+    ]);
   });
 
   it('the health probe reads torch 2.11 CUDA 13.0 from version.py, and the node is Ready', () => {
@@ -29,7 +51,11 @@ describe('captured on a real H100', () => {
     expect(facts.torch).toEqual({ version: '2.11.0+cu130', cuda: '13.0' });
     expect(facts.python?.version).toBe('3.12.3');
     expect(facts.gpu).toMatchObject({ state: 'ok', gpus: [{ name: 'NVIDIA H100 80GB HBM3', driver: '580.159.04' }] });
-    const cl = parseCluster(readFileSync(new URL('cluster.yaml', dir), 'utf8'), 'device', { env: {}, home: '/root', user: 'root' });
+    const cl = parseCluster(readFileSync(new URL('cluster.yaml', dir), 'utf8'), 'device', {
+      env: {},
+      home: '/root',
+      user: 'root',
+    });
     if (!cl.ok) throw new Error('cluster');
     const h = judge(cl.value.master, cl.value, facts, { rttMs: 1, clockOffsetMs: 0 }, '2026-11-25T23:03:00Z');
     expect(h.status, h.reasons.join('; ')).toBe('Ready');

@@ -3,9 +3,17 @@
  * judge's verdicts and reasons, and probeCluster over a recording fake connection.
  */
 import { describe, expect, it } from 'vitest';
-import { parseCluster, type Cluster, type Host } from '../../config/cluster.ts';
+import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
-import { compareVersions, judge, parseNvidiaSmiCsv, parseProbe, probeCluster, PROBE_SCRIPT, type ProbeFacts } from '../../controller/hosts/health.ts';
+import {
+  compareVersions,
+  judge,
+  PROBE_SCRIPT,
+  type ProbeFacts,
+  parseNvidiaSmiCsv,
+  parseProbe,
+  probeCluster,
+} from '../../controller/hosts/health.ts';
 import type { ExecOptions, ExecResult, HostConnection } from '../../controller/hosts/ssh.ts';
 
 /** Captured verbatim from `sh -c PROBE_SCRIPT` on lab host gpu1 (stand-in nvidia-smi, Debian's torch). */
@@ -14,7 +22,8 @@ const CAPTURED_GPU1 =
   '@@python\nversion=3.11.2\nexecutable=/usr/bin/python3\ntorch=1.13.0a0\ntorch_cuda=none\npython_rc=0\n' +
   '@@gpu\n0, NVIDIA GeForce RTX 4070, 8188, 312, 0, 570.133.07\ngpu_rc=0\n' +
   '@@disk\n/dev/vda         264212084 23992092  82398820      23% /\n@@end\n';
-const NVSMI_FAILED = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.";
+const NVSMI_FAILED =
+  "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.";
 
 /** The probe output with its @@gpu section replaced. */
 const withGpu = (gpuSection: string) => CAPTURED_GPU1.replace(/@@gpu\n[\s\S]*?@@disk/, `@@gpu\n${gpuSection}@@disk`);
@@ -46,12 +55,20 @@ const verdict = (name: string, facts: ProbeFacts, timing = {}) => judge(host(nam
 describe('parseNvidiaSmiCsv (--format=csv,noheader,nounits)', () => {
   it('one GPU', () => {
     expect(parseNvidiaSmiCsv('0, NVIDIA GeForce RTX 4070, 8188, 312, 0, 570.133.07\n')).toEqual([
-      { index: 0, name: 'NVIDIA GeForce RTX 4070', memoryTotalMiB: 8188, memoryUsedMiB: 312, utilizationPct: 0, driver: '570.133.07' },
+      {
+        index: 0,
+        name: 'NVIDIA GeForce RTX 4070',
+        memoryTotalMiB: 8188,
+        memoryUsedMiB: 312,
+        utilizationPct: 0,
+        driver: '570.133.07',
+      },
     ]);
   });
 
   it('several GPUs, blank lines ignored', () => {
-    const text = '0, NVIDIA A100-SXM4-80GB, 81920, 4, 0, 550.54.15\n1, NVIDIA A100-SXM4-80GB, 81920, 40536, 97, 550.54.15\n\n';
+    const text =
+      '0, NVIDIA A100-SXM4-80GB, 81920, 4, 0, 550.54.15\n1, NVIDIA A100-SXM4-80GB, 81920, 40536, 97, 550.54.15\n\n';
     const g = parseNvidiaSmiCsv(text);
     expect(g.map((x) => [x.index, x.memoryTotalMiB, x.memoryUsedMiB, x.utilizationPct])).toEqual([
       [0, 81920, 4, 0],
@@ -83,27 +100,50 @@ describe('parseProbe on captured output', () => {
       kernel: '6.18.44-fc-v669',
       python: { version: '3.11.2', executable: '/usr/bin/python3' },
       torch: { version: '1.13.0a0', cuda: 'none' },
-      gpu: { state: 'ok', gpus: [{ index: 0, name: 'NVIDIA GeForce RTX 4070', memoryTotalMiB: 8188, memoryUsedMiB: 312, utilizationPct: 0, driver: '570.133.07' }] },
+      gpu: {
+        state: 'ok',
+        gpus: [
+          {
+            index: 0,
+            name: 'NVIDIA GeForce RTX 4070',
+            memoryTotalMiB: 8188,
+            memoryUsedMiB: 312,
+            utilizationPct: 0,
+            driver: '570.133.07',
+          },
+        ],
+      },
       disk: { path: '/', totalGiB: 264212084 / 1048576, freeGiB: 82398820 / 1048576 },
     });
   });
 
   it('nvidia-smi not on PATH, failing (exit 9), and no torch', () => {
     expect(parseProbe(withGpu('gpu_rc=notfound\n')).gpu).toEqual({ state: 'notfound' });
-    expect(parseProbe(withGpu(`${NVSMI_FAILED}\ngpu_rc=9\n`)).gpu).toEqual({ state: 'failed', exitCode: '9', message: NVSMI_FAILED });
+    expect(parseProbe(withGpu(`${NVSMI_FAILED}\ngpu_rc=9\n`)).gpu).toEqual({
+      state: 'failed',
+      exitCode: '9',
+      message: NVSMI_FAILED,
+    });
     const noTorch = parseProbe(CAPTURED_GPU1.replace('torch=1.13.0a0\ntorch_cuda=none\n', 'torch=none\n'));
     expect(noTorch.torch).toBeNull();
     expect(noTorch.python).toEqual({ version: '3.11.2', executable: '/usr/bin/python3' });
   });
 
   it('python missing: the shell error is kept as the reason', () => {
-    const f = parseProbe(CAPTURED_GPU1.replace(/@@python\n[\s\S]*?@@gpu/, '@@python\nugro-probe: 1: /opt/py/bin/python: not found\npython_rc=127\n@@gpu'));
+    const f = parseProbe(
+      CAPTURED_GPU1.replace(
+        /@@python\n[\s\S]*?@@gpu/,
+        '@@python\nugro-probe: 1: /opt/py/bin/python: not found\npython_rc=127\n@@gpu',
+      ),
+    );
     expect(f.python).toEqual({ error: 'ugro-probe: 1: /opt/py/bin/python: not found' });
     expect(f.torch).toBeUndefined();
   });
 
   it('the probe script asks nvidia-smi for exactly the fields the parser reads', () => {
-    expect(PROBE_SCRIPT).toContain('--query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits');
+    expect(PROBE_SCRIPT).toContain(
+      '--query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits',
+    );
   });
 });
 
@@ -116,7 +156,15 @@ describe('judge', () => {
     expect(n.reasons).toEqual([]);
     expect(n.warnings).toEqual([]);
     expect(n.gpus.map((g) => g.name)).toEqual(['NVIDIA GeForce RTX 4070']);
-    expect(n).toMatchObject({ name: 'gpu1', address: '10.0.0.11:22', user: 'ob', role: 'worker', python: '3.11.2', checkedAt: AT, rttMs: 3 });
+    expect(n).toMatchObject({
+      name: 'gpu1',
+      address: '10.0.0.11:22',
+      user: 'ob',
+      role: 'worker',
+      python: '3.11.2',
+      checkedAt: AT,
+      rttMs: 3,
+    });
   });
 
   it('nvidia-smi not found on a GPU host: NotReady, "nvidia-smi not found: no NVIDIA driver"', () => {
@@ -192,8 +240,16 @@ describe('judge', () => {
   });
 
   it('several problems: all reasons, in a stable order', () => {
-    const facts: ProbeFacts = { ...parseProbe(withGpu('0, NVIDIA GeForce RTX 4070, 8188, 312, 0, 470.82.01\ngpu_rc=0\n')), torch: null, disk: { path: '/', freeGiB: 0.5, totalGiB: 10 } };
-    expect(verdict('gpu1', facts).reasons.map((r) => r.split(' ').slice(0, 2).join(' '))).toEqual(['torch not', 'NVIDIA driver', 'only 0.5']);
+    const facts: ProbeFacts = {
+      ...parseProbe(withGpu('0, NVIDIA GeForce RTX 4070, 8188, 312, 0, 470.82.01\ngpu_rc=0\n')),
+      torch: null,
+      disk: { path: '/', freeGiB: 0.5, totalGiB: 10 },
+    };
+    expect(verdict('gpu1', facts).reasons.map((r) => r.split(' ').slice(0, 2).join(' '))).toEqual([
+      'torch not',
+      'NVIDIA driver',
+      'only 0.5',
+    ]);
   });
 });
 
@@ -215,16 +271,43 @@ function fakeConnection(answer: (argv: readonly string[]) => ExecResult | Error,
   };
   return { conn: conn as unknown as HostConnection, calls };
 }
-const result = (stdout: string, code = 0, stderr = ''): ExecResult => ({ code, signal: null, stdout, stderr, durationMs: 1 });
+const result = (stdout: string, code = 0, stderr = ''): ExecResult => ({
+  code,
+  signal: null,
+  stdout,
+  stderr,
+  durationMs: 1,
+});
 
 describe('probeCluster over a recording fake', () => {
   it('probes each host with argv only (script, project, python as separate words) and judges each', async () => {
-    const good = fakeConnection((argv) => (argv[0] === 'true' ? result('') : argv[0] === 'date' ? result('1795562573291212945\n') : result(CAPTURED_GPU1)), { connectMs: 42 });
-    const refused = fakeConnection(() => new HostError('gpu-master', 'refused', 'ssh: connection refused by 10.0.0.10:22 (is sshd running there?)'));
-    const noProbe = fakeConnection((argv) => (argv[0] === 'true' ? result('') : argv[0] === 'date' ? result('1795562573291212945\n') : result('', 127, 'sh: 1: exec: sh: not found')));
+    const good = fakeConnection(
+      (argv) =>
+        argv[0] === 'true' ? result('') : argv[0] === 'date' ? result('1795562573291212945\n') : result(CAPTURED_GPU1),
+      { connectMs: 42 },
+    );
+    const refused = fakeConnection(
+      () => new HostError('gpu-master', 'refused', 'ssh: connection refused by 10.0.0.10:22 (is sshd running there?)'),
+    );
+    const noProbe = fakeConnection((argv) =>
+      argv[0] === 'true'
+        ? result('')
+        : argv[0] === 'date'
+          ? result('1795562573291212945\n')
+          : result('', 127, 'sh: 1: exec: sh: not found'),
+    );
     const byName: Record<string, HostConnection> = { 'gpu-master': refused.conn, gpu1: good.conn, cpu1: noProbe.conn };
     let t = 1000;
-    const nodes = await probeCluster(C, { connection: (h) => byName[h], now: () => (t += 5), clock: () => new Date(AT), wallClockNs: () => 1795562573291212945n - 40_000_000n }, ['gpu-master', 'gpu1', 'cpu1']);
+    const nodes = await probeCluster(
+      C,
+      {
+        connection: (h) => byName[h],
+        now: () => (t += 5),
+        clock: () => new Date(AT),
+        wallClockNs: () => 1795562573291212945n - 40_000_000n,
+      },
+      ['gpu-master', 'gpu1', 'cpu1'],
+    );
 
     expect(nodes.map((n) => [n.name, n.status])).toEqual([
       ['gpu-master', 'NotReady'],
@@ -235,7 +318,11 @@ describe('probeCluster over a recording fake', () => {
     expect(nodes[0].reasons).toEqual(['ssh: connection refused by 10.0.0.10:22 (is sshd running there?)']);
     expect(nodes[2].reasons).toEqual(['probe failed (exit 127): sh: 1: exec: sh: not found']);
     // Connect, then the clock on a tiny exec of its own (an unbiased midpoint), then the probe.
-    expect(good.calls).toEqual([['true'], ['date', '+%s%N'], ['sh', '-c', PROBE_SCRIPT, 'ugro-probe', '/home/ob/ugro', 'python3']]);
+    expect(good.calls).toEqual([
+      ['true'],
+      ['date', '+%s%N'],
+      ['sh', '-c', PROBE_SCRIPT, 'ugro-probe', '/home/ob/ugro', 'python3'],
+    ]);
     expect(nodes[1]).toMatchObject({ connectMs: 42, checkedAt: AT });
     // The fake clock is shared by three parallel probes, so only its sign and step are certain.
     expect(nodes[1].rttMs! % 5).toBe(0);

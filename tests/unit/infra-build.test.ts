@@ -33,20 +33,34 @@ console.log(JSON.stringify({ exports: Object.keys(mod), cluster: out.cluster, ma
 
 describe('compiled program (infra/dist)', () => {
   it('builds with tsc, imports under plain node, and declares the cluster', () => {
-    const build = spawnSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'infra/tsconfig.json')], { encoding: 'utf8' });
+    const build = spawnSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'infra/tsconfig.json')], {
+      encoding: 'utf8',
+    });
     expect(build.stdout + build.stderr).toBe('');
     expect(build.status).toBe(0);
     expect(existsSync(join(ROOT, 'infra/dist/infra/index.js'))).toBe(true);
     writeFileSync(join(ROOT, 'infra/dist/mock-run.mjs'), DRIVER);
     // A lab-shaped cluster file with its known_hosts and key, as the stack config would name them.
-    writeFileSync(join(tmp, 'known_hosts'), ['10.250.77.10', '10.250.77.11'].map((a) => `${a} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheBuildTestOnly0000000000000000\n`).join(''));
+    writeFileSync(
+      join(tmp, 'known_hosts'),
+      ['10.250.77.10', '10.250.77.11']
+        .map((a) => `${a} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheBuildTestOnly0000000000000000\n`)
+        .join(''),
+    );
     writeFileSync(join(tmp, 'id'), 'key\n');
     writeFileSync(
       join(tmp, 'cluster.yaml'),
       `cluster:\n  name: built\n  master: { hostname: gpu-master, ip: 10.250.77.10, user: master }\nworkers:\n  - { name: gpu1, hostname: gpu1, ip: 10.250.77.11, user: ob, rank: 1, hardware: { gpu_model: RTX 4070 } }\nenvironment: { manager: system }\nssh: { identity_file: ${tmp}/id, known_hosts: ${tmp}/known_hosts, use_agent: false }\n`,
     );
-    const cfg = { 'ugro:clusterFile': join(tmp, 'cluster.yaml'), 'ugro:requireCuda': 'false', 'ugro:scriptsDir': join(ROOT, 'scripts') };
-    const r = spawnSync(process.execPath, [join(ROOT, 'infra/dist/mock-run.mjs'), JSON.stringify(cfg)], { encoding: 'utf8', cwd: ROOT });
+    const cfg = {
+      'ugro:clusterFile': join(tmp, 'cluster.yaml'),
+      'ugro:requireCuda': 'false',
+      'ugro:scriptsDir': join(ROOT, 'scripts'),
+    };
+    const r = spawnSync(process.execPath, [join(ROOT, 'infra/dist/mock-run.mjs'), JSON.stringify(cfg)], {
+      encoding: 'utf8',
+      cwd: ROOT,
+    });
     expect(r.stderr).toBe('');
     const out = JSON.parse(r.stdout);
     expect(out).toMatchObject({ exports: ['default'], cluster: 'built', manager: 'system' });

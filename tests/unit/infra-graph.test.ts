@@ -10,17 +10,17 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
-import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseCluster, type Cluster } from '../../config/cluster.ts';
+import { parse } from 'yaml';
+import { type Cluster, parseCluster } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
-import { parseStackConfig, resolveSettings, type InfraSettings } from '../../infra/config.ts';
+import { parseKnownHosts } from '../../config/known-hosts.ts';
+import { type InfraSettings, parseStackConfig, resolveSettings } from '../../infra/config.ts';
 import { pinnedHostKey } from '../../infra/connection.ts';
 import { GPU_HOST_TYPE } from '../../infra/gpu-host.ts';
 import main from '../../infra/index.ts';
-import { collectPlan, transitiveDependencies, type DeclaredResource, type MockState } from '../../infra/plan.ts';
-import { declareCluster, type DeclaredCluster } from '../../infra/program.ts';
-import { parseKnownHosts } from '../../config/known-hosts.ts';
+import { collectPlan, type DeclaredResource, type MockState, transitiveDependencies } from '../../infra/plan.ts';
+import { type DeclaredCluster, declareCluster } from '../../infra/program.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const tmpRoot = mkdtempSync(join(tmpdir(), 'ugro-infra-graph-'));
@@ -44,22 +44,34 @@ function project(addresses: string[]) {
   chmodSync(join(d, 'scripts/runtime/rank.sh'), 0o755);
   writeFileSync(join(d, 'pixi.toml'), '[project]\nname = "ugro"\n');
   writeFileSync(join(d, 'pixi.lock'), 'version: 6\npackages: []\n');
-  writeFileSync(join(d, 'id_ed25519'), '-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n');
+  writeFileSync(
+    join(d, 'id_ed25519'),
+    '-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n',
+  );
   const keys = Object.fromEntries(addresses.map((a) => [a, hostKey()]));
-  writeFileSync(join(d, 'known_hosts'), Object.entries(keys).map(([a, k]) => `${a} ${k}\n`).join(''));
+  writeFileSync(
+    join(d, 'known_hosts'),
+    Object.entries(keys)
+      .map(([a, k]) => `${a} ${k}\n`)
+      .join(''),
+  );
   return { dir: d, keys };
 }
 
 const ctx = { env: { USER: 'ollie' }, home: '/home/ollie', user: 'ollie' };
 function seedCluster(): Cluster {
-  const r = parseCluster(readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8'), join(ROOT, 'config/cluster.yaml'), ctx);
+  const r = parseCluster(
+    readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8'),
+    join(ROOT, 'config/cluster.yaml'),
+    ctx,
+  );
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
   return r.value;
 }
 
 /** The shape `lab.sh up` writes to .lab/cluster.yaml (manager system, Debian's python3). */
 function labCluster(): Cluster {
-  const host = (i: number, name: string, user: string) =>
+  const host = (i: number, _name: string, user: string) =>
     `    ip: "10.250.77.${10 + i}"\n    user: "${user}"\n    hardware: { gpu_model: "RTX 4070", vram_gb: 8 }\n    paths: { home: "/home/${user}", project: "/home/${user}/ugro", scripts: "/home/${user}/ugro/scripts" }\n`;
   const text =
     `cluster:\n  name: "ugro-lab"\n  master:\n    hostname: "gpu-master"\n    port: 22\n${host(0, 'gpu-master', 'master')}` +
@@ -86,19 +98,52 @@ async function declare(cluster: Cluster, s: InfraSettings, state?: MockState) {
   return { plan, declared };
 }
 
-const promiseOf = <T,>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply(r));
+const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply(r));
 const short = (urn: string) => urn.split('::').pop()!;
 // Registration order is asynchronous; the order that matters is in the dependencies.
-const steps = (plan: DeclaredResource[], host: string) => plan.filter((r) => short(r.parent) === host).map((r) => r.name.slice(host.length + 1)).sort();
+const steps = (plan: DeclaredResource[], host: string) =>
+  plan
+    .filter((r) => short(r.parent) === host)
+    .map((r) => r.name.slice(host.length + 1))
+    .sort();
 
-const PIXI_STEPS = ['reachable', 'driver', 'dirs', 'pixi-manifest', 'pixi-lock', 'env', 'torch', 'scripts-copy', 'scripts', 'runtime-copy', 'runtime'];
-const SYSTEM_STEPS = ['reachable', 'driver', 'dirs', 'env', 'torch', 'scripts-copy', 'scripts', 'runtime-copy', 'runtime'];
+const PIXI_STEPS = [
+  'reachable',
+  'driver',
+  'dirs',
+  'pixi-manifest',
+  'pixi-lock',
+  'env',
+  'torch',
+  'scripts-copy',
+  'scripts',
+  'runtime-copy',
+  'runtime',
+];
+const SYSTEM_STEPS = [
+  'reachable',
+  'driver',
+  'dirs',
+  'env',
+  'torch',
+  'scripts-copy',
+  'scripts',
+  'runtime-copy',
+  'runtime',
+];
 
 /** What every cluster's graph must satisfy. */
-function checkGraph(plan: DeclaredResource[], cluster: Cluster, keys: Record<string, string>, keyText: string, expectSteps: string[]) {
+function checkGraph(
+  plan: DeclaredResource[],
+  cluster: Cluster,
+  keys: Record<string, string>,
+  keyText: string,
+  expectSteps: string[],
+) {
   const comps = plan.filter((r) => r.type === GPU_HOST_TYPE);
   expect(comps.map((c) => c.name)).toEqual(cluster.hosts.map((h) => h.name));
-  for (const c of comps) expect(c).toMatchObject({ parent: '', custom: false, urn: `urn:pulumi:plan::ugro::${GPU_HOST_TYPE}::${c.name}` });
+  for (const c of comps)
+    expect(c).toMatchObject({ parent: '', custom: false, urn: `urn:pulumi:plan::ugro::${GPU_HOST_TYPE}::${c.name}` });
   for (const h of cluster.hosts) {
     const comp = comps.find((c) => c.name === h.name)!;
     const children = plan.filter((r) => r.parent === comp.urn);
@@ -106,11 +151,19 @@ function checkGraph(plan: DeclaredResource[], cluster: Cluster, keys: Record<str
     expect(steps(plan, h.name)).toEqual([...expectSteps].sort());
     for (const r of children) {
       expect(r.name.startsWith(`${h.name}-`)).toBe(true);
-      expect(r.type).toBe(r.name.endsWith('-copy') || r.name.includes('pixi-') ? 'command:remote:CopyToRemote' : 'command:remote:Command');
+      expect(r.type).toBe(
+        r.name.endsWith('-copy') || r.name.includes('pixi-') ? 'command:remote:CopyToRemote' : 'command:remote:Command',
+      );
       expect(r.urn).toBe(`urn:pulumi:plan::ugro::${GPU_HOST_TYPE}$${r.type}::${r.name}`);
       // the connection: this host, its user and port, its pinned key, the key file; a secret
       const c = r.inputs.connection as Record<string, unknown>;
-      expect(c).toMatchObject({ host: h.address, user: h.user, port: h.port, hostKey: keys[h.address], privateKey: keyText });
+      expect(c).toMatchObject({
+        host: h.address,
+        user: h.user,
+        port: h.port,
+        hostKey: keys[h.address],
+        privateKey: keyText,
+      });
       expect(r.secretInputs).toContain('connection');
     }
     const reach = children.find((r) => r.name === `${h.name}-reachable`)!;
@@ -139,14 +192,24 @@ function checkGraph(plan: DeclaredResource[], cluster: Cluster, keys: Record<str
       if (r.name.endsWith('-scripts') || r.name.endsWith('-runtime')) {
         expect(r.inputs.delete).toMatch(/^sh -c 'set -eu\n/);
         expect(r.deleteBeforeReplace).toBe(true);
-        expect(r.inputs.triggers).toEqual([r.name.endsWith('-scripts') ? h.paths.scripts : `${h.paths.scripts}/runtime`]);
+        expect(r.inputs.triggers).toEqual([
+          r.name.endsWith('-scripts') ? h.paths.scripts : `${h.paths.scripts}/runtime`,
+        ]);
       } else {
         expect(r.inputs.delete).toBeUndefined();
         expect(r.deleteBeforeReplace).toBe(false);
       }
     }
     const dirs = children.find((r) => r.name === `${h.name}-dirs`)!.inputs.create as string;
-    for (const p of [h.paths.project, h.paths.scripts, h.paths.runs, h.paths.checkpoints, h.paths.logs, h.paths.experiments]) expect(dirs).toContain(`ensure_dir ${p} `);
+    for (const p of [
+      h.paths.project,
+      h.paths.scripts,
+      h.paths.runs,
+      h.paths.checkpoints,
+      h.paths.logs,
+      h.paths.experiments,
+    ])
+      expect(dirs).toContain(`ensure_dir ${p} `);
     const copies = children.filter((r) => r.type === 'command:remote:CopyToRemote');
     for (const c of copies) expect(c.inputs.remotePath).toMatch(new RegExp(`^${h.paths.project}/`));
   }
@@ -159,7 +222,10 @@ describe('resource graph under mocks', () => {
     const { plan } = await declare(cluster, settingsFor(cluster, p.dir));
     checkGraph(plan, cluster, p.keys, readFileSync(join(p.dir, 'id_ed25519'), 'utf8'), PIXI_STEPS);
     const gpu1 = (step: string) => plan.find((r) => r.name === `gpu1-${step}`)!;
-    expect(gpu1('pixi-lock').inputs).toMatchObject({ remotePath: '/home/ob/Development/Tools/ugro/pixi.lock', source: { kind: 'FileAsset', path: join(p.dir, 'pixi.lock') } });
+    expect(gpu1('pixi-lock').inputs).toMatchObject({
+      remotePath: '/home/ob/Development/Tools/ugro/pixi.lock',
+      source: { kind: 'FileAsset', path: join(p.dir, 'pixi.lock') },
+    });
     expect(gpu1('scripts-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts') });
     expect(gpu1('runtime-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts/runtime') });
     expect(gpu1('env').inputs.create).toContain('"$pixi" install --manifest-path "$manifest" --locked');
@@ -169,10 +235,10 @@ describe('resource graph under mocks', () => {
     expect(gpu1('torch').inputs.create).toMatch(/' gpu1 12 1 1\n'/);
     expect(gpu1('torch').inputs.create).toContain('py=/home/ob/Development/Tools/ugro/.pixi/envs/default/bin/python');
     // scripts/ without runtime/ (that is its own step), runtime/ on its own
-    expect(gpu1('scripts').inputs.create).toContain("put train.py ");
+    expect(gpu1('scripts').inputs.create).toContain('put train.py ');
     expect(gpu1('scripts').inputs.create).not.toContain('rank.sh');
-    expect(gpu1('runtime').inputs.create).toContain("put rank.sh ");
-    expect(gpu1('runtime').inputs.create).toContain("dest=/home/ob/Development/Tools/ugro/scripts/runtime\n");
+    expect(gpu1('runtime').inputs.create).toContain('put rank.sh ');
+    expect(gpu1('runtime').inputs.create).toContain('dest=/home/ob/Development/Tools/ugro/scripts/runtime\n');
   });
 
   it('lab-shaped cluster (system python, CUDA not required)', async () => {
@@ -189,9 +255,27 @@ describe('resource graph under mocks', () => {
     const cluster = labCluster();
     const p = project(cluster.hosts.map((h) => h.address));
     writeFileSync(join(p.dir, 'requirements.txt'), 'torch==2.4.*\n');
-    const { plan } = await declare(cluster, settingsFor(cluster, p.dir, { 'ugro:environmentManager': 'venv', 'ugro:venvRequirements': 'requirements.txt' }));
-    expect(steps(plan, 'gpu1')).toEqual(['reachable', 'driver', 'dirs', 'venv-requirements', 'env', 'torch', 'scripts-copy', 'scripts', 'runtime-copy', 'runtime'].sort());
-    expect(plan.find((r) => r.name === 'gpu1-venv-requirements')!.inputs.remotePath).toBe('/home/ob/ugro/.ugro/requirements.txt');
+    const { plan } = await declare(
+      cluster,
+      settingsFor(cluster, p.dir, { 'ugro:environmentManager': 'venv', 'ugro:venvRequirements': 'requirements.txt' }),
+    );
+    expect(steps(plan, 'gpu1')).toEqual(
+      [
+        'reachable',
+        'driver',
+        'dirs',
+        'venv-requirements',
+        'env',
+        'torch',
+        'scripts-copy',
+        'scripts',
+        'runtime-copy',
+        'runtime',
+      ].sort(),
+    );
+    expect(plan.find((r) => r.name === 'gpu1-venv-requirements')!.inputs.remotePath).toBe(
+      '/home/ob/ugro/.ugro/requirements.txt',
+    );
     expect(plan.find((r) => r.name === 'gpu1-torch')!.inputs.create).toContain('py=/home/ob/ugro/.venv/bin/python');
   });
 
@@ -201,7 +285,10 @@ describe('resource graph under mocks', () => {
     rmSync(join(p.dir, 'scripts'), { recursive: true });
     const { plan } = await declare(cluster, settingsFor(cluster, p.dir));
     expect(steps(plan, 'gpu1')).toEqual(['reachable', 'driver', 'dirs', 'env', 'torch', 'scripts', 'runtime'].sort());
-    expect(plan.find((r) => r.name === 'gpu1-scripts')!.dependencies.map(short)).toEqual(['gpu1-reachable', 'gpu1-torch']);
+    expect(plan.find((r) => r.name === 'gpu1-scripts')!.dependencies.map(short)).toEqual([
+      'gpu1-reachable',
+      'gpu1-torch',
+    ]);
   });
 });
 
@@ -210,12 +297,18 @@ describe('triggers', () => {
   const snapshot = async (cluster: Cluster, dir: string) => {
     const { plan } = await declare(cluster, settingsFor(cluster, dir));
     return {
-      triggers: Object.fromEntries(plan.filter((r) => r.custom).map((r) => [r.name, JSON.stringify(r.inputs.triggers)])),
+      triggers: Object.fromEntries(
+        plan.filter((r) => r.custom).map((r) => [r.name, JSON.stringify(r.inputs.triggers)]),
+      ),
       inputs: Object.fromEntries(plan.filter((r) => r.custom).map((r) => [r.name, r.inputs])),
     };
   };
-  const changed = (a: Record<string, string>, b: Record<string, string>) => Object.keys(a).filter((k) => a[k] !== b[k]).sort();
-  const forAll = (cluster: Cluster, suffixes: string[]) => cluster.hosts.flatMap((h) => suffixes.map((s) => `${h.name}-${s}`)).sort();
+  const changed = (a: Record<string, string>, b: Record<string, string>) =>
+    Object.keys(a)
+      .filter((k) => a[k] !== b[k])
+      .sort();
+  const forAll = (cluster: Cluster, suffixes: string[]) =>
+    cluster.hosts.flatMap((h) => suffixes.map((s) => `${h.name}-${s}`)).sort();
 
   it('change when a script, the runtime or the lock changes, and only then (and so do the inputs)', async () => {
     const cluster = seedCluster();
@@ -225,7 +318,8 @@ describe('triggers', () => {
     const again = await snapshot(cluster, p.dir);
     expect(again.inputs).toEqual(base.inputs);
 
-    const inputsOf = (x: typeof base) => Object.fromEntries(Object.entries(x.inputs).map(([k, v]) => [k, JSON.stringify(v)]));
+    const inputsOf = (x: typeof base) =>
+      Object.fromEntries(Object.entries(x.inputs).map(([k, v]) => [k, JSON.stringify(v)]));
     writeFileSync(join(p.dir, 'scripts/train.py'), 'print("train v2")\n');
     const s1 = await snapshot(cluster, p.dir);
     // the copy's trigger (a new stage); the install runs again because its script lists the new hash
@@ -259,7 +353,8 @@ describe('triggers', () => {
     const p = project(cluster.hosts.map((h) => h.address));
     const a = await declare(cluster, settingsFor(cluster, p.dir));
     const b = await declare(cluster, settingsFor(cluster, p.dir, { 'ugro:checkEpoch': '2' }));
-    const t = (plan: DeclaredResource[]) => Object.fromEntries(plan.filter((r) => r.custom).map((r) => [r.name, JSON.stringify(r.inputs)]));
+    const t = (plan: DeclaredResource[]) =>
+      Object.fromEntries(plan.filter((r) => r.custom).map((r) => [r.name, JSON.stringify(r.inputs)]));
     expect(changed(t(a.plan), t(b.plan))).toEqual(forAll(cluster, ['driver', 'torch']));
   });
 });
@@ -268,7 +363,10 @@ describe('connections', () => {
   it('a host without a pinned key stops the program before anything is declared, naming every such host', async () => {
     const cluster = seedCluster();
     const p = project(['192.168.1.100']);
-    writeFileSync(join(p.dir, 'known_hosts'), `192.168.1.100 ${p.keys['192.168.1.100']}\n@revoked 192.168.1.101 ${p.keys['192.168.1.100']}\n`);
+    writeFileSync(
+      join(p.dir, 'known_hosts'),
+      `192.168.1.100 ${p.keys['192.168.1.100']}\n@revoked 192.168.1.101 ${p.keys['192.168.1.100']}\n`,
+    );
     let err: unknown;
     const plan = await collectPlan(() => {
       try {
@@ -282,7 +380,10 @@ describe('connections', () => {
     expect(err).toBeInstanceOf(UgroError);
     expect((err as Error).message).toBe(
       [1, 2]
-        .map((i) => `gpu${i}: no host key for 192.168.1.10${i}:22 is pinned in ${p.dir}/known_hosts: run \`ugro hosts trust gpu${i}\` (check the fingerprint it shows), then pulumi up again`)
+        .map(
+          (i) =>
+            `gpu${i}: no host key for 192.168.1.10${i}:22 is pinned in ${p.dir}/known_hosts: run \`ugro hosts trust gpu${i}\` (check the fingerprint it shows), then pulumi up again`,
+        )
         .join('\n'),
     );
   });
@@ -290,16 +391,24 @@ describe('connections', () => {
   it('pins the type Go negotiates first (ecdsa, rsa, ed25519) when known_hosts has several', () => {
     const ed = hostKey();
     const ec = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA==';
-    const entries = parseKnownHosts(`gpu1 ${ed}\ngpu1 ${ec}\ngpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\ngpu2 ${ed}\ngpu2 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n`);
+    const entries = parseKnownHosts(
+      `gpu1 ${ed}\ngpu1 ${ec}\ngpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\ngpu2 ${ed}\ngpu2 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n`,
+    );
     expect(pinnedHostKey(entries, { address: '10.0.0.1', hostname: 'gpu1', name: 'gpu1', port: 22 })).toBe(ec);
-    expect(pinnedHostKey(entries, { address: '10.0.0.2', hostname: 'gpu2', name: 'gpu2', port: 22 })).toBe('ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==');
+    expect(pinnedHostKey(entries, { address: '10.0.0.2', hostname: 'gpu2', name: 'gpu2', port: 22 })).toBe(
+      'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==',
+    );
   });
 
   it('revoked keys never count; names and [host]:port match', () => {
     const ed = hostKey();
-    const entries = parseKnownHosts(`gpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n[10.0.0.5]:2222 ${ed}\n@revoked gpu9 ${ed}\ngpu9 ${ed}\n`);
+    const entries = parseKnownHosts(
+      `gpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n[10.0.0.5]:2222 ${ed}\n@revoked gpu9 ${ed}\ngpu9 ${ed}\n`,
+    );
     expect(pinnedHostKey(entries, { address: '10.0.0.5', hostname: 'gpu1', name: 'gpu1', port: 2222 })).toBe(ed);
-    expect(pinnedHostKey(entries, { address: '10.0.0.6', hostname: 'gpu1', name: 'gpu1', port: 22 })).toBe('ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==');
+    expect(pinnedHostKey(entries, { address: '10.0.0.6', hostname: 'gpu1', name: 'gpu1', port: 22 })).toBe(
+      'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==',
+    );
     expect(pinnedHostKey(entries, { address: '10.0.0.9', hostname: 'gpu9', name: 'gpu9', port: 22 })).toBeUndefined();
   });
 
@@ -307,7 +416,9 @@ describe('connections', () => {
     const cluster = labCluster();
     const p = project(cluster.hosts.map((h) => h.address));
     const s = { ...settingsFor(cluster, p.dir), sshKeyPath: join(p.dir, 'nope') };
-    expect(() => declareCluster(cluster, s, { env: {} })).toThrow(`gpu-master: cannot read the SSH key ${p.dir}/nope: ENOENT`);
+    expect(() => declareCluster(cluster, s, { env: {} })).toThrow(
+      `gpu-master: cannot read the SSH key ${p.dir}/nope: ENOENT`,
+    );
     const agentCluster = { ...cluster, hosts: cluster.hosts.map((h) => ({ ...h, ssh: { ...h.ssh, useAgent: true } })) };
     let declared!: DeclaredCluster;
     const plan = await collectPlan(() => {
@@ -326,7 +437,8 @@ describe('stack outputs', () => {
     const cluster = labCluster();
     const p = project(cluster.hosts.map((h) => h.address));
     const stdout: Record<string, string> = {
-      driver: 'ugro-fact driver=570.133.07\nugro-fact gpu_count=1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro-fact gpu.0.memory_mib=8188\nugro: x: driver: unchanged: ok\n',
+      driver:
+        'ugro-fact driver=570.133.07\nugro-fact gpu_count=1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro-fact gpu.0.memory_mib=8188\nugro: x: driver: unchanged: ok\n',
       env: 'ugro-fact python=/usr/bin/python3\nugro-fact env_path=/usr\n',
       torch: 'ugro-fact torch=2.4.1\nugro-fact torch_cuda=12.4\nugro-fact cuda_available=true\n',
     };
@@ -374,7 +486,12 @@ describe('entry point (infra/index.ts) with stack config', () => {
       result = main();
       return [result.hosts];
     });
-    expect(result).toMatchObject({ environmentManager: 'pixi', minDriverVersion: '550', cudaMajor: '12', cluster: 'Home AI Lab' });
+    expect(result).toMatchObject({
+      environmentManager: 'pixi',
+      minDriverVersion: '550',
+      cudaMajor: '12',
+      cluster: 'Home AI Lab',
+    });
     expect(plan.filter((r) => r.type === GPU_HOST_TYPE).map((r) => r.name)).toEqual(['gpu-master', 'gpu1', 'gpu2']);
     expect(plan.filter((r) => r.custom)).toHaveLength(3 * PIXI_STEPS.length);
     const c = plan.find((r) => r.name === 'gpu2-torch')!;
@@ -423,8 +540,12 @@ describe('Pulumi.dev.yaml', () => {
   });
 
   it('Pulumi.yaml runs the compiled ES module with the nodejs runtime', () => {
-    const proj = parse(readFileSync(join(ROOT, 'Pulumi.yaml'), 'utf8')) as Record<string, any>;
-    expect(proj).toMatchObject({ name: 'ugro', runtime: { name: 'nodejs', options: { typescript: false } }, main: 'infra/dist/infra/index.js' });
+    const proj = parse(readFileSync(join(ROOT, 'Pulumi.yaml'), 'utf8')) as Record<string, unknown>;
+    expect(proj).toMatchObject({
+      name: 'ugro',
+      runtime: { name: 'nodejs', options: { typescript: false } },
+      main: 'infra/dist/infra/index.js',
+    });
     expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).type).toBe('module');
   });
 });

@@ -5,7 +5,17 @@
  * names the host and the fix.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -56,7 +66,10 @@ function gpuHost(mode: 'ok' | 'old-driver' | 'failing' | 'absent', name = 'NVIDI
   const d = tmp('gpu');
   mkdirSync(join(d, 'bin'));
   if (mode !== 'absent') copyFileSync(join(STAND_INS, 'nvidia-smi'), join(d, 'bin/nvidia-smi'));
-  writeFileSync(join(d, 'gpu.conf'), `mode=${mode}\nname="${name}"\nmemory_total=8188\nmemory_used=312\ndriver=570.133.07\n`);
+  writeFileSync(
+    join(d, 'gpu.conf'),
+    `mode=${mode}\nname="${name}"\nmemory_total=8188\nmemory_used=312\ndriver=570.133.07\n`,
+  );
   return join(d, 'bin');
 }
 
@@ -95,7 +108,9 @@ describe('reachability', () => {
     expect(parseFacts(ok.stdout).os).toBe('Linux');
     const bad = run(reachabilityScript({ host: 'gpu1', user: 'ob' }));
     expect(bad.code).toBe(1);
-    expect(bad.stderr.trim()).toBe(`gpu1: logged in as ${me}, the cluster file says ob: fix user (or ssh_port/ip) in the cluster file`);
+    expect(bad.stderr.trim()).toBe(
+      `gpu1: logged in as ${me}, the cluster file says ob: fix user (or ssh_port/ip) in the cluster file`,
+    );
   });
 });
 
@@ -106,7 +121,12 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     const r = run(script(), { PATH: `${gpuHost('ok')}:/usr/bin:/bin` });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(parseFacts(r.stdout)).toEqual({ driver: '570.133.07', gpu_count: '1', 'gpu.0.name': 'NVIDIA GeForce RTX 4070', 'gpu.0.memory_mib': '8188' });
+    expect(parseFacts(r.stdout)).toEqual({
+      driver: '570.133.07',
+      gpu_count: '1',
+      'gpu.0.name': 'NVIDIA GeForce RTX 4070',
+      'gpu.0.memory_mib': '8188',
+    });
     expect(r.stdout).toContain('ugro: gpu2: driver: unchanged: NVIDIA driver 570.133.07 >= 550, 1 GPU(s)');
   });
 
@@ -120,25 +140,35 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
   it('fails a missing driver with the exact message', () => {
     const r = run(script('525.60.13'), { PATH: `${gpuHost('absent')}:/usr/bin:/bin` });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('gpu2: nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= 525.60.13)');
+    expect(r.stderr.trim()).toBe(
+      'gpu2: nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= 525.60.13)',
+    );
   });
 
   it('fails a driver that does not answer', () => {
     const r = run(script(), { PATH: `${gpuHost('failing')}:/usr/bin:/bin` });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^gpu2: nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver\..*: the driver is installed but not working \(reboot, or reinstall the NVIDIA driver >= 550 for the running kernel\)$/);
+    expect(r.stderr.trim()).toMatch(
+      /^gpu2: nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver\..*: the driver is installed but not working \(reboot, or reinstall the NVIDIA driver >= 550 for the running kernel\)$/,
+    );
   });
 
   it('warns (does not fail) when the model differs from the cluster file', () => {
     const r = run(script(), { PATH: `${gpuHost('ok', 'NVIDIA GeForce RTX 3060')}:/usr/bin:/bin` });
     expect(r.code).toBe(0);
-    expect(r.stderr).toContain('ugro: gpu2: driver: warning: the cluster file expects a RTX 4070, nvidia-smi lists: 0, NVIDIA GeForce RTX 3060, 8188');
+    expect(r.stderr).toContain(
+      'ugro: gpu2: driver: warning: the cluster file expects a RTX 4070, nvidia-smi lists: 0, NVIDIA GeForce RTX 3060, 8188',
+    );
   });
 
   it('fails when fewer GPUs answer than the cluster file expects', () => {
-    const r = run(driverCheckScript({ host: 'gpu2', minDriver: '550', expectModels: ['RTX 4070', 'RTX 4070'] }), { PATH: `${gpuHost('ok')}:/usr/bin:/bin` });
+    const r = run(driverCheckScript({ host: 'gpu2', minDriver: '550', expectModels: ['RTX 4070', 'RTX 4070'] }), {
+      PATH: `${gpuHost('ok')}:/usr/bin:/bin`,
+    });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('gpu2: nvidia-smi lists 1 GPU(s), the cluster file expects 2 (RTX 4070, RTX 4070): check that every GPU is seated and powered, or fix gpus/hardware in the cluster file');
+    expect(r.stderr.trim()).toBe(
+      'gpu2: nvidia-smi lists 1 GPU(s), the cluster file expects 2 (RTX 4070, RTX 4070): check that every GPU is seated and powered, or fix gpus/hardware in the cluster file',
+    );
   });
 
   // Numeric, field by field; a stub nvidia-smi that prints one version is enough for this.
@@ -151,7 +181,10 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     ['550.100', '550.54.14', true],
   ])('driver %s against minimum %s: passes=%s', (drv, min, passes) => {
     const bin = tmp('stub');
-    writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh\ncase "$*" in *index,name*) echo "0, NVIDIA GeForce RTX 4070, 8188" ;; *) echo "${drv}" ;; esac\n`);
+    writeFileSync(
+      join(bin, 'nvidia-smi'),
+      `#!/bin/sh\ncase "$*" in *index,name*) echo "0, NVIDIA GeForce RTX 4070, 8188" ;; *) echo "${drv}" ;; esac\n`,
+    );
     chmodSync(join(bin, 'nvidia-smi'), 0o755);
     const r = run(script(min), { PATH: `${bin}:/usr/bin:/bin` });
     expect(r.code).toBe(passes ? 0 : 1);
@@ -161,11 +194,15 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
   it('skips the check on a host without GPUs', () => {
     const r = run(driverCheckScript({ host: 'cpu1', minDriver: '550', expectModels: [] }));
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('ugro: cpu1: driver: unchanged: no GPU expected in the cluster file, driver check skipped');
+    expect(r.stdout).toContain(
+      'ugro: cpu1: driver: unchanged: no GPU expected in the cluster file, driver check skipped',
+    );
   });
 
   it('refuses a minimum that is not a version', () => {
-    expect(() => driverCheckScript({ host: 'g', minDriver: '550; rm -rf /', expectModels: ['x'] })).toThrow(/not a version/);
+    expect(() => driverCheckScript({ host: 'g', minDriver: '550; rm -rf /', expectModels: ['x'] })).toThrow(
+      /not a version/,
+    );
   });
 });
 
@@ -187,7 +224,9 @@ describe('directories', () => {
     expect(b.stdout.trim()).toBe('ugro: gpu1: dirs: unchanged: 3 directories in place');
     chmodSync(join(base, 'p/checkpoints'), 0o777);
     const c = run(s);
-    expect(c.stdout).toContain(`ugro: gpu1: dirs: removed write permission for others on ${base}/p/checkpoints (checkpoints)`);
+    expect(c.stdout).toContain(
+      `ugro: gpu1: dirs: removed write permission for others on ${base}/p/checkpoints (checkpoints)`,
+    );
     expect((statSync(join(base, 'p/checkpoints')).mode & 0o777).toString(8)).toBe('775');
     expect(readFileSync(join(base, 'p/checkpoints/step-100.pt'), 'utf8')).toBe('weights');
   });
@@ -197,12 +236,18 @@ describe('directories', () => {
     writeFileSync(join(base, 'runs'), 'x');
     const r = run(directoriesScript({ host: 'gpu1', dirs: [{ path: join(base, 'runs'), mode: '750', what: 'runs' }] }));
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe(`gpu1: ${base}/runs (runs) exists and is not a directory: move it away, or set paths in the cluster file`);
+    expect(r.stderr.trim()).toBe(
+      `gpu1: ${base}/runs (runs) exists and is not a directory: move it away, or set paths in the cluster file`,
+    );
   });
 
   it('refuses relative paths and odd modes at build time', () => {
-    expect(() => directoriesScript({ host: 'g', dirs: [{ path: 'ugro', mode: '755', what: 'project' }] })).toThrow(/not absolute/);
-    expect(() => directoriesScript({ host: 'g', dirs: [{ path: '/u', mode: 'rwx', what: 'project' }] })).toThrow(/not octal/);
+    expect(() => directoriesScript({ host: 'g', dirs: [{ path: 'ugro', mode: '755', what: 'project' }] })).toThrow(
+      /not absolute/,
+    );
+    expect(() => directoriesScript({ host: 'g', dirs: [{ path: '/u', mode: 'rwx', what: 'project' }] })).toThrow(
+      /not octal/,
+    );
   });
 });
 
@@ -214,13 +259,18 @@ describe('environments', () => {
     expect(stepOutcome(r.stdout)).toBe('unchanged');
     const bad = run(systemEnvScript({ host: 'gpu1', python: 'python9' }));
     expect(bad.code).toBe(1);
-    expect(bad.stderr.trim()).toBe('gpu1: python interpreter python9 not found: install python3, or set environment.python in the cluster file (or ugro:python)');
+    expect(bad.stderr.trim()).toBe(
+      'gpu1: python interpreter python9 not found: install python3, or set environment.python in the cluster file (or ugro:python)',
+    );
   });
 
   describe('pixi (stand-in pixi: checks arguments like pixi 0.40)', () => {
     const project = () => {
       const d = tmp('pixi');
-      writeFileSync(join(d, 'pixi.toml'), '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n');
+      writeFileSync(
+        join(d, 'pixi.toml'),
+        '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n',
+      );
       writeFileSync(join(d, 'pixi.lock'), 'version: 6\nenvironments: {}\npackages: []\n');
       return d;
     };
@@ -241,13 +291,18 @@ describe('environments', () => {
       expect(a.stderr).toContain('The default environment has been installed.');
       expect(a.code).toBe(0);
       expect(stepOutcome(a.stdout)).toBe('changed');
-      expect(parseFacts(a.stdout)).toMatchObject({ python: `${d}/.pixi/envs/default/bin/python`, env_path: `${d}/.pixi/envs/default` });
+      expect(parseFacts(a.stdout)).toMatchObject({
+        python: `${d}/.pixi/envs/default/bin/python`,
+        env_path: `${d}/.pixi/envs/default`,
+      });
       const calls = readFileSync(log, 'utf8').trim().split('\n');
       expect(calls).toHaveLength(1);
       expect(calls[0].split('\t')[2]).toBe(`pixi install --manifest-path ${d}/pixi.toml --locked`);
       const b = run(script(d), env(log));
       expect(b.code).toBe(0);
-      expect(b.stdout.trim().split('\n').pop()).toMatch(/^ugro: gpu1: env: unchanged: pixi environment default matches pixi\.lock \(sha256 [0-9a-f]{12}\)$/);
+      expect(b.stdout.trim().split('\n').pop()).toMatch(
+        /^ugro: gpu1: env: unchanged: pixi environment default matches pixi\.lock \(sha256 [0-9a-f]{12}\)$/,
+      );
       expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
       // a new lock re-installs
       writeFileSync(join(d, 'pixi.lock'), 'version: 6\nenvironments: {default: {}}\npackages: []\n');
@@ -262,21 +317,36 @@ describe('environments', () => {
 
     it('passes a named environment with --environment', () => {
       const d = project();
-      writeFileSync(join(d, 'pixi.toml'), readFileSync(join(d, 'pixi.toml'), 'utf8') + '\n[environments]\ncuda = ["cuda"]\n');
+      writeFileSync(
+        join(d, 'pixi.toml'),
+        `${readFileSync(join(d, 'pixi.toml'), 'utf8')}\n[environments]\ncuda = ["cuda"]\n`,
+      );
       const log = join(d, 'pixi.log');
       const r = run(script(d, 'cuda'), env(log));
       expect(r.code).toBe(0);
-      expect(readFileSync(log, 'utf8').split('\t')[2].trim()).toBe(`pixi install --manifest-path ${d}/pixi.toml --locked --environment cuda`);
+      expect(readFileSync(log, 'utf8').split('\t')[2].trim()).toBe(
+        `pixi install --manifest-path ${d}/pixi.toml --locked --environment cuda`,
+      );
       expect(existsSync(join(d, '.pixi/envs/cuda/bin/python'))).toBe(true);
     });
 
     it('a lock on the host that differs from the local one fails before pixi runs', () => {
       const d = project();
-      const s = pixiEnvScript({ host: 'gpu1', manifestPath: join(d, 'pixi.toml'), lock: { path: join(d, 'pixi.lock'), sha256: 'f'.repeat(64) }, environment: 'default', stateFile: join(d, '.ugro/x') });
+      const s = pixiEnvScript({
+        host: 'gpu1',
+        manifestPath: join(d, 'pixi.toml'),
+        lock: { path: join(d, 'pixi.lock'), sha256: 'f'.repeat(64) },
+        environment: 'default',
+        stateFile: join(d, '.ugro/x'),
+      });
       const log = join(d, 'pixi.log');
       const r = run(s, env(log));
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^gpu1: ${d}/pixi\\.lock has sha256 [0-9a-f]{64}, expected f{64}: it was edited on the host or the copy failed; run pulumi up again$`));
+      expect(r.stderr.trim()).toMatch(
+        new RegExp(
+          `^gpu1: ${d}/pixi\\.lock has sha256 [0-9a-f]{64}, expected f{64}: it was edited on the host or the copy failed; run pulumi up again$`,
+        ),
+      );
       expect(existsSync(log)).toBe(false);
     });
 
@@ -284,7 +354,9 @@ describe('environments', () => {
       const d = project();
       const r = run(script(d), { PATH: '/usr/bin:/bin', HOME: d });
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toBe('gpu1: pixi not found (not on PATH, not in ~/.pixi/bin): install it (curl -fsSL https://pixi.sh/install.sh | bash), or set ugro:environmentManager to venv or system');
+      expect(r.stderr.trim()).toBe(
+        'gpu1: pixi not found (not on PATH, not in ~/.pixi/bin): install it (curl -fsSL https://pixi.sh/install.sh | bash), or set ugro:environmentManager to venv or system',
+      );
     });
 
     it('finds pixi in ~/.pixi/bin when it is not on PATH (non-login SSH sessions)', () => {
@@ -303,11 +375,19 @@ describe('environments', () => {
     const req = join(d, 'requirements.txt');
     // torch is satisfied from the system site-packages: pip needs no network for it.
     writeFileSync(req, 'torch\n');
-    const s = venvEnvScript({ host: 'gpu1', basePython: '/usr/bin/python3', venvDir: join(d, '.venv'), requirements: { path: req, sha256: sha256(readFileSync(req)) }, systemSitePackages: true });
+    const s = venvEnvScript({
+      host: 'gpu1',
+      basePython: '/usr/bin/python3',
+      venvDir: join(d, '.venv'),
+      requirements: { path: req, sha256: sha256(readFileSync(req)) },
+      systemSitePackages: true,
+    });
     const a = run(s);
     expect(a.stderr).toMatch(/Requirement already satisfied: torch/);
     expect(a.code).toBe(0);
-    expect(a.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: env: changed: created venv ${d}/.venv, installed ${req}`);
+    expect(a.stdout.trim().split('\n').pop()).toBe(
+      `ugro: gpu1: env: changed: created venv ${d}/.venv, installed ${req}`,
+    );
     const b = run(s);
     expect(b.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: env: unchanged: venv ${d}/.venv is up to date`);
     expect(parseFacts(b.stdout).python).toBe(`${d}/.venv/bin/python`);
@@ -315,19 +395,24 @@ describe('environments', () => {
 });
 
 describe('torch check (Debian python3-torch, a CPU build)', () => {
-  const s = (requireCuda: boolean, python = '/usr/bin/python3') => torchCheckScript({ host: 'gpu1', python, cudaMajor: '12', requireCuda, expectGpu: true });
+  const s = (requireCuda: boolean, python = '/usr/bin/python3') =>
+    torchCheckScript({ host: 'gpu1', python, cudaMajor: '12', requireCuda, expectGpu: true });
 
   it('requireCuda false: a CPU build passes and CUDA is reported', () => {
     const r = run(s(false));
     expect(r.code).toBe(0);
     expect(parseFacts(r.stdout)).toMatchObject({ torch_cuda: 'none', cuda_available: 'false' });
-    expect(r.stdout).toMatch(/^ugro: gpu1: torch: unchanged: torch \S+ imports, CUDA build none, cuda available: False \(CUDA not required: ugro:requireCuda false\)$/m);
+    expect(r.stdout).toMatch(
+      /^ugro: gpu1: torch: unchanged: torch \S+ imports, CUDA build none, cuda available: False \(CUDA not required: ugro:requireCuda false\)$/m,
+    );
   });
 
   it('requireCuda true: a CPU build fails with the fix', () => {
     const r = run(s(true));
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^gpu1: torch \S+ is a CPU-only build, CUDA 12 required: install a CUDA 12 build of torch \(pixi\.toml or requirements\), or set ugro:requireCuda false$/);
+    expect(r.stderr.trim()).toMatch(
+      /^gpu1: torch \S+ is a CPU-only build, CUDA 12 required: install a CUDA 12 build of torch \(pixi\.toml or requirements\), or set ugro:requireCuda false$/,
+    );
   });
 
   it('no torch in the environment: names the interpreter and the fix', () => {
@@ -336,7 +421,9 @@ describe('torch check (Debian python3-torch, a CPU build)', () => {
     chmodSync(join(d, 'python'), 0o755);
     const r = run(s(false, join(d, 'python')));
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^gpu1: cannot import torch with \/usr\/bin\/python3: ModuleNotFoundError: No module named 'torch': add torch to the environment/);
+    expect(r.stderr.trim()).toMatch(
+      /^gpu1: cannot import torch with \/usr\/bin\/python3: ModuleNotFoundError: No module named 'torch': add torch to the environment/,
+    );
   });
 });
 
@@ -348,7 +435,7 @@ describe('tree deployment', () => {
     writeFileSync(join(src, 'train.py'), 'print("hi")\n');
     writeFileSync(join(src, 'run.sh'), '#!/bin/sh\necho run\n');
     chmodSync(join(src, 'run.sh'), 0o755);
-    writeFileSync(join(src, 'sub/it\'s data.txt'), 'x'.repeat(1000));
+    writeFileSync(join(src, "sub/it's data.txt"), 'x'.repeat(1000));
     const dest = join(d, 'host/scripts');
     const stageRoot = join(d, 'host/.ugro/stage');
     const stageFor = (hash: string) => join(stageRoot, `scripts-${hash.slice(0, 16)}`);
@@ -361,7 +448,17 @@ describe('tree deployment', () => {
     /** The install step alone (the copy step did not run again). */
     const install = () => {
       const t = readTree(src);
-      return run(deployTreeScript({ host: 'gpu1', label: 'scripts', dest, stage: stageFor(t.hash), sourceBase: 'scripts', stageRoot, files: t.files }));
+      return run(
+        deployTreeScript({
+          host: 'gpu1',
+          label: 'scripts',
+          dest,
+          stage: stageFor(t.hash),
+          sourceBase: 'scripts',
+          stageRoot,
+          files: t.files,
+        }),
+      );
     };
     const deploy = () => {
       copy(stageFor(readTree(src).hash));
@@ -375,8 +472,11 @@ describe('tree deployment', () => {
       const t = setup(layout);
       const a = t.deploy();
       expect(a.stderr).toBe('');
-      expect(a.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: scripts: changed: 3 updated, 0 removed, 0 unchanged in ${t.dest}`);
-      for (const f of ['train.py', 'run.sh', "sub/it's data.txt"]) expect(readFileSync(join(t.dest, f))).toEqual(readFileSync(join(t.src, f)));
+      expect(a.stdout.trim().split('\n').pop()).toBe(
+        `ugro: gpu1: scripts: changed: 3 updated, 0 removed, 0 unchanged in ${t.dest}`,
+      );
+      for (const f of ['train.py', 'run.sh', "sub/it's data.txt"])
+        expect(readFileSync(join(t.dest, f))).toEqual(readFileSync(join(t.src, f)));
       expect((statSync(join(t.dest, 'run.sh')).mode & 0o777).toString(8)).toBe('755');
       expect((statSync(join(t.dest, 'train.py')).mode & 0o777).toString(8)).toBe('644');
       const b = t.deploy();
@@ -393,7 +493,9 @@ describe('tree deployment', () => {
     const r = t.deploy();
     expect(r.stdout).toContain('ugro: gpu1: scripts: updated train.py');
     expect(r.stdout).toContain('ugro: gpu1: scripts: removed run.sh (no longer in the tree)');
-    expect(r.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: scripts: changed: 1 updated, 1 removed, 1 unchanged in ${t.dest}`);
+    expect(r.stdout.trim().split('\n').pop()).toBe(
+      `ugro: gpu1: scripts: changed: 1 updated, 1 removed, 1 unchanged in ${t.dest}`,
+    );
     expect(readFileSync(join(t.dest, 'train.py'), 'utf8')).toBe('print("v2")\n');
     expect(existsSync(join(t.dest, 'run.sh'))).toBe(false);
     expect(readFileSync(join(t.dest, 'notes.txt'), 'utf8')).toBe('mine');
@@ -407,9 +509,21 @@ describe('tree deployment', () => {
     mkdirSync(stage, { recursive: true });
     spawnSync('cp', ['-a', `${t.src}/.`, stage]);
     writeFileSync(join(stage, 'train.py'), 'tampered');
-    const r = run(deployTreeScript({ host: 'gpu1', label: 'scripts', dest: t.dest, stage, sourceBase: 'scripts', stageRoot: t.stageRoot, files: tree.files }));
+    const r = run(
+      deployTreeScript({
+        host: 'gpu1',
+        label: 'scripts',
+        dest: t.dest,
+        stage,
+        sourceBase: 'scripts',
+        stageRoot: t.stageRoot,
+        files: tree.files,
+      }),
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^gpu1: scripts: the staged train\.py has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}: the copy is stale or corrupt; run pulumi up again$/);
+    expect(r.stderr.trim()).toMatch(
+      /^gpu1: scripts: the staged train\.py has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}: the copy is stale or corrupt; run pulumi up again$/,
+    );
     const t2 = setup('flat');
     t2.deploy();
     writeFileSync(join(t2.dest, 'train.py'), 'edited on the host');
@@ -424,8 +538,13 @@ describe('tree deployment', () => {
     writeFileSync(join(t.dest, 'notes.txt'), 'mine');
     const s = removeTreeScript({ host: 'gpu1', label: 'scripts', dest: t.dest });
     const a = run(s);
-    expect(a.stdout.trim()).toBe(`ugro: gpu1: scripts: changed: removed 3 deployed files from ${t.dest} (other files left in place)`);
-    expect(spawnSync('find', [t.dest], { encoding: 'utf8' }).stdout.trim().split('\n').sort()).toEqual([t.dest, join(t.dest, 'notes.txt')]);
+    expect(a.stdout.trim()).toBe(
+      `ugro: gpu1: scripts: changed: removed 3 deployed files from ${t.dest} (other files left in place)`,
+    );
+    expect(spawnSync('find', [t.dest], { encoding: 'utf8' }).stdout.trim().split('\n').sort()).toEqual([
+      t.dest,
+      join(t.dest, 'notes.txt'),
+    ]);
     expect(run(s).stdout.trim()).toBe(`ugro: gpu1: scripts: unchanged: nothing deployed in ${t.dest}`);
     // A replacement runs delete, then create: the create still finds its stage and redeploys.
     const again = t.install();
@@ -435,25 +554,58 @@ describe('tree deployment', () => {
   it('an empty tree deploys nothing and removes what was deployed before', () => {
     const t = setup('flat');
     t.deploy();
-    const r = run(deployTreeScript({ host: 'gpu1', label: 'scripts', dest: t.dest, stage: join(t.stageRoot, 'scripts-empty'), sourceBase: 'scripts', stageRoot: t.stageRoot, files: [] }));
-    expect(r.code).toBe(0);
-    expect(r.stdout.trim().split('\n').pop()).toBe(`ugro: gpu1: scripts: changed: 0 updated, 3 removed, 0 unchanged in ${t.dest}`);
-    expect(run(deployTreeScript({ host: 'gpu1', label: 'scripts', dest: t.dest, stage: join(t.stageRoot, 'scripts-empty'), sourceBase: 'scripts', stageRoot: t.stageRoot, files: [] })).stdout.trim()).toBe(
-      `ugro: gpu1: scripts: unchanged: 0 files in ${t.dest} match`,
+    const r = run(
+      deployTreeScript({
+        host: 'gpu1',
+        label: 'scripts',
+        dest: t.dest,
+        stage: join(t.stageRoot, 'scripts-empty'),
+        sourceBase: 'scripts',
+        stageRoot: t.stageRoot,
+        files: [],
+      }),
     );
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split('\n').pop()).toBe(
+      `ugro: gpu1: scripts: changed: 0 updated, 3 removed, 0 unchanged in ${t.dest}`,
+    );
+    expect(
+      run(
+        deployTreeScript({
+          host: 'gpu1',
+          label: 'scripts',
+          dest: t.dest,
+          stage: join(t.stageRoot, 'scripts-empty'),
+          sourceBase: 'scripts',
+          stageRoot: t.stageRoot,
+          files: [],
+        }),
+      ).stdout.trim(),
+    ).toBe(`ugro: gpu1: scripts: unchanged: 0 files in ${t.dest} match`);
   });
 
   it('refuses paths that could escape the destination', () => {
     const f = { sha256: 'a'.repeat(64), mode: '644' as const, size: 1 };
     for (const p of ['../x', '/etc/passwd', 'a/../../b', 'a//b', './a']) {
-      expect(() => deployTreeScript({ host: 'g', label: 'scripts', dest: '/d', stage: '/s', sourceBase: 'scripts', stageRoot: '/r', files: [{ ...f, path: p }] })).toThrow(/bad relative path/);
+      expect(() =>
+        deployTreeScript({
+          host: 'g',
+          label: 'scripts',
+          dest: '/d',
+          stage: '/s',
+          sourceBase: 'scripts',
+          stageRoot: '/r',
+          files: [{ ...f, path: p }],
+        }),
+      ).toThrow(/bad relative path/);
     }
   });
 });
 
 describe('report parsing', () => {
   it('parseFacts and stepOutcome read what the scripts print', () => {
-    const out = 'ugro-fact driver=570.1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro: gpu1: dirs: created /x\nugro: gpu1: dirs: changed: 1 created\n';
+    const out =
+      'ugro-fact driver=570.1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro: gpu1: dirs: created /x\nugro: gpu1: dirs: changed: 1 created\n';
     expect(parseFacts(out)).toEqual({ driver: '570.1', 'gpu.0.name': 'NVIDIA GeForce RTX 4070' });
     expect(stepOutcome(out)).toBe('changed');
     expect(stepOutcome('ugro: gpu1: env: unchanged: x')).toBe('unchanged');

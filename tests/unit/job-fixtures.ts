@@ -5,16 +5,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
-import { parseCluster, type Host } from '../../config/cluster.ts';
+import { type Host, parseCluster } from '../../config/cluster.ts';
 import { parseTrainingJob, specHash, type TrainingJob } from '../../controller/api/trainingjob.ts';
 import type { ClusterView, SpecState } from '../../controller/core/reconcile.ts';
-import { runDirName, runIdOf, type RankObservation, type RunMeta, type RunPart } from '../../controller/hosts/runs.ts';
+import { type RankObservation, type RunMeta, type RunPart, runDirName, runIdOf } from '../../controller/hosts/runs.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
 /** tests/fixtures/cluster/valid.yaml: gpu-master (10.0.0.10), gpu1 (10.0.0.11), gpu2 (10.0.0.12). */
 export const CLUSTER = (() => {
-  const r = parseCluster(readFileSync(`${ROOT}tests/fixtures/cluster/valid.yaml`, 'utf8'), '/etc/ugro/cluster.yaml', { env: {}, home: '/home/alice', user: 'alice' });
+  const r = parseCluster(readFileSync(`${ROOT}tests/fixtures/cluster/valid.yaml`, 'utf8'), '/etc/ugro/cluster.yaml', {
+    env: {},
+    home: '/home/alice',
+    user: 'alice',
+  });
   if (!r.ok) throw new Error(`fixture cluster is invalid: ${JSON.stringify(r.issues)}`);
   return r.value;
 })();
@@ -37,7 +41,10 @@ export function job(name: string, spec: Record<string, unknown> = { script: 'tra
   return r.value;
 }
 
-export function validSpec(name: string, spec: Record<string, unknown> = { script: 'train.py' }): Extract<SpecState, { kind: 'valid' }> {
+export function validSpec(
+  name: string,
+  spec: Record<string, unknown> = { script: 'train.py' },
+): Extract<SpecState, { kind: 'valid' }> {
   const j = job(name, spec);
   return { kind: 'valid', job: j, hash: specHash(j.spec), file: `/jobs/${name}.yaml` };
 }
@@ -72,7 +79,13 @@ export interface PartOpts {
 }
 
 /** One attempt of a job spread over `hosts` (node rank = index), as its run directories describe it. */
-export function run(jobName: string, hash: string, attempt: number, hosts: string[], o: { createdAt: string; port?: number; nproc?: number }) {
+export function run(
+  jobName: string,
+  hash: string,
+  attempt: number,
+  hosts: string[],
+  o: { createdAt: string; port?: number; nproc?: number },
+) {
   const dir = runDirName(jobName, hash, attempt);
   const runId = runIdOf(jobName, hash, attempt);
   const port = o.port ?? 29500;
@@ -108,4 +121,9 @@ export function run(jobName: string, hash: string, attempt: number, hosts: strin
 }
 
 /** A running rank (global `rank`, local `localRank`). */
-export const rank = (r: number, localRank = 0, extra: Partial<RankObservation> = {}): RankObservation => ({ rank: r, localRank, pid: 2000 + r, ...extra });
+export const rank = (r: number, localRank = 0, extra: Partial<RankObservation> = {}): RankObservation => ({
+  rank: r,
+  localRank,
+  pid: 2000 + r,
+  ...extra,
+});

@@ -3,10 +3,10 @@
  * fingerprints, checked against OpenSSH's own ssh-keygen on real generated keys.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   appendKnownHost,
@@ -24,11 +24,28 @@ const dir = mkdtempSync(join(tmpdir(), 'ugro-kh-'));
 /** A real key made by ssh-keygen: its .pub line, blob, and what `ssh-keygen -lf` says. */
 function genKey(type: 'ed25519' | 'ecdsa' | 'rsa', name: string) {
   const f = join(dir, name);
-  execFileSync('ssh-keygen', ['-q', '-t', type, ...(type === 'rsa' ? ['-b', '2048'] : []), '-N', '', '-C', name, '-f', f]);
+  execFileSync('ssh-keygen', [
+    '-q',
+    '-t',
+    type,
+    ...(type === 'rsa' ? ['-b', '2048'] : []),
+    '-N',
+    '',
+    '-C',
+    name,
+    '-f',
+    f,
+  ]);
   const pub = readFileSync(`${f}.pub`, 'utf8').trim();
   const [keyType, b64] = pub.split(' ');
   const lf = execFileSync('ssh-keygen', ['-lf', `${f}.pub`], { encoding: 'utf8' });
-  return { pubFile: `${f}.pub`, keyType, b64, blob: Buffer.from(b64, 'base64'), sshKeygenFp: /SHA256:\S+/.exec(lf)![0] };
+  return {
+    pubFile: `${f}.pub`,
+    keyType,
+    b64,
+    blob: Buffer.from(b64, 'base64'),
+    sshKeygenFp: /SHA256:\S+/.exec(lf)![0],
+  };
 }
 
 const k1 = genKey('ed25519', 'host1');
@@ -106,12 +123,21 @@ describe('verifyHostKey', () => {
 
   it('changed when the host is pinned to another key: both fingerprints and the line', () => {
     const v = verifyHostKey(entries, ['gpu1'], 22, k2.blob);
-    expect(v).toEqual({ ok: false, reason: 'changed', expected: [`ssh-ed25519 ${k1.sshKeygenFp} (line 1)`], presented: k2.sshKeygenFp });
+    expect(v).toEqual({
+      ok: false,
+      reason: 'changed',
+      expected: [`ssh-ed25519 ${k1.sshKeygenFp} (line 1)`],
+      presented: k2.sshKeygenFp,
+    });
   });
 
   it('revoked wins over a pin of the same key; a revoked line alone pins nothing', () => {
     const both = parseKnownHosts(`gpu1 ${k1.keyType} ${k1.b64}\n@revoked gpu1 ${k1.keyType} ${k1.b64}\n`);
-    expect(verifyHostKey(both, ['gpu1'], 22, k1.blob)).toEqual({ ok: false, reason: 'revoked', presented: k1.sshKeygenFp });
+    expect(verifyHostKey(both, ['gpu1'], 22, k1.blob)).toEqual({
+      ok: false,
+      reason: 'revoked',
+      presented: k1.sshKeygenFp,
+    });
     const onlyRevoked = parseKnownHosts(`@revoked gpu1 ${k1.keyType} ${k1.b64}\n`);
     expect(verifyHostKey(onlyRevoked, ['gpu1'], 22, k2.blob)).toEqual({ ok: false, reason: 'unknown' });
     // A revoked key is refused even for a host with no other pin.
@@ -132,7 +158,10 @@ describe('verifyHostKey', () => {
 describe('hashed known_hosts (HashKnownHosts yes)', () => {
   it('entries hashed by real `ssh-keygen -H` match their hosts, on 22 and on another port', () => {
     const f = join(dir, 'hashed_known_hosts');
-    writeFileSync(f, `gpu1 ${k1.keyType} ${k1.b64}\n[gpu2]:2222 ${k2.keyType} ${k2.b64}\n10.0.0.13 ${kEcdsa.keyType} ${kEcdsa.b64}\n`);
+    writeFileSync(
+      f,
+      `gpu1 ${k1.keyType} ${k1.b64}\n[gpu2]:2222 ${k2.keyType} ${k2.b64}\n10.0.0.13 ${kEcdsa.keyType} ${kEcdsa.b64}\n`,
+    );
     execFileSync('ssh-keygen', ['-H', '-f', f], { stdio: 'pipe' });
     const text = readFileSync(f, 'utf8');
     expect(text).not.toMatch(/gpu1|gpu2|10\.0\.0\.13/); // really hashed

@@ -4,12 +4,18 @@
  */
 import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { launchEnv, torchrunArgv, type NodeLaunch } from '../../controller/core/launch.ts';
+import { launchEnv, type NodeLaunch, torchrunArgv } from '../../controller/core/launch.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
 import { runIdOf } from '../../controller/hosts/runs.ts';
 import { host, job, validSpec, view } from './job-fixtures.ts';
 
-const SCRIPT_JOB = job('train', { script: 'bert/train.py', args: ['--epochs', '3'], nodes: 2, nprocPerNode: 2, env: { NCCL_DEBUG: 'INFO' } });
+const SCRIPT_JOB = job('train', {
+  script: 'bert/train.py',
+  args: ['--epochs', '3'],
+  nodes: 2,
+  nprocPerNode: 2,
+  env: { NCCL_DEBUG: 'INFO' },
+});
 const RUN_ID = runIdOf('train', 'abcd1234', 1);
 
 function node(over: Partial<NodeLaunch> = {}): NodeLaunch {
@@ -62,13 +68,19 @@ describe('torchrunArgv', () => {
   });
 
   it('is_host=1 on node rank 0 only; join_timeout follows rdzvTimeoutSeconds', () => {
-    expect(torchrunArgv(SCRIPT_JOB, node({ host: host('gpu-master'), nodeRank: 0, rdzvTimeoutSeconds: 120 }))).toContain('--rdzv_conf=is_host=1,join_timeout=120');
+    expect(
+      torchrunArgv(SCRIPT_JOB, node({ host: host('gpu-master'), nodeRank: 0, rdzvTimeoutSeconds: 120 })),
+    ).toContain('--rdzv_conf=is_host=1,join_timeout=120');
     expect(torchrunArgv(SCRIPT_JOB, node({ nodeRank: 1 }))).toContain('--rdzv_conf=is_host=0,join_timeout=300');
   });
 
   it('the rdzv_id is the run id: unique per attempt', () => {
-    const a1 = torchrunArgv(SCRIPT_JOB, node({ runId: runIdOf('train', 'abcd1234', 1) })).find((a) => a.startsWith('--rdzv_id='));
-    const a2 = torchrunArgv(SCRIPT_JOB, node({ runId: runIdOf('train', 'abcd1234', 2), attempt: 2 })).find((a) => a.startsWith('--rdzv_id='));
+    const a1 = torchrunArgv(SCRIPT_JOB, node({ runId: runIdOf('train', 'abcd1234', 1) })).find((a) =>
+      a.startsWith('--rdzv_id='),
+    );
+    const a2 = torchrunArgv(SCRIPT_JOB, node({ runId: runIdOf('train', 'abcd1234', 2), attempt: 2 })).find((a) =>
+      a.startsWith('--rdzv_id='),
+    );
     expect(a1).toBe('--rdzv_id=train-abcd1234-a1');
     expect(a2).toBe('--rdzv_id=train-abcd1234-a2');
   });
@@ -76,7 +88,14 @@ describe('torchrunArgv', () => {
   it('a command job runs the command (no python -u) after the rank wrapper', () => {
     const j = job('train', { command: ['/opt/venv/bin/python', '-m', 'mypkg.train'], args: ['--fast'] });
     const argv = torchrunArgv(j, node({ nnodes: 1, nodeRank: 0, nproc: 1 }));
-    expect(argv.slice(argv.indexOf('--no_python'))).toEqual(['--no_python', '/home/ob/ugro/runs/train.abcd1234.1/rank.sh', '/opt/venv/bin/python', '-m', 'mypkg.train', '--fast']);
+    expect(argv.slice(argv.indexOf('--no_python'))).toEqual([
+      '--no_python',
+      '/home/ob/ugro/runs/train.abcd1234.1/rank.sh',
+      '/opt/venv/bin/python',
+      '-m',
+      'mypkg.train',
+      '--fast',
+    ]);
   });
 
   it("uses the host's python and scripts directory", () => {
@@ -90,7 +109,12 @@ describe('torchrunArgv', () => {
 
 describe('launchEnv', () => {
   it('the UGRO_* contract, the user env, and unbuffered python', () => {
-    expect(launchEnv(SCRIPT_JOB, node({ attempt: 2, runId: runIdOf('train', 'abcd1234', 2), runDir: '/home/ob/ugro/runs/train.abcd1234.2' }))).toEqual({
+    expect(
+      launchEnv(
+        SCRIPT_JOB,
+        node({ attempt: 2, runId: runIdOf('train', 'abcd1234', 2), runDir: '/home/ob/ugro/runs/train.abcd1234.2' }),
+      ),
+    ).toEqual({
       NCCL_DEBUG: 'INFO',
       PYTHONUNBUFFERED: '1',
       UGRO_JOB: 'train',
@@ -110,7 +134,10 @@ describe('launchEnv', () => {
 
   it('checkpoint.dir overrides the default; resumeFrom becomes UGRO_RESUME_FROM', () => {
     const j = job('train', { script: 't.py', checkpoint: { dir: '/data/ckpt/train', resumeFrom: 'step-400' } });
-    expect(launchEnv(j, node())).toMatchObject({ UGRO_CHECKPOINT_DIR: '/data/ckpt/train', UGRO_RESUME_FROM: 'step-400' });
+    expect(launchEnv(j, node())).toMatchObject({
+      UGRO_CHECKPOINT_DIR: '/data/ckpt/train',
+      UGRO_RESUME_FROM: 'step-400',
+    });
     expect(launchEnv(SCRIPT_JOB, node())).not.toHaveProperty('UGRO_RESUME_FROM');
   });
 
@@ -127,20 +154,44 @@ describe('launchEnv', () => {
 describe('from a launch action to per-node command lines', () => {
   it('exactly one node is the c10d host, and it is the rendezvous host at the endpoint address', () => {
     const S = validSpec('train', { script: 't.py', nodes: 3 });
-    const r = reconcile({ name: 'train', now: new Date('2026-03-01T10:00:00Z'), spec: S, parts: [], unreachable: new Map(), cluster: view({ usedPorts: new Set([29500]) }) });
+    const r = reconcile({
+      name: 'train',
+      now: new Date('2026-03-01T10:00:00Z'),
+      spec: S,
+      parts: [],
+      unreachable: new Map(),
+      cluster: view({ usedPorts: new Set([29500]) }),
+    });
     const a = r.actions[0];
     if (a?.type !== 'launch') throw new Error('expected a launch');
     const rdzv = host(a.rdzvHost);
     const argvs = a.parts.map((p) =>
-      torchrunArgv(S.job, { host: host(p.host), nodeRank: p.nodeRank, nnodes: a.allParts.length, nproc: p.nproc, rdzvAddr: rdzv.address, port: a.port, runId: a.runId, runDir: posix.join(host(p.host).paths.runs, a.dir), attempt: a.attempt, rdzvTimeoutSeconds: 300 }),
+      torchrunArgv(S.job, {
+        host: host(p.host),
+        nodeRank: p.nodeRank,
+        nnodes: a.allParts.length,
+        nproc: p.nproc,
+        rdzvAddr: rdzv.address,
+        port: a.port,
+        runId: a.runId,
+        runDir: posix.join(host(p.host).paths.runs, a.dir),
+        attempt: a.attempt,
+        rdzvTimeoutSeconds: 300,
+      }),
     );
-    const hosts = argvs.map((v, i) => (v.some((x) => x.startsWith('--rdzv_conf=is_host=1')) ? a.parts[i].host : undefined)).filter(Boolean);
+    const hosts = argvs
+      .map((v, i) => (v.some((x) => x.startsWith('--rdzv_conf=is_host=1')) ? a.parts[i].host : undefined))
+      .filter(Boolean);
     expect(hosts).toEqual([a.rdzvHost]);
     for (const v of argvs) {
       expect(v).toContain(`--rdzv_endpoint=${rdzv.address}:29501`);
       expect(v).toContain(`--rdzv_id=${a.runId}`);
       expect(v).toContain('--nnodes=3');
     }
-    expect(argvs.map((v) => v.find((x) => x.startsWith('--node_rank=')))).toEqual(['--node_rank=0', '--node_rank=1', '--node_rank=2']);
+    expect(argvs.map((v) => v.find((x) => x.startsWith('--node_rank=')))).toEqual([
+      '--node_rank=0',
+      '--node_rank=1',
+      '--node_rank=2',
+    ]);
   });
 });

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseObserve, runDirName, runIdOf, type RunMeta } from '../../controller/hosts/runs.ts';
+import { parseObserve, type RunMeta, runDirName, runIdOf } from '../../controller/hosts/runs.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -77,9 +77,19 @@ describe('parseObserve on observe.sh output', () => {
 
   it('a finished part: pid, not alive, exit code, times in ms, meta, agent log tail, metrics', () => {
     const p = parts[0];
-    expect(p).toMatchObject({ pid: 4242, alive: false, exitCode: 1, launchedAtMs: 1772359200123, finishedAtMs: 1772359260500, meta: meta(1) });
+    expect(p).toMatchObject({
+      pid: 4242,
+      alive: false,
+      exitCode: 1,
+      launchedAtMs: 1772359200123,
+      finishedAtMs: 1772359260500,
+      meta: meta(1),
+    });
     expect(p.cancelled).toBeUndefined();
-    expect(p.agentLogTail).toEqual(['torch.distributed.elastic.multiprocessing.errors.ChildFailedError:', 'train.py FAILED']);
+    expect(p.agentLogTail).toEqual([
+      'torch.distributed.elastic.multiprocessing.errors.ChildFailedError:',
+      'train.py FAILED',
+    ]);
     expect(p.metrics).toEqual({ step: 40, loss: 1.5 });
   });
 
@@ -92,7 +102,12 @@ describe('parseObserve on observe.sh output', () => {
         pid: 4251,
         exitCode: 3,
         exitedAt: 1772359255000,
-        logTail: ['Traceback (most recent call last):', '  File "train.py", line 3, in <module>', 'RuntimeError: loss=nan at step=40', ''],
+        logTail: [
+          'Traceback (most recent call last):',
+          '  File "train.py", line 3, in <module>',
+          'RuntimeError: loss=nan at step=40',
+          '',
+        ],
       },
     ]);
   });
@@ -110,13 +125,26 @@ describe('parseObserve on observe.sh output', () => {
   });
 
   it('cancelled carries the stop reason', () => {
-    const out = OUT.replace('@@run train.abcd1234.2\npid=5150\nstarttime=1000\nalive=1\nexit=\ncancelled=', '@@run train.abcd1234.2\npid=5150\nstarttime=1000\nalive=0\nexit=137\ncancelled=suspended');
+    const out = OUT.replace(
+      '@@run train.abcd1234.2\npid=5150\nstarttime=1000\nalive=1\nexit=\ncancelled=',
+      '@@run train.abcd1234.2\npid=5150\nstarttime=1000\nalive=0\nexit=137\ncancelled=suspended',
+    );
     const p = parseObserve('gpu1', out)[1];
     expect(p).toMatchObject({ alive: false, exitCode: 137, cancelled: 'suspended' });
   });
 
   it('ranks sort numerically (rank-10 after rank-2) whatever the glob order', () => {
-    const out = ['@@run train.abcd1234.1', 'alive=0', 'exit=1', `meta=${JSON.stringify(meta(1))}`, 'rankexit=10 1 100', 'rankexit=2 0 100', 'rank=2 0 0 1 0', 'rank=10 8 1 2 0', '@@end'].join('\n');
+    const out = [
+      '@@run train.abcd1234.1',
+      'alive=0',
+      'exit=1',
+      `meta=${JSON.stringify(meta(1))}`,
+      'rankexit=10 1 100',
+      'rankexit=2 0 100',
+      'rank=2 0 0 1 0',
+      'rank=10 8 1 2 0',
+      '@@end',
+    ].join('\n');
     expect(parseObserve('gpu1', out)[0].ranks.map((r) => [r.rank, r.localRank, r.exitCode])).toEqual([
       [2, 0, 0],
       [10, 8, 1],
@@ -124,8 +152,18 @@ describe('parseObserve on observe.sh output', () => {
   });
 
   it('a rank that exited before its "rank=" line was read is still recorded', () => {
-    const out = ['@@run train.abcd1234.1', 'alive=1', 'exit=', `meta=${JSON.stringify(meta(1))}`, 'rankexit=4 7 100', 'ranklog=4 boom', '@@end'].join('\n');
-    expect(parseObserve('gpu1', out)[0].ranks).toEqual([{ rank: 4, localRank: -1, pid: 0, exitCode: 7, exitedAt: 100_000, logTail: ['boom'] }]);
+    const out = [
+      '@@run train.abcd1234.1',
+      'alive=1',
+      'exit=',
+      `meta=${JSON.stringify(meta(1))}`,
+      'rankexit=4 7 100',
+      'ranklog=4 boom',
+      '@@end',
+    ].join('\n');
+    expect(parseObserve('gpu1', out)[0].ranks).toEqual([
+      { rank: 4, localRank: -1, pid: 0, exitCode: 7, exitedAt: 100_000, logTail: ['boom'] },
+    ]);
   });
 
   it('@@none (no runs directory) and empty output give no parts', () => {
@@ -135,7 +173,10 @@ describe('parseObserve on observe.sh output', () => {
   });
 
   it('a half-written meta.json drops that run only; a partial metrics line is ignored', () => {
-    const out = OUT.replace(`meta=${JSON.stringify(meta(1))}`, 'meta={"job":"train","runId":').replace('metrics={"step":40,"loss":1.5}', 'metrics={"step":4');
+    const out = OUT.replace(`meta=${JSON.stringify(meta(1))}`, 'meta={"job":"train","runId":').replace(
+      'metrics={"step":40,"loss":1.5}',
+      'metrics={"step":4',
+    );
     const ps = parseObserve('gpu1', out);
     expect(ps.map((p) => p.dir)).toEqual(['train.abcd1234.2']);
     const only = parseObserve('gpu1', OUT.replace('metrics={"step":40,"loss":1.5}', 'metrics={"step":4'));
@@ -168,20 +209,20 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
     const stat = readFileSync('/proc/self/stat', 'utf8');
     const starttime = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19];
     put('train.abcd1234.2', {
-      'meta.json': JSON.stringify(meta(2), null, 2) + '\n',
+      'meta.json': `${JSON.stringify(meta(2), null, 2)}\n`,
       pid: `${process.pid}\n`,
       starttime: `${starttime}\n`,
       launched_at: '1772359300000000000\n',
       ranks: '2 0 1 7001 1772359301000000000\n3 1 1 7002 1772359301000000000\n',
       'rank-2.exit': '0\n',
       'rank-3.exit': '3\n',
-      'rank-3.log': Array.from({ length: 30 }, (_, i) => `log ${i}`).join('\n') + '\n',
+      'rank-3.log': `${Array.from({ length: 30 }, (_, i) => `log ${i}`).join('\n')}\n`,
       'metrics.jsonl': '{"step":1}\n{"step":2,"loss":0.5}\n',
     });
     utimesSync(join(runs, 'train.abcd1234.2', 'rank-3.exit'), 1772359350, 1772359350);
     // A finished, stopped attempt: dead pid, exit code, stop reason, torchrun's own log.
     put('train.abcd1234.1', {
-      'meta.json': JSON.stringify(meta(1)) + '\n',
+      'meta.json': `${JSON.stringify(meta(1))}\n`,
       pid: '999999999\n',
       starttime: '1\n',
       exit_code: '137\n',
@@ -191,30 +232,58 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
       'torchrun.log': 'W0301 agent started\nSIGTERM received\n',
     });
     put('train.abcd1234.3', { pid: '1\n' }); // no meta.json yet: not a run
-    put('other.ffff0000.1', { 'meta.json': JSON.stringify({ ...meta(1), job: 'other' }) + '\n' });
-    put('.deleted/train.abcd1234.0.1772359000000', { 'meta.json': JSON.stringify(meta(0)) + '\n' });
+    put('other.ffff0000.1', { 'meta.json': `${JSON.stringify({ ...meta(1), job: 'other' })}\n` });
+    put('.deleted/train.abcd1234.0.1772359000000', { 'meta.json': `${JSON.stringify(meta(0))}\n` });
     return runs;
   }
-  const observe = (...args: string[]) => execFileSync('sh', [`${ROOT}scripts/runtime/observe.sh`, ...args], { encoding: 'utf8' });
+  const observe = (...args: string[]) =>
+    execFileSync('sh', [`${ROOT}scripts/runtime/observe.sh`, ...args], { encoding: 'utf8' });
 
   it('reports this job’s runs only, alive/exit/cancelled/ranks/logs/metrics as the parser expects', () => {
     const parts = parseObserve('gpu1', observe(layout(), 'train'));
     expect(parts.map((p) => p.dir)).toEqual(['train.abcd1234.1', 'train.abcd1234.2']);
     const [done, live] = parts;
-    expect(done).toMatchObject({ alive: false, exitCode: 137, cancelled: 'suspended', pid: 999999999, launchedAtMs: 1772359200000, finishedAtMs: 1772359260000, meta: meta(1), ranks: [] });
+    expect(done).toMatchObject({
+      alive: false,
+      exitCode: 137,
+      cancelled: 'suspended',
+      pid: 999999999,
+      launchedAtMs: 1772359200000,
+      finishedAtMs: 1772359260000,
+      meta: meta(1),
+      ranks: [],
+    });
     expect(done.agentLogTail).toEqual(['W0301 agent started', 'SIGTERM received']);
-    expect(live).toMatchObject({ alive: true, pid: process.pid, launchedAtMs: 1772359300000, meta: meta(2), metrics: { step: 2, loss: 0.5 }, agentLogTail: [] });
+    expect(live).toMatchObject({
+      alive: true,
+      pid: process.pid,
+      launchedAtMs: 1772359300000,
+      meta: meta(2),
+      metrics: { step: 2, loss: 0.5 },
+      agentLogTail: [],
+    });
     expect(live.exitCode).toBeUndefined();
     expect(live.cancelled).toBeUndefined();
     expect(live.ranks).toEqual([
       { rank: 2, localRank: 0, pid: 7001, exitCode: 0, exitedAt: expect.any(Number) },
-      { rank: 3, localRank: 1, pid: 7002, exitCode: 3, exitedAt: 1772359350000, logTail: Array.from({ length: 20 }, (_, i) => `log ${i + 10}`) },
+      {
+        rank: 3,
+        localRank: 1,
+        pid: 7002,
+        exitCode: 3,
+        exitedAt: 1772359350000,
+        logTail: Array.from({ length: 20 }, (_, i) => `log ${i + 10}`),
+      },
     ]);
   });
 
   it('without a job, every run directory with a meta.json; a missing runs directory is @@none', () => {
     const runs = layout();
-    expect(parseObserve('gpu1', observe(runs)).map((p) => p.dir)).toEqual(['other.ffff0000.1', 'train.abcd1234.1', 'train.abcd1234.2']);
+    expect(parseObserve('gpu1', observe(runs)).map((p) => p.dir)).toEqual([
+      'other.ffff0000.1',
+      'train.abcd1234.1',
+      'train.abcd1234.2',
+    ]);
     expect(observe(join(runs, 'nope'))).toBe('@@none\n');
   });
 

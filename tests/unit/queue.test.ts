@@ -3,7 +3,7 @@
  * (earliest wins), capped exponential backoff on errors. Fake timers: no real waiting.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { WorkQueue, type Outcome } from '../../controller/runtime/queue.ts';
+import { type Outcome, WorkQueue } from '../../controller/runtime/queue.ts';
 
 /** A handler whose calls stay pending until the test finishes them. */
 function controlled() {
@@ -16,7 +16,18 @@ function controlled() {
       if (n > 1) overlap = true;
       inFlight.set(key, n);
       const done = () => inFlight.set(key, (inFlight.get(key) ?? 1) - 1);
-      calls.push({ key, at: Date.now(), finish: (o) => (done(), resolve(o)), fail: (e) => (done(), reject(e)) });
+      calls.push({
+        key,
+        at: Date.now(),
+        finish: (o) => {
+          done();
+          resolve(o);
+        },
+        fail: (e) => {
+          done();
+          reject(e);
+        },
+      });
     });
   return { handler, calls, overlapped: () => overlap };
 }

@@ -16,7 +16,10 @@ const SHELLS = ['sh', 'bash'] as const;
 const scratch = mkdtempSync(join(tmpdir(), 'ugro-quote-'));
 for (const f of ['ab', 'zz', 'x y']) writeFileSync(join(scratch, f), '');
 function run(shell: string, line: string, env: Record<string, string> = {}): Buffer {
-  return execFileSync(shell, ['-c', line], { cwd: scratch, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent-home', ...env } });
+  return execFileSync(shell, ['-c', line], {
+    cwd: scratch,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent-home', ...env },
+  });
 }
 
 /** NUL-terminated words → their raw bytes (no decoding: compare bytes, not strings). */
@@ -91,17 +94,25 @@ describe('buildCommand through a real shell', () => {
     it(`${shell}: env values and a cwd with nasty characters arrive byte-exact`, () => {
       const dir = realpathSync(mkdtempSync(join(tmpdir(), "ugro q 'dir' $(x) ")));
       const env = { UGRO_A: "it's $(id) `id` ; && \n ø 🚀", UGRO_EMPTY: '', UGRO_EQ: 'x=y=z' };
-      const line = buildCommand(['sh', '-c', 'printf "%s\\0" "$PWD" "$UGRO_A" "${UGRO_EMPTY-unset}" "$UGRO_EQ" "$0" "$1"', 'arg0 $x', '-$1'], { env, cwd: dir });
+      const line = buildCommand(
+        ['sh', '-c', 'printf "%s\\0" "$PWD" "$UGRO_A" "${UGRO_EMPTY-unset}" "$UGRO_EQ" "$0" "$1"', 'arg0 $x', '-$1'],
+        { env, cwd: dir },
+      );
       const out = run(shell, line);
       expect(words(out).map((b) => b.toString('utf8'))).toEqual([dir, env.UGRO_A, '', 'x=y=z', 'arg0 $x', '-$1']);
     });
   }
 
   it('sh: deterministic fuzz: 300 random words from a hostile alphabet round-trip', () => {
-    const alphabet = [..." \t\n'\"\\$`;&|<>(){}[]*?~!#=%^,.:@+-_/aZ09øé日🚀\r"];
+    const alphabet = [...' \t\n\'"\\$`;&|<>(){}[]*?~!#=%^,.:@+-_/aZ09øé日🚀\r'];
     let seed = 0x5eed;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-    const args = Array.from({ length: 300 }, () => Array.from({ length: Math.floor(rnd() * 12) }, () => alphabet[Math.floor(rnd() * alphabet.length)]).join(''));
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const args = Array.from({ length: 300 }, () =>
+      Array.from({ length: Math.floor(rnd() * 12) }, () => alphabet[Math.floor(rnd() * alphabet.length)]).join(''),
+    );
     const out = run('sh', buildCommand(['printf', '%s\\0', ...args]));
     expect(words(out).map((b) => b.toString('utf8'))).toEqual(args);
   });
@@ -124,7 +135,13 @@ describe('buildCommand through a real shell', () => {
 
   it('nothing in a word is ever executed: a marker file is not created', () => {
     const marker = join(scratch, 'pwned');
-    const evil = [`$(touch ${marker})`, `\`touch ${marker}\``, `; touch ${marker}`, `' ; touch ${marker} ; '`, `\n touch ${marker}`];
+    const evil = [
+      `$(touch ${marker})`,
+      `\`touch ${marker}\``,
+      `; touch ${marker}`,
+      `' ; touch ${marker} ; '`,
+      `\n touch ${marker}`,
+    ];
     run('bash', buildCommand(['true', ...evil]));
     run('sh', buildCommand(['printf', '%s', ...evil], { env: { X: evil.join('') }, cwd: scratch }));
     expect(() => execFileSync('test', ['-e', marker])).toThrow();

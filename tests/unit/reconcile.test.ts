@@ -4,9 +4,14 @@
  * controller does, and asserts the exact actions, phase and reason.
  */
 import { describe, expect, it } from 'vitest';
+import { type JobStatus, setCondition } from '../../controller/api/status.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
-import { setCondition, type JobStatus } from '../../controller/api/status.ts';
-import { reconcile, type ReconcileInput, type ReconcileResult, type SpecState } from '../../controller/core/reconcile.ts';
+import {
+  type ReconcileInput,
+  type ReconcileResult,
+  reconcile,
+  type SpecState,
+} from '../../controller/core/reconcile.ts';
 import { jobYaml, rank, run, validSpec, view } from './job-fixtures.ts';
 
 const T0 = Date.parse('2026-03-01T10:00:00.000Z');
@@ -66,7 +71,11 @@ describe('a new job', () => {
     expect(r.status!.completionTime).toBeUndefined();
     expect(r.requeueAfterMs).toBe(2000);
     expect(cond(r.status, 'Valid')).toMatchObject({ status: 'True', reason: 'SpecValid' });
-    expect(cond(r.status, 'Scheduled')).toMatchObject({ status: 'True', reason: 'Scheduled', message: 'assigned gpu-master, gpu1' });
+    expect(cond(r.status, 'Scheduled')).toMatchObject({
+      status: 'True',
+      reason: 'Scheduled',
+      message: 'assigned gpu-master, gpu1',
+    });
     expect(r.events.map((e) => e.reason)).toContain('Launching');
   });
 
@@ -82,9 +91,23 @@ describe('a new job', () => {
   });
 
   it('stays Queued/Unschedulable, naming why, when it cannot be placed', () => {
-    const r = rec({ spec: S, cluster: view({ ready: new Set(['gpu1']), notReady: new Map([['gpu-master', 'down'], ['gpu2', 'down']]) }) });
+    const r = rec({
+      spec: S,
+      cluster: view({
+        ready: new Set(['gpu1']),
+        notReady: new Map([
+          ['gpu-master', 'down'],
+          ['gpu2', 'down'],
+        ]),
+      }),
+    });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Queued', reason: 'Unschedulable', message: 'needs 2 free Ready hosts, 1 available: gpu-master NotReady (down); gpu2 NotReady (down)', attempt: 0 });
+    expect(r.status).toMatchObject({
+      phase: 'Queued',
+      reason: 'Unschedulable',
+      message: 'needs 2 free Ready hosts, 1 available: gpu-master NotReady (down); gpu2 NotReady (down)',
+      attempt: 0,
+    });
     expect(cond(r.status, 'Scheduled')).toMatchObject({ status: 'False', reason: 'Unschedulable' });
     expect(r.requeueAfterMs).toBe(5000);
   });
@@ -102,15 +125,28 @@ describe('observing a run', () => {
   const launched = rec({ spec: S }).status!;
 
   it('torchrun up, no ranks yet: Starting/Rendezvous', () => {
-    const r = rec({ spec: S, status: launched, now: at(5), parts: [R.part('gpu-master', { launchedAtMs: ms(1) }), R.part('gpu1', { launchedAtMs: ms(1) })] });
+    const r = rec({
+      spec: S,
+      status: launched,
+      now: at(5),
+      parts: [R.part('gpu-master', { launchedAtMs: ms(1) }), R.part('gpu1', { launchedAtMs: ms(1) })],
+    });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Starting', reason: 'Rendezvous', message: 'attempt 1: waiting for rendezvous' });
+    expect(r.status).toMatchObject({
+      phase: 'Starting',
+      reason: 'Rendezvous',
+      message: 'attempt 1: waiting for rendezvous',
+    });
     expect(r.status!.nodes.map((n) => n.state)).toEqual(['Running', 'Running']);
   });
 
   it('every rank up: Running with node statuses, startTime, progress and endpoint', () => {
     const parts = [
-      R.part('gpu-master', { launchedAtMs: ms(1.5), ranks: [rank(0, 0), rank(1, 1)], metrics: { step: 40, loss: 1.25 } }),
+      R.part('gpu-master', {
+        launchedAtMs: ms(1.5),
+        ranks: [rank(0, 0), rank(1, 1)],
+        metrics: { step: 40, loss: 1.25 },
+      }),
       R.part('gpu1', { launchedAtMs: ms(1), ranks: [rank(2, 0), rank(3, 1)] }),
     ];
     const r = rec({ spec: S, status: launched, now: at(60), parts });
@@ -130,10 +166,16 @@ describe('observing a run', () => {
       { host: 'gpu-master', nodeRank: 0, globalRanks: [0, 1], pid: 1000, state: 'Running' },
       { host: 'gpu1', nodeRank: 1, globalRanks: [2, 3], pid: 1001, state: 'Running' },
     ]);
-    expect(cond(r.status, 'Running')).toMatchObject({ status: 'True', reason: 'RanksRunning', message: '4 ranks running on 2 hosts' });
+    expect(cond(r.status, 'Running')).toMatchObject({
+      status: 'True',
+      reason: 'RanksRunning',
+      message: '4 ranks running on 2 hosts',
+    });
     expect(cond(r.status, 'HostsReachable')).toMatchObject({ status: 'True' });
     expect(r.requeueAfterMs).toBe(30_000);
-    expect(r.events).toEqual([{ reason: 'Running', message: 'attempt 1: 4 ranks on gpu-master, gpu1', type: 'Normal' }]);
+    expect(r.events).toEqual([
+      { reason: 'Running', message: 'attempt 1: 4 ranks on gpu-master, gpu1', type: 'Normal' },
+    ]);
     // Level-triggered: the same observation again changes nothing and says nothing.
     const again = rec({ spec: S, status: r.status!, now: at(90), parts });
     expect(again.status).toEqual({ ...r.status, message: r.status!.message });
@@ -142,13 +184,32 @@ describe('observing a run', () => {
 
   it('all parts exit 0: Succeeded, completionTime = the last part to finish', () => {
     const parts = [
-      R.part('gpu-master', { exit: 0, launchedAtMs: ms(1), finishedAtMs: ms(100), ranks: [rank(0, 0, { exitCode: 0, exitedAt: ms(99) })] }),
-      R.part('gpu1', { exit: 0, launchedAtMs: ms(1), finishedAtMs: ms(101.5), ranks: [rank(1, 0, { exitCode: 0, exitedAt: ms(100) })] }),
+      R.part('gpu-master', {
+        exit: 0,
+        launchedAtMs: ms(1),
+        finishedAtMs: ms(100),
+        ranks: [rank(0, 0, { exitCode: 0, exitedAt: ms(99) })],
+      }),
+      R.part('gpu1', {
+        exit: 0,
+        launchedAtMs: ms(1),
+        finishedAtMs: ms(101.5),
+        ranks: [rank(1, 0, { exitCode: 0, exitedAt: ms(100) })],
+      }),
     ];
     const r = rec({ spec: S, status: launched, now: at(120), parts });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Succeeded', reason: 'Succeeded', message: 'all ranks exited 0 (attempt 1)', completionTime: iso(101.5), startTime: iso(1) });
-    expect(r.status!.nodes.map((n) => [n.state, n.exitCode])).toEqual([['Succeeded', 0], ['Succeeded', 0]]);
+    expect(r.status).toMatchObject({
+      phase: 'Succeeded',
+      reason: 'Succeeded',
+      message: 'all ranks exited 0 (attempt 1)',
+      completionTime: iso(101.5),
+      startTime: iso(1),
+    });
+    expect(r.status!.nodes.map((n) => [n.state, n.exitCode])).toEqual([
+      ['Succeeded', 0],
+      ['Succeeded', 0],
+    ]);
     expect(cond(r.status, 'Complete')).toMatchObject({ status: 'True', reason: 'Succeeded' });
     expect(r.requeueAfterMs).toBeUndefined();
   });
@@ -158,7 +219,12 @@ describe('observing a run', () => {
     const parts = [
       // rank 0 was killed (143) as the gang came down; rank 1 is the real failure.
       R.part('gpu-master', { exit: 1, finishedAtMs: ms(52), ranks: [rank(0, 0, { exitCode: 143, exitedAt: ms(49) })] }),
-      R.part('gpu1', { exit: 1, finishedAtMs: ms(51), ranks: [rank(1, 0, { exitCode: 3, exitedAt: ms(50), logTail: log })], agentLogTail: ['ChildFailedError'] }),
+      R.part('gpu1', {
+        exit: 1,
+        finishedAtMs: ms(51),
+        ranks: [rank(1, 0, { exitCode: 3, exitedAt: ms(50), logTail: log })],
+        agentLogTail: ['ChildFailedError'],
+      }),
     ];
     const r = rec({ spec: S, status: launched, now: at(60), parts });
     expect(r.actions).toEqual([]);
@@ -173,13 +239,26 @@ describe('observing a run', () => {
       completionTime: iso(52),
     });
     expect(r.status!.nodes.map((n) => n.state)).toEqual(['Failed', 'Failed']);
-    expect(r.events).toContainEqual({ reason: 'RankFailed', message: 'rank 1 on gpu1 exited with code 3', type: 'Warning' });
+    expect(r.events).toContainEqual({
+      reason: 'RankFailed',
+      message: 'rank 1 on gpu1 exited with code 3',
+      type: 'Warning',
+    });
   });
 
   it('torchrun failing with no rank output: the agent log is the tail, rank unknown', () => {
-    const parts = [R.part('gpu-master', { exit: 0, finishedAtMs: ms(5) }), R.part('gpu1', { exit: 1, finishedAtMs: ms(4), agentLogTail: ['ModuleNotFoundError: torch'] })];
+    const parts = [
+      R.part('gpu-master', { exit: 0, finishedAtMs: ms(5) }),
+      R.part('gpu1', { exit: 1, finishedAtMs: ms(4), agentLogTail: ['ModuleNotFoundError: torch'] }),
+    ];
     const r = rec({ spec: S, status: launched, now: at(10), parts });
-    expect(r.status).toMatchObject({ phase: 'Failed', exitCode: 1, failedHost: 'gpu1', logTail: ['ModuleNotFoundError: torch'], message: 'rank ? on gpu1 exited with code 1' });
+    expect(r.status).toMatchObject({
+      phase: 'Failed',
+      exitCode: 1,
+      failedHost: 'gpu1',
+      logTail: ['ModuleNotFoundError: torch'],
+      message: 'rank ? on gpu1 exited with code 1',
+    });
     expect(r.status!.failedRank).toBeUndefined();
   });
 
@@ -189,24 +268,55 @@ describe('observing a run', () => {
       R.part('gpu1', { exit: 1, finishedAtMs: ms(50), ranks: [rank(1, 0, { exitCode: 3, exitedAt: ms(50) })] }),
     ];
     const r = rec({ spec: S, status: launched, now: at(51), parts });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master'], graceSeconds: 5, reason: 'gang member failed' }]);
+    expect(r.actions).toEqual([
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master'],
+        graceSeconds: 5,
+        reason: 'gang member failed',
+      },
+    ]);
     expect(r.status).toMatchObject({ phase: 'Running', reason: 'Failing' });
     expect(r.requeueAfterMs).toBe(1000);
   });
 
   it('a rank exiting non-zero while its torchrun is still alive already fails the gang', () => {
-    const parts = [R.part('gpu-master', { ranks: [rank(0)] }), R.part('gpu1', { ranks: [rank(1, 0, { exitCode: 2, exitedAt: ms(50) })] })];
+    const parts = [
+      R.part('gpu-master', { ranks: [rank(0)] }),
+      R.part('gpu1', { ranks: [rank(1, 0, { exitCode: 2, exitedAt: ms(50) })] }),
+    ];
     const r = rec({ spec: S, status: launched, now: at(51), parts });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 5, reason: 'gang member failed' }]);
+    expect(r.actions).toEqual([
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master', 'gpu1'],
+        graceSeconds: 5,
+        reason: 'gang member failed',
+      },
+    ]);
   });
 
   it('an unreachable host is Unknown (not relaunched), HostsReachable False, quicker requeue', () => {
     const parts = [R.part('gpu-master', { ranks: [rank(0)], launchedAtMs: ms(1) })];
-    const r = rec({ spec: S, status: launched, now: at(60), parts, unreachable: new Map([['gpu1', 'connection refused']]) });
+    const r = rec({
+      spec: S,
+      status: launched,
+      now: at(60),
+      parts,
+      unreachable: new Map([['gpu1', 'connection refused']]),
+    });
     expect(launches(r)).toEqual([]);
     expect(r.actions).toEqual([]);
     expect(r.status!.nodes[1]).toEqual({ host: 'gpu1', nodeRank: 1, globalRanks: [], state: 'Unknown' });
-    expect(cond(r.status, 'HostsReachable')).toMatchObject({ status: 'False', reason: 'HostUnreachable', message: 'gpu1: connection refused' });
+    expect(cond(r.status, 'HostsReachable')).toMatchObject({
+      status: 'False',
+      reason: 'HostUnreachable',
+      message: 'gpu1: connection refused',
+    });
     expect(r.requeueAfterMs).toBe(5000);
   });
 
@@ -214,20 +324,38 @@ describe('observing a run', () => {
   // ("waiting for rendezvous"), with a new event each time the host flaps: `started` requires a
   // part from every host, and an unreachable host has none.
   it('a Running job stays Running while one of its hosts is briefly unreachable', () => {
-    const both = [R.part('gpu-master', { ranks: [rank(0)], launchedAtMs: ms(1) }), R.part('gpu1', { ranks: [rank(1)], launchedAtMs: ms(1) })];
+    const both = [
+      R.part('gpu-master', { ranks: [rank(0)], launchedAtMs: ms(1) }),
+      R.part('gpu1', { ranks: [rank(1)], launchedAtMs: ms(1) }),
+    ];
     const running = rec({ spec: S, status: launched, now: at(60), parts: both }).status!;
     expect(running.phase).toBe('Running');
-    const r = rec({ spec: S, status: running, now: at(90), parts: [both[0]], unreachable: new Map([['gpu1', 'timeout']]) });
+    const r = rec({
+      spec: S,
+      status: running,
+      now: at(90),
+      parts: [both[0]],
+      unreachable: new Map([['gpu1', 'timeout']]),
+    });
     expect(r.status).toMatchObject({ phase: 'Running' });
     expect(r.events).toEqual([]);
   });
 });
 
 describe('restartPolicy', () => {
-  const S = validSpec('train', { script: 't.py', hosts: ['gpu1'], restartPolicy: { maxRestarts: 1, backoffSeconds: 10 } });
+  const S = validSpec('train', {
+    script: 't.py',
+    hosts: ['gpu1'],
+    restartPolicy: { maxRestarts: 1, backoffSeconds: 10 },
+  });
   const A1 = run('train', S.hash, 1, ['gpu1'], { createdAt: iso(0) });
   const A2 = run('train', S.hash, 2, ['gpu1'], { createdAt: iso(70) });
-  const failed = (R: typeof A1, finishedS: number) => R.part('gpu1', { exit: 1, finishedAtMs: ms(finishedS), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(finishedS) })] });
+  const failed = (R: typeof A1, finishedS: number) =>
+    R.part('gpu1', {
+      exit: 1,
+      finishedAtMs: ms(finishedS),
+      ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(finishedS) })],
+    });
   const launched = rec({ spec: S }).status!;
 
   it('maxRestarts 1: first failure -> Queued/BackoffRestart until the backoff passes, then attempt 2', () => {
@@ -249,31 +377,76 @@ describe('restartPolicy', () => {
 
     const relaunch = rec({ spec: S, status: backoff.status!, now: at(70), parts: [failed(A1, 60)] });
     expect(relaunch.actions).toEqual([
-      { type: 'launch', job: 'train', runId: `train-${S.hash}-a2`, dir: `train.${S.hash}.2`, attempt: 2, specHash: S.hash, parts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }], allParts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }], rdzvHost: 'gpu1', port: 29500, createdAt: iso(70) },
+      {
+        type: 'launch',
+        job: 'train',
+        runId: `train-${S.hash}-a2`,
+        dir: `train.${S.hash}.2`,
+        attempt: 2,
+        specHash: S.hash,
+        parts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }],
+        allParts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }],
+        rdzvHost: 'gpu1',
+        port: 29500,
+        createdAt: iso(70),
+      },
     ]);
-    expect(relaunch.status).toMatchObject({ phase: 'Starting', reason: 'Launching', attempt: 2, runId: `train-${S.hash}-a2`, startTime: iso(70) });
+    expect(relaunch.status).toMatchObject({
+      phase: 'Starting',
+      reason: 'Launching',
+      attempt: 2,
+      runId: `train-${S.hash}-a2`,
+      startTime: iso(70),
+    });
     expect(relaunch.status!.completionTime).toBeUndefined();
-    expect(relaunch.events).toContainEqual({ reason: 'Restarting', message: 'attempt 1 failed (rank 0 on gpu1 exited with code 3); starting attempt 2', type: 'Warning' });
+    expect(relaunch.events).toContainEqual({
+      reason: 'Restarting',
+      message: 'attempt 1 failed (rank 0 on gpu1 exited with code 3); starting attempt 2',
+      type: 'Warning',
+    });
 
     // The second failure exhausts maxRestarts: Failed, and nothing more is launched.
     const final = rec({ spec: S, status: relaunch.status!, now: at(500), parts: [failed(A1, 60), failed(A2, 90)] });
     expect(final.actions).toEqual([]);
-    expect(final.status).toMatchObject({ phase: 'Failed', reason: 'RankFailed', message: 'rank 0 on gpu1 exited with code 3 (after 1 restart)', attempt: 2, exitCode: 3, completionTime: iso(90) });
+    expect(final.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'RankFailed',
+      message: 'rank 0 on gpu1 exited with code 3 (after 1 restart)',
+      attempt: 2,
+      exitCode: 3,
+      completionTime: iso(90),
+    });
   });
 
   it('maxRestarts 0 (the default): the first failure is final', () => {
     const S0 = validSpec('train', { script: 't.py', hosts: ['gpu1'] });
     const R = run('train', S0.hash, 1, ['gpu1'], { createdAt: iso(0) });
-    const r = rec({ spec: S0, status: rec({ spec: S0 }).status!, now: at(61), parts: [R.part('gpu1', { exit: 1, finishedAtMs: ms(60), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(60) })] })] });
+    const r = rec({
+      spec: S0,
+      status: rec({ spec: S0 }).status!,
+      now: at(61),
+      parts: [
+        R.part('gpu1', { exit: 1, finishedAtMs: ms(60), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(60) })] }),
+      ],
+    });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Failed', reason: 'RankFailed', message: 'rank 0 on gpu1 exited with code 3' });
+    expect(r.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'RankFailed',
+      message: 'rank 0 on gpu1 exited with code 3',
+    });
   });
 
   it('the backoff doubles per attempt', () => {
-    const S3 = validSpec('train', { script: 't.py', hosts: ['gpu1'], restartPolicy: { maxRestarts: 3, backoffSeconds: 10 } });
+    const S3 = validSpec('train', {
+      script: 't.py',
+      hosts: ['gpu1'],
+      restartPolicy: { maxRestarts: 3, backoffSeconds: 10 },
+    });
     const B1 = run('train', S3.hash, 1, ['gpu1'], { createdAt: iso(0) });
     const B2 = run('train', S3.hash, 2, ['gpu1'], { createdAt: iso(70) });
-    const f = (R: typeof B1, s: number) => R.part('gpu1', { exit: 1, finishedAtMs: ms(s), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(s) })] });
+    const f = (R: typeof B1, s: number) =>
+      R.part('gpu1', { exit: 1, finishedAtMs: ms(s), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(s) })] });
     const r = rec({ spec: S3, status: rec({ spec: S3 }).status!, now: at(100), parts: [f(B1, 60), f(B2, 100)] });
     expect(r.status).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart', attempt: 2 });
     expect(r.requeueAfterMs).toBe(20_000);
@@ -288,7 +461,9 @@ describe('deleting the job file', () => {
 
   it('with a live run: stop it, keep the status until it has stopped', () => {
     const r = rec({ spec: { kind: 'deleted' }, status: running, now: at(40), parts: live });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 30, reason: 'deleted' }]);
+    expect(r.actions).toEqual([
+      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 30, reason: 'deleted' },
+    ]);
     expect(r.status).toEqual({ ...running, message: 'deleting: stopping the run' });
     expect(r.requeueAfterMs).toBe(1000);
     expect(r.events).toEqual([{ reason: 'Stopping', message: 'job file deleted: stopping its run' }]);
@@ -319,19 +494,32 @@ describe('deleting the job file', () => {
   });
 
   it('nothing alive but a host unreachable: keep the status, archive nothing yet', () => {
-    const r = rec({ spec: { kind: 'deleted' }, status: running, now: at(200), parts: [R.part('gpu-master', { exit: 0 })], unreachable: new Map([['gpu1', 'timeout']]) });
+    const r = rec({
+      spec: { kind: 'deleted' },
+      status: running,
+      now: at(200),
+      parts: [R.part('gpu-master', { exit: 0 })],
+      unreachable: new Map([['gpu1', 'timeout']]),
+    });
     expect(r.actions).toEqual([]);
     expect(r.status).not.toBeNull();
     expect(r.requeueAfterMs).toBe(1000);
   });
 
   it('runs of a job this jobs dir never knew (no status): left alone, not archived', () => {
-    const r = rec({ spec: { kind: 'deleted' }, now: at(200), parts: [R.part('gpu-master', { exit: 0 }), R.part('gpu1', { exit: 0 })] });
+    const r = rec({
+      spec: { kind: 'deleted' },
+      now: at(200),
+      parts: [R.part('gpu-master', { exit: 0 }), R.part('gpu1', { exit: 0 })],
+    });
     expect(r).toEqual({ status: null, actions: [], events: [] });
   });
 
   it('the same spec applied again before the archive pass: the run stopped as deleted is not a failure', () => {
-    const stopped = [R.part('gpu-master', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) }), R.part('gpu1', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) })];
+    const stopped = [
+      R.part('gpu-master', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) }),
+      R.part('gpu1', { exit: 137, cancelled: 'deleted', finishedAtMs: ms(50) }),
+    ];
     const r = rec({ spec: S, status: running, now: at(60), parts: stopped });
     expect(r.status?.phase).toBe('Starting');
     expect(r.actions.map((a) => a.type)).toEqual(['launch']);
@@ -347,14 +535,25 @@ describe('cancel', () => {
   const S = validSpec('train', TWO);
   const R = run('train', S.hash, 1, ['gpu-master', 'gpu1'], { createdAt: iso(0) });
   const live = [R.part('gpu-master', { ranks: [rank(0)] }), R.part('gpu1', { ranks: [rank(1)] })];
-  const stopped = [R.part('gpu-master', { exit: 137, cancelled: 'cancelled', finishedAtMs: ms(40) }), R.part('gpu1', { exit: 137, cancelled: 'cancelled', finishedAtMs: ms(40) })];
+  const stopped = [
+    R.part('gpu-master', { exit: 137, cancelled: 'cancelled', finishedAtMs: ms(40) }),
+    R.part('gpu1', { exit: 137, cancelled: 'cancelled', finishedAtMs: ms(40) }),
+  ];
   const running = rec({ spec: S, now: at(30), status: rec({ spec: S }).status!, parts: live }).status!;
 
   it('stops the run with the requested grace and marks the job Cancelled', () => {
     const control = { cancel: { requestedAt: iso(35), graceSeconds: 7 } };
     const r = rec({ spec: S, status: running, now: at(35), parts: live, control });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 7, reason: 'cancelled' }]);
-    expect(r.status).toMatchObject({ phase: 'Cancelled', reason: 'Cancelled', message: `cancelled at ${iso(35)}`, runId: R.runId, attempt: 1 });
+    expect(r.actions).toEqual([
+      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 7, reason: 'cancelled' },
+    ]);
+    expect(r.status).toMatchObject({
+      phase: 'Cancelled',
+      reason: 'Cancelled',
+      message: `cancelled at ${iso(35)}`,
+      runId: R.runId,
+      attempt: 1,
+    });
     expect(r.status!.completionTime).toBeUndefined();
     expect(r.requeueAfterMs).toBe(1000);
 
@@ -365,12 +564,33 @@ describe('cancel', () => {
   });
 
   it('without graceSeconds uses the default grace', () => {
-    const r = rec({ spec: S, status: running, now: at(35), parts: live, control: { cancel: { requestedAt: iso(35) } } });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 30, reason: 'cancelled' }]);
+    const r = rec({
+      spec: S,
+      status: running,
+      now: at(35),
+      parts: live,
+      control: { cancel: { requestedAt: iso(35) } },
+    });
+    expect(r.actions).toEqual([
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master', 'gpu1'],
+        graceSeconds: 30,
+        reason: 'cancelled',
+      },
+    ]);
   });
 
   it('a cancel meant for an older spec does not touch this one', () => {
-    const r = rec({ spec: S, status: running, now: at(35), parts: live, control: { cancel: { requestedAt: iso(35), specHash: 'deadbeef' } } });
+    const r = rec({
+      spec: S,
+      status: running,
+      now: at(35),
+      parts: live,
+      control: { cancel: { requestedAt: iso(35), specHash: 'deadbeef' } },
+    });
     expect(r.actions).toEqual([]);
     expect(r.status!.phase).toBe('Running');
   });
@@ -382,17 +602,32 @@ describe('cancel', () => {
   });
 
   it('cancel on an already Succeeded job: stays Succeeded, no stop, no event', () => {
-    const done = [R.part('gpu-master', { exit: 0, finishedAtMs: ms(50) }), R.part('gpu1', { exit: 0, finishedAtMs: ms(50) })];
+    const done = [
+      R.part('gpu-master', { exit: 0, finishedAtMs: ms(50) }),
+      R.part('gpu1', { exit: 0, finishedAtMs: ms(50) }),
+    ];
     const succeeded = rec({ spec: S, status: running, now: at(60), parts: done }).status!;
     expect(succeeded.phase).toBe('Succeeded');
-    const r = rec({ spec: S, status: succeeded, now: at(70), parts: done, control: { cancel: { requestedAt: iso(70) } } });
+    const r = rec({
+      spec: S,
+      status: succeeded,
+      now: at(70),
+      parts: done,
+      control: { cancel: { requestedAt: iso(70) } },
+    });
     expect(r.actions).toEqual([]);
     expect(r.status).toMatchObject({ phase: 'Succeeded', reason: 'Succeeded', completionTime: iso(50) });
     expect(r.events).toEqual([]);
   });
 
   it('a cancel withdrawn (control gone) starts a new attempt', () => {
-    const cancelled = rec({ spec: S, status: running, now: at(41), parts: stopped, control: { cancel: { requestedAt: iso(35) } } }).status!;
+    const cancelled = rec({
+      spec: S,
+      status: running,
+      now: at(41),
+      parts: stopped,
+      control: { cancel: { requestedAt: iso(35) } },
+    }).status!;
     const r = rec({ spec: S, status: cancelled, now: at(50), parts: stopped });
     expect(launches(r)).toMatchObject([{ attempt: 2, runId: `train-${S.hash}-a2` }]);
   });
@@ -404,7 +639,10 @@ describe('suspend', () => {
   const SUS = validSpec('train', { ...spec, suspend: true });
   const R = run('train', S.hash, 1, ['gpu-master', 'gpu1'], { createdAt: iso(0) });
   const live = [R.part('gpu-master', { ranks: [rank(0)] }), R.part('gpu1', { ranks: [rank(1)] })];
-  const suspended = [R.part('gpu-master', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }), R.part('gpu1', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) })];
+  const suspended = [
+    R.part('gpu-master', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }),
+    R.part('gpu1', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }),
+  ];
   const running = rec({ spec: S, now: at(30), status: rec({ spec: S }).status!, parts: live }).status!;
 
   it('suspend does not change the spec hash', () => {
@@ -413,7 +651,16 @@ describe('suspend', () => {
 
   it('suspend: true stops the run and marks it Suspended; once stopped, nothing more happens', () => {
     const r = rec({ spec: SUS, status: running, now: at(35), parts: live });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 30, reason: 'suspended' }]);
+    expect(r.actions).toEqual([
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master', 'gpu1'],
+        graceSeconds: 30,
+        reason: 'suspended',
+      },
+    ]);
     expect(r.status).toMatchObject({ phase: 'Suspended', reason: 'Suspended', observedGeneration: 1 });
     const after = rec({ spec: SUS, status: r.status!, now: at(41), parts: suspended });
     expect(after.actions).toEqual([]);
@@ -431,8 +678,14 @@ describe('suspend', () => {
         dir: `train.${S.hash}.2`,
         attempt: 2,
         specHash: S.hash,
-        parts: [{ host: 'gpu-master', nodeRank: 0, nproc: 1 }, { host: 'gpu1', nodeRank: 1, nproc: 1 }],
-        allParts: [{ host: 'gpu-master', nodeRank: 0, nproc: 1 }, { host: 'gpu1', nodeRank: 1, nproc: 1 }],
+        parts: [
+          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+        ],
+        allParts: [
+          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+        ],
         rdzvHost: 'gpu-master',
         port: 29500,
         createdAt: iso(100),
@@ -449,7 +702,11 @@ describe('suspend', () => {
     const parts = [
       A1.part('gpu-master', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }),
       A1.part('gpu1', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }),
-      A2.part('gpu-master', { exit: 1, finishedAtMs: ms(200), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(200) })] }),
+      A2.part('gpu-master', {
+        exit: 1,
+        finishedAtMs: ms(200),
+        ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(200) })],
+      }),
       A2.part('gpu1', { exit: 1, finishedAtMs: ms(200) }),
     ];
     const r = rec({ spec: S1, status: rec({ spec: S1 }).status!, now: at(201), parts });
@@ -464,7 +721,10 @@ describe('suspend', () => {
     const S1 = validSpec('train', { ...spec, restartPolicy: { maxRestarts: 1, backoffSeconds: 10 } });
     const A1 = run('train', S1.hash, 1, ['gpu1'], { createdAt: iso(0) });
     const A2 = run('train', S1.hash, 2, ['gpu1'], { createdAt: iso(100) });
-    const parts = [A1.part('gpu1', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }), A2.part('gpu1', { exit: 1, finishedAtMs: ms(200), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(200) })] })];
+    const parts = [
+      A1.part('gpu1', { exit: 137, cancelled: 'suspended', finishedAtMs: ms(40) }),
+      A2.part('gpu1', { exit: 1, finishedAtMs: ms(200), ranks: [rank(0, 0, { exitCode: 3, exitedAt: ms(200) })] }),
+    ];
     const r = rec({ spec: S1, status: rec({ spec: S1 }).status!, now: at(200), parts });
     expect(r.requeueAfterMs).toBe(10_000);
     expect(r.status!.message).not.toMatch(/attempt 3 of 2/);
@@ -488,16 +748,45 @@ describe('spec changes', () => {
   const running = rec({ spec: S1, now: at(30), status: rec({ spec: S1 }).status!, parts: live }).status!;
 
   it('the old live run is stopped first, then the new spec launched; observedGeneration bumped', () => {
-    const r = rec({ spec: S2, status: running, now: at(60), parts: live, cluster: view({ usedPorts: new Set([29500]) }) });
+    const r = rec({
+      spec: S2,
+      status: running,
+      now: at(60),
+      parts: live,
+      cluster: view({ usedPorts: new Set([29500]) }),
+    });
     expect(r.actions).toEqual([
-      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 30, reason: 'spec changed' },
-      expect.objectContaining({ type: 'launch', runId: `train-${S2.hash}-a1`, dir: `train.${S2.hash}.1`, attempt: 1, specHash: S2.hash, port: 29501 }),
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master', 'gpu1'],
+        graceSeconds: 30,
+        reason: 'spec changed',
+      },
+      expect.objectContaining({
+        type: 'launch',
+        runId: `train-${S2.hash}-a1`,
+        dir: `train.${S2.hash}.1`,
+        attempt: 1,
+        specHash: S2.hash,
+        port: 29501,
+      }),
     ]);
-    expect(r.status).toMatchObject({ observedGeneration: 2, specHash: S2.hash, attempt: 1, phase: 'Starting', runId: `train-${S2.hash}-a1` });
+    expect(r.status).toMatchObject({
+      observedGeneration: 2,
+      specHash: S2.hash,
+      attempt: 1,
+      phase: 'Starting',
+      runId: `train-${S2.hash}-a1`,
+    });
   });
 
   it('a finished run of the old spec does not count: the new spec starts at attempt 1', () => {
-    const old = [R.part('gpu-master', { exit: 1, finishedAtMs: ms(50) }), R.part('gpu1', { exit: 1, finishedAtMs: ms(50) })];
+    const old = [
+      R.part('gpu-master', { exit: 1, finishedAtMs: ms(50) }),
+      R.part('gpu1', { exit: 1, finishedAtMs: ms(50) }),
+    ];
     const failed = rec({ spec: S1, status: running, now: at(60), parts: old }).status!;
     expect(failed).toMatchObject({ phase: 'Failed', exitCode: 1 });
     const r = rec({ spec: S2, status: failed, now: at(70), parts: old });
@@ -520,10 +809,18 @@ describe('an invalid spec', () => {
   it('is Invalid with the issue path and line, and the running run is left alone', () => {
     const r = rec({ spec: BAD, status: running, now: at(40), parts: live });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Invalid', reason: 'InvalidSpec', message: '/jobs/train.yaml:7:10: spec.nodes: must be >= 1', specHash: S.hash, attempt: 1 });
+    expect(r.status).toMatchObject({
+      phase: 'Invalid',
+      reason: 'InvalidSpec',
+      message: '/jobs/train.yaml:7:10: spec.nodes: must be >= 1',
+      specHash: S.hash,
+      attempt: 1,
+    });
     expect(r.status!.nodes).toEqual(running.nodes);
     expect(cond(r.status, 'Valid')).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
-    expect(r.events).toEqual([{ reason: 'InvalidSpec', message: '/jobs/train.yaml:7:10: spec.nodes: must be >= 1', type: 'Warning' }]);
+    expect(r.events).toEqual([
+      { reason: 'InvalidSpec', message: '/jobs/train.yaml:7:10: spec.nodes: must be >= 1', type: 'Warning' },
+    ]);
     // Still invalid: no repeated event.
     expect(rec({ spec: BAD, status: r.status!, now: at(50), parts: live }).events).toEqual([]);
   });
@@ -543,7 +840,13 @@ describe('a half-done launch (the controller died mid-way)', () => {
   const starting = rec({ spec: S }).status!;
 
   it('young: launch the missing host only, same run, port and createdAt', () => {
-    const r = rec({ spec: S, status: starting, now: at(20), parts: two, cluster: view({ usedPorts: new Set([29600]) }) });
+    const r = rec({
+      spec: S,
+      status: starting,
+      now: at(20),
+      parts: two,
+      cluster: view({ usedPorts: new Set([29600]) }),
+    });
     expect(r.actions).toEqual([
       {
         type: 'launch',
@@ -570,15 +873,32 @@ describe('a half-done launch (the controller died mid-way)', () => {
 
   it('past the rendezvous timeout: stop the parts that did start', () => {
     const r = rec({ spec: S, status: starting, now: at(301), parts: two });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 5, reason: 'gang member failed' }]);
+    expect(r.actions).toEqual([
+      {
+        type: 'stop',
+        runId: R.runId,
+        dir: R.dir,
+        hosts: ['gpu-master', 'gpu1'],
+        graceSeconds: 5,
+        reason: 'gang member failed',
+      },
+    ]);
     expect(launches(r)).toEqual([]);
   });
 
   it('past the timeout with nothing alive and the others exiting cleanly: Failed naming the host that never started', () => {
-    const done = [R.part('gpu-master', { exit: 0, finishedAtMs: ms(310) }), R.part('gpu1', { exit: 0, finishedAtMs: ms(310) })];
+    const done = [
+      R.part('gpu-master', { exit: 0, finishedAtMs: ms(310) }),
+      R.part('gpu1', { exit: 0, finishedAtMs: ms(310) }),
+    ];
     const r = rec({ spec: S, status: starting, now: at(320), parts: done });
     expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({ phase: 'Failed', reason: 'RankFailed', message: 'hosts gpu2 never started (rendezvous timed out after 300 s)', exitCode: 1 });
+    expect(r.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'RankFailed',
+      message: 'hosts gpu2 never started (rendezvous timed out after 300 s)',
+      exitCode: 1,
+    });
   });
 
   // Regression (was a bug, fixed): UGRO itself stops the parts that did start (exit 137, cancelled "gang member failed"),
@@ -595,7 +915,12 @@ describe('a half-done launch (the controller died mid-way)', () => {
 });
 
 describe('activeDeadlineSeconds', () => {
-  const S = validSpec('train', { script: 't.py', hosts: ['gpu1'], activeDeadlineSeconds: 60, restartPolicy: { maxRestarts: 2 } });
+  const S = validSpec('train', {
+    script: 't.py',
+    hosts: ['gpu1'],
+    activeDeadlineSeconds: 60,
+    restartPolicy: { maxRestarts: 2 },
+  });
   const R = run('train', S.hash, 1, ['gpu1'], { createdAt: iso(0) });
   const live = [R.part('gpu1', { launchedAtMs: ms(0), ranks: [rank(0)] })];
   const starting = rec({ spec: S }).status!;
@@ -608,8 +933,15 @@ describe('activeDeadlineSeconds', () => {
 
   it('exceeded: stop + Failed DeadlineExceeded', () => {
     const r = rec({ spec: S, status: starting, now: at(61), parts: live });
-    expect(r.actions).toEqual([{ type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu1'], graceSeconds: 30, reason: 'deadline exceeded' }]);
-    expect(r.status).toMatchObject({ phase: 'Failed', reason: 'DeadlineExceeded', message: 'ran longer than activeDeadlineSeconds (60 s)', completionTime: iso(61) });
+    expect(r.actions).toEqual([
+      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu1'], graceSeconds: 30, reason: 'deadline exceeded' },
+    ]);
+    expect(r.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'DeadlineExceeded',
+      message: 'ran longer than activeDeadlineSeconds (60 s)',
+      completionTime: iso(61),
+    });
     expect(cond(r.status, 'Running')).toMatchObject({ status: 'False', reason: 'DeadlineExceeded' });
   });
 
@@ -620,7 +952,15 @@ describe('activeDeadlineSeconds', () => {
   // was persisted; a stop that threw (host dropped mid-stop) or a lost status file re-runs it.
   it('after the deadline stop, the job stays Failed/DeadlineExceeded and is not restarted', () => {
     const failed = rec({ spec: S, status: starting, now: at(61), parts: live }).status!;
-    const stopped = [R.part('gpu1', { exit: 137, cancelled: 'deadline exceeded', launchedAtMs: ms(0), finishedAtMs: ms(70), ranks: [rank(0, 0, { exitCode: 143, exitedAt: ms(69) })] })];
+    const stopped = [
+      R.part('gpu1', {
+        exit: 137,
+        cancelled: 'deadline exceeded',
+        launchedAtMs: ms(0),
+        finishedAtMs: ms(70),
+        ranks: [rank(0, 0, { exitCode: 143, exitedAt: ms(69) })],
+      }),
+    ];
     const r = rec({ spec: S, status: failed, now: at(75), parts: stopped });
     expect(r.status).toMatchObject({ phase: 'Failed', reason: 'DeadlineExceeded' });
     const later = rec({ spec: S, status: r.status!, now: at(500), parts: stopped });
@@ -634,7 +974,10 @@ describe('setCondition', () => {
     let l = setCondition([], { type: 'Valid', status: 'True', reason: 'A', message: 'a' }, 't1');
     l = setCondition(l, { type: 'Running', status: 'True', reason: 'R', message: 'r' }, 't1');
     l = setCondition(l, { type: 'Valid', status: 'True', reason: 'B', message: 'b' }, 't2');
-    expect(l.map((c) => [c.type, c.reason, c.lastTransitionTime])).toEqual([['Running', 'R', 't1'], ['Valid', 'B', 't1']]);
+    expect(l.map((c) => [c.type, c.reason, c.lastTransitionTime])).toEqual([
+      ['Running', 'R', 't1'],
+      ['Valid', 'B', 't1'],
+    ]);
     l = setCondition(l, { type: 'Valid', status: 'False', reason: 'C', message: 'c' }, 't3');
     expect(l.find((c) => c.type === 'Valid')!.lastTransitionTime).toBe('t3');
   });

@@ -5,15 +5,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, pinnedHostKey, readKnownHosts } from '../../config/known-hosts.ts';
+import { buildCommand } from '../../config/quote.ts';
 import { main } from '../../controller/cli/main.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
-import { buildCommand } from '../../config/quote.ts';
 import { SshPool, type SshTarget } from '../../controller/hosts/ssh.ts';
 import { fetchHostKey } from '../../controller/hosts/trust.ts';
 
@@ -86,7 +86,14 @@ afterAll(() => new Promise<void>((r) => server.close(() => r())));
 function target(knownHostsText: string, identityFile = userKey.priv): SshTarget {
   const f = join(mkdtempSync(join(dir, 'kh-')), 'known_hosts');
   writeFileSync(f, knownHostsText);
-  return { name: 'fake', hostname: 'fake', address: '127.0.0.1', port, user: 'u', ssh: { identityFile, knownHosts: f, useAgent: false, connectTimeoutMs: 2000, keepaliveMs: 15000 } };
+  return {
+    name: 'fake',
+    hostname: 'fake',
+    address: '127.0.0.1',
+    port,
+    user: 'u',
+    ssh: { identityFile, knownHosts: f, useAgent: false, connectTimeoutMs: 2000, keepaliveMs: 15000 },
+  };
 }
 const pinEd = () => `[127.0.0.1]:${port} ${hostEd.keyType} ${hostEd.b64}\n`;
 const pinEcdsa = () => `[127.0.0.1]:${port} ${hostEcdsa.keyType} ${hostEcdsa.b64}\n`;
@@ -211,7 +218,9 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     const { file, knownHosts } = clusterFile('');
     const wrong = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', strangerKey.fp);
     expect(wrong.code).toBe(1);
-    expect(wrong.err).toContain(`REFUSING: the host presents ssh-ed25519 ${hostEd.fp}, ecdsa-sha2-nistp256 ${hostEcdsa.fp}; none has the fingerprint ${strangerKey.fp}`);
+    expect(wrong.err).toContain(
+      `REFUSING: the host presents ssh-ed25519 ${hostEd.fp}, ecdsa-sha2-nistp256 ${hostEcdsa.fp}; none has the fingerprint ${strangerKey.fp}`,
+    );
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
 
     const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
@@ -219,7 +228,9 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     expect(r.out).toContain(`fake: pinned in ${knownHosts}:`);
     expect(r.out).toContain(`ssh-ed25519 ${hostEd.fp}`);
     expect(r.out).toContain(`ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(`[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(
+      `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`,
+    );
     expect(fingerprint(hostEd.blob)).toBe(hostEd.fp);
     // The key Pulumi's Go client would negotiate first is the one infra pins.
     expect(pinnedHostKey(readKnownHosts(knownHosts), ['fake'], port)).toBe(`ecdsa-sha2-nistp256 ${hostEcdsa.b64}`);
@@ -242,13 +253,18 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     const { file, knownHosts } = clusterFile(ed);
     const add = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', hostEcdsa.fp);
     expect(add.code, add.err).toBe(0);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(`${ed}[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
+    expect(readFileSync(knownHosts, 'utf8')).toBe(
+      `${ed}[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`,
+    );
 
     const rev = clusterFile(`@revoked [127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`);
     const r = await ugro('--cluster', rev.file, 'hosts', 'trust', 'fake');
     expect(r.code).toBe(0);
     expect(r.err).toContain(`not pinning ecdsa-sha2-nistp256 ${hostEcdsa.fp}: ${rev.knownHosts} marks it @revoked`);
-    expect(readFileSync(rev.knownHosts, 'utf8').split('\n').filter(Boolean)).toEqual([`@revoked [127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}`, `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}`]);
+    expect(readFileSync(rev.knownHosts, 'utf8').split('\n').filter(Boolean)).toEqual([
+      `@revoked [127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}`,
+      `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}`,
+    ]);
   });
 
   it('a host that refuses connections fails alone: the others are still trusted, exit 1', async () => {
@@ -256,7 +272,10 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
     const deadPort = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const { file, knownHosts } = clusterFile('', `workers:\n  - { name: dead, hostname: dead, ip: 127.0.0.1, ssh_port: ${deadPort}, user: u, rank: 1 }\n`);
+    const { file, knownHosts } = clusterFile(
+      '',
+      `workers:\n  - { name: dead, hostname: dead, ip: 127.0.0.1, ssh_port: ${deadPort}, user: u, rank: 1 }\n`,
+    );
     const r = await ugro('--cluster', file, 'hosts', 'trust', 'dead', 'fake');
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^dead: ssh: connection refused/m);

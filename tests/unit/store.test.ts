@@ -6,11 +6,11 @@
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { parse } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { specHash } from '../../controller/api/trainingjob.ts';
-import { JobStore, type JobEvent } from '../../controller/store/store.ts';
+import { type JobEvent, JobStore } from '../../controller/store/store.ts';
 import { job, jobYaml } from './job-fixtures.ts';
 
 const hooks = vi.hoisted(() => ({
@@ -64,7 +64,15 @@ const status = (over: Partial<JobStatus> = {}): JobStatus => ({
   nodes: [{ host: 'gpu1', nodeRank: 0, globalRanks: [0], pid: 42, state: 'Running' }],
   createdAt: '2026-03-01T10:00:00.000Z',
   startTime: '2026-03-01T10:00:01.000Z',
-  conditions: [{ type: 'Valid', status: 'True', reason: 'SpecValid', message: 'spec is valid', lastTransitionTime: '2026-03-01T10:00:00.000Z' }],
+  conditions: [
+    {
+      type: 'Valid',
+      status: 'True',
+      reason: 'SpecValid',
+      message: 'spec is valid',
+      lastTransitionTime: '2026-03-01T10:00:00.000Z',
+    },
+  ],
   ...over,
 });
 const tmpFiles = () => readdirSync(dir).filter((f) => f.includes('.tmp'));
@@ -153,7 +161,12 @@ describe('specs', () => {
   it('readSpec: valid -> job and hash; no file -> deleted (a status file alone is not a spec)', () => {
     writeFileSync(join(dir, 'train.yaml'), jobYaml('train', { script: 't.py', nodes: 2 }));
     const s = store.readSpec('train');
-    expect(s).toEqual({ kind: 'valid', job: job('train', { script: 't.py', nodes: 2 }), hash: specHash(job('train', { script: 't.py', nodes: 2 }).spec), file: join(dir, 'train.yaml') });
+    expect(s).toEqual({
+      kind: 'valid',
+      job: job('train', { script: 't.py', nodes: 2 }),
+      hash: specHash(job('train', { script: 't.py', nodes: 2 }).spec),
+      file: join(dir, 'train.yaml'),
+    });
     store.writeStatus('gone', status());
     expect(store.readSpec('gone')).toEqual({ kind: 'deleted' });
   });
@@ -161,7 +174,11 @@ describe('specs', () => {
   it('readSpec reads .yml too, and an invalid file is invalid with path and line', () => {
     writeFileSync(join(dir, 'bert.yml'), jobYaml('other', { script: 't.py' }));
     const s = store.readSpec('bert');
-    expect(s).toMatchObject({ kind: 'invalid', file: join(dir, 'bert.yml'), issues: [{ path: 'metadata.name', line: 4 }] });
+    expect(s).toMatchObject({
+      kind: 'invalid',
+      file: join(dir, 'bert.yml'),
+      issues: [{ path: 'metadata.name', line: 4 }],
+    });
   });
 
   it('specMtime is the spec file mtime, undefined when there is none', () => {
@@ -186,14 +203,24 @@ describe('control files', () => {
 });
 
 describe('events', () => {
-  const ev = (job: string, reason: string, i = 0): JobEvent => ({ time: `2026-03-01T10:00:0${i}.000Z`, job, type: 'Normal', reason, message: `${reason} ${i}` });
+  const ev = (job: string, reason: string, i = 0): JobEvent => ({
+    time: `2026-03-01T10:00:0${i}.000Z`,
+    job,
+    type: 'Normal',
+    reason,
+    message: `${reason} ${i}`,
+  });
 
   it('are appended as JSON lines, newest last, under .ugro/', () => {
     store.appendEvents([ev('train', 'Launching', 0), ev('bert', 'Launching', 1)]);
     store.appendEvents([ev('train', 'Running', 2)]);
     const lines = readFileSync(join(dir, '.ugro', 'events.jsonl'), 'utf8').split('\n');
     expect(lines.at(-1)).toBe('');
-    expect(lines.slice(0, -1).map((l) => JSON.parse(l))).toEqual([ev('train', 'Launching', 0), ev('bert', 'Launching', 1), ev('train', 'Running', 2)]);
+    expect(lines.slice(0, -1).map((l) => JSON.parse(l))).toEqual([
+      ev('train', 'Launching', 0),
+      ev('bert', 'Launching', 1),
+      ev('train', 'Running', 2),
+    ]);
   });
 
   it('no events: no file, no directory', () => {
@@ -204,7 +231,10 @@ describe('events', () => {
 
   it('readEvents filters by job, keeps the last `limit`, and skips a torn line', () => {
     store.appendEvents([ev('train', 'A', 0), ev('bert', 'B', 1), ev('train', 'C', 2), ev('train', 'D', 3)]);
-    writeFileSync(join(dir, '.ugro', 'events.jsonl'), readFileSync(join(dir, '.ugro', 'events.jsonl'), 'utf8') + '{"time":"2026');
+    writeFileSync(
+      join(dir, '.ugro', 'events.jsonl'),
+      `${readFileSync(join(dir, '.ugro', 'events.jsonl'), 'utf8')}{"time":"2026`,
+    );
     expect(store.readEvents('train').map((e) => e.reason)).toEqual(['A', 'C', 'D']);
     expect(store.readEvents('train', 2).map((e) => e.reason)).toEqual(['C', 'D']);
     expect(store.readEvents(undefined, 10).map((e) => e.reason)).toEqual(['A', 'B', 'C', 'D']);

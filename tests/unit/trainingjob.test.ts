@@ -3,7 +3,14 @@
  * its exact field path and line, and specHash (what makes "the same spec").
  */
 import { describe, expect, it } from 'vitest';
-import { isJobFileName, jobNameFromFile, nodeRange, parseTrainingJob, priorityValue, specHash } from '../../controller/api/trainingjob.ts';
+import {
+  isJobFileName,
+  jobNameFromFile,
+  nodeRange,
+  parseTrainingJob,
+  priorityValue,
+  specHash,
+} from '../../controller/api/trainingjob.ts';
 import { job } from './job-fixtures.ts';
 
 const HEAD = 'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: train\nspec:\n';
@@ -69,7 +76,10 @@ describe('parseTrainingJob: a valid job', () => {
   });
 
   it('a partial restartPolicy keeps the other default', () => {
-    expect(job('train', { script: 't.py', restartPolicy: { maxRestarts: 3 } }).spec.restartPolicy).toEqual({ maxRestarts: 3, backoffSeconds: 10 });
+    expect(job('train', { script: 't.py', restartPolicy: { maxRestarts: 3 } }).spec.restartPolicy).toEqual({
+      maxRestarts: 3,
+      backoffSeconds: 10,
+    });
   });
 
   it('without a file name, any valid name is accepted (ugro apply -f)', () => {
@@ -96,11 +106,13 @@ spec:
 status: {}
 `;
     const got = issues(text).map((i) => [i.path, i.line]);
-    expect(got).toEqual(expect.arrayContaining([
-      ['metadata.namespace', 5],
-      ['spec.restartPolicy.backoff', 8],
-      ['status', 9],
-    ]));
+    expect(got).toEqual(
+      expect.arrayContaining([
+        ['metadata.namespace', 5],
+        ['spec.restartPolicy.backoff', 8],
+        ['status', 9],
+      ]),
+    );
     expect(got).toHaveLength(3);
   });
 
@@ -127,7 +139,7 @@ status: {}
     ['a.b', /DNS-1123/],
     ['a'.repeat(64), /at most 63/],
   ])('metadata.name %j is rejected', (name, msg) => {
-    const text = HEAD.replace('name: train', `name: "${name}"`) + '  script: t.py\n';
+    const text = `${HEAD.replace('name: train', `name: "${name}"`)}  script: t.py\n`;
     const [i] = issues(text, undefined);
     expect(i).toMatchObject({ path: 'metadata.name', line: 4 });
     expect(i.message).toMatch(msg);
@@ -135,12 +147,19 @@ status: {}
 
   it('a 63-character name is accepted', () => {
     const name = 'a'.repeat(63);
-    expect(parseTrainingJob(HEAD.replace('name: train', `name: ${name}`) + '  script: t.py\n', `/jobs/${name}.yaml`).ok).toBe(true);
+    expect(
+      parseTrainingJob(`${HEAD.replace('name: train', `name: ${name}`)}  script: t.py\n`, `/jobs/${name}.yaml`).ok,
+    ).toBe(true);
   });
 
   it('metadata.name must match the file name, pointing at the name line', () => {
     expect(issues(withSpec('  script: t.py\n'), '/jobs/other.yaml')).toEqual([
-      { path: 'metadata.name', message: expect.stringContaining('"train" must match the file name (other.yaml)'), line: 4, column: 9 },
+      {
+        path: 'metadata.name',
+        message: expect.stringContaining('"train" must match the file name (other.yaml)'),
+        line: 4,
+        column: 9,
+      },
     ]);
   });
 
@@ -148,27 +167,45 @@ status: {}
     expect(issues(withSpec('  script: t.py\n  command: [python3]\n'))).toEqual([
       { path: 'spec.command', message: expect.stringContaining('set exactly one of `script`'), line: 7, column: 12 },
     ]);
-    expect(issues(withSpec('  args: [x]\n'))).toEqual([{ path: 'spec.script', message: expect.stringContaining('set exactly one of'), line: 6, column: 3 }]);
+    expect(issues(withSpec('  args: [x]\n'))).toEqual([
+      { path: 'spec.script', message: expect.stringContaining('set exactly one of'), line: 6, column: 3 },
+    ]);
   });
 
   it('script must stay inside scripts/; command must not be empty', () => {
-    expect(issues(withSpec('  script: ../t.py\n'))[0]).toMatchObject({ path: 'spec.script', message: expect.stringContaining('no "..'), line: 6 });
+    expect(issues(withSpec('  script: ../t.py\n'))[0]).toMatchObject({
+      path: 'spec.script',
+      message: expect.stringContaining('no "..'),
+      line: 6,
+    });
     expect(issues(withSpec('  script: /abs/t.py\n'))[0]).toMatchObject({ path: 'spec.script', line: 6 });
-    expect(issues(withSpec('  command: []\n'))[0]).toMatchObject({ path: 'spec.command', message: 'must have at least the program to run', line: 6 });
+    expect(issues(withSpec('  command: []\n'))[0]).toMatchObject({
+      path: 'spec.command',
+      message: 'must have at least the program to run',
+      line: 6,
+    });
   });
 
   it('nodes: a positive integer or {min,max} with min <= max', () => {
     expect(job('train', { script: 't.py', nodes: 3 }).spec.nodes).toBe(3);
     expect(job('train', { script: 't.py', nodes: { min: 2, max: 2 } }).spec.nodes).toEqual({ min: 2, max: 2 });
-    expect(issues(withSpec('  script: t.py\n  nodes: 0\n'))).toEqual([{ path: 'spec.nodes', message: 'must be >= 1', line: 7, column: 10 }]);
-    expect(issues(withSpec('  script: t.py\n  nodes: { min: 2, max: 1 }\n'))).toEqual([{ path: 'spec.nodes.max', message: 'max must be >= min', line: 7, column: 25 }]);
+    expect(issues(withSpec('  script: t.py\n  nodes: 0\n'))).toEqual([
+      { path: 'spec.nodes', message: 'must be >= 1', line: 7, column: 10 },
+    ]);
+    expect(issues(withSpec('  script: t.py\n  nodes: { min: 2, max: 1 }\n'))).toEqual([
+      { path: 'spec.nodes.max', message: 'max must be >= min', line: 7, column: 25 },
+    ]);
     expect(issues(withSpec('  script: t.py\n  nodes: 1.5\n'))[0]).toMatchObject({ path: 'spec.nodes', line: 7 });
   });
 
   it('nprocPerNode: an integer 1..64 or "gpu"', () => {
     expect(job('train', { script: 't.py', nprocPerNode: 'gpu' }).spec.nprocPerNode).toBe('gpu');
     expect(job('train', { script: 't.py', nprocPerNode: 64 }).spec.nprocPerNode).toBe(64);
-    for (const bad of ['0', '65', 'all', '2.5']) expect(issues(withSpec(`  script: t.py\n  nprocPerNode: ${bad}\n`))[0]).toMatchObject({ path: 'spec.nprocPerNode', line: 7 });
+    for (const bad of ['0', '65', 'all', '2.5'])
+      expect(issues(withSpec(`  script: t.py\n  nprocPerNode: ${bad}\n`))[0]).toMatchObject({
+        path: 'spec.nprocPerNode',
+        line: 7,
+      });
   });
 
   // Regression (was a bug, fixed): a union field that fails every branch reports zod's bare "Invalid input", which tells
@@ -181,24 +218,43 @@ status: {}
   it('priority: high/normal/low or an integer in -1000..1000', () => {
     expect(job('train', { script: 't.py', priority: 'low' }).spec.priority).toBe('low');
     expect(job('train', { script: 't.py', priority: -1000 }).spec.priority).toBe(-1000);
-    for (const bad of ['urgent', '1001', '2.5']) expect(issues(withSpec(`  script: t.py\n  priority: ${bad}\n`))[0]).toMatchObject({ path: 'spec.priority', line: 7 });
-    expect([priorityValue('high'), priorityValue('normal'), priorityValue('low'), priorityValue(42)]).toEqual([100, 0, -100, 42]);
+    for (const bad of ['urgent', '1001', '2.5'])
+      expect(issues(withSpec(`  script: t.py\n  priority: ${bad}\n`))[0]).toMatchObject({
+        path: 'spec.priority',
+        line: 7,
+      });
+    expect([priorityValue('high'), priorityValue('normal'), priorityValue('low'), priorityValue(42)]).toEqual([
+      100, 0, -100, 42,
+    ]);
   });
 
   it('hosts must be DNS labels and at least as many as nodes', () => {
-    expect(issues(withSpec('  script: t.py\n  nodes: 2\n  hosts: [gpu1]\n'))).toEqual([{ path: 'spec.hosts', message: 'lists 1 host(s) but nodes is 2', line: 8, column: 10 }]);
+    expect(issues(withSpec('  script: t.py\n  nodes: 2\n  hosts: [gpu1]\n'))).toEqual([
+      { path: 'spec.hosts', message: 'lists 1 host(s) but nodes is 2', line: 8, column: 10 },
+    ]);
     expect(issues(withSpec('  script: t.py\n  hosts: [GPU1]\n'))[0]).toMatchObject({ path: 'spec.hosts[0]', line: 7 });
   });
 
   it('env: names must be valid, values strings, and UGRO_*/torch variables are reserved', () => {
-    expect(issues(withSpec('  script: t.py\n  env: { RANK: "1" }\n'))[0]).toMatchObject({ path: 'spec.env', message: expect.stringContaining('UGRO sets those'), line: 7 });
+    expect(issues(withSpec('  script: t.py\n  env: { RANK: "1" }\n'))[0]).toMatchObject({
+      path: 'spec.env',
+      message: expect.stringContaining('UGRO sets those'),
+      line: 7,
+    });
     expect(issues(withSpec('  script: t.py\n  env: { UGRO_JOB: x }\n'))[0]).toMatchObject({ path: 'spec.env' });
-    expect(issues(withSpec('  script: t.py\n  env: { OMP_NUM_THREADS: 4 }\n'))[0]).toMatchObject({ path: 'spec.env.OMP_NUM_THREADS', message: expect.stringContaining('quote numbers') });
-    expect(issues(withSpec('  script: t.py\n  args: [3]\n'))).toEqual([{ path: 'spec.args[0]', message: 'must be a string (quote numbers: "3")', line: 7, column: 10 }]);
+    expect(issues(withSpec('  script: t.py\n  env: { OMP_NUM_THREADS: 4 }\n'))[0]).toMatchObject({
+      path: 'spec.env.OMP_NUM_THREADS',
+      message: expect.stringContaining('quote numbers'),
+    });
+    expect(issues(withSpec('  script: t.py\n  args: [3]\n'))).toEqual([
+      { path: 'spec.args[0]', message: 'must be a string (quote numbers: "3")', line: 7, column: 10 },
+    ]);
   });
 
   it('several problems are all reported at once', () => {
-    const got = issues(withSpec('  script: t.py\n  nodes: 0\n  priority: urgent\n  suspend: "yes"\n')).map((i) => i.path);
+    const got = issues(withSpec('  script: t.py\n  nodes: 0\n  priority: urgent\n  suspend: "yes"\n')).map(
+      (i) => i.path,
+    );
     expect(got.sort()).toEqual(['spec.nodes', 'spec.priority', 'spec.suspend']);
   });
 });
@@ -211,17 +267,33 @@ describe('nodeRange', () => {
 });
 
 describe('specHash', () => {
-  const spec = { script: 't.py', args: ['--lr', '0.1'], env: { A: '1', B: '2' }, nodes: 2, restartPolicy: { maxRestarts: 1, backoffSeconds: 5 } };
+  const spec = {
+    script: 't.py',
+    args: ['--lr', '0.1'],
+    env: { A: '1', B: '2' },
+    nodes: 2,
+    restartPolicy: { maxRestarts: 1, backoffSeconds: 5 },
+  };
 
   it('is 8 hex characters and stable across key order at every level', () => {
     const a = specHash(job('train', spec).spec);
-    const b = specHash(job('train', { restartPolicy: { backoffSeconds: 5, maxRestarts: 1 }, nodes: 2, env: { B: '2', A: '1' }, args: ['--lr', '0.1'], script: 't.py' }).spec);
+    const b = specHash(
+      job('train', {
+        restartPolicy: { backoffSeconds: 5, maxRestarts: 1 },
+        nodes: 2,
+        env: { B: '2', A: '1' },
+        args: ['--lr', '0.1'],
+        script: 't.py',
+      }).spec,
+    );
     expect(a).toMatch(/^[0-9a-f]{8}$/);
     expect(b).toBe(a);
   });
 
   it('a default written out explicitly is the same spec', () => {
-    expect(specHash(job('train', { script: 't.py' }).spec)).toBe(specHash(job('train', { script: 't.py', args: [], nodes: 1, priority: 'normal', restartPolicy: {} }).spec));
+    expect(specHash(job('train', { script: 't.py' }).spec)).toBe(
+      specHash(job('train', { script: 't.py', args: [], nodes: 1, priority: 'normal', restartPolicy: {} }).spec),
+    );
   });
 
   it('changes when anything that affects a run changes (including argument order)', () => {
@@ -249,7 +321,11 @@ describe('specHash', () => {
 describe('job file names', () => {
   it('spec files are *.yaml / *.yml, not status, control, hidden or temp files', () => {
     expect(['a.yaml', 'a.yml'].map(isJobFileName)).toEqual([true, true]);
-    expect(['a.status.yaml', 'a.control.yaml', 'a.status.yml', '.a.yaml', 'a.txt', 'a.status.yaml.tmp-1-abc', 'a.yaml~'].map(isJobFileName)).toEqual([false, false, false, false, false, false, false]);
+    expect(
+      ['a.status.yaml', 'a.control.yaml', 'a.status.yml', '.a.yaml', 'a.txt', 'a.status.yaml.tmp-1-abc', 'a.yaml~'].map(
+        isJobFileName,
+      ),
+    ).toEqual([false, false, false, false, false, false, false]);
     expect(jobNameFromFile('/jobs/bert-base.yml')).toBe('bert-base');
   });
 });
