@@ -14,7 +14,8 @@ export const dnsLabel = z
   .max(63, 'must be at most 63 characters')
   .regex(
     DNS1123_LABEL,
-    'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit (e.g. "gpu1")',
+    'must be a DNS-1123 label: lowercase letters, digits and "-", ' +
+      'starting and ending with a letter or digit (e.g. "gpu1")',
   );
 
 const HOSTNAME_RE =

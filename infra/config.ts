@@ -96,7 +96,9 @@ export function parseStackConfig(all: Record<string, string | undefined>): Parse
     if (i.code === 'unrecognized_keys') {
       return {
         path: '',
-        message: `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')} (known: ${STACK_KEYS.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')})`,
+        message:
+          `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')} ` +
+          `(known: ${STACK_KEYS.map((k) => `${CONFIG_NAMESPACE}:${k}`).join(', ')})`,
       };
     }
     return { path: `${CONFIG_NAMESPACE}:${i.path.map(String).join('.')}`, message: i.message };

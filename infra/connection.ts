@@ -52,7 +52,8 @@ export function makeConnection(host: Host, o: ConnectionOptions): ConnectionArgs
   const hostKey = pinnedHostKey((o.readKnownHosts ?? readKnownHosts)(knownHosts), host);
   if (!hostKey) {
     throw new UgroError(
-      `${host.name}: no host key for ${host.address}:${host.port} is pinned in ${knownHosts}: run \`ugro hosts trust ${host.name}\` (check the fingerprint it shows), then pulumi up again`,
+      `${host.name}: no host key for ${host.address}:${host.port} is pinned in ${knownHosts}: ` +
+        `run \`ugro hosts trust ${host.name}\` (check the fingerprint it shows), then pulumi up again`,
     );
   }
   const keyPath = o.keyPath ?? host.ssh.identityFile;
@@ -63,14 +64,16 @@ export function makeConnection(host: Host, o: ConnectionOptions): ConnectionArgs
     } catch (e) {
       if (!(host.ssh.useAgent && env.SSH_AUTH_SOCK)) {
         throw new UgroError(
-          `${host.name}: cannot read the SSH key ${keyPath}: ${(e as Error).message}: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent`,
+          `${host.name}: cannot read the SSH key ${keyPath}: ${(e as Error).message}: ` +
+            'set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent',
         );
       }
     }
   }
   if (!privateKey && !(host.ssh.useAgent && env.SSH_AUTH_SOCK)) {
     throw new UgroError(
-      `${host.name}: no SSH key to log in with: set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent with ssh.use_agent: true`,
+      `${host.name}: no SSH key to log in with: ` +
+        'set ugro:sshKeyPath (or ssh.identity_file in the cluster file), or run ssh-agent with ssh.use_agent: true',
     );
   }
   const fromEnv = host.ssh.passphraseEnv ? env[host.ssh.passphraseEnv] : undefined;

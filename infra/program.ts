@@ -28,11 +28,13 @@ export function readLocalInputs(s: InfraSettings): LocalInputs {
     const lockSha256 = fileSha256(s.pixi.lock);
     if (!manifestSha256)
       throw new UgroError(
-        `environment manager pixi: ${s.pixi.manifest} not found: run \`pixi init\` there (or set ugro:pixiManifest), or set ugro:environmentManager to venv or system`,
+        `environment manager pixi: ${s.pixi.manifest} not found: ` +
+          'run `pixi init` there (or set ugro:pixiManifest), or set ugro:environmentManager to venv or system',
       );
     if (!lockSha256)
       throw new UgroError(
-        `environment manager pixi: ${s.pixi.lock} not found: run \`pixi install\` next to ${s.pixi.manifest} to write the lock file, and keep it with the project`,
+        `environment manager pixi: ${s.pixi.lock} not found: ` +
+          `run \`pixi install\` next to ${s.pixi.manifest} to write the lock file, and keep it with the project`,
       );
     out.pixi = { manifest: s.pixi.manifest, manifestSha256, lock: s.pixi.lock, lockSha256 };
   }

@@ -10,6 +10,10 @@
  *  - reports what it found as `ugro-fact KEY=VALUE` lines on stdout (parsed by parseFacts
  *    into the stack outputs).
  * No I/O here: the component (gpu-host.ts) computes hashes and paths and passes them in.
+ *
+ * A `\` at the very end of a line inside these template literals is a JavaScript line
+ * continuation: it keeps the source within 120 columns and is not part of the script (the
+ * host gets one line; the text after it starts at column 0 so that no spaces are added).
  */
 
 import type { TreeFile } from '../config/hash.ts';
@@ -31,7 +35,8 @@ function prelude(host: string, step: string): string {
 const CHECK_SHA = `check_sha() {
   [ -f "$1" ] || fail "$1 is missing: the copy step did not run; run pulumi up again"
   got=$(sha256sum "$1" | cut -d' ' -f1)
-  [ "$got" = "$2" ] || fail "$1 has sha256 $got, expected $2: it was edited on the host or the copy failed; run pulumi up again"
+  [ "$got" = "$2" ] || \
+fail "$1 has sha256 $got, expected $2: it was edited on the host or the copy failed; run pulumi up again"
 }`;
 
 /**
@@ -52,8 +57,10 @@ export function reachabilityScript(i: ReachabilityInput): string {
   return `${prelude(i.host, 'reachable')}
 want=${q(i.user)}
 me=$(id -un)
-[ "$me" = "$want" ] || fail "logged in as $me, the cluster file says $want: fix user (or ssh_port/ip) in the cluster file"
-[ -n "\${HOME:-}" ] && [ -d "$HOME" ] || fail "home directory \${HOME:-(unset)} of $me does not exist: create it (sudo mkhomedir_helper $me)"
+[ "$me" = "$want" ] || \
+fail "logged in as $me, the cluster file says $want: fix user (or ssh_port/ip) in the cluster file"
+[ -n "\${HOME:-}" ] && [ -d "$HOME" ] || \
+fail "home directory \${HOME:-(unset)} of $me does not exist: create it (sudo mkhomedir_helper $me)"
 fact os "$(uname -s)"
 fact arch "$(uname -m)"
 fact hostname "$(uname -n)"
@@ -92,18 +99,24 @@ ver_lt() {
     exit 1 }'
 }
 trim() { printf '%s' "$1" | sed 's/^[[:space:]]*//;s/[[:space:]]*$//'; }
-command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= $min)"
+command -v nvidia-smi >/dev/null 2>&1 || \
+fail "nvidia-smi not found: no NVIDIA driver installed (install the NVIDIA driver >= $min)"
 if ! out=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>&1); then
-  fail "nvidia-smi failed: $(printf '%s\\n' "$out" | head -n 1): the driver is installed but not working (reboot, or reinstall the NVIDIA driver >= $min for the running kernel)"
+  fail "nvidia-smi failed: $(printf '%s\\n' "$out" | head -n 1): the driver is installed but not working (reboot, or \
+reinstall the NVIDIA driver >= $min for the running kernel)"
 fi
 drv=$(trim "$(printf '%s\\n' "$out" | head -n 1)")
 case $drv in
-  '' | *[!0-9.]*) fail "nvidia-smi reports driver version '$drv', not a version number: check the driver installation" ;;
+  '' | *[!0-9.]*) \
+fail "nvidia-smi reports driver version '$drv', not a version number: check the driver installation" ;;
 esac
 if ver_lt "$drv" "$min"; then fail "NVIDIA driver $drv < required $min: upgrade the driver"; fi
-gpus=$(nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits 2>&1) || fail "nvidia-smi cannot list the GPUs: $(printf '%s\\n' "$gpus" | head -n 1)"
+gpus=$(nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits 2>&1) || \
+fail "nvidia-smi cannot list the GPUs: $(printf '%s\\n' "$gpus" | head -n 1)"
 n=$(printf '%s\\n' "$gpus" | grep -c . || true)
-[ "$n" -ge "$expect" ] || fail "nvidia-smi lists $n GPU(s), the cluster file expects $expect ($models): check that every GPU is seated and powered, or fix gpus/hardware in the cluster file"
+[ "$n" -ge "$expect" ] || \
+fail "nvidia-smi lists $n GPU(s), the cluster file expects $expect ($models): check that every GPU \
+is seated and powered, or fix gpus/hardware in the cluster file"
 fact driver "$drv"
 fact gpu_count "$n"
 printf '%s\\n' "$gpus" | while IFS=, read -r idx name mem; do
@@ -115,7 +128,8 @@ done
 old_ifs=$IFS; IFS=,
 for m in $models; do
   m=$(trim "$m")
-  printf '%s\\n' "$gpus" | grep -qiF -- "$m" || printf 'ugro: %s: driver: warning: the cluster file expects a %s, nvidia-smi lists: %s\\n' "$host" "$m" "$(printf '%s' "$gpus" | tr '\\n' ';')" >&2
+  printf '%s\\n' "$gpus" | grep -qiF -- "$m" || printf 'ugro: %s: driver: warning: the cluster file expects a %s, \
+nvidia-smi lists: %s\\n' "$host" "$m" "$(printf '%s' "$gpus" | tr '\\n' ';')" >&2
 done
 IFS=$old_ifs
 say "unchanged: NVIDIA driver $drv >= $min, $n GPU(s)"
@@ -161,14 +175,16 @@ ensure_dir() {
   elif [ -e "$d" ] || [ -L "$d" ]; then
     fail "$d ($what) exists and is not a directory: move it away, or set paths in the cluster file"
   else
-    mkdir -p "$d" 2>/dev/null || fail "cannot create $d ($what) as $me: sudo install -d -o $me $d, or set paths in the cluster file"
+    mkdir -p "$d" 2>/dev/null || \
+fail "cannot create $d ($what) as $me: sudo install -d -o $me $d, or set paths in the cluster file"
     chmod "$mode" "$d"
     created=$((created + 1)); say "created $d ($what, mode $mode)"
   fi
   [ -w "$d" ] || fail "$d ($what) is not writable by $me: sudo chown $me $d"
 }
 ${calls}
-if [ $((created + fixed)) -eq 0 ]; then say "unchanged: $kept directories in place"; else say "changed: $created created, $fixed permissions fixed, $kept unchanged"; fi
+if [ $((created + fixed)) -eq 0 ]; then say "unchanged: $kept directories in place"; \
+else say "changed: $created created, $fixed permissions fixed, $kept unchanged"; fi
 `;
 }
 
@@ -182,8 +198,10 @@ export interface SystemEnvInput {
 export function systemEnvScript(i: SystemEnvInput): string {
   return `${prelude(i.host, 'env')}
 py=${q(i.python)}
-p=$(command -v "$py" 2>/dev/null) || fail "python interpreter $py not found: install python3, or set environment.python in the cluster file (or ugro:python)"
-ver=$("$p" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>&1) || fail "$p does not run: $ver: reinstall python3"
+p=$(command -v "$py" 2>/dev/null) || \
+fail "python interpreter $py not found: install python3, or set environment.python in the cluster file (or ugro:python)"
+ver=$("$p" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>&1) || \
+fail "$p does not run: $ver: reinstall python3"
 fact python "$p"
 fact env_path "$("$p" -c 'import sys; print(sys.prefix)')"
 say "unchanged: system python $p (Python $ver), nothing to install with manager system"
@@ -210,13 +228,15 @@ base=${q(i.basePython)}
 venv=${q(i.venvDir)}
 state="$venv/.ugro-requirements.sha256"
 changed=''
-command -v "$base" >/dev/null 2>&1 || fail "python $base not found: install python3 and python3-venv, or set ugro:python"
+command -v "$base" >/dev/null 2>&1 || \
+fail "python $base not found: install python3 and python3-venv, or set ugro:python"
 # A venv created with the other include-system-site-packages setting is recreated.
 if [ -x "$venv/bin/python" ] && grep -qx 'include-system-site-packages = ${ssp}' "$venv/pyvenv.cfg" 2>/dev/null; then
   :
 else
   clear=''; [ -e "$venv" ] && clear=--clear
-  "$base" -m venv $clear${ssp ? ' --system-site-packages' : ''} "$venv" >&2 || fail "cannot create a venv at $venv with $base: install the venv module (Debian/Ubuntu: sudo apt install python3-venv)"
+  "$base" -m venv $clear${ssp ? ' --system-site-packages' : ''} "$venv" >&2 || \
+fail "cannot create a venv at $venv with $base: install the venv module (Debian/Ubuntu: sudo apt install python3-venv)"
   rm -f "$state"
   changed="created venv $venv"
 fi
@@ -226,7 +246,9 @@ ${
 want=${q(req.sha256)}
 check_sha "$req" "$want"
 if [ "$(cat "$state" 2>/dev/null || true)" != "$want" ]; then
-  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -r "$req" >&2 || fail "pip install -r $req failed (see the output above): fix the requirements file (ugro:venvRequirements) and run pulumi up again"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -r "$req" >&2 || \
+fail "pip install -r $req failed (see the output above): fix the requirements file (ugro:venvRequirements) \
+and run pulumi up again"
   printf '%s\\n' "$want" > "$state"
   changed="\${changed:+$changed, }installed $req"
 fi`
@@ -269,7 +291,9 @@ envdir=${q(envDir)}
 state=${q(i.stateFile)}
 pixi=$(command -v pixi 2>/dev/null || true)
 [ -n "$pixi" ] || [ ! -x "$HOME/.pixi/bin/pixi" ] || pixi=$HOME/.pixi/bin/pixi
-[ -n "$pixi" ] || fail "pixi not found (not on PATH, not in ~/.pixi/bin): install it (curl -fsSL https://pixi.sh/install.sh | bash), or set ugro:environmentManager to venv or system"
+[ -n "$pixi" ] || \
+fail "pixi not found (not on PATH, not in ~/.pixi/bin): install it (curl -fsSL https://pixi.sh/install.sh | bash), \
+or set ugro:environmentManager to venv or system"
 [ -f "$manifest" ] || fail "$manifest is missing: the copy step did not run; run pulumi up again"
 check_sha "$lock" "$want"
 fact python "$envdir/bin/python"
@@ -278,8 +302,11 @@ if [ -x "$envdir/bin/python" ] && [ "$(cat "$state" 2>/dev/null || true)" = "$wa
   say "unchanged: pixi environment ${i.environment} matches pixi.lock (sha256 $(printf '%s' "$want" | cut -c1-12))"
   exit 0
 fi
-"$pixi" install --manifest-path "$manifest" --locked${envArgs} >&2 || fail "pixi install --locked failed (see the output above): if pixi.lock is out of date, run pixi install where you edit pixi.toml, keep the new pixi.lock, and run pulumi up again"
-[ -x "$envdir/bin/python" ] || fail "pixi installed the environment but $envdir/bin/python is missing: add python to the dependencies in pixi.toml"
+"$pixi" install --manifest-path "$manifest" --locked${envArgs} >&2 || \
+fail "pixi install --locked failed (see the output above): if pixi.lock is out of date, run pixi install where you \
+edit pixi.toml, keep the new pixi.lock, and run pulumi up again"
+[ -x "$envdir/bin/python" ] || \
+fail "pixi installed the environment but $envdir/bin/python is missing: add python to the dependencies in pixi.toml"
 mkdir -p "$(dirname "$state")" && printf '%s\\n' "$want" > "$state"
 say "changed: pixi environment ${i.environment} installed from pixi.lock (sha256 $(printf '%s' "$want" | cut -c1-12))"
 `;
@@ -305,7 +332,8 @@ def fail(msg):
 try:
     import torch
 except Exception as e:
-    fail("cannot import torch with %s: %s: %s: add torch to the environment (pixi.toml, requirements or the system packages) and run pulumi up again" % (sys.executable, type(e).__name__, e))
+    fail("cannot import torch with %s: %s: %s: add torch to the environment (pixi.toml, requirements or the system \
+packages) and run pulumi up again" % (sys.executable, type(e).__name__, e))
 ver = torch.__version__
 cuda = torch.version.cuda
 avail = bool(torch.cuda.is_available())
@@ -316,12 +344,16 @@ if avail:
     print("ugro-fact cuda_device=%s" % torch.cuda.get_device_name(0))
 if require_cuda:
     if not cuda:
-        fail("torch %s is a CPU-only build, CUDA %s required: install a CUDA %s build of torch (pixi.toml or requirements), or set ugro:requireCuda false" % (ver, need, need))
+        fail("torch %s is a CPU-only build, CUDA %s required: install a CUDA %s build of torch (pixi.toml or \
+requirements), or set ugro:requireCuda false" % (ver, need, need))
     if cuda.split(".")[0] != need:
-        fail("torch %s is built for CUDA %s, CUDA %s required: install a CUDA %s build of torch, or set ugro:cudaMajor" % (ver, cuda, need, need))
+        fail("torch %s is built for CUDA %s, CUDA %s required: install a CUDA %s build of torch, or set \
+ugro:cudaMajor" % (ver, cuda, need, need))
     if expect_gpu and not avail:
-        fail("torch.cuda.is_available() is False (torch %s, CUDA %s): the driver is too old for this CUDA build or no GPU is visible: check nvidia-smi and upgrade the driver" % (ver, cuda))
-print("ugro: %s: torch: unchanged: torch %s imports, CUDA build %s, cuda available: %s%s" % (host, ver, cuda or "none", avail, "" if require_cuda else " (CUDA not required: ugro:requireCuda false)"))
+        fail("torch.cuda.is_available() is False (torch %s, CUDA %s): the driver is too old for this CUDA build or no \
+GPU is visible: check nvidia-smi and upgrade the driver" % (ver, cuda))
+print("ugro: %s: torch: unchanged: torch %s imports, CUDA build %s, cuda available: %s%s" % \
+(host, ver, cuda or "none", avail, "" if require_cuda else " (CUDA not required: ugro:requireCuda false)"))
 `;
 
 /** torch imports, its CUDA build has the required major, and CUDA works on a GPU host. */
@@ -330,7 +362,8 @@ export function torchCheckScript(i: TorchCheckInput): string {
     throw new Error(`torchCheckScript: cudaMajor ${JSON.stringify(i.cudaMajor)} is not a number`);
   return `${prelude(i.host, 'torch')}
 py=${q(i.python)}
-command -v "$py" >/dev/null 2>&1 || fail "python $py not found: the environment step did not create it; run pulumi up again"
+command -v "$py" >/dev/null 2>&1 || \
+fail "python $py not found: the environment step did not create it; run pulumi up again"
 fact python "$py"
 exec "$py" -c ${q(TORCH_CHECK_PY)} ${q(i.host)} ${q(i.cudaMajor)} ${i.requireCuda ? 1 : 0} ${i.expectGpu ? 1 : 0}
 `;
@@ -387,20 +420,26 @@ mkdir -p "$dest" || fail "cannot create $dest: sudo install -d -o $(id -un) $des
 root=''
 first=${q(first)}
 if [ -n "$first" ]; then
-  if [ -f "$stage/"${q(i.sourceBase)}"/$first" ]; then root="$stage/"${q(i.sourceBase)}; elif [ -f "$stage/$first" ]; then root=$stage; fi
+  if [ -f "$stage/"${q(i.sourceBase)}"/$first" ]; then root="$stage/"${q(i.sourceBase)}; \
+elif [ -f "$stage/$first" ]; then root=$stage; fi
 fi
 put() {
   rel=$1 want=$2 mode=$3 dst="$dest/$1"
   if [ -f "$dst" ] && [ ! -L "$dst" ] && [ "$(sha256sum < "$dst" | cut -d' ' -f1)" = "$want" ]; then
-    if [ "$(stat -c %a "$dst")" != "$mode" ]; then chmod "$mode" "$dst"; updated=$((updated + 1)); say "mode $mode: $rel"; else kept=$((kept + 1)); fi
+    if [ "$(stat -c %a "$dst")" != "$mode" ]; then chmod "$mode" "$dst"; updated=$((updated + 1)); \
+say "mode $mode: $rel"; else kept=$((kept + 1)); fi
     return 0
   fi
-  [ -n "$root" ] && [ -f "$root/$rel" ] || fail "$label: the staged copy of $rel is missing under $stage: run pulumi up again (or pulumi up --replace the $host-$label-copy resource)"
+  [ -n "$root" ] && [ -f "$root/$rel" ] || \
+fail "$label: the staged copy of $rel is missing under $stage: run pulumi up again \
+(or pulumi up --replace the $host-$label-copy resource)"
   got=$(sha256sum < "$root/$rel" | cut -d' ' -f1)
-  [ "$got" = "$want" ] || fail "$label: the staged $rel has sha256 $got, expected $want: the copy is stale or corrupt; run pulumi up again"
+  [ "$got" = "$want" ] || \
+fail "$label: the staged $rel has sha256 $got, expected $want: the copy is stale or corrupt; run pulumi up again"
   mkdir -p "$(dirname "$dst")"
   tmp="$dst.ugro-tmp.$$"
-  cp "$root/$rel" "$tmp" && chmod "$mode" "$tmp" && mv -f "$tmp" "$dst" || { rm -f "$tmp"; fail "$label: cannot write $dst: check the permissions of $dest"; }
+  cp "$root/$rel" "$tmp" && chmod "$mode" "$tmp" && mv -f "$tmp" "$dst" || \
+{ rm -f "$tmp"; fail "$label: cannot write $dst: check the permissions of $dest"; }
   updated=$((updated + 1)); say "updated $rel"
 }
 ${puts}
@@ -419,7 +458,8 @@ if cmp -s "$manifest.tmp.$$" "$manifest"; then rm -f "$manifest.tmp.$$"; else mv
 for s in "$stage_root/$label"-*; do
   [ -d "$s" ] && [ "$s" != "$stage" ] && rm -rf -- "$s" || true
 done
-if [ $((updated + removed)) -eq 0 ]; then say "unchanged: $kept files in $dest match"; else say "changed: $updated updated, $removed removed, $kept unchanged in $dest"; fi
+if [ $((updated + removed)) -eq 0 ]; then say "unchanged: $kept files in $dest match"; \
+else say "changed: $updated updated, $removed removed, $kept unchanged in $dest"; fi
 `;
 }
 
@@ -449,7 +489,8 @@ if [ -f "$manifest" ]; then
   rm -f "$manifest"
 fi
 rmdir "$dest" 2>/dev/null || true
-if [ "$n" -eq 0 ]; then say "unchanged: nothing deployed in $dest"; else say "changed: removed $n deployed files from $dest (other files left in place)"; fi
+if [ "$n" -eq 0 ]; then say "unchanged: nothing deployed in $dest"; \
+else say "changed: removed $n deployed files from $dest (other files left in place)"; fi
 `;
 }
 

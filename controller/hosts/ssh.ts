@@ -124,7 +124,8 @@ export class HostConnection {
           throw new HostError(
             name,
             'config',
-            `ssh: cannot read key ${ssh.identityFile}: ${(e as Error).message} (set ssh.identity_file or ssh_key in the cluster file)`,
+            `ssh: cannot read key ${ssh.identityFile}: ${(e as Error).message} ` +
+              '(set ssh.identity_file or ssh_key in the cluster file)',
           );
         }
         key = Buffer.alloc(0);
@@ -136,7 +137,11 @@ export class HostConnection {
           throw new HostError(
             name,
             'config',
-            `ssh: cannot use key ${ssh.identityFile}: ${parsed.message}${ssh.passphraseEnv ? '' : ' (encrypted? set ssh.passphrase_env to the name of a variable holding its passphrase, or use ssh-agent)'}`,
+            `ssh: cannot use key ${ssh.identityFile}: ${parsed.message}` +
+              (ssh.passphraseEnv
+                ? ''
+                : ' (encrypted? set ssh.passphrase_env to the name of a variable holding its passphrase, ' +
+                  'or use ssh-agent)'),
           );
         }
         cfg.privateKey = key;
@@ -148,7 +153,8 @@ export class HostConnection {
       throw new HostError(
         name,
         'config',
-        'ssh: no key to log in with: set ssh.identity_file (or ssh_key on the host), or run ssh-agent with use_agent: true',
+        'ssh: no key to log in with: set ssh.identity_file (or ssh_key on the host), ' +
+          'or run ssh-agent with use_agent: true',
       );
     }
     return cfg;
@@ -201,7 +207,8 @@ export class HostConnection {
           new HostError(
             t.name,
             'hostkey-unknown',
-            `ssh: host key of ${t.address}:${t.port} is not in ${t.ssh.knownHosts}; check it and run \`ugro hosts trust ${t.name}\``,
+            `ssh: host key of ${t.address}:${t.port} is not in ${t.ssh.knownHosts}; ` +
+              `check it and run \`ugro hosts trust ${t.name}\``,
           ),
         );
         return;
@@ -219,7 +226,8 @@ export class HostConnection {
             new HostError(
               t.name,
               'timeout',
-              `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s (host down, asleep, or network cut?)`,
+              `ssh: no answer from ${t.address}:${t.port} within ${t.ssh.connectTimeoutMs / 1000} s ` +
+                '(host down, asleep, or network cut?)',
             ),
           ),
         t.ssh.connectTimeoutMs + 200,
@@ -293,8 +301,10 @@ export class HostConnection {
         return new HostError(
           t.name,
           'hostkey-changed',
-          `host key changed: REFUSING to connect to ${at}. Pinned: ${verdict.expected.join('; ')} in ${t.ssh.knownHosts}; presented: ${verdict.presented}. ` +
-            `Someone may be intercepting the connection, or the host was reinstalled. If you trust the new key, remove the old line and run \`ugro hosts trust ${t.name}\`.`,
+          `host key changed: REFUSING to connect to ${at}. ` +
+            `Pinned: ${verdict.expected.join('; ')} in ${t.ssh.knownHosts}; presented: ${verdict.presented}. ` +
+            'Someone may be intercepting the connection, or the host was reinstalled. ' +
+            `If you trust the new key, remove the old line and run \`ugro hosts trust ${t.name}\`.`,
         );
       }
       if (verdict.reason === 'revoked')

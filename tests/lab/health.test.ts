@@ -110,7 +110,8 @@ describe('ugro health on the nominal lab', () => {
         ns
           .map(
             (n) =>
-              `${n.name} rtt ${n.rttMs?.toFixed(1)} ms${n.connectMs !== undefined ? `, connect ${n.connectMs.toFixed(1)} ms` : ''}`,
+              `${n.name} rtt ${n.rttMs?.toFixed(1)} ms` +
+              (n.connectMs !== undefined ? `, connect ${n.connectMs.toFixed(1)} ms` : ''),
           )
           .join('; ');
       console.log(
@@ -150,7 +151,8 @@ describe('each fault gives NotReady with an actionable reason and exit 1', () =>
       lab('cut', 'gpu1');
       const { code, nodes, ms } = await health();
       console.log(
-        `[health] cut gpu1: ugro health returned in ${ms.toFixed(0)} ms (connect timeout ${timeoutMs} ms): ${node(nodes, 'gpu1').reasons[0]}`,
+        `[health] cut gpu1: ugro health returned in ${ms.toFixed(0)} ms (connect timeout ${timeoutMs} ms): ` +
+          node(nodes, 'gpu1').reasons[0],
       );
       expect(code).toBe(1);
       expect(node(nodes, 'gpu1').status).toBe('NotReady');
@@ -218,33 +220,37 @@ describe('host keys: ugro hosts trust', () => {
   const ecPub = readFileSync(hostPubKeyFile('gpu1', 'ecdsa'), 'utf8').trim().split(' ');
   const ecFp = sshKeygenFingerprint(hostPubKeyFile('gpu1', 'ecdsa'));
 
-  it('unpinned host: health says so and names `ugro hosts trust`; trust pins both keys ssh-keygen shows; then Ready', async () => {
-    const { clusterFile, knownHosts } = tempLabCluster('');
-    const before = await health({ cluster: clusterFile, hosts: ['gpu1'] });
-    expect(before.code).toBe(1);
-    const reason = node(before.nodes, 'gpu1').reasons[0];
-    expect(reason).toMatch(/host key of 10\.250\.77\.11:22 is not (pinned )?in /);
-    expect(reason).toContain(knownHosts);
-    expect(reason).toContain('ugro hosts trust gpu1');
+  it(
+    'unpinned host: health says so and names `ugro hosts trust`; ' +
+      'trust pins both keys ssh-keygen shows; then Ready',
+    async () => {
+      const { clusterFile, knownHosts } = tempLabCluster('');
+      const before = await health({ cluster: clusterFile, hosts: ['gpu1'] });
+      expect(before.code).toBe(1);
+      const reason = node(before.nodes, 'gpu1').reasons[0];
+      expect(reason).toMatch(/host key of 10\.250\.77\.11:22 is not (pinned )?in /);
+      expect(reason).toContain(knownHosts);
+      expect(reason).toContain('ugro hosts trust gpu1');
 
-    const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
-    expect(t.err).toBe('');
-    expect(t.code).toBe(0);
-    expect(t.out).toContain(`gpu1: pinned in ${knownHosts}:\n  ssh-ed25519 ${hostFp}`);
-    expect(t.out).toContain(`  ecdsa-sha2-nistp256 ${ecFp}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(
-      `gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\ngpu1,10.250.77.11 ${ecPub[0]} ${ecPub[1]}\n`,
-    );
+      const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
+      expect(t.err).toBe('');
+      expect(t.code).toBe(0);
+      expect(t.out).toContain(`gpu1: pinned in ${knownHosts}:\n  ssh-ed25519 ${hostFp}`);
+      expect(t.out).toContain(`  ecdsa-sha2-nistp256 ${ecFp}`);
+      expect(readFileSync(knownHosts, 'utf8')).toBe(
+        `gpu1,10.250.77.11 ${hostPub[0]} ${hostPub[1]}\ngpu1,10.250.77.11 ${ecPub[0]} ${ecPub[1]}\n`,
+      );
 
-    const after = await health({ cluster: clusterFile, hosts: ['gpu1'] });
-    expect(after.code).toBe(0);
-    expect(node(after.nodes, 'gpu1').status).toBe('Ready');
+      const after = await health({ cluster: clusterFile, hosts: ['gpu1'] });
+      expect(after.code).toBe(0);
+      expect(node(after.nodes, 'gpu1').status).toBe('Ready');
 
-    const again = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
-    expect(again.code).toBe(0);
-    expect(again.out).toContain(`gpu1: ssh-ed25519 ${hostFp} already pinned`);
-    expect(readFileSync(knownHosts, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
-  });
+      const again = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
+      expect(again.code).toBe(0);
+      expect(again.out).toContain(`gpu1: ssh-ed25519 ${hostFp} already pinned`);
+      expect(readFileSync(knownHosts, 'utf8').split('\n').filter(Boolean)).toHaveLength(2);
+    },
+  );
 
   it('trust --fingerprint refuses a key that does not match and pins nothing', async () => {
     const { clusterFile, knownHosts } = tempLabCluster('');
@@ -252,7 +258,8 @@ describe('host keys: ugro hosts trust', () => {
     const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', wrongFp]);
     expect(t.code).toBe(1);
     expect(t.err).toContain(
-      `REFUSING: the host presents ssh-ed25519 ${hostFp}, ecdsa-sha2-nistp256 ${ecFp}; none has the fingerprint ${wrongFp}`,
+      `REFUSING: the host presents ssh-ed25519 ${hostFp}, ecdsa-sha2-nistp256 ${ecFp}; ` +
+        `none has the fingerprint ${wrongFp}`,
     );
     expect(readFileSync(knownHosts, 'utf8')).toBe('');
     const ok = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1', '--fingerprint', hostFp]);
@@ -261,26 +268,30 @@ describe('host keys: ugro hosts trust', () => {
     expect(ok.out).toContain(`not pinned (no --fingerprint given for them): ecdsa-sha2-nistp256 ${ecFp}`);
   });
 
-  it('changed key: health reports "host key changed" with both fingerprints (exit 1); trust refuses and leaves known_hosts alone', async () => {
-    const wrong = newEd25519Key();
-    const wrongFp = sshKeygenFingerprint(wrong.pubFile);
-    const [type, b64] = wrong.pubLine.split(' ');
-    const text = `gpu1,10.250.77.11 ${type} ${b64}\n`;
-    const { clusterFile, knownHosts } = tempLabCluster(text);
-    writeFileSync(knownHosts, text);
+  it(
+    'changed key: health reports "host key changed" with both fingerprints ' +
+      '(exit 1); trust refuses and leaves known_hosts alone',
+    async () => {
+      const wrong = newEd25519Key();
+      const wrongFp = sshKeygenFingerprint(wrong.pubFile);
+      const [type, b64] = wrong.pubLine.split(' ');
+      const text = `gpu1,10.250.77.11 ${type} ${b64}\n`;
+      const { clusterFile, knownHosts } = tempLabCluster(text);
+      writeFileSync(knownHosts, text);
 
-    const h = await health({ cluster: clusterFile, hosts: ['gpu1'] });
-    expect(h.code).toBe(1);
-    const reason = node(h.nodes, 'gpu1').reasons[0];
-    expect(reason).toContain('host key changed');
-    expect(reason).toContain(wrongFp);
-    expect(reason).toContain(hostFp);
+      const h = await health({ cluster: clusterFile, hosts: ['gpu1'] });
+      expect(h.code).toBe(1);
+      const reason = node(h.nodes, 'gpu1').reasons[0];
+      expect(reason).toContain('host key changed');
+      expect(reason).toContain(wrongFp);
+      expect(reason).toContain(hostFp);
 
-    const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
-    expect(t.code).toBe(1);
-    expect(t.err).toContain('REFUSING');
-    expect(t.err).toContain(wrongFp);
-    expect(t.err).toContain(hostFp);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(text);
-  });
+      const t = await ugro(['--cluster', clusterFile, 'hosts', 'trust', 'gpu1']);
+      expect(t.code).toBe(1);
+      expect(t.err).toContain('REFUSING');
+      expect(t.err).toContain(wrongFp);
+      expect(t.err).toContain(hostFp);
+      expect(readFileSync(knownHosts, 'utf8')).toBe(text);
+    },
+  );
 });

@@ -215,8 +215,11 @@ async function apply(
 }
 
 /** ssh/scp could not connect at all (the command never ran). */
-const DIAL_FAILED =
-  /^(ssh: connect to host .*: (Connection refused|Connection timed out|No route to host)|kex_exchange_identification: .*|Connection closed by .* port \d+)\s*$/m;
+const DIAL_FAILED = new RegExp(
+  '^(ssh: connect to host .*: (Connection refused|Connection timed out|No route to host)|' +
+    'kex_exchange_identification: .*|Connection closed by .* port \\d+)\\s*$',
+  'm',
+);
 
 /**
  * The provider dials every resource's connection the same way: failed dials are retried up to
@@ -338,7 +341,8 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
       const local = readTree(join(tmp, 'scripts'));
       const remote = await sh(
         h,
-        `cd ${h.paths.scripts} && for f in ${local.files.map((f) => f.path).join(' ')}; do printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")" "$f"; done`,
+        `cd ${h.paths.scripts} && for f in ${local.files.map((f) => f.path).join(' ')}; ` +
+          `do printf '%s %s %s\\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")" "$f"; done`,
       );
       expect(remote.trim().split('\n')).toEqual(local.files.map((f) => `${f.sha256} ${f.mode} ${f.path}`));
       // what the stack outputs would say
@@ -403,56 +407,62 @@ describe('pulumi program on the lab hosts (system python, CUDA not required)', (
     first = next;
   });
 
-  it('destroy removes the deployed scripts and runtime, and leaves directories, checkpoints and the environment', async () => {
-    for (const h of cluster.hosts)
-      await sh(h, `echo weights > ${h.paths.checkpoints}/step-100.pt && echo mine > ${h.paths.scripts}/notes.txt`);
-    const runs = await apply(first, { destroy: true });
-    expect(runs.map((r) => r.step).sort()).toEqual(cluster.hosts.flatMap(() => ['runtime', 'scripts']).sort());
-    for (const r of runs) expect(stepOutcome(r.stdout)).toBe('changed');
-    for (const h of cluster.hosts) {
-      const p = h.paths.project;
-      const left = (await sh(h, `cd ${p} && find . | LC_ALL=C sort`)).trim().split('\n');
-      expect(left.filter((f) => !f.startsWith('./.ugro/stage/'))).toEqual([
-        '.',
-        './.ugro',
-        './.ugro/stage',
-        './checkpoints',
-        './checkpoints/step-100.pt',
-        './experiments',
-        './logs',
-        './runs',
-        './scripts',
-        './scripts/notes.txt',
-      ]);
-      expect(await sh(h, `cat ${h.paths.checkpoints}/step-100.pt`)).toBe('weights\n');
-      // the last staged copy of each tree stays (UGRO's bookkeeping, see docs/pulumi.md)
-      expect(
-        (await sh(h, `ls ${p}/.ugro/stage`))
-          .trim()
-          .split('\n')
-          .map((x) => x.replace(/-.*/, '')),
-      ).toEqual(['runtime', 'scripts']);
-    }
-    const again = await apply(first, { destroy: true });
-    for (const r of again) expect(stepOutcome(r.stdout)).toBe('unchanged');
-  });
+  it(
+    'destroy removes the deployed scripts and runtime, ' + 'and leaves directories, checkpoints and the environment',
+    async () => {
+      for (const h of cluster.hosts)
+        await sh(h, `echo weights > ${h.paths.checkpoints}/step-100.pt && echo mine > ${h.paths.scripts}/notes.txt`);
+      const runs = await apply(first, { destroy: true });
+      expect(runs.map((r) => r.step).sort()).toEqual(cluster.hosts.flatMap(() => ['runtime', 'scripts']).sort());
+      for (const r of runs) expect(stepOutcome(r.stdout)).toBe('changed');
+      for (const h of cluster.hosts) {
+        const p = h.paths.project;
+        const left = (await sh(h, `cd ${p} && find . | LC_ALL=C sort`)).trim().split('\n');
+        expect(left.filter((f) => !f.startsWith('./.ugro/stage/'))).toEqual([
+          '.',
+          './.ugro',
+          './.ugro/stage',
+          './checkpoints',
+          './checkpoints/step-100.pt',
+          './experiments',
+          './logs',
+          './runs',
+          './scripts',
+          './scripts/notes.txt',
+        ]);
+        expect(await sh(h, `cat ${h.paths.checkpoints}/step-100.pt`)).toBe('weights\n');
+        // the last staged copy of each tree stays (UGRO's bookkeeping, see docs/pulumi.md)
+        expect(
+          (await sh(h, `ls ${p}/.ugro/stage`))
+            .trim()
+            .split('\n')
+            .map((x) => x.replace(/-.*/, '')),
+        ).toEqual(['runtime', 'scripts']);
+      }
+      const again = await apply(first, { destroy: true });
+      for (const r of again) expect(stepOutcome(r.stdout)).toBe('unchanged');
+    },
+  );
 
-  it('a replaced install (new connection, or `pulumi up --replace`) deletes first, then redeploys from its stage', async () => {
-    // deleteBeforeReplace: the old delete (already ran above, as in a destroy), then the new create alone.
-    const installs = new Set(cluster.hosts.flatMap((h) => [`${h.name}-scripts`, `${h.name}-runtime`]));
-    const runs = await apply(first, { only: installs });
-    for (const r of runs)
-      expect({ name: r.name, status: r.status, outcome: stepOutcome(r.stdout) }).toEqual({
-        name: r.name,
-        status: 'ok',
-        outcome: 'changed',
-      });
-    const local = readTree(join(tmp, 'scripts'));
-    for (const h of cluster.hosts) {
-      const remote = await sh(h, `cd ${h.paths.scripts} && sha256sum ${local.files.map((f) => f.path).join(' ')}`);
-      expect(remote.trim().split('\n')).toEqual(local.files.map((f) => `${f.sha256}  ${f.path}`));
-    }
-  });
+  it(
+    'a replaced install (new connection, or `pulumi up --replace`) ' + 'deletes first, then redeploys from its stage',
+    async () => {
+      // deleteBeforeReplace: the old delete (already ran above, as in a destroy), then the new create alone.
+      const installs = new Set(cluster.hosts.flatMap((h) => [`${h.name}-scripts`, `${h.name}-runtime`]));
+      const runs = await apply(first, { only: installs });
+      for (const r of runs)
+        expect({ name: r.name, status: r.status, outcome: stepOutcome(r.stdout) }).toEqual({
+          name: r.name,
+          status: 'ok',
+          outcome: 'changed',
+        });
+      const local = readTree(join(tmp, 'scripts'));
+      for (const h of cluster.hosts) {
+        const remote = await sh(h, `cd ${h.paths.scripts} && sha256sum ${local.files.map((f) => f.path).join(' ')}`);
+        expect(remote.trim().split('\n')).toEqual(local.files.map((f) => `${f.sha256}  ${f.path}`));
+      }
+    },
+  );
 });
 
 describe('driver check failures stop the host before anything is changed', () => {
@@ -495,66 +505,72 @@ function orderOf(rs: DeclaredResource[], step: string): number {
 }
 
 describe('environment managers on the lab hosts', () => {
-  it('pixi (stand-in): copies pixi.toml + pixi.lock, runs `pixi install --locked` once, again only when the lock changes', async () => {
-    const c = labCluster('pixi');
-    writeFileSync(
-      join(tmp, 'pixi.toml'),
-      '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n',
-    );
-    writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {}\npackages: []\n');
-    const s = settings(c, { 'ugro:environmentManager': 'pixi', 'ugro:pixiManifest': join(tmp, 'pixi.toml') });
-    const calls = async (h: Cluster['hosts'][number]) =>
-      (
-        await sh(
-          h,
-          `grep -F -- ${h.paths.project}/pixi.toml "\${PIXI_STANDIN_LOG:-$HOME/.pixi-standin.log}" 2>/dev/null || true`,
+  it(
+    'pixi (stand-in): copies pixi.toml + pixi.lock, ' +
+      'runs `pixi install --locked` once, again only when the lock changes',
+    async () => {
+      const c = labCluster('pixi');
+      writeFileSync(
+        join(tmp, 'pixi.toml'),
+        '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n' +
+          '[dependencies]\npython = "3.11.*"\n',
+      );
+      writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {}\npackages: []\n');
+      const s = settings(c, { 'ugro:environmentManager': 'pixi', 'ugro:pixiManifest': join(tmp, 'pixi.toml') });
+      const calls = async (h: Cluster['hosts'][number]) =>
+        (
+          await sh(
+            h,
+            `grep -F -- ${h.paths.project}/pixi.toml ` +
+              '"${PIXI_STANDIN_LOG:-$HOME/.pixi-standin.log}" 2>/dev/null || true',
+          )
         )
-      )
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => l.split('\t')[2]);
-    // The stand-in logs every call to ~/.pixi-standin.log, which outlives the test: count from here.
-    const before = await Promise.all(c.hosts.map(async (h) => (await calls(h)).length));
-    const newCalls = async (i: number) => (await calls(c.hosts[i])).slice(before[i]);
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.split('\t')[2]);
+      // The stand-in logs every call to ~/.pixi-standin.log, which outlives the test: count from here.
+      const before = await Promise.all(c.hosts.map(async (h) => (await calls(h)).length));
+      const newCalls = async (i: number) => (await calls(c.hosts[i])).slice(before[i]);
 
-    const rs = await plan(c, s);
-    const t0 = Date.now();
-    const a = await apply(rs);
-    timings.push(`pixi first run (3 hosts): ${Date.now() - t0} ms`);
-    for (const r of a)
-      expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({
-        name: r.name,
-        status: 'ok',
-        err: '',
-      });
-    for (const [i, h] of c.hosts.entries()) {
-      expect(await newCalls(i)).toEqual([`pixi install --manifest-path ${h.paths.project}/pixi.toml --locked`]);
-      expect(outcomes(a)[`${h.name}-env`]).toBe('changed');
-      const torch = parseFacts(a.find((r) => r.name === `${h.name}-torch`)!.stdout);
-      expect(torch.python).toBe(`${h.paths.project}/.pixi/envs/default/bin/python`);
-      expect(await sh(h, `cat ${h.paths.project}/pixi.lock`)).toBe(readFileSync(join(tmp, 'pixi.lock'), 'utf8'));
-    }
+      const rs = await plan(c, s);
+      const t0 = Date.now();
+      const a = await apply(rs);
+      timings.push(`pixi first run (3 hosts): ${Date.now() - t0} ms`);
+      for (const r of a)
+        expect({ name: r.name, status: r.status, err: r.status === 'ok' ? '' : r.stderr }).toEqual({
+          name: r.name,
+          status: 'ok',
+          err: '',
+        });
+      for (const [i, h] of c.hosts.entries()) {
+        expect(await newCalls(i)).toEqual([`pixi install --manifest-path ${h.paths.project}/pixi.toml --locked`]);
+        expect(outcomes(a)[`${h.name}-env`]).toBe('changed');
+        const torch = parseFacts(a.find((r) => r.name === `${h.name}-torch`)!.stdout);
+        expect(torch.python).toBe(`${h.paths.project}/.pixi/envs/default/bin/python`);
+        expect(await sh(h, `cat ${h.paths.project}/pixi.lock`)).toBe(readFileSync(join(tmp, 'pixi.lock'), 'utf8'));
+      }
 
-    const b = await apply(await plan(c, s));
-    for (const [i, h] of c.hosts.entries()) {
-      expect(outcomes(b)[`${h.name}-env`]).toBe('unchanged');
-      expect(await newCalls(i)).toHaveLength(1);
-    }
+      const b = await apply(await plan(c, s));
+      for (const [i, h] of c.hosts.entries()) {
+        expect(outcomes(b)[`${h.name}-env`]).toBe('unchanged');
+        expect(await newCalls(i)).toHaveLength(1);
+      }
 
-    writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {default: {}}\npackages: []\n');
-    const next = await plan(c, s);
-    const changed = diff(rs, next);
-    expect([...changed].sort()).toEqual(
-      c.hosts.flatMap((h) => [`${h.name}-env`, `${h.name}-pixi-lock`, `${h.name}-torch`]).sort(),
-    );
-    const d = await apply(next, { only: changed });
-    for (const [i, h] of c.hosts.entries()) {
-      expect(outcomes(d)[`${h.name}-env`]).toBe('changed');
-      expect(outcomes(d)[`${h.name}-torch`]).toBe('unchanged');
-      expect(await newCalls(i)).toHaveLength(2);
-    }
-  });
+      writeFileSync(join(tmp, 'pixi.lock'), 'version: 6\nenvironments: {default: {}}\npackages: []\n');
+      const next = await plan(c, s);
+      const changed = diff(rs, next);
+      expect([...changed].sort()).toEqual(
+        c.hosts.flatMap((h) => [`${h.name}-env`, `${h.name}-pixi-lock`, `${h.name}-torch`]).sort(),
+      );
+      const d = await apply(next, { only: changed });
+      for (const [i, h] of c.hosts.entries()) {
+        expect(outcomes(d)[`${h.name}-env`]).toBe('changed');
+        expect(outcomes(d)[`${h.name}-torch`]).toBe('unchanged');
+        expect(await newCalls(i)).toHaveLength(2);
+      }
+    },
+  );
 
   it('venv: a venv with the system torch, requirements installed once', async () => {
     const c = labCluster('venv');
@@ -578,7 +594,8 @@ describe('environment managers on the lab hosts', () => {
     const env = a.find((r) => r.step === 'env')!;
     expect(env.stderr).toMatch(/Requirement already satisfied: torch/);
     expect(env.stdout.trim().split('\n').pop()).toBe(
-      `ugro: gpu1: env: changed: created venv ${c.hosts[1].paths.project}/.venv, installed ${c.hosts[1].paths.project}/.ugro/requirements.txt`,
+      `ugro: gpu1: env: changed: created venv ${c.hosts[1].paths.project}/.venv, ` +
+        `installed ${c.hosts[1].paths.project}/.ugro/requirements.txt`,
     );
     expect(parseFacts(a.find((r) => r.step === 'torch')!.stdout).python).toBe(
       `${c.hosts[1].paths.project}/.venv/bin/python`,

@@ -185,7 +185,8 @@ describe('one pooled connection', () => {
       const mean = times.reduce((a, b) => a + b, 0) / times.length;
       console.log(
         `[ssh latency] gpu1: connect (TCP+SSH handshake+auth) ${coldConnectMs.toFixed(1)} ms; ` +
-          `exec on a warm connection, 50 runs: mean ${mean.toFixed(2)} ms, median ${sorted[25].toFixed(2)} ms, p90 ${sorted[45].toFixed(2)} ms, max ${sorted[49].toFixed(2)} ms`,
+          `exec on a warm connection, 50 runs: mean ${mean.toFixed(2)} ms, median ${sorted[25].toFixed(2)} ms, ` +
+          `p90 ${sorted[45].toFixed(2)} ms, max ${sorted[49].toFixed(2)} ms`,
       );
       expect(mean).toBeLessThan(coldConnectMs + 50);
     } finally {
@@ -193,25 +194,28 @@ describe('one pooled connection', () => {
     }
   });
 
-  it('regression: exec on a warm connection takes a few ms, not the 40 ms of Nagle + delayed ACK (TCP_NODELAY)', async () => {
-    const p = new SshPool(cluster.hosts);
-    try {
-      const conn = p.host('gpu1');
-      await conn.exec(['true']);
-      const times: number[] = [];
-      for (let i = 0; i < 20; i++) {
-        const t0 = performance.now();
-        expect((await conn.exec(['echo', String(i)])).stdout).toBe(`${i}\n`);
-        times.push(performance.now() - t0);
+  it(
+    'regression: exec on a warm connection takes a few ms, ' + 'not the 40 ms of Nagle + delayed ACK (TCP_NODELAY)',
+    async () => {
+      const p = new SshPool(cluster.hosts);
+      try {
+        const conn = p.host('gpu1');
+        await conn.exec(['true']);
+        const times: number[] = [];
+        for (let i = 0; i < 20; i++) {
+          const t0 = performance.now();
+          expect((await conn.exec(['echo', String(i)])).stdout).toBe(`${i}\n`);
+          times.push(performance.now() - t0);
+        }
+        const median = [...times].sort((a, b) => a - b)[10];
+        // The lab is one machine: the same exec over a raw ssh2 client with setNoDelay(true) takes ~3 ms.
+        // Nagle + delayed ACK costs ~40 ms per exchange; 30 leaves room for a loaded CI machine.
+        expect(median).toBeLessThan(30);
+      } finally {
+        p.close();
       }
-      const median = [...times].sort((a, b) => a - b)[10];
-      // The lab is one machine: the same exec over a raw ssh2 client with setNoDelay(true) takes ~3 ms.
-      // Nagle + delayed ACK costs ~40 ms per exchange; 30 leaves room for a loaded CI machine.
-      expect(median).toBeLessThan(30);
-    } finally {
-      p.close();
-    }
-  });
+    },
+  );
 });
 
 describe('upload (sftp)', () => {
@@ -246,25 +250,28 @@ describe('upload (sftp)', () => {
     return { root, files };
   }
 
-  it('a directory tree: every file arrives with the same sha256 (checked by sha256sum on the host), modes kept', async () => {
-    const { root, files } = localTree();
-    expect(files.size).toBe(7);
-    const dest = `${remoteBase}/tree`;
-    const res = await pool.host('gpu1').upload(root, dest);
-    expect(res.files).toBe(7);
-    expect(res.bytes).toBe([...files.keys()].reduce((n, f) => n + statSync(join(root, f)).size, 0));
-    for (const [rel, hash] of files) {
-      const r = await pool.exec('gpu1', ['sha256sum', '--', posix.join(dest, rel)]);
-      expect(r.code, `${rel}: ${JSON.stringify(r)}`).toBe(0);
-      expect(r.stdout.slice(0, 64), rel).toBe(hash);
-    }
-    // Nothing else: no extra files, no leftover temp files from the atomic rename.
-    const list = await pool.exec('gpu1', ['find', dest, '-type', 'f']);
-    expect(list.stdout.trim().split('\n').sort()).toEqual([...files.keys()].map((f) => posix.join(dest, f)).sort());
-    const mode = await pool.exec('gpu1', ['stat', '-c', '%a', posix.join(dest, 'run.sh')]);
-    expect(mode.stdout.trim()).toBe('755');
-    expect((await pool.exec('gpu1', [posix.join(dest, 'run.sh')])).stdout).toBe('run\n');
-  });
+  it(
+    'a directory tree: every file arrives with the same sha256 ' + '(checked by sha256sum on the host), modes kept',
+    async () => {
+      const { root, files } = localTree();
+      expect(files.size).toBe(7);
+      const dest = `${remoteBase}/tree`;
+      const res = await pool.host('gpu1').upload(root, dest);
+      expect(res.files).toBe(7);
+      expect(res.bytes).toBe([...files.keys()].reduce((n, f) => n + statSync(join(root, f)).size, 0));
+      for (const [rel, hash] of files) {
+        const r = await pool.exec('gpu1', ['sha256sum', '--', posix.join(dest, rel)]);
+        expect(r.code, `${rel}: ${JSON.stringify(r)}`).toBe(0);
+        expect(r.stdout.slice(0, 64), rel).toBe(hash);
+      }
+      // Nothing else: no extra files, no leftover temp files from the atomic rename.
+      const list = await pool.exec('gpu1', ['find', dest, '-type', 'f']);
+      expect(list.stdout.trim().split('\n').sort()).toEqual([...files.keys()].map((f) => posix.join(dest, f)).sort());
+      const mode = await pool.exec('gpu1', ['stat', '-c', '%a', posix.join(dest, 'run.sh')]);
+      expect(mode.stdout.trim()).toBe('755');
+      expect((await pool.exec('gpu1', [posix.join(dest, 'run.sh')])).stdout).toBe('run\n');
+    },
+  );
 
   it('a single file into a directory that does not exist yet; re-upload replaces it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ugro-upload-1-'));
@@ -348,30 +355,33 @@ describe('host keys are checked before anything runs', () => {
 });
 
 describe('dead hosts fail fast, with the right kind', () => {
-  it('a cut link (packets dropped): rejects with a timeout within connectTimeout + 1.5 s; works again after heal', async () => {
-    const p = new SshPool(cluster.hosts);
-    const limit = gpu2.ssh.connectTimeoutMs;
-    try {
-      lab('cut', 'gpu2');
-      const t0 = performance.now();
-      const e = await rejection(p.exec('gpu2', ['true']));
-      const ms = performance.now() - t0;
-      console.log(`[ssh] cut gpu2: refused after ${ms.toFixed(0)} ms (connect timeout ${limit} ms): ${e.message}`);
-      expect(e.kind).toBe('timeout');
-      expect(e.message).toMatch(/no answer from 10\.250\.77\.12:22/);
-      expect(ms).toBeLessThan(limit + 1500);
-      // It really waited for the network (a cut is not an instant refusal).
-      expect(ms).toBeGreaterThan(limit - 500);
-    } finally {
-      lab('heal', 'gpu2');
-    }
-    try {
-      p.host('gpu2').resetBackoff();
-      expect((await p.exec('gpu2', ['hostname'])).stdout).toBe('gpu2\n');
-    } finally {
-      p.close();
-    }
-  });
+  it(
+    'a cut link (packets dropped): ' + 'rejects with a timeout within connectTimeout + 1.5 s; works again after heal',
+    async () => {
+      const p = new SshPool(cluster.hosts);
+      const limit = gpu2.ssh.connectTimeoutMs;
+      try {
+        lab('cut', 'gpu2');
+        const t0 = performance.now();
+        const e = await rejection(p.exec('gpu2', ['true']));
+        const ms = performance.now() - t0;
+        console.log(`[ssh] cut gpu2: refused after ${ms.toFixed(0)} ms (connect timeout ${limit} ms): ${e.message}`);
+        expect(e.kind).toBe('timeout');
+        expect(e.message).toMatch(/no answer from 10\.250\.77\.12:22/);
+        expect(ms).toBeLessThan(limit + 1500);
+        // It really waited for the network (a cut is not an instant refusal).
+        expect(ms).toBeGreaterThan(limit - 500);
+      } finally {
+        lab('heal', 'gpu2');
+      }
+      try {
+        p.host('gpu2').resetBackoff();
+        expect((await p.exec('gpu2', ['hostname'])).stdout).toBe('gpu2\n');
+      } finally {
+        p.close();
+      }
+    },
+  );
 
   it("sshd stopped (connection refused): kind 'refused' at once; reconnects after start-host", async () => {
     const p = new SshPool(cluster.hosts);

@@ -283,16 +283,19 @@ describe('regressions (bugs found by these tests, now fixed)', () => {
     expect(c.hosts[1].paths.project).toBe('/home/ob/ugro');
   });
 
-  it("regression: ~ in top-level paths is the master user's home for the master, the controller's for local use", () => {
-    const text =
-      fixture('valid.yaml').replace('    user: "${USER}"\n', '    user: "master"\n') +
-      'paths:\n  project_root: "~/ugro"\n  scripts: "~/ugro/scripts"\n';
-    const c = ok(text);
-    expect(c.master.paths.project).toBe('/home/master/ugro');
-    expect(c.master.paths.scripts).toBe('/home/master/ugro/scripts');
-    expect(c.local.projectRoot).toBe('/home/alice/ugro');
-    expect(c.local.scripts).toBe('/home/alice/ugro/scripts');
-  });
+  it(
+    "regression: ~ in top-level paths is the master user's home for the master, " + "the controller's for local use",
+    () => {
+      const text =
+        fixture('valid.yaml').replace('    user: "${USER}"\n', '    user: "master"\n') +
+        'paths:\n  project_root: "~/ugro"\n  scripts: "~/ugro/scripts"\n';
+      const c = ok(text);
+      expect(c.master.paths.project).toBe('/home/master/ugro');
+      expect(c.master.paths.scripts).toBe('/home/master/ugro/scripts');
+      expect(c.local.projectRoot).toBe('/home/alice/ugro');
+      expect(c.local.scripts).toBe('/home/alice/ugro/scripts');
+    },
+  );
 
   it('regression: 10.0.0.300 is neither an IPv4 address nor a DNS name', () => {
     const text = fixture('broken-ip-octet.yaml');

@@ -1,6 +1,7 @@
 /**
- * Real output captured on an NVIDIA H100 machine (tests/device/check.sh, 2026-11-25, with this stop's launch.sh and train.py: driver
- * 580.159.04, torch 2.11.0+cu130, NCCL 2.28.9), put through the same parsers the controller uses.
+ * Real output captured on an NVIDIA H100 machine (tests/device/check.sh, 2026-11-25, with this stop's
+ * launch.sh and train.py: driver 580.159.04, torch 2.11.0+cu130, NCCL 2.28.9), put through the same
+ * parsers the controller uses.
  * It pins what the lab's stand-in nvidia-smi cannot: a real driver's CSV, a real CUDA build of
  * torch read by the probe, a real NCCL run observed by observe.sh.
  */

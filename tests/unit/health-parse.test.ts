@@ -23,7 +23,8 @@ const CAPTURED_GPU1 =
   '@@gpu\n0, NVIDIA GeForce RTX 4070, 8188, 312, 0, 570.133.07\ngpu_rc=0\n' +
   '@@disk\n/dev/vda         264212084 23992092  82398820      23% /\n@@end\n';
 const NVSMI_FAILED =
-  "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.";
+  "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. " +
+  'Make sure that the latest NVIDIA driver is installed and running.';
 
 /** The probe output with its @@gpu section replaced. */
 const withGpu = (gpuSection: string) => CAPTURED_GPU1.replace(/@@gpu\n[\s\S]*?@@disk/, `@@gpu\n${gpuSection}@@disk`);

@@ -14,12 +14,14 @@ const tmp = mkdtempSync(join(tmpdir(), 'ugro-infra-build-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 // Runs inside infra/dist so bare imports resolve to the project's node_modules, like Pulumi's.
+// A `\` at the end of a line is a template-literal line continuation: the driver gets one line.
 const DRIVER = `
 import * as pulumi from '@pulumi/pulumi';
 const [,, cfg] = process.argv;
 const types = [];
 await pulumi.runtime.setMocks({
-  newResource: (a) => { types.push(a.type + ' ' + a.name); return { id: a.name, state: { ...a.inputs, stdout: '', stderr: '' } }; },
+  newResource: (a) => { types.push(a.type + ' ' + a.name); \
+return { id: a.name, state: { ...a.inputs, stdout: '', stderr: '' } }; },
   call: (a) => a.inputs,
 }, 'ugro', 'dev', false);
 pulumi.runtime.setAllConfig(JSON.parse(cfg), []);
@@ -28,7 +30,8 @@ const out = mod.default();
 await new Promise((r) => out.hosts.apply(r));
 // what Pulumi's runtime does when the program returns: wait for every registration RPC
 await pulumi.runtime.disconnect();
-console.log(JSON.stringify({ exports: Object.keys(mod), cluster: out.cluster, manager: out.environmentManager, types: types.sort() }));
+console.log(JSON.stringify({ exports: Object.keys(mod), cluster: out.cluster, manager: out.environmentManager, \
+types: types.sort() }));
 `;
 
 describe('compiled program (infra/dist)', () => {
@@ -50,7 +53,11 @@ describe('compiled program (infra/dist)', () => {
     writeFileSync(join(tmp, 'id'), 'key\n');
     writeFileSync(
       join(tmp, 'cluster.yaml'),
-      `cluster:\n  name: built\n  master: { hostname: gpu-master, ip: 10.250.77.10, user: master }\nworkers:\n  - { name: gpu1, hostname: gpu1, ip: 10.250.77.11, user: ob, rank: 1, hardware: { gpu_model: RTX 4070 } }\nenvironment: { manager: system }\nssh: { identity_file: ${tmp}/id, known_hosts: ${tmp}/known_hosts, use_agent: false }\n`,
+      'cluster:\n  name: built\n  master: { hostname: gpu-master, ip: 10.250.77.10, user: master }\n' +
+        'workers:\n' +
+        '  - { name: gpu1, hostname: gpu1, ip: 10.250.77.11, user: ob, rank: 1, hardware: { gpu_model: RTX 4070 } }\n' +
+        'environment: { manager: system }\n' +
+        `ssh: { identity_file: ${tmp}/id, known_hosts: ${tmp}/known_hosts, use_agent: false }\n`,
     );
     const cfg = {
       'ugro:clusterFile': join(tmp, 'cluster.yaml'),

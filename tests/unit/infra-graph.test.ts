@@ -72,12 +72,17 @@ function seedCluster(): Cluster {
 /** The shape `lab.sh up` writes to .lab/cluster.yaml (manager system, Debian's python3). */
 function labCluster(): Cluster {
   const host = (i: number, _name: string, user: string) =>
-    `    ip: "10.250.77.${10 + i}"\n    user: "${user}"\n    hardware: { gpu_model: "RTX 4070", vram_gb: 8 }\n    paths: { home: "/home/${user}", project: "/home/${user}/ugro", scripts: "/home/${user}/ugro/scripts" }\n`;
+    `    ip: "10.250.77.${10 + i}"\n    user: "${user}"\n    hardware: { gpu_model: "RTX 4070", vram_gb: 8 }\n` +
+    `    paths: { home: "/home/${user}", project: "/home/${user}/ugro", scripts: "/home/${user}/ugro/scripts" }\n`;
   const text =
-    `cluster:\n  name: "ugro-lab"\n  master:\n    hostname: "gpu-master"\n    port: 22\n${host(0, 'gpu-master', 'master')}` +
-    `workers:\n  - name: "gpu1"\n    hostname: "gpu1"\n    ssh_port: 22\n    rank: 1\n${host(1, 'gpu1', 'ob').replace(/^ {4}/gm, '    ')}` +
+    'cluster:\n  name: "ugro-lab"\n' +
+    `  master:\n    hostname: "gpu-master"\n    port: 22\n${host(0, 'gpu-master', 'master')}` +
+    'workers:\n' +
+    '  - name: "gpu1"\n    hostname: "gpu1"\n    ssh_port: 22\n    rank: 1\n' +
+    host(1, 'gpu1', 'ob').replace(/^ {4}/gm, '    ') +
     `  - name: "gpu2"\n    hostname: "gpu2"\n    ssh_port: 22\n    rank: 2\n${host(2, 'gpu2', 'ollie')}` +
-    `environment:\n  manager: system\n  python: /usr/bin/python3\nssh:\n  identity_file: "/lab/id_ed25519"\n  known_hosts: "/lab/known_hosts"\n  use_agent: false\n`;
+    'environment:\n  manager: system\n  python: /usr/bin/python3\n' +
+    'ssh:\n  identity_file: "/lab/id_ed25519"\n  known_hosts: "/lab/known_hosts"\n  use_agent: false\n';
   const r = parseCluster(text, '/lab/cluster.yaml', ctx);
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
   return r.value;
@@ -216,30 +221,33 @@ function checkGraph(
 }
 
 describe('resource graph under mocks', () => {
-  it('seed cluster (pixi): one GpuHost per host, children named by host, reachability first, pinned connections', async () => {
-    const cluster = seedCluster();
-    const p = project(cluster.hosts.map((h) => h.address));
-    const { plan } = await declare(cluster, settingsFor(cluster, p.dir));
-    checkGraph(plan, cluster, p.keys, readFileSync(join(p.dir, 'id_ed25519'), 'utf8'), PIXI_STEPS);
-    const gpu1 = (step: string) => plan.find((r) => r.name === `gpu1-${step}`)!;
-    expect(gpu1('pixi-lock').inputs).toMatchObject({
-      remotePath: '/home/ob/Development/Tools/ugro/pixi.lock',
-      source: { kind: 'FileAsset', path: join(p.dir, 'pixi.lock') },
-    });
-    expect(gpu1('scripts-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts') });
-    expect(gpu1('runtime-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts/runtime') });
-    expect(gpu1('env').inputs.create).toContain('"$pixi" install --manifest-path "$manifest" --locked');
-    expect(gpu1('env').inputs.create).toContain('manifest=/home/ob/Development/Tools/ugro/pixi.toml');
-    expect(gpu1('driver').inputs.create).toContain('min=550');
-    expect(gpu1('torch').inputs.create).toContain('exec "$py" -c');
-    expect(gpu1('torch').inputs.create).toMatch(/' gpu1 12 1 1\n'/);
-    expect(gpu1('torch').inputs.create).toContain('py=/home/ob/Development/Tools/ugro/.pixi/envs/default/bin/python');
-    // scripts/ without runtime/ (that is its own step), runtime/ on its own
-    expect(gpu1('scripts').inputs.create).toContain('put train.py ');
-    expect(gpu1('scripts').inputs.create).not.toContain('rank.sh');
-    expect(gpu1('runtime').inputs.create).toContain('put rank.sh ');
-    expect(gpu1('runtime').inputs.create).toContain('dest=/home/ob/Development/Tools/ugro/scripts/runtime\n');
-  });
+  it(
+    'seed cluster (pixi): one GpuHost per host, children named by host, ' + 'reachability first, pinned connections',
+    async () => {
+      const cluster = seedCluster();
+      const p = project(cluster.hosts.map((h) => h.address));
+      const { plan } = await declare(cluster, settingsFor(cluster, p.dir));
+      checkGraph(plan, cluster, p.keys, readFileSync(join(p.dir, 'id_ed25519'), 'utf8'), PIXI_STEPS);
+      const gpu1 = (step: string) => plan.find((r) => r.name === `gpu1-${step}`)!;
+      expect(gpu1('pixi-lock').inputs).toMatchObject({
+        remotePath: '/home/ob/Development/Tools/ugro/pixi.lock',
+        source: { kind: 'FileAsset', path: join(p.dir, 'pixi.lock') },
+      });
+      expect(gpu1('scripts-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts') });
+      expect(gpu1('runtime-copy').inputs.source).toEqual({ kind: 'FileArchive', path: join(p.dir, 'scripts/runtime') });
+      expect(gpu1('env').inputs.create).toContain('"$pixi" install --manifest-path "$manifest" --locked');
+      expect(gpu1('env').inputs.create).toContain('manifest=/home/ob/Development/Tools/ugro/pixi.toml');
+      expect(gpu1('driver').inputs.create).toContain('min=550');
+      expect(gpu1('torch').inputs.create).toContain('exec "$py" -c');
+      expect(gpu1('torch').inputs.create).toMatch(/' gpu1 12 1 1\n'/);
+      expect(gpu1('torch').inputs.create).toContain('py=/home/ob/Development/Tools/ugro/.pixi/envs/default/bin/python');
+      // scripts/ without runtime/ (that is its own step), runtime/ on its own
+      expect(gpu1('scripts').inputs.create).toContain('put train.py ');
+      expect(gpu1('scripts').inputs.create).not.toContain('rank.sh');
+      expect(gpu1('runtime').inputs.create).toContain('put rank.sh ');
+      expect(gpu1('runtime').inputs.create).toContain('dest=/home/ob/Development/Tools/ugro/scripts/runtime\n');
+    },
+  );
 
   it('lab-shaped cluster (system python, CUDA not required)', async () => {
     const cluster = labCluster();
@@ -382,7 +390,8 @@ describe('connections', () => {
       [1, 2]
         .map(
           (i) =>
-            `gpu${i}: no host key for 192.168.1.10${i}:22 is pinned in ${p.dir}/known_hosts: run \`ugro hosts trust gpu${i}\` (check the fingerprint it shows), then pulumi up again`,
+            `gpu${i}: no host key for 192.168.1.10${i}:22 is pinned in ${p.dir}/known_hosts: ` +
+            `run \`ugro hosts trust gpu${i}\` (check the fingerprint it shows), then pulumi up again`,
         )
         .join('\n'),
     );
@@ -392,7 +401,8 @@ describe('connections', () => {
     const ed = hostKey();
     const ec = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA==';
     const entries = parseKnownHosts(
-      `gpu1 ${ed}\ngpu1 ${ec}\ngpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\ngpu2 ${ed}\ngpu2 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n`,
+      `gpu1 ${ed}\ngpu1 ${ec}\ngpu1 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n` +
+        `gpu2 ${ed}\ngpu2 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n`,
     );
     expect(pinnedHostKey(entries, { address: '10.0.0.1', hostname: 'gpu1', name: 'gpu1', port: 22 })).toBe(ec);
     expect(pinnedHostKey(entries, { address: '10.0.0.2', hostname: 'gpu2', name: 'gpu2', port: 22 })).toBe(
@@ -412,24 +422,32 @@ describe('connections', () => {
     expect(pinnedHostKey(entries, { address: '10.0.0.9', hostname: 'gpu9', name: 'gpu9', port: 22 })).toBeUndefined();
   });
 
-  it('no readable key and no agent: a clear error; with an agent: no privateKey, and no socket path pinned in the connection', async () => {
-    const cluster = labCluster();
-    const p = project(cluster.hosts.map((h) => h.address));
-    const s = { ...settingsFor(cluster, p.dir), sshKeyPath: join(p.dir, 'nope') };
-    expect(() => declareCluster(cluster, s, { env: {} })).toThrow(
-      `gpu-master: cannot read the SSH key ${p.dir}/nope: ENOENT`,
-    );
-    const agentCluster = { ...cluster, hosts: cluster.hosts.map((h) => ({ ...h, ssh: { ...h.ssh, useAgent: true } })) };
-    let declared!: DeclaredCluster;
-    const plan = await collectPlan(() => {
-      declared = declareCluster(agentCluster, s, { env: { SSH_AUTH_SOCK: '/run/agent.sock' } });
-      return Object.values(declared.hosts).flatMap((h) => [h, ...h.children()]);
-    });
-    const c = plan.find((r) => r.name === 'gpu1-driver')!.inputs.connection as Record<string, unknown>;
-    expect(c.privateKey).toBeUndefined();
-    expect(c.agentSocketPath).toBeUndefined(); // the provider reads its own SSH_AUTH_SOCK; a per-login path must not replace resources
-    expect(c.hostKey).toMatch(/^ssh-ed25519 /);
-  });
+  it(
+    'no readable key and no agent: a clear error; ' +
+      'with an agent: no privateKey, and no socket path pinned in the connection',
+    async () => {
+      const cluster = labCluster();
+      const p = project(cluster.hosts.map((h) => h.address));
+      const s = { ...settingsFor(cluster, p.dir), sshKeyPath: join(p.dir, 'nope') };
+      expect(() => declareCluster(cluster, s, { env: {} })).toThrow(
+        `gpu-master: cannot read the SSH key ${p.dir}/nope: ENOENT`,
+      );
+      const agentCluster = {
+        ...cluster,
+        hosts: cluster.hosts.map((h) => ({ ...h, ssh: { ...h.ssh, useAgent: true } })),
+      };
+      let declared!: DeclaredCluster;
+      const plan = await collectPlan(() => {
+        declared = declareCluster(agentCluster, s, { env: { SSH_AUTH_SOCK: '/run/agent.sock' } });
+        return Object.values(declared.hosts).flatMap((h) => [h, ...h.children()]);
+      });
+      const c = plan.find((r) => r.name === 'gpu1-driver')!.inputs.connection as Record<string, unknown>;
+      expect(c.privateKey).toBeUndefined();
+      // the provider reads its own SSH_AUTH_SOCK; a per-login path must not replace resources
+      expect(c.agentSocketPath).toBeUndefined();
+      expect(c.hostKey).toMatch(/^ssh-ed25519 /);
+    },
+  );
 });
 
 describe('stack outputs', () => {
@@ -438,7 +456,9 @@ describe('stack outputs', () => {
     const p = project(cluster.hosts.map((h) => h.address));
     const stdout: Record<string, string> = {
       driver:
-        'ugro-fact driver=570.133.07\nugro-fact gpu_count=1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro-fact gpu.0.memory_mib=8188\nugro: x: driver: unchanged: ok\n',
+        'ugro-fact driver=570.133.07\nugro-fact gpu_count=1\n' +
+        'ugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro-fact gpu.0.memory_mib=8188\n' +
+        'ugro: x: driver: unchanged: ok\n',
       env: 'ugro-fact python=/usr/bin/python3\nugro-fact env_path=/usr\n',
       torch: 'ugro-fact torch=2.4.1\nugro-fact torch_cuda=12.4\nugro-fact cuda_available=true\n',
     };

@@ -149,7 +149,11 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     const r = run(script(), { PATH: `${gpuHost('failing')}:/usr/bin:/bin` });
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(
-      /^gpu2: nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver\..*: the driver is installed but not working \(reboot, or reinstall the NVIDIA driver >= 550 for the running kernel\)$/,
+      new RegExp(
+        "^gpu2: nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate " +
+          'with the NVIDIA driver\\..*: the driver is installed but not working ' +
+          '\\(reboot, or reinstall the NVIDIA driver >= 550 for the running kernel\\)$',
+      ),
     );
   });
 
@@ -157,7 +161,8 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     const r = run(script(), { PATH: `${gpuHost('ok', 'NVIDIA GeForce RTX 3060')}:/usr/bin:/bin` });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain(
-      'ugro: gpu2: driver: warning: the cluster file expects a RTX 4070, nvidia-smi lists: 0, NVIDIA GeForce RTX 3060, 8188',
+      'ugro: gpu2: driver: warning: the cluster file expects a RTX 4070, ' +
+        'nvidia-smi lists: 0, NVIDIA GeForce RTX 3060, 8188',
     );
   });
 
@@ -167,7 +172,8 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     });
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe(
-      'gpu2: nvidia-smi lists 1 GPU(s), the cluster file expects 2 (RTX 4070, RTX 4070): check that every GPU is seated and powered, or fix gpus/hardware in the cluster file',
+      'gpu2: nvidia-smi lists 1 GPU(s), the cluster file expects 2 (RTX 4070, RTX 4070): ' +
+        'check that every GPU is seated and powered, or fix gpus/hardware in the cluster file',
     );
   });
 
@@ -260,7 +266,8 @@ describe('environments', () => {
     const bad = run(systemEnvScript({ host: 'gpu1', python: 'python9' }));
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim()).toBe(
-      'gpu1: python interpreter python9 not found: install python3, or set environment.python in the cluster file (or ugro:python)',
+      'gpu1: python interpreter python9 not found: ' +
+        'install python3, or set environment.python in the cluster file (or ugro:python)',
     );
   });
 
@@ -269,7 +276,8 @@ describe('environments', () => {
       const d = tmp('pixi');
       writeFileSync(
         join(d, 'pixi.toml'),
-        '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n[dependencies]\npython = "3.11.*"\n',
+        '[project]\nname = "ugro"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n\n' +
+          '[dependencies]\npython = "3.11.*"\n',
       );
       writeFileSync(join(d, 'pixi.lock'), 'version: 6\nenvironments: {}\npackages: []\n');
       return d;
@@ -344,7 +352,8 @@ describe('environments', () => {
       expect(r.code).toBe(1);
       expect(r.stderr.trim()).toMatch(
         new RegExp(
-          `^gpu1: ${d}/pixi\\.lock has sha256 [0-9a-f]{64}, expected f{64}: it was edited on the host or the copy failed; run pulumi up again$`,
+          `^gpu1: ${d}/pixi\\.lock has sha256 [0-9a-f]{64}, expected f{64}: ` +
+            'it was edited on the host or the copy failed; run pulumi up again$',
         ),
       );
       expect(existsSync(log)).toBe(false);
@@ -355,7 +364,8 @@ describe('environments', () => {
       const r = run(script(d), { PATH: '/usr/bin:/bin', HOME: d });
       expect(r.code).toBe(1);
       expect(r.stderr.trim()).toBe(
-        'gpu1: pixi not found (not on PATH, not in ~/.pixi/bin): install it (curl -fsSL https://pixi.sh/install.sh | bash), or set ugro:environmentManager to venv or system',
+        'gpu1: pixi not found (not on PATH, not in ~/.pixi/bin): ' +
+          'install it (curl -fsSL https://pixi.sh/install.sh | bash), or set ugro:environmentManager to venv or system',
       );
     });
 
@@ -403,7 +413,11 @@ describe('torch check (Debian python3-torch, a CPU build)', () => {
     expect(r.code).toBe(0);
     expect(parseFacts(r.stdout)).toMatchObject({ torch_cuda: 'none', cuda_available: 'false' });
     expect(r.stdout).toMatch(
-      /^ugro: gpu1: torch: unchanged: torch \S+ imports, CUDA build none, cuda available: False \(CUDA not required: ugro:requireCuda false\)$/m,
+      new RegExp(
+        '^ugro: gpu1: torch: unchanged: torch \\S+ imports, CUDA build none, cuda available: False ' +
+          '\\(CUDA not required: ugro:requireCuda false\\)$',
+        'm',
+      ),
     );
   });
 
@@ -411,7 +425,10 @@ describe('torch check (Debian python3-torch, a CPU build)', () => {
     const r = run(s(true));
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(
-      /^gpu1: torch \S+ is a CPU-only build, CUDA 12 required: install a CUDA 12 build of torch \(pixi\.toml or requirements\), or set ugro:requireCuda false$/,
+      new RegExp(
+        '^gpu1: torch \\S+ is a CPU-only build, CUDA 12 required: ' +
+          'install a CUDA 12 build of torch \\(pixi\\.toml or requirements\\), or set ugro:requireCuda false$',
+      ),
     );
   });
 
@@ -422,7 +439,10 @@ describe('torch check (Debian python3-torch, a CPU build)', () => {
     const r = run(s(false, join(d, 'python')));
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(
-      /^gpu1: cannot import torch with \/usr\/bin\/python3: ModuleNotFoundError: No module named 'torch': add torch to the environment/,
+      new RegExp(
+        "^gpu1: cannot import torch with /usr/bin/python3: ModuleNotFoundError: No module named 'torch': " +
+          'add torch to the environment',
+      ),
     );
   });
 });
@@ -522,7 +542,10 @@ describe('tree deployment', () => {
     );
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(
-      /^gpu1: scripts: the staged train\.py has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}: the copy is stale or corrupt; run pulumi up again$/,
+      new RegExp(
+        '^gpu1: scripts: the staged train\\.py has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}: ' +
+          'the copy is stale or corrupt; run pulumi up again$',
+      ),
     );
     const t2 = setup('flat');
     t2.deploy();
@@ -605,7 +628,8 @@ describe('tree deployment', () => {
 describe('report parsing', () => {
   it('parseFacts and stepOutcome read what the scripts print', () => {
     const out =
-      'ugro-fact driver=570.1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\nugro: gpu1: dirs: created /x\nugro: gpu1: dirs: changed: 1 created\n';
+      'ugro-fact driver=570.1\nugro-fact gpu.0.name=NVIDIA GeForce RTX 4070\n' +
+      'ugro: gpu1: dirs: created /x\nugro: gpu1: dirs: changed: 1 created\n';
     expect(parseFacts(out)).toEqual({ driver: '570.1', 'gpu.0.name': 'NVIDIA GeForce RTX 4070' });
     expect(stepOutcome(out)).toBe('changed');
     expect(stepOutcome('ugro: gpu1: env: unchanged: x')).toBe('unchanged');

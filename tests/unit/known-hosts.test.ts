@@ -186,20 +186,24 @@ describe('hashed known_hosts (HashKnownHosts yes)', () => {
 });
 
 describe('appendKnownHost', () => {
-  it('writes a line OpenSSH itself finds (`ssh-keygen -F`), also for a non-22 port, after a file without final newline', () => {
-    const f = join(dir, 'append', 'known_hosts');
-    appendKnownHost(f, ['gpu1', '10.0.0.11'], 22, k1.blob);
-    writeFileSync(f, readFileSync(f, 'utf8').trimEnd()); // drop the final newline
-    const line = appendKnownHost(f, ['gpu2'], 2222, k2.blob);
-    expect(line).toBe(`[gpu2]:2222 ssh-ed25519 ${k2.b64}`);
-    expect(readFileSync(f, 'utf8').split('\n')).toEqual([`gpu1,10.0.0.11 ssh-ed25519 ${k1.b64}`, line, '']);
-    for (const name of ['gpu1', '10.0.0.11', '[gpu2]:2222']) {
-      const r = spawnSync('ssh-keygen', ['-F', name, '-f', f], { encoding: 'utf8' });
-      expect(r.status, `ssh-keygen -F ${name}`).toBe(0);
-    }
-    expect(spawnSync('ssh-keygen', ['-F', 'gpu2', '-f', f]).status).not.toBe(0);
-    expect(pinnedHostKey(readKnownHosts(f), ['gpu2'], 2222)).toBe(`ssh-ed25519 ${k2.b64}`);
-  });
+  it(
+    'writes a line OpenSSH itself finds (`ssh-keygen -F`), ' +
+      'also for a non-22 port, after a file without final newline',
+    () => {
+      const f = join(dir, 'append', 'known_hosts');
+      appendKnownHost(f, ['gpu1', '10.0.0.11'], 22, k1.blob);
+      writeFileSync(f, readFileSync(f, 'utf8').trimEnd()); // drop the final newline
+      const line = appendKnownHost(f, ['gpu2'], 2222, k2.blob);
+      expect(line).toBe(`[gpu2]:2222 ssh-ed25519 ${k2.b64}`);
+      expect(readFileSync(f, 'utf8').split('\n')).toEqual([`gpu1,10.0.0.11 ssh-ed25519 ${k1.b64}`, line, '']);
+      for (const name of ['gpu1', '10.0.0.11', '[gpu2]:2222']) {
+        const r = spawnSync('ssh-keygen', ['-F', name, '-f', f], { encoding: 'utf8' });
+        expect(r.status, `ssh-keygen -F ${name}`).toBe(0);
+      }
+      expect(spawnSync('ssh-keygen', ['-F', 'gpu2', '-f', f]).status).not.toBe(0);
+      expect(pinnedHostKey(readKnownHosts(f), ['gpu2'], 2222)).toBe(`ssh-ed25519 ${k2.b64}`);
+    },
+  );
 
   it('readKnownHosts of a missing file is empty (unknown, not an error)', () => {
     expect(readKnownHosts(join(dir, 'nope'))).toEqual([]);

@@ -122,14 +122,18 @@ describe('SshPool against an in-process server', () => {
     }
   });
 
-  it('a host pinned by its ecdsa key is reached although it also has an ed25519 key (only pinned algorithms offered)', async () => {
-    const pool = new SshPool([target(pinEcdsa())]);
-    try {
-      expect((await pool.exec('fake', ['true'])).code).toBe(0);
-    } finally {
-      pool.close();
-    }
-  });
+  it(
+    'a host pinned by its ecdsa key is reached although it also has an ed25519 key ' +
+      '(only pinned algorithms offered)',
+    async () => {
+      const pool = new SshPool([target(pinEcdsa())]);
+      try {
+        expect((await pool.exec('fake', ['true'])).code).toBe(0);
+      } finally {
+        pool.close();
+      }
+    },
+  );
 
   it("a changed host key is refused before authentication: no login, no command ('hostkey-changed')", async () => {
     const before = { auths: seen.auths, commands: seen.commands.length };
@@ -191,7 +195,8 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     writeFileSync(
       file,
       `cluster:\n  name: t\n  master: { name: fake, hostname: fake, ip: 127.0.0.1, port: ${port}, user: u }\n` +
-        `ssh: { identity_file: "${userKey.priv}", known_hosts: "${knownHosts}", use_agent: false, connect_timeout_seconds: 2 }\n` +
+        `ssh: { identity_file: "${userKey.priv}", known_hosts: "${knownHosts}", ` +
+        'use_agent: false, connect_timeout_seconds: 2 }\n' +
         workers,
     );
     return { file, knownHosts };
@@ -214,31 +219,37 @@ describe('fetchHostKey / ugro hosts trust against an in-process server', () => {
     expect(seen.auths).toBe(before);
   });
 
-  it('trust pins every key an unknown host offers (fingerprints as ssh-keygen -lf), then the pool connects with them', async () => {
-    const { file, knownHosts } = clusterFile('');
-    const wrong = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', strangerKey.fp);
-    expect(wrong.code).toBe(1);
-    expect(wrong.err).toContain(
-      `REFUSING: the host presents ssh-ed25519 ${hostEd.fp}, ecdsa-sha2-nistp256 ${hostEcdsa.fp}; none has the fingerprint ${strangerKey.fp}`,
-    );
-    expect(readFileSync(knownHosts, 'utf8')).toBe('');
+  it(
+    'trust pins every key an unknown host offers ' +
+      '(fingerprints as ssh-keygen -lf), then the pool connects with them',
+    async () => {
+      const { file, knownHosts } = clusterFile('');
+      const wrong = await ugro('--cluster', file, 'hosts', 'trust', 'fake', '--fingerprint', strangerKey.fp);
+      expect(wrong.code).toBe(1);
+      expect(wrong.err).toContain(
+        `REFUSING: the host presents ssh-ed25519 ${hostEd.fp}, ecdsa-sha2-nistp256 ${hostEcdsa.fp}; ` +
+          `none has the fingerprint ${strangerKey.fp}`,
+      );
+      expect(readFileSync(knownHosts, 'utf8')).toBe('');
 
-    const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
-    expect(r.code).toBe(0);
-    expect(r.out).toContain(`fake: pinned in ${knownHosts}:`);
-    expect(r.out).toContain(`ssh-ed25519 ${hostEd.fp}`);
-    expect(r.out).toContain(`ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
-    expect(readFileSync(knownHosts, 'utf8')).toBe(
-      `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`,
-    );
-    expect(fingerprint(hostEd.blob)).toBe(hostEd.fp);
-    // The key Pulumi's Go client would negotiate first is the one infra pins.
-    expect(pinnedHostKey(readKnownHosts(knownHosts), ['fake'], port)).toBe(`ecdsa-sha2-nistp256 ${hostEcdsa.b64}`);
+      const r = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
+      expect(r.code).toBe(0);
+      expect(r.out).toContain(`fake: pinned in ${knownHosts}:`);
+      expect(r.out).toContain(`ssh-ed25519 ${hostEd.fp}`);
+      expect(r.out).toContain(`ecdsa-sha2-nistp256 ${hostEcdsa.fp}`);
+      expect(readFileSync(knownHosts, 'utf8')).toBe(
+        `[fake]:${port},[127.0.0.1]:${port} ssh-ed25519 ${hostEd.b64}\n` +
+          `[fake]:${port},[127.0.0.1]:${port} ecdsa-sha2-nistp256 ${hostEcdsa.b64}\n`,
+      );
+      expect(fingerprint(hostEd.blob)).toBe(hostEd.fp);
+      // The key Pulumi's Go client would negotiate first is the one infra pins.
+      expect(pinnedHostKey(readKnownHosts(knownHosts), ['fake'], port)).toBe(`ecdsa-sha2-nistp256 ${hostEcdsa.b64}`);
 
-    const again = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
-    expect(again.code).toBe(0);
-    expect(again.out).toContain('already pinned');
-  });
+      const again = await ugro('--cluster', file, 'hosts', 'trust', 'fake');
+      expect(again.code).toBe(0);
+      expect(again.out).toContain('already pinned');
+    },
+  );
 
   it('trust --fingerprint pins only the keys it names and lists the others', async () => {
     const { file, knownHosts } = clusterFile('');
