@@ -22,6 +22,8 @@ export interface HostPaths {
   /** Controller-owned run directories, one per attempt. */
   runs: string;
   checkpoints: string;
+  /** Absolute places a job's checkpoint.dir may also name (paths.checkpoint_roots). */
+  checkpointRoots: string[];
   logs: string;
   experiments: string;
 }
@@ -94,7 +96,10 @@ export function defaultExpandEnv(env: Record<string, string | undefined> = proce
 function isRemotePath(path: PropertyKey[]): boolean {
   const p = path.map(String);
   const host = p[0] === 'workers' ? p.slice(2) : p[0] === 'cluster' && p[1] === 'master' ? p.slice(2) : undefined;
-  if (host) return (host[0] === 'paths' && host.length === 2) || (host[0] === 'python' && host.length === 1);
+  const roots = (q: string[]) => q[0] === 'paths' && q[1] === 'checkpoint_roots' && q.length === 3;
+  if (host)
+    return (host[0] === 'paths' && host.length === 2) || (host[0] === 'python' && host.length === 1) || roots(host);
+  if (roots(p)) return true;
   // Top-level paths.* are both the controller machine's paths and the master's fallback paths:
   // their `~` is resolved per use in normalize (controller home, resp. master user's home).
   if (p.length === 2 && p[0] === 'paths') return true;
@@ -215,7 +220,13 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
       labels?: Record<string, string>;
     },
     role: 'master' | 'worker',
-    fallbackPaths: { project?: string; scripts?: string; logs?: string; experiments?: string },
+    fallbackPaths: {
+      project?: string;
+      scripts?: string;
+      logs?: string;
+      experiments?: string;
+      checkpointRoots?: string[];
+    },
   ): Host => {
     const home = h.paths?.home ?? (h.user === 'root' ? '/root' : `/home/${h.user}`);
     const rp = (p: string | undefined) => (p ? remoteHome(p, home).replace(/\/+$/, '') || '/' : undefined);
@@ -245,6 +256,7 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
         scripts: rp(h.paths?.scripts ?? fallbackPaths.scripts) ?? join(project, 'scripts'),
         runs: rp(h.paths?.runs) ?? join(project, 'runs'),
         checkpoints: rp(h.paths?.checkpoints) ?? join(project, 'checkpoints'),
+        checkpointRoots: (h.paths?.checkpoint_roots ?? fallbackPaths.checkpointRoots ?? []).map((r) => rp(r)!),
         logs: rp(h.paths?.logs ?? fallbackPaths.logs) ?? join(project, 'logs'),
         experiments: rp(h.paths?.experiments ?? fallbackPaths.experiments) ?? join(project, 'experiments'),
       },
@@ -267,10 +279,11 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
     scripts: f.paths?.scripts,
     logs: f.paths?.logs,
     experiments: f.paths?.experiments,
+    checkpointRoots: f.paths?.checkpoint_roots,
   });
   const workers = [...f.workers]
     .sort((a, b) => a.rank - b.rank)
-    .map((w) => mkHost({ ...w, port: w.ssh_port }, 'worker', {}));
+    .map((w) => mkHost({ ...w, port: w.ssh_port }, 'worker', { checkpointRoots: f.paths?.checkpoint_roots }));
   return {
     file,
     name: f.cluster.name,

@@ -62,6 +62,8 @@ export const hostPaths = z.strictObject({
   scripts: absOrHomePath.optional(),
   runs: absOrHomePath.optional(),
   checkpoints: absOrHomePath.optional(),
+  /** Absolute directories a job's spec.checkpoint.dir may name besides paths.checkpoints (e.g. an NFS mount). */
+  checkpoint_roots: z.array(absOrHomePath).optional(),
   logs: absOrHomePath.optional(),
   experiments: absOrHomePath.optional(),
 });
@@ -155,6 +157,7 @@ export const clusterFileSchema = z.strictObject({
       data: absOrHomePath.optional(),
       logs: absOrHomePath.optional(),
       experiments: absOrHomePath.optional(),
+      checkpoint_roots: z.array(absOrHomePath).optional(),
     })
     .optional(),
   training: z.looseObject({}).optional(),

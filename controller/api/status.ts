@@ -1,44 +1,94 @@
-/** TrainingJob status: controller-owned, written to jobs/<name>.status.yaml, rebuilt from observation. */
-export type Phase = 'Queued' | 'Starting' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled' | 'Suspended' | 'Invalid';
-export const TERMINAL_PHASES: Phase[] = ['Succeeded', 'Failed', 'Cancelled', 'Invalid'];
+/**
+ * TrainingJob status: controller-owned, written to jobs/<name>.status.yaml, rebuilt from
+ * observation. It is read back from a directory people (and git) write to, so it is parsed with a
+ * schema like every other input: a status that fails it is treated as absent and rebuilt.
+ */
+import { z } from 'zod';
 
-export interface Condition {
-  type: string;
-  status: 'True' | 'False' | 'Unknown';
-  reason: string;
-  message: string;
-  lastTransitionTime: string;
-}
+export const PHASES = [
+  'Queued',
+  'Starting',
+  'Running',
+  'Succeeded',
+  'Failed',
+  'Cancelled',
+  'Suspended',
+  'Invalid',
+] as const;
+export type Phase = (typeof PHASES)[number];
+export const TERMINAL_PHASES: readonly Phase[] = ['Succeeded', 'Failed', 'Cancelled', 'Invalid'];
 
-export interface NodeStatus {
-  host: string;
-  nodeRank: number;
-  globalRanks: number[];
-  pid?: number;
-  state: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown' | 'Missing';
-  exitCode?: number;
-}
+const conditionSchema = z.object({
+  type: z.string().max(64),
+  status: z.enum(['True', 'False', 'Unknown']),
+  reason: z.string().max(128),
+  message: z.string().max(64 * 1024),
+  lastTransitionTime: z.string().max(64),
+});
+export type Condition = z.output<typeof conditionSchema>;
 
-export interface JobStatus {
-  phase: Phase;
-  reason?: string;
-  message?: string;
+const nodeStatusSchema = z.object({
+  host: z.string().max(63),
+  nodeRank: z.number().int(),
+  globalRanks: z.array(z.number().int()),
+  pid: z.number().int().optional(),
+  state: z.enum(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown', 'Missing']),
+  exitCode: z.number().int().optional(),
+});
+export type NodeStatus = z.output<typeof nodeStatusSchema>;
+
+/** Infrastructure (launch failed, node lost, runner vanished) or the training itself (exit, hang). */
+export const FAILURE_CLASSES = ['infra', 'training'] as const;
+export type FailureClass = (typeof FAILURE_CLASSES)[number];
+
+const failureRecordSchema = z.object({
+  attempt: z.number().int(),
+  class: z.enum(FAILURE_CLASSES),
+  reason: z.string().max(64),
+  message: z.string().max(4096),
+  host: z.string().max(63).optional(),
+  rank: z.number().int().optional(),
+  exitCode: z.number().int().optional(),
+  time: z.string().max(64),
+});
+export type FailureRecord = z.output<typeof failureRecordSchema>;
+
+export const jobStatusSchema = z.object({
+  phase: z.enum(PHASES),
+  reason: z.string().max(128).optional(),
+  message: z
+    .string()
+    .max(64 * 1024)
+    .optional(),
   /** Bumped each time the spec (its hash) changes. */
-  observedGeneration: number;
-  specHash?: string;
-  attempt: number;
-  runId?: string;
-  rdzvEndpoint?: string;
-  nodes: NodeStatus[];
-  createdAt: string;
-  startTime?: string;
-  completionTime?: string;
-  exitCode?: number;
-  failedRank?: number;
-  failedHost?: string;
-  logTail?: string[];
-  progress?: Record<string, unknown>;
-  conditions: Condition[];
+  observedGeneration: z.number().int().min(0),
+  specHash: z.string().max(16).optional(),
+  attempt: z.number().int().min(0),
+  runId: z.string().max(100).optional(),
+  rdzvEndpoint: z.string().max(300).optional(),
+  nodes: z.array(nodeStatusSchema),
+  createdAt: z.string().max(64),
+  startTime: z.string().max(64).optional(),
+  completionTime: z.string().max(64).optional(),
+  exitCode: z.number().int().optional(),
+  failedRank: z.number().int().optional(),
+  failedHost: z.string().max(63).optional(),
+  logTail: z.array(z.string()).max(200).optional(),
+  progress: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).optional(),
+  /** Failures of this spec version per class (what the restart budgets are checked against). */
+  restarts: z.object({ infra: z.number().int().min(0), training: z.number().int().min(0) }).optional(),
+  /** The most recent failures, newest last (at most 20). */
+  failures: z.array(failureRecordSchema).max(100).optional(),
+  /** When the next try may start (controller clock), while waiting out a backoff. */
+  nextRetryAt: z.string().max(64).optional(),
+  conditions: z.array(conditionSchema),
+});
+export type JobStatus = z.output<typeof jobStatusSchema>;
+
+/** Parse a status read from disk; undefined when it does not fit the schema (it is then rebuilt). */
+export function parseJobStatus(raw: unknown): JobStatus | undefined {
+  const r = jobStatusSchema.safeParse(raw);
+  return r.success ? r.data : undefined;
 }
 
 /** Set a condition; lastTransitionTime only moves when its status changes. */

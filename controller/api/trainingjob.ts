@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import { z } from 'zod';
 import type { FieldIssue } from '../../config/errors.ts';
 import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
+import { shQuote } from '../../config/quote.ts';
 import { dnsLabel } from '../../config/schema.ts';
 
 export const API_VERSION = 'ugro.dev/v1alpha1';
@@ -16,6 +17,18 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid en
 const RESERVED_ENV = /^(UGRO_|RANK$|LOCAL_RANK$|WORLD_SIZE$|MASTER_ADDR$|MASTER_PORT$|GROUP_RANK$|LOCAL_WORLD_SIZE$)/;
 
 export const PRIORITY_VALUES = { high: 100, normal: 0, low: -100 } as const;
+
+/**
+ * sshd hands the whole remote command to the login shell as ONE argument, and Linux caps one
+ * argument at 128 KiB (MAX_ARG_STRLEN): args, command and env, quoted, must fit beside UGRO's own
+ * launch script. Checked here so a job fails validation with the field, not the launch obscurely.
+ */
+export const MAX_ARGV_BYTES = 96 * 1024;
+
+/** A NUL cannot travel in an exec argument; sshd drops the whole connection (every job on that host) on one. */
+const noNul = (s: string) => !s.includes('\0');
+const NUL_MESSAGE = 'must not contain a NUL byte (\\0): it cannot be passed to a program';
+const word = (error: string) => z.string({ error }).refine(noNul, NUL_MESSAGE);
 
 const scriptPath = z
   .string()
@@ -28,10 +41,10 @@ const scriptPath = z
 export const trainingJobSpec = z
   .strictObject({
     script: scriptPath.optional(),
-    command: z.array(z.string()).min(1, 'must have at least the program to run').optional(),
-    args: z.array(z.string({ error: 'must be a string (quote numbers: "3")' })).default([]),
+    command: z.array(word('must be a string')).min(1, 'must have at least the program to run').optional(),
+    args: z.array(word('must be a string (quote numbers: "3")')).default([]),
     env: z
-      .record(envName, z.string({ error: 'must be a string (quote numbers: "1")' }))
+      .record(envName, word('must be a string (quote numbers: "1")'))
       .refine(
         (e) => !Object.keys(e).some((k) => RESERVED_ENV.test(k)),
         'must not set UGRO_* or torch.distributed variables (RANK, WORLD_SIZE, …): UGRO sets those',
@@ -59,13 +72,29 @@ export const trainingJobSpec = z
       .default('normal'),
     restartPolicy: z
       .strictObject({
+        /** Failures of the training itself (a rank exits non-zero, a hang). */
         maxRestarts: z.number().int().min(0).max(100).default(0),
+        /** Failures of the infrastructure (a launch fails, a node is lost, a runner vanishes). */
+        maxInfraRestarts: z.number().int().min(0).max(1000).default(10),
         backoffSeconds: z.number().min(0).max(3600).default(10),
       })
       .prefault({}),
     checkpoint: z
       .strictObject({
-        dir: z.string().min(1).optional(),
+        /**
+         * Relative: under the host's paths.checkpoints. Absolute: only under a paths.checkpoint_roots
+         * entry of the cluster file (checked against the inventory when the job is scheduled).
+         */
+        dir: z
+          .string()
+          .min(1)
+          .max(1024)
+          .refine(noNul, NUL_MESSAGE)
+          .refine(
+            (d) => !d.split('/').includes('..'),
+            'must not contain ".." (relative paths are under the host\'s paths.checkpoints)',
+          )
+          .optional(),
         resumeFrom: z
           .string()
           .regex(/^[A-Za-z0-9._-]+$/, 'must be a checkpoint name like "step-400"')
@@ -81,6 +110,16 @@ export const trainingJobSpec = z
         code: 'custom',
         message: 'set exactly one of `script` (a file in scripts/) or `command` (an argv list)',
         path: [s.script ? 'command' : 'script'],
+      });
+    const quoted = [...(s.command ?? []), ...s.args, ...Object.entries(s.env).map(([k, v]) => `${k}=${v}`)].reduce(
+      (n, w) => n + Buffer.byteLength(shQuote(w)) + 1,
+      0,
+    );
+    if (quoted > MAX_ARGV_BYTES)
+      ctx.addIssue({
+        code: 'custom',
+        message: `args, command and env take ${quoted} bytes quoted for the shell; the limit is ${MAX_ARGV_BYTES / 1024} KiB (sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file`,
+        path: [s.args.length ? 'args' : s.command ? 'command' : 'env'],
       });
     if (s.hosts && typeof s.nodes === 'number' && s.hosts.length < s.nodes)
       ctx.addIssue({

@@ -1,4 +1,4 @@
-/** PURE: the exact argv and environment of one node's torchrun. */
+/** PURE: the exact argv and environment of one node's torchrun, and where its checkpoints go. */
 import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
@@ -45,20 +45,36 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
   ];
 }
 
-export function launchEnv(job: TrainingJob, n: NodeLaunch): Record<string, string> {
-  // A relative dir is under the host's checkpoints path: ranks run in a per-attempt run
-  // directory, so leaving it relative would give every attempt (and every restart) its own.
+/**
+ * Where a job's checkpoints live on `host`. A relative checkpoint.dir is under the host's
+ * paths.checkpoints (ranks run in a per-attempt run dir, so leaving it relative would give every
+ * attempt its own); an absolute one must be under paths.checkpoints or a paths.checkpoint_roots
+ * entry, since train.py loads (torch.load) whatever it finds there.
+ */
+export function checkpointDir(job: TrainingJob, host: Host): { ok: true; path: string } | { ok: false; why: string } {
   const dir = job.spec.checkpoint?.dir;
-  const ckpt = dir
-    ? posix.resolve(n.host.paths.checkpoints, dir)
-    : posix.join(n.host.paths.checkpoints, job.metadata.name);
+  const base = host.paths.checkpoints;
+  if (!dir) return { ok: true, path: posix.join(base, job.metadata.name) };
+  if (!dir.startsWith('/')) return { ok: true, path: posix.join(base, dir) };
+  const path = posix.normalize(dir);
+  const roots = [base, ...host.paths.checkpointRoots];
+  if (roots.some((r) => path === r || path.startsWith(`${r.replace(/\/+$/, '')}/`))) return { ok: true, path };
   return {
-    ...job.spec.env,
+    ok: false,
+    why:
+      `spec.checkpoint.dir: ${dir} is outside ${host.name}'s checkpoint roots (${roots.join(', ')}): ` +
+      'use a relative path (under paths.checkpoints), or list the directory under paths.checkpoint_roots in the cluster file',
+  };
+}
+
+/** Variables UGRO sets for the training processes (besides torch's RANK, WORLD_SIZE, …). */
+export function ugroEnv(job: TrainingJob, n: NodeLaunch, checkpoint: string): Record<string, string> {
+  return {
     PYTHONUNBUFFERED: '1',
     UGRO_JOB: job.metadata.name,
     UGRO_RUN_ID: n.runId,
     UGRO_ATTEMPT: String(n.attempt),
-    UGRO_CHECKPOINT_DIR: ckpt,
+    UGRO_CHECKPOINT_DIR: checkpoint,
     UGRO_METRICS_FILE: posix.join(n.runDir, 'metrics.jsonl'),
     ...(job.spec.checkpoint?.resumeFrom ? { UGRO_RESUME_FROM: job.spec.checkpoint.resumeFrom } : {}),
   };

@@ -14,6 +14,7 @@ export class HostError extends UgroError {
       | 'hostkey-revoked'
       | 'config'
       | 'channel'
+      | 'port-busy'
       | 'other',
     message: string,
     options?: { cause?: unknown },

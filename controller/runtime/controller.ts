@@ -1,40 +1,42 @@
 /**
- * The controller: list, then watch (chokidar) + periodic resync; a per-job work queue runs the
- * pure reconcile and carries out its actions on the hosts. Explicit start()/stop(); stop never
- * touches running training (runs are detached on the hosts and re-adopted on the next start).
+ * The controller: list, then watch + periodic resync; a per-job work queue runs the pure
+ * reconcile (core/) and carries out its actions through the host runtime. Everything it talks to
+ * is injected (host runtime, store, clock, watcher, lock) with production defaults, so the whole
+ * loop runs in unit tests against an in-memory host. Explicit start()/stop(); stop never touches
+ * running training (runs are detached on the hosts and re-adopted on the next start).
  */
-import { existsSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { posix, resolve } from 'node:path';
-import chokidar, { type FSWatcher } from 'chokidar';
 import type { Cluster, Host } from '../../config/cluster.ts';
+import { UgroError } from '../../config/errors.ts';
 import { readTree } from '../../config/hash.ts';
+import type { SpecState } from '../api/job-state.ts';
+import type { RunMeta, RunPart } from '../api/run.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
-import { isJobFileName, jobNameFromFile, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
-import { launchEnv, torchrunArgv } from '../core/launch.ts';
-import { type Action, type ClusterView, queueOrder, reconcile } from '../core/reconcile.ts';
-import { type NodeHealth, probeCluster } from '../hosts/health.ts';
-import { HostRuntime, type RunMeta, type RunPart } from '../hosts/runs.ts';
-import type { SshPool } from '../hosts/ssh.ts';
+import type { TrainingJob } from '../api/trainingjob.ts';
+import { recordLaunchFailure } from '../core/failures.ts';
+import { checkpointDir, torchrunArgv, ugroEnv } from '../core/launch.ts';
+import { reconcile } from '../core/reconcile.ts';
+import { queueOrder } from '../core/schedule.ts';
+import { shortcut } from '../core/settled.ts';
+import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
+import { HostError } from '../hosts/errors.ts';
+import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
+import { Claims } from './claims.ts';
+import { HostState } from './host-state.ts';
+import { Leases } from './leases.ts';
+import { jsonLogger, type Logger } from './log.ts';
 import { WorkQueue } from './queue.ts';
-
-export interface Logger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-/** Structured logs: a fixed message plus fields, one JSON object per line. */
-export function jsonLogger(write: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Logger {
-  const log = (level: string) => (msg: string, fields?: Record<string, unknown>) =>
-    write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
-  return { info: log('info'), warn: log('warn'), error: log('error') };
-}
+import { Waiters } from './waiters.ts';
+import { chokidarWatch, type Watcher, type WatchFn } from './watch.ts';
 
 export interface ControllerOptions {
   cluster: Cluster;
   jobsDir: string;
-  pool: SshPool;
+  runtime: HostRuntimeApi;
   log?: Logger;
   now?: () => Date;
   resyncMs?: number;
@@ -42,6 +44,15 @@ export interface ControllerOptions {
   graceSeconds?: number;
   /** Local scripts/ deployed to each host's scripts path before a `script:` job starts. */
   scriptsDir?: string;
+  /** Watch the jobs dir (default: chokidar). */
+  watch?: WatchFn;
+  /** Take the jobs dir's controller lock (default: flock via lockJobsDir). */
+  lock?: (dir: string) => Promise<DirLock>;
+  /** Who this controller is, in host leases and run metadata (default: machine:jobs-dir). */
+  owner?: string;
+  leaseTtlSeconds?: number;
+  /** Periodic timers (default: setInterval); tests drive them by hand. */
+  every?: (ms: number, fn: () => void) => () => void;
 }
 
 interface JobMemo {
@@ -51,36 +62,50 @@ interface JobMemo {
   reason?: string;
 }
 
+/** Lease TTL: how long a host stays reserved after its controller died without releasing it. */
+const LEASE_TTL_SECONDS = 60;
+
 export class Controller {
   readonly store: JobStore;
-  private readonly runtime: HostRuntime;
+  readonly owner: string;
+  private readonly runtime: HostRuntimeApi;
   private readonly queue: WorkQueue;
   private readonly log: Logger;
   private readonly now: () => Date;
-  private watcher?: FSWatcher;
-  private unlock?: () => void;
-  private timers: NodeJS.Timeout[] = [];
-  /** What each host showed last: host -> its run parts (all jobs). */
-  private readonly hostRuns = new Map<string, RunPart[]>();
-  private readonly health = new Map<string, NodeHealth>();
+  private readonly hostsState: HostState;
+  private readonly claims: Claims;
+  private readonly waiters: Waiters;
+  private readonly leases: Leases;
   private readonly jobs = new Map<string, JobMemo>();
-  private readonly waiters = new Map<string, AbortController>();
   private readonly scriptsSynced = new Map<string, string>();
-  /** Hosts/ports claimed by launches not yet observed. */
-  private readonly claims = new Map<string, { hosts: string[]; port: number }>();
+  private readonly warnedFiles = new Set<string>();
+  private watcher?: Watcher;
+  private lock?: DirLock;
+  private stopTimers: (() => void)[] = [];
   private started = false;
   /** Counters for tests and benchmarks. */
   readonly stats = { reconciles: 0, launches: 0, observes: 0 };
 
   constructor(private readonly o: ControllerOptions) {
     this.store = new JobStore(resolve(o.jobsDir));
-    this.runtime = new HostRuntime(o.pool);
+    this.runtime = o.runtime;
     this.log = o.log ?? jsonLogger();
     this.now = o.now ?? (() => new Date());
+    this.owner = o.owner ?? defaultOwner(this.store.dir);
+    this.hostsState = new HostState(this.owner);
+    this.claims = new Claims(() => this.now().getTime());
     this.queue = new WorkQueue((name) => this.reconcileOne(name), {
       onError: (key, err, retry) =>
         this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
+    this.waiters = new Waiters(this.runtime, (job) => this.queue.add(job));
+    this.leases = new Leases(
+      this.runtime,
+      o.cluster.hosts,
+      this.owner,
+      o.leaseTtlSeconds ?? LEASE_TTL_SECONDS,
+      this.log,
+    );
   }
 
   private get hosts(): Host[] {
@@ -90,43 +115,32 @@ export class Controller {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    this.store.ensure();
-    this.unlock = this.store.lockController();
-    // List first: health and every run on every host, in parallel, so running jobs are re-adopted.
+    await this.store.ensure();
+    this.lock = await (this.o.lock ?? lockJobsDir)(this.store.dir);
+    // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
+    await this.leases.renewAll();
     await Promise.all([this.refreshHealth(), ...this.hosts.map((h) => this.scanHost(h))]);
-    const { specs, statuses } = this.store.listNames();
-    const names = new Set([...specs, ...statuses]);
-    for (const parts of this.hostRuns.values()) for (const p of parts) names.add(p.meta.job);
+    const names = await this.allNames();
+    for (const n of this.hostsState.jobNames()) names.add(n);
     for (const n of names) this.queue.add(n);
     // Then watch. Events only enqueue a name; reconcile reads everything itself.
-    this.watcher = chokidar.watch(this.store.dir, {
-      depth: 0,
-      ignoreInitial: true,
-      // chokidar's default `atomic` holds an unlink back 100 ms so that an editor's
-      // rename-then-write save is not seen as a delete (which would stop the run): keep it.
-      ignored: (p: string) => {
-        const base = p.slice(p.lastIndexOf('/') + 1);
-        return (
-          p !== this.store.dir && (base.startsWith('.') || base.includes('.tmp-') || base.endsWith('.status.yaml'))
-        );
-      },
-    });
-    const onFile = (p: string) => {
-      const base = p.slice(p.lastIndexOf('/') + 1);
-      if (isJobFileName(base)) this.queue.add(jobNameFromFile(base));
-      else if (base.endsWith('.control.yaml')) this.queue.add(base.slice(0, -'.control.yaml'.length));
-    };
-    this.watcher.on('add', onFile).on('change', onFile).on('unlink', onFile);
-    await new Promise<void>((r) => this.watcher!.once('ready', () => r()));
-    const every = (ms: number, fn: () => void) => {
-      const t = setInterval(fn, ms);
-      t.unref();
-      this.timers.push(t);
-    };
-    every(this.o.resyncMs ?? 60_000, () => this.resync());
-    every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued()));
+    this.watcher = await (this.o.watch ?? chokidarWatch)(this.store.dir, (name) => this.queue.add(name));
+    const every =
+      this.o.every ??
+      ((ms: number, fn: () => void) => {
+        const t = setInterval(fn, ms);
+        t.unref();
+        return () => clearInterval(t);
+      });
+    const ttl = this.leases.ttlSeconds;
+    this.stopTimers = [
+      every(this.o.resyncMs ?? 60_000, () => void this.resync()),
+      every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued())),
+      every((ttl * 1000) / 3, () => void this.leases.renewAll()),
+    ];
     this.log.info('controller started', {
       jobsDir: this.store.dir,
+      owner: this.owner,
       hosts: this.hosts.map((h) => h.name),
       jobs: names.size,
     });
@@ -134,12 +148,12 @@ export class Controller {
 
   async stop(): Promise<void> {
     this.queue.stop();
-    for (const t of this.timers) clearInterval(t);
-    for (const w of this.waiters.values()) w.abort();
-    this.waiters.clear();
+    for (const s of this.stopTimers) s();
+    this.waiters.stopAll();
     await this.watcher?.close();
     await this.queue.idle();
-    this.unlock?.();
+    await this.leases.releaseAll();
+    await this.lock?.release();
     this.log.info('controller stopped (runs on the hosts keep going)');
   }
 
@@ -152,33 +166,58 @@ export class Controller {
     this.queue.add(name);
   }
 
-  private resync(): void {
-    const { specs, statuses } = this.store.listNames();
-    for (const n of new Set([...specs, ...statuses])) this.queue.add(n);
+  private async allNames(): Promise<Set<string>> {
+    const { specs, statuses, controls, invalidFiles } = await this.store.listNames();
+    for (const f of invalidFiles) {
+      if (this.warnedFiles.has(f)) continue;
+      this.warnedFiles.add(f);
+      this.log.warn('ignoring a file whose name is not a job name (a DNS-1123 label: lowercase letters, digits, "-")', {
+        file: f,
+      });
+    }
+    return new Set([...specs, ...statuses, ...controls]);
+  }
+
+  private async resync(): Promise<void> {
+    // A full scan now and then also sees runs of other controllers and runs started by hand.
+    await Promise.all(this.hosts.map((h) => this.scanHost(h)));
+    for (const n of await this.allNames()) this.queue.add(n);
   }
 
   private kickQueued(): void {
-    for (const [name, m] of this.jobs) if (m.phase === 'Queued' && m.reason !== 'BackoffRestart') this.queue.add(name);
+    for (const [name, m] of this.jobs) {
+      if (m.phase === 'Queued' && m.reason !== 'BackoffRestart' && m.reason !== 'LaunchFailed') this.queue.add(name);
+    }
   }
 
   private async refreshHealth(): Promise<void> {
-    const nodes = await probeCluster(this.o.cluster, { connection: (h) => this.o.pool.host(h) });
+    const nodes = await Promise.all(this.hosts.map((h) => this.runtime.probe(h)));
     for (const n of nodes) {
-      const prev = this.health.get(n.name);
+      const prev = this.hostsState.health.get(n.name);
       if (prev?.status !== n.status)
         this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
-      this.health.set(n.name, n);
+      this.hostsState.health.set(n.name, n);
     }
   }
 
   private async scanHost(h: Host): Promise<void> {
     try {
-      const parts = await this.runtime.observe(h);
+      const { parts, rejected } = await this.runtime.observe(h);
       this.stats.observes++;
-      this.hostRuns.set(h.name, parts);
-      for (const p of parts) if (p.alive) this.ensureWaiter(h, p);
+      this.reportRejected(h, rejected);
+      this.hostsState.set(h.name, parts);
+      for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
     } catch (e) {
       this.log.warn('cannot list runs on host', { host: h.name, error: (e as Error).message });
+    }
+  }
+
+  private reportRejected(h: Host, rejected: { dir: string; why: string }[]): void {
+    for (const r of rejected) {
+      const key = `${h.name}/${r.dir}`;
+      if (this.warnedFiles.has(key)) continue;
+      this.warnedFiles.add(key);
+      this.log.warn('ignoring a run directory that fails validation', { host: h.name, dir: r.dir, why: r.why });
     }
   }
 
@@ -186,35 +225,11 @@ export class Controller {
     return this.hosts.find((h) => h.name === name);
   }
 
-  /** One waiter per live run part: wakes the job's reconcile the moment the part exits. */
-  private ensureWaiter(h: Host, p: RunPart): void {
-    const key = `${h.name}/${p.dir}`;
-    if (this.waiters.has(key)) return;
-    const ac = new AbortController();
-    this.waiters.set(key, ac);
-    this.runtime
-      .wait(h, p.dir, ac.signal)
-      .catch(() => undefined)
-      .finally(() => {
-        if (this.waiters.get(key) === ac) this.waiters.delete(key);
-        if (!ac.signal.aborted) this.queue.add(p.meta.job);
-      });
-  }
-
   private view(name: string): ClusterView {
-    const busy = new Map<string, string>();
-    const usedPorts = new Set<number>();
-    for (const [host, parts] of this.hostRuns) {
-      for (const p of parts) {
-        if (!p.alive) continue;
-        if (p.meta.job !== name) busy.set(host, p.meta.job);
-        usedPorts.add(p.meta.masterPort);
-      }
-    }
-    for (const [job, c] of this.claims) {
-      usedPorts.add(c.port);
-      if (job !== name) for (const h of c.hosts) busy.set(h, job);
-    }
+    const busy = this.hostsState.busy(name);
+    for (const [h, j] of this.claims.busyHosts(name)) busy.set(h, j);
+    const usedPorts = this.hostsState.ports();
+    for (const p of this.claims.ports()) usedPorts.add(p);
     const me = this.jobs.get(name);
     const ahead = me
       ? [...this.jobs.entries()]
@@ -230,14 +245,13 @@ export class Controller {
       : [];
     return {
       hosts: this.hosts,
-      ready: new Set([...this.health.values()].filter((n) => n.status === 'Ready').map((n) => n.name)),
-      notReady: new Map(
-        [...this.health.values()].filter((n) => n.status !== 'Ready').map((n) => [n.name, n.reasons[0] ?? 'NotReady']),
-      ),
+      ready: this.hostsState.ready(),
+      notReady: this.hostsState.notReady(),
       busy,
+      foreign: this.leases.foreign(),
       usedPorts,
       basePort: this.o.cluster.communication.masterPort,
-      gpus: new Map([...this.health.values()].map((n) => [n.name, n.gpus])),
+      gpus: this.hostsState.gpus(),
       ahead,
       rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
       defaultGraceSeconds: this.o.graceSeconds ?? 30,
@@ -246,42 +260,17 @@ export class Controller {
 
   private async reconcileOne(name: string): Promise<{ requeueAfterMs?: number }> {
     this.stats.reconciles++;
-    const spec = this.store.readSpec(name);
-    const status = this.store.readStatus(name);
-    const control = this.store.readControl(name);
-    const known = [...this.hostRuns.entries()].filter(([, ps]) => ps.some((p) => p.meta.job === name)).map(([h]) => h);
-    const liveKnown = [...this.hostRuns.values()].some((ps) => ps.some((p) => p.meta.job === name && p.alive));
-    // Finished for this very spec and nothing alive: the world cannot have changed. No host I/O.
-    // The same holds for a job still suspended whose run is known to be stopped.
-    const settled =
-      status &&
-      (TERMINAL_PHASES.includes(status.phase) ||
-        (status.phase === 'Suspended' && spec.kind === 'valid' && spec.job.spec.suspend));
-    // (A status written while its stop was in flight still shows nodes Running: observe once more.)
-    const nodesSettled = !status?.nodes.some(
-      (n) => n.state === 'Running' || n.state === 'Pending' || n.state === 'Unknown',
-    );
-    // Only a cancel that could still change something counts (not one for an older spec, nor one
-    // left over after the job finished: nothing ever deletes a control file).
-    const cancelPending =
-      spec.kind === 'valid' &&
-      status &&
-      control?.cancel &&
-      (!control.cancel.specHash || control.cancel.specHash === spec.hash) &&
-      !TERMINAL_PHASES.includes(status.phase);
-    if (
-      spec.kind === 'valid' &&
-      status &&
-      settled &&
-      nodesSettled &&
-      status.specHash === spec.hash &&
-      !liveKnown &&
-      !cancelPending
-    ) {
-      this.remember(name, spec.job, status);
+    const [spec, status, control] = await Promise.all([
+      this.store.readSpec(name),
+      this.store.readStatus(name),
+      this.store.readControl(name),
+    ]);
+    const cut = shortcut(spec, status, control, this.hostsState.liveOf(name));
+    if (cut === 'skip') {
+      if (spec.kind === 'valid') await this.remember(name, spec.job, status);
       return {};
     }
-    if (spec.kind === 'invalid' && status?.phase === 'Invalid' && !liveKnown) {
+    if (cut === 'no-host-io') {
       const res = reconcile({
         name,
         now: this.now(),
@@ -292,30 +281,14 @@ export class Controller {
         unreachable: new Map(),
         cluster: this.view(name),
       });
-      this.persist(name, res.status, res.events);
+      await this.persist(name, res.status, res.events);
       return {};
     }
-    // Observe every host that has (or should have) a part of this job.
-    const hostsToObserve = new Set([...known, ...(status?.nodes ?? []).map((n) => n.host)]);
-    const unreachable = new Map<string, string>();
-    await Promise.all(
-      [...hostsToObserve].map(async (hn) => {
-        const h = this.host(hn);
-        if (!h) return;
-        try {
-          const parts = await this.runtime.observe(h, name);
-          this.stats.observes++;
-          const others = (this.hostRuns.get(hn) ?? []).filter((p) => p.meta.job !== name);
-          this.hostRuns.set(hn, [...others, ...parts]);
-          for (const p of parts) if (p.alive) this.ensureWaiter(h, p);
-        } catch (e) {
-          unreachable.set(hn, (e as Error).message.replace(`${hn}: `, ''));
-        }
-      }),
-    );
-    const parts = [...this.hostRuns.values()].flat().filter((p) => p.meta.job === name && !unreachable.has(p.host));
-    this.claims.delete(name);
-    if (spec.kind === 'valid') this.remember(name, spec.job, status);
+    const unreachable = await this.observeJob(name, status);
+    // Hosts leased by another controller: their parts of this name are not ours to judge.
+    const parts = this.hostsState.partsOf(name, unreachable);
+    this.claims.release(name);
+    if (spec.kind === 'valid') await this.remember(name, spec.job, status);
     const res = reconcile({
       name,
       now: this.now(),
@@ -326,50 +299,104 @@ export class Controller {
       unreachable,
       cluster: this.view(name),
     });
+    return this.execute(name, spec, res);
+  }
+
+  /** Observe every host that has (or per status should have) a part of this job. */
+  private async observeJob(name: string, status: JobStatus | undefined): Promise<Map<string, string>> {
+    const hostsToObserve = new Set([...this.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
+    const unreachable = new Map<string, string>();
+    await Promise.all(
+      [...hostsToObserve].map(async (hn) => {
+        const h = this.host(hn);
+        if (!h) return;
+        try {
+          const { parts, rejected } = await this.runtime.observe(h, name);
+          this.stats.observes++;
+          this.reportRejected(h, rejected);
+          this.hostsState.set(hn, parts, name);
+          for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
+        } catch (e) {
+          unreachable.set(hn, (e as Error).message.replace(`${hn}: `, ''));
+        }
+      }),
+    );
+    return unreachable;
+  }
+
+  private async execute(
+    name: string,
+    spec: SpecState,
+    res: ReturnType<typeof reconcile>,
+  ): Promise<{ requeueAfterMs?: number }> {
     // Claim hosts and port before the first await, so a concurrent reconcile of another job
     // cannot pick the same hosts while this launch is in flight.
     for (const a of res.actions)
-      if (a.type === 'launch') this.claims.set(name, { hosts: a.allParts.map((p) => p.host), port: a.port });
-    if (spec.kind === 'valid' && res.status) this.remember(name, spec.job, res.status);
-    if (res.status && spec.kind === 'valid' && res.status.phase === 'Starting') {
-      // Record intent before touching hosts: a crash mid-launch is then finished on restart.
-      this.persist(name, res.status, []);
-    }
+      if (a.type === 'launch')
+        this.claims.claim(
+          name,
+          a.allParts.map((p) => p.host),
+          a.port,
+        );
+    if (spec.kind === 'valid' && res.status) await this.remember(name, spec.job, res.status);
+    // Record intent before touching hosts: a crash mid-launch is then finished on restart.
+    if (res.status && spec.kind === 'valid' && res.status.phase === 'Starting')
+      await this.persist(name, res.status, []);
+    let status = res.status;
+    let events: EventDraft[] = res.events;
     let requeue = res.requeueAfterMs;
     for (const a of res.actions) {
       if (a.type === 'stop') await this.doStop(name, a);
       else if (a.type === 'archive') await this.doArchive(name, a);
-      else if (spec.kind === 'valid') {
-        await this.doLaunch(spec.job, a);
-        requeue = Math.min(requeue ?? 2000, 2000);
+      else if (spec.kind === 'valid' && status) {
+        const failed = await this.doLaunch(spec.job, a);
+        if (!failed) {
+          requeue = Math.min(requeue ?? 2000, 2000);
+          continue;
+        }
+        // The launch failed: its host claims go now (other jobs may use the hosts during the
+        // backoff), the parts that did start are stopped, and the failure is counted.
+        this.claims.release(name);
+        if (failed.portBusy) {
+          this.claims.portBusy(a.port);
+          this.log.info('rendezvous port busy on its host; choosing another', {
+            job: name,
+            port: a.port,
+            host: a.rdzvHost,
+          });
+          requeue = 0;
+          status = { ...status, message: `port ${a.port} is busy on ${a.rdzvHost}: choosing another` };
+          continue;
+        }
+        const lf = recordLaunchFailure(
+          status,
+          spec.job,
+          { attempt: a.attempt, host: failed.host, message: failed.message },
+          this.now(),
+        );
+        status = lf.status;
+        events = [...events, lf.event];
+        requeue = lf.requeueAfterMs;
       }
     }
-    this.persist(name, res.status, res.events);
-    if (spec.kind === 'valid' && res.status) this.remember(name, spec.job, res.status);
-    if (res.status === null) this.jobs.delete(name);
-    if (!res.status || TERMINAL_PHASES.includes(res.status.phase) || res.actions.some((a) => a.type === 'stop'))
+    await this.persist(name, status, events);
+    if (spec.kind === 'valid' && status) await this.remember(name, spec.job, status);
+    if (status === null) this.jobs.delete(name);
+    if (!status || TERMINAL_PHASES.includes(status.phase) || res.actions.some((a) => a.type === 'stop'))
       this.kickQueued();
     return { requeueAfterMs: requeue };
   }
 
-  private remember(name: string, job: TrainingJob, status: JobStatus | undefined): void {
-    const mtime = this.store.specMtime(name);
+  private async remember(name: string, job: TrainingJob, status: JobStatus | undefined): Promise<void> {
+    const createdAt =
+      status?.createdAt ?? (await this.store.specMtime(name))?.toISOString() ?? this.now().toISOString();
     // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
-    this.jobs.set(name, {
-      priority: job.spec.priority,
-      createdAt: status?.createdAt ?? mtime?.toISOString() ?? this.now().toISOString(),
-      phase: status?.phase,
-      reason: status?.reason,
-    });
+    this.jobs.set(name, { priority: job.spec.priority, createdAt, phase: status?.phase, reason: status?.reason });
   }
 
-  private persist(
-    name: string,
-    status: JobStatus | null,
-    events: { reason: string; message: string; type?: 'Normal' | 'Warning' }[],
-  ): void {
-    if (status === null) this.store.deleteStatus(name);
-    else this.store.writeStatus(name, status);
+  private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {
+    if (status === null) await this.store.deleteStatus(name);
+    else await this.store.writeStatus(name, status);
     const time = this.now().toISOString();
     const evs: JobEvent[] = events.map((e) => ({
       time,
@@ -378,11 +405,11 @@ export class Controller {
       reason: e.reason,
       message: e.message,
     }));
-    this.store.appendEvents(evs);
+    await this.store.appendEvents(evs);
     for (const e of evs) this.log.info(e.message, { job: name, reason: e.reason });
   }
 
-  private async doStop(job: string, a: Extract<Action, { type: 'stop' }>): Promise<void> {
+  private async doStop(job: string, a: StopAction): Promise<void> {
     this.log.info('stopping run', {
       job,
       run: a.runId,
@@ -394,136 +421,174 @@ export class Controller {
       a.hosts.map(async (hn) => {
         const h = this.host(hn);
         if (!h) return;
-        const r = await this.runtime.stop(h, a.dir, a.runId, a.graceSeconds, a.reason);
-        if (r.remaining)
-          this.log.error('processes of the run survived SIGKILL', {
-            job,
-            host: hn,
-            run: a.runId,
-            remaining: r.remaining,
+        try {
+          const r = await this.runtime.stop(h, {
+            dir: a.dir,
+            runId: a.runId,
+            graceSeconds: a.graceSeconds,
+            reason: a.reason,
           });
-        const parts = await this.runtime.observe(h, job);
-        const others = (this.hostRuns.get(hn) ?? []).filter((p) => p.meta.job !== job);
-        this.hostRuns.set(hn, [...others, ...parts]);
+          if (r.remaining)
+            this.log.error('processes of the run survived SIGKILL', {
+              job,
+              host: hn,
+              run: a.runId,
+              remaining: r.remaining,
+            });
+          const { parts } = await this.runtime.observe(h, job);
+          this.hostsState.set(hn, parts, job);
+        } catch (e) {
+          // The host may be gone; the next reconcile observes again and retries the stop.
+          this.log.warn('cannot stop run part', { job, host: hn, run: a.runId, error: (e as Error).message });
+        }
       }),
     );
   }
 
   private async doArchive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {
+    const now = this.now().getTime();
     await Promise.all(
       a.parts.map(async ({ host, dir }) => {
         const h = this.host(host);
         if (!h) return;
-        await this.runtime.archive(h, dir);
-        this.hostRuns.set(
-          host,
-          (this.hostRuns.get(host) ?? []).filter((p) => p.dir !== dir),
-        );
+        await this.runtime.archive(h, dir, now);
+        this.hostsState.drop(host, dir);
       }),
     );
     this.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 
   private localScriptsDir(): string {
-    return (
-      this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(new URL('../../scripts', import.meta.url).pathname)
-    );
+    return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(repoRoot(), 'scripts');
   }
 
   /** Deploy scripts/ to a host when its content hash differs from what the host has. */
   private async syncScripts(h: Host): Promise<void> {
     const dir = this.localScriptsDir();
-    if (!existsSync(dir)) throw new Error(`scripts directory ${dir} not found (set paths.scripts in the cluster file)`);
-    const hash = hashTree(dir);
+    const hash = readTree(dir).hash;
     if (this.scriptsSynced.get(h.name) === hash) return;
-    const conn = this.o.pool.host(h.name);
-    const marker = posix.join(h.paths.scripts, '.ugro-scripts-hash');
-    const cur = await conn.exec(['cat', marker]);
-    if (cur.code !== 0 || cur.stdout.trim() !== hash) {
-      await conn.upload(dir, h.paths.scripts);
-      await conn.writeFile(marker, `${hash}\n`);
+    if (await this.runtime.syncScripts(h, dir, hash))
       this.log.info('deployed scripts', { host: h.name, hash: hash.slice(0, 12) });
-    }
     this.scriptsSynced.set(h.name, hash);
   }
 
-  private async doLaunch(job: TrainingJob, a: Extract<Action, { type: 'launch' }>): Promise<void> {
+  /**
+   * Launch the parts of a launch action in parallel. Returns undefined when every part started,
+   * else the first failure (the parts that did start are stopped first).
+   */
+  private async doLaunch(
+    job: TrainingJob,
+    a: LaunchAction,
+  ): Promise<{ host: string; message: string; portBusy?: boolean } | undefined> {
     const rdzv = this.host(a.rdzvHost)!;
-    if (a.parts.length === a.allParts.length) {
-      // A fresh launch: the rendezvous port must be free on its host, whoever holds it
-      // (another tool, or a run this controller does not know about).
-      const ss = await this.o.pool.exec(rdzv.name, ['ss', '-Hltn']);
-      const busy = new Set([...ss.stdout.matchAll(/:(\d+)\s/g)].map((m) => Number(m[1])));
-      while (busy.has(a.port)) a.port++;
-    }
-    await Promise.all(
+    const fresh = a.parts.length === a.allParts.length;
+    const started: string[] = [];
+    const results = await Promise.allSettled(
       a.parts.map(async (p) => {
         const h = this.host(p.host)!;
-        if (job.spec.script) await this.syncScripts(h);
-        const runDir = posix.join(h.paths.runs, a.dir);
-        const n = {
-          host: h,
-          nodeRank: p.nodeRank,
-          nnodes: a.allParts.length,
-          nproc: p.nproc,
-          rdzvAddr: rdzv.address,
-          port: a.port,
-          runId: a.runId,
-          runDir,
-          attempt: a.attempt,
-          rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
-        };
-        const meta: RunMeta = {
-          job: a.job,
-          runId: a.runId,
-          specHash: a.specHash,
-          attempt: a.attempt,
-          host: h.name,
-          nodeRank: p.nodeRank,
-          nnodes: a.allParts.length,
-          nprocPerNode: p.nproc,
-          hosts: a.allParts.map((x) => x.host),
-          rdzvEndpoint: `${rdzv.address}:${a.port}`,
-          masterPort: a.port,
-          createdAt: a.createdAt,
-        };
-        const r = await this.runtime.launch(h, {
-          dir: a.dir,
-          rdzvAddr: rdzv.address,
-          meta,
-          argv: torchrunArgv(job, n),
-          env: launchEnv(job, n),
-        });
-        this.stats.launches++;
-        this.log.info(r.existed ? 'run part already running' : 'launched run part', {
-          job: a.job,
-          host: h.name,
-          run: a.runId,
-          attempt: a.attempt,
-          pid: r.pid,
-        });
-        // Record it at once so scheduling sees the host busy before the next observe.
-        const part: RunPart = {
-          dir: a.dir,
-          host: h.name,
-          meta,
-          pid: r.pid,
-          alive: true,
-          ranks: [],
-          agentLogTail: [],
-          launchedAtMs: Date.now(),
-        };
-        const others = (this.hostRuns.get(h.name) ?? []).filter((x) => x.dir !== a.dir);
-        this.hostRuns.set(h.name, [...others, part]);
-        this.ensureWaiter(h, part);
+        try {
+          if (job.spec.script) await this.syncScripts(h);
+          const runDir = posix.join(h.paths.runs, a.dir);
+          const n = {
+            host: h,
+            nodeRank: p.nodeRank,
+            nnodes: a.allParts.length,
+            nproc: p.nproc,
+            rdzvAddr: rdzv.address,
+            port: a.port,
+            runId: a.runId,
+            runDir,
+            attempt: a.attempt,
+            rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
+          };
+          const ckpt = checkpointDir(job, h);
+          if (!ckpt.ok) throw new UgroError(ckpt.why);
+          const meta: RunMeta = {
+            job: a.job,
+            runId: a.runId,
+            specHash: a.specHash,
+            attempt: a.attempt,
+            host: h.name,
+            nodeRank: p.nodeRank,
+            nnodes: a.allParts.length,
+            nprocPerNode: p.nproc,
+            hosts: a.allParts.map((x) => x.host),
+            rdzvEndpoint: `${rdzv.address}:${a.port}`,
+            masterPort: a.port,
+            createdAt: a.createdAt,
+            owner: this.owner,
+          };
+          const r = await this.runtime.launch(h, {
+            dir: a.dir,
+            rdzvAddr: rdzv.address,
+            meta,
+            argv: torchrunArgv(job, n),
+            ugroEnv: ugroEnv(job, n, ckpt.path),
+            jobEnv: job.spec.env,
+            // A fresh launch checks its port on the rendezvous host in the same exec.
+            ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
+          });
+          this.stats.launches++;
+          started.push(h.name);
+          this.log.info(r.existed ? 'run part already running' : 'launched run part', {
+            job: a.job,
+            host: h.name,
+            run: a.runId,
+            attempt: a.attempt,
+            pid: r.pid,
+          });
+          // Record it at once so scheduling sees the host busy before the next observe.
+          const part: RunPart = {
+            dir: a.dir,
+            host: h.name,
+            meta,
+            pid: r.pid,
+            alive: true,
+            ranks: [],
+            agentLogTail: [],
+            launchedAtMs: this.now().getTime(),
+          };
+          this.hostsState.put(part);
+          this.waiters.ensure(h, part);
+        } catch (e) {
+          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { launchHost: h.name });
+        }
       }),
     );
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (!failure) return undefined;
+    const err = failure.reason as Error & { launchHost?: string };
+    const host = err.launchHost ?? '?';
+    this.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
+    if (started.length) {
+      await this.doStop(a.job, {
+        type: 'stop',
+        runId: a.runId,
+        dir: a.dir,
+        hosts: started,
+        graceSeconds: 2,
+        reason: 'launch-failed',
+      });
+    }
+    const portBusy = err instanceof HostError && err.kind === 'port-busy';
+    return { host, message: err.message.replace(`${host}: `, ''), ...(portBusy ? { portBusy } : {}) };
   }
 }
 
-/** The scripts tree's content hash: the same walk and hash Pulumi's deployment uses. */
-export function hashTree(dir: string): string {
-  return readTree(dir).hash;
+/** `machine:/real/path/of/jobs`: the same controller restarted on the same jobs dir is the same owner. */
+export function defaultOwner(jobsDir: string): string {
+  let dir = jobsDir;
+  try {
+    dir = realpathSync(jobsDir);
+  } catch {
+    /* not there yet */
+  }
+  // Printable, one line: it is written into lease files and run metadata on the hosts.
+  return `${hostname()}:${dir}`.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
 }
 
-export { priorityValue };
+/** The repository root (where scripts/ lives), from this module's location in the tree or in dist/. */
+function repoRoot(): string {
+  const here = new URL('.', import.meta.url).pathname;
+  return resolve(here, here.includes('/dist/') ? '..' : '../..');
+}

@@ -5,24 +5,17 @@
  *   jobs/<name>.status.yaml     status, written by the controller only
  *   jobs/<name>.control.yaml    requests from `ugro cancel`
  *   jobs/.ugro/events.jsonl     events, newest last
+ * Everything read here is validated; names are DNS-1123 labels before any path is built.
  */
-import {
-  appendFileSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { UgroError } from '../../config/errors.ts';
-import type { JobStatus } from '../api/status.ts';
+import { DNS1123_LABEL } from '../../config/schema.ts';
+import { type Control, type ControlState, parseControl } from '../api/control.ts';
+import type { SpecState } from '../api/job-state.ts';
+import { type JobStatus, parseJobStatus } from '../api/status.ts';
 import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
-import type { Control, SpecState } from '../core/reconcile.ts';
+import { appendRegularFile, ensureOwnDir, lstatOrUndefined, readRegularFile, writeFileAtomic } from './files.ts';
 
 export interface JobEvent {
   time: string;
@@ -32,35 +25,13 @@ export interface JobEvent {
   message: string;
 }
 
-/** Write via a temp file + rename so readers never see half a file. */
-export function writeFileAtomic(path: string, data: string): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  try {
-    writeFileSync(tmp, data, { mode: 0o644 });
-    renameSync(tmp, path);
-  } catch (e) {
-    // Full disk or a failed rename: leave nothing behind (each retry uses a new name).
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* never created */
-    }
-    throw e;
-  }
+export function isJobName(name: string): boolean {
+  return name.length <= 63 && DNS1123_LABEL.test(name);
 }
 
-/** Is pid a live process, and (where /proc tells) still a UGRO controller rather than a reused pid? */
-function controllerAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('controller');
-  } catch {
-    return true; // no /proc (macOS): trust the pid
-  }
+function assertJobName(name: string): void {
+  // Callers validate user input with a proper message; reaching here with a bad name is a bug.
+  if (!isJobName(name)) throw new Error(`not a job name: ${JSON.stringify(name)}`);
 }
 
 export class JobStore {
@@ -76,197 +47,185 @@ export class JobStore {
     private readonly eventsMaxBytes = 4 * 1024 * 1024,
   ) {}
 
-  private cachedParse<T>(path: string, parse: (text: string) => T): T {
-    const st = statSync(path, { bigint: true });
-    const key = `${st.ino}:${st.size}:${st.mtimeNs}`;
+  private get own(): string {
+    return join(this.dir, '.ugro');
+  }
+
+  /** Read a file in jobs/ safely and parse it, reusing the last parse while the file is unchanged. */
+  private async cachedParse<T>(
+    path: string,
+    parseText: (text: string) => T,
+  ): Promise<{ ok: true; value: T } | { ok: false; missing: boolean; message: string }> {
     const hit = this.parsed.get(path);
-    if (hit && hit.key === key) return hit.value as T;
-    const value = parse(readFileSync(path, 'utf8'));
-    this.parsed.set(path, { key, value });
-    return value;
+    const r = await readRegularFile(path, undefined, hit?.key);
+    if (!r.ok) {
+      this.parsed.delete(path);
+      return { ok: false, missing: r.missing, message: r.missing ? 'missing' : r.message };
+    }
+    if (hit && hit.key === r.key) return { ok: true, value: hit.value as T };
+    const value = parseText(r.text);
+    this.parsed.set(path, { key: r.key, value });
+    return { ok: true, value };
   }
 
-  ensure(): void {
-    mkdirSync(join(this.dir, '.ugro'), { recursive: true });
+  async ensure(): Promise<void> {
+    await ensureOwnDir(this.own);
   }
 
-  specFile(name: string): string | undefined {
+  /** The spec file of a job, or undefined. A `.yaml` wins over a `.yml`. */
+  async specFile(name: string): Promise<string | undefined> {
+    assertJobName(name);
     for (const ext of ['.yaml', '.yml']) {
       const p = join(this.dir, name + ext);
-      if (existsSync(p)) return p;
+      if (await lstatOrUndefined(p)) return p;
     }
     return undefined;
   }
 
   statusFile(name: string): string {
+    assertJobName(name);
     return join(this.dir, `${name}.status.yaml`);
   }
   controlFile(name: string): string {
+    assertJobName(name);
     return join(this.dir, `${name}.control.yaml`);
   }
 
-  /** Every name that has a spec, a status or a control file. */
-  listNames(): { specs: string[]; statuses: string[] } {
-    let entries: string[] = [];
+  /**
+   * Every job name with a spec, a status or a control file. Entries whose name is not a job name
+   * (`Bad_Name.yaml`) are listed in `invalidFiles` so the controller can say so, never reconciled.
+   */
+  async listNames(): Promise<{ specs: string[]; statuses: string[]; controls: string[]; invalidFiles: string[] }> {
+    let entries: string[];
     try {
-      entries = readdirSync(this.dir);
+      entries = await readdir(this.dir);
     } catch {
-      return { specs: [], statuses: [] };
+      return { specs: [], statuses: [], controls: [], invalidFiles: [] };
     }
-    return {
-      specs: entries.filter(isJobFileName).map(jobNameFromFile),
-      statuses: entries.filter((e) => e.endsWith('.status.yaml')).map((e) => e.slice(0, -'.status.yaml'.length)),
-    };
+    const specs: string[] = [];
+    const statuses: string[] = [];
+    const controls: string[] = [];
+    const invalidFiles: string[] = [];
+    for (const e of entries) {
+      const isStatus = e.endsWith('.status.yaml');
+      const isControl = e.endsWith('.control.yaml');
+      if (!isStatus && !isControl && !isJobFileName(e)) continue;
+      const name = isStatus ? e.slice(0, -12) : isControl ? e.slice(0, -13) : jobNameFromFile(e);
+      if (!isJobName(name)) {
+        if (!isStatus && !isControl) invalidFiles.push(e);
+        continue;
+      }
+      (isStatus ? statuses : isControl ? controls : specs).push(name);
+    }
+    return { specs, statuses, controls, invalidFiles };
   }
 
-  readSpec(name: string): SpecState {
-    const file = this.specFile(name);
+  async readSpec(name: string): Promise<SpecState> {
+    const file = await this.specFile(name);
     if (!file) return { kind: 'deleted' };
-    try {
-      return this.cachedParse<SpecState>(file, (text) => {
-        const res = parseTrainingJob(text, file);
-        if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
-        return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
-      });
-    } catch (e) {
-      this.parsed.delete(file);
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'deleted' };
-      return { kind: 'invalid', file, issues: [{ path: '', message: `cannot read: ${(e as Error).message}` }] };
-    }
+    const r = await this.cachedParse<SpecState>(file, (text) => {
+      const res = parseTrainingJob(text, file);
+      if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
+      return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
+    });
+    if (r.ok) return r.value;
+    if (r.missing) return { kind: 'deleted' };
+    return { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
   }
 
-  specMtime(name: string): Date | undefined {
-    const f = this.specFile(name);
-    try {
-      return f ? statSync(f).mtime : undefined;
-    } catch {
-      return undefined;
-    }
+  async specMtime(name: string): Promise<Date | undefined> {
+    const f = await this.specFile(name);
+    const st = f ? await lstatOrUndefined(f) : undefined;
+    return st?.mtime;
   }
 
-  readStatus(name: string): JobStatus | undefined {
-    const path = this.statusFile(name);
-    try {
-      // A copy: callers build the next status from it and must not edit the cached one.
-      return structuredClone(this.cachedParse(path, (text) => parse(text) as JobStatus));
-    } catch {
-      this.parsed.delete(path);
-      return undefined;
-    }
+  /** The status, or undefined when absent or unreadable (it is then rebuilt from observation). */
+  async readStatus(name: string): Promise<JobStatus | undefined> {
+    const r = await this.cachedParse(this.statusFile(name), (text) => {
+      try {
+        return parseJobStatus(parse(text));
+      } catch {
+        return undefined;
+      }
+    });
+    // A copy: callers build the next status from it and must not edit the cached one.
+    return r.ok && r.value ? structuredClone(r.value) : undefined;
   }
 
   /** Returns true if the file changed. Skips identical writes (no churn, no mtime noise). */
-  writeStatus(name: string, status: JobStatus): boolean {
+  async writeStatus(name: string, status: JobStatus): Promise<boolean> {
     const text = `# Written by the UGRO controller; do not edit (your spec is ${name}.yaml).\n${stringify(stripUndefined(status), { lineWidth: 0 })}`;
     const path = this.statusFile(name);
-    try {
-      if (readFileSync(path, 'utf8') === text) return false;
-    } catch {
-      /* new */
-    }
-    writeFileAtomic(path, text);
+    const cur = await readRegularFile(path);
+    if (cur.ok && cur.text === text) return false;
+    await writeFileAtomic(path, text);
     return true;
   }
 
-  deleteStatus(name: string): void {
+  async deleteStatus(name: string): Promise<void> {
     for (const f of [this.statusFile(name), this.controlFile(name)]) {
-      try {
-        unlinkSync(f);
-      } catch {
-        /* already gone */
-      }
+      // unlink removes a symlink itself, never its target.
+      await unlink(f).catch(() => undefined);
     }
   }
 
-  readControl(name: string): Control | undefined {
-    // Almost always absent: a stat that does not throw is far cheaper on every resync than an
-    // ENOENT exception per job.
+  async readControl(name: string): Promise<ControlState> {
     const file = this.controlFile(name);
-    if (!statSync(file, { throwIfNoEntry: false })) return undefined;
-    try {
-      return this.cachedParse(file, (t) => parse(t) as Control);
-    } catch {
-      return undefined;
-    }
+    const r = await this.cachedParse(file, (t) => parseControl(t));
+    if (!r.ok)
+      return r.missing ? { kind: 'none' } : { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
+    return r.value.ok ? { kind: 'valid', control: r.value.value } : { kind: 'invalid', file, issues: r.value.issues };
   }
 
-  writeControl(name: string, c: Control): void {
-    writeFileAtomic(this.controlFile(name), stringify(c));
+  async writeControl(name: string, c: Control): Promise<void> {
+    await writeFileAtomic(this.controlFile(name), stringify(c));
   }
 
-  /**
-   * One controller per jobs directory: two would both launch and stop runs. A pid file made with
-   * O_EXCL; a file left by a controller that died (kill -9) is taken over once its pid is gone.
-   */
-  lockController(): () => void {
-    const file = join(this.dir, '.ugro', 'controller.pid');
-    for (let tries = 0; tries < 2; tries++) {
-      try {
-        writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
-        return () => {
-          try {
-            if (readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
-          } catch {
-            /* already gone */
-          }
-        };
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const held = readFileSync(file, 'utf8').trim();
-        const pid = Number(held);
-        if (pid && pid !== process.pid && controllerAlive(pid)) {
-          throw new UgroError(
-            `another controller (pid ${pid}) is already running on ${this.dir}: stop it first (two would launch the same jobs twice)`,
-          );
-        }
-        // Stale. Remove it only if it still names that pid: another starter may have just taken it.
-        try {
-          if (readFileSync(file, 'utf8').trim() === held) unlinkSync(file);
-        } catch {
-          /* gone already */
-        }
-      }
-    }
-    throw new UgroError(`cannot take ${file}: another controller is starting on ${this.dir}`);
+  async deleteControl(name: string): Promise<void> {
+    await unlink(this.controlFile(name)).catch(() => undefined);
   }
 
-  appendEvents(events: JobEvent[]): void {
+  async appendEvents(events: JobEvent[]): Promise<void> {
     if (!events.length) return;
-    this.ensure();
-    const file = join(this.dir, '.ugro', 'events.jsonl');
-    try {
-      if (statSync(file).size >= this.eventsMaxBytes) renameSync(file, join(this.dir, '.ugro', 'events.1.jsonl'));
-    } catch {
-      /* no file yet */
-    }
-    appendFileSync(file, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    await this.ensure();
+    const file = join(this.own, 'events.jsonl');
+    const st = await lstatOrUndefined(file);
+    if (st?.isFile() && st.size >= this.eventsMaxBytes) await rename(file, join(this.own, 'events.1.jsonl'));
+    await appendRegularFile(file, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
   }
 
-  readEvents(job?: string, limit = 50): JobEvent[] {
-    const read = (f: string) => {
-      try {
-        return readFileSync(join(this.dir, '.ugro', f), 'utf8');
-      } catch {
-        return '';
-      }
+  async readEvents(job?: string, limit = 50): Promise<JobEvent[]> {
+    const read = async (f: string) => {
+      const r = await readRegularFile(join(this.own, f), this.eventsMaxBytes * 2);
+      return r.ok ? r.text : '';
     };
     // Current first: if the controller rotates between the two reads, the older file then starts
     // with what was just read as current, and is taken alone (nothing missed, nothing twice).
-    const cur = read('events.jsonl');
-    const old = read('events.1.jsonl');
+    const cur = await read('events.jsonl');
+    const old = await read('events.1.jsonl');
     const text = cur && old.startsWith(cur) ? old : `${old}\n${cur}`;
-    const all = text
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => {
-        try {
-          return JSON.parse(l) as JobEvent;
-        } catch {
-          return undefined;
-        }
-      })
-      .filter((e): e is JobEvent => !!e && (!job || e.job === job));
+    const all: JobEvent[] = [];
+    for (const l of text.split('\n')) {
+      if (!l) continue;
+      const e = parseEvent(l);
+      if (e && (!job || e.job === job)) all.push(e);
+    }
     return all.slice(-limit);
+  }
+}
+
+function parseEvent(line: string): JobEvent | undefined {
+  try {
+    const e = JSON.parse(line) as Partial<JobEvent>;
+    const str = (v: unknown, max: number) => (typeof v === 'string' ? v.slice(0, max) : undefined);
+    const time = str(e.time, 64);
+    const job = str(e.job, 63);
+    const reason = str(e.reason, 128);
+    const message = str(e.message, 64 * 1024);
+    if (!time || !job || !reason || message === undefined) return undefined;
+    return { time, job, type: e.type === 'Warning' ? 'Warning' : 'Normal', reason, message };
+  } catch {
+    return undefined;
   }
 }
 

@@ -6,9 +6,17 @@
 import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { type Host, parseCluster } from '../../config/cluster.ts';
+import type { SpecState } from '../../controller/api/job-state.ts';
+import {
+  parseStopReason,
+  type RankObservation,
+  type RunMeta,
+  type RunPart,
+  runDirName,
+  runIdOf,
+} from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash, type TrainingJob } from '../../controller/api/trainingjob.ts';
-import type { ClusterView, SpecState } from '../../controller/core/reconcile.ts';
-import { type RankObservation, type RunMeta, type RunPart, runDirName, runIdOf } from '../../controller/hosts/runs.ts';
+import type { ClusterView } from '../../controller/core/types.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -56,6 +64,7 @@ export function view(over: Partial<ClusterView> = {}): ClusterView {
     ready: new Set(HOSTS.map((h) => h.name)),
     notReady: new Map(),
     busy: new Map(),
+    foreign: new Map(),
     usedPorts: new Set(),
     basePort: 29500,
     gpus: new Map(HOSTS.map((h) => [h.name, [{ memoryTotalMiB: 8188 }]])),
@@ -75,7 +84,7 @@ export interface PartOpts {
   launchedAtMs?: number;
   finishedAtMs?: number;
   agentLogTail?: string[];
-  metrics?: Record<string, unknown>;
+  metrics?: Record<string, number | string | boolean>;
 }
 
 /** One attempt of a job spread over `hosts` (node rank = index), as its run directories describe it. */
@@ -110,7 +119,7 @@ export function run(
     pid: p.pid ?? 1000 + hosts.indexOf(h),
     alive: p.alive ?? p.exit === undefined,
     ...(p.exit !== undefined ? { exitCode: p.exit } : {}),
-    ...(p.cancelled !== undefined ? { cancelled: p.cancelled } : {}),
+    ...(p.cancelled !== undefined ? { stopReason: parseStopReason(p.cancelled) } : {}),
     ...(p.launchedAtMs !== undefined ? { launchedAtMs: p.launchedAtMs } : {}),
     ...(p.finishedAtMs !== undefined ? { finishedAtMs: p.finishedAtMs } : {}),
     ranks: p.ranks ?? [],

@@ -1,12 +1,13 @@
 /**
- * torchrunArgv / launchEnv: the exact argv and environment of each node's torchrun, and that a
+ * torchrunArgv / ugroEnv / checkpointDir: the exact argv and environment of each node's torchrun, and that a
  * launch action from reconcile() turns into a consistent set of per-node command lines.
  */
 import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { launchEnv, type NodeLaunch, torchrunArgv } from '../../controller/core/launch.ts';
+import type { Host } from '../../config/cluster.ts';
+import { runIdOf } from '../../controller/api/run.ts';
+import { checkpointDir, type NodeLaunch, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
-import { runIdOf } from '../../controller/hosts/runs.ts';
 import { host, job, validSpec, view } from './job-fixtures.ts';
 
 const SCRIPT_JOB = job('train', {
@@ -107,15 +108,21 @@ describe('torchrunArgv', () => {
   });
 });
 
-describe('launchEnv', () => {
-  it('the UGRO_* contract, the user env, and unbuffered python', () => {
+/** UGRO's variables for a node, with the checkpoint dir resolved as the controller does. */
+function launchEnv(j: ReturnType<typeof job>, n: NodeLaunch): Record<string, string> {
+  const c = checkpointDir(j, n.host);
+  if (!c.ok) throw new Error(c.why);
+  return ugroEnv(j, n, c.path);
+}
+
+describe('ugroEnv', () => {
+  it('the UGRO_* contract and unbuffered python; the job env is not in it (it goes to the training process only)', () => {
     expect(
       launchEnv(
         SCRIPT_JOB,
         node({ attempt: 2, runId: runIdOf('train', 'abcd1234', 2), runDir: '/home/ob/ugro/runs/train.abcd1234.2' }),
       ),
     ).toEqual({
-      NCCL_DEBUG: 'INFO',
       PYTHONUNBUFFERED: '1',
       UGRO_JOB: 'train',
       UGRO_RUN_ID: 'train-abcd1234-a2',
@@ -134,7 +141,8 @@ describe('launchEnv', () => {
 
   it('checkpoint.dir overrides the default; resumeFrom becomes UGRO_RESUME_FROM', () => {
     const j = job('train', { script: 't.py', checkpoint: { dir: '/data/ckpt/train', resumeFrom: 'step-400' } });
-    expect(launchEnv(j, node())).toMatchObject({
+    const h: Host = { ...host('gpu1'), paths: { ...host('gpu1').paths, checkpointRoots: ['/data/ckpt'] } };
+    expect(launchEnv(j, node({ host: h }))).toMatchObject({
       UGRO_CHECKPOINT_DIR: '/data/ckpt/train',
       UGRO_RESUME_FROM: 'step-400',
     });
@@ -148,6 +156,53 @@ describe('launchEnv', () => {
   it('a relative checkpoint.dir is made absolute, not left relative to the per-attempt run dir', () => {
     const j = job('train', { script: 't.py', checkpoint: { dir: 'ckpt/train' } });
     expect(posix.isAbsolute(launchEnv(j, node()).UGRO_CHECKPOINT_DIR)).toBe(true);
+  });
+});
+
+// Issue 7, defect 7: checkpoint.dir was unconfined, and train.py torch.loads from it.
+describe('checkpointDir', () => {
+  const gpu1 = host('gpu1');
+  const withRoots = (roots: string[]): Host => ({ ...gpu1, paths: { ...gpu1.paths, checkpointRoots: roots } });
+  const dirJob = (dir: string) => job('train', { script: 't.py', checkpoint: { dir } });
+
+  it("a relative dir is under the host's paths.checkpoints", () => {
+    expect(checkpointDir(dirJob('exp/1'), gpu1)).toEqual({ ok: true, path: `${gpu1.paths.checkpoints}/exp/1` });
+  });
+
+  it('an absolute dir outside paths.checkpoints and every checkpoint root is refused, naming the fix', () => {
+    const r = checkpointDir(dirJob('/etc/ugro'), gpu1);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.why).toContain('spec.checkpoint.dir: /etc/ugro is outside gpu1');
+    expect(!r.ok && r.why).toContain('paths.checkpoint_roots');
+  });
+
+  it('an absolute dir under a listed checkpoint root (or paths.checkpoints) is allowed; a sibling prefix is not', () => {
+    expect(checkpointDir(dirJob('/mnt/nfs/ckpt/run1'), withRoots(['/mnt/nfs/ckpt']))).toEqual({
+      ok: true,
+      path: '/mnt/nfs/ckpt/run1',
+    });
+    expect(checkpointDir(dirJob(`${gpu1.paths.checkpoints}/x`), gpu1).ok).toBe(true);
+    expect(checkpointDir(dirJob('/mnt/nfs/ckpt-other'), withRoots(['/mnt/nfs/ckpt'])).ok).toBe(false);
+  });
+
+  it('".." is refused by the schema, relative or absolute', () => {
+    for (const dir of ['../x', 'a/../../b', '/mnt/nfs/ckpt/../../etc']) {
+      expect(() => dirJob(dir), dir).toThrow(/must not contain/);
+    }
+  });
+
+  it('reconcile refuses to launch a job whose checkpoint dir is not allowed: Invalid, no launch', () => {
+    const S = validSpec('train', { script: 't.py', checkpoint: { dir: '/etc/ugro' } });
+    const r = reconcile({
+      name: 'train',
+      now: new Date('2026-03-01T10:00:00Z'),
+      spec: S,
+      parts: [],
+      unreachable: new Map(),
+      cluster: view(),
+    });
+    expect(r.actions).toEqual([]);
+    expect(r.status).toMatchObject({ phase: 'Invalid', reason: 'CheckpointDirNotAllowed' });
   });
 });
 

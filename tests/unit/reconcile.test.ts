@@ -4,14 +4,11 @@
  * controller does, and asserts the exact actions, phase and reason.
  */
 import { describe, expect, it } from 'vitest';
+import type { SpecState } from '../../controller/api/job-state.ts';
 import { type JobStatus, setCondition } from '../../controller/api/status.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
-import {
-  type ReconcileInput,
-  type ReconcileResult,
-  reconcile,
-  type SpecState,
-} from '../../controller/core/reconcile.ts';
+import { reconcile } from '../../controller/core/reconcile.ts';
+import type { ReconcileInput, ReconcileResult } from '../../controller/core/types.ts';
 import { jobYaml, rank, run, validSpec, view } from './job-fixtures.ts';
 
 const T0 = Date.parse('2026-03-01T10:00:00.000Z');
@@ -275,7 +272,7 @@ describe('observing a run', () => {
         dir: R.dir,
         hosts: ['gpu-master'],
         graceSeconds: 5,
-        reason: 'gang member failed',
+        reason: 'gang-failed',
       },
     ]);
     expect(r.status).toMatchObject({ phase: 'Running', reason: 'Failing' });
@@ -295,7 +292,7 @@ describe('observing a run', () => {
         dir: R.dir,
         hosts: ['gpu-master', 'gpu1'],
         graceSeconds: 5,
-        reason: 'gang member failed',
+        reason: 'gang-failed',
       },
     ]);
   });
@@ -369,13 +366,30 @@ describe('restartPolicy', () => {
       exitCode: 3,
       failedRank: 0,
     });
-    expect(backoff.requeueAfterMs).toBe(7000);
+    // The backoff runs on the controller's clock from when it saw the failure (63 s), not the host's.
+    expect(backoff.requeueAfterMs).toBe(10_000);
+    expect(backoff.status).toMatchObject({ nextRetryAt: iso(73), restarts: { training: 1, infra: 0 } });
+    expect(backoff.status!.failures).toEqual([
+      {
+        attempt: 1,
+        class: 'training',
+        reason: 'RankFailed',
+        message: 'rank 0 on gpu1 exited with code 3',
+        host: 'gpu1',
+        rank: 0,
+        exitCode: 3,
+        time: iso(63),
+      },
+    ]);
     expect(cond(backoff.status, 'Running')).toMatchObject({ status: 'False', reason: 'BackoffRestart' });
 
-    // Still inside the backoff one second before it ends.
-    expect(rec({ spec: S, status: backoff.status!, now: at(69), parts: [failed(A1, 60)] }).actions).toEqual([]);
+    // Still inside the backoff one second before it ends; the same failure is not counted twice.
+    const again = rec({ spec: S, status: backoff.status!, now: at(72), parts: [failed(A1, 60)] });
+    expect(again.actions).toEqual([]);
+    expect(again.status!.failures).toHaveLength(1);
+    expect(again.requeueAfterMs).toBe(1000);
 
-    const relaunch = rec({ spec: S, status: backoff.status!, now: at(70), parts: [failed(A1, 60)] });
+    const relaunch = rec({ spec: S, status: backoff.status!, now: at(73), parts: [failed(A1, 60)] });
     expect(relaunch.actions).toEqual([
       {
         type: 'launch',
@@ -388,7 +402,7 @@ describe('restartPolicy', () => {
         allParts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }],
         rdzvHost: 'gpu1',
         port: 29500,
-        createdAt: iso(70),
+        createdAt: iso(73),
       },
     ]);
     expect(relaunch.status).toMatchObject({
@@ -396,7 +410,7 @@ describe('restartPolicy', () => {
       reason: 'Launching',
       attempt: 2,
       runId: `train-${S.hash}-a2`,
-      startTime: iso(70),
+      startTime: iso(73),
     });
     expect(relaunch.status!.completionTime).toBeUndefined();
     expect(relaunch.events).toContainEqual({
@@ -531,6 +545,10 @@ describe('deleting the job file', () => {
   });
 });
 
+/** A valid control file with a cancel for spec version `hash`. */
+const cancelOf = (hash: string, cancel: { requestedAt: string; graceSeconds?: number }) =>
+  ({ kind: 'valid', control: { cancel: { specHash: hash, ...cancel } } }) as const;
+
 describe('cancel', () => {
   const S = validSpec('train', TWO);
   const R = run('train', S.hash, 1, ['gpu-master', 'gpu1'], { createdAt: iso(0) });
@@ -542,7 +560,7 @@ describe('cancel', () => {
   const running = rec({ spec: S, now: at(30), status: rec({ spec: S }).status!, parts: live }).status!;
 
   it('stops the run with the requested grace and marks the job Cancelled', () => {
-    const control = { cancel: { requestedAt: iso(35), graceSeconds: 7 } };
+    const control = cancelOf(S.hash, { requestedAt: iso(35), graceSeconds: 7 });
     const r = rec({ spec: S, status: running, now: at(35), parts: live, control });
     expect(r.actions).toEqual([
       { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 7, reason: 'cancelled' },
@@ -569,7 +587,7 @@ describe('cancel', () => {
       status: running,
       now: at(35),
       parts: live,
-      control: { cancel: { requestedAt: iso(35) } },
+      control: cancelOf(S.hash, { requestedAt: iso(35) }),
     });
     expect(r.actions).toEqual([
       {
@@ -589,14 +607,14 @@ describe('cancel', () => {
       status: running,
       now: at(35),
       parts: live,
-      control: { cancel: { requestedAt: iso(35), specHash: 'deadbeef' } },
+      control: cancelOf('deadbeef', { requestedAt: iso(35) }),
     });
     expect(r.actions).toEqual([]);
     expect(r.status!.phase).toBe('Running');
   });
 
   it('a queued job is cancelled without ever being launched', () => {
-    const r = rec({ spec: S, control: { cancel: { requestedAt: iso(0) } } });
+    const r = rec({ spec: S, control: cancelOf(S.hash, { requestedAt: iso(0) }) });
     expect(r.actions).toEqual([]);
     expect(r.status).toMatchObject({ phase: 'Cancelled', completionTime: iso(0) });
   });
@@ -613,7 +631,7 @@ describe('cancel', () => {
       status: succeeded,
       now: at(70),
       parts: done,
-      control: { cancel: { requestedAt: iso(70) } },
+      control: cancelOf(S.hash, { requestedAt: iso(70) }),
     });
     expect(r.actions).toEqual([]);
     expect(r.status).toMatchObject({ phase: 'Succeeded', reason: 'Succeeded', completionTime: iso(50) });
@@ -626,10 +644,36 @@ describe('cancel', () => {
       status: running,
       now: at(41),
       parts: stopped,
-      control: { cancel: { requestedAt: iso(35) } },
+      control: cancelOf(S.hash, { requestedAt: iso(35) }),
     }).status!;
     const r = rec({ spec: S, status: cancelled, now: at(50), parts: stopped });
     expect(launches(r)).toMatchObject([{ attempt: 2, runId: `train-${S.hash}-a2` }]);
+  });
+
+  // Regression (issue 7, defect 10): a cancel written while the spec was invalid had no hash and
+  // cancelled every later version. Now a cancel is for one spec version only.
+  it('a cancel for one spec version does not cancel the next version', () => {
+    const S2 = validSpec('train', { ...TWO, args: ['--epochs', '2'] });
+    const r = rec({ spec: S2, control: cancelOf(S.hash, { requestedAt: iso(0) }) });
+    expect(r.status!.phase).toBe('Starting');
+    expect(launches(r)).toHaveLength(1);
+  });
+
+  it('an invalid control file is ignored with a warning naming the file and field, and cancels nothing', () => {
+    const control = {
+      kind: 'invalid' as const,
+      file: '/jobs/train.control.yaml',
+      issues: [{ path: 'cancel.graceSeconds', message: 'must be 0..3600 seconds', line: 4 }],
+    };
+    const r = rec({ spec: S, status: running, now: at(35), parts: live, control });
+    expect(r.actions).toEqual([]);
+    expect(r.status!.phase).toBe('Running');
+    expect(r.events).toContainEqual({
+      reason: 'InvalidControl',
+      message: 'ignored: /jobs/train.control.yaml:4: cancel.graceSeconds: must be 0..3600 seconds',
+      type: 'Warning',
+    });
+    expect(cond(r.status, 'ControlValid')).toMatchObject({ status: 'False', reason: 'InvalidControl' });
   });
 });
 
@@ -762,7 +806,7 @@ describe('spec changes', () => {
         dir: R.dir,
         hosts: ['gpu-master', 'gpu1'],
         graceSeconds: 30,
-        reason: 'spec changed',
+        reason: 'spec-changed',
       },
       expect.objectContaining({
         type: 'launch',
@@ -834,7 +878,7 @@ describe('an invalid spec', () => {
 });
 
 describe('a half-done launch (the controller died mid-way)', () => {
-  const S = validSpec('train', { script: 't.py', nodes: 3 });
+  const S = validSpec('train', { script: 't.py', nodes: 3, restartPolicy: { maxInfraRestarts: 0 } });
   const R = run('train', S.hash, 1, ['gpu-master', 'gpu1', 'gpu2'], { createdAt: iso(0), port: 29600, nproc: 2 });
   const two = [R.part('gpu-master', { launchedAtMs: ms(1) }), R.part('gpu1', { launchedAtMs: ms(1) })];
   const starting = rec({ spec: S }).status!;
@@ -880,7 +924,7 @@ describe('a half-done launch (the controller died mid-way)', () => {
         dir: R.dir,
         hosts: ['gpu-master', 'gpu1'],
         graceSeconds: 5,
-        reason: 'gang member failed',
+        reason: 'gang-failed',
       },
     ]);
     expect(launches(r)).toEqual([]);
@@ -895,10 +939,23 @@ describe('a half-done launch (the controller died mid-way)', () => {
     expect(r.actions).toEqual([]);
     expect(r.status).toMatchObject({
       phase: 'Failed',
-      reason: 'RankFailed',
+      reason: 'HostsNeverStarted',
       message: 'hosts gpu2 never started (rendezvous timed out after 300 s)',
-      exitCode: 1,
+      restarts: { infra: 1, training: 0 },
     });
+    expect(r.status!.exitCode).toBeUndefined();
+  });
+
+  it('a host that never started is an infrastructure failure: retried under maxInfraRestarts (default 10)', () => {
+    const S10 = validSpec('train', { script: 't.py', nodes: 3 });
+    const R10 = run('train', S10.hash, 1, ['gpu-master', 'gpu1', 'gpu2'], { createdAt: iso(0) });
+    const done = [
+      R10.part('gpu-master', { exit: 0, finishedAtMs: ms(310) }),
+      R10.part('gpu1', { exit: 0, finishedAtMs: ms(310) }),
+    ];
+    const r = rec({ spec: S10, status: rec({ spec: S10 }).status!, now: at(320), parts: done });
+    expect(r.status).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart', restarts: { infra: 1, training: 0 } });
+    expect(r.requeueAfterMs).toBe(1000);
   });
 
   // Regression (was a bug, fixed): UGRO itself stops the parts that did start (exit 137, cancelled "gang member failed"),
@@ -906,8 +963,8 @@ describe('a half-done launch (the controller died mid-way)', () => {
   // The "hosts X never started" message is only reachable when the others exited 0.
   it('after UGRO stopped the waiting parts, the failure still names the host that never started', () => {
     const stopped = [
-      R.part('gpu-master', { exit: 137, cancelled: 'gang member failed', finishedAtMs: ms(306) }),
-      R.part('gpu1', { exit: 137, cancelled: 'gang member failed', finishedAtMs: ms(306) }),
+      R.part('gpu-master', { exit: 137, cancelled: 'gang-failed', finishedAtMs: ms(306) }),
+      R.part('gpu1', { exit: 137, cancelled: 'gang-failed', finishedAtMs: ms(306) }),
     ];
     const r = rec({ spec: S, status: starting, now: at(320), parts: stopped });
     expect(r.status).toMatchObject({ phase: 'Failed', message: expect.stringContaining('gpu2 never started') });
@@ -934,7 +991,7 @@ describe('activeDeadlineSeconds', () => {
   it('exceeded: stop + Failed DeadlineExceeded', () => {
     const r = rec({ spec: S, status: starting, now: at(61), parts: live });
     expect(r.actions).toEqual([
-      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu1'], graceSeconds: 30, reason: 'deadline exceeded' },
+      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu1'], graceSeconds: 30, reason: 'deadline-exceeded' },
     ]);
     expect(r.status).toMatchObject({
       phase: 'Failed',

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { TrainingJob } from '../../controller/api/trainingjob.ts';
-import { freePort, queueOrder, schedule } from '../../controller/core/reconcile.ts';
+import { freePort, queueOrder, schedule } from '../../controller/core/schedule.ts';
 import { job, view } from './job-fixtures.ts';
 
 const j = (spec: Record<string, unknown>) => job('train', { script: 't.py', ...spec });

@@ -1,9 +1,9 @@
 /**
  * JobStore over a real temp directory: specs in, atomic status out, control files, events.
- * node:fs is wrapped (pass-through) so a test can look at the disk at the instant before the
- * rename that publishes a status, and can make a write fail as a full disk would.
+ * The jobs dir is hostile input: FIFOs, symlinks, huge files and bad names are refused, not read.
  */
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -15,27 +15,35 @@ import { job, jobYaml } from './job-fixtures.ts';
 
 const hooks = vi.hoisted(() => ({
   beforeRename: undefined as undefined | ((from: string, to: string) => void),
-  /** Return true to make this write fail after writing a few bytes (ENOSPC). */
+  /** Return true to make this write fail as a full disk would (ENOSPC). */
   failWrite: undefined as undefined | ((path: string) => boolean),
   renames: 0,
 }));
 
-vi.mock('node:fs', async (importOriginal) => {
-  const real = await importOriginal<typeof import('node:fs')>();
+// node:fs/promises wrapped (pass-through): a test can look at the disk at the instant before the
+// rename that publishes a status, and make a temp file's write fail.
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs/promises')>();
   return {
     ...real,
-    writeFileSync: ((file: string, data: string, opts?: unknown) => {
-      if (hooks.failWrite?.(String(file))) {
-        real.writeFileSync(file, String(data).slice(0, 10));
-        throw Object.assign(new Error(`ENOSPC: no space left on device, write '${String(file)}'`), { code: 'ENOSPC' });
+    open: (async (path: string, flags: number, mode?: number) => {
+      const fh = await real.open(path, flags as never, mode);
+      if (hooks.failWrite?.(String(path))) {
+        const writeFile = fh.writeFile.bind(fh);
+        fh.writeFile = (async (data: string) => {
+          await writeFile(String(data).slice(0, 10));
+          throw Object.assign(new Error(`ENOSPC: no space left on device, write '${String(path)}'`), {
+            code: 'ENOSPC',
+          });
+        }) as typeof fh.writeFile;
       }
-      return real.writeFileSync(file, data, opts as never);
-    }) as typeof real.writeFileSync,
-    renameSync: ((from: string, to: string) => {
+      return fh;
+    }) as typeof real.open,
+    rename: (async (from: string, to: string) => {
       hooks.renames++;
       hooks.beforeRename?.(String(from), String(to));
-      return real.renameSync(from, to);
-    }) as typeof real.renameSync,
+      return real.rename(from, to);
+    }) as typeof real.rename,
   };
 });
 
@@ -78,27 +86,27 @@ const status = (over: Partial<JobStatus> = {}): JobStatus => ({
 const tmpFiles = () => readdirSync(dir).filter((f) => f.includes('.tmp'));
 
 describe('status files', () => {
-  it('round-trip through YAML with a do-not-edit header; undefined fields are left out', () => {
-    expect(store.writeStatus('train', status({ completionTime: undefined, exitCode: undefined }))).toBe(true);
+  it('round-trip through YAML with a do-not-edit header; undefined fields are left out', async () => {
+    expect(await store.writeStatus('train', status({ completionTime: undefined, exitCode: undefined }))).toBe(true);
     const text = readFileSync(join(dir, 'train.status.yaml'), 'utf8');
     expect(text.split('\n')[0]).toBe('# Written by the UGRO controller; do not edit (your spec is train.yaml).');
     expect(text).not.toMatch(/completionTime|exitCode|undefined/);
-    expect(store.readStatus('train')).toEqual(status());
+    expect(await store.readStatus('train')).toEqual(status());
   });
 
-  it('an identical write is skipped (no rename, same mtime); a changed one is written', () => {
-    store.writeStatus('train', status());
+  it('an identical write is skipped (no rename, same mtime); a changed one is written', async () => {
+    await store.writeStatus('train', status());
     const mtime = statSync(store.statusFile('train')).mtimeMs;
     const renames = hooks.renames;
-    expect(store.writeStatus('train', status())).toBe(false);
+    expect(await store.writeStatus('train', status())).toBe(false);
     expect(hooks.renames).toBe(renames);
     expect(statSync(store.statusFile('train')).mtimeMs).toBe(mtime);
-    expect(store.writeStatus('train', status({ phase: 'Succeeded' }))).toBe(true);
-    expect(store.readStatus('train')!.phase).toBe('Succeeded');
+    expect(await store.writeStatus('train', status({ phase: 'Succeeded' }))).toBe(true);
+    expect((await store.readStatus('train'))!.phase).toBe('Succeeded');
   });
 
-  it('is atomic: until the rename, readers see the old complete file; the new one is a temp file beside it', () => {
-    store.writeStatus('train', status());
+  it('is atomic: until the rename, readers see the old complete file; the new one is a temp file beside it', async () => {
+    await store.writeStatus('train', status());
     const seen: { target: unknown; tmp: unknown; sameDir: boolean; tmpName: string }[] = [];
     hooks.beforeRename = (from, to) => {
       seen.push({
@@ -108,7 +116,7 @@ describe('status files', () => {
         tmpName: from.slice(dir.length + 1),
       });
     };
-    store.writeStatus('train', status({ phase: 'Failed', exitCode: 3 }));
+    await store.writeStatus('train', status({ phase: 'Failed', exitCode: 3 }));
     expect(seen).toHaveLength(1);
     expect(seen[0].target).toMatchObject({ phase: 'Running' });
     expect(seen[0].tmp).toMatchObject({ phase: 'Failed', exitCode: 3 });
@@ -116,64 +124,64 @@ describe('status files', () => {
     // The watcher ignores "*.tmp-*" and the store never lists it as a spec or a status.
     expect(seen[0].tmpName).toMatch(/^train\.status\.yaml\.tmp-/);
     expect(tmpFiles()).toEqual([]);
-    expect(store.readStatus('train')).toMatchObject({ phase: 'Failed', exitCode: 3 });
+    expect(await store.readStatus('train')).toMatchObject({ phase: 'Failed', exitCode: 3 });
   });
 
   // Regression (was a bug, fixed): writeFileAtomic does not remove its temp file when the write or the rename fails
   // (disk full, EACCES, EISDIR). Each retry uses a new random name, so a controller retrying
   // with backoff on a full disk litters jobs/ with *.status.yaml.tmp-* files. Fix: try/catch
   // in writeFileAtomic, unlinkSync(tmp) on any error, then rethrow.
-  it('a failed write leaves no temp file behind (and the old status intact)', () => {
-    store.writeStatus('train', status());
+  it('a failed write leaves no temp file behind (and the old status intact)', async () => {
+    await store.writeStatus('train', status());
     hooks.failWrite = (p) => p.includes('.tmp-');
-    expect(() => store.writeStatus('train', status({ phase: 'Failed' }))).toThrow(/ENOSPC/);
-    expect(store.readStatus('train')).toEqual(status());
+    await expect(store.writeStatus('train', status({ phase: 'Failed' }))).rejects.toThrow(/ENOSPC/);
+    expect(await store.readStatus('train')).toEqual(status());
     expect(tmpFiles()).toEqual([]);
   });
 
-  it('a failed write keeps the old status intact (readers never see a torn file)', () => {
-    store.writeStatus('train', status());
+  it('a failed write keeps the old status intact (readers never see a torn file)', async () => {
+    await store.writeStatus('train', status());
     hooks.failWrite = (p) => p.includes('.tmp-');
-    expect(() => store.writeStatus('train', status({ phase: 'Failed' }))).toThrow(/ENOSPC/);
-    expect(store.readStatus('train')).toEqual(status());
+    await expect(store.writeStatus('train', status({ phase: 'Failed' }))).rejects.toThrow(/ENOSPC/);
+    expect(await store.readStatus('train')).toEqual(status());
   });
 
-  it('readStatus of a missing or unparsable file is undefined', () => {
-    expect(store.readStatus('nope')).toBeUndefined();
+  it('readStatus of a missing or unparsable file is undefined', async () => {
+    expect(await store.readStatus('nope')).toBeUndefined();
   });
 });
 
 describe('specs', () => {
-  it('status, control, hidden and temp files are not specs', () => {
+  it('status, control, hidden and temp files are not specs', async () => {
     writeFileSync(join(dir, 'train.yaml'), jobYaml('train', { script: 't.py' }));
     writeFileSync(join(dir, 'bert.yml'), jobYaml('bert', { script: 't.py' }));
-    store.writeStatus('train', status());
-    store.writeStatus('gone', status());
-    store.writeControl('train', { cancel: { requestedAt: '2026-03-01T10:00:00.000Z' } });
+    await store.writeStatus('train', status());
+    await store.writeStatus('gone', status());
+    await store.writeControl('train', { cancel: { specHash: 'abcd1234', requestedAt: '2026-03-01T10:00:00.000Z' } });
     writeFileSync(join(dir, '.draft.yaml'), 'x: 1\n');
     writeFileSync(join(dir, 'train.status.yaml.tmp-1-abcdef'), 'partial');
     writeFileSync(join(dir, 'notes.txt'), 'hi');
-    const { specs, statuses } = store.listNames();
+    const { specs, statuses } = await store.listNames();
     expect(specs.sort()).toEqual(['bert', 'train']);
     expect(statuses.sort()).toEqual(['gone', 'train']);
   });
 
-  it('readSpec: valid -> job and hash; no file -> deleted (a status file alone is not a spec)', () => {
+  it('readSpec: valid -> job and hash; no file -> deleted (a status file alone is not a spec)', async () => {
     writeFileSync(join(dir, 'train.yaml'), jobYaml('train', { script: 't.py', nodes: 2 }));
-    const s = store.readSpec('train');
+    const s = await store.readSpec('train');
     expect(s).toEqual({
       kind: 'valid',
       job: job('train', { script: 't.py', nodes: 2 }),
       hash: specHash(job('train', { script: 't.py', nodes: 2 }).spec),
       file: join(dir, 'train.yaml'),
     });
-    store.writeStatus('gone', status());
-    expect(store.readSpec('gone')).toEqual({ kind: 'deleted' });
+    await store.writeStatus('gone', status());
+    expect(await store.readSpec('gone')).toEqual({ kind: 'deleted' });
   });
 
-  it('readSpec reads .yml too, and an invalid file is invalid with path and line', () => {
+  it('readSpec reads .yml too, and an invalid file is invalid with path and line', async () => {
     writeFileSync(join(dir, 'bert.yml'), jobYaml('other', { script: 't.py' }));
-    const s = store.readSpec('bert');
+    const s = await store.readSpec('bert');
     expect(s).toMatchObject({
       kind: 'invalid',
       file: join(dir, 'bert.yml'),
@@ -181,24 +189,24 @@ describe('specs', () => {
     });
   });
 
-  it('specMtime is the spec file mtime, undefined when there is none', () => {
+  it('specMtime is the spec file mtime, undefined when there is none', async () => {
     writeFileSync(join(dir, 'train.yaml'), jobYaml('train', { script: 't.py' }));
-    expect(store.specMtime('train')).toBeInstanceOf(Date);
-    expect(store.specMtime('nope')).toBeUndefined();
+    expect(await store.specMtime('train')).toBeInstanceOf(Date);
+    expect(await store.specMtime('nope')).toBeUndefined();
   });
 });
 
 describe('control files', () => {
-  it('write/read round trip; deleteStatus removes status and control, and is idempotent', () => {
+  it('write/read round trip; deleteStatus removes status and control, and is idempotent', async () => {
     const c = { cancel: { requestedAt: '2026-03-01T10:00:00.000Z', graceSeconds: 5, specHash: 'abcd1234' } };
-    store.writeControl('train', c);
-    store.writeStatus('train', status());
-    expect(store.readControl('train')).toEqual(c);
+    await store.writeControl('train', c);
+    await store.writeStatus('train', status());
+    expect(await store.readControl('train')).toEqual({ kind: 'valid', control: c });
     expect(readdirSync(dir).sort()).toEqual(['train.control.yaml', 'train.status.yaml']);
-    store.deleteStatus('train');
+    await store.deleteStatus('train');
     expect(readdirSync(dir)).toEqual([]);
-    expect(store.readControl('train')).toBeUndefined();
-    expect(() => store.deleteStatus('train')).not.toThrow();
+    expect(await store.readControl('train')).toEqual({ kind: 'none' });
+    await expect(store.deleteStatus('train')).resolves.toBeUndefined();
   });
 });
 
@@ -211,9 +219,9 @@ describe('events', () => {
     message: `${reason} ${i}`,
   });
 
-  it('are appended as JSON lines, newest last, under .ugro/', () => {
-    store.appendEvents([ev('train', 'Launching', 0), ev('bert', 'Launching', 1)]);
-    store.appendEvents([ev('train', 'Running', 2)]);
+  it('are appended as JSON lines, newest last, under .ugro/', async () => {
+    await store.appendEvents([ev('train', 'Launching', 0), ev('bert', 'Launching', 1)]);
+    await store.appendEvents([ev('train', 'Running', 2)]);
     const lines = readFileSync(join(dir, '.ugro', 'events.jsonl'), 'utf8').split('\n');
     expect(lines.at(-1)).toBe('');
     expect(lines.slice(0, -1).map((l) => JSON.parse(l))).toEqual([
@@ -223,33 +231,129 @@ describe('events', () => {
     ]);
   });
 
-  it('no events: no file, no directory', () => {
-    store.appendEvents([]);
+  it('no events: no file, no directory', async () => {
+    await store.appendEvents([]);
     expect(readdirSync(dir)).toEqual([]);
-    expect(store.readEvents()).toEqual([]);
+    expect(await store.readEvents()).toEqual([]);
   });
 
-  it('readEvents filters by job, keeps the last `limit`, and skips a torn line', () => {
-    store.appendEvents([ev('train', 'A', 0), ev('bert', 'B', 1), ev('train', 'C', 2), ev('train', 'D', 3)]);
+  it('readEvents filters by job, keeps the last `limit`, and skips a torn line', async () => {
+    await store.appendEvents([ev('train', 'A', 0), ev('bert', 'B', 1), ev('train', 'C', 2), ev('train', 'D', 3)]);
     writeFileSync(
       join(dir, '.ugro', 'events.jsonl'),
       `${readFileSync(join(dir, '.ugro', 'events.jsonl'), 'utf8')}{"time":"2026`,
     );
-    expect(store.readEvents('train').map((e) => e.reason)).toEqual(['A', 'C', 'D']);
-    expect(store.readEvents('train', 2).map((e) => e.reason)).toEqual(['C', 'D']);
-    expect(store.readEvents(undefined, 10).map((e) => e.reason)).toEqual(['A', 'B', 'C', 'D']);
+    expect((await store.readEvents('train')).map((e) => e.reason)).toEqual(['A', 'C', 'D']);
+    expect((await store.readEvents('train', 2)).map((e) => e.reason)).toEqual(['C', 'D']);
+    expect((await store.readEvents(undefined, 10)).map((e) => e.reason)).toEqual(['A', 'B', 'C', 'D']);
   });
 
-  it('rotate past the size limit: two files at most, both read, the oldest dropped', () => {
+  it('rotate past the size limit: two files at most, both read, the oldest dropped', async () => {
     const small = new JobStore(dir, 400);
-    for (let i = 0; i < 12; i++) small.appendEvents([ev('train', `E${i}`, i % 10)]);
+    for (let i = 0; i < 12; i++) await small.appendEvents([ev('train', `E${i}`, i % 10)]);
     const files = readdirSync(join(dir, '.ugro')).sort();
     expect(files).toEqual(['events.1.jsonl', 'events.jsonl']);
     for (const f of files) expect(statSync(join(dir, '.ugro', f)).size).toBeLessThan(400 + 200);
-    const reasons = small.readEvents('train', 100).map((e) => e.reason);
+    const reasons = (await small.readEvents('train', 100)).map((e) => e.reason);
     // Newest last and contiguous: what survives is a tail of the sequence, ending with E11.
     expect(reasons.at(-1)).toBe('E11');
     expect(reasons).toEqual(Array.from({ length: reasons.length }, (_, k) => `E${12 - reasons.length + k}`));
     expect(reasons.length).toBeLessThan(12);
+  });
+});
+
+// Issue 7, defect 4: files in jobs/ could freeze or exhaust the controller, or send writes elsewhere.
+describe('hostile files in jobs/', () => {
+  const withTimeout = <T>(p: Promise<T>, ms = 3000) =>
+    Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`blocked for ${ms} ms`)), ms))]);
+
+  it('a FIFO named like a job is Invalid at once, not read (a read would block forever)', async () => {
+    execFileSync('mkfifo', [join(dir, 'evil.yaml')]);
+    const s = await withTimeout(store.readSpec('evil'));
+    expect(s).toEqual({
+      kind: 'invalid',
+      file: join(dir, 'evil.yaml'),
+      issues: [{ path: '', message: 'is a FIFO; UGRO reads only regular files' }],
+    });
+  });
+
+  it('a job file over 1 MiB is Invalid with its size and the limit', async () => {
+    writeFileSync(join(dir, 'big.yaml'), `${jobYaml('big', { script: 't.py' })}# ${'x'.repeat(1024 * 1024)}\n`);
+    const s = await store.readSpec('big');
+    expect(s.kind).toBe('invalid');
+    expect(s.kind === 'invalid' && s.issues[0].message).toMatch(/^file is 10\d{5} bytes; the limit is 1 MiB$/);
+  });
+
+  it('a symlinked job file is Invalid (never followed)', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
+    writeFileSync(join(outside, 'x.yaml'), jobYaml('link', { script: 't.py' }));
+    symlinkSync(join(outside, 'x.yaml'), join(dir, 'link.yaml'));
+    expect(await store.readSpec('link')).toMatchObject({
+      kind: 'invalid',
+      issues: [{ message: 'is a symbolic link; UGRO reads only regular files' }],
+    });
+  });
+
+  it('a symlinked events file is refused: nothing is appended to its target', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
+    writeFileSync(join(outside, 'victim'), 'precious\n');
+    mkdirSync(join(dir, '.ugro'));
+    symlinkSync(join(outside, 'victim'), join(dir, '.ugro', 'events.jsonl'));
+    await expect(
+      store.appendEvents([{ time: 't', job: 'j', type: 'Normal', reason: 'R', message: 'm' }]),
+    ).rejects.toThrow();
+    expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('precious\n');
+  });
+
+  it('a symlinked .ugro directory is refused', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
+    symlinkSync(outside, join(dir, '.ugro'));
+    await expect(
+      store.appendEvents([{ time: 't', job: 'j', type: 'Normal', reason: 'R', message: 'm' }]),
+    ).rejects.toThrow(/symbolic link/);
+    expect(readdirSync(outside)).toEqual([]);
+  });
+
+  it('a symlinked status file is replaced by a regular file, its target untouched; reading one gives undefined', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
+    writeFileSync(join(outside, 'victim'), 'precious\n');
+    symlinkSync(join(outside, 'victim'), join(dir, 'train.status.yaml'));
+    expect(await store.readStatus('train')).toBeUndefined();
+    await store.writeStatus('train', status());
+    expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('precious\n');
+    expect(await store.readStatus('train')).toEqual(status());
+  });
+
+  it('a status file that does not fit the schema is treated as absent (rebuilt)', async () => {
+    writeFileSync(join(dir, 'train.status.yaml'), 'phase: Hacked\nnodes: 3\n');
+    expect(await store.readStatus('train')).toBeUndefined();
+  });
+
+  it('an invalid control file is reported with its field and line, never used', async () => {
+    writeFileSync(
+      join(dir, 'train.control.yaml'),
+      "cancel:\n  specHash: abcd1234\n  requestedAt: '2026-03-01T10:00:00.000Z'\n  graceSeconds: '0); system(\"id\")'\n",
+    );
+    expect(await store.readControl('train')).toMatchObject({
+      kind: 'invalid',
+      issues: [{ path: 'cancel.graceSeconds', line: 4 }],
+    });
+  });
+
+  it('a cancel without the spec version it is for is invalid (it would cancel every later version)', async () => {
+    writeFileSync(join(dir, 'train.control.yaml'), "cancel:\n  requestedAt: '2026-03-01T10:00:00.000Z'\n");
+    expect(await store.readControl('train')).toMatchObject({ kind: 'invalid', issues: [{ path: 'cancel.specHash' }] });
+  });
+
+  it('files whose names are not job names are listed apart and never read', async () => {
+    writeFileSync(join(dir, 'Bad_Name.yaml'), 'x: 1\n');
+    writeFileSync(join(dir, 'ok.yaml'), jobYaml('ok', { script: 't.py' }));
+    expect(await store.listNames()).toEqual({
+      specs: ['ok'],
+      statuses: [],
+      controls: [],
+      invalidFiles: ['Bad_Name.yaml'],
+    });
+    await expect(store.readSpec('../victim')).rejects.toThrow(/not a job name/);
   });
 });

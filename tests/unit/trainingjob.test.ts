@@ -11,7 +11,7 @@ import {
   priorityValue,
   specHash,
 } from '../../controller/api/trainingjob.ts';
-import { job } from './job-fixtures.ts';
+import { job, jobYaml } from './job-fixtures.ts';
 
 const HEAD = 'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: train\nspec:\n';
 /** A job file named train.yaml: header (lines 1-5) then `spec` lines starting on line 6. */
@@ -53,7 +53,7 @@ describe('parseTrainingJob: a valid job', () => {
         hosts: ['gpu1', 'gpu2', 'gpu-master'],
         resources: { minGpuMemoryGiB: 8 },
         priority: 'high',
-        restartPolicy: { maxRestarts: 2, backoffSeconds: 5 },
+        restartPolicy: { maxRestarts: 2, maxInfraRestarts: 10, backoffSeconds: 5 },
         checkpoint: { dir: '/data/ckpt/train', resumeFrom: 'step-400' },
         suspend: false,
         activeDeadlineSeconds: 3600,
@@ -70,7 +70,7 @@ describe('parseTrainingJob: a valid job', () => {
       nodes: 1,
       nprocPerNode: 1,
       priority: 'normal',
-      restartPolicy: { maxRestarts: 0, backoffSeconds: 10 },
+      restartPolicy: { maxRestarts: 0, maxInfraRestarts: 10, backoffSeconds: 10 },
       suspend: false,
     });
   });
@@ -78,6 +78,7 @@ describe('parseTrainingJob: a valid job', () => {
   it('a partial restartPolicy keeps the other default', () => {
     expect(job('train', { script: 't.py', restartPolicy: { maxRestarts: 3 } }).spec.restartPolicy).toEqual({
       maxRestarts: 3,
+      maxInfraRestarts: 10,
       backoffSeconds: 10,
     });
   });
@@ -327,5 +328,36 @@ describe('job file names', () => {
       ),
     ).toEqual([false, false, false, false, false, false, false]);
     expect(jobNameFromFile('/jobs/bert-base.yml')).toBe('bert-base');
+  });
+});
+
+// Issue 7, defect 5: a NUL in args/env made sshd drop the pooled connection (every job on that
+// host lost its channel); args+env beyond Linux's 128 KiB per-word limit failed the launch obscurely.
+describe('what cannot travel in an exec', () => {
+  const parse = (spec: Record<string, unknown>) => parseTrainingJob(jobYaml('train', { script: 't.py', ...spec }));
+  const issuesOf = (spec: Record<string, unknown>) => {
+    const r = parse(spec);
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+
+  it('a NUL byte in args, command or env is refused with the field', () => {
+    expect(issuesOf({ args: ['ok', 'a\0b'] })).toEqual([
+      'spec.args[1]: must not contain a NUL byte (\\0): it cannot be passed to a program',
+    ]);
+    expect(issuesOf({ script: undefined, command: ['python3', '-c\0x'] })[0]).toMatch(
+      /^spec\.command\[1\]: must not contain a NUL/,
+    );
+    expect(issuesOf({ env: { A: 'x\0y' } })[0]).toMatch(/^spec\.env\.A: must not contain a NUL/);
+  });
+
+  it('args + command + env over 96 KiB (quoted) are refused with the size and the limit', () => {
+    expect(issuesOf({ args: ['x'.repeat(50_000), 'y'.repeat(50_000)] })).toEqual([
+      'spec.args: args, command and env take 100002 bytes quoted for the shell; the limit is 96 KiB (sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file',
+    ]);
+    // Quoting counts: 30 000 single quotes become 120 002 bytes.
+    expect(issuesOf({ env: { Q: "'".repeat(30_000) } })[0]).toMatch(
+      /^spec\.env: args, command and env take 1200\d\d bytes/,
+    );
+    expect(parse({ args: ['x'.repeat(90_000)] }).ok).toBe(true);
   });
 });

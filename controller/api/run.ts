@@ -1,0 +1,154 @@
+/**
+ * Run state as the hosts keep it: one run directory per (job, spec hash, attempt) and host.
+ * Everything here is read back from hosts, which any job running as the same user can write to,
+ * so it is validated (`parseRunMeta`) before anything is built from it.
+ */
+import { z } from 'zod';
+import { DNS1123_LABEL, dnsLabel } from '../../config/schema.ts';
+
+/**
+ * Why UGRO stopped a run, written to the run dir's `cancelled` file by stop.sh (which accepts only
+ * these words). The typed reason decides what the stop means for the job: see `countsAs`.
+ */
+export const STOP_REASONS = [
+  'cancelled',
+  'suspended',
+  'deleted',
+  'spec-changed',
+  'gang-failed',
+  'deadline-exceeded',
+  'launch-failed',
+  'node-lost',
+  'runner-vanished',
+  'stalled',
+  'preempted',
+] as const;
+export type StopReason = (typeof STOP_REASONS)[number];
+
+/** Free-text reasons written by UGRO before the typed ones, so old run dirs still read right. */
+const LEGACY_REASONS: Record<string, StopReason> = {
+  'spec changed': 'spec-changed',
+  'gang member failed': 'gang-failed',
+  'deadline exceeded': 'deadline-exceeded',
+};
+
+export function parseStopReason(text: string | undefined): StopReason | undefined {
+  if (!text) return undefined;
+  if ((STOP_REASONS as readonly string[]).includes(text)) return text as StopReason;
+  return LEGACY_REASONS[text];
+}
+
+/** A stop a person (or the scheduler) asked for: never a failure, never counted against restarts. */
+export function stoppedOnPurpose(reason: StopReason | undefined): boolean {
+  return reason === 'cancelled' || reason === 'suspended' || reason === 'deleted' || reason === 'preempted';
+}
+
+const HASH8 = /^[0-9a-f]{8}$/;
+
+/** Written to each run directory (meta.json); lets a restarted controller recover the assignment. */
+export const runMetaSchema = z.strictObject({
+  job: dnsLabel,
+  runId: z.string().max(100),
+  specHash: z.string().regex(HASH8, 'must be 8 hex digits'),
+  attempt: z.number().int().min(1).max(1_000_000),
+  host: dnsLabel,
+  nodeRank: z.number().int().min(0).max(4095),
+  nnodes: z.number().int().min(1).max(4096),
+  nprocPerNode: z.number().int().min(1).max(64),
+  hosts: z.array(dnsLabel).min(1).max(4096),
+  rdzvEndpoint: z.string().regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'must be ADDRESS:PORT'),
+  masterPort: z.number().int().min(1).max(65535),
+  createdAt: z.iso.datetime(),
+  /** The controller that launched it (see hosts/lease): another controller's runs are left alone. */
+  owner: z.string().max(300).optional(),
+});
+export type RunMeta = z.output<typeof runMetaSchema>;
+
+/** `<job>.<specHash>.<attempt>`: "." never occurs in a DNS-1123 label, so this splits cleanly. */
+export function runDirName(job: string, hash: string, attempt: number): string {
+  return `${job}.${hash}.${attempt}`;
+}
+export function runIdOf(job: string, hash: string, attempt: number): string {
+  return `${job}-${hash}-a${attempt}`;
+}
+
+export function parseRunDirName(dir: string): { job: string; hash: string; attempt: number } | undefined {
+  const m = /^([a-z0-9-]{1,63})\.([0-9a-f]{8})\.([1-9]\d{0,6})$/.exec(dir);
+  if (!m || !DNS1123_LABEL.test(m[1])) return undefined;
+  return { job: m[1], hash: m[2], attempt: Number(m[3]) };
+}
+
+/**
+ * Validate a run dir's meta.json as read from `host`: schema, and agreement with the directory's
+ * own name, the host it was found on and the run id UGRO derives. A job running as the same user
+ * could write anything there; nothing may be built from a field that fails this.
+ */
+export function parseRunMeta(
+  dir: string,
+  host: string,
+  raw: unknown,
+): { ok: true; meta: RunMeta } | { ok: false; why: string } {
+  const name = parseRunDirName(dir);
+  if (!name) return { ok: false, why: `run dir name ${JSON.stringify(dir.slice(0, 80))} is not JOB.HASH.ATTEMPT` };
+  const res = runMetaSchema.safeParse(raw);
+  if (!res.success) {
+    const i = res.error.issues[0];
+    return { ok: false, why: `meta.json: ${i.path.join('.') || '(root)'}: ${i.message}` };
+  }
+  const m = res.data;
+  if (m.job !== name.job || m.specHash !== name.hash || m.attempt !== name.attempt) {
+    return { ok: false, why: `meta.json names ${m.job}.${m.specHash}.${m.attempt}, not its directory ${dir}` };
+  }
+  if (m.runId !== runIdOf(m.job, m.specHash, m.attempt))
+    return { ok: false, why: `meta.json runId ${m.runId} is not ${runIdOf(m.job, m.specHash, m.attempt)}` };
+  if (m.host !== host) return { ok: false, why: `meta.json says host ${m.host}, found on ${host}` };
+  if (m.nnodes !== m.hosts.length || m.nodeRank >= m.nnodes || m.hosts[m.nodeRank] !== host) {
+    return { ok: false, why: 'meta.json: nodeRank, nnodes and hosts do not agree' };
+  }
+  return { ok: true, meta: m };
+}
+
+export interface RankObservation {
+  rank: number;
+  localRank: number;
+  pid: number;
+  exitCode?: number;
+  exitedAt?: number;
+  logTail?: string[];
+}
+
+/** One host's part of one run, as observed there. */
+export interface RunPart {
+  dir: string;
+  host: string;
+  meta: RunMeta;
+  pid?: number;
+  alive: boolean;
+  exitCode?: number;
+  /** Why UGRO stopped it, if it did. */
+  stopReason?: StopReason;
+  launchedAtMs?: number;
+  finishedAtMs?: number;
+  ranks: RankObservation[];
+  agentLogTail: string[];
+  metrics?: Metrics;
+}
+
+/** The last metrics line a rank wrote; only flat, small, printable values survive validation. */
+export type Metrics = Record<string, number | string | boolean>;
+
+/** Keep what is safe to store and show from a host-written metrics line; drop the rest. */
+export function sanitizeMetrics(raw: unknown): Metrics | undefined {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return undefined;
+  const out: Metrics = {};
+  let n = 0;
+  for (const [k, v] of Object.entries(raw)) {
+    if (n >= 32 || !/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(k)) continue;
+    if (typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+    else if (typeof v === 'boolean') out[k] = v;
+    else if (typeof v === 'string') out[k] = v.slice(0, 200);
+    else continue;
+    n++;
+  }
+  return n ? out : undefined;
+}

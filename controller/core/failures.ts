@@ -1,0 +1,180 @@
+/**
+ * PURE failure accounting. A finished attempt is classified once (succeeded, stopped on purpose,
+ * or failed with a class and reason); counts per class are rebuilt every time from what the hosts
+ * show plus the status's failure records (launches that left nothing on any host), so a restarted
+ * controller counts the same. Backoff runs on the controller's clock only.
+ */
+import type { FailureClass, FailureRecord, JobStatus } from '../api/status.ts';
+import type { TrainingJob } from '../api/trainingjob.ts';
+import { firstFailure, type RunView, runAlive, runStoppedOnPurpose, runStopReason } from './run-view.ts';
+
+export interface RunFailure {
+  class: FailureClass;
+  reason: string;
+  message: string;
+  host?: string;
+  rank?: number;
+  exitCode?: number;
+  logTail?: string[];
+  /** No restart whatever the budget (a deadline is a limit, not a hiccup). */
+  final?: boolean;
+}
+
+export type RunOutcome =
+  | { kind: 'running' }
+  | { kind: 'succeeded' }
+  | { kind: 'on-purpose' }
+  | { kind: 'failed'; failure: RunFailure };
+
+/** Most failure records kept in status (newest last). */
+export const MAX_FAILURE_RECORDS = 20;
+
+/**
+ * What a run amounts to. `missing`: hosts of the run with no part at all (never started).
+ * `gaveUp`: the run is over even with those hosts missing (the rendezvous timed out).
+ */
+export function classifyRun(
+  run: RunView,
+  opts: { missing: string[]; gaveUp: boolean; rdzvTimeoutSeconds: number; deadlineSeconds?: number },
+): RunOutcome {
+  if (runAlive(run)) return { kind: 'running' };
+  if (runStoppedOnPurpose(run)) return { kind: 'on-purpose' };
+  const done = run.meta.hosts.every((h) => run.parts.some((p) => p.host === h && p.exitCode !== undefined));
+  if (!done && !opts.gaveUp) return { kind: 'running' };
+  const stop = runStopReason(run);
+  if (stop === 'deadline-exceeded') {
+    const message = `ran longer than activeDeadlineSeconds (${opts.deadlineSeconds ?? '?'} s)`;
+    return { kind: 'failed', failure: { class: 'training', reason: 'DeadlineExceeded', message, final: true } };
+  }
+  if (stop === 'launch-failed') {
+    return { kind: 'failed', failure: { class: 'infra', reason: 'LaunchFailed', message: 'the launch failed' } };
+  }
+  if (!opts.missing.length && run.parts.every((p) => p.exitCode === 0)) return { kind: 'succeeded' };
+  const f = firstFailure(run);
+  // Hosts that never came up are the cause when the only other exits are the parts UGRO itself
+  // stopped after the rendezvous timed out.
+  const onlyOurStops = run.parts.every((p) => p.exitCode === 0 || p.stopReason);
+  if (opts.missing.length && (!f || onlyOurStops)) {
+    const message = `hosts ${opts.missing.join(', ')} never started (rendezvous timed out after ${opts.rdzvTimeoutSeconds} s)`;
+    return { kind: 'failed', failure: { class: 'infra', reason: 'HostsNeverStarted', message } };
+  }
+  const exitCode = f?.exitCode ?? 1;
+  return {
+    kind: 'failed',
+    failure: {
+      class: 'training',
+      reason: 'RankFailed',
+      message: `rank ${f?.rank ?? '?'} on ${f?.host ?? '?'} exited with code ${exitCode}`,
+      host: f?.host,
+      rank: f?.rank,
+      exitCode,
+      logTail: f?.logTail.slice(-20),
+    },
+  };
+}
+
+/**
+ * Failures per class over the attempts of this spec: each finished run that failed counts once by
+ * its class; a recorded failure of an attempt that left no run on any host counts too.
+ */
+export function countFailures(
+  outcomes: Map<number, RunOutcome>,
+  records: readonly FailureRecord[],
+): Record<FailureClass, number> {
+  const counts: Record<FailureClass, number> = { infra: 0, training: 0 };
+  for (const o of outcomes.values()) if (o.kind === 'failed') counts[o.failure.class]++;
+  for (const r of records) if (!outcomes.has(r.attempt)) counts[r.class]++;
+  return counts;
+}
+
+export function budgetOf(job: TrainingJob, cls: FailureClass): number {
+  return cls === 'infra' ? job.spec.restartPolicy.maxInfraRestarts : job.spec.restartPolicy.maxRestarts;
+}
+
+/**
+ * Wait before the next try after the n-th failure of a class: infrastructure from 1 s (a lost
+ * node or a refused launch is worth retrying soon) doubling to 60 s; the training from
+ * restartPolicy.backoffSeconds doubling to 600 s.
+ */
+export function backoffMs(job: TrainingJob, cls: FailureClass, n: number): number {
+  const k = 2 ** Math.max(0, n - 1);
+  if (cls === 'infra') return Math.min(1000 * k, 60_000);
+  return Math.min(job.spec.restartPolicy.backoffSeconds * 1000 * k, 600_000);
+}
+
+export function failureRecord(attempt: number, f: RunFailure, now: string): FailureRecord {
+  return {
+    attempt,
+    class: f.class,
+    reason: f.reason,
+    message: f.message.slice(0, 4096),
+    ...(f.host !== undefined ? { host: f.host } : {}),
+    ...(f.rank !== undefined ? { rank: f.rank } : {}),
+    ...(f.exitCode !== undefined ? { exitCode: f.exitCode } : {}),
+    time: now,
+  };
+}
+
+/** Append a record (keeping the newest MAX_FAILURE_RECORDS), unless that attempt has one already. */
+export function withRecord(records: readonly FailureRecord[] | undefined, r: FailureRecord): FailureRecord[] {
+  const list = records ?? [];
+  if (list.some((x) => x.attempt === r.attempt)) return [...list];
+  return [...list, r].slice(-MAX_FAILURE_RECORDS);
+}
+
+/**
+ * The controller could not launch attempt `attempt` (an SSH error, a host refusing, a script
+ * failing). The failure is recorded as infrastructure; the job waits out a backoff (its host claims
+ * are released meanwhile) and is Failed with reason LaunchFailed once maxInfraRestarts is spent.
+ */
+export function recordLaunchFailure(
+  status: JobStatus,
+  job: TrainingJob,
+  f: { attempt: number; host: string; message: string },
+  now: Date,
+): { status: JobStatus; requeueAfterMs?: number; event: { reason: string; message: string; type: 'Warning' } } {
+  const iso = now.toISOString();
+  const failure: RunFailure = {
+    class: 'infra',
+    reason: 'LaunchFailed',
+    message: `launch on ${f.host} failed: ${f.message}`,
+    host: f.host,
+  };
+  const failures = withRecord(status.failures, failureRecord(f.attempt, failure, iso));
+  const restarts = { infra: 0, training: 0, ...status.restarts };
+  restarts.infra++;
+  const max = budgetOf(job, 'infra');
+  const next: JobStatus = {
+    ...status,
+    failures,
+    restarts,
+    nodes: status.nodes.map((n) => ({ ...n, state: 'Failed' })),
+  };
+  if (restarts.infra > max) {
+    const message = `attempt ${f.attempt}: ${failure.message} (gave up after ${max} ${max === 1 ? 'retry' : 'retries'})`;
+    return {
+      status: {
+        ...next,
+        phase: 'Failed',
+        reason: 'LaunchFailed',
+        message,
+        completionTime: iso,
+        nextRetryAt: undefined,
+      },
+      event: { reason: 'LaunchFailed', message, type: 'Warning' },
+    };
+  }
+  const wait = backoffMs(job, 'infra', restarts.infra);
+  const message = `attempt ${f.attempt}: ${failure.message}; retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
+  return {
+    status: {
+      ...next,
+      phase: 'Queued',
+      reason: 'LaunchFailed',
+      message,
+      nextRetryAt: new Date(now.getTime() + wait).toISOString(),
+    },
+    requeueAfterMs: wait,
+    event: { reason: 'LaunchFailed', message, type: 'Warning' },
+  };
+}

@@ -1,0 +1,37 @@
+/** Step 4: a cancel (for this spec version) or spec.suspend: stop the current run, keep the status. */
+
+import { cancelFor } from '../../api/control.ts';
+import type { TrainingJob } from '../../api/trainingjob.ts';
+import { Draft } from '../draft.ts';
+import { nodeStatuses, type RunView, runAlive } from '../run-view.ts';
+import type { ReconcileResult } from '../types.ts';
+
+export function stopRequested(
+  d: Draft,
+  job: TrainingJob,
+  hash: string,
+  current: RunView | undefined,
+): ReconcileResult | undefined {
+  const cancel = cancelFor(d.input.control, hash);
+  if (!cancel && !job.spec.suspend) return undefined;
+  // A finished job stays finished: cancel or suspend after the fact changes nothing (as a
+  // Kubernetes Job), rather than relabel a Succeeded run as Cancelled.
+  const prev = d.prev;
+  const finished = prev?.specHash === hash && (prev.phase === 'Succeeded' || prev.phase === 'Failed');
+  if (finished && !(current && runAlive(current))) return undefined;
+  const why = cancel ? 'cancelled' : 'suspended';
+  if (current) {
+    d.stop(current, why, cancel?.graceSeconds ?? d.input.cluster.defaultGraceSeconds);
+    d.status.nodes = nodeStatuses(current, d.input.unreachable);
+    d.status.runId = current.runId;
+    d.status.attempt = current.attempt;
+  }
+  const alive = current && runAlive(current);
+  if (!alive) d.status.completionTime ??= d.now;
+  d.status.nextRetryAt = undefined;
+  d.cond('Running', 'False', cancel ? 'Cancelled' : 'Suspended', `run ${why}`);
+  const again = Draft.whileAlive(current);
+  return cancel
+    ? d.finish('Cancelled', 'Cancelled', `cancelled at ${cancel.requestedAt}`, again)
+    : d.finish('Suspended', 'Suspended', 'spec.suspend is true: run stopped, status kept', again);
+}

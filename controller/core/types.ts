@@ -1,0 +1,80 @@
+/** The inputs and outputs of the pure reconcile (STYLE.md: decisions as data, executed by the runtime). */
+import type { Host } from '../../config/cluster.ts';
+import type { ControlState } from '../api/control.ts';
+import type { SpecState } from '../api/job-state.ts';
+import type { RunPart, StopReason } from '../api/run.ts';
+import type { JobStatus } from '../api/status.ts';
+
+export interface ClusterView {
+  hosts: Host[];
+  /** Hosts that passed health (Ready). */
+  ready: Set<string>;
+  notReady: Map<string, string>;
+  /** Host -> job currently holding it (a live run of another job, or a launch in flight). */
+  busy: Map<string, string>;
+  /** Hosts leased by another controller: host -> a sentence naming it. Never scheduled here. */
+  foreign: Map<string, string>;
+  usedPorts: Set<number>;
+  basePort: number;
+  /** GPUs per host as observed (for nprocPerNode: gpu and minGpuMemoryGiB). */
+  gpus: Map<string, { memoryTotalMiB: number }[]>;
+  /** Pending jobs that come before this one (priority, then age). */
+  ahead: string[];
+  rdzvTimeoutSeconds: number;
+  defaultGraceSeconds: number;
+}
+
+export interface LaunchPart {
+  host: string;
+  nodeRank: number;
+  nproc: number;
+}
+
+export type Action =
+  | {
+      type: 'launch';
+      job: string;
+      runId: string;
+      dir: string;
+      attempt: number;
+      specHash: string;
+      /** The parts to start now (all of them, or the missing ones of a half-done launch). */
+      parts: LaunchPart[];
+      allParts: LaunchPart[];
+      rdzvHost: string;
+      port: number;
+      createdAt: string;
+    }
+  | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: StopReason }
+  /** Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again starts afresh. */
+  | { type: 'archive'; parts: { host: string; dir: string }[] };
+
+export type LaunchAction = Extract<Action, { type: 'launch' }>;
+export type StopAction = Extract<Action, { type: 'stop' }>;
+
+export interface EventDraft {
+  reason: string;
+  message: string;
+  type?: 'Normal' | 'Warning';
+}
+
+export interface ReconcileInput {
+  name: string;
+  now: Date;
+  spec: SpecState;
+  status?: JobStatus;
+  control?: ControlState;
+  /** Every run part of this job (launched by this controller) found on reachable hosts. */
+  parts: RunPart[];
+  /** Hosts that did not answer this round: host -> why. */
+  unreachable: Map<string, string>;
+  cluster: ClusterView;
+}
+
+export interface ReconcileResult {
+  /** null: remove the status file (job deleted and fully stopped). */
+  status: JobStatus | null;
+  actions: Action[];
+  requeueAfterMs?: number;
+  events: EventDraft[];
+}

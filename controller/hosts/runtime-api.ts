@@ -1,0 +1,99 @@
+/**
+ * What the controller (and the CLI) need from a host, and nothing more. Two layers:
+ *  - HostTransport: run one of UGRO's host runtime scripts (scripts/runtime/NAME.sh) with
+ *    arguments, upload a directory, probe health. SSH implements it for real hosts; tests have
+ *    an in-memory stand-in that models the scripts (tests/support/fake-hosts.ts) and a local
+ *    one that runs the real scripts on this machine.
+ *  - HostRuntimeApi: typed operations built on a transport (arguments in, parsed records out),
+ *    shared by every transport so the parsing is always the real one.
+ */
+import type { Host } from '../../config/cluster.ts';
+import type { RunMeta, RunPart, StopReason } from '../api/run.ts';
+import type { NodeHealth } from './health.ts';
+import type { ExecResult } from './ssh.ts';
+
+export type RuntimeScript =
+  | 'launch'
+  | 'observe'
+  | 'stop'
+  | 'wait'
+  | 'archive'
+  | 'lease'
+  | 'ports'
+  | 'scripts-hash'
+  | 'read-log'
+  | 'follow-log';
+
+export interface RunScriptOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  onStdout?: (chunk: Buffer) => void;
+}
+
+export interface HostTransport {
+  /** `sh -c <scripts/runtime/NAME.sh> ugro-NAME ARGS…` on the host, every word quoted. */
+  run(host: Host, script: RuntimeScript, args: readonly string[], opts?: RunScriptOptions): Promise<ExecResult>;
+  /** Copy a local directory tree to `remoteDir` on the host (files replaced atomically). */
+  upload(host: Host, localDir: string, remoteDir: string): Promise<void>;
+  /** Health: never throws; an unreachable host is NotReady with the reason. */
+  probe(host: Host): Promise<NodeHealth>;
+}
+
+export interface LaunchRequest {
+  /** Run dir name (`<job>.<hash>.<attempt>`) under the host's paths.runs. */
+  dir: string;
+  /** Rendezvous address: launch.sh picks the network interface that routes to it. */
+  rdzvAddr: string;
+  meta: RunMeta;
+  /** torchrun's argv (python -m torch.distributed.run …). */
+  argv: string[];
+  /** UGRO_* and torch-facing variables UGRO sets. */
+  ugroEnv: Record<string, string>;
+  /** The job's own spec.env: applied to the training process only, never to launch.sh itself. */
+  jobEnv: Record<string, string>;
+  /** On the rendezvous host of a fresh launch: refuse (PortBusy) if this TCP port is listening. */
+  checkPort?: number;
+}
+
+export interface StopRequest {
+  dir: string;
+  runId: string;
+  graceSeconds: number;
+  reason: StopReason;
+}
+
+export interface ObserveResult {
+  parts: RunPart[];
+  /** Run dirs that failed validation (hostile or torn meta.json): ignored, reported for the log. */
+  rejected: { dir: string; why: string }[];
+}
+
+export interface LeaseResult {
+  held: boolean;
+  /** The owner recorded on the host (another controller's, when not held). */
+  owner?: string;
+  /** Seconds until that lease expires, by the host's clock. */
+  expiresInSeconds?: number;
+}
+
+export interface HostRuntimeApi {
+  observe(host: Host, job?: string): Promise<ObserveResult>;
+  /** Throws a HostError whose message says why (PortBusy: `kind: 'port-busy'`). */
+  launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }>;
+  stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }>;
+  /** Resolves when the run's runner on this host has exited, or the signal aborts. */
+  wait(host: Host, dir: string, signal: AbortSignal): Promise<void>;
+  /** Move a run dir to `<runs>/.deleted/<dir>.<nowMs>`; prune entries older than keepDays. */
+  archive(host: Host, dir: string, nowMs: number, keepDays?: number): Promise<void>;
+  /** Take or renew this controller's lease on the host (or release it). */
+  lease(host: Host, owner: string, ttlSeconds: number, release?: boolean): Promise<LeaseResult>;
+  /** TCP ports listening on the host. */
+  listeningPorts(host: Host): Promise<Set<number>>;
+  /** Deploy `localDir` to the host's paths.scripts when its content hash differs; true if uploaded. */
+  syncScripts(host: Host, localDir: string, hash: string): Promise<boolean>;
+  probe(host: Host): Promise<NodeHealth>;
+  /** A rank's log: whole, or the last `tail` lines; `offset` is the byte size read (for follow). */
+  readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }>;
+  /** Stream a rank's log from byte `offset` until the run's runner exits; resolves with the new offset. */
+  followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void): Promise<number>;
+}

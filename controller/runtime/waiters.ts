@@ -1,0 +1,39 @@
+/**
+ * One waiter per live run part: a long exec of wait.sh that blocks on the run's lock on the host
+ * (no polling) and wakes the job's reconcile the moment the part's runner exits.
+ */
+import type { Host } from '../../config/cluster.ts';
+import type { RunPart } from '../api/run.ts';
+import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+
+export class Waiters {
+  private readonly active = new Map<string, AbortController>();
+
+  constructor(
+    private readonly runtime: HostRuntimeApi,
+    private readonly wake: (job: string) => void,
+  ) {}
+
+  ensure(host: Host, part: RunPart): void {
+    const key = `${host.name}/${part.dir}`;
+    if (this.active.has(key)) return;
+    const ac = new AbortController();
+    this.active.set(key, ac);
+    this.runtime
+      .wait(host, part.dir, ac.signal)
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.active.get(key) === ac) this.active.delete(key);
+        if (!ac.signal.aborted) this.wake(part.meta.job);
+      });
+  }
+
+  get size(): number {
+    return this.active.size;
+  }
+
+  stopAll(): void {
+    for (const w of this.active.values()) w.abort();
+    this.active.clear();
+  }
+}
