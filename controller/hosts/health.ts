@@ -1,55 +1,13 @@
 /**
- * Node health: one probe exec per host (in parallel), a pure parser of its output, and a pure
- * judge that turns facts into Ready/NotReady with a reason a person can act on.
+ * Node health: one probe exec per host (in parallel; scripts/runtime/probe.sh, sent like the
+ * runtime's scripts), a pure parser of its output, and a pure judge that turns facts into
+ * Ready/NotReady with a reason a person can act on.
  * Nothing here ever reports a node healthy that was not actually probed.
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { HostError } from './errors.ts';
+import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
 import type { HostConnection } from './ssh.ts';
-
-/**
- * Runs on the host as `sh -c PROBE probe PROJECT PYTHON`. Reads torch's version and CUDA build
- * from its files rather than importing it (an import takes seconds; health must answer fast).
- */
-export const PROBE_SCRIPT = String.raw`
-echo "@@clock"; date +%s%N
-echo "@@hostname"; hostname
-echo "@@os"; if [ -r /etc/os-release ]; then . /etc/os-release; echo "$PRETTY_NAME"; else uname -s; fi
-echo "@@kernel"; uname -r
-echo "@@python"
-"$2" - <<'PY' 2>&1
-import sys, importlib.util, os, re
-print("version=%d.%d.%d" % sys.version_info[:3])
-print("executable=" + sys.executable)
-spec = importlib.util.find_spec("torch")
-if spec is None or not spec.submodule_search_locations:
-    print("torch=none")
-else:
-    d = list(spec.submodule_search_locations)[0]
-    try:
-        src = open(os.path.join(d, "version.py")).read()
-        v = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", src, re.M)
-        c = re.search(r"^cuda\s*(?::\s*\S+\s*)?=\s*(?:['\"]([^'\"]+)|None)", src, re.M)
-        print("torch=" + (v.group(1) if v else "unknown"))
-        print("torch_cuda=" + ((c.group(1) or "none") if c else "none"))
-    except OSError as e:
-        print("torch=unknown")
-PY
-echo "python_rc=$?"
-echo "@@gpu"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  # A wedged driver can hang nvidia-smi for minutes; bound it so health always answers.
-  t=""; command -v timeout >/dev/null 2>&1 && t="timeout -s KILL 10"
-  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits 2>&1
-  echo "gpu_rc=$?"
-else
-  echo "gpu_rc=notfound"
-fi
-echo "@@disk"
-d="$1"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-df -Pk "$d" | tail -n 1
-echo "@@end"
-`;
 
 export interface GpuInfo {
   index: number;
@@ -87,7 +45,10 @@ function sections(out: string): Map<string, string[]> {
   return m;
 }
 
-/** Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits`. */
+/**
+ * Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version
+ * --format=csv,noheader,nounits`.
+ */
 export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
   const gpus: GpuInfo[] = [];
   for (const line of text.split('\n')) {
@@ -202,7 +163,8 @@ export function judge(
   let gpus: GpuInfo[] = [];
   if (facts.python?.error !== undefined || !facts.python)
     reasons.push(
-      `python not usable (${host.python}): ${facts.python?.error ?? 'no answer'}; set python in the cluster file or run pulumi up`,
+      `python not usable (${host.python}): ${facts.python?.error ?? 'no answer'}; ` +
+        'set python in the cluster file or run pulumi up',
     );
   else if (facts.torch === null)
     reasons.push(`torch not installed for ${facts.python.executable ?? host.python}: sync the environment (pulumi up)`);
@@ -255,13 +217,19 @@ export function judge(
 
 export interface HealthDeps {
   connection: (host: string) => HostConnection;
+  /** Where probe.sh comes from (default: the scripts shipped with this code). */
+  scripts?: RuntimeScripts;
   now?: () => number;
   wallClockNs?: () => bigint;
   clock?: () => Date;
 }
 
 /** Probe one host; never throws: an unreachable host is NotReady with the reason. */
-export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps): Promise<NodeHealth> {
+export async function probeHost(
+  cluster: Pick<Cluster, 'environment' | 'health'>,
+  host: Host,
+  deps: HealthDeps,
+): Promise<NodeHealth> {
   const now = deps.now ?? (() => performance.now());
   const wall = deps.wallClockNs ?? (() => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6)));
   const checkedAt = (deps.clock?.() ?? new Date()).toISOString();
@@ -288,7 +256,8 @@ export async function probeHost(cluster: Cluster, host: Host, deps: HealthDeps):
     const rttMs = now() - t0;
     const remoteNs = /^\d+$/.test(clk.stdout.trim()) ? BigInt(clk.stdout.trim()) : undefined;
     const clockOffsetMs = remoteNs !== undefined ? Number(remoteNs - (w0 + w1) / 2n) / 1e6 : undefined;
-    const res = await conn.exec(['sh', '-c', PROBE_SCRIPT, 'ugro-probe', host.paths.project, host.python], {
+    const probe = (deps.scripts ?? runtimeScripts()).text('probe');
+    const res = await conn.exec(['sh', '-c', probe, 'ugro-probe', host.paths.project, host.python], {
       timeoutMs: 15_000,
     });
     const facts = parseProbe(res.stdout);

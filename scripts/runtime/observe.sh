@@ -1,42 +1,60 @@
-#!/bin/sh
-# UGRO host runtime: report the runs in RUNS_DIR (all, or only those of JOB), one block each.
+# UGRO host runtime: report the run directories in RUNS_DIR (all, or only those of JOB).
 # Usage: observe.sh RUNS_DIR [JOB]
-runs=$1; job=${2:-}
-[ -d "$runs" ] || { echo "@@none"; exit 0; }
-cd "$runs" || exit 0
+# Answers, per directory with a meta.json: @@run DIR with pid, starttime, alive (0|1), exit_code,
+# cancelled, launched_at, finished_at (ns), meta (meta.json on one line), rank= per started rank
+# (`RANK LOCAL_RANK GROUP_RANK PID NS`), rankexit= per exited rank (`RANK CODE SECONDS.NANOS`),
+# ranklog= (`RANK LINE`, last 20 lines of each failed rank), agentlog= (torchrun's last 20
+# lines when it failed) and metrics= (the last metrics.jsonl line). A name that cannot be a run
+# dir is @@rejected NAME (unsafe bytes shown as ?) with why=. Last, @@observe with runs_dir=
+# present|absent and runs= (how many @@run blocks): output without it was cut short.
+# Everything here was written by jobs as much as by UGRO: every value is one line, capped, and
+# the controller validates it (meta.json above all) before believing it.
+runs=$1 job=${2:-}
+case $job in *[!a-z0-9-]*) ugro_fail 2 "JOB must be a DNS label" ;; esac
+[ -d "$runs" ] || { printf '@@observe\nruns_dir=absent\nruns=0\n@@end\n'; exit 0; }
+cd "$runs" || ugro_fail 1 "cannot enter $runs"
+n=0
 for d in */; do
   d=${d%/}
   [ -f "$d/meta.json" ] || continue
-  if [ -n "$job" ]; then case "$d" in "$job".*) ;; *) continue ;; esac; fi
+  [ -L "$d" ] && continue
+  if [ -n "$job" ]; then case $d in "$job".*) ;; *) continue ;; esac; fi
+  case $d in *[!a-z0-9.-]*)
+    printf '@@rejected %s\n' "$(printf '%s' "$d" | tr -c 'a-z0-9.-' '?')"
+    printf 'why=directory name has bytes outside [a-z0-9.-]\n@@end\n'
+    continue
+    ;;
+  esac
+  n=$((n + 1))
   echo "@@run $d"
-  pid=$(cat "$d/pid" 2>/dev/null || true)
-  st=$(cat "$d/starttime" 2>/dev/null || true)
-  alive=0
-  # Alive = that pid with that start time (pid reuse), and not a zombie waiting to be reaped
-  # (a slow or absent init would otherwise keep a finished run "alive").
-  if [ -n "$pid" ] && { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then
-    set -- ${line##*) }
-    [ "$1" != Z ] && [ "${20}" = "$st" ] && alive=1
-  fi
-  echo "pid=$pid"
-  echo "starttime=$st"
-  echo "alive=$alive"
-  echo "exit=$(cat "$d/exit_code" 2>/dev/null || true)"
-  echo "cancelled=$(cat "$d/cancelled" 2>/dev/null || true)"
-  echo "launched_at=$(cat "$d/launched_at" 2>/dev/null || true)"
-  echo "finished_at=$(cat "$d/finished_at" 2>/dev/null || true)"
-  echo "meta=$(tr -d '\n' < "$d/meta.json")"
-  [ -f "$d/ranks" ] && sed 's/^/rank=/' "$d/ranks"
+  ugro_read "$d/pid"
+  pid=$ugro_v
+  ugro_read "$d/starttime"
+  st=$ugro_v
+  printf 'pid=%s\nstarttime=%s\n' "$pid" "$st"
+  if ugro_alive "$pid" "$st"; then echo alive=1; else echo alive=0; fi
+  ugro_kv exit_code "$d/exit_code"
+  code=$ugro_v
+  ugro_kv cancelled "$d/cancelled"
+  ugro_kv launched_at "$d/launched_at"
+  ugro_kv finished_at "$d/finished_at"
+  printf 'meta=%s\n' "$(head -c 16384 "$d/meta.json" | tr -d '\n')"
+  [ -f "$d/ranks" ] && tail -n 4096 "$d/ranks" | ugro_lines rank= 200
   for f in "$d"/rank-*.exit; do
     [ -f "$f" ] || continue
-    r=${f##*/rank-}; r=${r%.exit}
+    r=${f##*/rank-}
+    r=${r%.exit}
+    ugro_is_uint "$r" || continue
+    ugro_read "$f"
     # Sub-second exit times: ranks that die of a peer's failure exit within milliseconds of it.
-    echo "rankexit=$r $(cat "$f") $(date -r "$f" +%s.%N)"
-    if [ "$(cat "$f")" != 0 ]; then tail -n 20 "$d/rank-$r.log" 2>/dev/null | sed "s/^/ranklog=$r /"; fi
+    printf 'rankexit=%s %s %s\n' "$r" "$ugro_v" "$(date -r "$f" +%s.%N)"
+    [ "$ugro_v" = 0 ] || tail -c 1048576 "$d/rank-$r.log" 2>/dev/null | tail -n 20 | ugro_lines "ranklog=$r " 2000
   done
-  if [ -n "$(cat "$d/exit_code" 2>/dev/null)" ] && [ "$(cat "$d/exit_code")" != 0 ]; then
-    tail -n 20 "$d/torchrun.log" 2>/dev/null | sed 's/^/agentlog=/'
-  fi
-  [ -f "$d/metrics.jsonl" ] && tail -n 1 "$d/metrics.jsonl" | sed 's/^/metrics=/'
+  case $code in
+  '' | 0) ;;
+  *) tail -c 1048576 "$d/torchrun.log" 2>/dev/null | tail -n 20 | ugro_lines agentlog= 2000 ;;
+  esac
+  [ -f "$d/metrics.jsonl" ] && tail -c 65536 "$d/metrics.jsonl" | tail -n 1 | ugro_lines metrics=
+  echo "@@end"
 done
-echo "@@end"
+printf '@@observe\nruns_dir=present\nruns=%s\n@@end\n' "$n"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # UGRO rank wrapper: torchrun --no_python runs this once per local rank. One log file per
 # global rank, on the host that ran it, plus its exit code; signals reach the training process.
+# launch.sh writes it into the run dir (RUN_DIR/rank.sh); it is not sent with lib.sh.
 echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/ranks"
 "$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
 child=$!

@@ -1,34 +1,48 @@
-#!/bin/sh
-# UGRO host runtime: stop a run. SIGTERM to its whole session, wait GRACE seconds, SIGKILL,
+# UGRO host runtime: stop a run. SIGTERM to its whole session, wait up to GRACE_MS, SIGKILL,
 # then check that no process carrying the run's marker (UGRO_RUN_ID in its environment) is left.
-# Usage: stop.sh RUN_DIR RUN_ID GRACE_SECONDS REASON
-run_dir=$1; run_id=$2; grace=$3; reason=${4:-cancelled}
-[ -d "$run_dir" ] || { echo "stopped none=1"; exit 0; }
-[ -s "$run_dir/cancelled" ] || echo "$reason" > "$run_dir/cancelled"
-marked() {
-  # Processes of this user whose environment carries the run's marker.
-  grep -lzxF "UGRO_RUN_ID=$run_id" /proc/[0-9]*/environ 2>/dev/null | sed 's@/proc/\([0-9]*\)/environ@\1@' | grep -vx "$$" || true
-}
-pid=$(cat "$run_dir/pid" 2>/dev/null || true)
-st=$(cat "$run_dir/starttime" 2>/dev/null || true)
-# Same pid and start time (no pid reuse), and not already a zombie: signal its process group.
-if [ -n "$pid" ] && { read -r line < "/proc/$pid/stat"; } 2>/dev/null; then
-  set -- ${line##*) }
-  [ "$1" != Z ] && [ "${20}" = "$st" ] && kill -TERM -- "-$pid" 2>/dev/null
-fi
-for p in $(marked); do kill -TERM "$p" 2>/dev/null || true; done
-# Wait for the grace period, checking 5 times a second.
-i=0; limit=$(awk "BEGIN{print int($grace*5)}")
-while [ "$i" -lt "$limit" ] && [ -n "$(marked)" ]; do sleep 0.2; i=$((i+1)); done
-left=$(marked)
+# Usage: stop.sh RUN_DIR RUN_ID GRACE_MS REASON
+#   GRACE_MS  a decimal integer (milliseconds); only $(( )) ever computes with it
+#   REASON    one of the STOP_REASONS of controller/api/run.ts; written to the run dir's
+#             `cancelled` (the first reason stays)
+# Bad arguments: exit 2 with @@error, touching nothing. Answers @@stop with none=1 (no such run
+# dir), or killed=0|1, remaining=N (processes still marked after SIGKILL: 0 is the proof nothing
+# is left) and waited_ms; exit 1 when remaining is not 0. A run that recorded no exit code by
+# then gets 137 (killed) and a finished_at.
+[ $# -eq 4 ] || ugro_fail 2 "usage: stop.sh RUN_DIR RUN_ID GRACE_MS REASON"
+run_dir=$1 run_id=$2 grace_ms=$3 reason=$4
+ugro_is_uint "$grace_ms" && [ ${#grace_ms} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
+case $reason in
+cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
+  runner-vanished | stalled | preempted) ;;
+*) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
+esac
+case $run_id in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac
+[ -d "$run_dir" ] || { printf '@@stop\nnone=1\nkilled=0\nremaining=0\nwaited_ms=0\n@@end\n'; exit 0; }
+[ -s "$run_dir/cancelled" ] || echo "$reason" >"$run_dir/cancelled"
+ugro_read "$run_dir/pid"
+pid=$ugro_v
+ugro_read "$run_dir/starttime"
+# Same pid and start time (no pid reuse), and not a zombie: signal its process group.
+group=
+ugro_alive "$pid" "$ugro_v" && group=$pid
+[ -n "$group" ] && kill -TERM -- "-$group" 2>/dev/null
+for p in $(ugro_marked "$run_id"); do kill -TERM "$p" 2>/dev/null; done
+# Wait out the grace period, looking 5 times a second.
+i=0 limit=$(((grace_ms + 199) / 200))
+while [ "$i" -lt "$limit" ] && [ -n "$(ugro_marked "$run_id")" ]; do
+  sleep 0.2
+  i=$((i + 1))
+done
+left=$(ugro_marked "$run_id")
 killed=0
 if [ -n "$left" ]; then
-  [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
-  for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
+  [ -n "$group" ] && kill -KILL -- "-$group" 2>/dev/null
+  for p in $left; do kill -KILL "$p" 2>/dev/null; done
   killed=1
   sleep 0.2
 fi
-remaining=$(marked | wc -w)
-[ -s "$run_dir/exit_code" ] || { echo 137 > "$run_dir/exit_code"; date +%s%N > "$run_dir/finished_at"; }
-echo "stopped killed=$killed remaining=$remaining waited_ms=$((i*200))"
+remaining=$(ugro_marked "$run_id" | wc -l)
+remaining=$((remaining + 0))
+[ -s "$run_dir/exit_code" ] || { echo 137 >"$run_dir/exit_code"; date +%s%N >"$run_dir/finished_at"; }
+printf '@@stop\nkilled=%s\nremaining=%s\nwaited_ms=%s\n@@end\n' "$killed" "$remaining" "$((i * 200))"
 [ "$remaining" = 0 ]

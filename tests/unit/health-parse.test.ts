@@ -8,15 +8,18 @@ import { HostError } from '../../controller/hosts/errors.ts';
 import {
   compareVersions,
   judge,
-  PROBE_SCRIPT,
   type ProbeFacts,
   parseNvidiaSmiCsv,
   parseProbe,
   probeCluster,
 } from '../../controller/hosts/health.ts';
+import { runtimeScripts } from '../../controller/hosts/scripts.ts';
 import type { ExecOptions, ExecResult, HostConnection } from '../../controller/hosts/ssh.ts';
 
-/** Captured verbatim from `sh -c PROBE_SCRIPT` on lab host gpu1 (stand-in nvidia-smi, Debian's torch). */
+/** What probeHost sends: lib.sh + scripts/runtime/probe.sh. */
+const PROBE_SCRIPT = runtimeScripts().text('probe');
+
+/** Captured verbatim from `sh -c <probe script>` on lab host gpu1 (stand-in nvidia-smi, Debian's torch). */
 const CAPTURED_GPU1 =
   '@@clock\n1795562573291212945\n@@hostname\ngpu1\n@@os\nDebian GNU/Linux 12 (bookworm)\n@@kernel\n6.18.44-fc-v669\n' +
   '@@python\nversion=3.11.2\nexecutable=/usr/bin/python3\ntorch=1.13.0a0\ntorch_cuda=none\npython_rc=0\n' +
@@ -143,7 +146,8 @@ describe('parseProbe on captured output', () => {
 
   it('the probe script asks nvidia-smi for exactly the fields the parser reads', () => {
     expect(PROBE_SCRIPT).toContain(
-      '--query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version --format=csv,noheader,nounits',
+      'nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version \\\n' +
+        '    --format=csv,noheader,nounits',
     );
   });
 });

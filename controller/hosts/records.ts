@@ -1,0 +1,327 @@
+/**
+ * PURE: the one reader of what UGRO's host scripts print (scripts/runtime/lib.sh describes the
+ * format): blocks of `@@KIND [ID]`, then `key=value` lines, each closed by `@@end`. Every
+ * HostRuntime method parses its answer here, whatever the transport, and the typed readers
+ * below turn blocks into results. Host output is written by jobs as much as by UGRO (a job can
+ * write any file in its run dir), so nothing is trusted: numbers are checked integers in range,
+ * meta.json goes through parseRunMeta, stop reasons through parseStopReason, metrics through
+ * sanitizeMetrics, log lines are capped.
+ */
+import {
+  type Metrics,
+  parseRunMeta,
+  parseStopReason,
+  type RankObservation,
+  type RunPart,
+  sanitizeMetrics,
+} from '../api/run.ts';
+import type { LeaseResult, ObserveResult } from './runtime-api.ts';
+
+export interface RecordBlock {
+  kind: string;
+  /** The rest of the header line after `@@KIND ` (a run dir's name), if any. */
+  id?: string;
+  /** In order; a key may repeat (rank=, line=, port=). */
+  fields: [key: string, value: string][];
+  /** Closed by `@@end`: false when the output was cut off inside it. */
+  complete: boolean;
+}
+
+const HEADER = /^@@([a-z][a-z0-9-]*)(?: (.*))?$/;
+const KEY = /^[a-z_][a-z0-9_-]*$/;
+
+/** Split script output into blocks. Lines outside a block, and lines that are not `key=value`, are ignored. */
+export function parseRecords(text: string): RecordBlock[] {
+  const blocks: RecordBlock[] = [];
+  let cur: RecordBlock | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('@@')) {
+      if (line === '@@end') {
+        if (cur) cur.complete = true;
+        cur = undefined;
+        continue;
+      }
+      const m = HEADER.exec(line);
+      if (m) {
+        cur = { kind: m[1], ...(m[2] !== undefined ? { id: m[2] } : {}), fields: [], complete: false };
+        blocks.push(cur);
+        continue;
+      }
+    }
+    if (!cur) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) continue;
+    const key = line.slice(0, eq);
+    if (KEY.test(key)) cur.fields.push([key, line.slice(eq + 1)]);
+  }
+  return blocks;
+}
+
+/** The first value of `key` in a block. */
+export function field(b: RecordBlock, key: string): string | undefined {
+  return b.fields.find(([k]) => k === key)?.[1];
+}
+
+/** Every value of `key` in a block, in order. */
+export function fieldsOf(b: RecordBlock, key: string): string[] {
+  return b.fields.filter(([k]) => k === key).map(([, v]) => v);
+}
+
+/** A decimal integer in [min, max], or undefined (no signs, no exponents, no NaN). */
+export function intIn(s: string | undefined, min: number, max: number): number | undefined {
+  if (s === undefined || !/^\d{1,15}$/.test(s)) return undefined;
+  const n = Number(s);
+  return n >= min && n <= max ? n : undefined;
+}
+
+/** The first `@@error` block's `why`, if the script reported one. */
+export function errorOf(blocks: RecordBlock[]): string | undefined {
+  const e = blocks.find((b) => b.kind === 'error');
+  return e ? (field(e, 'why') ?? 'failed') : undefined;
+}
+
+/** The first complete block of `kind`. */
+export function blockOf(blocks: RecordBlock[], kind: string): RecordBlock | undefined {
+  return blocks.find((b) => b.kind === kind && b.complete);
+}
+
+/** Limits on what one observed run part may carry, whatever its files hold. */
+export const OBSERVE_LIMITS = {
+  logLines: 20,
+  logLineChars: 2000,
+  ranks: 4096,
+  metaChars: 16_384,
+  metricsChars: 65_536,
+} as const;
+
+const PID_MAX = 4_194_304; // Linux's largest pid_max
+const MAX_RANK = 1_048_575;
+
+/** Nanoseconds since the epoch (date +%s%N) -> ms. */
+function nsToMs(s: string | undefined): number | undefined {
+  return s !== undefined && /^\d{1,19}$/.test(s) ? Number(BigInt(s) / 1_000_000n) : undefined;
+}
+
+/** `SECONDS[.FRACTION]` (date -r FILE +%s.%N) -> ms. */
+function secondsToMs(s: string | undefined): number | undefined {
+  const m = s === undefined ? null : /^(\d{1,12})(?:\.(\d{1,9}))?$/.exec(s);
+  if (!m) return undefined;
+  return Number(m[1]) * 1000 + Math.floor(Number(`0.${m[2] ?? '0'}`) * 1000);
+}
+
+const cap = (line: string) => line.slice(0, OBSERVE_LIMITS.logLineChars);
+/** Keep the last `logLines` lines. */
+const pushCapped = (list: string[], line: string) => {
+  list.push(cap(line));
+  if (list.length > OBSERVE_LIMITS.logLines) list.shift();
+};
+
+/**
+ * One `@@run DIR` block -> a RunPart, or why it cannot be one. meta.json must pass parseRunMeta
+ * (against the directory name and the host it was found on): a job can write a run dir whose
+ * meta claims another job, host or path (`"job": "../../x"`).
+ */
+export function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | { ok: false; why: string } {
+  const dir = b.id ?? '';
+  if (!b.complete) return { ok: false, why: 'observe output was cut off inside this run' };
+  const metaText = field(b, 'meta') ?? '';
+  if (!metaText) return { ok: false, why: 'meta.json is empty' };
+  if (metaText.length > OBSERVE_LIMITS.metaChars) return { ok: false, why: 'meta.json is too large' };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(metaText);
+  } catch {
+    return { ok: false, why: 'meta.json is not JSON (half written?)' };
+  }
+  const meta = parseRunMeta(dir, host, raw);
+  if (!meta.ok) return { ok: false, why: meta.why };
+
+  const pid = intIn(field(b, 'pid'), 1, PID_MAX);
+  const ranks = new Map<number, RankObservation>();
+  const rankOf = (r: number): RankObservation | undefined => {
+    let o = ranks.get(r);
+    if (!o && ranks.size < OBSERVE_LIMITS.ranks) {
+      o = { rank: r, localRank: -1, pid: 0 };
+      ranks.set(r, o);
+    }
+    return o;
+  };
+  for (const v of fieldsOf(b, 'rank')) {
+    // RANK LOCAL_RANK GROUP_RANK PID NS (GROUP_RANK may be empty: two spaces)
+    const w = v.split(' ');
+    const rank = intIn(w[0], 0, MAX_RANK);
+    const localRank = intIn(w[1], 0, 65_535);
+    const rpid = intIn(w[3], 1, PID_MAX);
+    if (rank === undefined || localRank === undefined || rpid === undefined) continue;
+    const o = rankOf(rank);
+    if (o) Object.assign(o, { localRank, pid: rpid });
+  }
+  for (const v of fieldsOf(b, 'rankexit')) {
+    // RANK CODE SECONDS.NANOS
+    const w = v.split(' ');
+    const rank = intIn(w[0], 0, MAX_RANK);
+    const code = intIn(w[1], 0, 255);
+    if (rank === undefined || code === undefined) continue;
+    const o = rankOf(rank);
+    if (!o) continue;
+    o.exitCode = code;
+    const at = secondsToMs(w[2]);
+    if (at !== undefined) o.exitedAt = at;
+  }
+  for (const v of fieldsOf(b, 'ranklog')) {
+    const sp = v.indexOf(' ');
+    const rank = intIn(sp < 0 ? v : v.slice(0, sp), 0, MAX_RANK);
+    if (rank === undefined) continue;
+    const o = rankOf(rank);
+    if (!o) continue;
+    o.logTail ??= [];
+    pushCapped(o.logTail, sp < 0 ? '' : v.slice(sp + 1));
+  }
+  const agentLogTail: string[] = [];
+  for (const v of fieldsOf(b, 'agentlog')) pushCapped(agentLogTail, v);
+
+  let metrics: Metrics | undefined;
+  const mt = field(b, 'metrics');
+  if (mt && mt.length <= OBSERVE_LIMITS.metricsChars) {
+    try {
+      metrics = sanitizeMetrics(JSON.parse(mt));
+    } catch {
+      /* a partial line: no metrics this time */
+    }
+  }
+  const exitCode = intIn(field(b, 'exit_code'), 0, 255);
+  const stopReason = parseStopReason(field(b, 'cancelled')?.trim());
+  const launchedAtMs = nsToMs(field(b, 'launched_at'));
+  const finishedAtMs = nsToMs(field(b, 'finished_at'));
+  const part: RunPart = {
+    dir,
+    host,
+    meta: meta.meta,
+    alive: pid !== undefined && field(b, 'alive') === '1',
+    ranks: [...ranks.values()].sort((a, b) => a.rank - b.rank),
+    agentLogTail,
+    ...(pid !== undefined ? { pid } : {}),
+    ...(exitCode !== undefined ? { exitCode } : {}),
+    ...(stopReason ? { stopReason } : {}),
+    ...(launchedAtMs !== undefined ? { launchedAtMs } : {}),
+    ...(finishedAtMs !== undefined ? { finishedAtMs } : {}),
+    ...(metrics ? { metrics } : {}),
+  };
+  return { ok: true, part };
+}
+
+/** observe.sh's whole answer. Throws when it was cut short (no closing `@@observe` block). */
+export function observeResultOf(host: string, text: string): ObserveResult {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) throw new Error(`observe failed: ${err}`);
+  if (!blockOf(blocks, 'observe')) throw new Error('observe output is incomplete (no @@observe block)');
+  const out: ObserveResult = { parts: [], rejected: [] };
+  for (const b of blocks) {
+    if (b.kind === 'rejected') out.rejected.push({ dir: b.id ?? '', why: field(b, 'why') ?? 'rejected by observe.sh' });
+    if (b.kind !== 'run') continue;
+    const r = runPartOf(host, b);
+    if (r.ok) out.parts.push(r.part);
+    else out.rejected.push({ dir: b.id ?? '', why: r.why });
+  }
+  return out;
+}
+
+export type LaunchAnswer =
+  | { result: 'launched' | 'exists'; pid: number }
+  | { result: 'port-busy'; port: number }
+  | { result: 'error'; why: string };
+
+export function launchAnswerOf(text: string): LaunchAnswer {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { result: 'error', why: err };
+  const b = blockOf(blocks, 'launch');
+  const result = b && field(b, 'result');
+  if (b && result === 'port-busy') {
+    const port = intIn(field(b, 'port'), 1, 65_535);
+    if (port !== undefined) return { result, port };
+  }
+  if (b && (result === 'launched' || result === 'exists')) {
+    const pid = intIn(field(b, 'pid'), 1, PID_MAX);
+    if (pid !== undefined) return { result, pid };
+    return { result: 'error', why: `launch.sh answered ${result} without a valid pid` };
+  }
+  return { result: 'error', why: 'launch.sh gave no answer' };
+}
+
+export function stopAnswerOf(text: string): { remaining: number; killed: boolean } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'stop');
+  const remaining = b && intIn(field(b, 'remaining'), 0, PID_MAX);
+  if (!b || remaining === undefined) return { error: 'stop.sh gave no answer' };
+  return { remaining, killed: field(b, 'killed') === '1' };
+}
+
+export function waitAnswerOf(text: string): { state: 'done' | 'missing'; exitCode?: number } | undefined {
+  const b = blockOf(parseRecords(text), 'wait');
+  const state = b && field(b, 'state');
+  if (!b || (state !== 'done' && state !== 'missing')) return undefined;
+  const exitCode = intIn(field(b, 'exit_code'), 0, 255);
+  return { state, ...(exitCode !== undefined ? { exitCode } : {}) };
+}
+
+export function archiveAnswerOf(text: string): { moved: boolean; pruned: number } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'archive');
+  if (!b) return { error: 'archive.sh gave no answer' };
+  return { moved: field(b, 'moved') === '1', pruned: intIn(field(b, 'pruned'), 0, 1e9) ?? 0 };
+}
+
+export function leaseAnswerOf(text: string): LeaseResult | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'lease');
+  const state = b && field(b, 'state');
+  if (!b || !state || !['held', 'taken', 'released', 'free'].includes(state))
+    return { error: 'lease.sh gave no answer' };
+  const owner = field(b, 'owner') || undefined;
+  const left = intIn(field(b, 'expires_in'), 0, 1e9);
+  return {
+    held: state === 'held',
+    ...(owner !== undefined && (state === 'held' || state === 'taken') ? { owner } : {}),
+    ...(left !== undefined && (state === 'held' || state === 'taken') ? { expiresInSeconds: left } : {}),
+  };
+}
+
+export function portsOf(text: string): Set<number> | undefined {
+  const b = blockOf(parseRecords(text), 'ports');
+  if (!b) return undefined;
+  const ports = new Set<number>();
+  for (const v of fieldsOf(b, 'port')) {
+    const p = intIn(v, 1, 65_535);
+    if (p !== undefined) ports.add(p);
+  }
+  return ports;
+}
+
+export function scriptsHashOf(text: string): { hash: string } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'scripts-hash');
+  if (!b) return { error: 'scripts-hash.sh gave no answer' };
+  return { hash: (field(b, 'hash') ?? '').trim() };
+}
+
+/** read-log.sh: the text (lines joined, each ended by a newline) and the byte size it covers. */
+export function logOf(text: string): { text: string; offset: number } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'log');
+  const size = b && intIn(field(b, 'size'), 0, Number.MAX_SAFE_INTEGER);
+  if (!b || size === undefined) return { error: 'read-log.sh gave no answer' };
+  const lines = fieldsOf(b, 'line');
+  return { text: lines.map((l) => `${l}\n`).join(''), offset: size };
+}

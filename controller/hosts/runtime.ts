@@ -1,0 +1,297 @@
+/**
+ * The controller's side of the host runtime (scripts/runtime/*.sh): HostRuntime turns typed
+ * requests into one script run each and parses the answer with the one record parser
+ * (records.ts), over any HostTransport. SshTransport is the real one: each script goes inline
+ * over the host's pooled SSH connection as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so
+ * hosts need nothing installed and can never run another version of the runtime.
+ */
+import { posix } from 'node:path';
+import type { Cluster, Host } from '../../config/cluster.ts';
+import { parseRunDirName, parseRunMeta, STOP_REASONS } from '../api/run.ts';
+import { HostError } from './errors.ts';
+import { type NodeHealth, probeHost } from './health.ts';
+import {
+  archiveAnswerOf,
+  launchAnswerOf,
+  leaseAnswerOf,
+  logOf,
+  observeResultOf,
+  portsOf,
+  scriptsHashOf,
+  stopAnswerOf,
+  waitAnswerOf,
+} from './records.ts';
+import type {
+  HostRuntimeApi,
+  HostTransport,
+  LaunchRequest,
+  LeaseResult,
+  ObserveResult,
+  RunScriptOptions,
+  RuntimeScript,
+  StopRequest,
+} from './runtime-api.ts';
+import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
+import type { ExecResult, SshPool } from './ssh.ts';
+
+/** How long each call may take on the host before it counts as failed. stop: grace + `stopMarginMs`. */
+export const RUNTIME_TIMEOUTS = {
+  observeMs: 20_000,
+  launchMs: 30_000,
+  stopMarginMs: 20_000,
+  archiveMs: 20_000,
+  leaseMs: 20_000,
+  portsMs: 20_000,
+  scriptsHashMs: 20_000,
+  readLogMs: 60_000,
+} as const;
+
+/** This controller's lease on a host: `<paths.runs>/.ugro-lease` (observe skips dot entries). */
+export const LEASE_FILE = '.ugro-lease';
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MAX_GRACE_SECONDS = 86_400;
+
+/** The last few lines of what a failed script said, for an error message. */
+function said(res: ExecResult, why?: string): string {
+  if (why) return why;
+  const text = (res.stderr || res.stdout).trim();
+  return text ? text.split('\n').slice(-3).join(' | ') : 'no output';
+}
+
+export class HostRuntime implements HostRuntimeApi {
+  /** `scripts` defaults to the ones shipped with this code, read on first use (rank.sh for launch). */
+  constructor(
+    private readonly transport: HostTransport,
+    private readonly options: { scripts?: RuntimeScripts } = {},
+  ) {}
+
+  private run(host: Host, script: RuntimeScript, args: string[], opts?: RunScriptOptions): Promise<ExecResult> {
+    return this.transport.run(host, script, args, opts);
+  }
+
+  /** `<paths.runs>/<dir>` for a run dir name UGRO could have made (`<job>.<hash8>.<attempt>`). */
+  private runDir(host: Host, dir: string): string {
+    if (!parseRunDirName(dir)) {
+      throw new HostError(host.name, 'config', `${JSON.stringify(dir)} is not a run dir name (JOB.HASH8.ATTEMPT)`);
+    }
+    return posix.join(host.paths.runs, dir);
+  }
+
+  async observe(host: Host, job?: string): Promise<ObserveResult> {
+    const res = await this.run(host, 'observe', [host.paths.runs, ...(job ? [job] : [])], {
+      timeoutMs: RUNTIME_TIMEOUTS.observeMs,
+    });
+    try {
+      if (res.code !== 0) throw new Error(`observe failed (exit ${res.code}): ${said(res)}`);
+      return observeResultOf(host.name, res.stdout);
+    } catch (e) {
+      throw new HostError(host.name, 'other', (e as Error).message);
+    }
+  }
+
+  async launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }> {
+    const runDir = this.runDir(host, req.dir);
+    const bad = (why: string) => new HostError(host.name, 'config', `launch of ${req.dir}: ${why}`);
+    // Never start what observe would reject as not ours.
+    const meta = parseRunMeta(req.dir, host.name, req.meta);
+    if (!meta.ok) throw bad(meta.why);
+    if (!req.argv.length || req.argv[0].includes('=')) throw bad('argv[0] must be a program (without "=")');
+    if (
+      req.checkPort !== undefined &&
+      !(Number.isInteger(req.checkPort) && req.checkPort >= 1 && req.checkPort <= 65535)
+    )
+      throw bad(`checkPort ${req.checkPort} is not a TCP port`);
+    const words = (env: Record<string, string>, what: string) =>
+      Object.entries(env).map(([k, v]) => {
+        if (!ENV_NAME.test(k)) throw bad(`${what}: ${JSON.stringify(k)} is not a variable name`);
+        return `${k}=${v}`;
+      });
+    // UGRO_* stay UGRO's (UGRO_RUN_ID is how stop finds the run's processes); for any other name
+    // in both, the job's value is the one its process sees.
+    const jobEnv = Object.fromEntries(Object.entries(req.jobEnv).filter(([k]) => !k.startsWith('UGRO_')));
+    const args = [
+      runDir,
+      req.rdzvAddr,
+      req.checkPort !== undefined ? String(req.checkPort) : '',
+      (this.options.scripts ?? runtimeScripts()).rank,
+      JSON.stringify(meta.meta),
+      ...words(req.ugroEnv, 'ugroEnv'),
+      '--',
+      ...words(jobEnv, 'jobEnv'),
+      ...req.argv,
+    ];
+    if (args.some((a) => a.includes('\0'))) throw bad('a NUL byte cannot be passed to a program');
+    const res = await this.run(host, 'launch', args, { timeoutMs: RUNTIME_TIMEOUTS.launchMs });
+    const a = launchAnswerOf(res.stdout);
+    if (a.result === 'port-busy') {
+      throw new HostError(
+        host.name,
+        'port-busy',
+        `port ${a.port} is already listening (another program, or a run UGRO does not know about): ` +
+          `${req.dir} was not started`,
+      );
+    }
+    if (a.result === 'error' || res.code !== 0) {
+      throw new HostError(
+        host.name,
+        'other',
+        `launch of ${req.dir} failed (exit ${res.code}): ${said(res, a.result === 'error' ? a.why : undefined)}`,
+      );
+    }
+    return { pid: a.pid, existed: a.result === 'exists' };
+  }
+
+  async stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }> {
+    const runDir = this.runDir(host, req.dir);
+    if (!(STOP_REASONS as readonly string[]).includes(req.reason))
+      throw new HostError(
+        host.name,
+        'config',
+        `stop of ${req.dir}: ${JSON.stringify(req.reason)} is not a stop reason`,
+      );
+    if (!(Number.isFinite(req.graceSeconds) && req.graceSeconds >= 0 && req.graceSeconds <= MAX_GRACE_SECONDS))
+      throw new HostError(host.name, 'config', `stop of ${req.dir}: grace ${req.graceSeconds} s is out of range`);
+    const graceMs = Math.round(req.graceSeconds * 1000);
+    const res = await this.run(host, 'stop', [runDir, req.runId, String(graceMs), req.reason], {
+      timeoutMs: graceMs + RUNTIME_TIMEOUTS.stopMarginMs,
+    });
+    const a = stopAnswerOf(res.stdout);
+    if ('error' in a)
+      throw new HostError(host.name, 'other', `stop of ${req.dir} failed (exit ${res.code}): ${a.error}`);
+    return a;
+  }
+
+  async wait(host: Host, dir: string, signal: AbortSignal): Promise<void> {
+    const res = await this.run(host, 'wait', [this.runDir(host, dir)], { signal });
+    if (signal.aborted || waitAnswerOf(res.stdout)) return;
+    throw new HostError(
+      host.name,
+      'channel',
+      `waiting for ${dir} ended without an answer (exit ${res.code}): ${said(res)}`,
+    );
+  }
+
+  async archive(host: Host, dir: string, nowMs: number, keepDays = 7): Promise<void> {
+    this.runDir(host, dir);
+    const cutoff = Math.max(0, Math.round(nowMs - keepDays * 86_400_000));
+    const res = await this.run(host, 'archive', [host.paths.runs, dir, String(Math.round(nowMs)), String(cutoff)], {
+      timeoutMs: RUNTIME_TIMEOUTS.archiveMs,
+    });
+    const a = archiveAnswerOf(res.stdout);
+    if ('error' in a || res.code !== 0)
+      throw new HostError(
+        host.name,
+        'other',
+        `cannot move run ${dir} aside (exit ${res.code}): ${said(res, 'error' in a ? a.error : undefined)}`,
+      );
+  }
+
+  async lease(host: Host, owner: string, ttlSeconds: number, release = false): Promise<LeaseResult> {
+    const res = await this.run(
+      host,
+      'lease',
+      [posix.join(host.paths.runs, LEASE_FILE), owner, String(Math.ceil(ttlSeconds)), release ? 'release' : 'acquire'],
+      { timeoutMs: RUNTIME_TIMEOUTS.leaseMs },
+    );
+    const a = leaseAnswerOf(res.stdout);
+    if ('error' in a) throw new HostError(host.name, 'other', `lease failed (exit ${res.code}): ${said(res, a.error)}`);
+    return a;
+  }
+
+  async listeningPorts(host: Host): Promise<Set<number>> {
+    const res = await this.run(host, 'ports', [], { timeoutMs: RUNTIME_TIMEOUTS.portsMs });
+    const ports = portsOf(res.stdout);
+    if (!ports || res.code !== 0)
+      throw new HostError(host.name, 'other', `cannot list listening ports (exit ${res.code}): ${said(res)}`);
+    return ports;
+  }
+
+  async syncScripts(host: Host, localDir: string, hash: string): Promise<boolean> {
+    if (!/^[0-9a-f]{8,128}$/.test(hash)) throw new HostError(host.name, 'config', `scripts hash ${hash} is not hex`);
+    const marker = async (args: string[]) => {
+      const res = await this.run(host, 'scripts-hash', [host.paths.scripts, ...args], {
+        timeoutMs: RUNTIME_TIMEOUTS.scriptsHashMs,
+      });
+      const a = scriptsHashOf(res.stdout);
+      if ('error' in a)
+        throw new HostError(host.name, 'other', `scripts marker (exit ${res.code}): ${said(res, a.error)}`);
+      return a.hash;
+    };
+    if ((await marker([])) === hash) return false;
+    await this.transport.upload(host, localDir, host.paths.scripts);
+    await marker([hash]);
+    return true;
+  }
+
+  probe(host: Host): Promise<NodeHealth> {
+    return this.transport.probe(host);
+  }
+
+  async readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }> {
+    if (!Number.isInteger(rank) || rank < 0) throw new HostError(host.name, 'config', `rank ${rank} is not a rank`);
+    if (tail !== undefined && !(Number.isInteger(tail) && tail >= 0))
+      throw new HostError(host.name, 'config', `tail ${tail} is not a line count`);
+    const res = await this.run(
+      host,
+      'read-log',
+      [this.runDir(host, dir), String(rank), ...(tail !== undefined ? [String(tail)] : [])],
+      { timeoutMs: RUNTIME_TIMEOUTS.readLogMs },
+    );
+    const a = logOf(res.stdout);
+    if ('error' in a)
+      throw new HostError(host.name, 'other', `cannot read the log of rank ${rank} of ${dir}: ${said(res, a.error)}`);
+    return a;
+  }
+
+  /**
+   * Streams the raw log bytes to onData. On a failure (connection lost) it throws; the caller
+   * resumes from `offset` plus the bytes onData got.
+   */
+  async followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void): Promise<number> {
+    if (!Number.isInteger(rank) || rank < 0) throw new HostError(host.name, 'config', `rank ${rank} is not a rank`);
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      throw new HostError(host.name, 'config', `offset ${offset} is not a byte offset`);
+    let got = 0;
+    const res = await this.run(host, 'follow-log', [this.runDir(host, dir), String(rank), String(offset)], {
+      onStdout: (b) => {
+        got += b.length;
+        onData(b);
+      },
+    });
+    if (res.code !== 0) {
+      throw new HostError(
+        host.name,
+        res.code === null ? 'channel' : 'other',
+        `following the log of rank ${rank} of ${dir} stopped (exit ${res.code}) at byte ${offset + got}: ${said(res)}`,
+      );
+    }
+    return offset + got;
+  }
+}
+
+/** HostTransport over SSH: the scripts inline through the pool, sftp uploads, health's probe. */
+export class SshTransport implements HostTransport {
+  constructor(
+    private readonly pool: SshPool,
+    private readonly cluster: Pick<Cluster, 'environment' | 'health'>,
+    private readonly scripts?: RuntimeScripts,
+  ) {}
+
+  run(host: Host, script: RuntimeScript, args: readonly string[], opts: RunScriptOptions = {}): Promise<ExecResult> {
+    const text = (this.scripts ?? runtimeScripts()).text(script);
+    return this.pool.exec(host.name, ['sh', '-c', text, `ugro-${script}`, ...args], {
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      onStdout: opts.onStdout,
+    });
+  }
+
+  async upload(host: Host, localDir: string, remoteDir: string): Promise<void> {
+    await this.pool.host(host.name).upload(localDir, remoteDir);
+  }
+
+  probe(host: Host): Promise<NodeHealth> {
+    return probeHost(this.cluster, host, { connection: (h) => this.pool.host(h), scripts: this.scripts });
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The host runtime's shell, read from scripts/runtime/ once per process: every piece of shell
+ * UGRO runs on a host lives there, none in TypeScript. A script is sent as lib.sh + "\n" +
+ * NAME.sh (the shared helpers first) and run as `sh -c TEXT ugro-NAME ARGS…`; rank.sh is the
+ * exception: launch.sh writes it into the run dir as it is.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RuntimeScript } from './runtime-api.ts';
+
+/** Everything sent to hosts with lib.sh in front: the runtime's scripts and health's probe. */
+export type SentScript = RuntimeScript | 'probe';
+
+export const SENT_SCRIPTS: readonly SentScript[] = [
+  'launch',
+  'observe',
+  'stop',
+  'wait',
+  'archive',
+  'lease',
+  'ports',
+  'scripts-hash',
+  'read-log',
+  'follow-log',
+  'probe',
+];
+
+export interface RuntimeScripts {
+  /** The directory they were read from. */
+  dir: string;
+  /** `lib.sh + "\n" + NAME.sh`: the text for `sh -c`. */
+  text(name: SentScript): string;
+  /** rank.sh as it is (launch.sh writes it into the run dir). */
+  rank: string;
+}
+
+/**
+ * scripts/runtime/ found by walking up from `from` (a file URL or path) to the first directory
+ * that holds `scripts/runtime/lib.sh`: right from the sources (controller/hosts/) and from a
+ * bundle in dist/ alike.
+ */
+export function findRuntimeDir(from: string | URL = import.meta.url): string {
+  const start = typeof from === 'string' && !from.startsWith('file:') ? from : fileURLToPath(from);
+  for (let d = dirname(start); ; d = dirname(d)) {
+    const dir = join(d, 'scripts', 'runtime');
+    if (existsSync(join(dir, 'lib.sh'))) return dir;
+    if (dirname(d) === d) break;
+  }
+  throw new Error(`scripts/runtime/lib.sh not found in any directory above ${start}`);
+}
+
+/** Read every script of `dir` now (a missing one is an error here, not at its first use). */
+export function loadRuntimeScripts(dir: string = findRuntimeDir()): RuntimeScripts {
+  const read = (name: string) => readFileSync(join(dir, `${name}.sh`), 'utf8');
+  const lib = read('lib');
+  const texts = new Map(SENT_SCRIPTS.map((n) => [n, `${lib}\n${read(n)}`] as const));
+  return {
+    dir,
+    rank: read('rank'),
+    text(name) {
+      const t = texts.get(name);
+      if (t === undefined) throw new Error(`no host script named ${JSON.stringify(name)}`);
+      return t;
+    },
+  };
+}
+
+let loaded: RuntimeScripts | undefined;
+/** The scripts next to this code, read on first use and kept (they ship with it). */
+export function runtimeScripts(): RuntimeScripts {
+  loaded ??= loadRuntimeScripts();
+  return loaded;
+}

@@ -1,0 +1,93 @@
+# UGRO host runtime: helpers shared by every script. The controller sends each script as
+# lib.sh + "\n" + NAME.sh and runs it as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so a
+# host needs only sshd, POSIX sh and standard Linux tools (flock, setsid, ip, ss or /proc).
+#
+# Output, the only format the controller parses (controller/hosts/records.ts): blocks of
+#   @@KIND [ID]
+#   key=value        (one line each; values never span lines, repeated keys are a list)
+#   @@end
+# A failure is an `@@error` block with `why=` (and the message on stderr), exit 1, or 2 for bad
+# arguments. Values read from a run dir are written by jobs too: they are printed as data, one
+# line at most, and never pasted into sh, awk or sed program text.
+
+# ugro_alive PID STARTTIME: that pid, with that start time (field 22 of /proc/PID/stat, clock
+# ticks since boot: a reused pid has another), is alive and not a zombie (a finished process a
+# slow or absent init has not reaped yet).
+ugro_alive() {
+  ugro_is_uint "$1" && ugro_is_uint "$2" || return 1
+  # Braces: dash reports a failed redirect before a 2>/dev/null on the same command applies.
+  { read -r _ugro_l <"/proc/$1/stat"; } 2>/dev/null || return 1
+  set -- "$2" ${_ugro_l##*) }
+  [ "$2" != Z ] && [ "${21}" = "$1" ]
+}
+
+# ugro_starttime PID: set ugro_v to field 22 of /proc/PID/stat (false, and empty, if PID is gone).
+ugro_starttime() {
+  ugro_v=
+  ugro_is_uint "$1" || return 1
+  { read -r _ugro_l <"/proc/$1/stat"; } 2>/dev/null || return 1
+  set -- ${_ugro_l##*) }
+  ugro_v=${20}
+}
+
+# ugro_is_uint VALUE: a decimal integer of at most 18 digits (so $(( )) cannot overflow).
+ugro_is_uint() {
+  case $1 in '' | *[!0-9]*) return 1 ;; esac
+  [ ${#1} -le 18 ]
+}
+
+# ugro_read FILE: set ugro_v to the first line of FILE, empty if it is missing (no fork).
+ugro_read() {
+  ugro_v=
+  { IFS= read -r ugro_v <"$1"; } 2>/dev/null
+  return 0
+}
+
+# ugro_kv KEY FILE: print KEY=<first line of FILE>, whatever else the file holds.
+ugro_kv() {
+  ugro_read "$2"
+  printf '%s=%s\n' "$1" "$ugro_v"
+}
+
+# ugro_lines PREFIX [MAX]: every line of stdin as PREFIX LINE (PREFIX is `key=` or `key=N `), the
+# line cut at MAX characters. awk also ends a last line that has no newline, so the block's @@end
+# always starts a line of its own.
+ugro_lines() {
+  awk -v k="$1" -v m="${2:-0}" '{ if (m > 0 && length($0) > m) $0 = substr($0, 1, m); print k $0 }'
+}
+
+# ugro_fail CODE MESSAGE…: the message on stderr and as an @@error block (one line), then exit.
+ugro_fail() {
+  _ugro_c=$1
+  shift
+  _ugro_m=$(printf '%s' "$*" | tr '\n\r' '  ')
+  printf 'ugro: %s\n' "$_ugro_m" >&2
+  printf '@@error\nwhy=%s\n@@end\n' "$_ugro_m"
+  exit "$_ugro_c"
+}
+
+# ugro_marked RUN_ID: pids of this user's processes whose environment holds UGRO_RUN_ID=RUN_ID
+# (the runner, torchrun and the ranks inherit it from launch.sh), this shell excepted.
+ugro_marked() {
+  grep -lzxF -e "UGRO_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null |
+    sed 's@/proc/\([0-9]*\)/environ@\1@' | grep -vx "$$" || true
+}
+
+# ugro_listening_ports: the TCP ports something listens on here, one per line, sorted: ss when
+# installed, else /proc/net/tcp and tcp6 (state 0A is LISTEN; the local port is hex).
+ugro_listening_ports() {
+  if command -v ss >/dev/null 2>&1; then
+    ss -ltn 2>/dev/null | awk '$1 == "LISTEN" { n = split($4, a, ":"); print a[n] }'
+  else
+    cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {
+      split($2, a, ":"); h = toupper(a[2]); p = 0
+      for (i = 1; i <= length(h); i++) p = p * 16 + index("0123456789ABCDEF", substr(h, i, 1)) - 1
+      print p
+    }'
+  fi | sort -un
+}
+
+# ugro_is_listening PORT
+ugro_is_listening() {
+  ugro_listening_ports | grep -qx -e "$1"
+}
