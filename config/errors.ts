@@ -3,12 +3,25 @@
  * turns them into a message and an exit code (STYLE.md item 8).
  */
 export class UgroError extends Error {
-  /** Process exit code the CLI should use for this error. */
+  /**
+   * Process exit code the CLI uses for this error: 1 (the operation failed). Subclasses set their
+   * own: UsageError 2, NotFoundError 3 (the contract is in controller/cli/main.ts).
+   */
   readonly exitCode: number = 1;
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
   }
+}
+
+/** The command line is wrong: an unknown value, a flag out of range, a name that is not a name. Exit 2. */
+export class UsageError extends UgroError {
+  override readonly exitCode: number = 2;
+}
+
+/** A named thing (a job, a rank, a host) does not exist. Exit 3. */
+export class NotFoundError extends UgroError {
+  override readonly exitCode: number = 3;
 }
 
 /** One problem found in an input file, located by field path and (for YAML) line. */
@@ -39,4 +52,12 @@ export function formatIssue(file: string, i: FieldIssue): string {
 export function formatIssues(file: string, issues: FieldIssue[]): string {
   const head = `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`;
   return [head, ...issues.map((i) => `  ${formatIssue(file, i)}`)].join('\n');
+}
+
+/**
+ * An error from the operating system (EACCES, ENOSPC, ENOENT… with the syscall that failed): about
+ * the machine, not a bug in UGRO, so the CLI reports its message without a stack.
+ */
+export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && 'syscall' in e;
 }

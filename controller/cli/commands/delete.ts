@@ -1,0 +1,33 @@
+/** `ugro delete job NAME [--wait]`: remove the job's spec file; the controller stops its run. */
+import type { Command } from 'commander';
+import { requireJobName } from '../args.ts';
+import type { CliContext } from '../context.ts';
+
+export function register(program: Command, ctx: CliContext): void {
+  const del = program.command('delete').description('delete a resource');
+  del
+    .command('job')
+    .description("delete a job's spec file; the controller stops its run and removes its status")
+    .argument('<name>')
+    .option('--wait', 'wait until the run is stopped and the status removed')
+    .action(async (raw: string, o: { wait?: boolean }) => {
+      const name = requireJobName(raw);
+      const [{ unlink }, { UgroError }, jobs] = await Promise.all([
+        import('node:fs/promises'),
+        import('../../../config/errors.ts'),
+        import('../jobs.ts'),
+      ]);
+      const store = jobs.openStore(ctx);
+      const { specFile } = await jobs.requireJob(store, name);
+      if (specFile) {
+        try {
+          await unlink(specFile); // a symlink itself, never its target
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+            throw new UgroError(`cannot delete ${specFile}: ${(e as Error).message}`);
+        }
+      }
+      ctx.io.out(`trainingjob/${name} deleted (the controller stops its run)`);
+      if (o.wait) await jobs.waitForStatus(store, name, (st) => !st, { timeoutMs: 90_000 });
+    });
+}

@@ -1,0 +1,99 @@
+/** `ugro get nodes` (same probes as health) and `ugro get jobs [NAME…] [-o …] [-w]`. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Command } from 'commander';
+import { NotFoundError, UsageError } from '../../../config/errors.ts';
+import { requireJobName } from '../args.ts';
+import type { CliContext } from '../context.ts';
+import { type OutputFormat, parseFormat, serialize } from '../output.ts';
+import type { JobRowInput } from '../render/jobs.ts';
+import { HEALTH_FORMATS } from './health.ts';
+
+const JOB_FORMATS = ['table', 'wide', 'json', 'yaml'] as const;
+
+export function register(program: Command, ctx: CliContext): void {
+  const get = program.command('get').description('list resources: nodes, jobs');
+  get
+    .command('nodes')
+    .description('the hosts and their health (same probes as `ugro health`)')
+    .argument('[hosts...]', 'only these hosts')
+    .option('-o, --output <format>', HEALTH_FORMATS.join('|'), 'table')
+    .action(async (hosts: string[], o: { output: string }) => {
+      const format = parseFormat(o.output, HEALTH_FORMATS);
+      const { health } = await import('../health.ts');
+      await health(ctx, hosts, format);
+    });
+  get
+    .command('jobs')
+    .description('jobs: phase, attempt, nodes, progress, age')
+    .argument('[names...]', 'only these jobs')
+    .option('-o, --output <format>', JOB_FORMATS.join('|'), 'table')
+    .option('-w, --watch', 'keep printing rows as their phase, attempt or progress changes (Ctrl-C stops)')
+    .action(async (names: string[], o: { output: string; watch?: boolean }) => {
+      const format = parseFormat(o.output, JOB_FORMATS);
+      for (const n of names) requireJobName(n);
+      if (o.watch && (format === 'json' || format === 'yaml')) throw new UsageError('-w works with -o table or wide');
+      if (format === 'json' || format === 'yaml') await structured(ctx, names, format);
+      else await tabled(ctx, names, format === 'wide', !!o.watch);
+    });
+}
+
+function notFound(dir: string, missing: string[]): NotFoundError {
+  return new NotFoundError(`job${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not found in ${dir}`);
+}
+
+async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: boolean): Promise<void> {
+  const [{ readJobRows }, { jobRow, jobsTable }] = await Promise.all([
+    import('../job-list.ts'),
+    import('../render/jobs.ts'),
+  ]);
+  const dir = ctx.jobsDir;
+  const { rows, missing } = await readJobRows(dir, names);
+  if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date()) : 'No jobs.');
+  if (missing.length) throw notFound(dir, missing);
+  if (!watch) return;
+  // Print the rows again (without the header) whenever what they show changes, ages aside.
+  const shown = (r: JobRowInput[]) => JSON.stringify(r.map((x) => jobRow(x, wide, new Date(0))));
+  let last = shown(rows);
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  for (;;) {
+    try {
+      await sleep(1000, undefined, { signal: stop.signal });
+    } catch {
+      return; // Ctrl-C: a normal end
+    }
+    const next = (await readJobRows(dir, names)).rows;
+    if (shown(next) === last) continue;
+    last = shown(next);
+    ctx.io.out(jobsTable(next, wide, new Date()).split('\n').slice(1).join('\n'));
+  }
+}
+
+async function structured(ctx: CliContext, names: string[], format: Extract<OutputFormat, 'json' | 'yaml'>) {
+  const { openStore } = await import('../jobs.ts');
+  const store = openStore(ctx);
+  let wanted = names;
+  if (!wanted.length) {
+    const { specs, statuses } = await store.listNames();
+    wanted = [...new Set([...specs, ...statuses])].sort();
+  }
+  const read = await Promise.all(
+    wanted.map(async (name) => {
+      const [spec, status] = await Promise.all([store.readSpec(name), store.readStatus(name)]);
+      return { name, spec, status };
+    }),
+  );
+  const found = read.filter((r) => r.spec.kind !== 'deleted' || r.status);
+  ctx.io.out(
+    await serialize(
+      found.map((r) => ({
+        name: r.name,
+        spec: r.spec.kind === 'valid' ? r.spec.job.spec : undefined,
+        status: r.status,
+      })),
+      format,
+    ),
+  );
+  const missing = read.filter((r) => !found.includes(r)).map((r) => r.name);
+  if (missing.length) throw notFound(store.dir, missing);
+}

@@ -1,0 +1,105 @@
+/** `ugro describe job NAME`: spec, status, conditions, per-host ranks, failures, recent events. */
+import { stringify } from 'yaml';
+import { formatIssue } from '../../../config/errors.ts';
+import type { SpecState } from '../../api/job-state.ts';
+import type { JobStatus } from '../../api/status.ts';
+import type { JobEvent } from '../../store/store.ts';
+import { clean, firstLine, table } from '../output.ts';
+import { eventsTable } from './events.ts';
+
+export interface DescribeInput {
+  name: string;
+  spec: SpecState;
+  status?: JobStatus;
+  events: JobEvent[];
+}
+
+const field = (label: string, value: string) => `${`${label}:`.padEnd(14)}${clean(value)}`;
+
+function statusLines(st: JobStatus): string[] {
+  const lines = [
+    field('Phase', `${st.phase}${st.reason ? ` (${st.reason})` : ''}`),
+    field('Message', firstLine(st.message)),
+    field('Attempt', String(st.attempt)),
+    field('Run', st.runId ?? '-'),
+    field('Rendezvous', st.rdzvEndpoint ?? '-'),
+    field('Started', st.startTime ?? '-'),
+    field('Completed', st.completionTime ?? '-'),
+  ];
+  if (st.restarts) lines.push(field('Restarts', `infra ${st.restarts.infra}, training ${st.restarts.training}`));
+  if (st.nextRetryAt) lines.push(field('Next retry', st.nextRetryAt));
+  if (st.exitCode !== undefined)
+    lines.push(field('Exit code', `${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`));
+  if (st.progress) lines.push(field('Progress', JSON.stringify(st.progress)));
+  lines.push(
+    'Nodes:',
+    st.nodes.length
+      ? table(
+          ['  HOST', 'NODE RANK', 'GLOBAL RANKS', 'PID', 'STATE', 'EXIT'],
+          st.nodes.map((n) => [
+            `  ${n.host}`,
+            String(n.nodeRank),
+            n.globalRanks.join(',') || '-',
+            String(n.pid ?? '-'),
+            n.state,
+            String(n.exitCode ?? '-'),
+          ]),
+        )
+      : '  <none>',
+    'Conditions:',
+    st.conditions.length
+      ? table(
+          ['  TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'],
+          st.conditions.map((x) => [`  ${x.type}`, x.status, x.reason, x.lastTransitionTime, firstLine(x.message)]),
+        )
+      : '  <none>',
+  );
+  if (st.failures?.length)
+    lines.push(
+      'Failures:',
+      table(
+        ['  TIME', 'ATTEMPT', 'CLASS', 'REASON', 'WHERE', 'MESSAGE'],
+        st.failures.map((f) => [
+          `  ${f.time}`,
+          String(f.attempt),
+          f.class,
+          f.reason,
+          [
+            f.host,
+            f.rank !== undefined ? `rank ${f.rank}` : undefined,
+            f.exitCode !== undefined ? `exit ${f.exitCode}` : '',
+          ]
+            .filter(Boolean)
+            .join(' ') || '-',
+          firstLine(f.message),
+        ]),
+      ),
+    );
+  if (st.logTail?.length) lines.push('Last log lines of the failing rank:', ...st.logTail.map((l) => `  ${clean(l)}`));
+  return lines;
+}
+
+function specLines(spec: SpecState): string[] {
+  if (spec.kind === 'valid')
+    return [
+      'Spec:',
+      ...stringify(spec.job.spec, { lineWidth: 0 })
+        .trimEnd()
+        .split('\n')
+        .map((l) => `  ${clean(l)}`),
+    ];
+  if (spec.kind === 'invalid')
+    return ['Spec: INVALID', ...spec.issues.map((i) => `  ${clean(formatIssue(spec.file, i))}`)];
+  return [];
+}
+
+export function describeJob({ name, spec, status, events }: DescribeInput): string {
+  return [
+    field('Name', name),
+    field('File', spec.kind === 'deleted' ? '(deleted)' : spec.file),
+    ...(status ? statusLines(status) : [field('Phase', 'Pending (no status yet: is `ugro controller` running?)')]),
+    ...specLines(spec),
+    'Events:',
+    eventsTable(events, { indent: '  ' }),
+  ].join('\n');
+}
