@@ -1,5 +1,5 @@
 /** `ugro config validate|show` through the real CLI entry, in-process (main(argv, io, env)). */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -108,6 +108,7 @@ describe('ugro config show', () => {
     expect(process.env[name]).toBeUndefined();
     writeFileSync(file, `cluster:\n  name: c\n  master: { hostname: m, ip: 10.0.0.1, user: "\${${name}}" }\n`);
     const r = await ugro(['--cluster', file, 'config', 'show', '-o', 'json'], { [name]: 'carol' });
+    rmSync(dir, { recursive: true, force: true });
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out).cluster.master.user).toBe('carol');
