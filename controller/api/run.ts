@@ -22,6 +22,8 @@ export const STOP_REASONS = [
   'runner-vanished',
   'stalled',
   'preempted',
+  /** A leftover of an older attempt found alive on a host that came back: never two generations. */
+  'superseded',
 ] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
@@ -115,6 +117,8 @@ export interface RankObservation {
   exitCode?: number;
   exitedAt?: number;
   logTail?: string[];
+  /** Seconds since the rank last touched UGRO_HEARTBEAT_FILE (or since it started), by the host's clock. */
+  heartbeatAgeS?: number;
 }
 
 /** One host's part of one run, as observed there. */
@@ -132,6 +136,18 @@ export interface RunPart {
   ranks: RankObservation[];
   agentLogTail: string[];
   metrics?: Metrics;
+}
+
+/** The newest complete checkpoint of a job on one host (its `latest` index), as observed there. */
+export interface CheckpointInfo {
+  host: string;
+  /** The checkpoint name (file `<name>.pt` in the job's checkpoint dir), e.g. step-400. */
+  name: string;
+  /** The step in the name, when it has one (step-N). */
+  step?: number;
+  sizeBytes: number;
+  /** When it was written, by the host's clock. */
+  mtimeMs: number;
 }
 
 /** The last metrics line a rank wrote; only flat, small, printable values survive validation. */

@@ -77,6 +77,30 @@ export const trainingJobSpec = z
         /** Failures of the infrastructure (a launch fails, a node is lost, a runner vanishes). */
         maxInfraRestarts: z.number().int().min(0).max(1000).default(10),
         backoffSeconds: z.number().min(0).max(3600).default(10),
+        /**
+         * Exit codes with a meaning of their own: `fatal` fails the job at once (a bad config will
+         * not get better), `retry` restarts without counting (a script asking to be restarted).
+         */
+        exitCodes: z
+          .strictObject({
+            fatal: z.array(z.number().int().min(1).max(255)).max(64).default([]),
+            retry: z.array(z.number().int().min(1).max(255)).max(64).default([]),
+          })
+          .prefault({})
+          .refine((e) => !e.fatal.some((c) => e.retry.includes(c)), 'a code cannot be both fatal and retry'),
+      })
+      .prefault({}),
+    failurePolicy: z
+      .strictObject({
+        /** A host holding part of a run that does not answer this long is lost (the gang restarts). */
+        nodeLostSeconds: z.number().min(1).max(3600).default(5),
+        /** A rank whose heartbeat (UGRO_HEARTBEAT_FILE) stops this long fails the gang (a hang). */
+        progressDeadlineSeconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(7 * 86400)
+          .optional(),
       })
       .prefault({}),
     checkpoint: z
@@ -99,6 +123,8 @@ export const trainingJobSpec = z
           .string()
           .regex(/^[A-Za-z0-9._-]+$/, 'must be a checkpoint name like "step-400"')
           .optional(),
+        /** The directory is shared between the hosts (NFS): restarts never copy checkpoints. */
+        shared: z.boolean().optional(),
       })
       .optional(),
     suspend: z.boolean().default(false),

@@ -6,7 +6,7 @@
  */
 import type { FailureClass, FailureRecord, JobStatus } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
-import { firstFailure, type RunView, runAlive, runStoppedOnPurpose, runStopReason } from './run-view.ts';
+import { firstFailure, type RunView, runAlive, runStoppedOnPurpose, runStopReason, vanishedParts } from './run-view.ts';
 
 export interface RunFailure {
   class: FailureClass;
@@ -18,6 +18,8 @@ export interface RunFailure {
   logTail?: string[];
   /** No restart whatever the budget (a deadline is a limit, not a hiccup). */
   final?: boolean;
+  /** Restart, but do not count it (an exit code listed under restartPolicy.exitCodes.retry). */
+  uncounted?: boolean;
 }
 
 export type RunOutcome =
@@ -32,23 +34,49 @@ export const MAX_FAILURE_RECORDS = 20;
 /**
  * What a run amounts to. `missing`: hosts of the run with no part at all (never started).
  * `gaveUp`: the run is over even with those hosts missing (the rendezvous timed out).
+ * `gone`: hosts of the run that are lost; their parts count as ended.
  */
 export function classifyRun(
   run: RunView,
-  opts: { missing: string[]; gaveUp: boolean; rdzvTimeoutSeconds: number; deadlineSeconds?: number },
+  opts: {
+    missing: string[];
+    gaveUp: boolean;
+    rdzvTimeoutSeconds: number;
+    deadlineSeconds?: number;
+    gone?: string[];
+    exitCodes?: { fatal: number[]; retry: number[] };
+  },
 ): RunOutcome {
   if (runAlive(run)) return { kind: 'running' };
   if (runStoppedOnPurpose(run)) return { kind: 'on-purpose' };
-  const done = run.meta.hosts.every((h) => run.parts.some((p) => p.host === h && p.exitCode !== undefined));
-  if (!done && !opts.gaveUp) return { kind: 'running' };
+  const gone = opts.gone ?? [];
+  const vanished = vanishedParts(run);
+  const ended = (h: string) =>
+    gone.includes(h) || run.parts.some((p) => p.host === h && (p.exitCode !== undefined || vanished.includes(p)));
   const stop = runStopReason(run);
+  // Once UGRO stopped it and nothing is left alive, a host that never reported is over too.
+  if (!run.meta.hosts.every(ended) && !opts.gaveUp && !stop) return { kind: 'running' };
+  const failed = (f: RunFailure): RunOutcome => ({ kind: 'failed', failure: f });
   if (stop === 'deadline-exceeded') {
     const message = `ran longer than activeDeadlineSeconds (${opts.deadlineSeconds ?? '?'} s)`;
-    return { kind: 'failed', failure: { class: 'training', reason: 'DeadlineExceeded', message, final: true } };
+    return failed({ class: 'training', reason: 'DeadlineExceeded', message, final: true });
   }
-  if (stop === 'launch-failed') {
-    return { kind: 'failed', failure: { class: 'infra', reason: 'LaunchFailed', message: 'the launch failed' } };
+  if (stop === 'launch-failed') return failed({ class: 'infra', reason: 'LaunchFailed', message: 'the launch failed' });
+  // A lost host explains whatever its peers did meanwhile (they fail when a peer vanishes).
+  if (stop === 'node-lost' || gone.length) {
+    const host = gone[0];
+    return failed({ class: 'infra', reason: 'NodeLost', message: `node ${host ?? '?'} was lost`, host });
   }
+  if (stop === 'runner-vanished' || vanished.length) {
+    const host = vanished[0]?.host;
+    return failed({
+      class: 'infra',
+      reason: 'RunnerVanished',
+      message: `the runner on ${host ?? '?'} vanished without an exit code (host rebooted? OOM killer? see dmesg)`,
+      host,
+    });
+  }
+  if (stop === 'stalled') return failed({ class: 'training', reason: 'ProgressStalled', message: 'progress stalled' });
   if (!opts.missing.length && run.parts.every((p) => p.exitCode === 0)) return { kind: 'succeeded' };
   const f = firstFailure(run);
   // Hosts that never came up are the cause when the only other exits are the parts UGRO itself
@@ -56,21 +84,24 @@ export function classifyRun(
   const onlyOurStops = run.parts.every((p) => p.exitCode === 0 || p.stopReason);
   if (opts.missing.length && (!f || onlyOurStops)) {
     const message = `hosts ${opts.missing.join(', ')} never started (rendezvous timed out after ${opts.rdzvTimeoutSeconds} s)`;
-    return { kind: 'failed', failure: { class: 'infra', reason: 'HostsNeverStarted', message } };
+    return failed({ class: 'infra', reason: 'HostsNeverStarted', message });
   }
   const exitCode = f?.exitCode ?? 1;
-  return {
-    kind: 'failed',
-    failure: {
-      class: 'training',
-      reason: 'RankFailed',
-      message: `rank ${f?.rank ?? '?'} on ${f?.host ?? '?'} exited with code ${exitCode}`,
-      host: f?.host,
-      rank: f?.rank,
-      exitCode,
-      logTail: f?.logTail.slice(-20),
-    },
+  const base = {
+    class: 'training' as const,
+    message: `rank ${f?.rank ?? '?'} on ${f?.host ?? '?'} exited with code ${exitCode}`,
+    host: f?.host,
+    rank: f?.rank,
+    exitCode,
+    logTail: f?.logTail.slice(-20),
   };
+  if (opts.exitCodes?.fatal.includes(exitCode)) {
+    return failed({ ...base, reason: 'FatalExitCode', message: `${base.message} (listed as fatal)`, final: true });
+  }
+  if (opts.exitCodes?.retry.includes(exitCode)) {
+    return failed({ ...base, reason: 'RetryExitCode', message: `${base.message} (listed as retry)`, uncounted: true });
+  }
+  return failed({ ...base, reason: 'RankFailed' });
 }
 
 /**
@@ -82,8 +113,8 @@ export function countFailures(
   records: readonly FailureRecord[],
 ): Record<FailureClass, number> {
   const counts: Record<FailureClass, number> = { infra: 0, training: 0 };
-  for (const o of outcomes.values()) if (o.kind === 'failed') counts[o.failure.class]++;
-  for (const r of records) if (!outcomes.has(r.attempt)) counts[r.class]++;
+  for (const o of outcomes.values()) if (o.kind === 'failed' && !o.failure.uncounted) counts[o.failure.class]++;
+  for (const r of records) if (!outcomes.has(r.attempt) && r.reason !== 'RetryExitCode') counts[r.class]++;
   return counts;
 }
 

@@ -39,6 +39,8 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
     `--rdzv_id=${n.runId}`,
     `--rdzv_conf=is_host=${n.nodeRank === 0 ? 1 : 0},join_timeout=${n.rdzvTimeoutSeconds}`,
     '--max_restarts=0',
+    // torch 1.13 looks at its ranks every 5 s: a crashed rank would go unnoticed that long.
+    '--monitor_interval=0.5',
     '--no_python',
     posix.join(n.runDir, 'rank.sh'),
     ...target,
@@ -67,15 +69,34 @@ export function checkpointDir(job: TrainingJob, host: Host): { ok: true; path: s
   };
 }
 
-/** Variables UGRO sets for the training processes (besides torch's RANK, WORLD_SIZE, …). */
-export function ugroEnv(job: TrainingJob, n: NodeLaunch, checkpoint: string): Record<string, string> {
+/**
+ * Variables UGRO sets for the training processes (besides torch's RANK, WORLD_SIZE, …). A restart
+ * resumes from `resumeFrom` (the newest complete checkpoint), else the spec's checkpoint.resumeFrom.
+ * Collectives are made to fail instead of hanging: NCCL's async error handling is on, and with a
+ * progress deadline the collective timeout (UGRO_COLLECTIVE_TIMEOUT_SECONDS, read by train.py for
+ * init_process_group) is that deadline. A value the job's own env sets wins for the NCCL ones.
+ */
+export function ugroEnv(
+  job: TrainingJob,
+  n: NodeLaunch,
+  checkpoint: string,
+  restart: { resumeFrom?: string; restartCount?: number } = {},
+): Record<string, string> {
+  const resume = restart.resumeFrom ?? job.spec.checkpoint?.resumeFrom;
+  const progress = job.spec.failurePolicy.progressDeadlineSeconds;
+  const env = job.spec.env;
   return {
     PYTHONUNBUFFERED: '1',
+    ...(env.TORCH_NCCL_ASYNC_ERROR_HANDLING === undefined ? { TORCH_NCCL_ASYNC_ERROR_HANDLING: '1' } : {}),
+    // The same switch under its name before torch 2.2.
+    ...(env.NCCL_ASYNC_ERROR_HANDLING === undefined ? { NCCL_ASYNC_ERROR_HANDLING: '1' } : {}),
     UGRO_JOB: job.metadata.name,
     UGRO_RUN_ID: n.runId,
     UGRO_ATTEMPT: String(n.attempt),
+    UGRO_RESTART_COUNT: String(restart.restartCount ?? Math.max(0, n.attempt - 1)),
     UGRO_CHECKPOINT_DIR: checkpoint,
     UGRO_METRICS_FILE: posix.join(n.runDir, 'metrics.jsonl'),
-    ...(job.spec.checkpoint?.resumeFrom ? { UGRO_RESUME_FROM: job.spec.checkpoint.resumeFrom } : {}),
+    ...(resume ? { UGRO_RESUME_FROM: resume } : {}),
+    ...(progress ? { UGRO_COLLECTIVE_TIMEOUT_SECONDS: String(progress) } : {}),
   };
 }

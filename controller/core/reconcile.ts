@@ -54,6 +54,8 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
 
   const mine = runs.filter((r) => r.specHash === hash);
   const current = mine[mine.length - 1];
+  // A leftover of an older attempt alive on a host that came back: one generation at a time.
+  for (const r of mine) if (r !== current && runAlive(r)) d.stop(r, 'superseded', 5);
   const stopped = stopRequested(d, job, hash, current);
   if (stopped) return stopped;
   const observed = observeRun({ d, job, hash, mine });

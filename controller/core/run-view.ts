@@ -32,9 +32,18 @@ export const partDone = (p: RunPart) => !p.alive && p.exitCode !== undefined;
 export const partFailed = (p: RunPart) => partDone(p) && p.exitCode !== 0;
 export const runAlive = (r: RunView) => r.parts.some((p) => p.alive);
 
-/** The reason UGRO stopped this run with, if it stopped it (the first part that records one). */
+/**
+ * The reason UGRO stopped this run with, if it stopped it. A leftover stopped later as
+ * `superseded` (a host that came back) does not hide why the run itself ended.
+ */
 export function runStopReason(r: RunView): StopReason | undefined {
-  return r.parts.find((p) => p.stopReason)?.stopReason;
+  return (r.parts.find((p) => p.stopReason && p.stopReason !== 'superseded') ?? r.parts.find((p) => p.stopReason))
+    ?.stopReason;
+}
+
+/** Parts whose runner is gone without recording an exit code (host reboot, OOM killer, kill -9). */
+export function vanishedParts(r: RunView): RunPart[] {
+  return r.parts.filter((p) => p.pid !== undefined && !p.alive && p.exitCode === undefined && !p.stopReason);
 }
 
 /** Stopped by a person or the scheduler and fully down: not a failure, never counted. */

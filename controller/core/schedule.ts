@@ -5,13 +5,24 @@ import type { ClusterView, LaunchPart } from './types.ts';
 /** MiB rounding of nvidia-smi vs. the GiB people write: 3 % slack. */
 const MEMORY_SLACK = 0.97;
 
-/** Choose hosts for a new run, or say why not. */
-export function schedule(job: TrainingJob, view: ClusterView): { parts: LaunchPart[] } | { waiting: string } {
+/**
+ * Choose hosts for a new run, or say why not. `prefer` (a restart's previous hosts, the holder of
+ * its checkpoint first) come first, in that order; the first chosen host is node rank 0.
+ */
+export function schedule(
+  job: TrainingJob,
+  view: ClusterView,
+  prefer: readonly string[] = [],
+): { parts: LaunchPart[] } | { waiting: string } {
   const spec = job.spec;
   const { min, max } = nodeRange(spec);
   const reasons: string[] = [];
   const eligible: LaunchPart[] = [];
-  const candidates = spec.hosts ? view.hosts.filter((h) => spec.hosts!.includes(h.name)) : view.hosts;
+  const rank = (n: string) => (prefer.includes(n) ? prefer.indexOf(n) : prefer.length);
+  const candidates = (spec.hosts ? view.hosts.filter((h) => spec.hosts!.includes(h.name)) : view.hosts)
+    .map((h, i) => ({ h, i }))
+    .sort((a, b) => rank(a.h.name) - rank(b.h.name) || a.i - b.i)
+    .map((x) => x.h);
   const unknown = (spec.hosts ?? []).filter((n) => !view.hosts.some((h) => h.name === n));
   if (unknown.length) {
     reasons.push(
@@ -23,6 +34,11 @@ export function schedule(job: TrainingJob, view: ClusterView): { parts: LaunchPa
     const foreign = view.foreign.get(h.name);
     if (foreign) {
       reasons.push(`${h.name} ${foreign}`);
+      continue;
+    }
+    const down = view.down.get(h.name);
+    if (down) {
+      reasons.push(`${h.name} ${down}`);
       continue;
     }
     if (!view.ready.has(h.name)) {

@@ -2,7 +2,7 @@
 import type { Host } from '../../config/cluster.ts';
 import type { ControlState } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { RunPart, StopReason } from '../api/run.ts';
+import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
 
 export interface ClusterView {
@@ -22,6 +22,10 @@ export interface ClusterView {
   ahead: string[];
   rdzvTimeoutSeconds: number;
   defaultGraceSeconds: number;
+  /** When each host last answered (SSH keepalive or any reply), controller clock in ms. */
+  lastHeard: Map<string, number>;
+  /** Hosts lost or refusing connections right now: never scheduled. Host -> why. */
+  down: Map<string, string>;
 }
 
 export interface LaunchPart {
@@ -44,6 +48,12 @@ export type Action =
       rdzvHost: string;
       port: number;
       createdAt: string;
+      /** UGRO_RESUME_FROM for this attempt (a checkpoint name), when it resumes. */
+      resumeFrom?: string;
+      /** UGRO_RESTART_COUNT: restarts of this spec so far. */
+      restartCount?: number;
+      /** Copy this checkpoint to the new rank 0's host before launching (it is elsewhere). */
+      copyCheckpoint?: { from: string; to: string; name: string };
     }
   | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: StopReason }
   /** Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again starts afresh. */
@@ -69,6 +79,8 @@ export interface ReconcileInput {
   /** Hosts that did not answer this round: host -> why. */
   unreachable: Map<string, string>;
   cluster: ClusterView;
+  /** The newest complete checkpoint of this job on each host that has one. */
+  checkpoints?: CheckpointInfo[];
 }
 
 export interface ReconcileResult {

@@ -65,6 +65,8 @@ export function view(over: Partial<ClusterView> = {}): ClusterView {
     notReady: new Map(),
     busy: new Map(),
     foreign: new Map(),
+    lastHeard: new Map(),
+    down: new Map(),
     usedPorts: new Set(),
     basePort: 29500,
     gpus: new Map(HOSTS.map((h) => [h.name, [{ memoryTotalMiB: 8188 }]])),

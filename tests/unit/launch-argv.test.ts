@@ -50,6 +50,7 @@ describe('torchrunArgv', () => {
       `--rdzv_id=${RUN_ID}`,
       '--rdzv_conf=is_host=0,join_timeout=300',
       '--max_restarts=0',
+      '--monitor_interval=0.5',
       '--no_python',
       '/home/ob/ugro/runs/train.abcd1234.1/rank.sh',
       'python3',
@@ -124,9 +125,12 @@ describe('ugroEnv', () => {
       ),
     ).toEqual({
       PYTHONUNBUFFERED: '1',
+      TORCH_NCCL_ASYNC_ERROR_HANDLING: '1',
+      NCCL_ASYNC_ERROR_HANDLING: '1',
       UGRO_JOB: 'train',
       UGRO_RUN_ID: 'train-abcd1234-a2',
       UGRO_ATTEMPT: '2',
+      UGRO_RESTART_COUNT: '1',
       UGRO_CHECKPOINT_DIR: '/home/ob/ugro/checkpoints/train',
       UGRO_METRICS_FILE: '/home/ob/ugro/runs/train.abcd1234.2/metrics.jsonl',
     });

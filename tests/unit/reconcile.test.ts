@@ -314,7 +314,7 @@ describe('observing a run', () => {
       reason: 'HostUnreachable',
       message: 'gpu1: connection refused',
     });
-    expect(r.requeueAfterMs).toBe(5000);
+    expect(r.requeueAfterMs).toBe(1000);
   });
 
   // Regression (was a bug, fixed): a Running job whose host is briefly unreachable is reported as Starting/Rendezvous
@@ -403,6 +403,7 @@ describe('restartPolicy', () => {
         rdzvHost: 'gpu1',
         port: 29500,
         createdAt: iso(73),
+        restartCount: 1,
       },
     ]);
     expect(relaunch.status).toMatchObject({
@@ -415,7 +416,7 @@ describe('restartPolicy', () => {
     expect(relaunch.status!.completionTime).toBeUndefined();
     expect(relaunch.events).toContainEqual({
       reason: 'Restarting',
-      message: 'attempt 1 failed (rank 0 on gpu1 exited with code 3); starting attempt 2',
+      message: 'attempt 2, from the start, on gpu1 (attempt 1 failed: rank 0 on gpu1 exited with code 3)',
       type: 'Warning',
     });
 
@@ -733,6 +734,7 @@ describe('suspend', () => {
         rdzvHost: 'gpu-master',
         port: 29500,
         createdAt: iso(100),
+        restartCount: 1,
       },
     ]);
     expect(r.status).toMatchObject({ phase: 'Starting', reason: 'Launching', attempt: 2, observedGeneration: 1 });

@@ -1,7 +1,8 @@
 /**
- * Step 5: the current attempt of this spec, as the hosts show it: finish a half-done launch,
- * stop the gang when a member failed, enforce the deadline, report Running, or end it
- * (Succeeded; Failed; or back to Queued for a restart after a backoff).
+ * Step 5: the current attempt of this spec, as the hosts show it: finish a half-done launch;
+ * detect what ends it early (a lost node, a vanished runner, a failed member, stalled progress,
+ * the deadline) and stop the gang; report Running; or end it (Succeeded; Failed; or back to
+ * Queued for a restart after a backoff).
  */
 import type { FailureRecord } from '../../api/status.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
@@ -16,7 +17,15 @@ import {
   type RunOutcome,
   withRecord,
 } from '../failures.ts';
-import { iso, nodeStatuses, partFailed, type RunView, runAlive, runStoppedOnPurpose } from '../run-view.ts';
+import {
+  iso,
+  nodeStatuses,
+  partFailed,
+  type RunView,
+  runAlive,
+  runStoppedOnPurpose,
+  vanishedParts,
+} from '../run-view.ts';
 import type { ReconcileResult } from '../types.ts';
 
 /** What the next step should do when this one does not end the pass. */
@@ -24,7 +33,16 @@ export interface ScheduleNext {
   attempt: number;
   /** The attempt that was stopped on purpose and now resumes (suspend off, cancel withdrawn). */
   resuming?: RunView;
+  /** The attempt that failed and is being restarted, and why. */
+  afterFailure?: { attempt: number; what: string };
+  /** Hosts of the previous attempt, still usable: preferred for the next one. */
+  prefer?: string[];
+  /** When this spec's first attempt was created (ms): checkpoints older than that are not its own. */
+  since?: number;
 }
+
+/** Grace for stopping the rest of a gang that cannot go on (they may hang in a collective). */
+const GANG_GRACE_SECONDS = 5;
 
 interface Ctx {
   d: Draft;
@@ -42,6 +60,18 @@ function ageSeconds(d: Draft, run: RunView): number {
   return (d.input.now.getTime() - Date.parse(run.meta.createdAt)) / 1000;
 }
 
+/** Hosts of `run` that are lost: unreachable now, and silent for longer than nodeLostSeconds. */
+function lostHosts(c: Ctx, run: RunView): { host: string; since: number }[] {
+  const { unreachable, cluster, now } = c.d.input;
+  const limit = c.job.spec.failurePolicy.nodeLostSeconds * 1000;
+  const out: { host: string; since: number }[] = [];
+  for (const h of run.meta.hosts) {
+    const last = cluster.lastHeard.get(h);
+    if (unreachable.has(h) && last !== undefined && now.getTime() - last > limit) out.push({ host: h, since: last });
+  }
+  return out;
+}
+
 /** Outcomes of every run of this spec (older ones are over: their missing hosts never came). */
 function outcomes(c: Ctx): Map<number, RunOutcome> {
   const m = new Map<number, RunOutcome>();
@@ -51,10 +81,33 @@ function outcomes(c: Ctx): Map<number, RunOutcome> {
     const gaveUp = missing.length > 0 && ageSeconds(c.d, r) >= rdzvTimeoutSeconds;
     m.set(
       r.attempt,
-      classifyRun(r, { missing, gaveUp, rdzvTimeoutSeconds, deadlineSeconds: c.job.spec.activeDeadlineSeconds }),
+      classifyRun(r, {
+        missing,
+        gaveUp,
+        rdzvTimeoutSeconds,
+        deadlineSeconds: c.job.spec.activeDeadlineSeconds,
+        gone: lostHosts(c, r).map((l) => l.host),
+        exitCodes: c.job.spec.restartPolicy.exitCodes,
+      }),
     );
   }
   return m;
+}
+
+/**
+ * Record a failure of `attempt` the moment it is detected (once): the record names the cause
+ * (which host, which rank) better than the stopped run will, and the backoff starts now.
+ */
+function noteFailure(c: Ctx, attempt: number, f: RunFailure): boolean {
+  const s = c.d.status;
+  if (s.failures?.some((r) => r.attempt === attempt)) return false;
+  // Failures before this one (its own run may already show as failed), plus this one.
+  const before = outcomes(c);
+  before.delete(attempt);
+  const n = countFailures(before, s.failures ?? [])[f.class] + 1;
+  s.failures = withRecord(s.failures, failureRecord(attempt, f, c.d.now));
+  s.nextRetryAt = new Date(c.d.input.now.getTime() + backoffMs(c.job, f.class, n)).toISOString();
+  return true;
 }
 
 export function observeRun(c: Ctx): ReconcileResult | ScheduleNext {
@@ -62,10 +115,12 @@ export function observeRun(c: Ctx): ReconcileResult | ScheduleNext {
   const prevAttempt = d.prev?.specHash === hash ? d.prev.attempt : 0;
   const current = c.mine[c.mine.length - 1];
   const last = Math.max(current?.attempt ?? 0, prevAttempt);
+  const since = c.mine.length ? Date.parse(c.mine[0].meta.createdAt) : undefined;
 
   if (current && current.attempt === last) {
     // Stopped on purpose (suspend now off, or a cancel withdrawn): not a failure, a new attempt.
-    if (runStoppedOnPurpose(current)) return { attempt: last + 1, resuming: current };
+    if (runStoppedOnPurpose(current))
+      return { attempt: last + 1, resuming: current, prefer: current.meta.hosts, since };
     return observeCurrent(c, current);
   }
   // The status names an attempt the hosts do not show.
@@ -73,7 +128,7 @@ export function observeRun(c: Ctx): ReconcileResult | ScheduleNext {
   if (last > 0 && record) {
     // A launch that failed before anything started anywhere: its record stands for the run.
     d.status.attempt = last;
-    return decide(c, last, recordFailure(record));
+    return decide(c, last, recordFailure(record), undefined, current?.meta.hosts);
   }
   const away = (d.prev?.nodes ?? []).filter((n) => d.input.unreachable.has(n.host)).map((n) => n.host);
   if (last > 0 && d.prev?.specHash === hash && away.length) {
@@ -91,7 +146,7 @@ export function observeRun(c: Ctx): ReconcileResult | ScheduleNext {
   }
   // Nothing of attempt `last` ever reached a host (the controller stopped before launching it):
   // launch that attempt number; otherwise the next one.
-  return { attempt: last > (current?.attempt ?? 0) ? last : last + 1 };
+  return { attempt: last > (current?.attempt ?? 0) ? last : last + 1, since };
 }
 
 function recordFailure(r: FailureRecord): RunFailure {
@@ -120,11 +175,14 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
   const hosts = current.meta.hosts;
   const missing = missingHosts(d, current);
   const unknown = hosts.filter((h) => unreachable.has(h));
+  const stoppedByUs = current.parts.some((p) => p.stopReason);
+  // A rank that exits non-zero fails the gang, unless UGRO is already stopping the run (then the
+  // exits are its own signals arriving).
   const anyFailed =
     current.parts.some(partFailed) ||
-    current.parts.some((p) => p.ranks.some((r) => r.exitCode !== undefined && r.exitCode !== 0 && r.exitCode < 128));
+    (!stoppedByUs && current.parts.some((p) => p.ranks.some((r) => r.exitCode !== undefined && r.exitCode !== 0)));
   const age = ageSeconds(d, current);
-  const stoppedByUs = current.parts.some((p) => p.stopReason);
+  const alive = runAlive(current);
 
   if (unknown.length) {
     d.cond('HostsReachable', 'False', 'HostUnreachable', unknown.map((h) => `${h}: ${unreachable.get(h)}`).join('; '));
@@ -150,10 +208,42 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
     return d.finish('Starting', 'Launching', `launching on ${missing.join(', ')}`, 1000);
   }
 
+  // A lost node: its peers cannot go on; stop them and restart the gang.
+  const lost = lostHosts(c, current);
+  if (lost.length) {
+    const l = lost[0];
+    const silent = Math.round((now.getTime() - l.since) / 100) / 10;
+    const what = `node ${l.host} lost: no answer since ${new Date(l.since).toISOString()} (${silent} s)`;
+    d.cond('NodeLost', 'True', 'NodeLost', what);
+    if (noteFailure(c, current.attempt, { class: 'infra', reason: 'NodeLost', message: what, host: l.host })) {
+      d.event('NodeLost', what, 'Warning');
+    }
+    if (alive) {
+      d.stop(current, 'node-lost', GANG_GRACE_SECONDS);
+      return d.finish('Running', 'NodeLost', `${what}: stopping the others`, 1000);
+    }
+  } else if (d.conditions.some((x) => x.type === 'NodeLost' && x.status === 'True')) {
+    d.cond('NodeLost', 'False', 'NodesAnswering', 'every host of the run answers');
+  }
+
+  // A runner gone without an exit code (host rebooted, OOM killer, kill -9 of the runner).
+  const vanished = vanishedParts(current);
+  if (vanished.length && !lost.length) {
+    const v = vanished[0];
+    const what = `the runner on ${v.host} (pid ${v.pid}) vanished without an exit code (host rebooted? OOM killer? see dmesg)`;
+    if (noteFailure(c, current.attempt, { class: 'infra', reason: 'RunnerVanished', message: what, host: v.host })) {
+      d.event('RunnerVanished', what, 'Warning');
+    }
+    if (alive) {
+      d.stop(current, 'runner-vanished', GANG_GRACE_SECONDS);
+      return d.finish('Running', 'RunnerVanished', `${what}: stopping the others`, 1000);
+    }
+  }
+
   const gaveUp = missing.length > 0 && age >= cluster.rdzvTimeoutSeconds;
   // Gang semantics: one node failing fails the run; stop the rest now rather than let them hang.
-  if ((anyFailed || gaveUp) && runAlive(current)) {
-    d.stop(current, 'gang-failed', 5);
+  if ((anyFailed || gaveUp) && alive) {
+    d.stop(current, 'gang-failed', GANG_GRACE_SECONDS);
     return d.finish('Running', 'Failing', 'a node failed: stopping the others', 1000);
   }
 
@@ -162,6 +252,8 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
     gaveUp,
     rdzvTimeoutSeconds: cluster.rdzvTimeoutSeconds,
     deadlineSeconds: job.spec.activeDeadlineSeconds,
+    gone: lost.map((l) => l.host),
+    exitCodes: job.spec.restartPolicy.exitCodes,
   });
   if (outcome.kind === 'running') return running(c, current, unknown);
 
@@ -174,9 +266,16 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
     d.cond('Complete', 'True', 'Succeeded', `attempt ${current.attempt} finished`);
     return d.finish('Succeeded', 'Succeeded', `all ranks exited 0 (attempt ${current.attempt})`);
   }
-  if (outcome.kind === 'on-purpose') return { attempt: current.attempt + 1, resuming: current };
+  if (outcome.kind === 'on-purpose') {
+    return { attempt: current.attempt + 1, resuming: current, prefer: hosts, since: sinceOf(c) };
+  }
   if (outcome.failure.final) s.completionTime ??= doneAt;
-  return decide(c, current.attempt, outcome.failure, doneAt);
+  const usable = hosts.filter((h) => !lost.some((l) => l.host === h));
+  return decide(c, current.attempt, outcome.failure, doneAt, usable);
+}
+
+function sinceOf(c: Ctx): number | undefined {
+  return c.mine.length ? Date.parse(c.mine[0].meta.createdAt) : undefined;
 }
 
 function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
@@ -198,6 +297,37 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   const started =
     (current.parts.length === hosts.length || (wasRunning && current.parts.length + unknown.length === hosts.length)) &&
     current.parts.every((p) => p.ranks.length > 0);
+
+  // Hang detection: every rank touches its heartbeat file each step; one that stops for
+  // progressDeadlineSeconds fails the gang. The one whose heartbeat stopped first is named.
+  const progress = job.spec.failurePolicy.progressDeadlineSeconds;
+  let nextCheckMs = Number.POSITIVE_INFINITY;
+  if (progress && started) {
+    let worst: { host: string; rank: number; age: number } | undefined;
+    for (const p of current.parts) {
+      for (const r of p.ranks) {
+        if (r.exitCode !== undefined || r.heartbeatAgeS === undefined) continue;
+        if (!worst || r.heartbeatAgeS > worst.age) worst = { host: p.host, rank: r.rank, age: r.heartbeatAgeS };
+      }
+    }
+    if (worst && worst.age > progress) {
+      const what =
+        `rank ${worst.rank} on ${worst.host} made no progress for ${worst.age.toFixed(1)} s ` +
+        `(failurePolicy.progressDeadlineSeconds: ${progress})`;
+      const failure: RunFailure = {
+        class: 'training',
+        reason: 'ProgressStalled',
+        message: what,
+        host: worst.host,
+        rank: worst.rank,
+      };
+      if (noteFailure(c, current.attempt, failure)) d.event('ProgressStalled', what, 'Warning');
+      d.stop(current, 'stalled', GANG_GRACE_SECONDS);
+      return d.finish('Running', 'ProgressStalled', `${what}: stopping the gang`, 1000);
+    }
+    if (worst) nextCheckMs = Math.max(200, (progress - worst.age) * 1000 + 200);
+  }
+
   d.cond(
     'Running',
     'True',
@@ -207,35 +337,35 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   // The runtime holds a waiter per part that wakes us on exit; 30 s is only a safety net. Nothing
   // wakes us when ranks come up, so look again soon while starting.
   const msg = `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`;
-  return d.finish(
-    started ? 'Running' : 'Starting',
-    started ? 'Running' : 'Rendezvous',
-    msg,
-    unknown.length ? 5000 : started ? 30_000 : 1000,
-  );
+  const requeue = Math.min(unknown.length ? 1000 : started ? 30_000 : 1000, nextCheckMs);
+  return d.finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', msg, requeue);
 }
 
 /** A failed attempt: count it, then Failed (final or budget spent), a backoff, or the next attempt. */
-function decide(c: Ctx, attempt: number, failure: RunFailure, doneAt?: string): ReconcileResult | ScheduleNext {
+function decide(
+  c: Ctx,
+  attempt: number,
+  failure: RunFailure,
+  doneAt?: string,
+  prefer?: string[],
+): ReconcileResult | ScheduleNext {
   const { d, job } = c;
   const s = d.status;
   const counts = countFailures(outcomes(c), s.failures ?? []);
   s.restarts = counts;
   const existing = s.failures?.find((r) => r.attempt === attempt);
-  // A record made by the controller (a launch failure) says more than the hosts can.
+  // A record made when the failure was detected says more than the stopped run can.
   const what = existing?.message ?? failure.message;
-  if (failure.class === 'training') {
-    s.exitCode = failure.exitCode ?? 1;
-    s.failedRank = failure.rank;
-    s.failedHost = failure.host;
-    s.logTail = failure.logTail;
-  }
+  const rank = existing?.rank ?? failure.rank;
+  const host = existing?.host ?? failure.host;
+  const exitCode = existing?.exitCode ?? failure.exitCode;
+  if (rank !== undefined) s.failedRank = rank;
+  if (host !== undefined) s.failedHost = host;
+  if (exitCode !== undefined) s.exitCode = exitCode;
+  if (failure.logTail?.length) s.logTail = failure.logTail;
   const cls = existing?.class ?? failure.class;
   const reason = existing?.reason ?? failure.reason;
-  if (!existing) {
-    s.failures = withRecord(s.failures, failureRecord(attempt, failure, d.now));
-    s.nextRetryAt = new Date(d.input.now.getTime() + backoffMs(job, cls, counts[cls])).toISOString();
-  }
+  if (!existing) noteFailure(c, attempt, failure);
   if (failure.final) {
     s.nextRetryAt = undefined;
     d.cond('Running', 'False', reason, what);
@@ -247,19 +377,17 @@ function decide(c: Ctx, attempt: number, failure: RunFailure, doneAt?: string): 
     s.nextRetryAt = undefined;
     d.cond('Running', 'False', 'Failed', what);
     d.cond('Complete', 'False', 'Failed', what);
-    const after = max
-      ? ` (after ${max} ${cls === 'infra' ? 'infrastructure ' : ''}restart${max === 1 ? '' : 's'})`
-      : '';
+    const kind = cls === 'infra' ? 'infrastructure ' : '';
+    const after = max ? ` (after ${max} ${kind}restart${max === 1 ? '' : 's'})` : '';
     return d.finish('Failed', reason, `${what}${after}`);
   }
   const due = Date.parse(s.nextRetryAt ?? d.now);
   const left = due - d.input.now.getTime();
   if (left > 0) {
     d.cond('Running', 'False', 'BackoffRestart', `${what}; restarting in ${Math.ceil(left / 1000)} s`);
-    const msg = `attempt ${attempt} failed: ${what}; restart ${counts[cls]} of ${max} after backoff`;
-    return d.finish('Queued', 'BackoffRestart', msg, left);
+    const of = failure.uncounted ? 'not counted' : `restart ${counts[cls]} of ${max}`;
+    return d.finish('Queued', 'BackoffRestart', `attempt ${attempt} failed: ${what}; ${of} after backoff`, left);
   }
   s.nextRetryAt = undefined;
-  d.event('Restarting', `attempt ${attempt} failed (${what}); starting attempt ${attempt + 1}`, 'Warning');
-  return { attempt: attempt + 1 };
+  return { attempt: attempt + 1, afterFailure: { attempt, what }, prefer, since: sinceOf(c) };
 }

@@ -1,18 +1,49 @@
-/** Step 6: nothing runs for this spec: place a new attempt, or say why it waits. */
+/**
+ * Step 6: nothing runs for this spec: place a new attempt, or say why it waits. A later attempt
+ * (a restart, a resume after suspend or preemption) resumes from the newest complete checkpoint
+ * of this spec, wherever it is: its holder is preferred as the new rank 0, and when another host
+ * becomes rank 0 the checkpoint is copied there first (unless checkpoint.shared).
+ */
+import type { CheckpointInfo } from '../../api/run.ts';
 import { runDirName, runIdOf } from '../../api/run.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
 import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import { freePort, schedule } from '../schedule.ts';
-import type { ReconcileResult } from '../types.ts';
+import type { LaunchAction, ReconcileResult } from '../types.ts';
 import type { ScheduleNext } from './observe-run.ts';
+
+/** Host clocks may be this far behind the controller's (health warns past 2 s). */
+const CLOCK_SLACK_MS = 5000;
+
+/** The newest complete checkpoint written since `since` (ms), by step, then by time. */
+export function newestCheckpoint(
+  list: readonly CheckpointInfo[],
+  since: number | undefined,
+): CheckpointInfo | undefined {
+  let best: CheckpointInfo | undefined;
+  for (const c of list) {
+    if (since !== undefined && c.mtimeMs < since - CLOCK_SLACK_MS) continue;
+    const step = c.step ?? -1;
+    const bestStep = best?.step ?? -1;
+    if (!best || step > bestStep || (step === bestStep && c.mtimeMs > best.mtimeMs)) best = c;
+  }
+  return best;
+}
 
 export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: ScheduleNext): ReconcileResult {
   const { name, cluster } = d.input;
-  const s = schedule(job, cluster);
+  // Attempt 1 starts as the spec says (checkpoint.resumeFrom, or from scratch); later ones resume.
+  const ckpt = next.attempt > 1 ? newestCheckpoint(d.input.checkpoints ?? [], next.since) : undefined;
+  const prefer = [...(ckpt ? [ckpt.host] : []), ...(next.prefer ?? [])];
+  // A host that did not answer this round gets no new work, whatever its last health check said.
+  const down = new Map(cluster.down);
+  for (const [h, why] of d.input.unreachable) if (!down.has(h)) down.set(h, `unreachable (${why})`);
+  const s = schedule(job, { ...cluster, down }, prefer);
   if ('waiting' in s) {
-    d.cond('Scheduled', 'False', 'Unschedulable', s.waiting);
-    return d.finish('Queued', 'Unschedulable', s.waiting, 5000);
+    const restart = next.afterFailure !== undefined;
+    d.cond('Scheduled', 'False', restart ? 'WaitingForNodes' : 'Unschedulable', s.waiting);
+    return d.finish('Queued', restart ? 'WaitingForNodes' : 'Unschedulable', s.waiting, 5000);
   }
   // An absolute checkpoint.dir must be under a checkpoint root of every chosen host (it is loaded
   // with torch.load): refuse the job rather than let it read or write elsewhere.
@@ -29,7 +60,12 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   const dir = runDirName(name, hash, attempt);
   const runId = runIdOf(name, hash, attempt);
   const hosts = s.parts.map((p) => p.host);
-  d.actions.push({
+  const rank0 = hosts[0];
+  const has = (h: string) =>
+    (d.input.checkpoints ?? []).some((c) => c.host === h && c.name === ckpt?.name && c.sizeBytes === ckpt?.sizeBytes);
+  const copy =
+    ckpt && !job.spec.checkpoint?.shared && !has(rank0) ? { from: ckpt.host, to: rank0, name: ckpt.name } : undefined;
+  const action: LaunchAction = {
     type: 'launch',
     job: name,
     runId,
@@ -38,10 +74,14 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     specHash: hash,
     parts: s.parts,
     allParts: s.parts,
-    rdzvHost: s.parts[0].host,
+    rdzvHost: rank0,
     port,
     createdAt: d.now,
-  });
+    ...(ckpt ? { resumeFrom: ckpt.name } : {}),
+    ...(attempt > 1 ? { restartCount: attempt - 1 } : {}),
+    ...(copy ? { copyCheckpoint: copy } : {}),
+  };
+  d.actions.push(action);
   const st = d.status;
   st.attempt = attempt;
   st.runId = runId;
@@ -50,9 +90,16 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   st.nextRetryAt = undefined;
   st.nodes = s.parts.map((p) => ({ host: p.host, nodeRank: p.nodeRank, globalRanks: [], state: 'Pending' }));
   d.cond('Scheduled', 'True', 'Scheduled', `assigned ${hosts.join(', ')}`);
-  if (next.resuming) {
+  const from = ckpt ? `resume from ${ckpt.name}${copy ? ` (copied from ${copy.from})` : ''}` : 'from the start';
+  if (next.afterFailure) {
+    d.event(
+      'Restarting',
+      `attempt ${attempt}, ${from}, on ${hosts.join(',')} (attempt ${next.afterFailure.attempt} failed: ${next.afterFailure.what})`,
+      'Warning',
+    );
+  } else if (next.resuming) {
     const why = next.resuming.parts.find((p) => p.stopReason)?.stopReason;
-    d.event('Resuming', `attempt ${next.resuming.attempt} was ${why}; starting attempt ${attempt}`);
+    d.event('Resuming', `attempt ${next.resuming.attempt} was ${why}; starting attempt ${attempt}, ${from}`);
   }
   d.event('Scheduled', `attempt ${attempt} (${runId}) on ${hosts.join(', ')}`);
   return d.finish('Starting', 'Launching', `launching attempt ${attempt} on ${hosts.join(', ')}`, 2000);
