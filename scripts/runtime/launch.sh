@@ -93,10 +93,12 @@ date +%s%N >launched_at
 # fd for torchrun so stray children never hold it. The lock was taken above, before the runner
 # exists, and the runner inherits it on fd 9: a waiter or `logs -f` that comes right after this
 # script returns can never take the lock first and conclude the run is over. `env` applies the
-# job's variables to torchrun alone (the runner's own mv and date use this script's PATH).
+# job's variables to torchrun alone (the runner's own mv and date use this script's PATH). The
+# subshell keeps the shell's own notice ("Terminated") out of torchrun.log: dash applies a simple
+# command's redirections in the parent, and would print it there.
 setsid sh -c '
   trap : TERM INT HUP
-  env "$@" 9>&- </dev/null >torchrun.log 2>&1
+  (exec env "$@" 9>&- </dev/null >torchrun.log 2>&1)
   rc=$?
   echo "$rc" >exit_code.tmp && mv exit_code.tmp exit_code
   date +%s%N >finished_at

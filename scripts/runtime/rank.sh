@@ -7,7 +7,9 @@ echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/rank
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
-  wait "$child"; rc=$?
+  # (2>/dev/null: the shell's "Terminated" job notice is ours, not the training's, and would end
+  # up in torchrun's log, the tail shown on failure.)
+  wait "$child" 2>/dev/null; rc=$?
   kill -0 "$child" 2>/dev/null || break
 done
 echo "$rc" > "$UGRO_RUN_DIR/rank-$RANK.exit"
