@@ -107,8 +107,11 @@ export class HostRuntime implements HostRuntimeApi {
         if (!ENV_NAME.test(k)) throw bad(`${what}: ${JSON.stringify(k)} is not a variable name`);
         return `${k}=${v}`;
       });
-    // UGRO_* stay UGRO's (UGRO_RUN_ID is how stop finds the run's processes); for any other name
-    // in both, the job's value is the one its process sees.
+    // UGRO_RUN_ID is the marker stop.sh finds the run's processes by: always there, always this
+    // run's. UGRO_* stay UGRO's; for any other name in both, the job's value is the one it sees.
+    const runId = req.ugroEnv.UGRO_RUN_ID ?? meta.meta.runId;
+    if (runId !== meta.meta.runId) throw bad(`UGRO_RUN_ID ${runId} is not the run's id ${meta.meta.runId}`);
+    const ugroEnv = { ...req.ugroEnv, UGRO_RUN_ID: runId };
     const jobEnv = Object.fromEntries(Object.entries(req.jobEnv).filter(([k]) => !k.startsWith('UGRO_')));
     const args = [
       runDir,
@@ -116,7 +119,7 @@ export class HostRuntime implements HostRuntimeApi {
       req.checkPort !== undefined ? String(req.checkPort) : '',
       (this.options.scripts ?? runtimeScripts()).rank,
       JSON.stringify(meta.meta),
-      ...words(req.ugroEnv, 'ugroEnv'),
+      ...words(ugroEnv, 'ugroEnv'),
       '--',
       ...words(jobEnv, 'jobEnv'),
       ...req.argv,

@@ -22,26 +22,35 @@ case $run_id in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._
 ugro_read "$run_dir/pid"
 pid=$ugro_v
 ugro_read "$run_dir/starttime"
-# Same pid and start time (no pid reuse), and not a zombie: signal its process group.
+st=$ugro_v
+# Same pid and start time (no pid reuse), and not a zombie: its process group gets the signals.
+# (`kill -s SIG -- -PGID`: dash's kill takes no `--` after a bare -SIG.)
 group=
-ugro_alive "$pid" "$ugro_v" && group=$pid
-[ -n "$group" ] && kill -TERM -- "-$group" 2>/dev/null
-for p in $(ugro_marked "$run_id"); do kill -TERM "$p" 2>/dev/null; done
+ugro_alive "$pid" "$st" && group=$pid
+# What is left of the run: processes carrying its marker, and the runner itself.
+left() {
+  {
+    ugro_marked "$run_id"
+    [ -n "$group" ] && ugro_alive "$group" "$st" && echo "$group"
+  } | sort -u
+}
+[ -n "$group" ] && kill -s TERM -- "-$group" 2>/dev/null
+for p in $(ugro_marked "$run_id"); do kill -s TERM "$p" 2>/dev/null; done
 # Wait out the grace period, looking 5 times a second.
 i=0 limit=$(((grace_ms + 199) / 200))
-while [ "$i" -lt "$limit" ] && [ -n "$(ugro_marked "$run_id")" ]; do
+while [ "$i" -lt "$limit" ] && [ -n "$(left)" ]; do
   sleep 0.2
   i=$((i + 1))
 done
-left=$(ugro_marked "$run_id")
+survivors=$(left)
 killed=0
-if [ -n "$left" ]; then
-  [ -n "$group" ] && kill -KILL -- "-$group" 2>/dev/null
-  for p in $left; do kill -KILL "$p" 2>/dev/null; done
+if [ -n "$survivors" ]; then
+  [ -n "$group" ] && kill -s KILL -- "-$group" 2>/dev/null
+  for p in $survivors; do kill -s KILL "$p" 2>/dev/null; done
   killed=1
   sleep 0.2
 fi
-remaining=$(ugro_marked "$run_id" | wc -l)
+remaining=$(left | wc -l)
 remaining=$((remaining + 0))
 [ -s "$run_dir/exit_code" ] || { echo 137 >"$run_dir/exit_code"; date +%s%N >"$run_dir/finished_at"; }
 printf '@@stop\nkilled=%s\nremaining=%s\nwaited_ms=%s\n@@end\n' "$killed" "$remaining" "$((i * 200))"
