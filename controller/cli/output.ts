@@ -41,7 +41,7 @@ export function table(header: string[], rows: string[][]): string {
 
 export async function serialize(value: unknown, format: 'json' | 'yaml'): Promise<string> {
   if (format === 'json') return JSON.stringify(value, null, 2);
-  const { stringify } = await import('yaml');
+  const { stringify } = await import('./yaml.ts');
   return stringify(value, { lineWidth: 0 }).trimEnd();
 }
 

@@ -19,7 +19,7 @@ async function ugro(args: string[], io: { out?: (s: string) => void } = {}) {
   const code = await main(
     ['node', 'ugro', '--jobs', jobs, ...args],
     { out: io.out ?? ((s) => out.push(s)), err: (s) => err.push(s) },
-    { USER: 'alice', HOME: '/home/alice' },
+    { USER: 'alice', HOME: '/home/alice', XDG_CACHE_HOME: join(jobs, '.cache') },
   ).finally(() => rmSync(jobs, { recursive: true, force: true }));
   return { code, out: out.join('\n'), err: err.join('\n') };
 }

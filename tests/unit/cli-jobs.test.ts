@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseControl } from '../../controller/api/control.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { listJobNames, readJobRows } from '../../controller/cli/job-list.ts';
+import { cacheFileFor, listJobNames, readJobRows } from '../../controller/cli/job-list.ts';
 import { main } from '../../controller/cli/main.ts';
+import { projectStatus } from '../../controller/cli/render/jobs.ts';
 import { JobStore } from '../../controller/store/store.ts';
 
 const CLUSTER = new URL('../fixtures/cluster/valid.yaml', import.meta.url).pathname;
@@ -34,7 +35,7 @@ async function ugro(...args: string[]) {
   const code = await main(
     ['node', 'ugro', '--cluster', CLUSTER, '--jobs', jobs, ...args],
     { out: (s) => out.push(s), err: (s) => err.push(s) },
-    { USER: 'alice', HOME: '/home/alice' },
+    { USER: 'alice', HOME: '/home/alice', XDG_CACHE_HOME: join(root, 'cache') },
   );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
@@ -306,7 +307,7 @@ describe('get jobs', () => {
       'cc Pending 0 2',
     ]);
     const rows = await readJobRows(jobs, ['bb']);
-    expect(rows.rows[0].status).toEqual(await store.readStatus('bb'));
+    expect(rows.rows[0].status).toEqual(projectStatus(await store.readStatus('bb')));
   });
 
   it('names: the rows asked for; one that does not exist: exit 3 after the others', async () => {
@@ -329,5 +330,34 @@ describe('get jobs', () => {
     expect(rows[0].status).toEqual(await store.readStatus('aa'));
     expect(rows[0].spec.nodes).toBe(2);
     expect(rows[1].status).toBeUndefined();
+  });
+
+  it('the per-user cache: a second listing reads no file that did not change, and sees one that did', async () => {
+    writeSpec('aa');
+    await store.writeStatus('aa', status({ attempt: 1 }));
+    writeSpec('bb');
+    const first = await ugro('get', 'jobs');
+    const cache = cacheFileFor({ XDG_CACHE_HOME: join(root, 'cache') }, jobs)!;
+    const saved = JSON.parse(readFileSync(cache, 'utf8'));
+    expect(saved.dir).toBe(jobs);
+    expect(Object.keys(saved.entries).sort()).toEqual(['aa.status.yaml', 'bb.yaml']);
+    expect((await ugro('get', 'jobs')).out).toBe(first.out);
+    await store.writeStatus('aa', status({ attempt: 2 }));
+    expect((await ugro('get', 'jobs')).out).toMatch(/^aa\s+Running\s+2\s/m);
+  });
+
+  it('a damaged or edited cache can show wrong values but never breaks the listing', async () => {
+    writeSpec('aa');
+    await store.writeStatus('aa', status());
+    await ugro('get', 'jobs');
+    const cache = cacheFileFor({ XDG_CACHE_HOME: join(root, 'cache') }, jobs)!;
+    const saved = JSON.parse(readFileSync(cache, 'utf8'));
+    saved.entries['aa.status.yaml'].value = { phase: 'Running\u001b[2J', nodes: 'junk', attempt: { x: 1 } };
+    writeFileSync(cache, JSON.stringify(saved));
+    const r = await ugro('get', 'jobs', '-o', 'wide');
+    expect(r.code).toBe(0);
+    expect(r.out.split('\n')[1]).toMatch(/^aa\s+Running\?\[2J\s+0\s+-\s/);
+    writeFileSync(cache, '{not json');
+    expect((await ugro('get', 'jobs')).out).toMatch(/^aa\s+Running\s+1\s+1\/1\s/m);
   });
 });

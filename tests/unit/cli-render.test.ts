@@ -6,7 +6,7 @@ import type { TrainingJob } from '../../controller/api/trainingjob.ts';
 import { clean, table } from '../../controller/cli/output.ts';
 import { describeJob } from '../../controller/cli/render/describe.ts';
 import { eventsTable } from '../../controller/cli/render/events.ts';
-import { jobsTable } from '../../controller/cli/render/jobs.ts';
+import { jobsTable, projectSpec, projectStatus } from '../../controller/cli/render/jobs.ts';
 import { hostKeysTable, inventoryTable, nodesTable } from '../../controller/cli/render/nodes.ts';
 import { resultsText } from '../../controller/cli/render/results.ts';
 import type { NodeHealth } from '../../controller/hosts/health.ts';
@@ -120,6 +120,13 @@ describe('render/jobs: get jobs', () => {
         'fresh  Pending  0        2-3    -                  -      -                -                 -',
       ].join('\n'),
     );
+  });
+
+  it('what the cache keeps of a status or spec renders the same as the whole file', () => {
+    for (const r of rows) {
+      const projected = { name: r.name, status: projectStatus(r.status), spec: projectSpec(r.spec) };
+      expect(jobsTable([projected], true, NOW)).toBe(jobsTable([r], true, NOW));
+    }
   });
 
   it('fields of the wrong type never reach the terminal raw', () => {

@@ -42,12 +42,13 @@ function notFound(dir: string, missing: string[]): NotFoundError {
 }
 
 async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: boolean): Promise<void> {
-  const [{ readJobRows }, { jobRow, jobsTable }] = await Promise.all([
+  const [{ cacheFileFor, readJobRows }, { jobRow, jobsTable }] = await Promise.all([
     import('../job-list.ts'),
     import('../render/jobs.ts'),
   ]);
   const dir = ctx.jobsDir;
-  const { rows, missing } = await readJobRows(dir, names);
+  const cache = cacheFileFor(ctx.env, dir);
+  const { rows, missing } = await readJobRows(dir, names, cache);
   if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date()) : 'No jobs.');
   if (missing.length) throw notFound(dir, missing);
   if (!watch) return;
@@ -62,7 +63,7 @@ async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: bo
     } catch {
       return; // Ctrl-C: a normal end
     }
-    const next = (await readJobRows(dir, names)).rows;
+    const next = (await readJobRows(dir, names, cache)).rows;
     if (shown(next) === last) continue;
     last = shown(next);
     ctx.io.out(jobsTable(next, wide, new Date()).split('\n').slice(1).join('\n'));

@@ -49,7 +49,7 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
 
   const [{ stringify }, { formatIssue }, { API_VERSION, KIND, parseTrainingJob }, jobs, { join }, { mkdir }] =
     await Promise.all([
-      import('yaml'),
+      import('../yaml.ts'),
       import('../../../config/errors.ts'),
       import('../../api/trainingjob.ts'),
       import('../jobs.ts'),

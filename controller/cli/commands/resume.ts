@@ -13,7 +13,7 @@ export function register(program: Command, ctx: CliContext): void {
     .action(async (raw: string, o: { checkpoint: string }) => {
       const name = requireJobName(raw);
       const [{ parseDocument }, { formatIssue }, tj, { readRegularFile }, jobs] = await Promise.all([
-        import('yaml'),
+        import('../yaml.ts'),
         import('../../../config/errors.ts'),
         import('../../api/trainingjob.ts'),
         import('../../store/files.ts'),

@@ -7,7 +7,7 @@ export function register(program: Command, ctx: CliContext): void {
     .command('status')
     .description('nodes and jobs at a glance')
     .action(async () => {
-      const [{ probeCluster }, { nodesTable }, { readJobRows }, { jobsTable }] = await Promise.all([
+      const [{ probeCluster }, { nodesTable }, { cacheFileFor, readJobRows }, { jobsTable }] = await Promise.all([
         import('../../hosts/health.ts'),
         import('../render/nodes.ts'),
         import('../job-list.ts'),
@@ -16,7 +16,7 @@ export function register(program: Command, ctx: CliContext): void {
       const [cluster, pool] = await Promise.all([ctx.loadCluster(), ctx.ssh()]);
       const [nodes, { rows }] = await Promise.all([
         probeCluster(cluster, { connection: (h) => pool.host(h) }),
-        readJobRows(ctx.jobsDir),
+        readJobRows(ctx.jobsDir, [], cacheFileFor(ctx.env, ctx.jobsDir)),
       ]);
       const ready = nodes.filter((n) => n.status === 'Ready').length;
       ctx.io.out(`Cluster ${cluster.name}: ${ready}/${nodes.length} nodes Ready\n`);

@@ -3,6 +3,7 @@
  * from the schema-checked objects: the table needs a handful of fields, and loading the schema
  * library costs more than the whole listing. So each shown field is type-checked here, and
  * anything of the wrong shape shows as '-' (or, for a status without a phase, as no status).
+ * projectStatus/projectSpec keep only what the table reads (what job-list.ts caches).
  */
 import { age, firstLine, table } from '../output.ts';
 
@@ -18,8 +19,33 @@ type Rec = Record<string, unknown>;
 const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown, max = 256): string | undefined => (typeof v === 'string' ? v.slice(0, max) : undefined);
 const int = (v: unknown): number | undefined => (Number.isSafeInteger(v) ? (v as number) : undefined);
-const scalar = (v: unknown): string | undefined =>
-  typeof v === 'number' || typeof v === 'boolean' ? String(v) : str(v, 64);
+/** Numbers to 4 significant digits (a loss of 0.16666666666666666 shows as 0.1667). */
+const scalar = (v: unknown): string | undefined => {
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
+  return typeof v === 'boolean' ? String(v) : str(v, 64);
+};
+
+/** The part of a parsed status file the table reads (the rest is dropped, types are not checked here). */
+export function projectStatus(raw: unknown): unknown {
+  if (!isRec(raw)) return raw;
+  const p = isRec(raw.progress) ? { epoch: raw.progress.epoch, loss: raw.progress.loss } : raw.progress;
+  return {
+    phase: raw.phase,
+    attempt: raw.attempt,
+    nodes: Array.isArray(raw.nodes)
+      ? raw.nodes.map((n) => (isRec(n) ? { host: n.host, state: n.state } : n))
+      : raw.nodes,
+    progress: p,
+    createdAt: raw.createdAt,
+    runId: raw.runId,
+    message: typeof raw.message === 'string' ? raw.message.split('\n', 1)[0].slice(0, 4096) : raw.message,
+  };
+}
+
+/** The part of a parsed spec file the table reads: spec.nodes. */
+export function projectSpec(raw: unknown): unknown {
+  return isRec(raw) && isRec(raw.spec) ? { spec: { nodes: raw.spec.nodes } } : undefined;
+}
 
 export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'NODES', 'PROGRESS', 'AGE'];
 export const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
