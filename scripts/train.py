@@ -1,27 +1,189 @@
 """UGRO reference training script: a small DDP model on synthetic data.
 
-Runs under torchrun (UGRO starts it). Picks NCCL on CUDA GPUs, gloo on CPU. Rank 0 writes one
-JSON line of metrics per epoch to $UGRO_METRICS_FILE and a checkpoint to $UGRO_CHECKPOINT_DIR.
-Only built-in models are trained here; a hub model name fails clearly (no download is faked).
+Runs under torchrun (UGRO starts it), on Debian's torch 1.13 / Python 3.11 and on torch 2.x. Picks
+NCCL on CUDA GPUs, gloo on CPU. Only built-in models are trained here; a hub model name fails
+clearly (no download is faked). The optimizer is SGD with momentum 0.9, so it has state to restore.
+
+Environment (UGRO sets these; every one is optional here):
+  UGRO_CHECKPOINT_DIR   where checkpoints live on this host; without it nothing is saved.
+  UGRO_RESUME_FROM      a checkpoint name like step-400: resume from $UGRO_CHECKPOINT_DIR/step-400.pt.
+                        Only rank 0 reads the file (torch.load(weights_only=True)); it broadcasts the
+                        state, so every rank resumes at the same step whether or not its host has the
+                        file. When rank 0 cannot load it (no such file, no UGRO_CHECKPOINT_DIR, a bad
+                        name or file), every rank exits 2, rank 0 with a message naming the file: a
+                        resume never silently starts from scratch. Each rank prints
+                        "rank R: resumed from NAME (step S, epoch E)".
+  UGRO_RESTART_COUNT    how many times the controller restarted this job; printed at start.
+  UGRO_HEARTBEAT_FILE   touched (its mtime set) right after init_process_group and after every step.
+                        A literal `%r` in it is replaced by the global rank (one file per rank, e.g.
+                        /run/hb-%r); without `%r` the ranks of a host share one file.
+  UGRO_METRICS_FILE     rank 0 appends JSON lines: one every --metrics-every steps and one at the end
+                        of each epoch ("epoch_end": true), each with epoch, step (global steps done),
+                        total_steps, loss (mean over the ranks and the steps since the previous
+                        line, or over the epoch), samples_per_s (all ranks, step time only), world and
+                        time. An epoch's last step gets only the epoch line.
+  UGRO_COLLECTIVE_TIMEOUT_SECONDS  passed to init_process_group as timeout=: a collective waiting on
+                        a dead or stuck peer fails after it (the rank exits 1) instead of hanging. It
+                        must exceed the longest time one rank can lag the others, e.g. rank 0 saving
+                        or loading a checkpoint. With NCCL on torch < 2.2 it also sets
+                        NCCL_ASYNC_ERROR_HANDLING=1 (unless set), without which a timed-out NCCL
+                        collective is only logged, not aborted (2.2+ aborts by default).
+
+Checkpoints, written by rank 0 only, in UGRO_CHECKPOINT_DIR:
+  step-N.pt  after N global steps (N counts from the first run: a resumed run goes on counting).
+             Written to .step-N.pt.tmp, flushed, fsynced, then renamed into place (and the directory
+             fsynced): a step-N.pt is complete, or it is absent.
+  latest     the name of the newest complete checkpoint and a newline ("step-N\\n"), replaced the same
+             way (tmp, fsync, rename) after step-N.pt is in place.
+  Saved at the end of every epoch, every --checkpoint-every steps (0: only per epoch) and on SIGTERM.
+  Old checkpoints are kept. A step-N.pt holds only tensors, dicts, lists, ints and strings, because
+  torch 1.13's weights_only unpickler refuses even floats:
+    {"format": 1, "model": model.state_dict(), "optimizer": {"state": optimizer.state_dict()["state"]},
+     "step": N, "epoch": the epoch of step N (0-based), "steps_per_epoch": int, "world": world size}
+  The optimizer's hyperparameters (lr, momentum) come from the flags on resume, its state (momentum
+  buffers) from the file. Training resumes at step N+1, mid-epoch if N is. Each batch is drawn from
+  a seed of (rank, step), so a resumed run sees the batches an uninterrupted one would.
+
+SIGTERM (preemption, cancel; the controller signals the whole process group): before training has
+started the rank exits 143 at once (nothing to save). During training the handler only sets a flag;
+after every step the ranks all_reduce it (with the step's loss, by SUM: stop when the sum is > 0,
+which is MAX for a 0/1 flag), so all of them stop after the SAME step S even if only one got the
+signal. Rank 0 saves step-S and `latest`, all ranks meet at a barrier (nobody exits before the
+checkpoint is complete), print "rank R: stopping on SIGTERM after step S" and exit 143. torchrun's
+agent gives its workers 30 s after it forwards the signal before it SIGKILLs them.
+
+Exit codes: 0 done; 2 a bad setting (unknown model, --steps-per-epoch < 1, a timeout that is not a
+positive number) or an unusable resume checkpoint; 143 stopped on SIGTERM; 1 any other error (a
+traceback; e.g. a collective timed out); --exit-code for --fail-rank.
+
+Test-only flags: --fail-rank/--exit-code (a rank exits right after init), --hang-rank (a rank stops
+taking part in collectives: sleeps until SIGTERM), --echo-args, --sleep (seconds per step), and
+--ckpt-dir-per-rank (rank R > 0 uses $UGRO_CHECKPOINT_DIR/rank-R, to show that only rank 0 reads it).
 """
 import argparse
+import datetime
 import json
 import os
+import re
+import signal
 import socket
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-import torch.nn as nn
+# SIGTERM is handled before torch is imported (2-3 s): until training starts the rank just exits;
+# from then on (_SIG["armed"]) the handler only asks for a stop after the current step.
+_SIG = {"armed": False, "stop": False}
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    if not _SIG["armed"]:
+        sys.stdout.write(f"rank {os.environ.get('RANK', '0')}: SIGTERM before training started, exiting\n")
+        sys.stdout.flush()
+        os._exit(143)
+    _SIG["stop"] = True
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+import torch  # noqa: E402 - after the SIGTERM handler, see above
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512)}
+CKPT_FORMAT = 1
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 # Objects holding the process group are kept alive until os._exit ends the process. Freeing
 # DDP's Reducer drops the last reference to gloo's process group, whose destructor joins gloo's
 # worker threads while holding the GIL; a worker freeing its last tensor waits for that GIL, and
 # the rank hangs after "done" forever (torch 1.13, seen with gdb; 2 of 3 runs on a loaded box).
 _KEEP_ALIVE: list = []
+
+
+def say(line: str, err: bool = False) -> None:
+    """One line in ONE write: under PYTHONUNBUFFERED (UGRO sets it) print() writes the text and the
+    newline separately, and ranks sharing a stdout interleave mid-line ("rank 0: donerank 1: done")."""
+    f = sys.stderr if err else sys.stdout
+    f.write(line + "\n")
+    f.flush()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(tmp: str, final: str, write) -> None:
+    """write(f) into tmp, flush and fsync it, rename it to final and fsync the directory."""
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(os.path.dirname(final) or ".")
+
+
+def save_checkpoint(ckpt_dir: str, state: dict) -> str:
+    """Rank 0: step-N.pt (complete or absent), then `latest` naming it. Returns the name."""
+    name = f"step-{state['step']}"
+    os.makedirs(ckpt_dir, exist_ok=True)
+    _replace_durably(os.path.join(ckpt_dir, f".{name}.pt.tmp"), os.path.join(ckpt_dir, f"{name}.pt"),
+                     lambda f: torch.save(state, f))
+    _replace_durably(os.path.join(ckpt_dir, ".latest.tmp"), os.path.join(ckpt_dir, "latest"),
+                     lambda f: f.write(f"{name}\n".encode()))
+    return name
+
+
+def load_checkpoint(ckpt_dir, name: str):
+    """Rank 0: (state, None), or (None, why) naming the file."""
+    if not NAME_RE.match(name):
+        return None, f"UGRO_RESUME_FROM={name!r} is not a checkpoint name like step-400"
+    if not ckpt_dir:
+        return None, f"UGRO_RESUME_FROM={name} but UGRO_CHECKPOINT_DIR is not set: rank 0 must have {name}.pt"
+    path = os.path.join(ckpt_dir, f"{name}.pt")
+    if not os.path.isfile(path):
+        return None, (f"cannot resume from {name}: {path} does not exist on rank 0's host "
+                      f"({socket.gethostname()}); rank 0 must have the checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same failure
+        return None, f"cannot resume from {name}: rank 0 could not load {path}: {type(e).__name__}: {e}"
+    ok = (isinstance(state, dict) and isinstance(state.get("model"), dict)
+          and isinstance(state.get("optimizer"), dict) and isinstance(state.get("step"), int)
+          and isinstance(state.get("epoch"), int) and state["step"] >= 0)
+    if not ok:
+        return None, f"cannot resume from {name}: {path} is not a checkpoint of this script"
+    return state, None
+
+
+class Heartbeat:
+    """Sets the mtime of $UGRO_HEARTBEAT_FILE (with %r replaced by the rank); warns once on failure."""
+
+    def __init__(self, template, rank: int):
+        self.path = template.replace("%r", str(rank)) if template else None
+        self.warned = False
+
+    def touch(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path, "a"):
+                pass
+            os.utime(self.path, None)
+        except OSError as e:
+            if not self.warned:
+                say(f"heartbeat: cannot touch {self.path}: {e}", err=True)
+                self.warned = True
 
 
 def main() -> int:
@@ -32,84 +194,195 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps-per-epoch", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also save every N global steps (0: only at the end of each epoch)")
+    p.add_argument("--metrics-every", type=int, default=10,
+                   help="a metrics line every N global steps (0: only per epoch)")
     p.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep per step (tests)")
     p.add_argument("--fail-rank", type=int, default=-1, help="this global rank exits with --exit-code (tests)")
     p.add_argument("--exit-code", type=int, default=3)
+    p.add_argument("--hang-rank", type=int, default=-1,
+                   help="this global rank stops taking part in collectives after init, until SIGTERM (tests)")
+    p.add_argument("--ckpt-dir-per-rank", action="store_true",
+                   help="rank R > 0 uses $UGRO_CHECKPOINT_DIR/rank-R (tests: only rank 0 reads checkpoints)")
     p.add_argument("--echo-args", action="store_true", help="print sys.argv as JSON and exit (tests)")
     a, extra = p.parse_known_args()
 
     rank = int(os.environ.get("RANK", "0"))
     if a.echo_args:
-        print("ARGV " + json.dumps(sys.argv[1:]), flush=True)
+        say("ARGV " + json.dumps(sys.argv[1:]))
         return 0
     if a.model not in BUILTIN:
-        print(f"model {a.model!r} is not built in (built in: {', '.join(BUILTIN)}); "
-              "hub models need the transformers package in the host environment", file=sys.stderr)
+        say(f"model {a.model!r} is not built in (built in: {', '.join(BUILTIN)}); "
+            "hub models need the transformers package in the host environment", err=True)
+        return 2
+    if a.steps_per_epoch < 1:
+        say("--steps-per-epoch must be at least 1", err=True)
         return 2
 
     use_cuda = torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend)
-    world = dist.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)  # broadcast_object_list on NCCL uses the current device
+    init_kw = {}
+    timeout_s = os.environ.get("UGRO_COLLECTIVE_TIMEOUT_SECONDS")
+    if timeout_s:
+        try:
+            init_kw["timeout"] = datetime.timedelta(seconds=float(timeout_s))
+        except (ValueError, OverflowError):
+            init_kw["timeout"] = datetime.timedelta(0)
+        if not init_kw["timeout"] > datetime.timedelta(0):
+            say(f"UGRO_COLLECTIVE_TIMEOUT_SECONDS={timeout_s!r} is not a positive number of seconds", err=True)
+            return 2
+        if use_cuda and tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2]) < (2, 2):
+            os.environ.setdefault("NCCL_ASYNC_ERROR_HANDLING", "1")  # 2.2+ tears down by default
+    dist.init_process_group(backend, **init_kw)
+    heartbeat = Heartbeat(os.environ.get("UGRO_HEARTBEAT_FILE"), rank)
+    heartbeat.touch()
+    world = dist.get_world_size()
     device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
-    print(f"rank {rank}/{world} on {socket.gethostname()} backend={backend} device={device}", flush=True)
+    say(f"rank {rank}/{world} on {socket.gethostname()} backend={backend} device={device}")
+    say(f"rank {rank}: restart count {os.environ.get('UGRO_RESTART_COUNT', '0')}")
 
     if rank == a.fail_rank:
-        print(f"rank {rank}: failing on purpose with exit code {a.exit_code}", flush=True)
+        say(f"rank {rank}: failing on purpose with exit code {a.exit_code}")
         sys.stdout.flush()
         os._exit(a.exit_code)
+    if rank == a.hang_rank:
+        say(f"rank {rank}: hanging on purpose (no more collectives) until SIGTERM")
+        while True:
+            time.sleep(1)
+
+    def barrier() -> None:
+        # NCCL's barrier wants the rank's device named (else a warning, and a guess at the device).
+        dist.barrier(device_ids=[local]) if use_cuda else dist.barrier()
 
     d_in, d_hidden = BUILTIN[a.model]
     torch.manual_seed(1234)
     model = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, 1)).to(device)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
-    opt = torch.optim.SGD(ddp.parameters(), lr=a.lr)
-    _KEEP_ALIVE.extend([ddp, model, opt])
-    g = torch.Generator().manual_seed(rank)
-    w_true = torch.randn(d_in, 1, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
+    spe = a.steps_per_epoch
+    total_steps = a.epochs * spe
 
-    ckpt_dir = os.environ.get("UGRO_CHECKPOINT_DIR")
-    start_epoch = 0
+    ckpt_dir = os.environ.get("UGRO_CHECKPOINT_DIR") or None
+    if ckpt_dir and a.ckpt_dir_per_rank and rank > 0:
+        ckpt_dir = os.path.join(ckpt_dir, f"rank-{rank}")
+    start_step = 0
     resume = os.environ.get("UGRO_RESUME_FROM")
-    if resume and ckpt_dir and os.path.exists(os.path.join(ckpt_dir, resume + ".pt")):
-        state = torch.load(os.path.join(ckpt_dir, resume + ".pt"), map_location=device)
-        model.load_state_dict(state["model"])
-        start_epoch = state["epoch"] + 1
-        print(f"rank {rank}: resumed from {resume} (epoch {state['epoch']})", flush=True)
+    if resume:
+        box = list(load_checkpoint(ckpt_dir, resume)) if rank == 0 else [None, None]
+        dist.broadcast_object_list(box, src=0)  # ranks > 0 never open the file
+        state, why = box
+        if why is not None:
+            if rank == 0:
+                say(f"rank 0: {why}", err=True)
+            else:
+                say(f"rank {rank}: cannot resume from {resume}: rank 0 could not load it (see rank 0)", err=True)
+            return 2
+        try:
+            model.load_state_dict(state["model"])
+            saved = opt.state_dict()
+            saved["state"] = state["optimizer"].get("state", {})
+            opt.load_state_dict(saved)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # the same on every rank
+            say(f"rank {rank}: cannot resume from {resume}: it does not fit --model {a.model}: {e}", err=True)
+            return 2
+        start_step = state["step"]
+        say(f"rank {rank}: resumed from {resume} (step {start_step}, epoch {state['epoch']})")
+        if state.get("steps_per_epoch", spe) != spe or state.get("world", world) != world:
+            say(f"rank {rank}: note: {resume} was written with --steps-per-epoch {state.get('steps_per_epoch')} "
+                f"and world {state.get('world')}; now {spe} and {world}; continuing at global step {start_step + 1}")
+        del state, box, saved
+    heartbeat.touch()
 
-    step = start_epoch * a.steps_per_epoch
-    for epoch in range(start_epoch, a.epochs):
+    # DDP wraps the same parameters (the optimizer keeps them) and broadcasts rank 0's values.
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
+    _KEEP_ALIVE.extend([ddp, model, opt])
+    w_true = torch.randn(d_in, 1, generator=torch.Generator().manual_seed(0)).to(device)
+    g = torch.Generator()
+    metrics_path = os.environ.get("UGRO_METRICS_FILE") if rank == 0 else None
+
+    def metrics(line: dict) -> None:
+        if metrics_path:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def checkpoint(step: int, epoch: int) -> None:
+        if rank == 0 and ckpt_dir:
+            name = save_checkpoint(ckpt_dir, {
+                "format": CKPT_FORMAT, "model": model.state_dict(), "optimizer": {"state": opt.state_dict()["state"]},
+                "step": step, "epoch": epoch, "steps_per_epoch": spe, "world": world,
+            })
+            say(f"rank 0: saved checkpoint {name}")
+
+    step = start_step
+    if step >= total_steps:
+        say(f"rank {rank}: nothing left to train (step {step} of {total_steps})")
+    _SIG["armed"] = True  # from here SIGTERM stops after a step, with a checkpoint
+    win_loss = win_time = 0.0  # since the previous metrics line (loss summed over ranks)
+    win_steps = 0
+    for epoch in range(step // spe, a.epochs):
         t0 = time.time()
-        total = 0.0
-        for _ in range(a.steps_per_epoch):
+        ep_loss = ep_time = 0.0
+        ep_steps = 0
+        for _ in range(step % spe, spe):
+            ts = time.time()
+            g.manual_seed(step * 65536 + rank)  # the batch depends on (rank, step) only
             x = torch.randn(a.batch_size, d_in, generator=g).to(device)
-            y = x @ w_true.to(device)
+            y = x @ w_true
             loss = nn.functional.mse_loss(ddp(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item()
             step += 1
             if a.sleep:
                 time.sleep(a.sleep)
-        avg = torch.tensor([total / a.steps_per_epoch], device=device)
-        dist.all_reduce(avg)
-        avg = avg.item() / world
-        print(f"rank {rank}: epoch {epoch} loss {avg:.5f} ({time.time() - t0:.2f}s)", flush=True)
-        if rank == 0:
-            if os.environ.get("UGRO_METRICS_FILE"):
-                with open(os.environ["UGRO_METRICS_FILE"], "a") as f:
-                    f.write(json.dumps({"epoch": epoch, "step": step, "loss": round(avg, 6), "world": world, "time": time.time()}) + "\n")
-            if ckpt_dir:
-                os.makedirs(ckpt_dir, exist_ok=True)
-                tmp = os.path.join(ckpt_dir, f".step-{step}.pt.tmp")
-                torch.save({"model": model.state_dict(), "epoch": epoch, "step": step}, tmp)
-                os.replace(tmp, os.path.join(ckpt_dir, f"step-{step}.pt"))
-    # NCCL's barrier wants the rank's device named (else a warning, and a guess at the device).
-    dist.barrier(device_ids=[local]) if use_cuda else dist.barrier()
+            # One collective per step: [stop flag, loss], summed. Every rank gets the same values,
+            # so every rank takes the same decision after the same step.
+            red = torch.tensor([1.0 if _SIG["stop"] else 0.0, loss.item()], device=device)
+            dist.all_reduce(red)
+            stop_votes, loss_sum = red.tolist()
+            heartbeat.touch()
+            dt = time.time() - ts
+            win_loss += loss_sum
+            win_time += dt
+            win_steps += 1
+            ep_loss += loss_sum
+            ep_time += dt
+            ep_steps += 1
+            saved_at = None
+            if step % spe == 0:  # the epoch's last step
+                avg = ep_loss / ep_steps / world
+                say(f"rank {rank}: epoch {epoch} loss {avg:.5f} ({time.time() - t0:.2f}s)")
+                metrics({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": round(avg, 6),
+                         "samples_per_s": round(ep_steps * a.batch_size * world / max(ep_time, 1e-9), 1),
+                         "world": world, "time": time.time(), "epoch_end": True})
+                win_loss = win_time = 0.0
+                win_steps = 0
+                checkpoint(step, epoch)
+                saved_at = step
+            else:
+                if a.metrics_every > 0 and step % a.metrics_every == 0:
+                    metrics({"epoch": epoch, "step": step, "total_steps": total_steps,
+                             "loss": round(win_loss / win_steps / world, 6),
+                             "samples_per_s": round(win_steps * a.batch_size * world / max(win_time, 1e-9), 1),
+                             "world": world, "time": time.time()})
+                    win_loss = win_time = 0.0
+                    win_steps = 0
+                if a.checkpoint_every > 0 and step % a.checkpoint_every == 0:
+                    checkpoint(step, epoch)
+                    saved_at = step
+            if stop_votes > 0:
+                if saved_at != step:
+                    checkpoint(step, epoch)
+                barrier()  # nobody exits before rank 0's checkpoint is complete
+                dist.destroy_process_group()
+                say(f"rank {rank}: stopping on SIGTERM after step {step}")
+                return 143
+    barrier()
     dist.destroy_process_group()
-    print(f"rank {rank}: done", flush=True)
+    say(f"rank {rank}: done")
     return 0
 
 
