@@ -275,8 +275,9 @@ export class HostRuntime implements HostRuntimeApi {
 
 /** HostTransport over SSH: the scripts inline through the pool, sftp uploads, health's probe. */
 export class SshTransport implements HostTransport {
+  /** `pool`: an SshPool (or anything with its exec and host, e.g. a recorder). */
   constructor(
-    private readonly pool: SshPool,
+    private readonly pool: Pick<SshPool, 'exec' | 'host'>,
     private readonly cluster: Pick<Cluster, 'environment' | 'health'>,
     private readonly scripts?: RuntimeScripts,
   ) {}

@@ -48,9 +48,11 @@ import {
 import { cpus, totalmem } from 'node:os';
 import { join, posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
+import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, type TrainingJob } from '../../controller/api/trainingjob.ts';
-import { launchEnv, type NodeLaunch, torchrunArgv } from '../../controller/core/launch.ts';
-import { HostRuntime, type RunMeta, runtimeScripts } from '../../controller/hosts/runs.ts';
+import { type NodeLaunch, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
+import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
+import { runtimeScripts } from '../../controller/hosts/scripts.ts';
 import { SshPool } from '../../controller/hosts/ssh.ts';
 import {
   CLUSTER_FILE,
@@ -442,7 +444,7 @@ async function bareSetup(): Promise<void> {
 
 /**
  * The minimum any launcher must do on each host: make a directory for the logs, note the time,
- * start the same torchrun argv (torchrunArgv/launchEnv, same rank.sh wrapper) detached with
+ * start the same torchrun argv (torchrunArgv/ugroEnv, same rank.sh wrapper) detached with
  * setsid and stdio to a file, so the ssh channel closes at once. One exec per host, in parallel,
  * over the already-connected pool. No meta.json/pid/lock bookkeeping, no port check, no scripts sync.
  */
@@ -469,7 +471,8 @@ async function bareLaunch(runId: string, finish: boolean): Promise<LaunchSample>
     const perRunWrapper = posix.join(runDir, 'rank.sh');
     const argv = torchrunArgv(bareJob, n).map((a) => (a === perRunWrapper ? posix.join(b.base, 'rank.sh') : a));
     const env = {
-      ...launchEnv(bareJob, n),
+      ...bareJob.spec.env,
+      ...ugroEnv(bareJob, n, posix.join(b.host.paths.checkpoints, bareJob.metadata.name)),
       UGRO_RUN_DIR: runDir,
       ...(b.ifname ? { GLOO_SOCKET_IFNAME: b.ifname, NCCL_SOCKET_IFNAME: b.ifname } : {}),
     };
@@ -788,16 +791,18 @@ async function main(): Promise<number> {
   const execSs = await rtt(['ss', '-Hltn']);
   // Context: the host-side launch step alone, on all 3 hosts in parallel, with a no-op program:
   // the controller's launch.sh (HostRuntime.launch) against the bare snippet.
-  const rt = new HostRuntime(pool);
+  const rt = new HostRuntime(new SshTransport(pool, cluster!));
   const launchShMs: number[] = [];
   const bareShMs: number[] = [];
   for (let k = 0; k < 10; k++) {
-    const dir = `${PREFIX}lsh-${pad(k)}`;
+    // A run dir name and meta that observe would accept (HostRuntime.launch refuses others).
+    const dir = runDirName(`${PREFIX}lsh`, '00000000', k + 1);
+    const runId = runIdOf(`${PREFIX}lsh`, '00000000', k + 1);
     const meta: RunMeta = {
       job: `${PREFIX}lsh`,
-      runId: dir,
+      runId,
       specHash: '00000000',
-      attempt: 1,
+      attempt: k + 1,
       host: '',
       nodeRank: 0,
       nnodes: 3,
@@ -809,13 +814,14 @@ async function main(): Promise<number> {
     };
     let t = performance.now();
     await Promise.all(
-      hosts.map((h) =>
+      hosts.map((h, i) =>
         rt.launch(h, {
           dir,
           rdzvAddr: hosts[0].address,
-          meta: { ...meta, host: h.name },
+          meta: { ...meta, host: h.name, nodeRank: i },
           argv: ['true'],
-          env: { UGRO_RUN_ID: dir },
+          ugroEnv: { UGRO_RUN_ID: runId },
+          jobEnv: {},
         }),
       ),
     );
@@ -824,14 +830,14 @@ async function main(): Promise<number> {
     await Promise.all(
       bareHosts.map((b) =>
         pool.exec(b.host.name, ['sh', '-c', BARE_SH, 'ubench-bare', posix.join(b.base, dir), 'true'], {
-          env: { UGRO_RUN_ID: dir },
+          env: { UGRO_RUN_ID: runId },
         }),
       ),
     );
     bareShMs.push(performance.now() - t);
   }
   await Promise.all(
-    hosts.map((h) => pool.exec(h.name, ['sh', '-c', 'rm -rf -- "$1"/ubench-lsh-*', 'x', h.paths.runs])),
+    hosts.map((h) => pool.exec(h.name, ['sh', '-c', 'rm -rf -- "$1"/ubench-lsh.*', 'x', h.paths.runs])),
   );
 
   // 1. Launch latency. One warm-up launch each (scripts deploy, page cache), excluded and reported.

@@ -11,11 +11,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCluster } from '../../config/cluster.ts';
 import { buildCommand } from '../../config/quote.ts';
+import { runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
-import { launchEnv, torchrunArgv } from '../../controller/core/launch.ts';
+import { checkpointDir, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
 import { probeHost } from '../../controller/hosts/health.ts';
-import { HostRuntime, runDirName, runIdOf } from '../../controller/hosts/runs.ts';
-import type { ExecOptions, ExecResult, HostConnection } from '../../controller/hosts/ssh.ts';
+import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
+import type { ExecOptions, ExecResult, HostConnection, SshPool } from '../../controller/hosts/ssh.ts';
 import { driverCheckScript, torchCheckScript } from '../../infra/scripts.ts';
 
 const out = process.argv[2] ?? '.device';
@@ -56,15 +57,17 @@ function record(
   recorded.push({ name: nextName, line: buildCommand(argv, { env: opts.env, cwd: opts.cwd }) });
   return { code: 0, signal: undefined, stdout, stderr: '' } as unknown as ExecResult;
 }
-const executor = {
-  exec: async (_h: string, argv: readonly string[], opts?: ExecOptions) =>
-    record(argv, opts, nextName === 'launch' ? 'launched pid=1 starttime=1\n' : ''),
-};
 const conn = {
   connected: true,
   lastConnectMs: 0,
   exec: async (argv: readonly string[], opts?: ExecOptions) => record(argv, opts, ''),
 } as unknown as HostConnection;
+/** SshTransport over the recorder: the same `sh -c <lib + NAME.sh> ugro-NAME ARGS…` lines as over SSH. */
+const pool = {
+  exec: async (_h: string, argv: readonly string[], opts?: ExecOptions) =>
+    record(argv, opts, nextName === 'launch' ? '@@launch\nresult=launched\npid=1\nstarttime=1\n@@end\n' : ''),
+  host: () => conn,
+} as unknown as Pick<SshPool, 'exec' | 'host'>;
 
 // 1. Health probe (the clock exec and the probe itself).
 nextName = 'probe';
@@ -73,15 +76,16 @@ const probe = recorded.pop()!;
 recorded.length = 0;
 recorded.push(probe);
 
-// 2. A run: one node, nproc 1 (one GPU), NCCL chosen by train.py since CUDA is there.
+// 2. A run: one node, nproc 1 (one GPU), NCCL chosen by train.py since CUDA is there. (The spec
+// hash is hex, as a run dir's name must be: the 2026-11-25 capture used dev00001.)
 const job = parseTrainingJob(`apiVersion: ugro.dev/v1alpha1
 kind: TrainingJob
 metadata: { name: gpu-check }
 spec: { script: train.py, args: [--epochs, "3", --model, small-mlp], nodes: 1 }
 `);
 if (!job.ok) throw new Error('job');
-const runId = runIdOf('gpu-check', 'dev00001', 1);
-const dir = runDirName('gpu-check', 'dev00001', 1);
+const runId = runIdOf('gpu-check', 'dec00001', 1);
+const dir = runDirName('gpu-check', 'dec00001', 1);
 const n = {
   host,
   nodeRank: 0,
@@ -94,7 +98,9 @@ const n = {
   attempt: 1,
   rdzvTimeoutSeconds: 60,
 };
-const rt = new HostRuntime(executor);
+const rt = new HostRuntime(new SshTransport(pool, cluster));
+const checkpoint = checkpointDir(job.value, host);
+if (!checkpoint.ok) throw new Error(checkpoint.why);
 nextName = 'launch';
 await rt.launch(host, {
   dir,
@@ -102,7 +108,7 @@ await rt.launch(host, {
   meta: {
     job: 'gpu-check',
     runId,
-    specHash: 'dev00001',
+    specHash: 'dec00001',
     attempt: 1,
     host: host.name,
     nodeRank: 0,
@@ -114,7 +120,8 @@ await rt.launch(host, {
     createdAt: new Date().toISOString(),
   },
   argv: torchrunArgv(job.value, n),
-  env: launchEnv(job.value, n),
+  ugroEnv: ugroEnv(job.value, n, checkpoint.path),
+  jobEnv: job.value.spec.env,
 });
 nextName = 'wait';
 await rt.wait(host, dir, new AbortController().signal).catch(() => undefined);

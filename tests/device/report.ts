@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCluster } from '../../config/cluster.ts';
 import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/hosts/health.ts';
-import { parseObserve } from '../../controller/hosts/runs.ts';
+import { launchAnswerOf, observeResultOf, waitAnswerOf } from '../../controller/hosts/records.ts';
 
 export function sectionsOf(text: string): Map<string, { rc: string; body: string }> {
   const m = new Map<string, { rc: string; body: string }>();
@@ -42,10 +42,19 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   console.log(`judge: ${h.status} ${h.reasons.join('; ')} warnings: ${h.warnings.join('; ')}`);
   for (const k of ['driver', 'driver-too-old', 'torch', 'torch-wrong-cuda', 'launch', 'wait']) show(k);
   console.log(s.get('elapsed-ms') ?? readFileSync(file, 'utf8').match(/^@@@ elapsed-ms .*$/m)?.[0]);
-  const parts = parseObserve('gpu-device', s.get('observe')?.body ?? '');
-  console.log(
-    'parseObserve:',
-    JSON.stringify(parts.map((p) => ({ dir: p.dir, alive: p.alive, exitCode: p.exitCode, ranks: p.ranks }))),
-  );
+  console.log('launchAnswerOf:', JSON.stringify(launchAnswerOf(s.get('launch')?.body ?? '')));
+  console.log('waitAnswerOf:', JSON.stringify(waitAnswerOf(s.get('wait')?.body ?? '')));
+  try {
+    const { parts, rejected } = observeResultOf('gpu-device', s.get('observe')?.body ?? '');
+    console.log(
+      'observeResultOf:',
+      JSON.stringify({
+        parts: parts.map((p) => ({ dir: p.dir, alive: p.alive, exitCode: p.exitCode, ranks: p.ranks })),
+        rejected,
+      }),
+    );
+  } catch (e) {
+    console.log('observeResultOf: error:', (e as Error).message);
+  }
   for (const k of ['rank-0.log', 'torchrun.log', 'metrics', 'checkpoints']) show(k);
 }

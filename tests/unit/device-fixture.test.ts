@@ -4,17 +4,29 @@
  * parsers the controller uses.
  * It pins what the lab's stand-in nvidia-smi cannot: a real driver's CSV, a real CUDA build of
  * torch read by the probe, a real NCCL run observed by observe.sh.
+ *
+ * The capture predates the records format (observe.sh then printed `exit=` and no closing
+ * @@observe block) and its run used the spec hash `dev00001`, which is not hex. The test converts
+ * the observe section to today's format (`legacyObserve` below, used only here) and parses it
+ * with the controller's own observeResultOf: as captured it is rejected (its meta fails
+ * parseRunMeta, as it should), and with the hash renamed to hex everything else must read back.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseCluster } from '../../config/cluster.ts';
 import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/hosts/health.ts';
-import { parseObserve } from '../../controller/hosts/runs.ts';
+import { observeResultOf } from '../../controller/hosts/records.ts';
 import { sectionsOf } from '../device/report.ts';
 
 const dir = new URL('../fixtures/device/', import.meta.url);
 const s = sectionsOf(readFileSync(new URL('h100-2026-11-25.txt', dir), 'utf8'));
 const body = (k: string) => s.get(k)?.body ?? '';
+
+/** The 2026-11-25 observe.sh output in today's records: `exit=` became `exit_code=`, and @@observe closes it. */
+function legacyObserve(text: string): string {
+  const runs = text.match(/^@@run /gm)?.length ?? 0;
+  return `${text.replace(/^exit=/gm, 'exit_code=').replace(/^@@none$/m, '')}@@observe\nruns=${runs}\n@@end\n`;
+}
 
 describe('captured on a real H100', () => {
   it('every step of the check ran and recorded its exit code', () => {
@@ -82,8 +94,29 @@ describe('captured on a real H100', () => {
     expect(body('rank-0.log')).toMatch(/^rank 0: done$/m);
     expect(body('rank-0.log')).not.toContain('Warning'); // NCCL's barrier is given its device
 
-    const parts = parseObserve('gpu-device', body('observe'));
+    const captured = observeResultOf('gpu-device', legacyObserve(body('observe')));
+    expect(captured.parts).toEqual([]);
+    expect(captured.rejected).toEqual([
+      { dir: 'gpu-check.dev00001.1', why: 'run dir name "gpu-check.dev00001.1" is not JOB.HASH.ATTEMPT' },
+    ]);
+
+    const { parts, rejected } = observeResultOf(
+      'gpu-device',
+      legacyObserve(body('observe')).replaceAll('dev00001', 'dec00001'),
+    );
+    expect(rejected).toEqual([]);
     expect(parts).toHaveLength(1);
-    expect(parts[0]).toMatchObject({ alive: false, exitCode: 0, ranks: [{ rank: 0, exitCode: 0 }] });
+    expect(parts[0]).toMatchObject({
+      dir: 'gpu-check.dec00001.1',
+      pid: 561,
+      alive: false,
+      exitCode: 0,
+      launchedAtMs: 1795649895863,
+      finishedAtMs: 1795649906322,
+      meta: { job: 'gpu-check', runId: 'gpu-check-dec00001-a1', host: 'gpu-device', rdzvEndpoint: '127.0.0.1:29517' },
+      ranks: [{ rank: 0, localRank: 0, pid: 595, exitCode: 0, exitedAt: 1795649905917 }],
+      agentLogTail: [],
+      metrics: { epoch: 2, step: 60, loss: 1.373065, world: 1, time: 1795649905.6973028 },
+    });
   });
 });

@@ -110,7 +110,7 @@ describe('FakeHosts', () => {
     ]);
   });
 
-  it('failNextLaunches fails that many launches with the message; a listening port refuses with port-busy', async () => {
+  it('failNextLaunches fails that many launches with its message; a listening port refuses a launch', async () => {
     const { gpu1, fake, launch, rt } = setup();
     fake.failNextLaunches('gpu1', 1, 'setsid: command not found');
     await expect(launch(gpu1, 'train')).rejects.toThrow(/setsid: command not found/);
