@@ -24,6 +24,8 @@ export const STOP_REASONS = [
   'preempted',
   /** A leftover of an older attempt found alive on a host that came back: never two generations. */
   'superseded',
+  /** The rendezvous port was taken on its host when the launch got there: launched again elsewhere. */
+  'port-busy',
 ] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
@@ -40,9 +42,18 @@ export function parseStopReason(text: string | undefined): StopReason | undefine
   return LEGACY_REASONS[text];
 }
 
-/** A stop a person (or the scheduler) asked for: never a failure, never counted against restarts. */
+/**
+ * A stop a person (or the scheduler) asked for, or a launch retried on another port: never a
+ * failure, never counted against restarts.
+ */
 export function stoppedOnPurpose(reason: StopReason | undefined): boolean {
-  return reason === 'cancelled' || reason === 'suspended' || reason === 'deleted' || reason === 'preempted';
+  return (
+    reason === 'cancelled' ||
+    reason === 'suspended' ||
+    reason === 'deleted' ||
+    reason === 'preempted' ||
+    reason === 'port-busy'
+  );
 }
 
 const HASH8 = /^[0-9a-f]{8}$/;

@@ -29,7 +29,7 @@ import { Claims } from './claims.ts';
 import { HostState } from './host-state.ts';
 import { Leases } from './leases.ts';
 import { jsonLogger, type Logger } from './log.ts';
-import { WorkQueue } from './queue.ts';
+import { type QueueOptions, WorkQueue } from './queue.ts';
 import { Waiters } from './waiters.ts';
 import { chokidarWatch, type Watcher, type WatchFn } from './watch.ts';
 
@@ -53,6 +53,8 @@ export interface ControllerOptions {
   leaseTtlSeconds?: number;
   /** Periodic timers (default: setInterval); tests drive them by hand. */
   every?: (ms: number, fn: () => void) => () => void;
+  /** The work queue's delayed requeues (default: setTimeout). */
+  queueTimers?: Pick<QueueOptions, 'setTimeout' | 'clearTimeout'>;
 }
 
 interface JobMemo {
@@ -95,6 +97,7 @@ export class Controller {
     this.hostsState = new HostState(this.owner);
     this.claims = new Claims(() => this.now().getTime());
     this.queue = new WorkQueue((name) => this.reconcileOne(name), {
+      ...o.queueTimers,
       onError: (key, err, retry) =>
         this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
@@ -255,6 +258,8 @@ export class Controller {
       ahead,
       rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
       defaultGraceSeconds: this.o.graceSeconds ?? 30,
+      lastHeard: new Map(),
+      down: new Map(),
     };
   }
 
@@ -559,18 +564,13 @@ export class Controller {
     if (!failure) return undefined;
     const err = failure.reason as Error & { launchHost?: string };
     const host = err.launchHost ?? '?';
-    this.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
-    if (started.length) {
-      await this.doStop(a.job, {
-        type: 'stop',
-        runId: a.runId,
-        dir: a.dir,
-        hosts: started,
-        graceSeconds: 2,
-        reason: 'launch-failed',
-      });
-    }
     const portBusy = err instanceof HostError && err.kind === 'port-busy';
+    if (!portBusy) this.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
+    if (started.length) {
+      // A busy port is not a failure: the parts that started go, and the next attempt takes another port.
+      const reason = portBusy ? 'port-busy' : 'launch-failed';
+      await this.doStop(a.job, { type: 'stop', runId: a.runId, dir: a.dir, hosts: started, graceSeconds: 2, reason });
+    }
     return { host, message: err.message.replace(`${host}: `, ''), ...(portBusy ? { portBusy } : {}) };
   }
 }

@@ -381,7 +381,7 @@ describe('restartPolicy', () => {
         time: iso(63),
       },
     ]);
-    expect(cond(backoff.status, 'Running')).toMatchObject({ status: 'False', reason: 'BackoffRestart' });
+    expect(cond(backoff.status, 'Running')).toMatchObject({ status: 'False', reason: 'RankFailed' });
 
     // Still inside the backoff one second before it ends; the same failure is not counted twice.
     const again = rec({ spec: S, status: backoff.status!, now: at(72), parts: [failed(A1, 60)] });

@@ -384,7 +384,7 @@ function decide(
   const due = Date.parse(s.nextRetryAt ?? d.now);
   const left = due - d.input.now.getTime();
   if (left > 0) {
-    d.cond('Running', 'False', 'BackoffRestart', `${what}; restarting in ${Math.ceil(left / 1000)} s`);
+    d.cond('Running', 'False', reason, `${what}; restarting in ${Math.ceil(left / 1000)} s`);
     const of = failure.uncounted ? 'not counted' : `restart ${counts[cls]} of ${max}`;
     return d.finish('Queued', 'BackoffRestart', `attempt ${attempt} failed: ${what}; ${of} after backoff`, left);
   }

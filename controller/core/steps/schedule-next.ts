@@ -99,7 +99,8 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     );
   } else if (next.resuming) {
     const why = next.resuming.parts.find((p) => p.stopReason)?.stopReason;
-    d.event('Resuming', `attempt ${next.resuming.attempt} was ${why}; starting attempt ${attempt}, ${from}`);
+    if (why !== 'port-busy')
+      d.event('Resuming', `attempt ${next.resuming.attempt} was ${why}; starting attempt ${attempt}, ${from}`);
   }
   d.event('Scheduled', `attempt ${attempt} (${runId}) on ${hosts.join(', ')}`);
   return d.finish('Starting', 'Launching', `launching attempt ${attempt} on ${hosts.join(', ')}`, 2000);

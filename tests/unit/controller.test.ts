@@ -1,0 +1,281 @@
+/**
+ * The controller's reconcile loop, whole, against in-memory hosts (tests/support/fake-hosts.ts,
+ * which answers in the real scripts' format and is checked against them in fake-agrees.test.ts):
+ * the real store on a temp jobs dir, the real HostRuntime parsing, an injected clock, timers
+ * driven by hand. What it proves: persist order, host claims, port choice, launch failures,
+ * a reverted typo, hostile run dirs, hostile files in jobs/, and host leases. The lab keeps the
+ * end-to-end truth.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import type { JobStatus } from '../../controller/api/status.ts';
+import { HostRuntime } from '../../controller/hosts/runtime.ts';
+import type { RuntimeScript } from '../../controller/hosts/runtime-api.ts';
+import { Controller } from '../../controller/runtime/controller.ts';
+import { FakeHosts } from '../support/fake-hosts.ts';
+import { memoryLogger } from '../support/memory-logger.ts';
+import { CLUSTER, HOSTS, jobYaml } from './job-fixtures.ts';
+
+const T0 = Date.parse('2026-03-01T10:00:00.000Z');
+
+interface Rig {
+  ctl: Controller;
+  fake: FakeHosts;
+  jobs: string;
+  log: ReturnType<typeof memoryLogger>;
+  clock: { ms: number };
+  /** Reconcile these jobs now and wait until the queue is idle. */
+  pass(...names: string[]): Promise<void>;
+  status(name: string): JobStatus | undefined;
+  write(name: string, spec: Record<string, unknown>): void;
+  /** Every periodic callback registered, by period. */
+  timers: Map<number, () => void>;
+}
+
+const rigs: Rig[] = [];
+afterEach(async () => {
+  for (const r of rigs.splice(0)) await r.ctl.stop();
+});
+
+async function rig(o: { owner?: string; fake?: FakeHosts; jobs?: string; clock?: { ms: number } } = {}): Promise<Rig> {
+  const clock = o.clock ?? { ms: T0 };
+  const fake = o.fake ?? new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
+  const jobs = o.jobs ?? mkdtempSync(join(tmpdir(), 'ugro-ctl-'));
+  const scripts = mkdtempSync(join(tmpdir(), 'ugro-scripts-'));
+  writeFileSync(join(scripts, 'train.py'), 'print("hi")\n');
+  const log = memoryLogger();
+  const timers = new Map<number, () => void>();
+  const ctl = new Controller({
+    cluster: CLUSTER,
+    jobsDir: jobs,
+    runtime: new HostRuntime(fake),
+    log,
+    now: () => new Date(clock.ms),
+    scriptsDir: scripts,
+    owner: o.owner ?? 'test-controller',
+    watch: async () => ({ close: async () => {} }),
+    lock: async () => ({ release: async () => {} }),
+    every: (ms, fn) => {
+      timers.set(ms, fn);
+      return () => timers.delete(ms);
+    },
+    // Requeues never fire on their own: each test says when a reconcile happens.
+    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+  });
+  await ctl.start();
+  await ctl.idle();
+  const r: Rig = {
+    ctl,
+    fake,
+    jobs,
+    log,
+    clock,
+    timers,
+    async pass(...names) {
+      for (const n of names) ctl.enqueue(n);
+      await ctl.idle();
+    },
+    status(name) {
+      const f = join(jobs, `${name}.status.yaml`);
+      return existsSync(f) ? (parse(readFileSync(f, 'utf8')) as JobStatus) : undefined;
+    },
+    write(name, spec) {
+      writeFileSync(join(jobs, `${name}.yaml`), jobYaml(name, spec));
+    },
+  };
+  rigs.push(r);
+  return r;
+}
+
+const CMD = { command: ['python3', '/opt/t.py'] };
+const launchCalls = (f: FakeHosts) => f.calls.filter((c) => c.op === 'run' && c.script === 'launch');
+const dirOf = (s: JobStatus | undefined) => `${s?.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}`;
+
+describe('controller loop on in-memory hosts', () => {
+  it('a job file becomes a launch on every chosen host, and the Starting status is on disk before the first launch', async () => {
+    const clock = { ms: T0 };
+    const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
+    const jobs = mkdtempSync(join(tmpdir(), 'ugro-ctl-'));
+    // Look at the jobs dir at the moment each launch reaches a host.
+    const seen: (string | undefined)[] = [];
+    const run = fake.run.bind(fake);
+    fake.run = (host, script: RuntimeScript, args, opts) => {
+      if (script === 'launch') {
+        const f = join(jobs, 'first.status.yaml');
+        seen.push(existsSync(f) ? (parse(readFileSync(f, 'utf8')) as JobStatus).phase : undefined);
+      }
+      return run(host, script, args, opts);
+    };
+    const r = await rig({ fake, jobs, clock });
+    r.write('first', { ...CMD, nodes: 2 });
+    await r.pass('first');
+    expect(seen).toEqual(['Starting', 'Starting']);
+    const st = r.status('first')!;
+    expect(st).toMatchObject({ phase: 'Starting', attempt: 1 });
+    expect(launchCalls(fake).map((c) => c.host)).toEqual(['gpu-master', 'gpu1']);
+    // The run carries this controller as its owner, so another controller leaves it alone.
+    const meta = JSON.parse(fake.readFile('gpu1', `${HOSTS[1].paths.runs}/${dirOf(st)}/meta.json`)!);
+    expect(meta.owner).toBe('test-controller');
+  });
+
+  it('claims: two jobs wanting every host reconciled at once: one launches, the other waits naming the holder', async () => {
+    const r = await rig();
+    r.write('aa', { ...CMD, nodes: 3 });
+    r.write('bb', { ...CMD, nodes: 3 });
+    await r.pass('aa', 'bb');
+    const phases = [r.status('aa')!, r.status('bb')!].map((s) => s.phase).sort();
+    expect(phases).toEqual(['Queued', 'Starting']);
+    const queued = [r.status('aa')!, r.status('bb')!].find((s) => s.phase === 'Queued')!;
+    expect(queued.message).toMatch(/busy with job (aa|bb)/);
+    expect(launchCalls(r.fake)).toHaveLength(3);
+  });
+
+  it('port choice: a port already listening on the rendezvous host is skipped; the job is not failed', async () => {
+    const r = await rig();
+    r.fake.listen('gpu-master', 29500);
+    r.write('port', { ...CMD, nodes: 2 });
+    await r.pass('port');
+    // First try found 29500 busy in the same exec as the launch; the retry takes 29501.
+    await r.pass('port');
+    const st = r.status('port')!;
+    expect(st).toMatchObject({ phase: 'Starting', attempt: 2 });
+    expect(st.restarts).toBeUndefined();
+    expect(st.failures).toBeUndefined();
+    expect(r.fake.launchOf('gpu1', dirOf(st))?.argv).toContain('--rdzv_endpoint=10.0.0.10:29501');
+  });
+
+  // Issue 7, defect 9.
+  it('a launch that always fails: a reason, backoff with its hosts released, then Failed/LaunchFailed', async () => {
+    const r = await rig();
+    r.fake.failNextLaunches('gpu1', 1000, 'mkdir: cannot create directory: Permission denied');
+    r.write('doomed', { ...CMD, nodes: 2, restartPolicy: { maxInfraRestarts: 2 } });
+    await r.pass('doomed');
+    let st = r.status('doomed')!;
+    // Recorded as LaunchFailed by the launch; the waiter of the stopped part then shows it waiting out its backoff.
+    expect(st).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart', restarts: { infra: 1, training: 0 } });
+    expect(st.conditions.find((c) => c.type === 'Running')).toMatchObject({ status: 'False', reason: 'LaunchFailed' });
+    expect(st.message).toContain('launch on gpu1 failed');
+    expect(st.message).toContain('Permission denied');
+    // The part that did start (gpu-master) was stopped, not left waiting at the rendezvous.
+    expect(r.fake.isAlive('gpu-master', 'doomed.' + dirOf(st).split('.').slice(1).join('.'))).toBe(false);
+    // Meanwhile its hosts are free for another job.
+    r.write('other', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+    await r.pass('other');
+    expect(r.status('other')!.phase).toBe('Starting');
+    // Tries 2 and 3 after their backoff (1 s, 2 s); the third failure exceeds maxInfraRestarts 2.
+    for (const wait of [1000, 2000]) {
+      r.clock.ms += wait;
+      await r.pass('doomed');
+      st = r.status('doomed')!;
+    }
+    expect(st).toMatchObject({ phase: 'Failed', reason: 'LaunchFailed', restarts: { infra: 3 } });
+    expect(st.failures!.map((f) => f.attempt)).toEqual([1, 2, 3]);
+    r.clock.ms += 60_000;
+    await r.pass('doomed');
+    expect(launchCalls(r.fake).filter((c) => c.args?.[0]?.includes('doomed'))).toHaveLength(6);
+  });
+
+  // Issue 7, defect 8.
+  it('a typo, then the typo reverted: the job is picked up again within one reconcile', async () => {
+    const r = await rig();
+    r.write('typo', { ...CMD, nodes: 1 });
+    await r.pass('typo');
+    const dir = dirOf(r.status('typo'));
+    r.fake.startRanks('gpu-master', dir, 1);
+    r.fake.endRun('gpu-master', dir, 0);
+    await r.pass('typo');
+    expect(r.status('typo')!.phase).toBe('Succeeded');
+    writeFileSync(join(r.jobs, 'typo.yaml'), jobYaml('typo', { ...CMD, nodes: 1, nodez: 2 }));
+    await r.pass('typo');
+    expect(r.status('typo')!.phase).toBe('Invalid');
+    r.write('typo', { ...CMD, nodes: 1 });
+    await r.pass('typo');
+    expect(r.status('typo')!.phase).toBe('Succeeded');
+  });
+
+  // Issue 7, defect 3.
+  it('a fake run dir whose meta names ../../x is ignored and logged; nothing is written outside jobs/', async () => {
+    const fake = new FakeHosts(HOSTS, { now: () => T0, cluster: CLUSTER });
+    const meta = {
+      job: '../../x',
+      runId: 'x',
+      specHash: 'abcd1234',
+      attempt: 1,
+      host: 'gpu1',
+      nodeRank: 0,
+      nnodes: 1,
+      nprocPerNode: 1,
+      hosts: ['gpu1'],
+      rdzvEndpoint: '10.0.0.11:29500',
+      masterPort: 29500,
+      createdAt: new Date(T0).toISOString(),
+    };
+    fake.writeRunDir('gpu1', 'evil.abcd1234.1', {
+      'meta.json': JSON.stringify(meta),
+      pid: '1',
+      starttime: '1',
+      exit_code: '0',
+    });
+    const root = mkdtempSync(join(tmpdir(), 'ugro-ctl-root-'));
+    const jobs = join(root, 'a', 'b');
+    mkdirSync(jobs, { recursive: true });
+    const r = await rig({ fake, jobs });
+    await r.pass('evil');
+    expect(r.log.lines).toContainEqual(
+      expect.objectContaining({
+        msg: 'ignoring a run directory that fails validation',
+        fields: expect.objectContaining({ dir: 'evil.abcd1234.1' }),
+      }),
+    );
+    expect(existsSync(join(root, 'x.status.yaml'))).toBe(false);
+    expect(r.status('evil')).toBeUndefined();
+  });
+
+  // Issue 7, defect 4.
+  it('a FIFO named like a job neither blocks the loop nor stops the other jobs', async () => {
+    const r = await rig();
+    execFileSync('mkfifo', [join(r.jobs, 'evil.yaml')]);
+    r.write('good', { ...CMD, nodes: 1 });
+    await Promise.race([
+      r.pass('evil', 'good'),
+      new Promise((_, rej) => setTimeout(() => rej(new Error('blocked')), 5000)),
+    ]);
+    expect(r.status('evil')).toMatchObject({
+      phase: 'Invalid',
+      message: expect.stringContaining('is a FIFO; UGRO reads only regular files'),
+    });
+    expect(r.status('good')!.phase).toBe('Starting');
+  });
+
+  // Issue 7, defect 11.
+  it("two controllers (different jobs dirs) never double-book a host: the second refuses the first one's hosts", async () => {
+    const clock = { ms: T0 };
+    const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
+    const a = await rig({ fake, clock, owner: 'machine-a:/jobs' });
+    const b = await rig({ fake, clock, owner: 'machine-b:/jobs' });
+    b.write('mine', { ...CMD, nodes: 1 });
+    await b.pass('mine');
+    const st = b.status('mine')!;
+    expect(st.phase).toBe('Queued');
+    expect(st.message).toContain('gpu-master is leased by another UGRO controller (machine-a:/jobs)');
+    expect(launchCalls(fake)).toHaveLength(0);
+    // The first controller works as usual; the second does not touch its run.
+    a.write('theirs', { ...CMD, nodes: 1 });
+    await a.pass('theirs');
+    expect(a.status('theirs')!.phase).toBe('Starting');
+    await b.pass('theirs');
+    expect(b.status('theirs')).toBeUndefined();
+    expect(fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+    // When the first stops (releasing its leases), the second may use the hosts after renewing.
+    await a.ctl.stop();
+    rigs.splice(rigs.indexOf(a), 1);
+    for (const [ms, fn] of b.timers) if (ms === 20_000) fn();
+    await new Promise((res) => setTimeout(res, 20));
+    await b.pass('mine');
+    expect(b.status('mine')!.message).not.toContain('leased by another');
+  });
+});
