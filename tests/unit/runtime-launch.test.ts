@@ -39,8 +39,14 @@ function listen(): Promise<number> {
     srv.listen(0, '127.0.0.1', () => resolve((srv.address() as { port: number }).port));
   });
 }
-function request(host: string, job: string, argv: string[], over: Partial<LaunchRequest> = {}): LaunchRequest {
-  const r = runOf(host, job, 'abcd1234');
+function request(
+  host: string,
+  job: string,
+  argv: string[],
+  over: Partial<LaunchRequest> = {},
+  attempt = 1,
+): LaunchRequest {
+  const r = runOf(host, job, 'abcd1234', attempt);
   return {
     dir: r.dir,
     rdzvAddr: '127.0.0.1',
@@ -166,9 +172,9 @@ describe.skipIf(process.platform !== 'linux')('idempotence and the lock handoff'
     const host = localHost(tmp());
     const rt = new HostRuntime(new LocalTransport());
     for (let i = 1; i <= 5; i++) {
-      const r = runOf(host.name, 'lock', 'abcd1234', i);
+      const r = request(host.name, 'lock', ['sh', '-c', 'sleep 0.4; exit 7'], {}, i);
       const t0 = Date.now();
-      await rt.launch(host, { ...request(host.name, 'lock', ['sh', '-c', 'sleep 0.4; exit 7']), ...r });
+      await rt.launch(host, r);
       await rt.wait(host, r.dir, new AbortController().signal);
       expect(Date.now() - t0, `launch ${i}`).toBeGreaterThanOrEqual(350);
       expect((await rt.observe(host, 'lock')).parts.find((p) => p.dir === r.dir)?.exitCode).toBe(7);
