@@ -37,6 +37,25 @@ function fail(message) {
   process.exit(1);
 }
 
+// Commander requires node:child_process at load time (about 4 ms) for executable subcommands,
+// which ugro does not use: give it a stand-in that loads the real module on first use.
+const lazyChildProcess = {
+  name: 'lazy-child-process',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
+      args.importer.includes('/node_modules/commander/')
+        ? { path: 'child_process', namespace: 'ugro-lazy' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'ugro-lazy' }, () => ({
+      contents:
+        'let real;\n' +
+        "module.exports = new Proxy({}, { get: (_, key) => (real ??= require('node:child_process'))[key] });\n",
+      loader: 'js',
+    }));
+  },
+};
+
 const startedAt = Date.now();
 const result = await build({
   absWorkingDir: root,
@@ -55,6 +74,7 @@ const result = await build({
       'const require = __ugroRequire(import.meta.url);',
   },
   chunkNames: 'chunk-[hash]',
+  plugins: [lazyChildProcess],
   sourcemap: 'linked',
   metafile: true,
   write: false,
@@ -88,6 +108,18 @@ const heavy = [...startup]
   .filter((i) => i.startsWith('node_modules/') && !i.startsWith('node_modules/commander/'));
 if (heavy.length) fail(`the entry chunk loads more than commander at startup:\n  ${[...new Set(heavy)].join('\n  ')}`);
 
+// A source edited while esbuild ran may not be in the bundle: record it as changed (-1).
+const sources = Object.keys(inputs).filter((f) => !f.startsWith('node_modules/') && !f.includes(':'));
+const mtime = (f) => {
+  const m = statSync(join(root, f)).mtimeMs;
+  return m >= startedAt && m <= Date.now() ? -1 : m;
+};
+const manifest = {
+  entry: 'ugro.js',
+  // Source files (relative to the repository root) and their mtimes: bin/ugro.mjs compares them.
+  sources: Object.fromEntries(sources.map((f) => [f, mtime(f)])),
+};
+
 // Write each file atomically; the manifest last.
 mkdirSync(outdir, { recursive: true });
 const written = new Set(['manifest.json']);
@@ -101,17 +133,6 @@ for (const name of readdirSync(outdir)) {
   const p = join(outdir, name);
   if (!written.has(name) && Date.now() - statSync(p).mtimeMs > STALE_CHUNK_MS) rmSync(p, { force: true });
 }
-// A source edited while esbuild ran may not be in the bundle: record it as changed (-1).
-const sources = Object.keys(inputs).filter((f) => !f.startsWith('node_modules/'));
-const mtime = (f) => {
-  const m = statSync(join(root, f)).mtimeMs;
-  return m >= startedAt && m <= Date.now() ? -1 : m;
-};
-const manifest = {
-  entry: 'ugro.js',
-  // Source files (relative to the repository root) and their mtimes: bin/ugro.mjs compares them.
-  sources: Object.fromEntries(sources.map((f) => [f, mtime(f)])),
-};
 writeFileSync(join(outdir, `manifest.json.tmp-${process.pid}`), `${JSON.stringify(manifest, null, 1)}\n`);
 renameSync(join(outdir, `manifest.json.tmp-${process.pid}`), join(outdir, 'manifest.json'));
 

@@ -16,7 +16,7 @@
  * tests/unit/cli-jobs.test.ts checks that both list the same names for the same directory.
  */
 import { lstatSync, mkdirSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { readRegularFile, writeFileAtomic } from '../store/files.ts';
 import { isJobName } from './args.ts';
 import type { Env } from './context.ts';
@@ -84,7 +84,7 @@ class RowReader {
 
   /** What the table needs of `file` (a name in dir): found=false when there is no such file. */
   async read(file: string, project: (raw: unknown) => unknown): Promise<{ found: boolean; value?: unknown }> {
-    const path = join(this.dir, file);
+    const path = `${this.dir}/${file}`; // dir is absolute (resolved) and file a plain name: no join (measurably slower)
     const key = fileKey(path);
     if (key === undefined) return { found: false };
     const hit = this.cached.get(file);
@@ -136,7 +136,7 @@ async function loadCache(file: string | undefined, dir: string): Promise<Map<str
 
 async function saveCache(file: string, dir: string, entries: Map<string, Entry>): Promise<void> {
   try {
-    mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const text = JSON.stringify({ v: CACHE_VERSION, dir, entries: Object.fromEntries(entries) });
     await writeFileAtomic(file, text, 0o600);
   } catch {
