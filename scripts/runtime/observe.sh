@@ -5,8 +5,9 @@
 # (`RANK LOCAL_RANK GROUP_RANK PID NS`), rankexit= per exited rank (`RANK CODE SECONDS.NANOS`),
 # ranklog= (`RANK LINE`, last 20 lines of each failed rank), agentlog= (torchrun's last 20
 # lines when it failed) and metrics= (the last metrics.jsonl line). A name that cannot be a run
-# dir is @@rejected NAME (unsafe bytes shown as ?) with why=. Last, @@observe with runs_dir=
-# present|absent and runs= (how many @@run blocks): output without it was cut short.
+# dir (unsafe bytes, or a leading -) is @@rejected NAME (unsafe bytes shown as ?) with why=.
+# Last, @@observe with runs_dir=present|absent and runs= (how many @@run blocks): output without
+# it was cut short.
 # Everything here was written by jobs as much as by UGRO: every value is one line, capped, and
 # the controller validates it (meta.json above all) before believing it.
 runs=$1 job=${2:-}
@@ -19,9 +20,10 @@ for d in */; do
   [ -f "$d/meta.json" ] || continue
   [ -L "$d" ] && continue
   if [ -n "$job" ]; then case $d in "$job".*) ;; *) continue ;; esac; fi
-  case $d in *[!a-z0-9.-]*)
+  # (A leading - would read as an option to tail, head and date below.)
+  case $d in -* | *[!a-z0-9.-]*)
     printf '@@rejected %s\n' "$(printf '%s' "$d" | tr -c 'a-z0-9.-' '?')"
-    printf 'why=directory name has bytes outside [a-z0-9.-]\n@@end\n'
+    printf 'why=%s\n@@end\n' 'directory name has bytes outside [a-z0-9.-] or starts with -'
     continue
     ;;
   esac

@@ -121,6 +121,7 @@ const ok = (stdout: string, code: number | null = 0, stderr = ''): ExecResult =>
 });
 const isUint = (s: string | undefined): s is string => !!s && /^\d{1,18}$/.test(s);
 const ENV_WORD = /^[A-Za-z_][A-Za-z0-9_]*=/;
+const REJECTED_WHY = 'directory name has bytes outside [a-z0-9.-] or starts with -';
 
 /** `@@error` as ugro_fail prints it (one line), with the message on stderr. */
 function fail(code: number, message: string): ExecResult {
@@ -434,11 +435,11 @@ export class FakeHosts implements HostTransport {
       const dir = posix.join(runs, d);
       if (!h.files.has(posix.join(dir, 'meta.json'))) continue;
       if (job && !d.startsWith(`${job}.`)) continue;
-      if (/[^a-z0-9.-]/.test(d)) {
+      if (/[^a-z0-9.-]/.test(d) || d.startsWith('-')) {
         const shown = [...Buffer.from(d)]
           .map((c) => (/[a-z0-9.-]/.test(String.fromCharCode(c)) ? String.fromCharCode(c) : '?'))
           .join('');
-        out += `@@rejected ${shown}\nwhy=directory name has bytes outside [a-z0-9.-]\n@@end\n`;
+        out += `@@rejected ${shown}\nwhy=${REJECTED_WHY}\n@@end\n`;
         continue;
       }
       n++;

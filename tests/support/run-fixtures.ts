@@ -5,6 +5,9 @@
  */
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 
+/** observe.sh's why= for a directory name that cannot be a run dir's. */
+export const REJECTED_NAME = 'directory name has bytes outside [a-z0-9.-] or starts with -';
+
 /** A meta.json that parseRunMeta accepts for `<job>.<hash>.<attempt>` on `host` (a one-node run by default). */
 export function metaFor(
   host: string,

@@ -12,7 +12,7 @@ import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/hosts/records.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
-import { metaFor } from '../support/run-fixtures.ts';
+import { metaFor, REJECTED_NAME } from '../support/run-fixtures.ts';
 
 /** Node 1 of a two-node run of `job` (gpu-master is node 0). */
 const meta = (attempt: number, host = 'gpu1', job = 'train', hash = 'abcd1234'): RunMeta =>
@@ -308,11 +308,8 @@ describe('observeResultOf on hostile output (any job can write its run dir)', ()
   });
 
   it('a run dir observe.sh itself rejected (unsafe name) is reported as such', () => {
-    const r = observeResultOf(
-      'gpu1',
-      `@@rejected a?b\nwhy=directory name has bytes outside [a-z0-9.-]\n@@end\n${done}`,
-    );
-    expect(r).toEqual({ parts: [], rejected: [{ dir: 'a?b', why: 'directory name has bytes outside [a-z0-9.-]' }] });
+    const r = observeResultOf('gpu1', `@@rejected a?b\nwhy=${REJECTED_NAME}\n@@end\n${done}`);
+    expect(r).toEqual({ parts: [], rejected: [{ dir: 'a?b', why: REJECTED_NAME }] });
   });
 });
 
@@ -454,8 +451,9 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
       'torchrun.log': '@@run forged.abcd1234.2\n',
       'metrics.jsonl': '{"step":1}\n{"step":2,"__proto__":{"polluted":1},"x":{"y":1}}',
     });
-    // A name with a newline and a space; a symlink to another run dir.
+    // A name with a newline and a space, one that reads as an option; a symlink to another run dir.
     put('bad\n@@run x.abcd1234.1 name', { 'meta.json': '{}' });
+    put('-n.abcd1234.1', { 'meta.json': '{}', 'rank-0.exit': '1\n' });
     symlinkSync(join(runs, 'train.abcd1234.1'), join(runs, 'link.abcd1234.1'));
 
     const { parts, rejected } = await rt.observe(host);
@@ -474,8 +472,9 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
     ]);
     expect(p.agentLogTail).toEqual(['@@run forged.abcd1234.2']);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
-    expect(rejected).toEqual([
-      { dir: 'bad???run?x.abcd1234.1?name', why: 'directory name has bytes outside [a-z0-9.-]' },
+    expect([...rejected].sort((a, b) => (a.dir < b.dir ? -1 : 1))).toEqual([
+      { dir: '-n.abcd1234.1', why: REJECTED_NAME },
+      { dir: 'bad???run?x.abcd1234.1?name', why: REJECTED_NAME },
       { dir: 'evil.abcd1234.1', why: expect.stringMatching(/^meta\.json: job: /) },
     ]);
   });
