@@ -19,6 +19,11 @@ export interface Io {
 
 export type Env = Record<string, string | undefined>;
 
+/** What talks to the hosts, replaceable in tests (production default: HostRuntime over SSH). */
+export interface CliDeps {
+  runtime?: (cluster: Cluster) => HostRuntimeApi;
+}
+
 /** The global flags (`--cluster`, `--jobs`), read when a command runs (commander fills them first). */
 export interface GlobalFlags {
   cluster?: string;
@@ -38,6 +43,7 @@ export class CliContext {
     readonly io: Io,
     readonly env: Env,
     private readonly flags: () => GlobalFlags,
+    private readonly deps: CliDeps = {},
   ) {}
 
   /** Stream bytes to stdout unchanged (no newline added). */
@@ -82,6 +88,7 @@ export class CliContext {
 
   /** The typed host operations (read a rank's log, follow it) over the SSH pool. */
   async runtime(): Promise<HostRuntimeApi> {
+    if (this.deps.runtime) return this.deps.runtime(await this.loadCluster());
     const [cluster, pool, { HostRuntime, SshTransport }] = await Promise.all([
       this.loadCluster(),
       this.ssh(),

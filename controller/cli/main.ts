@@ -29,7 +29,7 @@ import * as results from './commands/results.ts';
 import * as resume from './commands/resume.ts';
 import * as status from './commands/status.ts';
 import * as validate from './commands/validate.ts';
-import { CliContext, type Env, type GlobalFlags, type Io } from './context.ts';
+import { CliContext, type CliDeps, type Env, type GlobalFlags, type Io } from './context.ts';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;
 
@@ -53,9 +53,9 @@ const VERBS = [
   results,
 ];
 
-export function buildProgram(io: Io, env: Env): { program: Command; ctx: CliContext } {
+export function buildProgram(io: Io, env: Env, deps: CliDeps = {}): { program: Command; ctx: CliContext } {
   const program = new Command('ugro');
-  const ctx = new CliContext(io, env, () => program.opts<GlobalFlags>());
+  const ctx = new CliContext(io, env, () => program.opts<GlobalFlags>(), deps);
   program
     .description('UGRO: the Unified GPU Resource Orchestrator: multi-node torchrun training on your own GPU machines')
     .option('--cluster <file>', 'cluster inventory (default: $UGRO_CLUSTER or config/cluster.yaml)')
@@ -90,8 +90,13 @@ const processIo: Io = {
   write: (chunk) => process.stdout.write(chunk),
 };
 
-export async function main(argv: string[], io: Io = processIo, env: Env = process.env): Promise<number> {
-  const { program, ctx } = buildProgram(io, env);
+export async function main(
+  argv: string[],
+  io: Io = processIo,
+  env: Env = process.env,
+  deps: CliDeps = {},
+): Promise<number> {
+  const { program, ctx } = buildProgram(io, env, deps);
   try {
     await program.parseAsync(argv);
     return ctx.outcome === 'failed' ? EXIT.failure : EXIT.ok;

@@ -4,7 +4,7 @@
  * connection drops (nothing repeated, nothing lost).
  */
 import type { Command } from 'commander';
-import { NotFoundError, UgroError } from '../../../config/errors.ts';
+import { NotFoundError } from '../../../config/errors.ts';
 import { intFlag, optionalIntFlag, requireJobName } from '../args.ts';
 import type { CliContext } from '../context.ts';
 
@@ -17,6 +17,8 @@ interface LogsOptions {
 /** Consecutive failed reconnects before `logs -f` gives up, and the longest pause between them. */
 const MAX_RECONNECTS = 30;
 const MAX_BACKOFF_MS = 10_000;
+/** Failures worth a reconnect: the connection, not the log (a missing run dir fails at once). */
+const TRANSIENT = new Set(['unreachable', 'refused', 'timeout', 'channel']);
 
 export function register(program: Command, ctx: CliContext): void {
   program
@@ -33,9 +35,10 @@ async function logs(ctx: CliContext, raw: string, o: LogsOptions): Promise<void>
   const name = requireJobName(raw);
   const rank = intFlag('--rank', o.rank, 0, 65_535);
   const tail = optionalIntFlag('--tail', o.tail, 0, 1_000_000);
-  const [{ openStore, requireJob }, { runDirName }] = await Promise.all([
+  const [{ openStore, requireJob }, { runDirName }, { HostError }] = await Promise.all([
     import('../jobs.ts'),
     import('../../api/run.ts'),
+    import('../../hosts/errors.ts'),
   ]);
   const { status: st } = await requireJob(openStore(ctx), name);
   if (!st?.runId || !st.specHash) throw new NotFoundError(`job ${name} has no run yet`);
@@ -72,7 +75,7 @@ async function logs(ctx: CliContext, raw: string, o: LogsOptions): Promise<void>
       return;
     } catch (e) {
       if (offset > from) failures = 0; // it streamed before it broke: a fresh series of retries
-      if (!(e instanceof UgroError) || ++failures > MAX_RECONNECTS) throw e;
+      if (!(e instanceof HostError && TRANSIENT.has(e.kind)) || ++failures > MAX_RECONNECTS) throw e;
       if (failures === 1) ctx.io.err(`${host.name}: ${e.message.replace(/^[^:]+: /, '')}; reconnecting…`);
       await new Promise((r) => setTimeout(r, Math.min(MAX_BACKOFF_MS, 500 * 2 ** failures)));
     }
