@@ -25,7 +25,8 @@ function ugro(args: string[], env: Record<string, string> = {}) {
 
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), 'ugro-cli-build-'));
-  for (const d of ['controller', 'config', 'node_modules', 'scripts']) symlinkSync(join(ROOT, d), join(scratch, d));
+  for (const d of ['controller', 'config', 'node_modules', 'scripts', 'package-lock.json'])
+    symlinkSync(join(ROOT, d), join(scratch, d));
   mkdirSync(join(scratch, 'bin'));
   copyFileSync(join(ROOT, 'bin/ugro.mjs'), join(scratch, 'bin/ugro.mjs'));
   const b = spawnSync(
