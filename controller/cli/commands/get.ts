@@ -27,7 +27,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description('jobs: phase, attempt, nodes, progress, age')
     .argument('[names...]', 'only these jobs')
     .option('-o, --output <format>', JOB_FORMATS.join('|'), 'table')
-    .option('-w, --watch', 'keep printing rows as their phase, attempt or progress changes (Ctrl-C stops)')
+    .option('-w, --watch', 'keep printing the rows whenever what they show changes (Ctrl-C stops)')
     .action(async (names: string[], o: { output: string; watch?: boolean }) => {
       const format = parseFormat(o.output, JOB_FORMATS);
       for (const n of names) requireJobName(n);
