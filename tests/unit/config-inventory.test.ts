@@ -75,6 +75,7 @@ describe("the seed's config/cluster.yaml", () => {
       scripts: '/home/ob/Development/Tools/ugro/scripts',
       runs: '/home/ob/Development/Tools/ugro/runs',
       checkpoints: '/home/ob/Development/Tools/ugro/checkpoints',
+      checkpointRoots: [],
       logs: '/home/ob/Development/Tools/ugro/logs',
       experiments: '/home/ob/Development/Tools/ugro/experiments',
     });

@@ -53,7 +53,8 @@ describe('parseTrainingJob: a valid job', () => {
         hosts: ['gpu1', 'gpu2', 'gpu-master'],
         resources: { minGpuMemoryGiB: 8 },
         priority: 'high',
-        restartPolicy: { maxRestarts: 2, maxInfraRestarts: 10, backoffSeconds: 5 },
+        restartPolicy: { maxRestarts: 2, maxInfraRestarts: 10, backoffSeconds: 5, exitCodes: { fatal: [], retry: [] } },
+        failurePolicy: { nodeLostSeconds: 5 },
         checkpoint: { dir: '/data/ckpt/train', resumeFrom: 'step-400' },
         suspend: false,
         activeDeadlineSeconds: 3600,
@@ -70,7 +71,8 @@ describe('parseTrainingJob: a valid job', () => {
       nodes: 1,
       nprocPerNode: 1,
       priority: 'normal',
-      restartPolicy: { maxRestarts: 0, maxInfraRestarts: 10, backoffSeconds: 10 },
+      restartPolicy: { maxRestarts: 0, maxInfraRestarts: 10, backoffSeconds: 10, exitCodes: { fatal: [], retry: [] } },
+      failurePolicy: { nodeLostSeconds: 5 },
       suspend: false,
     });
   });
@@ -80,6 +82,7 @@ describe('parseTrainingJob: a valid job', () => {
       maxRestarts: 3,
       maxInfraRestarts: 10,
       backoffSeconds: 10,
+      exitCodes: { fatal: [], retry: [] },
     });
   });
 
