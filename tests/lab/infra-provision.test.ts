@@ -45,6 +45,7 @@ function labCluster(name: string): Cluster {
       scripts: `${p}/scripts`,
       runs: `${p}/runs`,
       checkpoints: `${p}/checkpoints`,
+      checkpointRoots: [],
       logs: `${p}/logs`,
       experiments: `${p}/experiments`,
     };
