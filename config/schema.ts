@@ -111,7 +111,8 @@ export const sshSchema = z.strictObject({
   known_hosts: absOrHomePath.default('~/.ssh/known_hosts'),
   use_agent: z.boolean().default(true),
   connect_timeout_seconds: z.number().positive().max(120).default(5),
-  keepalive_seconds: z.number().positive().default(15),
+  /** A lost node is noticed from these keepalives (failurePolicy.nodeLostSeconds, default 5). */
+  keepalive_seconds: z.number().positive().max(60).default(1),
   /** Name of an environment variable holding the key's passphrase (never the passphrase itself). */
   passphrase_env: z
     .string()

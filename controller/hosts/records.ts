@@ -8,6 +8,7 @@
  * sanitizeMetrics, log lines are capped.
  */
 import {
+  type CheckpointInfo,
   type Metrics,
   parseRunMeta,
   parseStopReason,
@@ -177,6 +178,15 @@ export function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPa
     o.logTail ??= [];
     pushCapped(o.logTail, sp < 0 ? '' : v.slice(sp + 1));
   }
+  for (const v of fieldsOf(b, 'rankbeat')) {
+    // RANK MS (milliseconds since the rank last touched its heartbeat file, by the host's clock)
+    const w = v.split(' ');
+    const rank = intIn(w[0], 0, MAX_RANK);
+    const ms = intIn(w[1], 0, 10 * 365 * 86_400_000);
+    if (rank === undefined || ms === undefined) continue;
+    const o = ranks.get(rank);
+    if (o && o.exitCode === undefined) o.heartbeatAgeS = ms / 1000;
+  }
   const agentLogTail: string[] = [];
   for (const v of fieldsOf(b, 'agentlog')) pushCapped(agentLogTail, v);
 
@@ -217,6 +227,9 @@ export function observeResultOf(host: string, text: string): ObserveResult {
   if (err) throw new Error(`observe failed: ${err}`);
   if (!blockOf(blocks, 'observe')) throw new Error('observe output is incomplete (no @@observe block)');
   const out: ObserveResult = { parts: [], rejected: [] };
+  const ck = blockOf(blocks, 'checkpoint');
+  const checkpoint = ck && checkpointOf(host, ck);
+  if (checkpoint) out.checkpoint = checkpoint;
   for (const b of blocks) {
     if (b.kind === 'rejected') out.rejected.push({ dir: b.id ?? '', why: field(b, 'why') ?? 'rejected by observe.sh' });
     if (b.kind !== 'run') continue;
@@ -324,4 +337,29 @@ export function logOf(text: string): { text: string; offset: number } | { error:
   if (!b || size === undefined) return { error: 'read-log.sh gave no answer' };
   const lines = fieldsOf(b, 'line');
   return { text: lines.map((l) => `${l}\n`).join(''), offset: size };
+}
+
+/** CHECKPOINT_NAME: what train.py names them (`step-N`), and never a path. */
+const CHECKPOINT_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
+
+/** observe.sh's @@checkpoint block: the job's newest complete checkpoint on this host. */
+export function checkpointOf(host: string, b: RecordBlock): CheckpointInfo | undefined {
+  const name = field(b, 'name') ?? '';
+  const size = intIn(field(b, 'size')?.trim(), 0, Number.MAX_SAFE_INTEGER);
+  const mtimeMs = nsToMs(field(b, 'mtime_ns'));
+  if (!CHECKPOINT_NAME.test(name) || size === undefined || mtimeMs === undefined) return undefined;
+  const step = /^step-(\d{1,15})$/.exec(name);
+  return { host, name, sizeBytes: size, mtimeMs, ...(step ? { step: Number(step[1]) } : {}) };
+}
+
+/** checksum.sh: a file's size and SHA-256. */
+export function checksumOf(text: string): { size: number; sha256: string } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'checksum');
+  const size = b && intIn(field(b, 'size')?.trim(), 0, Number.MAX_SAFE_INTEGER);
+  const sha256 = b && field(b, 'sha256');
+  if (size === undefined || !sha256 || !/^[0-9a-f]{64}$/.test(sha256)) return { error: 'checksum.sh gave no answer' };
+  return { size, sha256 };
 }

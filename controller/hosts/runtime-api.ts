@@ -8,7 +8,7 @@
  *    shared by every transport so the parsing is always the real one.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { RunMeta, RunPart, StopReason } from '../api/run.ts';
+import type { CheckpointInfo, RunMeta, RunPart, StopReason } from '../api/run.ts';
 import type { NodeHealth } from './health.ts';
 import type { ExecResult } from './ssh.ts';
 
@@ -22,7 +22,8 @@ export type RuntimeScript =
   | 'ports'
   | 'scripts-hash'
   | 'read-log'
-  | 'follow-log';
+  | 'follow-log'
+  | 'checksum';
 
 export interface RunScriptOptions {
   timeoutMs?: number;
@@ -37,6 +38,22 @@ export interface HostTransport {
   upload(host: Host, localDir: string, remoteDir: string): Promise<void>;
   /** Health: never throws; an unreachable host is NotReady with the reason. */
   probe(host: Host): Promise<NodeHealth>;
+  /** When the host last said anything (keepalive replies included), ms since the epoch; undefined if never. */
+  lastHeard(host: Host): number | undefined;
+  /** Connect if not connected (nothing is run): resolves when the host answers, throws why not. */
+  reach(host: Host): Promise<void>;
+  /**
+   * Stream a file from one host to another through this controller (never a shell on either
+   * side): written to a temp name beside `toPath` and renamed into place. Resolves with the byte
+   * count and the SHA-256 of what passed through.
+   */
+  copyFile(
+    from: Host,
+    fromPath: string,
+    to: Host,
+    toPath: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }>;
 }
 
 export interface LaunchRequest {
@@ -64,6 +81,8 @@ export interface StopRequest {
 
 export interface ObserveResult {
   parts: RunPart[];
+  /** The job's newest complete checkpoint on this host (when a checkpoint dir was given). */
+  checkpoint?: CheckpointInfo;
   /** Run dirs that failed validation (hostile or torn meta.json): ignored, reported for the log. */
   rejected: { dir: string; why: string }[];
 }
@@ -77,7 +96,8 @@ export interface LeaseResult {
 }
 
 export interface HostRuntimeApi {
-  observe(host: Host, job?: string): Promise<ObserveResult>;
+  /** Run dirs (of `job`), and with `checkpointDir` the job's newest complete checkpoint there. */
+  observe(host: Host, job?: string, checkpointDir?: string): Promise<ObserveResult>;
   /** Throws a HostError whose message says why (PortBusy: `kind: 'port-busy'`). */
   launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }>;
   stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }>;
@@ -94,6 +114,21 @@ export interface HostRuntimeApi {
   probe(host: Host): Promise<NodeHealth>;
   /** A rank's log: whole, or the last `tail` lines; `offset` is the byte size read (for follow). */
   readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }>;
+  /** See HostTransport. */
+  lastHeard(host: Host): number | undefined;
+  reach(host: Host): Promise<void>;
+  /**
+   * Copy checkpoint `name` (`<dir>/<name>.pt`) from one host's checkpoint dir to another's,
+   * verified: the SHA-256 streamed through must equal sha256sum on both ends.
+   */
+  copyCheckpoint(
+    from: Host,
+    fromDir: string,
+    to: Host,
+    toDir: string,
+    name: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }>;
   /** Stream a rank's log from byte `offset` until the run's runner exits; resolves with the new offset. */
   followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void): Promise<number>;
 }

@@ -5,13 +5,16 @@
  * over the host's pooled SSH connection as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so
  * hosts need nothing installed and can never run another version of the runtime.
  */
+import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { parseRunDirName, parseRunMeta, STOP_REASONS } from '../api/run.ts';
 import { HostError } from './errors.ts';
 import { type NodeHealth, probeHost } from './health.ts';
 import {
   archiveAnswerOf,
+  checksumOf,
   launchAnswerOf,
   leaseAnswerOf,
   logOf,
@@ -37,6 +40,8 @@ import type { ExecResult, SshPool } from './ssh.ts';
 /** How long each call may take on the host before it counts as failed. stop: grace + `stopMarginMs`. */
 export const RUNTIME_TIMEOUTS = {
   observeMs: 20_000,
+  /** sha256sum of a checkpoint: a few GB at disk speed. */
+  checksumMs: 600_000,
   launchMs: 30_000,
   stopMarginMs: 20_000,
   archiveMs: 20_000,
@@ -78,8 +83,16 @@ export class HostRuntime implements HostRuntimeApi {
     return posix.join(host.paths.runs, dir);
   }
 
-  async observe(host: Host, job?: string): Promise<ObserveResult> {
-    const res = await this.run(host, 'observe', [host.paths.runs, ...(job ? [job] : [])], {
+  async observe(host: Host, job?: string, checkpointDir?: string): Promise<ObserveResult> {
+    if (checkpointDir !== undefined && (!job || !posix.isAbsolute(checkpointDir))) {
+      throw new HostError(
+        host.name,
+        'config',
+        `checkpoint dir ${JSON.stringify(checkpointDir)} needs a job and an absolute path`,
+      );
+    }
+    const args = [host.paths.runs, ...(job ? [job] : []), ...(checkpointDir ? [checkpointDir] : [])];
+    const res = await this.run(host, 'observe', args, {
       timeoutMs: RUNTIME_TIMEOUTS.observeMs,
     });
     try {
@@ -271,6 +284,47 @@ export class HostRuntime implements HostRuntimeApi {
     }
     return offset + got;
   }
+
+  lastHeard(host: Host): number | undefined {
+    return this.transport.lastHeard(host);
+  }
+
+  reach(host: Host): Promise<void> {
+    return this.transport.reach(host);
+  }
+
+  async copyCheckpoint(
+    from: Host,
+    fromDir: string,
+    to: Host,
+    toDir: string,
+    name: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }> {
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(name)) {
+      throw new HostError(from.name, 'config', `${JSON.stringify(name)} is not a checkpoint name`);
+    }
+    const src = posix.join(fromDir, `${name}.pt`);
+    const dst = posix.join(toDir, `${name}.pt`);
+    const sum = async (h: Host, path: string) => {
+      const res = await this.run(h, 'checksum', [path], { timeoutMs: RUNTIME_TIMEOUTS.checksumMs });
+      const a = checksumOf(res.stdout);
+      if ('error' in a) throw new HostError(h.name, 'other', `checksum of ${path}: ${said(res, a.error)}`);
+      return a;
+    };
+    const before = await sum(from, src);
+    const moved = await this.transport.copyFile(from, src, to, dst, onProgress);
+    const after = await sum(to, dst);
+    if (moved.sha256 !== before.sha256 || after.sha256 !== before.sha256 || after.size !== before.size) {
+      throw new HostError(
+        to.name,
+        'other',
+        `checkpoint ${name} copied from ${from.name} does not match: source ${before.sha256} (${before.size} B), ` +
+          `streamed ${moved.sha256}, copy ${after.sha256} (${after.size} B)`,
+      );
+    }
+    return { bytes: moved.bytes, sha256: after.sha256 };
+  }
 }
 
 /** HostTransport over SSH: the scripts inline through the pool, sftp uploads, health's probe. */
@@ -297,5 +351,52 @@ export class SshTransport implements HostTransport {
 
   probe(host: Host): Promise<NodeHealth> {
     return probeHost(this.cluster, host, { connection: (h) => this.pool.host(h), scripts: this.scripts });
+  }
+
+  lastHeard(host: Host): number | undefined {
+    return this.pool.host(host.name).lastHeardAt;
+  }
+
+  reach(host: Host): Promise<void> {
+    return this.pool.host(host.name).ensureConnected();
+  }
+
+  async copyFile(
+    from: Host,
+    fromPath: string,
+    to: Host,
+    toPath: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }> {
+    const src = this.pool.host(from.name);
+    const dst = this.pool.host(to.name);
+    const mk = await dst.exec(['mkdir', '-p', '--', posix.dirname(toPath)]);
+    if (mk.code !== 0) throw new HostError(to.name, 'other', `mkdir ${posix.dirname(toPath)}: ${mk.stderr.trim()}`);
+    const tmp = `${toPath}.ugro-tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const reader = await src.readStream(fromPath);
+    const writer = await dst.writeStream(tmp);
+    try {
+      await pipeline(
+        reader,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const c of chunks) {
+            hash.update(c);
+            bytes += c.length;
+            onProgress?.(bytes);
+            yield c;
+          }
+        },
+        writer,
+      );
+      await dst.rename(tmp, toPath);
+    } catch (e) {
+      await dst.exec(['rm', '-f', '--', tmp]).catch(() => undefined);
+      throw e instanceof HostError
+        ? e
+        : new HostError(to.name, 'other', `copying ${from.name}:${fromPath}: ${(e as Error).message}`);
+    }
+    return { bytes, sha256: hash.digest('hex') };
   }
 }

@@ -23,6 +23,7 @@ export const SENT_SCRIPTS: readonly SentScript[] = [
   'scripts-hash',
   'read-log',
   'follow-log',
+  'checksum',
   'probe',
 ];
 

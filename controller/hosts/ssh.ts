@@ -4,7 +4,9 @@
  * argv-only exec (every word quoted), streaming output, and sftp upload.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join, posix } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import type { Host } from '../../config/cluster.ts';
 import {
@@ -96,6 +98,8 @@ export class HostConnection {
   lastConnectMs?: number;
   /** How many TCP+SSH connections this host has opened (for tests and benchmarks). */
   connectCount = 0;
+  /** When the host last sent anything (keepalive replies included), ms since the epoch. */
+  lastHeardAt?: number;
 
   constructor(
     readonly target: SshTarget,
@@ -273,7 +277,13 @@ export class HostConnection {
           );
       });
       try {
+        // Our own socket, so every byte the host sends (its keepalive replies too) says when it
+        // last answered: node-loss detection reads lastHeardAt.
+        const sock = new Socket();
+        sock.on('error', () => {}); // ssh2 reports socket errors through the client
+        sock.connect({ host: t.address, port: t.port });
         client.connect({
+          sock,
           host: t.address,
           port: t.port,
           username: t.user,
@@ -286,6 +296,10 @@ export class HostConnection {
             return verdict.ok;
           },
           ...auth,
+        });
+        // After connect(): ssh2 has paused the socket, so listening does not start the flow early.
+        sock.on('data', () => {
+          this.lastHeardAt = Date.now();
         });
       } catch (e) {
         fail(new HostError(t.name, 'other', `ssh: ${(e as Error).message}`));
@@ -504,6 +518,33 @@ export class HostConnection {
       if (this.sftpP === p) this.sftpP = undefined;
     });
     return p;
+  }
+
+  /** Connect now if not connected (nothing is run on the host). */
+  async ensureConnected(): Promise<void> {
+    await this.connect();
+  }
+
+  /** A remote file as a stream (sftp). */
+  async readStream(remotePath: string): Promise<Readable> {
+    const s = await this.sftp();
+    return s.createReadStream(remotePath);
+  }
+
+  /** A stream into a new remote file (sftp); the parent directory must exist. */
+  async writeStream(remotePath: string, mode = 0o644): Promise<Writable> {
+    const s = await this.sftp();
+    return s.createWriteStream(remotePath, { mode });
+  }
+
+  /** Rename a remote file over another (POSIX rename: the target is replaced atomically). */
+  async rename(from: string, to: string): Promise<void> {
+    const s = await this.sftp();
+    await new Promise<void>((resolve, reject) =>
+      s.ext_openssh_rename(from, to, (e) =>
+        e ? reject(new HostError(this.target.name, 'other', `sftp rename ${to}: ${e.message}`)) : resolve(),
+      ),
+    );
   }
 
   /** Write bytes to a remote file (parent directory must exist), atomically via a temp name. */

@@ -12,7 +12,7 @@ import type { Cluster, Host } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
 import { readTree } from '../../config/hash.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { RunMeta, RunPart } from '../api/run.ts';
+import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
@@ -28,6 +28,7 @@ import { type JobEvent, JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
 import { HostState } from './host-state.ts';
 import { Leases } from './leases.ts';
+import { Liveness } from './liveness.ts';
 import { jsonLogger, type Logger } from './log.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
 import { Waiters } from './waiters.ts';
@@ -78,6 +79,7 @@ export class Controller {
   private readonly claims: Claims;
   private readonly waiters: Waiters;
   private readonly leases: Leases;
+  private readonly liveness: Liveness;
   private readonly jobs = new Map<string, JobMemo>();
   private readonly scriptsSynced = new Map<string, string>();
   private readonly warnedFiles = new Set<string>();
@@ -85,6 +87,7 @@ export class Controller {
   private lock?: DirLock;
   private stopTimers: (() => void)[] = [];
   private started = false;
+  private livenessBusy = false;
   /** Counters for tests and benchmarks. */
   readonly stats = { reconciles: 0, launches: 0, observes: 0 };
 
@@ -102,6 +105,7 @@ export class Controller {
         this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
     this.waiters = new Waiters(this.runtime, (job) => this.queue.add(job));
+    this.liveness = new Liveness(this.runtime, o.cluster.hosts, () => this.now().getTime(), this.log);
     this.leases = new Leases(
       this.runtime,
       o.cluster.hosts,
@@ -140,6 +144,7 @@ export class Controller {
       every(this.o.resyncMs ?? 60_000, () => void this.resync()),
       every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued())),
       every((ttl * 1000) / 3, () => void this.leases.renewAll()),
+      every(1000, () => void this.watchLiveness()),
     ];
     this.log.info('controller started', {
       jobsDir: this.store.dir,
@@ -203,14 +208,38 @@ export class Controller {
     }
   }
 
+  /**
+   * Once a second (no host I/O unless a host is down): jobs on hosts that went quiet are woken
+   * so reconcile can decide on a lost node in time; down hosts are retried with backoff, and when
+   * one answers again its jobs and the waiting ones look again (leftovers there are stopped).
+   */
+  private async watchLiveness(): Promise<void> {
+    if (this.livenessBusy || !this.liveness.busy(this.hostsState.anyLive())) return;
+    this.livenessBusy = true;
+    try {
+      const { wake, back } = await this.liveness.tick((h) => this.hostsState.jobsOn(h, true));
+      for (const j of wake) this.queue.add(j);
+      for (const hn of back) {
+        const h = this.host(hn);
+        if (h) await this.scanHost(h);
+        for (const j of this.hostsState.jobsOn(hn)) this.queue.add(j);
+      }
+      if (back.length) this.kickQueued();
+    } finally {
+      this.livenessBusy = false;
+    }
+  }
+
   private async scanHost(h: Host): Promise<void> {
     try {
       const { parts, rejected } = await this.runtime.observe(h);
+      this.liveness.answered(h.name);
       this.stats.observes++;
       this.reportRejected(h, rejected);
       this.hostsState.set(h.name, parts);
       for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
     } catch (e) {
+      this.liveness.failed(h.name, (e as Error).message);
       this.log.warn('cannot list runs on host', { host: h.name, error: (e as Error).message });
     }
   }
@@ -258,8 +287,8 @@ export class Controller {
       ahead,
       rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
       defaultGraceSeconds: this.o.graceSeconds ?? 30,
-      lastHeard: new Map(),
-      down: new Map(),
+      lastHeard: this.liveness.lastHeardAll(),
+      down: this.liveness.downAll(),
     };
   }
 
@@ -289,8 +318,7 @@ export class Controller {
       await this.persist(name, res.status, res.events);
       return {};
     }
-    const unreachable = await this.observeJob(name, status);
-    // Hosts leased by another controller: their parts of this name are not ours to judge.
+    const { unreachable, checkpoints } = await this.observeJob(name, spec, status);
     const parts = this.hostsState.partsOf(name, unreachable);
     this.claims.release(name);
     if (spec.kind === 'valid') await this.remember(name, spec.job, status);
@@ -303,30 +331,53 @@ export class Controller {
       parts,
       unreachable,
       cluster: this.view(name),
+      checkpoints,
     });
     return this.execute(name, spec, res);
   }
 
-  /** Observe every host that has (or per status should have) a part of this job. */
-  private async observeJob(name: string, status: JobStatus | undefined): Promise<Map<string, string>> {
+  /**
+   * Observe every host that has (or per status should have) a part of this job, and with a valid
+   * spec the job's newest checkpoint there. A host known down is not waited for (the liveness
+   * watch retries it): it is unreachable for this pass at once.
+   */
+  private async observeJob(
+    name: string,
+    spec: SpecState,
+    status: JobStatus | undefined,
+  ): Promise<{ unreachable: Map<string, string>; checkpoints: CheckpointInfo[] }> {
     const hostsToObserve = new Set([...this.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
     const unreachable = new Map<string, string>();
+    const checkpoints: CheckpointInfo[] = [];
+    const down = this.liveness.downAll();
     await Promise.all(
       [...hostsToObserve].map(async (hn) => {
         const h = this.host(hn);
         if (!h) return;
+        const isDown = down.get(hn);
+        if (isDown) {
+          unreachable.set(hn, isDown);
+          return;
+        }
+        const ckpt = spec.kind === 'valid' ? checkpointDir(spec.job, h) : undefined;
         try {
-          const { parts, rejected } = await this.runtime.observe(h, name);
+          const r = await this.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined);
+          if (this.liveness.answered(hn)) this.kickQueued();
           this.stats.observes++;
-          this.reportRejected(h, rejected);
-          this.hostsState.set(hn, parts, name);
-          for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
+          this.reportRejected(h, r.rejected);
+          this.hostsState.set(hn, r.parts, name);
+          if (r.checkpoint) checkpoints.push(r.checkpoint);
+          for (const p of r.parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
         } catch (e) {
-          unreachable.set(hn, (e as Error).message.replace(`${hn}: `, ''));
+          const why = (e as Error).message.replace(`${hn}: `, '');
+          if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind)) {
+            this.liveness.failed(hn, why);
+          }
+          unreachable.set(hn, why);
         }
       }),
     );
-    return unreachable;
+    return { unreachable, checkpoints };
   }
 
   private async execute(
@@ -354,7 +405,9 @@ export class Controller {
       if (a.type === 'stop') await this.doStop(name, a);
       else if (a.type === 'archive') await this.doArchive(name, a);
       else if (spec.kind === 'valid' && status) {
-        const failed = await this.doLaunch(spec.job, a);
+        const failed = await this.doLaunch(spec.job, a, (e) => {
+          events = [...events, e];
+        });
         if (!failed) {
           requeue = Math.min(requeue ?? 2000, 2000);
           continue;
@@ -481,11 +534,58 @@ export class Controller {
    * Launch the parts of a launch action in parallel. Returns undefined when every part started,
    * else the first failure (the parts that did start are stopped first).
    */
+  /**
+   * A checkpoint the new rank 0 does not have is copied there first, host to host through this
+   * controller's connections, and verified (SHA-256 on both ends and of what passed through).
+   */
+  private async copyCheckpoint(job: TrainingJob, a: LaunchAction, event: (e: EventDraft) => void): Promise<void> {
+    const c = a.copyCheckpoint!;
+    const from = this.host(c.from);
+    const to = this.host(c.to);
+    if (!from || !to) throw new UgroError(`checkpoint copy: unknown host ${!from ? c.from : c.to}`);
+    const src = checkpointDir(job, from);
+    const dst = checkpointDir(job, to);
+    if (!src.ok) throw new UgroError(src.why);
+    if (!dst.ok) throw new UgroError(dst.why);
+    const t0 = Date.now();
+    let logged = t0;
+    const r = await this.runtime.copyCheckpoint(from, src.path, to, dst.path, c.name, (bytes) => {
+      // Progress for big files: at most every 5 s.
+      if (Date.now() - logged >= 5000) {
+        logged = Date.now();
+        this.log.info('copying checkpoint', { job: a.job, name: c.name, from: c.from, to: c.to, bytes });
+      }
+    });
+    const s = (Date.now() - t0) / 1000;
+    this.log.info('checkpoint copied', {
+      job: a.job,
+      name: c.name,
+      from: c.from,
+      to: c.to,
+      bytes: r.bytes,
+      sha256: r.sha256,
+      seconds: s,
+    });
+    event({
+      reason: 'CheckpointCopied',
+      message: `${c.name} copied from ${c.from} to ${c.to}: ${r.bytes} bytes in ${s.toFixed(1)} s, sha256 ${r.sha256} on both`,
+    });
+  }
+
   private async doLaunch(
     job: TrainingJob,
     a: LaunchAction,
+    event: (e: EventDraft) => void,
   ): Promise<{ host: string; message: string; portBusy?: boolean } | undefined> {
     const rdzv = this.host(a.rdzvHost)!;
+    if (a.copyCheckpoint) {
+      try {
+        await this.copyCheckpoint(job, a, event);
+      } catch (e) {
+        const c = a.copyCheckpoint;
+        return { host: c.to, message: `copying checkpoint ${c.name} from ${c.from} failed: ${(e as Error).message}` };
+      }
+    }
     const fresh = a.parts.length === a.allParts.length;
     const started: string[] = [];
     const results = await Promise.allSettled(
@@ -528,7 +628,7 @@ export class Controller {
             rdzvAddr: rdzv.address,
             meta,
             argv: torchrunArgv(job, n),
-            ugroEnv: ugroEnv(job, n, ckpt.path),
+            ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
             jobEnv: job.spec.env,
             // A fresh launch checks its port on the rendezvous host in the same exec.
             ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),

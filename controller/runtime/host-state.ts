@@ -55,6 +55,17 @@ export class HostState {
     return [...this.runs.values()].some((ps) => ps.some((p) => p.meta.job === job && p.alive && this.mine(p)));
   }
 
+  /** This controller's jobs with a part on `host` (live ones only, with `live`). */
+  jobsOn(host: string, live = false): string[] {
+    const s = new Set<string>();
+    for (const p of this.runs.get(host) ?? []) if (this.mine(p) && (!live || p.alive)) s.add(p.meta.job);
+    return [...s];
+  }
+
+  anyLive(): boolean {
+    return [...this.runs.values()].some((ps) => ps.some((p) => p.alive && this.mine(p)));
+  }
+
   /** Every job name of this controller found on any host. */
   jobNames(): Set<string> {
     const s = new Set<string>();

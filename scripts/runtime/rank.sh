@@ -2,6 +2,11 @@
 # UGRO rank wrapper: torchrun --no_python runs this once per local rank. One log file per
 # global rank, on the host that ran it, plus its exit code; signals reach the training process.
 # launch.sh writes it into the run dir (RUN_DIR/rank.sh); it is not sent with lib.sh.
+# The rank's heartbeat: the training touches it every step (the reference train.py does); its age
+# is how long the rank made no progress. Created first, so a rank that never beats is seen too.
+UGRO_HEARTBEAT_FILE="$UGRO_RUN_DIR/heartbeat-$RANK"
+export UGRO_HEARTBEAT_FILE
+: > "$UGRO_HEARTBEAT_FILE"
 echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/ranks"
 "$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
 child=$!

@@ -30,9 +30,14 @@
  *   writeRunDir(HOST, DIR, files)    raw files in a run dir (hostile ones too); any name
  *   writeMetrics(HOST, DIR, m)       append a metrics.jsonl line (an object, or a raw string)
  *   appendLog(HOST, DIR, rank, text) append to rank-N.log (a follow-log streams it)
+ *   beat(HOST, DIR, rank)            the rank touched its heartbeat file (rank.sh creates it at start)
+ *   writeCheckpoint(HOST, CKPT_DIR, name, bytes)  a complete checkpoint: NAME.pt, then `latest`
+ * lastHeard(HOST) is the clock while reachable, frozen at the moment it became unreachable;
+ * reach() and copyFile() fail for an unreachable host.
  * Inspection: readFile(HOST, path), files(HOST, prefix), launchOf(HOST, DIR) (argv and env a
  * launch got), isAlive(HOST, DIR), calls.
  */
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import type { Cluster, Host } from '../../config/cluster.ts';
@@ -44,7 +49,7 @@ import type { ExecResult } from '../../controller/hosts/ssh.ts';
 
 export interface FakeCall {
   host: string;
-  op: 'run' | 'upload' | 'probe';
+  op: 'run' | 'upload' | 'probe' | 'reach' | 'copy';
   script?: RuntimeScript;
   args?: string[];
   atMs: number;
@@ -104,6 +109,8 @@ class FakeHost {
   readonly ports = new Set<number>();
   readonly pending = new Set<Pending>();
   reachable = true;
+  /** When it last answered (while reachable: now). */
+  lastHeard?: number;
   health: FakeHealth = {};
   failLaunches = { n: 0, message: '' };
   nextPid = 4000;
@@ -196,7 +203,40 @@ export class FakeHosts implements HostTransport {
         return this.readLogSh(h, a);
       case 'follow-log':
         return this.followLogSh(h, a, opts);
+      case 'checksum':
+        return this.checksumSh(h, a);
     }
+  }
+
+  lastHeard(host: Host): number | undefined {
+    const h = this.hostOf(host.name);
+    return h.reachable ? this.now() : h.lastHeard;
+  }
+
+  async reach(host: Host): Promise<void> {
+    const h = this.hostOf(host.name);
+    this.calls.push({ host: host.name, op: 'reach', atMs: this.now() });
+    if (!h.reachable) throw this.unreachable(h);
+  }
+
+  async copyFile(
+    from: Host,
+    fromPath: string,
+    to: Host,
+    toPath: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }> {
+    const src = this.hostOf(from.name);
+    const dst = this.hostOf(to.name);
+    this.calls.push({ host: to.name, op: 'copy', args: [from.name, fromPath, toPath], atMs: this.now() });
+    if (!src.reachable) throw this.unreachable(src);
+    if (!dst.reachable) throw this.unreachable(dst);
+    const f = src.files.get(fromPath);
+    if (!f) throw new HostError(from.name, 'other', `sftp: no such file ${fromPath}`);
+    this.mkdir(dst, posix.dirname(toPath));
+    this.write(dst, toPath, Buffer.from(f.data));
+    onProgress?.(f.data.length);
+    return { bytes: f.data.length, sha256: createHash('sha256').update(f.data).digest('hex') };
   }
 
   async upload(host: Host, localDir: string, remoteDir: string): Promise<void> {
@@ -263,6 +303,7 @@ export class FakeHosts implements HostTransport {
 
   setReachable(host: string, reachable: boolean): void {
     const h = this.hostOf(host);
+    if (h.reachable && !reachable) h.lastHeard = this.now();
     h.reachable = reachable;
     if (!reachable) for (const p of [...h.pending]) p.onCut(this.unreachable(h));
   }
@@ -293,6 +334,7 @@ export class FakeHosts implements HostTransport {
       run.ranks.set(r.rank, p);
       this.append(h, posix.join(run.runDir, 'ranks'), `${r.rank} ${r.localRank ?? i} 0 ${p.pid} ${this.ns()}\n`);
       this.write(h, posix.join(run.runDir, `rank-${r.rank}.log`), '', true);
+      this.write(h, posix.join(run.runDir, `heartbeat-${r.rank}`), '');
     }
   }
 
@@ -333,6 +375,19 @@ export class FakeHosts implements HostTransport {
     const h = this.hostOf(host);
     const line = typeof metrics === 'string' ? metrics : JSON.stringify(metrics);
     this.append(h, posix.join(h.host.paths.runs, dir, 'metrics.jsonl'), `${line}\n`);
+  }
+
+  beat(host: string, dir: string, rank: number): void {
+    const h = this.hostOf(host);
+    const run = this.runOf(h, dir);
+    this.write(h, posix.join(run.runDir, `heartbeat-${rank}`), '');
+  }
+
+  writeCheckpoint(host: string, ckptDir: string, name: string, bytes: Buffer | string): void {
+    const h = this.hostOf(host);
+    this.mkdir(h, ckptDir);
+    this.write(h, posix.join(ckptDir, `${name}.pt`), Buffer.from(bytes));
+    this.write(h, posix.join(ckptDir, 'latest'), `${name}\n`);
   }
 
   appendLog(host: string, dir: string, rank: number, text: string): void {
@@ -425,10 +480,17 @@ export class FakeHosts implements HostTransport {
   }
 
   private observeSh(h: FakeHost, a: string[]): ExecResult {
-    const [runs, job = ''] = a;
+    const [runs, job = '', ckpt = ''] = a;
     if (/[^a-z0-9-]/.test(job)) return fail(2, 'JOB must be a DNS label');
-    if (!h.dirs.has(runs)) return ok('@@observe\nruns_dir=absent\nruns=0\n@@end\n');
     let out = '';
+    if (ckpt) {
+      const name = this.firstLine(h, posix.join(ckpt, 'latest'));
+      const f = h.files.get(posix.join(ckpt, `${name}.pt`));
+      if (name && !name.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(name) && f) {
+        out += `@@checkpoint\nname=${name}\nsize=${f.data.length}\nmtime_ns=${BigInt(Math.round(f.mtimeMs)) * 1_000_000n}\n@@end\n`;
+      }
+    }
+    if (!h.dirs.has(runs)) return ok(`${out}@@observe\nruns_dir=absent\nruns=0\n@@end\n`);
     let n = 0;
     for (const d of this.children(h, runs, 'dir')) {
       if (d.startsWith('.')) continue;
@@ -465,6 +527,11 @@ export class FakeHosts implements HostTransport {
         const log = h.files.get(f(`rank-${m[1]}.log`));
         if (rc !== '0' && log) out += prefixed(tailLines(log.data, 1048576, 20), `ranklog=${m[1]} `, 2000);
       }
+      for (const name of this.children(h, dir, 'file')) {
+        const m = /^heartbeat-(.*)$/.exec(name);
+        if (!m || !isUint(m[1]) || h.files.has(f(`rank-${m[1]}.exit`))) continue;
+        out += `rankbeat=${m[1]} ${Math.floor(this.now() - h.files.get(f(name))!.mtimeMs)}\n`;
+      }
       const agent = h.files.get(f('torchrun.log'));
       if (code !== '' && code !== '0' && agent) out += prefixed(tailLines(agent.data, 1048576, 20), 'agentlog=', 2000);
       const metrics = h.files.get(f('metrics.jsonl'));
@@ -472,6 +539,14 @@ export class FakeHosts implements HostTransport {
       out += '@@end\n';
     }
     return ok(`${out}@@observe\nruns_dir=present\nruns=${n}\n@@end\n`);
+  }
+
+  private checksumSh(h: FakeHost, a: string[]): ExecResult {
+    if (a.length !== 1) return fail(2, 'usage: checksum.sh FILE');
+    const f = h.files.get(a[0]);
+    if (!f) return fail(1, `${a[0]} is not a regular file`);
+    const sum = createHash('sha256').update(f.data).digest('hex');
+    return ok(`@@checksum\nsize=${f.data.length}\nsha256=${sum}\n@@end\n`);
   }
 
   private stopSh(h: FakeHost, a: string[]): ExecResult {

@@ -6,8 +6,9 @@
  * and judges it.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
 import { judge, type NodeHealth, parseProbe } from '../../controller/hosts/health.ts';
@@ -134,6 +135,29 @@ export class LocalTransport implements HostTransport {
         else opts.signal.addEventListener('abort', onAbort, { once: true });
       }
     });
+  }
+
+  lastHeard(_host: Host): number | undefined {
+    return Date.now();
+  }
+
+  async reach(_host: Host): Promise<void> {}
+
+  /** A local copy through a temp name, hashed on the way (as SshTransport streams it). */
+  async copyFile(
+    _from: Host,
+    fromPath: string,
+    _to: Host,
+    toPath: string,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ bytes: number; sha256: string }> {
+    const data = readFileSync(fromPath);
+    mkdirSync(dirname(toPath), { recursive: true });
+    const tmp = `${toPath}.ugro-tmp-${process.pid}`;
+    writeFileSync(tmp, data);
+    renameSync(tmp, toPath);
+    onProgress?.(data.length);
+    return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
   }
 
   async upload(_host: Host, localDir: string, remoteDir: string): Promise<void> {

@@ -48,7 +48,12 @@ export function normPart(p: RunPart) {
     pid: typeOf(p.pid),
     launchedAtMs: typeOf(p.launchedAtMs),
     finishedAtMs: typeOf(p.finishedAtMs),
-    ranks: p.ranks.map((r) => ({ ...r, pid: typeOf(r.pid), exitedAt: typeOf(r.exitedAt) })),
+    ranks: p.ranks.map((r) => ({
+      ...r,
+      pid: typeOf(r.pid),
+      exitedAt: typeOf(r.exitedAt),
+      heartbeatAgeS: typeOf(r.heartbeatAgeS),
+    })),
   };
 }
 

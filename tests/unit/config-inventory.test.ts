@@ -95,7 +95,7 @@ describe("the seed's config/cluster.yaml", () => {
       knownHosts: '/home/alice/.ssh/known_hosts',
       useAgent: true,
       connectTimeoutMs: 5000,
-      keepaliveMs: 15000,
+      keepaliveMs: 1000,
       passphraseEnv: undefined,
     });
     expect(c.health).toEqual({ maxClockOffsetMs: 2000, minFreeDiskGb: 5 });
