@@ -47,9 +47,16 @@ export class Draft {
     this.events.push({ reason, message, type });
   }
 
-  /** Stop whatever of `run` is alive (nothing if nothing is). */
+  /**
+   * Stop whatever of `run` is alive (nothing if nothing is). A part whose runner vanished without
+   * an exit code is stopped too: its torchrun and ranks may live on as orphans (stop.sh finds them
+   * by their UGRO_RUN_ID marker).
+   */
   stop(run: RunView, reason: StopReason, graceSeconds = this.input.cluster.defaultGraceSeconds): void {
-    const hosts = run.parts.filter((p) => p.alive).map((p) => p.host);
+    const hosts = run.parts
+      .filter((p) => p.alive || (p.pid !== undefined && p.exitCode === undefined && !p.stopReason))
+      .filter((p) => !this.input.unreachable.has(p.host))
+      .map((p) => p.host);
     if (hosts.length) this.actions.push({ type: 'stop', runId: run.runId, dir: run.dir, hosts, graceSeconds, reason });
   }
 

@@ -97,6 +97,7 @@ export function ugroEnv(
     UGRO_CHECKPOINT_DIR: checkpoint,
     UGRO_METRICS_FILE: posix.join(n.runDir, 'metrics.jsonl'),
     ...(resume ? { UGRO_RESUME_FROM: resume } : {}),
-    ...(progress ? { UGRO_COLLECTIVE_TIMEOUT_SECONDS: String(progress) } : {}),
+    // Longer than the deadline: a stalled rank is found (and named) by its heartbeat first.
+    ...(progress ? { UGRO_COLLECTIVE_TIMEOUT_SECONDS: String(progress * 2 + 30) } : {}),
   };
 }

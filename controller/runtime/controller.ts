@@ -198,8 +198,8 @@ export class Controller {
     }
   }
 
-  private async refreshHealth(): Promise<void> {
-    const nodes = await Promise.all(this.hosts.map((h) => this.runtime.probe(h)));
+  private async refreshHealth(hosts: Host[] = this.hosts): Promise<void> {
+    const nodes = await Promise.all(hosts.map((h) => this.runtime.probe(h)));
     for (const n of nodes) {
       const prev = this.hostsState.health.get(n.name);
       if (prev?.status !== n.status)
@@ -221,7 +221,7 @@ export class Controller {
       for (const j of wake) this.queue.add(j);
       for (const hn of back) {
         const h = this.host(hn);
-        if (h) await this.scanHost(h);
+        if (h) await Promise.all([this.scanHost(h), this.refreshHealth([h])]);
         for (const j of this.hostsState.jobsOn(hn)) this.queue.add(j);
       }
       if (back.length) this.kickQueued();

@@ -279,3 +279,90 @@ describe('controller loop on in-memory hosts', () => {
     expect(b.status('mine')!.message).not.toContain('leased by another');
   });
 });
+
+describe('recovery in the controller loop (issue 8), on in-memory hosts', () => {
+  const tick = async (r: Rig) => {
+    r.timers.get(1000)?.();
+    await new Promise((res) => setTimeout(res, 10));
+    await r.ctl.idle();
+  };
+
+  it('a node lost mid-run: NodeLost after nodeLostSeconds, restart on the others, leftovers stopped when it is back', async () => {
+    const r = await rig();
+    r.write('lost', { ...CMD, nodes: { min: 2, max: 3 } });
+    await r.pass('lost');
+    const a1 = r.status('lost')!;
+    const dir1 = dirOf(a1);
+    for (const h of ['gpu-master', 'gpu1', 'gpu2'])
+      r.fake.startRanks(h, dir1, [{ rank: ['gpu-master', 'gpu1', 'gpu2'].indexOf(h), localRank: 0 }]);
+    await r.pass('lost');
+    expect(r.status('lost')!.phase).toBe('Running');
+    r.fake.setReachable('gpu2', false);
+    const cutAt = r.clock.ms;
+    // Quiet, not yet lost (debounced): the job is looked at, nothing is stopped.
+    r.clock.ms += 3000;
+    await tick(r);
+    expect(r.status('lost')).toMatchObject({ phase: 'Running', attempt: 1 });
+    expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+    // Past nodeLostSeconds (5): the survivors are stopped, the failure counted as infrastructure.
+    r.clock.ms = cutAt + 5500;
+    await tick(r);
+    let st = r.status('lost')!;
+    expect(st.conditions.find((c) => c.type === 'NodeLost')).toMatchObject({ status: 'True' });
+    expect(st.failures).toMatchObject([{ attempt: 1, class: 'infra', reason: 'NodeLost', host: 'gpu2' }]);
+    expect(
+      r.fake.calls
+        .filter((c) => c.script === 'stop')
+        .map((c) => c.host)
+        .sort(),
+    ).toEqual(['gpu-master', 'gpu1']);
+    // After the 1 s backoff: attempt 2 on the two hosts left.
+    r.clock.ms += 1500;
+    await r.pass('lost');
+    st = r.status('lost')!;
+    expect(st).toMatchObject({ phase: 'Starting', attempt: 2, restarts: { infra: 1, training: 0 } });
+    expect(st.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
+    // gpu2 comes back with attempt 1 still alive there: stopped as superseded, attempt 2 untouched.
+    r.fake.setReachable('gpu2', true);
+    r.clock.ms += 2000;
+    await tick(r);
+    await r.pass('lost');
+    expect(r.fake.calls.filter((c) => c.script === 'stop' && c.host === 'gpu2').map((c) => c.args?.[3])).toEqual([
+      'superseded',
+    ]);
+    expect(r.fake.isAlive('gpu2', dir1)).toBe(false);
+    expect(r.status('lost')).toMatchObject({ attempt: 2 });
+  });
+
+  it('a restart whose rank 0 lacks the newest checkpoint gets it copied first (CheckpointCopied), then UGRO_RESUME_FROM', async () => {
+    const r = await rig();
+    const spec = { ...CMD, nodes: { min: 2, max: 2 }, restartPolicy: { maxRestarts: 1, backoffSeconds: 1 } };
+    r.write('ck', spec);
+    await r.pass('ck');
+    const dir1 = dirOf(r.status('ck'));
+    r.fake.startRanks('gpu-master', dir1, [{ rank: 0, localRank: 0 }]);
+    r.fake.startRanks('gpu1', dir1, [{ rank: 1, localRank: 0 }]);
+    await r.pass('ck');
+    // Rank 0 (gpu-master) wrote step-40; then gpu-master becomes busy with another job.
+    const ckDir = (h: string) => `${HOSTS.find((x) => x.name === h)!.paths.checkpoints}/ck`;
+    r.fake.writeCheckpoint('gpu-master', ckDir('gpu-master'), 'step-40', 'weights');
+    r.fake.endRank('gpu1', dir1, 1, 3);
+    r.fake.endRun('gpu1', dir1, 1);
+    await r.pass('ck');
+    r.write('blocker', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+    await r.pass('ck', 'blocker');
+    expect(r.status('blocker')!.phase).toBe('Starting');
+    r.clock.ms += 2000;
+    await r.pass('ck');
+    const st = r.status('ck')!;
+    expect(st).toMatchObject({ phase: 'Starting', attempt: 2 });
+    expect(st.nodes.map((n) => n.host)).toEqual(['gpu1', 'gpu2']);
+    expect(r.fake.readFile('gpu1', `${ckDir('gpu1')}/step-40.pt`)).toBe('weights');
+    const events = readFileSync(join(r.jobs, '.ugro', 'events.jsonl'), 'utf8');
+    expect(events).toMatch(/"reason":"CheckpointCopied","message":"step-40 copied from gpu-master to gpu1: 7 bytes/);
+    expect(r.fake.launchOf('gpu1', dirOf(st))?.ugroEnv).toMatchObject({
+      UGRO_RESUME_FROM: 'step-40',
+      UGRO_RESTART_COUNT: '1',
+    });
+  });
+});

@@ -149,7 +149,8 @@ describe('a runner that vanished (no exit code: reboot, OOM killer, kill -9 of t
   it('is RunnerVanished (infrastructure): the rest stopped, then restarted; today it stayed Running forever', () => {
     const parts = [R.part('gpu-master', { ranks: [rank(0)] }), R.part('gpu1', { alive: false, ranks: [rank(1)] })];
     const r = rec({ spec: S, status: running, now: at(20), parts });
-    expect(r.actions).toMatchObject([{ type: 'stop', hosts: ['gpu-master'], reason: 'runner-vanished' }]);
+    // Its orphans (torchrun, ranks) are stopped by their marker on gpu1 too.
+    expect(r.actions).toMatchObject([{ type: 'stop', hosts: ['gpu-master', 'gpu1'], reason: 'runner-vanished' }]);
     expect(r.status).toMatchObject({ phase: 'Running', reason: 'RunnerVanished' });
     expect(r.status!.message).toContain(
       'the runner on gpu1 (pid 1001) vanished without an exit code (host rebooted? OOM killer? see dmesg)',
