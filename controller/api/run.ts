@@ -130,6 +130,8 @@ export interface RankObservation {
   logTail?: string[];
   /** Seconds since the rank last touched UGRO_HEARTBEAT_FILE (or since it started), by the host's clock. */
   heartbeatAgeS?: number;
+  /** The training process's state letter (/proc/PID/stat): T when stopped. */
+  procState?: string;
 }
 
 /** One host's part of one run, as observed there. */

@@ -64,8 +64,11 @@ export function firstFailure(run: RunView): FirstFailure | undefined {
   for (const p of run.parts) {
     for (const r of p.ranks) {
       if (r.exitCode !== undefined && r.exitCode !== 0) {
-        // Prefer a real exit over "killed by signal" (>= 128): the killed ones are the gang being torn down.
-        const at = (r.exitedAt ?? Number.POSITIVE_INFINITY) + (r.exitCode >= 128 ? 1e12 : 0);
+        // Prefer a real exit over a death by SIGTERM, SIGHUP or SIGINT: those are the gang being
+        // torn down (by torchrun or UGRO). SIGKILL (137: the OOM killer, kill -9) and crashes
+        // (SIGSEGV 139, SIGABRT 134) are real failures and keep their place in time.
+        const teardown = r.exitCode === 143 || r.exitCode === 129 || r.exitCode === 130;
+        const at = (r.exitedAt ?? Number.POSITIVE_INFINITY) + (teardown ? 1e12 : 0);
         if (!best || at < best.at)
           best = { host: p.host, rank: r.rank, exitCode: r.exitCode, logTail: r.logTail ?? [], at };
       }

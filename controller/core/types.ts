@@ -81,6 +81,11 @@ export interface ReconcileInput {
   cluster: ClusterView;
   /** The newest complete checkpoint of this job on each host that has one. */
   checkpoints?: CheckpointInfo[];
+  /**
+   * The highest attempt of this job's current spec found on any host, whoever launched it (a
+   * controller on another jobs dir may have left one): a new attempt never reuses its run dir.
+   */
+  attemptFloor?: number;
 }
 
 export interface ReconcileResult {

@@ -187,6 +187,13 @@ export function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPa
     const o = ranks.get(rank);
     if (o && o.exitCode === undefined) o.heartbeatAgeS = ms / 1000;
   }
+  for (const v of fieldsOf(b, 'rankproc')) {
+    // RANK STATE (one letter of /proc/PID/stat: R, S, D, T, Z, …)
+    const w = v.split(' ');
+    const rank = intIn(w[0], 0, MAX_RANK);
+    const o = rank === undefined ? undefined : ranks.get(rank);
+    if (o && o.exitCode === undefined && /^[A-Za-z]$/.test(w[1] ?? '')) o.procState = w[1];
+  }
   const agentLogTail: string[] = [];
   for (const v of fieldsOf(b, 'agentlog')) pushCapped(agentLogTail, v);
 

@@ -318,7 +318,7 @@ export class Controller {
       await this.persist(name, res.status, res.events);
       return {};
     }
-    const { unreachable, checkpoints } = await this.observeJob(name, spec, status);
+    const { unreachable, checkpoints, attemptFloor } = await this.observeJob(name, spec, status);
     const parts = this.hostsState.partsOf(name, unreachable);
     this.claims.release(name);
     if (spec.kind === 'valid') await this.remember(name, spec.job, status);
@@ -332,8 +332,9 @@ export class Controller {
       unreachable,
       cluster: this.view(name),
       checkpoints,
+      attemptFloor,
     });
-    return this.execute(name, spec, res);
+    return this.execute(name, spec, res, status);
   }
 
   /**
@@ -345,10 +346,11 @@ export class Controller {
     name: string,
     spec: SpecState,
     status: JobStatus | undefined,
-  ): Promise<{ unreachable: Map<string, string>; checkpoints: CheckpointInfo[] }> {
+  ): Promise<{ unreachable: Map<string, string>; checkpoints: CheckpointInfo[]; attemptFloor: number }> {
     const hostsToObserve = new Set([...this.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
     const unreachable = new Map<string, string>();
     const checkpoints: CheckpointInfo[] = [];
+    let attemptFloor = 0;
     const down = this.liveness.downAll();
     await Promise.all(
       [...hostsToObserve].map(async (hn) => {
@@ -359,6 +361,16 @@ export class Controller {
           unreachable.set(hn, isDown);
           return;
         }
+        // Quiet for more than two keepalives on an open connection: a request would only hang
+        // until the keepalive gives up. Unreachable now; the liveness watch reconnects.
+        const heard = this.runtime.lastHeard(h);
+        const silent = heard === undefined ? 0 : this.now().getTime() - heard;
+        if (silent > Math.max(2500, 2.5 * h.ssh.keepaliveMs)) {
+          const why = `no answer for ${(silent / 1000).toFixed(1)} s`;
+          this.liveness.failed(hn, why);
+          unreachable.set(hn, why);
+          return;
+        }
         const ckpt = spec.kind === 'valid' ? checkpointDir(spec.job, h) : undefined;
         try {
           const r = await this.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined);
@@ -367,6 +379,10 @@ export class Controller {
           this.reportRejected(h, r.rejected);
           this.hostsState.set(hn, r.parts, name);
           if (r.checkpoint) checkpoints.push(r.checkpoint);
+          for (const p of r.parts) {
+            if (spec.kind === 'valid' && p.meta.specHash === spec.hash)
+              attemptFloor = Math.max(attemptFloor, p.meta.attempt);
+          }
           for (const p of r.parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
         } catch (e) {
           const why = (e as Error).message.replace(`${hn}: `, '');
@@ -377,13 +393,14 @@ export class Controller {
         }
       }),
     );
-    return { unreachable, checkpoints };
+    return { unreachable, checkpoints, attemptFloor };
   }
 
   private async execute(
     name: string,
     spec: SpecState,
     res: ReturnType<typeof reconcile>,
+    prevStatus?: JobStatus,
   ): Promise<{ requeueAfterMs?: number }> {
     // Claim hosts and port before the first await, so a concurrent reconcile of another job
     // cannot pick the same hosts while this launch is in flight.
@@ -440,7 +457,16 @@ export class Controller {
     await this.persist(name, status, events);
     if (spec.kind === 'valid' && status) await this.remember(name, spec.job, status);
     if (status === null) this.jobs.delete(name);
-    if (!status || TERMINAL_PHASES.includes(status.phase) || res.actions.some((a) => a.type === 'stop'))
+    // Hosts may have come free: a run ended (on its own too: a failed gang whose members all
+    // exited), was stopped, or the job is gone.
+    const holding = (s: JobStatus | null | undefined) =>
+      !!s && s.nodes.some((n) => n.state === 'Running' || n.state === 'Pending');
+    if (
+      !status ||
+      TERMINAL_PHASES.includes(status.phase) ||
+      res.actions.some((a) => a.type === 'stop') ||
+      (holding(prevStatus) && !holding(status))
+    )
       this.kickQueued();
     return { requeueAfterMs: requeue };
   }

@@ -5,7 +5,8 @@
 # (`RANK LOCAL_RANK GROUP_RANK PID NS`), rankexit= per exited rank (`RANK CODE SECONDS.NANOS`),
 # ranklog= (`RANK LINE`, last 20 lines of each failed rank), agentlog= (torchrun's last 20
 # lines when it failed), metrics= (the last metrics.jsonl line) and rankbeat= per live rank
-# (`RANK MS`: milliseconds since it touched its heartbeat file). With CHECKPOINT_DIR, first a
+# (`RANK MS`: milliseconds since it touched its heartbeat file) with rankproc= (`RANK STATE`: the
+# training process's state letter from /proc, T when stopped). With CHECKPOINT_DIR, first a
 # @@checkpoint block: the job's newest complete checkpoint (name from its `latest` index, size in
 # bytes, mtime_ns), when there is one. A name that cannot be a run
 # dir (unsafe bytes, or a leading -) is @@rejected NAME (unsafe bytes shown as ?) with why=.
@@ -76,6 +77,12 @@ for d in */; do
     # (19 digits of ns: past ugro_is_uint's 18, still far inside $(( ))'s 64 bits.)
     case $t$now in '' | *[!0-9]*) continue ;; esac
     printf 'rankbeat=%s %s\n' "$r" "$(((now - t) / 1000000))"
+    ugro_read "$d/rank-$r.pid"
+    if ugro_is_uint "$ugro_v" && { read -r _l <"/proc/$ugro_v/stat"; } 2>/dev/null; then
+      set -- ${_l##*) }
+      # (Z: dead, waiting to be reaped; nothing to report.)
+      [ "$1" = Z ] || printf 'rankproc=%s %s\n' "$r" "$1"
+    fi
   done
   case $code in
   '' | 0) ;;

@@ -10,6 +10,8 @@ export UGRO_HEARTBEAT_FILE
 echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/ranks"
 "$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
 child=$!
+# The training process itself: observe reports its state (a stopped or stuck rank shows there).
+echo "$child" > "$UGRO_RUN_DIR/rank-$RANK.pid"
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
   # (2>/dev/null: the shell's "Terminated" job notice is ours, not the training's, and would end

@@ -95,14 +95,14 @@ export function readStatus(jobsDir: string, name: string): JobStatus | undefined
 
 export async function waitFor<T>(
   what: string,
-  fn: () => T | undefined | false,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
   timeoutMs = 90_000,
   everyMs = 200,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined | false;
   while (Date.now() < end) {
-    last = fn();
+    last = await fn();
     if (last) return last;
     await new Promise((r) => setTimeout(r, everyMs));
   }

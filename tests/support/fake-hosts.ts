@@ -31,6 +31,7 @@
  *   writeMetrics(HOST, DIR, m)       append a metrics.jsonl line (an object, or a raw string)
  *   appendLog(HOST, DIR, rank, text) append to rank-N.log (a follow-log streams it)
  *   beat(HOST, DIR, rank)            the rank touched its heartbeat file (rank.sh creates it at start)
+ *   stopRank(HOST, DIR, rank)        the rank's process is stopped (SIGSTOP): its state letter is T
  *   writeCheckpoint(HOST, CKPT_DIR, name, bytes)  a complete checkpoint: NAME.pt, then `latest`
  * lastHeard(HOST) is the clock while reachable, frozen at the moment it became unreachable;
  * reach() and copyFile() fail for an unreachable host.
@@ -82,6 +83,8 @@ interface FakeProc {
   alive: boolean;
   /** UGRO_RUN_ID in its environment. */
   marker?: string;
+  /** Its state letter in /proc/PID/stat. */
+  state?: string;
 }
 
 interface FakeRun {
@@ -377,6 +380,11 @@ export class FakeHosts implements HostTransport {
     this.append(h, posix.join(h.host.paths.runs, dir, 'metrics.jsonl'), `${line}\n`);
   }
 
+  stopRank(host: string, dir: string, rank: number): void {
+    const p = this.runOf(this.hostOf(host), dir).ranks.get(rank);
+    if (p) p.state = 'T';
+  }
+
   beat(host: string, dir: string, rank: number): void {
     const h = this.hostOf(host);
     const run = this.runOf(h, dir);
@@ -531,6 +539,8 @@ export class FakeHosts implements HostTransport {
         const m = /^heartbeat-(.*)$/.exec(name);
         if (!m || !isUint(m[1]) || h.files.has(f(`rank-${m[1]}.exit`))) continue;
         out += `rankbeat=${m[1]} ${Math.floor(this.now() - h.files.get(f(name))!.mtimeMs)}\n`;
+        const proc = h.runs.get(dir)?.ranks.get(Number(m[1]));
+        if (proc?.alive) out += `rankproc=${m[1]} ${proc.state ?? 'S'}\n`;
       }
       const agent = h.files.get(f('torchrun.log'));
       if (code !== '' && code !== '0' && agent) out += prefixed(tailLines(agent.data, 1048576, 20), 'agentlog=', 2000);

@@ -53,6 +53,8 @@ export function normPart(p: RunPart) {
       pid: typeOf(r.pid),
       exitedAt: typeOf(r.exitedAt),
       heartbeatAgeS: typeOf(r.heartbeatAgeS),
+      // Running or sleeping is the scheduler's choice of the moment; stopped (T) is not.
+      procState: r.procState === undefined ? undefined : r.procState === 'T' ? 'T' : 'live',
     })),
   };
 }

@@ -161,7 +161,7 @@ describe('controller loop on in-memory hosts', () => {
     expect(st.message).toContain('launch on gpu1 failed');
     expect(st.message).toContain('Permission denied');
     // The part that did start (gpu-master) was stopped, not left waiting at the rendezvous.
-    expect(r.fake.isAlive('gpu-master', 'doomed.' + dirOf(st).split('.').slice(1).join('.'))).toBe(false);
+    expect(r.fake.isAlive('gpu-master', `doomed.${dirOf(st).split('.').slice(1).join('.')}`)).toBe(false);
     // Meanwhile its hosts are free for another job.
     r.write('other', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
     await r.pass('other');
@@ -364,5 +364,27 @@ describe('recovery in the controller loop (issue 8), on in-memory hosts', () => 
       UGRO_RESUME_FROM: 'step-40',
       UGRO_RESTART_COUNT: '1',
     });
+  });
+});
+
+describe('waking the queue', () => {
+  it('a job waiting for a host starts as soon as a failed gang frees it (before that gang restarts)', async () => {
+    const r = await rig();
+    r.write('gang', { ...CMD, nodes: { min: 2, max: 2 }, restartPolicy: { maxRestarts: 1, backoffSeconds: 3 } });
+    await r.pass('gang');
+    const dir1 = dirOf(r.status('gang'));
+    r.fake.startRanks('gpu-master', dir1, [{ rank: 0, localRank: 0 }]);
+    r.fake.startRanks('gpu1', dir1, [{ rank: 1, localRank: 0 }]);
+    await r.pass('gang');
+    r.write('waiter', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+    await r.pass('waiter');
+    expect(r.status('waiter')!.phase).toBe('Queued');
+    // Rank 1 dies; gpu-master's part is still alive until the gang stop.
+    r.fake.endRank('gpu1', dir1, 1, 137);
+    r.fake.endRun('gpu1', dir1, 1);
+    await r.pass('gang');
+    await r.ctl.idle();
+    expect(r.status('gang')).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart' });
+    expect(r.status('waiter')!.phase).toBe('Starting');
   });
 });

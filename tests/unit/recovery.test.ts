@@ -327,3 +327,11 @@ describe('resuming from the newest checkpoint, wherever it is', () => {
     expect(r.status!.restarts).toBeUndefined();
   });
 });
+
+describe('run dirs left by another controller', () => {
+  it('a new attempt never reuses a run dir of this spec found on a host, whoever made it', () => {
+    const S = validSpec('train', { script: 't.py', nodes: 2 });
+    const r = rec({ spec: S, attemptFloor: 3 });
+    expect(launches(r)).toMatchObject([{ attempt: 4, dir: `train.${S.hash}.4` }]);
+  });
+});

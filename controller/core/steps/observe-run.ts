@@ -304,13 +304,19 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   let nextCheckMs = Number.POSITIVE_INFINITY;
   if (progress && started) {
     let worst: { host: string; rank: number; age: number } | undefined;
+    let stopped: { host: string; rank: number; age: number } | undefined;
     for (const p of current.parts) {
       for (const r of p.ranks) {
         if (r.exitCode !== undefined || r.heartbeatAgeS === undefined) continue;
-        if (!worst || r.heartbeatAgeS > worst.age) worst = { host: p.host, rank: r.rank, age: r.heartbeatAgeS };
+        const x = { host: p.host, rank: r.rank, age: r.heartbeatAgeS };
+        if (!worst || x.age > worst.age) worst = x;
+        // A stopped process (SIGSTOP, a debugger) is the cause, however close the heartbeats are:
+        // its peers stop beating a moment later, waiting for it in a collective.
+        if (/^[Tt]$/.test(r.procState ?? '') && (!stopped || x.age > stopped.age)) stopped = x;
       }
     }
     if (worst && worst.age > progress) {
+      if (stopped && stopped.age > progress) worst = stopped;
       const what =
         `rank ${worst.rank} on ${worst.host} made no progress for ${worst.age.toFixed(1)} s ` +
         `(failurePolicy.progressDeadlineSeconds: ${progress})`;
@@ -337,6 +343,13 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   // The runtime holds a waiter per part that wakes us on exit; 30 s is only a safety net. Nothing
   // wakes us when ranks come up, so look again soon while starting.
   const msg = `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`;
+  // A host that does not answer is looked at again exactly when it would count as lost.
+  const limit = job.spec.failurePolicy.nodeLostSeconds * 1000;
+  for (const h of unknown) {
+    const last = d.input.cluster.lastHeard.get(h);
+    if (last !== undefined)
+      nextCheckMs = Math.min(nextCheckMs, Math.max(50, last + limit - d.input.now.getTime() + 50));
+  }
   const requeue = Math.min(unknown.length ? 1000 : started ? 30_000 : 1000, nextCheckMs);
   return d.finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', msg, requeue);
 }

@@ -55,7 +55,7 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
       return d.finish('Invalid', 'CheckpointDirNotAllowed', c.why);
     }
   }
-  const { attempt } = next;
+  const attempt = Math.max(next.attempt, (d.input.attemptFloor ?? 0) + 1);
   const port = freePort(cluster);
   const dir = runDirName(name, hash, attempt);
   const runId = runIdOf(name, hash, attempt);
