@@ -361,11 +361,11 @@ export class Controller {
           unreachable.set(hn, isDown);
           return;
         }
-        // Quiet for more than two keepalives on an open connection: a request would only hang
-        // until the keepalive gives up. Unreachable now; the liveness watch reconnects.
+        // Quiet past its keepalive: a request would only hang until the keepalive gives up.
+        // Unreachable now (the liveness watch reconnects and clears it the moment it answers).
         const heard = this.runtime.lastHeard(h);
         const silent = heard === undefined ? 0 : this.now().getTime() - heard;
-        if (silent > Math.max(2500, 2.5 * h.ssh.keepaliveMs)) {
+        if (silent > 1.5 * h.ssh.keepaliveMs + 500) {
           const why = `no answer for ${(silent / 1000).toFixed(1)} s`;
           this.liveness.failed(hn, why);
           unreachable.set(hn, why);

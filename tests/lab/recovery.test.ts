@@ -125,9 +125,12 @@ describe('recovery on the lab', () => {
       },
       120_000,
     );
-    const t0 = Date.now();
+    const before = Date.now();
     try {
       lab('cut', 'gpu2');
+      // The link is down when the verb returns (it takes a moment to run).
+      const t0 = Date.now();
+      console.log(`lab cut took ${t0 - before} ms`);
       const lost = await waitFor(
         'NodeLost',
         () => {
