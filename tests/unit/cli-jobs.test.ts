@@ -300,11 +300,11 @@ describe('get jobs', () => {
     writeFileSync(join(jobs, 'cc.status.yaml'), '[not, a, status]\n');
     const r = await ugro('get', 'jobs');
     expect(r.code).toBe(0);
-    expect(r.out.split('\n').map((l) => l.split(/\s+/).slice(0, 4).join(' '))).toEqual([
-      'NAME PHASE ATTEMPT NODES',
-      'aa Pending 0 2',
-      'bb Running 3 1/1',
-      'cc Pending 0 2',
+    expect(r.out.split('\n').map((l) => l.split(/\s+/).slice(0, 5).join(' '))).toEqual([
+      'NAME PHASE ATTEMPT RESTARTS NODES',
+      'aa Pending 0 0 2',
+      'bb Running 3 0 1/1',
+      'cc Pending 0 0 2',
     ]);
     const rows = await readJobRows(jobs, ['bb']);
     expect(rows.rows[0].status).toEqual(projectStatus(await store.readStatus('bb')));
@@ -356,8 +356,8 @@ describe('get jobs', () => {
     writeFileSync(cache, JSON.stringify(saved));
     const r = await ugro('get', 'jobs', '-o', 'wide');
     expect(r.code).toBe(0);
-    expect(r.out.split('\n')[1]).toMatch(/^aa\s+Running\?\[2J\s+0\s+-\s/);
+    expect(r.out.split('\n')[1]).toMatch(/^aa\s+Running\?\[2J\s+0\s+0\s+-\s/);
     writeFileSync(cache, '{not json');
-    expect((await ugro('get', 'jobs')).out).toMatch(/^aa\s+Running\s+1\s+1\/1\s/m);
+    expect((await ugro('get', 'jobs')).out).toMatch(/^aa\s+Running\s+1\s+0\s+1\/1\s/m);
   });
 });

@@ -103,11 +103,11 @@ describe('render/jobs: get jobs', () => {
   it('table', () => {
     expect(jobsTable(rows, false, NOW)).toBe(
       [
-        'NAME   PHASE    ATTEMPT  NODES  PROGRESS           AGE',
-        'llama  Running  2        1/2    epoch 3 loss 0.25  3m12s',
-        'fresh  Pending  0        2-3    -                  -',
-        'bad    Failed   1        0/1    -                  2h0m',
-        'odd    Pending  0        -      -                  -',
+        'NAME   PHASE    ATTEMPT  RESTARTS     NODES  PROGRESS           AGE',
+        'llama  Running  2        0            1/2    epoch 3 loss 0.25  3m12s',
+        'fresh  Pending  0        0            2-3    -                  -',
+        'bad    Failed   1        1 (1 infra)  0/1    -                  2h0m',
+        'odd    Pending  0        0            -      -                  -',
       ].join('\n'),
     );
   });
@@ -115,9 +115,9 @@ describe('render/jobs: get jobs', () => {
   it('wide: hosts, run and the first line of the message', () => {
     expect(jobsTable(rows.slice(0, 2), true, NOW)).toBe(
       [
-        'NAME   PHASE    ATTEMPT  NODES  PROGRESS           AGE    HOSTS            RUN               MESSAGE',
-        'llama  Running  2        1/2    epoch 3 loss 0.25  3m12s  gpu-master,gpu1  llama.abcd1234.2  training',
-        'fresh  Pending  0        2-3    -                  -      -                -                 -',
+        'NAME   PHASE    ATTEMPT  RESTARTS  NODES  PROGRESS           AGE    HOSTS            RUN               MESSAGE',
+        'llama  Running  2        0         1/2    epoch 3 loss 0.25  3m12s  gpu-master,gpu1  llama.abcd1234.2  training',
+        'fresh  Pending  0        0         2-3    -                  -      -                -                 -',
       ].join('\n'),
     );
   });
@@ -137,7 +137,7 @@ describe('render/jobs: get jobs', () => {
       progress: 5,
     };
     expect(jobsTable([{ name: 'h', status: hostile }], true, NOW).split('\n')[1]).toBe(
-      'h     Running?[2J  0        1/1    -         -    ?      -    -',
+      'h     Running?[2J  0        0         1/1    -         -    ?      -    -',
     );
   });
 });

@@ -36,6 +36,7 @@ export function projectStatus(raw: unknown): unknown {
       ? raw.nodes.map((n) => (isRec(n) ? { host: n.host, state: n.state } : n))
       : raw.nodes,
     progress: p,
+    restarts: isRec(raw.restarts) ? { infra: raw.restarts.infra, training: raw.restarts.training } : raw.restarts,
     createdAt: raw.createdAt,
     runId: raw.runId,
     message: typeof raw.message === 'string' ? raw.message.split('\n', 1)[0].slice(0, 4096) : raw.message,
@@ -47,7 +48,7 @@ export function projectSpec(raw: unknown): unknown {
   return isRec(raw) && isRec(raw.spec) ? { spec: { nodes: raw.spec.nodes } } : undefined;
 }
 
-export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'NODES', 'PROGRESS', 'AGE'];
+export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'RESTARTS', 'NODES', 'PROGRESS', 'AGE'];
 export const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
 
 /** Nodes: "ready/total" from the status, else the count the spec asks for, else '-'. */
@@ -63,6 +64,14 @@ function nodesCell(st: Rec | undefined, spec: unknown): string {
   return '-';
 }
 
+/** Restarts after failures: the total, with the infrastructure ones named when there are any ("3 (2 infra)"). */
+function restartsCell(r: unknown): string {
+  if (!isRec(r)) return '0';
+  const infra = int(r.infra) ?? 0;
+  const training = int(r.training) ?? 0;
+  return infra ? `${infra + training} (${infra} infra)` : String(training);
+}
+
 function progressCell(p: unknown): string {
   if (!isRec(p)) return '-';
   return `epoch ${scalar(p.epoch) ?? '?'} loss ${scalar(p.loss) ?? '?'}`;
@@ -75,6 +84,7 @@ export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: 
     name,
     str(st?.phase, 32) ?? 'Pending',
     String(int(st?.attempt) ?? 0),
+    restartsCell(st?.restarts),
     nodesCell(st, spec),
     progressCell(st?.progress),
     age(str(st?.createdAt, 64), now),
