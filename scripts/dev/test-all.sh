@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# `npm test`: everything. Typecheck, unit tests, then the lab tests on real hosts
-# (network namespaces + sshd; needs root). Brings the lab up if it is not up, and leaves
-# it as it found it.
+# `npm test`: everything. Build (dist/, what the lab's controllers run), lint (Biome and the
+# 120-column check), typecheck, unit tests, then the lab tests on real hosts (network namespaces
+# + sshd; needs root). Brings the lab up if it is not up, and leaves it as it found it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+echo "== build"
+node scripts/build.mjs
+
+echo "== lint"
+npx biome check .
+node scripts/dev/check-width.mjs
 
 echo "== typecheck"
 npx tsc --noEmit -p tsconfig.json
