@@ -144,7 +144,10 @@ export const trainingJobSpec = z
     if (quoted > MAX_ARGV_BYTES)
       ctx.addIssue({
         code: 'custom',
-        message: `args, command and env take ${quoted} bytes quoted for the shell; the limit is ${MAX_ARGV_BYTES / 1024} KiB (sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file`,
+        message:
+          `args, command and env take ${quoted} bytes quoted for the shell; ` +
+          `the limit is ${MAX_ARGV_BYTES / 1024} KiB ` +
+          '(sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file',
         path: [s.args.length ? 'args' : s.command ? 'command' : 'env'],
       });
     if (s.hosts && typeof s.nodes === 'number' && s.hosts.length < s.nodes)
@@ -205,7 +208,9 @@ export function parseTrainingJob(text: string, file?: string): ParseResult<Train
     if (stem !== res.value.metadata.name) {
       const issue: FieldIssue = {
         path: 'metadata.name',
-        message: `"${res.value.metadata.name}" must match the file name (${basename(file)}): rename the file to ${res.value.metadata.name}.yaml, or use \`ugro apply -f\``,
+        message:
+          `"${res.value.metadata.name}" must match the file name (${basename(file)}): ` +
+          `rename the file to ${res.value.metadata.name}.yaml, or use \`ugro apply -f\``,
         ...(res.source?.lineOf(['metadata', 'name']) ?? {}),
       };
       return { ok: false, issues: [issue] };

@@ -83,7 +83,8 @@ export function classifyRun(
   // stopped after the rendezvous timed out.
   const onlyOurStops = run.parts.every((p) => p.exitCode === 0 || p.stopReason);
   if (opts.missing.length && (!f || onlyOurStops)) {
-    const message = `hosts ${opts.missing.join(', ')} never started (rendezvous timed out after ${opts.rdzvTimeoutSeconds} s)`;
+    const message =
+      `hosts ${opts.missing.join(', ')} never started ` + `(rendezvous timed out after ${opts.rdzvTimeoutSeconds} s)`;
     return failed({ class: 'infra', reason: 'HostsNeverStarted', message });
   }
   const exitCode = f?.exitCode ?? 1;
@@ -182,7 +183,8 @@ export function recordLaunchFailure(
     nodes: status.nodes.map((n) => ({ ...n, state: 'Failed' })),
   };
   if (restarts.infra > max) {
-    const message = `attempt ${f.attempt}: ${failure.message} (gave up after ${max} ${max === 1 ? 'retry' : 'retries'})`;
+    const message =
+      `attempt ${f.attempt}: ${failure.message} ` + `(gave up after ${max} ${max === 1 ? 'retry' : 'retries'})`;
     return {
       status: {
         ...next,
@@ -196,7 +198,8 @@ export function recordLaunchFailure(
     };
   }
   const wait = backoffMs(job, 'infra', restarts.infra);
-  const message = `attempt ${f.attempt}: ${failure.message}; retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
+  const message =
+    `attempt ${f.attempt}: ${failure.message}; ` + `retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
   return {
     status: {
       ...next,

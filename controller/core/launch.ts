@@ -65,7 +65,8 @@ export function checkpointDir(job: TrainingJob, host: Host): { ok: true; path: s
     ok: false,
     why:
       `spec.checkpoint.dir: ${dir} is outside ${host.name}'s checkpoint roots (${roots.join(', ')}): ` +
-      'use a relative path (under paths.checkpoints), or list the directory under paths.checkpoint_roots in the cluster file',
+      'use a relative path (under paths.checkpoints), ' +
+      'or list the directory under paths.checkpoint_roots in the cluster file',
   };
 }
 

@@ -26,7 +26,8 @@ export function schedule(
   const unknown = (spec.hosts ?? []).filter((n) => !view.hosts.some((h) => h.name === n));
   if (unknown.length) {
     reasons.push(
-      `spec.hosts names ${unknown.join(', ')}, not in the cluster file (hosts: ${view.hosts.map((h) => h.name).join(', ')})`,
+      `spec.hosts names ${unknown.join(', ')}, not in the cluster file ` +
+        `(hosts: ${view.hosts.map((h) => h.name).join(', ')})`,
     );
   }
   const minMiB = (spec.resources?.minGpuMemoryGiB ?? 0) * 1024;

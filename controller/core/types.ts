@@ -56,7 +56,10 @@ export type Action =
       copyCheckpoint?: { from: string; to: string; name: string };
     }
   | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: StopReason }
-  /** Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again starts afresh. */
+  /**
+   * Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again
+   * starts afresh.
+   */
   | { type: 'archive'; parts: { host: string; dir: string }[] };
 
 export type LaunchAction = Extract<Action, { type: 'launch' }>;

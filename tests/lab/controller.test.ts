@@ -220,7 +220,8 @@ describe('controller on the lab', () => {
     ctl = startController(jobsDir);
     writeFileSync(
       join(jobsDir, 'broken.yaml'),
-      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\nspec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n',
+      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\n' +
+        'spec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n',
     );
     writeJob(jobsDir, 'good', train([], 3));
     const bad = await waitPhase(jobsDir, 'broken', ['Invalid']);

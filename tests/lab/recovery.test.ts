@@ -113,70 +113,75 @@ async function rankLog(host: string, dir: string, rank: number): Promise<string>
 const dirOf = (s: JobStatus) => s.runId!.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2');
 
 describe('recovery on the lab', () => {
-  it('cut gpu2 mid-run (nodes 2..3): NodeLost within nodeLostSeconds + 2 s, restarted on 2 hosts from the checkpoint, Succeeds', async () => {
-    jobsDir = newJobsDir();
-    ctl = startController(jobsDir);
-    writeJob(jobsDir, 'cut', { script: 'train.py', args: train(), nodes: { min: 2, max: 3 } });
-    const first = await waitFor(
-      '3 ranks running past a checkpoint',
-      () => {
-        const s = readStatus(jobsDir, 'cut');
-        return s?.phase === 'Running' && s.nodes.length === 3 && step(s) >= 15 ? s : undefined;
-      },
-      120_000,
-    );
-    const before = Date.now();
-    try {
-      lab('cut', 'gpu2');
-      // The link is down when the verb returns (it takes a moment to run).
-      const t0 = Date.now();
-      console.log(`lab cut took ${t0 - before} ms`);
-      const lost = await waitFor(
-        'NodeLost',
-        () => {
-          const c = cond(readStatus(jobsDir, 'cut'), 'NodeLost');
-          return c?.status === 'True' ? c : undefined;
-        },
-        30_000,
-        100,
-      );
-      const detectedMs = Date.parse(lost.lastTransitionTime) - t0;
-      console.log(`cut gpu2 -> NodeLost: ${detectedMs} ms`);
-      expect(lost.message).toContain('node gpu2 lost');
-      expect(detectedMs).toBeLessThanOrEqual((5 + 2) * 1000);
-      const second = await waitFor(
-        'attempt 2 running on 2 hosts',
+  it(
+    'cut gpu2 mid-run (nodes 2..3): NodeLost within nodeLostSeconds + 2 s, ' +
+      'restarted on 2 hosts from the checkpoint, Succeeds',
+    async () => {
+      jobsDir = newJobsDir();
+      ctl = startController(jobsDir);
+      writeJob(jobsDir, 'cut', { script: 'train.py', args: train(), nodes: { min: 2, max: 3 } });
+      const first = await waitFor(
+        '3 ranks running past a checkpoint',
         () => {
           const s = readStatus(jobsDir, 'cut');
-          return s?.attempt === 2 && s.phase === 'Running' ? s : undefined;
+          return s?.phase === 'Running' && s.nodes.length === 3 && step(s) >= 15 ? s : undefined;
         },
-        60_000,
+        120_000,
       );
-      expect(second.nodes.map((n) => n.host).sort()).toEqual(['gpu-master', 'gpu1']);
-      const rank0 = second.nodes.find((n) => n.nodeRank === 0)!.host;
-      const log0 = await waitFor(
-        'rank 0 resumed',
-        async () => {
-          const t = await rankLog(rank0, dirOf(second), 0);
-          return /resumed from/.test(t) ? t : undefined;
-        },
-        30_000,
-        300,
-      );
-      const resumed = /resumed from step-(\d+) \(step (\d+), epoch (\d+)\)/.exec(log0);
-      expect(resumed, log0).toBeTruthy();
-      expect(Number(resumed![2])).toBeGreaterThan(0);
-      const done = await waitPhase(jobsDir, 'cut', ['Succeeded', 'Failed'], 120_000);
-      expect(done.phase, done.message).toBe('Succeeded');
-      expect(done.restarts).toEqual({ infra: 1, training: 0 });
-    } finally {
-      lab('heal', 'gpu2');
-    }
-    // gpu2 is back: what was left of attempt 1 there is stopped (never two generations).
-    await waitFor('no process of attempt 1 on gpu2', async () => noneLeft(first.runId!, ['gpu2']), 30_000, 500);
-  });
+      const before = Date.now();
+      try {
+        lab('cut', 'gpu2');
+        // The link is down when the verb returns (it takes a moment to run).
+        const t0 = Date.now();
+        console.log(`lab cut took ${t0 - before} ms`);
+        const lost = await waitFor(
+          'NodeLost',
+          () => {
+            const c = cond(readStatus(jobsDir, 'cut'), 'NodeLost');
+            return c?.status === 'True' ? c : undefined;
+          },
+          30_000,
+          100,
+        );
+        const detectedMs = Date.parse(lost.lastTransitionTime) - t0;
+        console.log(`cut gpu2 -> NodeLost: ${detectedMs} ms`);
+        expect(lost.message).toContain('node gpu2 lost');
+        expect(detectedMs).toBeLessThanOrEqual((5 + 2) * 1000);
+        const second = await waitFor(
+          'attempt 2 running on 2 hosts',
+          () => {
+            const s = readStatus(jobsDir, 'cut');
+            return s?.attempt === 2 && s.phase === 'Running' ? s : undefined;
+          },
+          60_000,
+        );
+        expect(second.nodes.map((n) => n.host).sort()).toEqual(['gpu-master', 'gpu1']);
+        const rank0 = second.nodes.find((n) => n.nodeRank === 0)!.host;
+        const log0 = await waitFor(
+          'rank 0 resumed',
+          async () => {
+            const t = await rankLog(rank0, dirOf(second), 0);
+            return /resumed from/.test(t) ? t : undefined;
+          },
+          30_000,
+          300,
+        );
+        const resumed = /resumed from step-(\d+) \(step (\d+), epoch (\d+)\)/.exec(log0);
+        expect(resumed, log0).toBeTruthy();
+        expect(Number(resumed![2])).toBeGreaterThan(0);
+        const done = await waitPhase(jobsDir, 'cut', ['Succeeded', 'Failed'], 120_000);
+        expect(done.phase, done.message).toBe('Succeeded');
+        expect(done.restarts).toEqual({ infra: 1, training: 0 });
+      } finally {
+        lab('heal', 'gpu2');
+      }
+      // gpu2 is back: what was left of attempt 1 there is stopped (never two generations).
+      await waitFor('no process of attempt 1 on gpu2', async () => noneLeft(first.runId!, ['gpu2']), 30_000, 500);
+    },
+  );
 
-  it('stop-host gpu1, start-host 20 s later (nodes 3): WaitingForNodes, then restarted on 3 hosts; nothing of attempt 1 on gpu1', {
+  it('stop-host gpu1, start-host 20 s later (nodes 3): WaitingForNodes, ' +
+    'then restarted on 3 hosts; nothing of attempt 1 on gpu1', {
     timeout: 300_000,
   }, async () => {
     jobsDir = newJobsDir();
@@ -339,69 +344,78 @@ describe('recovery on the lab', () => {
     expect(st).toMatchObject({ phase: 'Failed', reason: 'FatalExitCode', attempt: 1, exitCode: 3, failedRank: 1 });
   });
 
-  it('a restart whose rank 0 moves to another host: the checkpoint is copied (checksums equal) and it resumes past step 0', async () => {
-    jobsDir = newJobsDir();
-    ctl = startController(jobsDir);
-    writeJob(jobsDir, 'moves', {
-      script: 'train.py',
-      args: train({ epochs: 5 }),
-      nodes: { min: 2, max: 2 },
-      restartPolicy: { maxRestarts: 1, backoffSeconds: 3 },
-    });
-    const first = await waitFor(
-      'running on gpu-master + gpu1 past a checkpoint',
-      () => {
-        const s = readStatus(jobsDir, 'moves');
-        return s?.phase === 'Running' && step(s) >= 15 ? s : undefined;
-      },
-      120_000,
-    );
-    expect(first.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
-    // Another job waits for gpu-master; it gets it the moment the first attempt ends.
-    writeJob(jobsDir, 'blocker', { script: 'train.py', args: train({ epochs: 30 }), nodes: 1, hosts: ['gpu-master'] });
-    await waitPhase(jobsDir, 'blocker', ['Queued']);
-    const pid = await waitFor('rank 1 pid', () => rankPid(first.runId!, 1), 10_000);
-    process.kill(pid, 'SIGKILL');
-    const second = await waitFor(
-      'attempt 2 running',
-      () => {
-        const s = readStatus(jobsDir, 'moves');
-        return s?.attempt === 2 && s.phase === 'Running' ? s : undefined;
-      },
-      90_000,
-    );
-    const rank0 = second.nodes.find((n) => n.nodeRank === 0)!.host;
-    expect(rank0).not.toBe('gpu-master');
-    const ev = ugro(jobsDir, 'events', 'moves').out;
-    const copied =
-      /CheckpointCopied\s+(step-\d+) copied from gpu-master to (\S+): (\d+) bytes .* sha256 ([0-9a-f]{64})/.exec(ev);
-    expect(copied, ev).toBeTruthy();
-    expect(copied![2]).toBe(`${rank0}`);
-    const sum = async (host: string) => {
-      const h = cluster.hosts.find((x) => x.name === host)!;
-      const r = await pool.exec(host, ['sha256sum', '--', `${h.paths.checkpoints}/moves/${copied![1]}.pt`]);
-      return r.stdout.split(' ')[0];
-    };
-    expect(await sum('gpu-master')).toBe(copied![4]);
-    expect(await sum(rank0)).toBe(copied![4]);
-    const log0 = await waitFor(
-      'rank 0 resumed',
-      async () => {
-        const t = await rankLog(rank0, dirOf(second), 0);
-        return /resumed from/.test(t) ? t : undefined;
-      },
-      30_000,
-      300,
-    );
-    const resumed = /resumed from (step-\d+) \(step (\d+)/.exec(log0);
-    expect(resumed, log0).toBeTruthy();
-    expect(resumed![1]).toBe(copied![1]);
-    expect(Number(resumed![2])).toBeGreaterThan(0);
-    ugro(jobsDir, 'delete', 'job', 'blocker');
-    const done = await waitPhase(jobsDir, 'moves', ['Succeeded', 'Failed'], 120_000);
-    expect(done.phase, done.message).toBe('Succeeded');
-    await waitFor('blocker gone', () => !readStatus(jobsDir, 'blocker'), 30_000);
-  });
+  it(
+    'a restart whose rank 0 moves to another host: ' +
+      'the checkpoint is copied (checksums equal) and it resumes past step 0',
+    async () => {
+      jobsDir = newJobsDir();
+      ctl = startController(jobsDir);
+      writeJob(jobsDir, 'moves', {
+        script: 'train.py',
+        args: train({ epochs: 5 }),
+        nodes: { min: 2, max: 2 },
+        restartPolicy: { maxRestarts: 1, backoffSeconds: 3 },
+      });
+      const first = await waitFor(
+        'running on gpu-master + gpu1 past a checkpoint',
+        () => {
+          const s = readStatus(jobsDir, 'moves');
+          return s?.phase === 'Running' && step(s) >= 15 ? s : undefined;
+        },
+        120_000,
+      );
+      expect(first.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
+      // Another job waits for gpu-master; it gets it the moment the first attempt ends.
+      writeJob(jobsDir, 'blocker', {
+        script: 'train.py',
+        args: train({ epochs: 30 }),
+        nodes: 1,
+        hosts: ['gpu-master'],
+      });
+      await waitPhase(jobsDir, 'blocker', ['Queued']);
+      const pid = await waitFor('rank 1 pid', () => rankPid(first.runId!, 1), 10_000);
+      process.kill(pid, 'SIGKILL');
+      const second = await waitFor(
+        'attempt 2 running',
+        () => {
+          const s = readStatus(jobsDir, 'moves');
+          return s?.attempt === 2 && s.phase === 'Running' ? s : undefined;
+        },
+        90_000,
+      );
+      const rank0 = second.nodes.find((n) => n.nodeRank === 0)!.host;
+      expect(rank0).not.toBe('gpu-master');
+      const ev = ugro(jobsDir, 'events', 'moves').out;
+      const copied =
+        /CheckpointCopied\s+(step-\d+) copied from gpu-master to (\S+): (\d+) bytes .* sha256 ([0-9a-f]{64})/.exec(ev);
+      expect(copied, ev).toBeTruthy();
+      expect(copied![2]).toBe(`${rank0}`);
+      const sum = async (host: string) => {
+        const h = cluster.hosts.find((x) => x.name === host)!;
+        const r = await pool.exec(host, ['sha256sum', '--', `${h.paths.checkpoints}/moves/${copied![1]}.pt`]);
+        return r.stdout.split(' ')[0];
+      };
+      expect(await sum('gpu-master')).toBe(copied![4]);
+      expect(await sum(rank0)).toBe(copied![4]);
+      const log0 = await waitFor(
+        'rank 0 resumed',
+        async () => {
+          const t = await rankLog(rank0, dirOf(second), 0);
+          return /resumed from/.test(t) ? t : undefined;
+        },
+        30_000,
+        300,
+      );
+      const resumed = /resumed from (step-\d+) \(step (\d+)/.exec(log0);
+      expect(resumed, log0).toBeTruthy();
+      expect(resumed![1]).toBe(copied![1]);
+      expect(Number(resumed![2])).toBeGreaterThan(0);
+      ugro(jobsDir, 'delete', 'job', 'blocker');
+      const done = await waitPhase(jobsDir, 'moves', ['Succeeded', 'Failed'], 120_000);
+      expect(done.phase, done.message).toBe('Succeeded');
+      await waitFor('blocker gone', () => !readStatus(jobsDir, 'blocker'), 30_000);
+    },
+  );
 
   it('a flapping link (cut 1 s, healed): no restart', async () => {
     jobsDir = newJobsDir();

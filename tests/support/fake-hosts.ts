@@ -495,7 +495,9 @@ export class FakeHosts implements HostTransport {
       const name = this.firstLine(h, posix.join(ckpt, 'latest'));
       const f = h.files.get(posix.join(ckpt, `${name}.pt`));
       if (name && !name.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(name) && f) {
-        out += `@@checkpoint\nname=${name}\nsize=${f.data.length}\nmtime_ns=${BigInt(Math.round(f.mtimeMs)) * 1_000_000n}\n@@end\n`;
+        out +=
+          `@@checkpoint\nname=${name}\nsize=${f.data.length}\n` +
+          `mtime_ns=${BigInt(Math.round(f.mtimeMs)) * 1_000_000n}\n@@end\n`;
       }
     }
     if (!h.dirs.has(runs)) return ok(`${out}@@observe\nruns_dir=absent\nruns=0\n@@end\n`);

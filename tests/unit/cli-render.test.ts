@@ -115,8 +115,10 @@ describe('render/jobs: get jobs', () => {
   it('wide: hosts, run and the first line of the message', () => {
     expect(jobsTable(rows.slice(0, 2), true, NOW)).toBe(
       [
-        'NAME   PHASE    ATTEMPT  RESTARTS  NODES  PROGRESS           AGE    HOSTS            RUN               MESSAGE',
-        'llama  Running  2        0         1/2    epoch 3 loss 0.25  3m12s  gpu-master,gpu1  llama.abcd1234.2  training',
+        'NAME   PHASE    ATTEMPT  RESTARTS  NODES  PROGRESS           AGE    HOSTS            RUN               ' +
+          'MESSAGE',
+        'llama  Running  2        0         1/2    epoch 3 loss 0.25  3m12s  gpu-master,gpu1  llama.abcd1234.2  ' +
+          'training',
         'fresh  Pending  0        0         2-3    -                  -      -                -                 -',
       ].join('\n'),
     );

@@ -96,43 +96,49 @@ const launchCalls = (f: FakeHosts) => f.calls.filter((c) => c.op === 'run' && c.
 const dirOf = (s: JobStatus | undefined) => `${s?.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}`;
 
 describe('controller loop on in-memory hosts', () => {
-  it('a job file becomes a launch on every chosen host, and the Starting status is on disk before the first launch', async () => {
-    const clock = { ms: T0 };
-    const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-    const jobs = mkdtempSync(join(tmpdir(), 'ugro-ctl-'));
-    // Look at the jobs dir at the moment each launch reaches a host.
-    const seen: (string | undefined)[] = [];
-    const run = fake.run.bind(fake);
-    fake.run = (host, script: RuntimeScript, args, opts) => {
-      if (script === 'launch') {
-        const f = join(jobs, 'first.status.yaml');
-        seen.push(existsSync(f) ? (parse(readFileSync(f, 'utf8')) as JobStatus).phase : undefined);
-      }
-      return run(host, script, args, opts);
-    };
-    const r = await rig({ fake, jobs, clock });
-    r.write('first', { ...CMD, nodes: 2 });
-    await r.pass('first');
-    expect(seen).toEqual(['Starting', 'Starting']);
-    const st = r.status('first')!;
-    expect(st).toMatchObject({ phase: 'Starting', attempt: 1 });
-    expect(launchCalls(fake).map((c) => c.host)).toEqual(['gpu-master', 'gpu1']);
-    // The run carries this controller as its owner, so another controller leaves it alone.
-    const meta = JSON.parse(fake.readFile('gpu1', `${HOSTS[1].paths.runs}/${dirOf(st)}/meta.json`)!);
-    expect(meta.owner).toBe('test-controller');
-  });
+  it(
+    'a job file becomes a launch on every chosen host, ' + 'and the Starting status is on disk before the first launch',
+    async () => {
+      const clock = { ms: T0 };
+      const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
+      const jobs = mkdtempSync(join(tmpdir(), 'ugro-ctl-'));
+      // Look at the jobs dir at the moment each launch reaches a host.
+      const seen: (string | undefined)[] = [];
+      const run = fake.run.bind(fake);
+      fake.run = (host, script: RuntimeScript, args, opts) => {
+        if (script === 'launch') {
+          const f = join(jobs, 'first.status.yaml');
+          seen.push(existsSync(f) ? (parse(readFileSync(f, 'utf8')) as JobStatus).phase : undefined);
+        }
+        return run(host, script, args, opts);
+      };
+      const r = await rig({ fake, jobs, clock });
+      r.write('first', { ...CMD, nodes: 2 });
+      await r.pass('first');
+      expect(seen).toEqual(['Starting', 'Starting']);
+      const st = r.status('first')!;
+      expect(st).toMatchObject({ phase: 'Starting', attempt: 1 });
+      expect(launchCalls(fake).map((c) => c.host)).toEqual(['gpu-master', 'gpu1']);
+      // The run carries this controller as its owner, so another controller leaves it alone.
+      const meta = JSON.parse(fake.readFile('gpu1', `${HOSTS[1].paths.runs}/${dirOf(st)}/meta.json`)!);
+      expect(meta.owner).toBe('test-controller');
+    },
+  );
 
-  it('claims: two jobs wanting every host reconciled at once: one launches, the other waits naming the holder', async () => {
-    const r = await rig();
-    r.write('aa', { ...CMD, nodes: 3 });
-    r.write('bb', { ...CMD, nodes: 3 });
-    await r.pass('aa', 'bb');
-    const phases = [r.status('aa')!, r.status('bb')!].map((s) => s.phase).sort();
-    expect(phases).toEqual(['Queued', 'Starting']);
-    const queued = [r.status('aa')!, r.status('bb')!].find((s) => s.phase === 'Queued')!;
-    expect(queued.message).toMatch(/busy with job (aa|bb)/);
-    expect(launchCalls(r.fake)).toHaveLength(3);
-  });
+  it(
+    'claims: two jobs wanting every host reconciled at once: ' + 'one launches, the other waits naming the holder',
+    async () => {
+      const r = await rig();
+      r.write('aa', { ...CMD, nodes: 3 });
+      r.write('bb', { ...CMD, nodes: 3 });
+      await r.pass('aa', 'bb');
+      const phases = [r.status('aa')!, r.status('bb')!].map((s) => s.phase).sort();
+      expect(phases).toEqual(['Queued', 'Starting']);
+      const queued = [r.status('aa')!, r.status('bb')!].find((s) => s.phase === 'Queued')!;
+      expect(queued.message).toMatch(/busy with job (aa|bb)/);
+      expect(launchCalls(r.fake)).toHaveLength(3);
+    },
+  );
 
   it('port choice: a port already listening on the rendezvous host is skipped; the job is not failed', async () => {
     const r = await rig();
@@ -252,32 +258,35 @@ describe('controller loop on in-memory hosts', () => {
   });
 
   // Issue 7, defect 11.
-  it("two controllers (different jobs dirs) never double-book a host: the second refuses the first one's hosts", async () => {
-    const clock = { ms: T0 };
-    const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-    const a = await rig({ fake, clock, owner: 'machine-a:/jobs' });
-    const b = await rig({ fake, clock, owner: 'machine-b:/jobs' });
-    b.write('mine', { ...CMD, nodes: 1 });
-    await b.pass('mine');
-    const st = b.status('mine')!;
-    expect(st.phase).toBe('Queued');
-    expect(st.message).toContain('gpu-master is leased by another UGRO controller (machine-a:/jobs)');
-    expect(launchCalls(fake)).toHaveLength(0);
-    // The first controller works as usual; the second does not touch its run.
-    a.write('theirs', { ...CMD, nodes: 1 });
-    await a.pass('theirs');
-    expect(a.status('theirs')!.phase).toBe('Starting');
-    await b.pass('theirs');
-    expect(b.status('theirs')).toBeUndefined();
-    expect(fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
-    // When the first stops (releasing its leases), the second may use the hosts after renewing.
-    await a.ctl.stop();
-    rigs.splice(rigs.indexOf(a), 1);
-    for (const [ms, fn] of b.timers) if (ms === 20_000) fn();
-    await new Promise((res) => setTimeout(res, 20));
-    await b.pass('mine');
-    expect(b.status('mine')!.message).not.toContain('leased by another');
-  });
+  it(
+    'two controllers (different jobs dirs) never double-book a host: ' + "the second refuses the first one's hosts",
+    async () => {
+      const clock = { ms: T0 };
+      const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
+      const a = await rig({ fake, clock, owner: 'machine-a:/jobs' });
+      const b = await rig({ fake, clock, owner: 'machine-b:/jobs' });
+      b.write('mine', { ...CMD, nodes: 1 });
+      await b.pass('mine');
+      const st = b.status('mine')!;
+      expect(st.phase).toBe('Queued');
+      expect(st.message).toContain('gpu-master is leased by another UGRO controller (machine-a:/jobs)');
+      expect(launchCalls(fake)).toHaveLength(0);
+      // The first controller works as usual; the second does not touch its run.
+      a.write('theirs', { ...CMD, nodes: 1 });
+      await a.pass('theirs');
+      expect(a.status('theirs')!.phase).toBe('Starting');
+      await b.pass('theirs');
+      expect(b.status('theirs')).toBeUndefined();
+      expect(fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+      // When the first stops (releasing its leases), the second may use the hosts after renewing.
+      await a.ctl.stop();
+      rigs.splice(rigs.indexOf(a), 1);
+      for (const [ms, fn] of b.timers) if (ms === 20_000) fn();
+      await new Promise((res) => setTimeout(res, 20));
+      await b.pass('mine');
+      expect(b.status('mine')!.message).not.toContain('leased by another');
+    },
+  );
 });
 
 describe('recovery in the controller loop (issue 8), on in-memory hosts', () => {
@@ -287,84 +296,92 @@ describe('recovery in the controller loop (issue 8), on in-memory hosts', () => 
     await r.ctl.idle();
   };
 
-  it('a node lost mid-run: NodeLost after nodeLostSeconds, restart on the others, leftovers stopped when it is back', async () => {
-    const r = await rig();
-    r.write('lost', { ...CMD, nodes: { min: 2, max: 3 } });
-    await r.pass('lost');
-    const a1 = r.status('lost')!;
-    const dir1 = dirOf(a1);
-    for (const h of ['gpu-master', 'gpu1', 'gpu2'])
-      r.fake.startRanks(h, dir1, [{ rank: ['gpu-master', 'gpu1', 'gpu2'].indexOf(h), localRank: 0 }]);
-    await r.pass('lost');
-    expect(r.status('lost')!.phase).toBe('Running');
-    r.fake.setReachable('gpu2', false);
-    const cutAt = r.clock.ms;
-    // Quiet, not yet lost (debounced): the job is looked at, nothing is stopped.
-    r.clock.ms += 3000;
-    await tick(r);
-    expect(r.status('lost')).toMatchObject({ phase: 'Running', attempt: 1 });
-    expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
-    // Past nodeLostSeconds (5): the survivors are stopped, the failure counted as infrastructure.
-    r.clock.ms = cutAt + 5500;
-    await tick(r);
-    let st = r.status('lost')!;
-    expect(st.conditions.find((c) => c.type === 'NodeLost')).toMatchObject({ status: 'True' });
-    expect(st.failures).toMatchObject([{ attempt: 1, class: 'infra', reason: 'NodeLost', host: 'gpu2' }]);
-    expect(
-      r.fake.calls
-        .filter((c) => c.script === 'stop')
-        .map((c) => c.host)
-        .sort(),
-    ).toEqual(['gpu-master', 'gpu1']);
-    // After the 1 s backoff: attempt 2 on the two hosts left.
-    r.clock.ms += 1500;
-    await r.pass('lost');
-    st = r.status('lost')!;
-    expect(st).toMatchObject({ phase: 'Starting', attempt: 2, restarts: { infra: 1, training: 0 } });
-    expect(st.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
-    // gpu2 comes back with attempt 1 still alive there: stopped as superseded, attempt 2 untouched.
-    r.fake.setReachable('gpu2', true);
-    r.clock.ms += 2000;
-    await tick(r);
-    await r.pass('lost');
-    expect(r.fake.calls.filter((c) => c.script === 'stop' && c.host === 'gpu2').map((c) => c.args?.[3])).toEqual([
-      'superseded',
-    ]);
-    expect(r.fake.isAlive('gpu2', dir1)).toBe(false);
-    expect(r.status('lost')).toMatchObject({ attempt: 2 });
-  });
+  it(
+    'a node lost mid-run: NodeLost after nodeLostSeconds, ' +
+      'restart on the others, leftovers stopped when it is back',
+    async () => {
+      const r = await rig();
+      r.write('lost', { ...CMD, nodes: { min: 2, max: 3 } });
+      await r.pass('lost');
+      const a1 = r.status('lost')!;
+      const dir1 = dirOf(a1);
+      for (const h of ['gpu-master', 'gpu1', 'gpu2'])
+        r.fake.startRanks(h, dir1, [{ rank: ['gpu-master', 'gpu1', 'gpu2'].indexOf(h), localRank: 0 }]);
+      await r.pass('lost');
+      expect(r.status('lost')!.phase).toBe('Running');
+      r.fake.setReachable('gpu2', false);
+      const cutAt = r.clock.ms;
+      // Quiet, not yet lost (debounced): the job is looked at, nothing is stopped.
+      r.clock.ms += 3000;
+      await tick(r);
+      expect(r.status('lost')).toMatchObject({ phase: 'Running', attempt: 1 });
+      expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+      // Past nodeLostSeconds (5): the survivors are stopped, the failure counted as infrastructure.
+      r.clock.ms = cutAt + 5500;
+      await tick(r);
+      let st = r.status('lost')!;
+      expect(st.conditions.find((c) => c.type === 'NodeLost')).toMatchObject({ status: 'True' });
+      expect(st.failures).toMatchObject([{ attempt: 1, class: 'infra', reason: 'NodeLost', host: 'gpu2' }]);
+      expect(
+        r.fake.calls
+          .filter((c) => c.script === 'stop')
+          .map((c) => c.host)
+          .sort(),
+      ).toEqual(['gpu-master', 'gpu1']);
+      // After the 1 s backoff: attempt 2 on the two hosts left.
+      r.clock.ms += 1500;
+      await r.pass('lost');
+      st = r.status('lost')!;
+      expect(st).toMatchObject({ phase: 'Starting', attempt: 2, restarts: { infra: 1, training: 0 } });
+      expect(st.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
+      // gpu2 comes back with attempt 1 still alive there: stopped as superseded, attempt 2 untouched.
+      r.fake.setReachable('gpu2', true);
+      r.clock.ms += 2000;
+      await tick(r);
+      await r.pass('lost');
+      expect(r.fake.calls.filter((c) => c.script === 'stop' && c.host === 'gpu2').map((c) => c.args?.[3])).toEqual([
+        'superseded',
+      ]);
+      expect(r.fake.isAlive('gpu2', dir1)).toBe(false);
+      expect(r.status('lost')).toMatchObject({ attempt: 2 });
+    },
+  );
 
-  it('a restart whose rank 0 lacks the newest checkpoint gets it copied first (CheckpointCopied), then UGRO_RESUME_FROM', async () => {
-    const r = await rig();
-    const spec = { ...CMD, nodes: { min: 2, max: 2 }, restartPolicy: { maxRestarts: 1, backoffSeconds: 1 } };
-    r.write('ck', spec);
-    await r.pass('ck');
-    const dir1 = dirOf(r.status('ck'));
-    r.fake.startRanks('gpu-master', dir1, [{ rank: 0, localRank: 0 }]);
-    r.fake.startRanks('gpu1', dir1, [{ rank: 1, localRank: 0 }]);
-    await r.pass('ck');
-    // Rank 0 (gpu-master) wrote step-40; then gpu-master becomes busy with another job.
-    const ckDir = (h: string) => `${HOSTS.find((x) => x.name === h)!.paths.checkpoints}/ck`;
-    r.fake.writeCheckpoint('gpu-master', ckDir('gpu-master'), 'step-40', 'weights');
-    r.fake.endRank('gpu1', dir1, 1, 3);
-    r.fake.endRun('gpu1', dir1, 1);
-    await r.pass('ck');
-    r.write('blocker', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
-    await r.pass('ck', 'blocker');
-    expect(r.status('blocker')!.phase).toBe('Starting');
-    r.clock.ms += 2000;
-    await r.pass('ck');
-    const st = r.status('ck')!;
-    expect(st).toMatchObject({ phase: 'Starting', attempt: 2 });
-    expect(st.nodes.map((n) => n.host)).toEqual(['gpu1', 'gpu2']);
-    expect(r.fake.readFile('gpu1', `${ckDir('gpu1')}/step-40.pt`)).toBe('weights');
-    const events = readFileSync(join(r.jobs, '.ugro', 'events.jsonl'), 'utf8');
-    expect(events).toMatch(/"reason":"CheckpointCopied","message":"step-40 copied from gpu-master to gpu1: 7 bytes/);
-    expect(r.fake.launchOf('gpu1', dirOf(st))?.ugroEnv).toMatchObject({
-      UGRO_RESUME_FROM: 'step-40',
-      UGRO_RESTART_COUNT: '1',
-    });
-  });
+  it(
+    'a restart whose rank 0 lacks the newest checkpoint ' +
+      'gets it copied first (CheckpointCopied), then UGRO_RESUME_FROM',
+    async () => {
+      const r = await rig();
+      const spec = { ...CMD, nodes: { min: 2, max: 2 }, restartPolicy: { maxRestarts: 1, backoffSeconds: 1 } };
+      r.write('ck', spec);
+      await r.pass('ck');
+      const dir1 = dirOf(r.status('ck'));
+      r.fake.startRanks('gpu-master', dir1, [{ rank: 0, localRank: 0 }]);
+      r.fake.startRanks('gpu1', dir1, [{ rank: 1, localRank: 0 }]);
+      await r.pass('ck');
+      // Rank 0 (gpu-master) wrote step-40; then gpu-master becomes busy with another job.
+      const ckDir = (h: string) => `${HOSTS.find((x) => x.name === h)!.paths.checkpoints}/ck`;
+      r.fake.writeCheckpoint('gpu-master', ckDir('gpu-master'), 'step-40', 'weights');
+      r.fake.endRank('gpu1', dir1, 1, 3);
+      r.fake.endRun('gpu1', dir1, 1);
+      await r.pass('ck');
+      r.write('blocker', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+      await r.pass('ck', 'blocker');
+      expect(r.status('blocker')!.phase).toBe('Starting');
+      r.clock.ms += 2000;
+      await r.pass('ck');
+      const st = r.status('ck')!;
+      expect(st).toMatchObject({ phase: 'Starting', attempt: 2 });
+      expect(st.nodes.map((n) => n.host)).toEqual(['gpu1', 'gpu2']);
+      expect(r.fake.readFile('gpu1', `${ckDir('gpu1')}/step-40.pt`)).toBe('weights');
+      const events = readFileSync(join(r.jobs, '.ugro', 'events.jsonl'), 'utf8');
+      expect(events).toMatch(/"reason":"CheckpointCopied","message":"step-40 copied from gpu-master to gpu1: 7 bytes/);
+      expect(r.fake.launchOf('gpu1', dirOf(st))?.ugroEnv).toMatchObject({
+        UGRO_RESUME_FROM: 'step-40',
+        UGRO_RESTART_COUNT: '1',
+      });
+    },
+  );
 });
 
 describe('waking the queue', () => {

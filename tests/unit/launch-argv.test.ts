@@ -117,24 +117,27 @@ function launchEnv(j: ReturnType<typeof job>, n: NodeLaunch): Record<string, str
 }
 
 describe('ugroEnv', () => {
-  it('the UGRO_* contract and unbuffered python; the job env is not in it (it goes to the training process only)', () => {
-    expect(
-      launchEnv(
-        SCRIPT_JOB,
-        node({ attempt: 2, runId: runIdOf('train', 'abcd1234', 2), runDir: '/home/ob/ugro/runs/train.abcd1234.2' }),
-      ),
-    ).toEqual({
-      PYTHONUNBUFFERED: '1',
-      TORCH_NCCL_ASYNC_ERROR_HANDLING: '1',
-      NCCL_ASYNC_ERROR_HANDLING: '1',
-      UGRO_JOB: 'train',
-      UGRO_RUN_ID: 'train-abcd1234-a2',
-      UGRO_ATTEMPT: '2',
-      UGRO_RESTART_COUNT: '1',
-      UGRO_CHECKPOINT_DIR: '/home/ob/ugro/checkpoints/train',
-      UGRO_METRICS_FILE: '/home/ob/ugro/runs/train.abcd1234.2/metrics.jsonl',
-    });
-  });
+  it(
+    'the UGRO_* contract and unbuffered python; ' + 'the job env is not in it (it goes to the training process only)',
+    () => {
+      expect(
+        launchEnv(
+          SCRIPT_JOB,
+          node({ attempt: 2, runId: runIdOf('train', 'abcd1234', 2), runDir: '/home/ob/ugro/runs/train.abcd1234.2' }),
+        ),
+      ).toEqual({
+        PYTHONUNBUFFERED: '1',
+        TORCH_NCCL_ASYNC_ERROR_HANDLING: '1',
+        NCCL_ASYNC_ERROR_HANDLING: '1',
+        UGRO_JOB: 'train',
+        UGRO_RUN_ID: 'train-abcd1234-a2',
+        UGRO_ATTEMPT: '2',
+        UGRO_RESTART_COUNT: '1',
+        UGRO_CHECKPOINT_DIR: '/home/ob/ugro/checkpoints/train',
+        UGRO_METRICS_FILE: '/home/ob/ugro/runs/train.abcd1234.2/metrics.jsonl',
+      });
+    },
+  );
 
   it('the checkpoint dir is the same for every attempt (so attempt 2 can resume)', () => {
     const e1 = launchEnv(SCRIPT_JOB, node({ attempt: 1 }));
@@ -180,14 +183,17 @@ describe('checkpointDir', () => {
     expect(!r.ok && r.why).toContain('paths.checkpoint_roots');
   });
 
-  it('an absolute dir under a listed checkpoint root (or paths.checkpoints) is allowed; a sibling prefix is not', () => {
-    expect(checkpointDir(dirJob('/mnt/nfs/ckpt/run1'), withRoots(['/mnt/nfs/ckpt']))).toEqual({
-      ok: true,
-      path: '/mnt/nfs/ckpt/run1',
-    });
-    expect(checkpointDir(dirJob(`${gpu1.paths.checkpoints}/x`), gpu1).ok).toBe(true);
-    expect(checkpointDir(dirJob('/mnt/nfs/ckpt-other'), withRoots(['/mnt/nfs/ckpt'])).ok).toBe(false);
-  });
+  it(
+    'an absolute dir under a listed checkpoint root (or paths.checkpoints) is allowed; ' + 'a sibling prefix is not',
+    () => {
+      expect(checkpointDir(dirJob('/mnt/nfs/ckpt/run1'), withRoots(['/mnt/nfs/ckpt']))).toEqual({
+        ok: true,
+        path: '/mnt/nfs/ckpt/run1',
+      });
+      expect(checkpointDir(dirJob(`${gpu1.paths.checkpoints}/x`), gpu1).ok).toBe(true);
+      expect(checkpointDir(dirJob('/mnt/nfs/ckpt-other'), withRoots(['/mnt/nfs/ckpt'])).ok).toBe(false);
+    },
+  );
 
   it('".." is refused by the schema, relative or absolute', () => {
     for (const dir of ['../x', 'a/../../b', '/mnt/nfs/ckpt/../../etc']) {

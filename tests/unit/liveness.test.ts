@@ -133,7 +133,8 @@ describe('recordLaunchFailure', () => {
           nextRetryAt: new Date(T0 + attempt * 10_000 + 1000 * 2 ** (attempt - 1)).toISOString(),
         });
         expect(r.status.message).toBe(
-          `attempt ${attempt}: launch on gpu2 failed: ssh: connection refused by 10.0.0.12:22; retry ${attempt} of 3 in ${2 ** (attempt - 1)} s`,
+          `attempt ${attempt}: launch on gpu2 failed: ssh: connection refused by 10.0.0.12:22; ` +
+            `retry ${attempt} of 3 in ${2 ** (attempt - 1)} s`,
         );
       } else {
         expect(r.status).toMatchObject({ phase: 'Failed', reason: 'LaunchFailed', completionTime: iso(40) });
@@ -151,35 +152,39 @@ describe('recordLaunchFailure', () => {
     ]);
   });
 
-  it('the next reconcile waits out the backoff, then launches the next attempt number (nothing of the failed one ran)', () => {
-    const S3 = validSpec('train', { script: 't.py', nodes: 2, restartPolicy: { maxInfraRestarts: 3 } });
-    const failed = recordLaunchFailure(
-      { ...starting, specHash: S3.hash, attempt: 1 },
-      job,
-      { attempt: 1, host: 'gpu2', message: 'refused' },
-      at(10),
-    ).status;
-    const wait = reconcile({
-      name: 'train',
-      now: at(10.5),
-      spec: S3,
-      status: failed,
-      parts: [],
-      unreachable: new Map(),
-      cluster: view(),
-    });
-    expect(wait.actions).toEqual([]);
-    expect(wait.status).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart' });
-    expect(wait.requeueAfterMs).toBe(500);
-    const go = reconcile({
-      name: 'train',
-      now: at(11),
-      spec: S3,
-      status: failed,
-      parts: [],
-      unreachable: new Map(),
-      cluster: view(),
-    });
-    expect(go.actions).toMatchObject([{ type: 'launch', attempt: 2 }]);
-  });
+  it(
+    'the next reconcile waits out the backoff, ' +
+      'then launches the next attempt number (nothing of the failed one ran)',
+    () => {
+      const S3 = validSpec('train', { script: 't.py', nodes: 2, restartPolicy: { maxInfraRestarts: 3 } });
+      const failed = recordLaunchFailure(
+        { ...starting, specHash: S3.hash, attempt: 1 },
+        job,
+        { attempt: 1, host: 'gpu2', message: 'refused' },
+        at(10),
+      ).status;
+      const wait = reconcile({
+        name: 'train',
+        now: at(10.5),
+        spec: S3,
+        status: failed,
+        parts: [],
+        unreachable: new Map(),
+        cluster: view(),
+      });
+      expect(wait.actions).toEqual([]);
+      expect(wait.status).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart' });
+      expect(wait.requeueAfterMs).toBe(500);
+      const go = reconcile({
+        name: 'train',
+        now: at(11),
+        spec: S3,
+        status: failed,
+        parts: [],
+        unreachable: new Map(),
+        cluster: view(),
+      });
+      expect(go.actions).toMatchObject([{ type: 'launch', attempt: 2 }]);
+    },
+  );
 });

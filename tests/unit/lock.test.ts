@@ -45,7 +45,8 @@ describe('lockJobsDir', () => {
     writeFileSync(
       script,
       `import { lockJobsDir } from ${JSON.stringify(join(ROOT, 'controller/store/lock.ts'))};\n` +
-        `await lockJobsDir(${JSON.stringify(join(dir, 'jobs'))});\nconsole.log('held');\nsetInterval(() => {}, 1000);\n`,
+        `await lockJobsDir(${JSON.stringify(join(dir, 'jobs'))});\n` +
+        `console.log('held');\nsetInterval(() => {}, 1000);\n`,
     );
     const child = spawn(process.execPath, ['--import', 'tsx', script], {
       cwd: ROOT,

@@ -146,22 +146,25 @@ describe('WorkQueue', () => {
     q.stop();
   });
 
-  it('stop(): pending wake-ups are cancelled and later adds ignored; the run in flight finishes; idle() resolves', async () => {
-    const h = controlled();
-    const q = new WorkQueue(h.handler);
-    q.add('a');
-    q.add('b', 1000);
-    let idle = false;
-    void q.idle().then(() => (idle = true));
-    q.stop();
-    q.add('c');
-    await flush();
-    expect(idle).toBe(false);
-    h.calls[0].finish({ requeueAfterMs: 10 });
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(idle).toBe(true);
-    expect(h.calls.map((c) => c.key)).toEqual(['a']);
-  });
+  it(
+    'stop(): pending wake-ups are cancelled and later adds ignored; ' + 'the run in flight finishes; idle() resolves',
+    async () => {
+      const h = controlled();
+      const q = new WorkQueue(h.handler);
+      q.add('a');
+      q.add('b', 1000);
+      let idle = false;
+      void q.idle().then(() => (idle = true));
+      q.stop();
+      q.add('c');
+      await flush();
+      expect(idle).toBe(false);
+      h.calls[0].finish({ requeueAfterMs: 10 });
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(idle).toBe(true);
+      expect(h.calls.map((c) => c.key)).toEqual(['a']);
+    },
+  );
 
   it('idle() resolves at once when nothing is queued', async () => {
     const q = new WorkQueue(async () => {});

@@ -760,8 +760,8 @@ describe('suspend', () => {
     expect(r.status).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart', attempt: 2 });
   });
 
-  // Regression (was a bug, fixed): the backoff grows with the attempt number, so an attempt stopped on purpose (suspend,
-  // withdrawn cancel) doubles the first real failure's backoff, and the message counts attempts
+  // Regression (was a bug, fixed): the backoff grows with the attempt number, so an attempt stopped on purpose
+  // (suspend, withdrawn cancel) doubles the first real failure's backoff, and the message counts attempts
   // that were never failures ("attempt 3 of 2").
   it('after a suspend/resume, the first real failure waits backoffSeconds, not twice that', () => {
     const S1 = validSpec('train', { ...spec, restartPolicy: { maxRestarts: 1, backoffSeconds: 10 } });
@@ -932,21 +932,25 @@ describe('a half-done launch (the controller died mid-way)', () => {
     expect(launches(r)).toEqual([]);
   });
 
-  it('past the timeout with nothing alive and the others exiting cleanly: Failed naming the host that never started', () => {
-    const done = [
-      R.part('gpu-master', { exit: 0, finishedAtMs: ms(310) }),
-      R.part('gpu1', { exit: 0, finishedAtMs: ms(310) }),
-    ];
-    const r = rec({ spec: S, status: starting, now: at(320), parts: done });
-    expect(r.actions).toEqual([]);
-    expect(r.status).toMatchObject({
-      phase: 'Failed',
-      reason: 'HostsNeverStarted',
-      message: 'hosts gpu2 never started (rendezvous timed out after 300 s)',
-      restarts: { infra: 1, training: 0 },
-    });
-    expect(r.status!.exitCode).toBeUndefined();
-  });
+  it(
+    'past the timeout with nothing alive and the others exiting cleanly: ' +
+      'Failed naming the host that never started',
+    () => {
+      const done = [
+        R.part('gpu-master', { exit: 0, finishedAtMs: ms(310) }),
+        R.part('gpu1', { exit: 0, finishedAtMs: ms(310) }),
+      ];
+      const r = rec({ spec: S, status: starting, now: at(320), parts: done });
+      expect(r.actions).toEqual([]);
+      expect(r.status).toMatchObject({
+        phase: 'Failed',
+        reason: 'HostsNeverStarted',
+        message: 'hosts gpu2 never started (rendezvous timed out after 300 s)',
+        restarts: { infra: 1, training: 0 },
+      });
+      expect(r.status!.exitCode).toBeUndefined();
+    },
+  );
 
   it('a host that never started is an infrastructure failure: retried under maxInfraRestarts (default 10)', () => {
     const S10 = validSpec('train', { script: 't.py', nodes: 3 });
@@ -960,8 +964,8 @@ describe('a half-done launch (the controller died mid-way)', () => {
     expect(r.requeueAfterMs).toBe(1000);
   });
 
-  // Regression (was a bug, fixed): UGRO itself stops the parts that did start (exit 137, cancelled "gang member failed"),
-  // and firstFailure then blames that stopped part: "rank ? on gpu-master exited with code 137".
+  // Regression (was a bug, fixed): UGRO itself stops the parts that did start (exit 137, cancelled
+  // "gang member failed"), and firstFailure then blames that stopped part: "rank ? on gpu-master exited with code 137".
   // The "hosts X never started" message is only reachable when the others exited 0.
   it('after UGRO stopped the waiting parts, the failure still names the host that never started', () => {
     const stopped = [

@@ -47,32 +47,42 @@ describe('a node lost mid-run', () => {
     expect(r.requeueAfterMs).toBe(1000);
   });
 
-  it('past nodeLostSeconds: NodeLost naming the host and since when; survivors stopped; counted as infrastructure', () => {
-    const r = cut(25.5, 20);
-    expect(r.actions).toEqual([
-      { type: 'stop', runId: R.runId, dir: R.dir, hosts: ['gpu-master', 'gpu1'], graceSeconds: 5, reason: 'node-lost' },
-    ]);
-    const what = `node gpu2 lost: no answer since ${iso(20)} (5.5 s)`;
-    expect(r.status).toMatchObject({ phase: 'Running', reason: 'NodeLost', message: `${what}: stopping the others` });
-    expect(r.status!.conditions.find((c) => c.type === 'NodeLost')).toMatchObject({ status: 'True', message: what });
-    expect(r.events).toContainEqual({ reason: 'NodeLost', message: what, type: 'Warning' });
-    expect(r.status!.failures).toEqual([
-      { attempt: 1, class: 'infra', reason: 'NodeLost', message: what, host: 'gpu2', time: iso(25.5) },
-    ]);
-    // Restarted on the hosts still there (nodes min 2), after a 1 s backoff, from the start (no checkpoint yet).
-    const stopped = survivors.map((p) => ({ ...p, alive: false, exitCode: 137, stopReason: 'node-lost' as const }));
-    const wait = cut(26, 20, stopped, r.status!);
-    expect(wait.status).toMatchObject({
-      phase: 'Queued',
-      reason: 'BackoffRestart',
-      restarts: { infra: 1, training: 0 },
-    });
-    const again = cut(26.6, 20, stopped, wait.status!);
-    expect(launches(again)).toMatchObject([{ attempt: 2, allParts: [{ host: 'gpu-master' }, { host: 'gpu1' }] }]);
-    expect(again.events.find((e) => e.reason === 'Restarting')?.message).toBe(
-      `attempt 2, from the start, on gpu-master,gpu1 (attempt 1 failed: ${what})`,
-    );
-  });
+  it(
+    'past nodeLostSeconds: NodeLost naming the host and since when; ' + 'survivors stopped; counted as infrastructure',
+    () => {
+      const r = cut(25.5, 20);
+      expect(r.actions).toEqual([
+        {
+          type: 'stop',
+          runId: R.runId,
+          dir: R.dir,
+          hosts: ['gpu-master', 'gpu1'],
+          graceSeconds: 5,
+          reason: 'node-lost',
+        },
+      ]);
+      const what = `node gpu2 lost: no answer since ${iso(20)} (5.5 s)`;
+      expect(r.status).toMatchObject({ phase: 'Running', reason: 'NodeLost', message: `${what}: stopping the others` });
+      expect(r.status!.conditions.find((c) => c.type === 'NodeLost')).toMatchObject({ status: 'True', message: what });
+      expect(r.events).toContainEqual({ reason: 'NodeLost', message: what, type: 'Warning' });
+      expect(r.status!.failures).toEqual([
+        { attempt: 1, class: 'infra', reason: 'NodeLost', message: what, host: 'gpu2', time: iso(25.5) },
+      ]);
+      // Restarted on the hosts still there (nodes min 2), after a 1 s backoff, from the start (no checkpoint yet).
+      const stopped = survivors.map((p) => ({ ...p, alive: false, exitCode: 137, stopReason: 'node-lost' as const }));
+      const wait = cut(26, 20, stopped, r.status!);
+      expect(wait.status).toMatchObject({
+        phase: 'Queued',
+        reason: 'BackoffRestart',
+        restarts: { infra: 1, training: 0 },
+      });
+      const again = cut(26.6, 20, stopped, wait.status!);
+      expect(launches(again)).toMatchObject([{ attempt: 2, allParts: [{ host: 'gpu-master' }, { host: 'gpu1' }] }]);
+      expect(again.events.find((e) => e.reason === 'Restarting')?.message).toBe(
+        `attempt 2, from the start, on gpu-master,gpu1 (attempt 1 failed: ${what})`,
+      );
+    },
+  );
 
   it('survivors that failed on their own meanwhile do not turn it into a training failure', () => {
     const failed = survivors.map((p) => ({ ...p, alive: false, exitCode: 1, ranks: [{ ...p.ranks[0], exitCode: 1 }] }));
@@ -180,27 +190,31 @@ describe('a stalled rank (its heartbeat stops)', () => {
     expect(r.requeueAfterMs).toBe(8200);
   });
 
-  it('past progressDeadlineSeconds: ProgressStalled naming the rank whose heartbeat stopped first; the gang stopped', () => {
-    const r = rec({ spec: S, status: launched, now: at(30), parts: beats(10.5, 12.25) });
-    expect(r.actions).toMatchObject([
-      { type: 'stop', reason: 'stalled', hosts: ['gpu-master', 'gpu1'], graceSeconds: 5 },
-    ]);
-    const what = 'rank 1 on gpu1 made no progress for 12.3 s (failurePolicy.progressDeadlineSeconds: 10)';
-    expect(r.status).toMatchObject({ reason: 'ProgressStalled', message: `${what}: stopping the gang` });
-    expect(r.status!.failures).toMatchObject([
-      { class: 'training', reason: 'ProgressStalled', rank: 1, host: 'gpu1', message: what },
-    ]);
-    const stopped = beats(11, 13).map((p) => ({ ...p, alive: false, exitCode: 137, stopReason: 'stalled' as const }));
-    const after = rec({ spec: S, status: r.status!, now: at(36), parts: stopped });
-    expect(after.status).toMatchObject({
-      phase: 'Failed',
-      reason: 'ProgressStalled',
-      failedRank: 1,
-      failedHost: 'gpu1',
-      message: what,
-    });
-    expect(after.status!.exitCode).toBeUndefined();
-  });
+  it(
+    'past progressDeadlineSeconds: ' +
+      'ProgressStalled naming the rank whose heartbeat stopped first; the gang stopped',
+    () => {
+      const r = rec({ spec: S, status: launched, now: at(30), parts: beats(10.5, 12.25) });
+      expect(r.actions).toMatchObject([
+        { type: 'stop', reason: 'stalled', hosts: ['gpu-master', 'gpu1'], graceSeconds: 5 },
+      ]);
+      const what = 'rank 1 on gpu1 made no progress for 12.3 s (failurePolicy.progressDeadlineSeconds: 10)';
+      expect(r.status).toMatchObject({ reason: 'ProgressStalled', message: `${what}: stopping the gang` });
+      expect(r.status!.failures).toMatchObject([
+        { class: 'training', reason: 'ProgressStalled', rank: 1, host: 'gpu1', message: what },
+      ]);
+      const stopped = beats(11, 13).map((p) => ({ ...p, alive: false, exitCode: 137, stopReason: 'stalled' as const }));
+      const after = rec({ spec: S, status: r.status!, now: at(36), parts: stopped });
+      expect(after.status).toMatchObject({
+        phase: 'Failed',
+        reason: 'ProgressStalled',
+        failedRank: 1,
+        failedHost: 'gpu1',
+        message: what,
+      });
+      expect(after.status!.exitCode).toBeUndefined();
+    },
+  );
 });
 
 describe('restartPolicy.exitCodes', () => {

@@ -115,7 +115,8 @@ describe('schedule', () => {
   it('an unknown name in spec.hosts gives a reason naming it and the hosts that exist', () => {
     expect(schedule(j({ nodes: 2, hosts: ['gpu1', 'gpu9'] }), view())).toEqual({
       waiting:
-        'needs 2 free Ready hosts, 1 available: spec.hosts names gpu9, not in the cluster file (hosts: gpu-master, gpu1, gpu2)',
+        'needs 2 free Ready hosts, 1 available: spec.hosts names gpu9, ' +
+        'not in the cluster file (hosts: gpu-master, gpu1, gpu2)',
     });
   });
 

@@ -105,27 +105,30 @@ describe('status files', () => {
     expect((await store.readStatus('train'))!.phase).toBe('Succeeded');
   });
 
-  it('is atomic: until the rename, readers see the old complete file; the new one is a temp file beside it', async () => {
-    await store.writeStatus('train', status());
-    const seen: { target: unknown; tmp: unknown; sameDir: boolean; tmpName: string }[] = [];
-    hooks.beforeRename = (from, to) => {
-      seen.push({
-        target: parse(readFileSync(to, 'utf8')),
-        tmp: parse(readFileSync(from, 'utf8')),
-        sameDir: join(from, '..') === join(to, '..'),
-        tmpName: from.slice(dir.length + 1),
-      });
-    };
-    await store.writeStatus('train', status({ phase: 'Failed', exitCode: 3 }));
-    expect(seen).toHaveLength(1);
-    expect(seen[0].target).toMatchObject({ phase: 'Running' });
-    expect(seen[0].tmp).toMatchObject({ phase: 'Failed', exitCode: 3 });
-    expect(seen[0].sameDir).toBe(true);
-    // The watcher ignores "*.tmp-*" and the store never lists it as a spec or a status.
-    expect(seen[0].tmpName).toMatch(/^train\.status\.yaml\.tmp-/);
-    expect(tmpFiles()).toEqual([]);
-    expect(await store.readStatus('train')).toMatchObject({ phase: 'Failed', exitCode: 3 });
-  });
+  it(
+    'is atomic: until the rename, readers see the old complete file; ' + 'the new one is a temp file beside it',
+    async () => {
+      await store.writeStatus('train', status());
+      const seen: { target: unknown; tmp: unknown; sameDir: boolean; tmpName: string }[] = [];
+      hooks.beforeRename = (from, to) => {
+        seen.push({
+          target: parse(readFileSync(to, 'utf8')),
+          tmp: parse(readFileSync(from, 'utf8')),
+          sameDir: join(from, '..') === join(to, '..'),
+          tmpName: from.slice(dir.length + 1),
+        });
+      };
+      await store.writeStatus('train', status({ phase: 'Failed', exitCode: 3 }));
+      expect(seen).toHaveLength(1);
+      expect(seen[0].target).toMatchObject({ phase: 'Running' });
+      expect(seen[0].tmp).toMatchObject({ phase: 'Failed', exitCode: 3 });
+      expect(seen[0].sameDir).toBe(true);
+      // The watcher ignores "*.tmp-*" and the store never lists it as a spec or a status.
+      expect(seen[0].tmpName).toMatch(/^train\.status\.yaml\.tmp-/);
+      expect(tmpFiles()).toEqual([]);
+      expect(await store.readStatus('train')).toMatchObject({ phase: 'Failed', exitCode: 3 });
+    },
+  );
 
   // Regression (was a bug, fixed): writeFileAtomic does not remove its temp file when the write or the rename fails
   // (disk full, EACCES, EISDIR). Each retry uses a new random name, so a controller retrying
@@ -314,15 +317,18 @@ describe('hostile files in jobs/', () => {
     expect(readdirSync(outside)).toEqual([]);
   });
 
-  it('a symlinked status file is replaced by a regular file, its target untouched; reading one gives undefined', async () => {
-    const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
-    writeFileSync(join(outside, 'victim'), 'precious\n');
-    symlinkSync(join(outside, 'victim'), join(dir, 'train.status.yaml'));
-    expect(await store.readStatus('train')).toBeUndefined();
-    await store.writeStatus('train', status());
-    expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('precious\n');
-    expect(await store.readStatus('train')).toEqual(status());
-  });
+  it(
+    'a symlinked status file is replaced by a regular file, its target untouched; ' + 'reading one gives undefined',
+    async () => {
+      const outside = mkdtempSync(join(tmpdir(), 'ugro-outside-'));
+      writeFileSync(join(outside, 'victim'), 'precious\n');
+      symlinkSync(join(outside, 'victim'), join(dir, 'train.status.yaml'));
+      expect(await store.readStatus('train')).toBeUndefined();
+      await store.writeStatus('train', status());
+      expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('precious\n');
+      expect(await store.readStatus('train')).toEqual(status());
+    },
+  );
 
   it('a status file that does not fit the schema is treated as absent (rebuilt)', async () => {
     writeFileSync(join(dir, 'train.status.yaml'), 'phase: Hacked\nnodes: 3\n');
@@ -332,7 +338,8 @@ describe('hostile files in jobs/', () => {
   it('an invalid control file is reported with its field and line, never used', async () => {
     writeFileSync(
       join(dir, 'train.control.yaml'),
-      "cancel:\n  specHash: abcd1234\n  requestedAt: '2026-03-01T10:00:00.000Z'\n  graceSeconds: '0); system(\"id\")'\n",
+      "cancel:\n  specHash: abcd1234\n  requestedAt: '2026-03-01T10:00:00.000Z'\n" +
+        '  graceSeconds: \'0); system("id")\'\n',
     );
     expect(await store.readControl('train')).toMatchObject({
       kind: 'invalid',

@@ -212,8 +212,8 @@ status: {}
       });
   });
 
-  // Regression (was a bug, fixed): a union field that fails every branch reports zod's bare "Invalid input", which tells
-  // a person neither what is allowed nor what is wrong (every other field names the rule).
+  // Regression (was a bug, fixed): a union field that fails every branch reports zod's bare "Invalid input", which
+  // tells a person neither what is allowed nor what is wrong (every other field names the rule).
   it('nprocPerNode and priority errors say what is allowed, not just "Invalid input"', () => {
     expect(issues(withSpec('  script: t.py\n  nprocPerNode: all\n'))[0].message).toMatch(/gpu/);
     expect(issues(withSpec('  script: t.py\n  priority: urgent\n'))[0].message).toMatch(/high.*normal.*low/);
@@ -355,7 +355,8 @@ describe('what cannot travel in an exec', () => {
 
   it('args + command + env over 96 KiB (quoted) are refused with the size and the limit', () => {
     expect(issuesOf({ args: ['x'.repeat(50_000), 'y'.repeat(50_000)] })).toEqual([
-      'spec.args: args, command and env take 100002 bytes quoted for the shell; the limit is 96 KiB (sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file',
+      'spec.args: args, command and env take 100002 bytes quoted for the shell; the limit is 96 KiB ' +
+        '(sshd passes the remote command as one argument, which Linux caps at 128 KiB): pass big inputs in a file',
     ]);
     // Quoting counts: 30 000 single quotes become 120 002 bytes.
     expect(issuesOf({ env: { Q: "'".repeat(30_000) } })[0]).toMatch(

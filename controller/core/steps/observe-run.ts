@@ -230,7 +230,9 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
   const vanished = vanishedParts(current);
   if (vanished.length && !lost.length) {
     const v = vanished[0];
-    const what = `the runner on ${v.host} (pid ${v.pid}) vanished without an exit code (host rebooted? OOM killer? see dmesg)`;
+    const what =
+      `the runner on ${v.host} (pid ${v.pid}) vanished without an exit code ` +
+      '(host rebooted? OOM killer? see dmesg)';
     if (noteFailure(c, current.attempt, { class: 'infra', reason: 'RunnerVanished', message: what, host: v.host })) {
       d.event('RunnerVanished', what, 'Warning');
     }
@@ -342,7 +344,8 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   );
   // The runtime holds a waiter per part that wakes us on exit; 30 s is only a safety net. Nothing
   // wakes us when ranks come up, so look again soon while starting.
-  const msg = `attempt ${current.attempt}: ${started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous'}`;
+  const where = started ? `${nRanks} ranks on ${hosts.join(', ')}` : 'waiting for rendezvous';
+  const msg = `attempt ${current.attempt}: ${where}`;
   // A host that does not answer is looked at again exactly when it would count as lost.
   const limit = job.spec.failurePolicy.nodeLostSeconds * 1000;
   for (const h of unknown) {

@@ -94,7 +94,8 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   if (next.afterFailure) {
     d.event(
       'Restarting',
-      `attempt ${attempt}, ${from}, on ${hosts.join(',')} (attempt ${next.afterFailure.attempt} failed: ${next.afterFailure.what})`,
+      `attempt ${attempt}, ${from}, on ${hosts.join(',')} ` +
+        `(attempt ${next.afterFailure.attempt} failed: ${next.afterFailure.what})`,
       'Warning',
     );
   } else if (next.resuming) {
