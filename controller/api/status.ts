@@ -62,6 +62,11 @@ export const jobStatusSchema = z.object({
     .optional(),
   /** Bumped each time the spec (its hash) changes. */
   observedGeneration: z.number().int().min(0),
+  /**
+   * When this generation began (controller clock). Runs of the same spec hash created before it
+   * belong to an earlier generation (a spec reverted to an old version trains again).
+   */
+  generationSince: z.string().max(64).optional(),
   specHash: z.string().max(16).optional(),
   attempt: z.number().int().min(0),
   runId: z.string().max(100).optional(),

@@ -32,12 +32,14 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
       phase: d.status.phase,
       observedGeneration: d.status.observedGeneration + 1,
       specHash: hash,
+      // Without a previous status (a new job, or a status lost) every run of the hash is adopted.
+      ...(prev ? { generationSince: d.now } : {}),
       attempt: 0,
       nodes: [],
       createdAt: d.status.createdAt,
       conditions: d.conditions,
     };
-  }
+  } else if (prev.generationSince) d.status.generationSince = prev.generationSince;
   const control = input.control;
   if (control?.kind === 'invalid') {
     const msg = control.issues.map((i) => formatIssue(control.file, i)).join('\n');
@@ -52,7 +54,15 @@ export function reconcile(input: ReconcileInput): ReconcileResult {
   // 3. Runs of an older spec are stopped: the spec changed.
   for (const r of runs) if (r.specHash !== hash && runAlive(r)) d.stop(r, 'spec-changed');
 
-  const mine = runs.filter((r) => r.specHash === hash);
+  // This generation's runs: an older generation of the same spec (the spec was changed and then
+  // changed back) ran before generationSince; its runs are history, not this generation's.
+  const since = d.status.generationSince ? Date.parse(d.status.generationSince) : undefined;
+  const mine = runs.filter(
+    (r) => r.specHash === hash && (since === undefined || Date.parse(r.meta.createdAt) >= since),
+  );
+  if (prev && prev.specHash !== hash && runs.some((r) => r.specHash === hash && !mine.includes(r))) {
+    d.event('SpecReverted', `the spec is back to an earlier version (${hash}): training it again`);
+  }
   const current = mine[mine.length - 1];
   // A leftover of an older attempt alive on a host that came back: one generation at a time.
   for (const r of mine) if (r !== current && runAlive(r)) d.stop(r, 'superseded', 5);

@@ -1045,3 +1045,28 @@ describe('setCondition', () => {
     expect(l.find((c) => c.type === 'Valid')!.lastTransitionTime).toBe('t3');
   });
 });
+
+describe('a spec changed and changed back', () => {
+  it('trains again (a new generation), not the old finished result re-adopted; said in an event', () => {
+    const A = validSpec('train', TWO);
+    const B = validSpec('train', { ...TWO, args: ['--lr', '0.1'] });
+    const RA = run('train', A.hash, 1, ['gpu-master', 'gpu1'], { createdAt: iso(0) });
+    const doneA = ['gpu-master', 'gpu1'].map((h) => RA.part(h, { exit: 0, finishedAtMs: ms(50) }));
+    const a = rec({ spec: A, status: rec({ spec: A }).status!, now: at(60), parts: doneA });
+    expect(a.status!.phase).toBe('Succeeded');
+    const b = rec({ spec: B, status: a.status!, now: at(70), parts: doneA });
+    expect(b.status).toMatchObject({ phase: 'Starting', observedGeneration: 2 });
+    const back = rec({ spec: A, status: b.status!, now: at(80), parts: doneA, attemptFloor: 1 });
+    expect(back.status).toMatchObject({ phase: 'Starting', observedGeneration: 3, attempt: 2 });
+    expect(back.events.map((e) => e.reason)).toContain('SpecReverted');
+  });
+
+  it('a lost status file adopts what runs (no second launch)', () => {
+    const A = validSpec('train', TWO);
+    const RA = run('train', A.hash, 1, ['gpu-master', 'gpu1'], { createdAt: iso(0) });
+    const live = ['gpu-master', 'gpu1'].map((h, i) => RA.part(h, { ranks: [rank(i)] }));
+    const r = rec({ spec: A, now: at(60), parts: live });
+    expect(r.actions).toEqual([]);
+    expect(r.status).toMatchObject({ phase: 'Running', attempt: 1 });
+  });
+});
