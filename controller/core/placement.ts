@@ -1,0 +1,299 @@
+/**
+ * PURE placement over GPUs for the whole queue at once: (waiting jobs, each host's GPUs, what
+ * holds them, owners' usage, now) -> for each waiting job: place it (on which GPUs of which
+ * hosts), preempt lower-priority work for it, wait (and why), or never (it cannot fit this
+ * cluster at all). One pass, in queue order: priority, then fair share between owners (less
+ * recent GPU time first), then age. A job that cannot start blocks those behind it from its GPUs
+ * (no starvation), except preemptible ones, which may backfill idle GPUs and are preempted when
+ * the head can start.
+ */
+
+/** One GPU of a host, as health observed it (or the inventory declares it). */
+export interface Gpu {
+  index: number;
+  name: string;
+  memoryMiB: number;
+}
+
+export interface HostSlots {
+  host: string;
+  /** GPUs of the host; a host without any offers one slot with no memory (CPU training). */
+  gpus: Gpu[];
+  /** Not schedulable now (NotReady, down, leased elsewhere): why. Undefined when usable. */
+  unusable?: string;
+}
+
+/** GPUs held by a live run (or a launch in flight). */
+export interface Holding {
+  job: string;
+  host: string;
+  gpus: number[];
+  priority: number;
+  preemptible: boolean;
+  /** When the current run started (ms): minRuntimeSeconds protects it until then + that. */
+  startedAt: number;
+  minRuntimeSeconds: number;
+  /** Started ahead of a higher job that was waiting: always preemptible by that job. */
+  backfill?: boolean;
+  /** Run id, dir and hosts of the run, so a preemption can stop it. */
+  runId: string;
+  dir: string;
+}
+
+export interface Request {
+  job: string;
+  priority: number;
+  owner: string;
+  /** Queue age: status createdAt, else file mtime (ISO). */
+  createdAt: string;
+  minNodes: number;
+  maxNodes: number;
+  /** GPUs per node; 'all' takes every qualifying GPU of a host (nprocPerNode: gpu without a count). */
+  gpusPerNode: number | 'all';
+  minGpuMemoryMiB: number;
+  /** Only these hosts (spec.hosts). */
+  hosts?: string[];
+  /** Hosts to try first, in order (a restart's previous hosts, its checkpoint's holder). */
+  prefer?: string[];
+  preemptible: boolean;
+}
+
+export interface PlacedNode {
+  host: string;
+  nodeRank: number;
+  gpus: Gpu[];
+}
+
+export type Decision =
+  | { kind: 'place'; nodes: PlacedNode[]; backfill: boolean }
+  | { kind: 'preempt'; victims: Holding[]; why: string }
+  | { kind: 'wait'; why: string }
+  | { kind: 'never'; why: string };
+
+export interface PlanInput {
+  requests: Request[];
+  hosts: HostSlots[];
+  holdings: Holding[];
+  /** GPU-seconds per owner, decayed (see usage.ts): less goes first within a priority. */
+  usage: Map<string, number>;
+  now: number;
+}
+
+/** MiB rounding of nvidia-smi vs. the GiB people write: 3 % slack. */
+const MEMORY_SLACK = 0.97;
+
+const fits = (g: Gpu, minMiB: number) => g.memoryMiB >= minMiB * MEMORY_SLACK;
+
+/** The queue order: priority, fair share, age, name. */
+export function queueOrder(usage: Map<string, number>): (a: Request, b: Request) => number {
+  return (a, b) =>
+    b.priority - a.priority ||
+    (usage.get(a.owner) ?? 0) - (usage.get(b.owner) ?? 0) ||
+    a.createdAt.localeCompare(b.createdAt) ||
+    a.job.localeCompare(b.job);
+}
+
+function gib(mib: number): string {
+  return `${Math.round((mib / 1024) * 10) / 10} GB`;
+}
+
+function perNode(r: Request): string {
+  const n = r.gpusPerNode === 'all' ? 'every' : String(r.gpusPerNode);
+  const mem = r.minGpuMemoryMiB ? ` >= ${gib(r.minGpuMemoryMiB)}` : '';
+  return `${r.minNodes === r.maxNodes ? r.minNodes : `${r.minNodes}-${r.maxNodes}`} node(s) x ${n} GPU(s)${mem}`;
+}
+
+/** Why the job can never run on this cluster (whatever is free), or undefined. */
+export function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
+  const candidates = r.hosts ? hosts.filter((h) => r.hosts!.includes(h.host)) : hosts;
+  const able = candidates.filter((h) => {
+    const q = h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB));
+    return r.gpusPerNode === 'all' ? q.length > 0 : q.length >= r.gpusPerNode;
+  });
+  if (able.length >= r.minNodes) return undefined;
+  const biggest = Math.max(0, ...candidates.flatMap((h) => h.gpus.map((g) => g.memoryMiB)));
+  if (r.minGpuMemoryMiB && biggest < r.minGpuMemoryMiB * MEMORY_SLACK) {
+    return `asks for ${gib(r.minGpuMemoryMiB)} GPUs; the biggest GPU in the cluster has ${gib(biggest)}`;
+  }
+  const most = Math.max(0, ...candidates.map((h) => h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB)).length));
+  if (r.gpusPerNode !== 'all' && most < r.gpusPerNode) {
+    return `asks for ${r.gpusPerNode} GPUs per node; no host has more than ${most} that qualify`;
+  }
+  return `asks for ${r.minNodes} nodes with ${perNode(r)}; only ${able.length} host(s) could ever take part`;
+}
+
+/**
+ * Choose GPUs on one host from `free` for `r`: the smallest that qualify first (best fit keeps
+ * big GPUs for jobs that need them). Undefined when the host cannot take it.
+ */
+function pickOnHost(r: Request, free: Gpu[]): Gpu[] | undefined {
+  const q = free
+    .filter((g) => fits(g, r.minGpuMemoryMiB))
+    .sort((a, b) => a.memoryMiB - b.memoryMiB || a.index - b.index);
+  if (r.gpusPerNode === 'all') return q.length ? q.sort((a, b) => a.index - b.index) : undefined;
+  if (q.length < r.gpusPerNode) return undefined;
+  return q.slice(0, r.gpusPerNode).sort((a, b) => a.index - b.index);
+}
+
+/** For 'all', a host offers every qualifying GPU: all of them must be free. */
+function wholeHostFree(r: Request, h: HostSlots, free: Gpu[]): boolean {
+  if (r.gpusPerNode !== 'all') return true;
+  const q = h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB));
+  return q.every((g) => free.some((f) => f.index === g.index));
+}
+
+function candidatesOf(r: Request, hosts: HostSlots[]): HostSlots[] {
+  const rank = (n: string) => (r.prefer?.includes(n) ? r.prefer.indexOf(n) : (r.prefer?.length ?? 0));
+  return (r.hosts ? hosts.filter((h) => r.hosts!.includes(h.host)) : hosts)
+    .map((h, i) => ({ h, i }))
+    .sort((a, b) => rank(a.h.host) - rank(b.h.host) || a.i - b.i)
+    .map((x) => x.h);
+}
+
+/** Try to place `r` with the GPUs in `free` (host -> free GPUs). */
+function tryPlace(r: Request, hosts: HostSlots[], free: Map<string, Gpu[]>): PlacedNode[] | undefined {
+  const nodes: PlacedNode[] = [];
+  for (const h of candidatesOf(r, hosts)) {
+    if (h.unusable || nodes.length >= r.maxNodes) continue;
+    const f = free.get(h.host) ?? [];
+    if (!wholeHostFree(r, h, f)) continue;
+    const gpus = pickOnHost(r, f);
+    if (gpus) nodes.push({ host: h.host, nodeRank: nodes.length, gpus });
+  }
+  return nodes.length >= r.minNodes ? nodes : undefined;
+}
+
+function take(free: Map<string, Gpu[]>, nodes: PlacedNode[]): void {
+  for (const n of nodes) {
+    free.set(
+      n.host,
+      (free.get(n.host) ?? []).filter((g) => !n.gpus.some((x) => x.index === g.index)),
+    );
+  }
+}
+
+function freeGpus(hosts: HostSlots[], holdings: Holding[]): Map<string, Gpu[]> {
+  const free = new Map<string, Gpu[]>();
+  for (const h of hosts) {
+    const held = new Set(holdings.filter((x) => x.host === h.host).flatMap((x) => x.gpus));
+    free.set(
+      h.host,
+      h.gpus.filter((g) => !held.has(g.index)),
+    );
+  }
+  return free;
+}
+
+/**
+ * The fewest, lowest-priority victims whose GPUs (with what is free) let `r` start. A victim is
+ * a run of lower priority that is preemptible and past its minimum runtime, or a backfill (a job
+ * that jumped the queue) of no higher priority. Never one of equal or higher priority otherwise.
+ */
+function choosePreemption(
+  r: Request,
+  hosts: HostSlots[],
+  free: Map<string, Gpu[]>,
+  holdings: Holding[],
+  now: number,
+): Holding[] | undefined {
+  const byJob = new Map<string, Holding[]>();
+  for (const h of holdings) {
+    const ok =
+      (h.backfill && h.priority <= r.priority) ||
+      (h.preemptible && h.priority < r.priority && now - h.startedAt >= h.minRuntimeSeconds * 1000);
+    if (ok) byJob.set(h.job, [...(byJob.get(h.job) ?? []), h]);
+  }
+  // Cheapest first: lowest priority, then fewest GPUs, then the smallest GPUs (big ones stay with
+  // who has them), then the most recently started (least work lost).
+  const mem = (hs: Holding[]) =>
+    hs.reduce((n, x) => {
+      const host = hosts.find((h) => h.host === x.host);
+      return n + (host?.gpus.filter((g) => x.gpus.includes(g.index)).reduce((m, g) => m + g.memoryMiB, 0) ?? 0);
+    }, 0);
+  const jobs = [...byJob.entries()].sort(
+    ([, a], [, b]) =>
+      a[0].priority - b[0].priority ||
+      a.reduce((n, x) => n + x.gpus.length, 0) - b.reduce((n, x) => n + x.gpus.length, 0) ||
+      mem(a) - mem(b) ||
+      b[0].startedAt - a[0].startedAt,
+  );
+  const victims: Holding[] = [];
+  const pool = new Map<string, Gpu[]>([...free].map(([h, g]) => [h, [...g]]));
+  for (const [, hs] of jobs) {
+    for (const h of hs) {
+      const host = hosts.find((x) => x.host === h.host);
+      const add = host?.gpus.filter((g) => h.gpus.includes(g.index)) ?? [];
+      pool.set(h.host, [...(pool.get(h.host) ?? []), ...add]);
+    }
+    victims.push(...hs);
+    if (tryPlace(r, hosts, pool)) {
+      // Drop victims that turn out not to be needed (the fewest that suffice).
+      for (const v of [...victims].reverse()) {
+        const without = victims.filter((x) => x.job !== v.job);
+        const p2 = new Map<string, Gpu[]>([...free].map(([h, g]) => [h, [...g]]));
+        for (const w of without) {
+          const host = hosts.find((x) => x.host === w.host);
+          p2.set(w.host, [...(p2.get(w.host) ?? []), ...(host?.gpus.filter((g) => w.gpus.includes(g.index)) ?? [])]);
+        }
+        if (without.length < victims.length && tryPlace(r, hosts, p2)) victims.splice(0, victims.length, ...without);
+      }
+      return victims;
+    }
+  }
+  return undefined;
+}
+
+function waitReason(r: Request, free: Map<string, Gpu[]>, hosts: HostSlots[], head?: Request): string {
+  const qualifying = [...free.entries()]
+    .filter(([h]) => !r.hosts || r.hosts.includes(h))
+    .filter(([h]) => !hosts.find((x) => x.host === h)?.unusable)
+    .reduce((n, [, gs]) => n + gs.filter((g) => fits(g, r.minGpuMemoryMiB)).length, 0);
+  const unusable = hosts
+    .filter((h) => h.unusable && (!r.hosts || r.hosts.includes(h.host)))
+    .map((h) => `${h.host} ${h.unusable}`);
+  const need = r.gpusPerNode === 'all' ? `${r.minNodes} whole host(s)` : `${r.minNodes * r.gpusPerNode} GPU(s)`;
+  const mem = r.minGpuMemoryMiB ? ` >= ${gib(r.minGpuMemoryMiB)}` : '';
+  let why = `needs ${need}${mem} on ${r.minNodes} host(s), ${qualifying} free`;
+  if (head) why += `; behind ${head.job} (priority ${head.priority})`;
+  if (unusable.length) why += `; ${unusable.join('; ')}`;
+  return why;
+}
+
+/** One pass over the whole queue. */
+export function plan(input: PlanInput): Map<string, Decision> {
+  const out = new Map<string, Decision>();
+  const free = freeGpus(input.hosts, input.holdings);
+  const order = [...input.requests].sort(queueOrder(input.usage));
+  // GPUs promised to a preemptor (its victims'): nobody behind it may take them meanwhile.
+  let holdings = [...input.holdings];
+  /** The first job that had to wait: those behind it only backfill (if preemptible). */
+  let head: Request | undefined;
+  for (const r of order) {
+    const never = neverFits(r, input.hosts);
+    if (never) {
+      out.set(r.job, { kind: 'never', why: never });
+      continue;
+    }
+    const placed = tryPlace(r, input.hosts, free);
+    if (placed && (!head || r.preemptible)) {
+      take(free, placed);
+      out.set(r.job, { kind: 'place', nodes: placed, backfill: !!head });
+      continue;
+    }
+    if (placed && head) {
+      out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, head) });
+      continue;
+    }
+    const victims = choosePreemption(r, input.hosts, free, holdings, input.now);
+    if (victims) {
+      const names = [...new Set(victims.map((v) => v.job))];
+      out.set(r.job, { kind: 'preempt', victims, why: `preempting ${names.join(', ')} for its GPUs` });
+      // The victims' GPUs are this job's once free: take them out of everyone else's reach.
+      holdings = holdings.filter((h) => !victims.includes(h));
+      continue;
+    }
+    out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, head) });
+    head ??= r;
+  }
+  return out;
+}

@@ -1,0 +1,221 @@
+/**
+ * Placement over GPUs (issue 10), pure: mixed VRAM, best fit, sharing a multi-GPU host,
+ * fragmentation, priorities, head-of-line blocking and backfill, preemption victims chosen
+ * minimal (and who may never be a victim), fair share between owners, jobs that can never fit.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  type Decision,
+  type Gpu,
+  type Holding,
+  type HostSlots,
+  plan,
+  type Request,
+} from '../../controller/core/placement.ts';
+
+const G = (index: number, gb: number, name = `GPU ${gb}GB`): Gpu => ({ index, name, memoryMiB: gb * 1024 });
+/** The seed cluster: 12 / 8 / 8 GB. */
+const SEED: HostSlots[] = [
+  { host: 'gpu-master', gpus: [G(0, 12, 'RTX 5070 Ti')] },
+  { host: 'gpu1', gpus: [G(0, 8, 'RTX 4070')] },
+  { host: 'gpu2', gpus: [G(0, 8, 'RTX 3070 Ti')] },
+];
+const NOW = Date.parse('2026-03-01T10:00:00Z');
+
+let seq = 0;
+function req(job: string, over: Partial<Request> = {}): Request {
+  seq++;
+  return {
+    job,
+    priority: 0,
+    owner: 'alice',
+    createdAt: new Date(NOW - 1_000_000 + seq).toISOString(),
+    minNodes: 1,
+    maxNodes: 1,
+    gpusPerNode: 1,
+    minGpuMemoryMiB: 0,
+    preemptible: true,
+    ...over,
+  };
+}
+function hold(job: string, host: string, gpus: number[], over: Partial<Holding> = {}): Holding {
+  return {
+    job,
+    host,
+    gpus,
+    priority: 0,
+    preemptible: true,
+    startedAt: NOW - 3_600_000,
+    minRuntimeSeconds: 0,
+    runId: `${job}-00000000-a1`,
+    dir: `${job}.00000000.1`,
+    ...over,
+  };
+}
+const run = (requests: Request[], holdings: Holding[] = [], hosts = SEED, usage = new Map<string, number>()) =>
+  plan({ requests, hosts, holdings, usage, now: NOW });
+const placedOn = (d: Decision | undefined) =>
+  d?.kind === 'place' ? d.nodes.map((n) => `${n.host}:${n.gpus.map((g) => g.index).join('+')}`) : d?.kind;
+
+describe('mixed VRAM', () => {
+  it('a 12 GB request goes to the 12 GB GPU; three 8 GB ones spread over all hosts', () => {
+    const d = run([
+      req('big', { minGpuMemoryMiB: 12 * 1024 }),
+      req('three', { minNodes: 2, maxNodes: 2, minGpuMemoryMiB: 8 * 1024 }),
+    ]);
+    expect(placedOn(d.get('big'))).toEqual(['gpu-master:0']);
+    expect(placedOn(d.get('three'))).toEqual(['gpu1:0', 'gpu2:0']);
+  });
+
+  it('a 16 GB request can never run: the sentence says why (not Queued forever)', () => {
+    const d = run([req('huge', { minGpuMemoryMiB: 16 * 1024 })]);
+    expect(d.get('huge')).toEqual({
+      kind: 'never',
+      why: 'asks for 16 GB GPUs; the biggest GPU in the cluster has 12 GB',
+    });
+  });
+
+  it('more nodes than hosts, or more GPUs per node than any host has: never', () => {
+    expect(run([req('wide', { minNodes: 4, maxNodes: 4 })]).get('wide')).toMatchObject({ kind: 'never' });
+    expect(run([req('deep', { gpusPerNode: 2 })]).get('deep')).toEqual({
+      kind: 'never',
+      why: 'asks for 2 GPUs per node; no host has more than 1 that qualify',
+    });
+  });
+
+  it('best fit: on a host with a 24 GB and an 8 GB GPU, an 8 GB job takes the 8 GB one', () => {
+    const hosts = [{ host: 'box', gpus: [G(0, 24), G(1, 8)] }];
+    expect(placedOn(run([req('small', { minGpuMemoryMiB: 8 * 1024 })], [], hosts).get('small'))).toEqual(['box:1']);
+  });
+});
+
+describe('GPUs are the unit', () => {
+  const BOX = [{ host: 'box', gpus: [G(0, 12), G(1, 8)] }];
+
+  it('two jobs share a 2-GPU host on disjoint GPUs', () => {
+    const d = run([req('a'), req('b')], [], BOX);
+    expect([placedOn(d.get('a')), placedOn(d.get('b'))]).toEqual([['box:1'], ['box:0']]);
+  });
+
+  it('a held GPU is not offered again', () => {
+    expect(placedOn(run([req('a')], [hold('x', 'box', [1])], BOX).get('a'))).toEqual(['box:0']);
+  });
+
+  it('"all" GPUs of a host (nprocPerNode: gpu) needs every qualifying one free', () => {
+    expect(run([req('all', { gpusPerNode: 'all' })], [hold('x', 'box', [1])], BOX).get('all')).toMatchObject({
+      kind: 'wait',
+    });
+    expect(placedOn(run([req('all', { gpusPerNode: 'all' })], [], BOX).get('all'))).toEqual(['box:0+1']);
+  });
+
+  it('fragmentation: two 1-GPU holes on different hosts do not make a 2-GPU node', () => {
+    const hosts = [
+      { host: 'a', gpus: [G(0, 8), G(1, 8)] },
+      { host: 'b', gpus: [G(0, 8), G(1, 8)] },
+    ];
+    const holds = [hold('x', 'a', [0], { preemptible: false }), hold('y', 'b', [1], { preemptible: false })];
+    expect(run([req('pair', { gpusPerNode: 2 })], holds, hosts).get('pair')).toMatchObject({ kind: 'wait' });
+  });
+
+  it('a host that cannot be used now is skipped, and the reason says so', () => {
+    const hosts = [{ ...SEED[0], unusable: 'NotReady (nvidia-smi failed)' }, SEED[1], SEED[2]];
+    const d = run([req('big', { minGpuMemoryMiB: 12 * 1024 })], [], hosts);
+    expect(d.get('big')).toEqual({
+      kind: 'wait',
+      why: 'needs 1 GPU(s) >= 12 GB on 1 host(s), 0 free; gpu-master NotReady (nvidia-smi failed)',
+    });
+  });
+
+  it('prefer: a restart goes back to its hosts first', () => {
+    expect(placedOn(run([req('r', { prefer: ['gpu2'] })]).get('r'))).toEqual(['gpu2:0']);
+  });
+});
+
+describe('the queue', () => {
+  it('higher priority first for the same GPUs', () => {
+    const d = run([req('low', { priority: -100 }), req('high', { priority: 100, minGpuMemoryMiB: 12 * 1024 })]);
+    expect(placedOn(d.get('high'))).toEqual(['gpu-master:0']);
+    expect(placedOn(d.get('low'))).toEqual(['gpu1:0']);
+  });
+
+  it('a waiting head blocks those behind it; a preemptible one may backfill idle GPUs', () => {
+    const holds = [hold('x', 'gpu1', [0], { priority: 100, preemptible: false })];
+    const d = run(
+      [
+        req('head', { minNodes: 3, maxNodes: 3 }),
+        req('behind', { preemptible: false }),
+        req('filler', { preemptible: true }),
+      ],
+      holds,
+    );
+    expect(d.get('head')).toMatchObject({ kind: 'wait' });
+    expect(d.get('behind')).toEqual({
+      kind: 'wait',
+      why: 'needs 1 GPU(s) on 1 host(s), 2 free; behind head (priority 0)',
+    });
+    expect(d.get('filler')).toMatchObject({ kind: 'place', backfill: true });
+  });
+
+  it('a backfill is preempted when the head can start', () => {
+    const holds = [hold('filler', 'gpu2', [0], { backfill: true })];
+    const d = run([req('head', { minNodes: 3, maxNodes: 3 })], holds);
+    expect(d.get('head')).toMatchObject({ kind: 'preempt', victims: [{ job: 'filler' }] });
+  });
+
+  it('fair share: within one priority the owner with less recent GPU time goes first', () => {
+    const usage = new Map([
+      ['alice', 50 * 3600],
+      ['bob', 2 * 3600],
+    ]);
+    const d = run(
+      [
+        req('alice-1', { owner: 'alice', minGpuMemoryMiB: 12 * 1024 }),
+        req('bob-1', { owner: 'bob', minGpuMemoryMiB: 12 * 1024 }),
+      ],
+      [],
+      SEED,
+      usage,
+    );
+    expect(placedOn(d.get('bob-1'))).toEqual(['gpu-master:0']);
+    expect(d.get('alice-1')).toMatchObject({ kind: 'wait' });
+  });
+});
+
+describe('preemption', () => {
+  const lowEverywhere = [
+    hold('low-a', 'gpu-master', [0], { priority: -100 }),
+    hold('low-b', 'gpu1', [0], { priority: -100 }),
+    hold('low-c', 'gpu2', [0], { priority: -50 }),
+  ];
+
+  it('the fewest, lowest-priority victims: one host needed, one victim, the lowest', () => {
+    const d = run([req('high', { priority: 100 })], lowEverywhere);
+    expect(d.get('high')).toMatchObject({ kind: 'preempt', victims: [{ job: 'low-b' }] });
+  });
+
+  it('two hosts of at least 12 and 8 GB needed: exactly the two that free them', () => {
+    const d = run([req('high', { priority: 100, minNodes: 2, maxNodes: 2, minGpuMemoryMiB: 8 * 1024 })], lowEverywhere);
+    const v = d.get('high');
+    expect(v?.kind).toBe('preempt');
+    expect(v?.kind === 'preempt' && v.victims.map((x) => x.job).sort()).toEqual(['low-a', 'low-b']);
+  });
+
+  it('never a run of equal or higher priority, nor one that opted out, nor one inside its minimum runtime', () => {
+    const busy = [
+      hold('same', 'gpu-master', [0], { priority: 100 }),
+      hold('optout', 'gpu1', [0], { priority: -100, preemptible: false }),
+      hold('young', 'gpu2', [0], { priority: -100, startedAt: NOW - 10_000, minRuntimeSeconds: 600 }),
+    ];
+    expect(run([req('high', { priority: 100 })], busy).get('high')).toMatchObject({ kind: 'wait' });
+  });
+
+  it('GPUs promised to a preemptor are not given to a job behind it', () => {
+    const holds = [hold('low', 'gpu-master', [0], { priority: -100 })];
+    const d = run(
+      [req('high', { priority: 100, minGpuMemoryMiB: 12 * 1024 }), req('mid', { minGpuMemoryMiB: 12 * 1024 })],
+      holds,
+    );
+    expect(d.get('high')).toMatchObject({ kind: 'preempt' });
+    expect(d.get('mid')).toMatchObject({ kind: 'wait' });
+  });
+});
