@@ -74,6 +74,13 @@ export const runMetaSchema = z.strictObject({
   createdAt: z.iso.datetime(),
   /** The controller that launched it (see hosts/lease): another controller's runs are left alone. */
   owner: z.string().max(300).optional(),
+  /** The GPUs of this host the part was given (CUDA_VISIBLE_DEVICES); absent on a CPU host. */
+  gpus: z
+    .array(z.strictObject({ index: z.number().int().min(0).max(1023), name: z.string().max(100), memoryMiB: z.number().min(0) }))
+    .max(64)
+    .optional(),
+  /** Started on idle GPUs ahead of a waiting job: that job may preempt it. */
+  backfill: z.boolean().optional(),
 });
 export type RunMeta = z.output<typeof runMetaSchema>;
 

@@ -4,6 +4,7 @@
  * schema like every other input: a status that fails it is treated as absent and rebuilt.
  */
 import { z } from 'zod';
+import { jobSourceStatusSchema } from './source.ts';
 
 export const PHASES = [
   'Queued',
@@ -34,6 +35,8 @@ const nodeStatusSchema = z.object({
   pid: z.number().int().optional(),
   state: z.enum(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown', 'Missing']),
   exitCode: z.number().int().optional(),
+  /** The GPUs this node got. */
+  gpus: z.array(z.object({ index: z.number().int(), name: z.string().max(100), memoryMiB: z.number() })).optional(),
 });
 export type NodeStatus = z.output<typeof nodeStatusSchema>;
 
@@ -86,7 +89,26 @@ export const jobStatusSchema = z.object({
   failures: z.array(failureRecordSchema).max(100).optional(),
   /** When the next try may start (controller clock), while waiting out a backoff. */
   nextRetryAt: z.string().max(64).optional(),
+  /**
+   * Derived from the metrics lines when the status was written (core/progress.ts): percent done,
+   * samples and steps per second, seconds left as of `at`. Only while the controller reads them.
+   */
+  estimate: z
+    .object({
+      percent: z.number().min(0).max(100).optional(),
+      samplesPerS: z.number().min(0).optional(),
+      stepsPerS: z.number().min(0).optional(),
+      etaSeconds: z.number().min(0).optional(),
+      at: z.string().max(64).optional(),
+    })
+    .optional(),
   conditions: z.array(conditionSchema),
+  /** GitOps: the commit the job's file was applied from (full SHA); see status.source. */
+  revision: z.string().max(64).optional(),
+  /** GitOps: where the job's file came from (commit, subject, author) and whether it is in sync. */
+  source: jobSourceStatusSchema.optional(),
+  /** Who the job belongs to (fair share): metadata.annotations["ugro.dev/owner"], else its commit's author. */
+  owner: z.string().max(512).optional(),
 });
 export type JobStatus = z.output<typeof jobStatusSchema>;
 

@@ -64,7 +64,36 @@ export const trainingJobSpec = z
       })
       .default(1),
     hosts: z.array(dnsLabel).min(1).optional(),
-    resources: z.strictObject({ minGpuMemoryGiB: z.number().positive().optional() }).optional(),
+    resources: z
+      .strictObject({
+        /** GPUs each node gets (default: nprocPerNode when a number, every qualifying GPU for `gpu`). */
+        gpusPerNode: z.number().int().min(1).max(64).optional(),
+        minGpuMemoryGiB: z.number().positive().optional(),
+      })
+      .optional(),
+    /**
+     * The global batch, split across ranks in proportion to their GPUs' memory; each rank gets its
+     * share (UGRO_RANK_BATCH), offset, micro batch and gradient accumulation steps.
+     */
+    batch: z
+      .strictObject({
+        global: z.number().int().min(1).max(1_000_000),
+        /** Largest micro batch a rank runs at once: larger shares accumulate gradients. */
+        maxMicroBatch: z.number().int().min(1).max(1_000_000).optional(),
+      })
+      .optional(),
+    /** May a higher-priority job stop this one (it resumes from its checkpoint later)? */
+    preemptible: z.boolean().default(true),
+    preemption: z
+      .strictObject({
+        /** SIGTERM, then this long to checkpoint, then SIGKILL. */
+        graceSeconds: z.number().min(0).max(3600).default(60),
+        /** Never preempted again within this long after (re)starting: no thrashing. */
+        minRuntimeSeconds: z.number().min(0).max(7 * 86400).default(300),
+      })
+      .prefault({}),
+    /** With nodes {min, max}: when more GPUs free up, restart at a checkpoint on more nodes. */
+    scaleUp: z.boolean().default(false),
     priority: z
       .union([z.enum(['high', 'normal', 'low']), z.number().int().min(-1000).max(1000)], {
         error: 'must be high, normal, low or an integer -1000..1000',

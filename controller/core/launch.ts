@@ -2,6 +2,8 @@
 import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
+import type { Gpu } from './placement.ts';
+import type { RankBatch } from './schedule.ts';
 
 export interface NodeLaunch {
   host: Host;
@@ -14,6 +16,10 @@ export interface NodeLaunch {
   runDir: string;
   attempt: number;
   rdzvTimeoutSeconds: number;
+  /** The GPUs this node was given: CUDA_VISIBLE_DEVICES (local rank i uses the i-th). */
+  gpus?: Gpu[];
+  /** Per local rank: its share of the global batch. */
+  batches?: RankBatch[];
 }
 
 /**
@@ -98,6 +104,18 @@ export function ugroEnv(
     UGRO_CHECKPOINT_DIR: checkpoint,
     UGRO_METRICS_FILE: posix.join(n.runDir, 'metrics.jsonl'),
     ...(resume ? { UGRO_RESUME_FROM: resume } : {}),
+    // Only the GPUs placement gave this node: local rank i (cuda:i) is the i-th of them.
+    ...(n.gpus?.length ? { CUDA_VISIBLE_DEVICES: n.gpus.map((g) => g.index).join(',') } : {}),
+    // Per local rank (rank.sh exports the LOCAL_RANK-th of each as UGRO_RANK_BATCH, …).
+    ...(job.spec.batch && n.batches?.length
+      ? {
+          UGRO_GLOBAL_BATCH: String(job.spec.batch.global),
+          UGRO_RANK_BATCHES: n.batches.map((b) => b.batch).join(','),
+          UGRO_RANK_OFFSETS: n.batches.map((b) => b.offset).join(','),
+          UGRO_MICRO_BATCHES: n.batches.map((b) => b.micro).join(','),
+          UGRO_GRAD_ACCUMS: n.batches.map((b) => b.accum).join(','),
+        }
+      : {}),
     // Longer than the deadline: a stalled rank is found (and named) by its heartbeat first.
     ...(progress ? { UGRO_COLLECTIVE_TIMEOUT_SECONDS: String(progress * 2 + 30) } : {}),
   };

@@ -17,8 +17,10 @@ export interface Gpu {
 
 export interface HostSlots {
   host: string;
-  /** GPUs of the host; a host without any offers one slot with no memory (CPU training). */
+  /** GPUs of the host. */
   gpus: Gpu[];
+  /** A host with no GPU at all (CPU training): a job takes it whole, whatever its GPU count. */
+  cpu?: boolean;
   /** Not schedulable now (NotReady, down, leased elsewhere): why. Undefined when usable. */
   unusable?: string;
 }
@@ -38,6 +40,8 @@ export interface Holding {
   /** Run id, dir and hosts of the run, so a preemption can stop it. */
   runId: string;
   dir: string;
+  /** Its spec's preemption.graceSeconds (time to checkpoint after SIGTERM). */
+  graceSeconds?: number;
 }
 
 export interface Request {
@@ -107,6 +111,7 @@ function perNode(r: Request): string {
 export function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
   const candidates = r.hosts ? hosts.filter((h) => r.hosts!.includes(h.host)) : hosts;
   const able = candidates.filter((h) => {
+    if (h.cpu) return !r.minGpuMemoryMiB;
     const q = h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB));
     return r.gpusPerNode === 'all' ? q.length > 0 : q.length >= r.gpusPerNode;
   });
@@ -126,7 +131,8 @@ export function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
  * Choose GPUs on one host from `free` for `r`: the smallest that qualify first (best fit keeps
  * big GPUs for jobs that need them). Undefined when the host cannot take it.
  */
-function pickOnHost(r: Request, free: Gpu[]): Gpu[] | undefined {
+function pickOnHost(r: Request, free: Gpu[], host?: HostSlots): Gpu[] | undefined {
+  if (host?.cpu) return r.minGpuMemoryMiB ? undefined : [];
   const q = free
     .filter((g) => fits(g, r.minGpuMemoryMiB))
     .sort((a, b) => a.memoryMiB - b.memoryMiB || a.index - b.index);
@@ -151,20 +157,27 @@ function candidatesOf(r: Request, hosts: HostSlots[]): HostSlots[] {
 }
 
 /** Try to place `r` with the GPUs in `free` (host -> free GPUs). */
-function tryPlace(r: Request, hosts: HostSlots[], free: Map<string, Gpu[]>): PlacedNode[] | undefined {
+function tryPlace(
+  r: Request,
+  hosts: HostSlots[],
+  free: Map<string, Gpu[]>,
+  taken: Set<string> = new Set(),
+): PlacedNode[] | undefined {
   const nodes: PlacedNode[] = [];
   for (const h of candidatesOf(r, hosts)) {
     if (h.unusable || nodes.length >= r.maxNodes) continue;
     const f = free.get(h.host) ?? [];
     if (!wholeHostFree(r, h, f)) continue;
-    const gpus = pickOnHost(r, f);
+    if (h.cpu && taken.has(h.host)) continue;
+    const gpus = pickOnHost(r, f, h);
     if (gpus) nodes.push({ host: h.host, nodeRank: nodes.length, gpus });
   }
   return nodes.length >= r.minNodes ? nodes : undefined;
 }
 
-function take(free: Map<string, Gpu[]>, nodes: PlacedNode[]): void {
+function take(free: Map<string, Gpu[]>, nodes: PlacedNode[], cpuTaken: Set<string>): void {
   for (const n of nodes) {
+    cpuTaken.add(n.host);
     free.set(
       n.host,
       (free.get(n.host) ?? []).filter((g) => !n.gpus.some((x) => x.index === g.index)),
@@ -195,6 +208,7 @@ function choosePreemption(
   free: Map<string, Gpu[]>,
   holdings: Holding[],
   now: number,
+  cpuTaken: Set<string>,
 ): Holding[] | undefined {
   const byJob = new Map<string, Holding[]>();
   for (const h of holdings) {
@@ -226,7 +240,8 @@ function choosePreemption(
       pool.set(h.host, [...(pool.get(h.host) ?? []), ...add]);
     }
     victims.push(...hs);
-    if (tryPlace(r, hosts, pool)) {
+    const takenNow = (vs: Holding[]) => new Set([...cpuTaken].filter((h) => !vs.some((v) => v.host === h)));
+    if (tryPlace(r, hosts, pool, takenNow(victims))) {
       // Drop victims that turn out not to be needed (the fewest that suffice).
       for (const v of [...victims].reverse()) {
         const without = victims.filter((x) => x.job !== v.job);
@@ -235,7 +250,9 @@ function choosePreemption(
           const host = hosts.find((x) => x.host === w.host);
           p2.set(w.host, [...(p2.get(w.host) ?? []), ...(host?.gpus.filter((g) => w.gpus.includes(g.index)) ?? [])]);
         }
-        if (without.length < victims.length && tryPlace(r, hosts, p2)) victims.splice(0, victims.length, ...without);
+        if (without.length < victims.length && tryPlace(r, hosts, p2, takenNow(without))) {
+          victims.splice(0, victims.length, ...without);
+        }
       }
       return victims;
     }
@@ -243,19 +260,38 @@ function choosePreemption(
   return undefined;
 }
 
-function waitReason(r: Request, free: Map<string, Gpu[]>, hosts: HostSlots[], head?: Request): string {
-  const qualifying = [...free.entries()]
-    .filter(([h]) => !r.hosts || r.hosts.includes(h))
-    .filter(([h]) => !hosts.find((x) => x.host === h)?.unusable)
-    .reduce((n, [, gs]) => n + gs.filter((g) => fits(g, r.minGpuMemoryMiB)).length, 0);
-  const unusable = hosts
-    .filter((h) => h.unusable && (!r.hosts || r.hosts.includes(h.host)))
-    .map((h) => `${h.host} ${h.unusable}`);
+/** "needs 3 GPU(s) >= 8 GB on 3 host(s), 2 free: gpu1 busy with job a; behind head (priority 0)". */
+function waitReason(
+  r: Request,
+  free: Map<string, Gpu[]>,
+  hosts: HostSlots[],
+  holdings: Holding[],
+  head?: Request,
+): string {
+  const notes: string[] = [];
+  let qualifying = 0;
+  for (const h of candidatesOf(r, hosts)) {
+    if (h.unusable) {
+      notes.push(`${h.host} ${h.unusable}`);
+      continue;
+    }
+    const q = h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB));
+    if (!h.cpu && !q.length) {
+      notes.push(`${h.host} has no GPU${r.minGpuMemoryMiB ? ` with ${gib(r.minGpuMemoryMiB)}` : ''}`);
+      continue;
+    }
+    const f = (free.get(h.host) ?? []).filter((g) => fits(g, r.minGpuMemoryMiB));
+    qualifying += h.cpu ? (holdings.some((x) => x.host === h.host) ? 0 : 1) : f.length;
+    const holders = [...new Set(holdings.filter((x) => x.host === h.host).map((x) => x.job))];
+    if (holders.length && (h.cpu || f.length < (r.gpusPerNode === 'all' ? q.length : r.gpusPerNode))) {
+      notes.push(`${h.host} busy with job ${holders.join(', ')}`);
+    }
+  }
   const need = r.gpusPerNode === 'all' ? `${r.minNodes} whole host(s)` : `${r.minNodes * r.gpusPerNode} GPU(s)`;
   const mem = r.minGpuMemoryMiB ? ` >= ${gib(r.minGpuMemoryMiB)}` : '';
   let why = `needs ${need}${mem} on ${r.minNodes} host(s), ${qualifying} free`;
+  if (notes.length) why += `: ${notes.join('; ')}`;
   if (head) why += `; behind ${head.job} (priority ${head.priority})`;
-  if (unusable.length) why += `; ${unusable.join('; ')}`;
   return why;
 }
 
@@ -263,6 +299,8 @@ function waitReason(r: Request, free: Map<string, Gpu[]>, hosts: HostSlots[], he
 export function plan(input: PlanInput): Map<string, Decision> {
   const out = new Map<string, Decision>();
   const free = freeGpus(input.hosts, input.holdings);
+  // A CPU host (no GPU) goes whole to one job.
+  const cpuTaken = new Set(input.holdings.map((h) => h.host));
   const order = [...input.requests].sort(queueOrder(input.usage));
   // GPUs promised to a preemptor (its victims'): nobody behind it may take them meanwhile.
   let holdings = [...input.holdings];
@@ -274,17 +312,17 @@ export function plan(input: PlanInput): Map<string, Decision> {
       out.set(r.job, { kind: 'never', why: never });
       continue;
     }
-    const placed = tryPlace(r, input.hosts, free);
+    const placed = tryPlace(r, input.hosts, free, cpuTaken);
     if (placed && (!head || r.preemptible)) {
-      take(free, placed);
+      take(free, placed, cpuTaken);
       out.set(r.job, { kind: 'place', nodes: placed, backfill: !!head });
       continue;
     }
     if (placed && head) {
-      out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, head) });
+      out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, holdings, head) });
       continue;
     }
-    const victims = choosePreemption(r, input.hosts, free, holdings, input.now);
+    const victims = choosePreemption(r, input.hosts, free, holdings, input.now, cpuTaken);
     if (victims) {
       const names = [...new Set(victims.map((v) => v.job))];
       out.set(r.job, { kind: 'preempt', victims, why: `preempting ${names.join(', ')} for its GPUs` });
@@ -292,7 +330,7 @@ export function plan(input: PlanInput): Map<string, Decision> {
       holdings = holdings.filter((h) => !victims.includes(h));
       continue;
     }
-    out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, head) });
+    out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, holdings, head) });
     head ??= r;
   }
   return out;

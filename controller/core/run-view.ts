@@ -99,6 +99,7 @@ export function nodeStatuses(run: RunView, unreachable: Map<string, string>): No
       ...(p.pid !== undefined ? { pid: p.pid } : {}),
       state,
       ...(p.exitCode !== undefined ? { exitCode: p.exitCode } : {}),
+      ...(p.meta.gpus?.length ? { gpus: p.meta.gpus } : {}),
     };
   });
 }

@@ -1,81 +1,106 @@
-/** PURE placement: which hosts a new run gets, or why it waits; the rendezvous port; queue order. */
+/**
+ * PURE: a job's placement request, the cluster as placement sees it (GPUs per host, what holds
+ * them, which hosts cannot be used now), the decision for a single job when the controller has
+ * not made one over the whole queue, the rendezvous port, and the per-rank batch split.
+ */
+import type { Host } from '../../config/cluster.ts';
 import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
+import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from './placement.ts';
 import type { ClusterView, LaunchPart } from './types.ts';
 
-/** MiB rounding of nvidia-smi vs. the GiB people write: 3 % slack. */
-const MEMORY_SLACK = 0.97;
+export const OWNER_ANNOTATION = 'ugro.dev/owner';
+
+/** Who a job belongs to for fair share: its annotation, else the given default. */
+export function ownerOf(job: TrainingJob, fallback = 'unknown'): string {
+  return job.metadata.annotations?.[OWNER_ANNOTATION]?.slice(0, 200) || fallback;
+}
+
+/** GPUs per node a job asks for: resources.gpusPerNode, else nprocPerNode (one GPU a rank). */
+export function gpusPerNode(job: TrainingJob): number | 'all' {
+  const s = job.spec;
+  return s.resources?.gpusPerNode ?? (s.nprocPerNode === 'gpu' ? 'all' : s.nprocPerNode);
+}
+
+export function requestOf(
+  job: TrainingJob,
+  o: { createdAt: string; owner?: string; prefer?: readonly string[] },
+): Request {
+  const { min, max } = nodeRange(job.spec);
+  return {
+    job: job.metadata.name,
+    priority: priorityValue(job.spec.priority),
+    owner: o.owner ?? ownerOf(job),
+    createdAt: o.createdAt,
+    minNodes: min,
+    maxNodes: max,
+    gpusPerNode: gpusPerNode(job),
+    minGpuMemoryMiB: (job.spec.resources?.minGpuMemoryGiB ?? 0) * 1024,
+    ...(job.spec.hosts ? { hosts: job.spec.hosts } : {}),
+    ...(o.prefer?.length ? { prefer: [...o.prefer] } : {}),
+    preemptible: job.spec.preemptible,
+  };
+}
+
+/** A host's GPUs: what health saw, else what the inventory declares; none at all: a CPU host. */
+export function gpusOf(host: Host, observed?: { index?: number; name?: string; memoryTotalMiB: number }[]): Gpu[] {
+  if (observed?.length) {
+    return observed.map((g, i) => ({ index: g.index ?? i, name: g.name ?? '', memoryMiB: g.memoryTotalMiB }));
+  }
+  return host.gpus.map((g, i) => ({ index: g.index ?? i, name: g.model, memoryMiB: (g.vramGb ?? 0) * 1024 }));
+}
+
+/** The hosts as placement sees them, from the cluster view. */
+export function slotsOf(view: ClusterView): HostSlots[] {
+  return view.hosts.map((h) => {
+    const gpus = gpusOf(h, view.gpus.get(h.name));
+    const unusable =
+      view.foreign.get(h.name) ??
+      view.down.get(h.name) ??
+      (view.ready.has(h.name) ? undefined : `NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
+    return { host: h.name, gpus, ...(gpus.length ? {} : { cpu: true }), ...(unusable ? { unusable } : {}) };
+  });
+}
 
 /**
- * Choose hosts for a new run, or say why not. `prefer` (a restart's previous hosts, the holder of
- * its checkpoint first) come first, in that order; the first chosen host is node rank 0.
+ * A single job's decision from the view alone (no queue): hosts another job holds are held
+ * whole and never preempted. The controller normally passes a decision made over the whole queue.
  */
-export function schedule(
-  job: TrainingJob,
-  view: ClusterView,
-  prefer: readonly string[] = [],
-): { parts: LaunchPart[] } | { waiting: string } {
-  const spec = job.spec;
-  const { min, max } = nodeRange(spec);
-  const reasons: string[] = [];
-  const eligible: LaunchPart[] = [];
-  const rank = (n: string) => (prefer.includes(n) ? prefer.indexOf(n) : prefer.length);
-  const candidates = (spec.hosts ? view.hosts.filter((h) => spec.hosts!.includes(h.name)) : view.hosts)
-    .map((h, i) => ({ h, i }))
-    .sort((a, b) => rank(a.h.name) - rank(b.h.name) || a.i - b.i)
-    .map((x) => x.h);
-  const unknown = (spec.hosts ?? []).filter((n) => !view.hosts.some((h) => h.name === n));
-  if (unknown.length) {
-    reasons.push(
-      `spec.hosts names ${unknown.join(', ')}, not in the cluster file ` +
-        `(hosts: ${view.hosts.map((h) => h.name).join(', ')})`,
-    );
-  }
-  const minMiB = (spec.resources?.minGpuMemoryGiB ?? 0) * 1024;
-  for (const h of candidates) {
-    const foreign = view.foreign.get(h.name);
-    if (foreign) {
-      reasons.push(`${h.name} ${foreign}`);
-      continue;
-    }
-    const down = view.down.get(h.name);
-    if (down) {
-      reasons.push(`${h.name} ${down}`);
-      continue;
-    }
-    if (!view.ready.has(h.name)) {
-      reasons.push(`${h.name} NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
-      continue;
-    }
-    const holder = view.busy.get(h.name);
-    if (holder && holder !== job.metadata.name) {
-      reasons.push(`${h.name} busy with job ${holder}`);
-      continue;
-    }
-    const gpus = view.gpus.get(h.name) ?? [];
-    if (minMiB && !gpus.some((g) => g.memoryTotalMiB >= minMiB * MEMORY_SLACK)) {
-      reasons.push(`${h.name} has no GPU with ${spec.resources!.minGpuMemoryGiB} GiB`);
-      continue;
-    }
-    const nproc =
-      spec.nprocPerNode === 'gpu'
-        ? gpus.filter((g) => g.memoryTotalMiB >= minMiB * MEMORY_SLACK).length
-        : spec.nprocPerNode;
-    if (nproc < 1) {
-      reasons.push(`${h.name} has no GPU (nprocPerNode: gpu)`);
-      continue;
-    }
-    eligible.push({ host: h.name, nodeRank: 0, nproc });
-  }
+export function schedule(job: TrainingJob, view: ClusterView, prefer: readonly string[] = []): Decision {
   if (view.ahead.length) {
     return {
-      waiting: `waiting behind ${view.ahead.length} job(s) queued ahead (${view.ahead.slice(0, 3).join(', ')})`,
+      kind: 'wait',
+      why: `waiting behind ${view.ahead.length} job(s) queued ahead (${view.ahead.slice(0, 3).join(', ')})`,
     };
   }
-  if (eligible.length < min) {
-    const need = `needs ${min} free Ready host${min === 1 ? '' : 's'}, ${eligible.length} available`;
-    return { waiting: `${need}${reasons.length ? `: ${reasons.join('; ')}` : ''}` };
+  const hosts = slotsOf(view);
+  const holdings: Holding[] = [];
+  for (const [host, holder] of view.busy) {
+    if (holder === job.metadata.name) continue;
+    const h = hosts.find((x) => x.host === host);
+    holdings.push({
+      job: holder,
+      host,
+      gpus: h?.gpus.map((g) => g.index) ?? [],
+      priority: Number.POSITIVE_INFINITY,
+      preemptible: false,
+      startedAt: 0,
+      minRuntimeSeconds: 0,
+      runId: '',
+      dir: '',
+    });
   }
-  return { parts: eligible.slice(0, max).map((p, i) => ({ ...p, nodeRank: i })) };
+  const req = requestOf(job, { createdAt: '', prefer });
+  return plan({ requests: [req], hosts, holdings, usage: new Map(), now: 0 }).get(job.metadata.name)!;
+}
+
+/** The launch parts of a placement: node ranks in order, ranks per node from nprocPerNode. */
+export function partsOf(job: TrainingJob, nodes: { host: string; nodeRank: number; gpus: Gpu[] }[]): LaunchPart[] {
+  return nodes.map((n) => ({
+    host: n.host,
+    nodeRank: n.nodeRank,
+    nproc: job.spec.nprocPerNode === 'gpu' ? Math.max(1, n.gpus.length) : job.spec.nprocPerNode,
+    ...(n.gpus.length ? { gpus: n.gpus } : {}),
+  }));
 }
 
 /** The first port at or above the base that no live run or launch in flight uses. */
@@ -85,7 +110,7 @@ export function freePort(view: Pick<ClusterView, 'basePort' | 'usedPorts'>): num
   return p;
 }
 
-/** Queue order: higher priority first, then older, then by name. */
+/** Queue order of the old single-job path: higher priority first, then older, then by name. */
 export function queueOrder(
   a: { priority: TrainingJob['spec']['priority']; createdAt: string; name: string },
   b: typeof a,
@@ -95,4 +120,48 @@ export function queueOrder(
     a.createdAt.localeCompare(b.createdAt) ||
     a.name.localeCompare(b.name)
   );
+}
+
+export interface RankBatch {
+  /** This rank's share of the global batch, and the index of its first sample. */
+  batch: number;
+  offset: number;
+  micro: number;
+  accum: number;
+}
+
+/**
+ * Split a global batch over ranks in proportion to `weights` (GPU memory), by largest remainder:
+ * the shares are integers >= 1 that add up to `global`. A share above `maxMicro` accumulates
+ * gradients over micro batches of at most that size.
+ */
+export function splitBatch(global: number, weights: number[], maxMicro?: number): RankBatch[] {
+  const n = weights.length;
+  if (global < n) throw new Error(`a global batch of ${global} cannot give ${n} ranks one sample each`);
+  const w = weights.map((x) => (x > 0 ? x : 1));
+  const total = w.reduce((a, b) => a + b, 0);
+  // Each rank gets one sample first, then the rest in proportion.
+  const rest = global - n;
+  const exact = w.map((x) => (rest * x) / total);
+  const shares = exact.map((e) => 1 + Math.floor(e));
+  let left = global - shares.reduce((a, b) => a + b, 0);
+  const order = exact.map((e, i) => ({ i, r: e - Math.floor(e) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (let k = 0; left > 0; k++, left--) shares[order[k % n].i]++;
+  let offset = 0;
+  return shares.map((batch) => {
+    const accum = maxMicro ? Math.ceil(batch / maxMicro) : 1;
+    const r = { batch, offset, micro: Math.ceil(batch / accum), accum };
+    offset += batch;
+    return r;
+  });
+}
+
+/** With spec.batch: each node's ranks get their share of the global batch, in proportion to GPU memory. */
+export function withBatches(job: TrainingJob, parts: LaunchPart[]): LaunchPart[] {
+  const b = job.spec.batch;
+  if (!b) return parts;
+  const weights = parts.flatMap((p) => Array.from({ length: p.nproc }, (_, i) => p.gpus?.[i]?.memoryMiB ?? 1));
+  const split = splitBatch(b.global, weights, b.maxMicroBatch);
+  let k = 0;
+  return parts.map((p) => ({ ...p, batches: split.slice(k, (k += p.nproc)) }));
 }

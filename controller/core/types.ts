@@ -3,7 +3,10 @@ import type { Host } from '../../config/cluster.ts';
 import type { ControlState } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
+import type { JobSourceInfo } from '../api/source.ts';
 import type { JobStatus } from '../api/status.ts';
+import type { Decision, Gpu } from './placement.ts';
+import type { RankBatch } from './schedule.ts';
 
 export interface ClusterView {
   hosts: Host[];
@@ -16,8 +19,8 @@ export interface ClusterView {
   foreign: Map<string, string>;
   usedPorts: Set<number>;
   basePort: number;
-  /** GPUs per host as observed (for nprocPerNode: gpu and minGpuMemoryGiB). */
-  gpus: Map<string, { memoryTotalMiB: number }[]>;
+  /** GPUs per host as observed by health (index and name when known). */
+  gpus: Map<string, { index?: number; name?: string; memoryTotalMiB: number }[]>;
   /** Pending jobs that come before this one (priority, then age). */
   ahead: string[];
   rdzvTimeoutSeconds: number;
@@ -26,12 +29,23 @@ export interface ClusterView {
   lastHeard: Map<string, number>;
   /** Hosts lost or refusing connections right now: never scheduled. Host -> why. */
   down: Map<string, string>;
+  /**
+   * The controller's placement for this job, from one pass over the whole queue (core/placement.ts).
+   * Without it (a single job, the unit tests), scheduling places this job alone.
+   */
+  decision?: Decision;
+  /** Who preempted this job's last run, and when (controller memory). */
+  preemptedBy?: { job: string; at: string };
 }
 
 export interface LaunchPart {
   host: string;
   nodeRank: number;
   nproc: number;
+  /** The GPUs given to this node (CUDA_VISIBLE_DEVICES); absent for a CPU host. */
+  gpus?: Gpu[];
+  /** Per local rank: its share of spec.batch.global (UGRO_RANK_BATCH, …). */
+  batches?: RankBatch[];
 }
 
 export type Action =
@@ -54,8 +68,20 @@ export type Action =
       restartCount?: number;
       /** Copy this checkpoint to the new rank 0's host before launching (it is elsewhere). */
       copyCheckpoint?: { from: string; to: string; name: string };
+      /** Started on idle GPUs ahead of a waiting job (that job may preempt it). */
+      backfill?: boolean;
     }
-  | { type: 'stop'; runId: string; dir: string; hosts: string[]; graceSeconds: number; reason: StopReason }
+  | {
+      type: 'stop';
+      runId: string;
+      dir: string;
+      hosts: string[];
+      graceSeconds: number;
+      reason: StopReason;
+      /** Another job's run (a preemption victim), and who preempts it. */
+      job?: string;
+      by?: string;
+    }
   /**
    * Move a deleted job's finished run directories aside (runs/.deleted/), so the same spec applied again
    * starts afresh.
@@ -89,6 +115,8 @@ export interface ReconcileInput {
    * controller on another jobs dir may have left one): a new attempt never reuses its run dir.
    */
   attemptFloor?: number;
+  /** GitOps: what the git source knows about this job (core/source.ts records it in the status). */
+  source?: JobSourceInfo;
 }
 
 export interface ReconcileResult {

@@ -122,7 +122,9 @@ describe('GPUs are the unit', () => {
     const d = run([req('big', { minGpuMemoryMiB: 12 * 1024 })], [], hosts);
     expect(d.get('big')).toEqual({
       kind: 'wait',
-      why: 'needs 1 GPU(s) >= 12 GB on 1 host(s), 0 free; gpu-master NotReady (nvidia-smi failed)',
+      why:
+        'needs 1 GPU(s) >= 12 GB on 1 host(s), 0 free: gpu-master NotReady (nvidia-smi failed); ' +
+        'gpu1 has no GPU with 12 GB; gpu2 has no GPU with 12 GB',
     });
   });
 
@@ -151,7 +153,7 @@ describe('the queue', () => {
     expect(d.get('head')).toMatchObject({ kind: 'wait' });
     expect(d.get('behind')).toEqual({
       kind: 'wait',
-      why: 'needs 1 GPU(s) on 1 host(s), 2 free; behind head (priority 0)',
+      why: 'needs 1 GPU(s) on 1 host(s), 2 free: gpu1 busy with job x; behind head (priority 0)',
     });
     expect(d.get('filler')).toMatchObject({ kind: 'place', backfill: true });
   });

@@ -23,6 +23,8 @@ const cond = (s: JobStatus | null | undefined, type: string) => s?.conditions.fi
 const launches = (r: ReconcileResult) => r.actions.filter((a) => a.type === 'launch');
 
 const TWO = { script: 't.py', nodes: 2 };
+/** The GPU every host of the default view has (job-fixtures' view()). */
+const G8 = [{ index: 0, name: '', memoryMiB: 8188 }];
 
 describe('a new job', () => {
   const S = validSpec('train', TWO);
@@ -38,12 +40,12 @@ describe('a new job', () => {
         attempt: 1,
         specHash: S.hash,
         parts: [
-          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
-          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+          { host: 'gpu-master', nodeRank: 0, nproc: 1, gpus: G8 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1, gpus: G8 },
         ],
         allParts: [
-          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
-          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+          { host: 'gpu-master', nodeRank: 0, nproc: 1, gpus: G8 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1, gpus: G8 },
         ],
         rdzvHost: 'gpu-master',
         port: 29500,
@@ -102,7 +104,7 @@ describe('a new job', () => {
     expect(r.status).toMatchObject({
       phase: 'Queued',
       reason: 'Unschedulable',
-      message: 'needs 2 free Ready hosts, 1 available: gpu-master NotReady (down); gpu2 NotReady (down)',
+      message: 'needs 2 GPU(s) on 2 host(s), 1 free: gpu-master NotReady (down); gpu2 NotReady (down)',
       attempt: 0,
     });
     expect(cond(r.status, 'Scheduled')).toMatchObject({ status: 'False', reason: 'Unschedulable' });
@@ -398,8 +400,8 @@ describe('restartPolicy', () => {
         dir: `train.${S.hash}.2`,
         attempt: 2,
         specHash: S.hash,
-        parts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }],
-        allParts: [{ host: 'gpu1', nodeRank: 0, nproc: 1 }],
+        parts: [{ host: 'gpu1', nodeRank: 0, nproc: 1, gpus: G8 }],
+        allParts: [{ host: 'gpu1', nodeRank: 0, nproc: 1, gpus: G8 }],
         rdzvHost: 'gpu1',
         port: 29500,
         createdAt: iso(73),
@@ -724,12 +726,12 @@ describe('suspend', () => {
         attempt: 2,
         specHash: S.hash,
         parts: [
-          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
-          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+          { host: 'gpu-master', nodeRank: 0, nproc: 1, gpus: G8 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1, gpus: G8 },
         ],
         allParts: [
-          { host: 'gpu-master', nodeRank: 0, nproc: 1 },
-          { host: 'gpu1', nodeRank: 1, nproc: 1 },
+          { host: 'gpu-master', nodeRank: 0, nproc: 1, gpus: G8 },
+          { host: 'gpu1', nodeRank: 1, nproc: 1, gpus: G8 },
         ],
         rdzvHost: 'gpu-master',
         port: 29500,
@@ -901,11 +903,11 @@ describe('a half-done launch (the controller died mid-way)', () => {
         dir: R.dir,
         attempt: 1,
         specHash: S.hash,
-        parts: [{ host: 'gpu2', nodeRank: 2, nproc: 2 }],
+        parts: [{ host: 'gpu2', nodeRank: 2, nproc: 2, gpus: G8 }],
         allParts: [
-          { host: 'gpu-master', nodeRank: 0, nproc: 2 },
-          { host: 'gpu1', nodeRank: 1, nproc: 2 },
-          { host: 'gpu2', nodeRank: 2, nproc: 2 },
+          { host: 'gpu-master', nodeRank: 0, nproc: 2, gpus: G8 },
+          { host: 'gpu1', nodeRank: 1, nproc: 2, gpus: G8 },
+          { host: 'gpu2', nodeRank: 2, nproc: 2, gpus: G8 },
         ],
         rdzvHost: 'gpu-master',
         port: 29600,

@@ -55,6 +55,9 @@ describe('parseTrainingJob: a valid job', () => {
         priority: 'high',
         restartPolicy: { maxRestarts: 2, maxInfraRestarts: 10, backoffSeconds: 5, exitCodes: { fatal: [], retry: [] } },
         failurePolicy: { nodeLostSeconds: 5 },
+        preemptible: true,
+        preemption: { graceSeconds: 60, minRuntimeSeconds: 300 },
+        scaleUp: false,
         checkpoint: { dir: '/data/ckpt/train', resumeFrom: 'step-400' },
         suspend: false,
         activeDeadlineSeconds: 3600,
@@ -73,6 +76,9 @@ describe('parseTrainingJob: a valid job', () => {
       priority: 'normal',
       restartPolicy: { maxRestarts: 0, maxInfraRestarts: 10, backoffSeconds: 10, exitCodes: { fatal: [], retry: [] } },
       failurePolicy: { nodeLostSeconds: 5 },
+      preemptible: true,
+      preemption: { graceSeconds: 60, minRuntimeSeconds: 300 },
+      scaleUp: false,
       suspend: false,
     });
   });

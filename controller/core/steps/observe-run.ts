@@ -26,6 +26,7 @@ import {
   runStoppedOnPurpose,
   vanishedParts,
 } from '../run-view.ts';
+import { withBatches } from '../schedule.ts';
 import type { ReconcileResult } from '../types.ts';
 
 /** What the next step should do when this one does not end the pass. */
@@ -190,7 +191,17 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
 
   // Half-done launch (controller died mid-way): finish it while the rendezvous still waits.
   if (missing.length && !anyFailed && !stoppedByUs && age < cluster.rdzvTimeoutSeconds) {
-    const all = hosts.map((h, i) => ({ host: h, nodeRank: i, nproc: current.meta.nprocPerNode }));
+    // The GPUs each node was given are in the status written before the launch (and in the
+    // meta of the parts that did start): the missing parts get the same, and the same batch split.
+    const gpusOfHost = (h: string) =>
+      current.parts.find((p) => p.host === h)?.meta.gpus ?? d.prev?.nodes.find((n) => n.host === h)?.gpus;
+    const all = withBatches(
+      job,
+      hosts.map((h, i) => {
+        const gpus = gpusOfHost(h);
+        return { host: h, nodeRank: i, nproc: current.meta.nprocPerNode, ...(gpus?.length ? { gpus } : {}) };
+      }),
+    );
     d.actions.push({
       type: 'launch',
       job: d.input.name,

@@ -9,8 +9,9 @@ import { runDirName, runIdOf } from '../../api/run.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
 import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
-import { freePort, schedule } from '../schedule.ts';
-import type { LaunchAction, ReconcileResult } from '../types.ts';
+import type { Holding } from '../placement.ts';
+import { freePort, partsOf, schedule, withBatches } from '../schedule.ts';
+import type { Action, LaunchAction, LaunchPart, ReconcileResult } from '../types.ts';
 import type { ScheduleNext } from './observe-run.ts';
 
 /** Host clocks may be this far behind the controller's (health warns past 2 s). */
@@ -39,15 +40,41 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   // A host that did not answer this round gets no new work, whatever its last health check said.
   const down = new Map(cluster.down);
   for (const [h, why] of d.input.unreachable) if (!down.has(h)) down.set(h, `unreachable (${why})`);
-  const s = schedule(job, { ...cluster, down }, prefer);
-  if ('waiting' in s) {
-    const restart = next.afterFailure !== undefined;
-    d.cond('Scheduled', 'False', restart ? 'WaitingForNodes' : 'Unschedulable', s.waiting);
-    return d.finish('Queued', restart ? 'WaitingForNodes' : 'Unschedulable', s.waiting, 5000);
+  // The controller decides over the whole queue; a host unreachable this round still gets nothing.
+  const planned = cluster.decision;
+  const fromPlan = planned?.kind === 'place' && planned.nodes.some((n) => down.has(n.host)) ? undefined : planned;
+  const decision = fromPlan ?? schedule(job, { ...cluster, down }, prefer);
+  if (cluster.preemptedBy) {
+    d.cond('Preempted', 'True', 'Preempted', `preempted by ${cluster.preemptedBy.job} at ${cluster.preemptedBy.at}`);
   }
+  if (decision.kind === 'never') {
+    // Only a verdict when every host's GPUs are known (observed, or declared in the inventory).
+    const unknown = cluster.hosts.filter((h) => !cluster.ready.has(h.name) && !h.gpus.length);
+    if (!unknown.length) {
+      d.status.completionTime ??= d.now;
+      d.cond('Scheduled', 'False', 'Unschedulable', decision.why);
+      return d.finish('Failed', 'Unschedulable', `can never run on this cluster: ${decision.why}`);
+    }
+  }
+  if (decision.kind !== 'place') {
+    const why = decision.kind === 'never' ? decision.why : decision.why;
+    if (decision.kind === 'preempt') preempt(d, decision.victims, name);
+    const restart = next.afterFailure !== undefined;
+    const reason =
+      decision.kind === 'preempt'
+        ? 'Preempting'
+        : cluster.preemptedBy && next.resuming
+          ? 'Preempted'
+          : restart
+            ? 'WaitingForNodes'
+            : 'Unschedulable';
+    d.cond('Scheduled', 'False', reason, why);
+    return d.finish('Queued', reason, why, decision.kind === 'preempt' ? 1000 : 5000);
+  }
+  const parts = withBatches(job, partsOf(job, decision.nodes));
   // An absolute checkpoint.dir must be under a checkpoint root of every chosen host (it is loaded
   // with torch.load): refuse the job rather than let it read or write elsewhere.
-  for (const p of s.parts) {
+  for (const p of parts) {
     const h = cluster.hosts.find((x) => x.name === p.host)!;
     const c = checkpointDir(job, h);
     if (!c.ok) {
@@ -59,7 +86,7 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   const port = freePort(cluster);
   const dir = runDirName(name, hash, attempt);
   const runId = runIdOf(name, hash, attempt);
-  const hosts = s.parts.map((p) => p.host);
+  const hosts = parts.map((p) => p.host);
   const rank0 = hosts[0];
   const has = (h: string) =>
     (d.input.checkpoints ?? []).some((c) => c.host === h && c.name === ckpt?.name && c.sizeBytes === ckpt?.sizeBytes);
@@ -72,14 +99,15 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     dir,
     attempt,
     specHash: hash,
-    parts: s.parts,
-    allParts: s.parts,
+    parts,
+    allParts: parts,
     rdzvHost: rank0,
     port,
     createdAt: d.now,
     ...(ckpt ? { resumeFrom: ckpt.name } : {}),
     ...(attempt > 1 ? { restartCount: attempt - 1 } : {}),
     ...(copy ? { copyCheckpoint: copy } : {}),
+    ...(decision.backfill ? { backfill: true } : {}),
   };
   d.actions.push(action);
   const st = d.status;
@@ -88,7 +116,13 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   st.startTime = d.now;
   st.completionTime = undefined;
   st.nextRetryAt = undefined;
-  st.nodes = s.parts.map((p) => ({ host: p.host, nodeRank: p.nodeRank, globalRanks: [], state: 'Pending' }));
+  st.nodes = parts.map((p) => ({
+    host: p.host,
+    nodeRank: p.nodeRank,
+    globalRanks: [],
+    state: 'Pending',
+    ...(p.gpus ? { gpus: p.gpus } : {}),
+  }));
   d.cond('Scheduled', 'True', 'Scheduled', `assigned ${hosts.join(', ')}`);
   const from = ckpt ? `resume from ${ckpt.name}${copy ? ` (copied from ${copy.from})` : ''}` : 'from the start';
   if (next.afterFailure) {
@@ -105,4 +139,23 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   }
   d.event('Scheduled', `attempt ${attempt} (${runId}) on ${hosts.join(', ')}`);
   return d.finish('Starting', 'Launching', `launching attempt ${attempt} on ${hosts.join(', ')}`, 2000);
+}
+
+/** Stop the victims' runs so this job can have their GPUs (they resume later from a checkpoint). */
+function preempt(d: Draft, victims: Holding[], by: string): void {
+  const runs = new Map<string, Holding[]>();
+  for (const v of victims) runs.set(v.runId, [...(runs.get(v.runId) ?? []), v]);
+  for (const [runId, hs] of runs) {
+    const stop: Action = {
+      type: 'stop',
+      runId,
+      dir: hs[0].dir,
+      hosts: [...new Set(hs.map((h) => h.host))],
+      graceSeconds: hs[0].graceSeconds ?? d.input.cluster.defaultGraceSeconds,
+      reason: 'preempted',
+      job: hs[0].job,
+      by,
+    };
+    d.actions.push(stop);
+  }
 }
