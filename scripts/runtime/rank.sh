@@ -8,6 +8,26 @@ UGRO_HEARTBEAT_FILE="$UGRO_RUN_DIR/heartbeat-$RANK"
 export UGRO_HEARTBEAT_FILE
 : > "$UGRO_HEARTBEAT_FILE"
 echo "$RANK $LOCAL_RANK ${GROUP_RANK:-} $$ $(date +%s%N)" >> "$UGRO_RUN_DIR/ranks"
+# spec.batch: UGRO passes per-local-rank lists; this rank gets its own share, offset, micro batch
+# and accumulation steps as plain numbers.
+if [ -n "${UGRO_RANK_BATCHES:-}" ]; then
+  nth() {
+    _i=0
+    _old=$IFS
+    IFS=,
+    for _v in $2; do
+      [ "$_i" = "$1" ] && { IFS=$_old; ugro_nth=$_v; return 0; }
+      _i=$((_i + 1))
+    done
+    IFS=$_old
+    ugro_nth=
+  }
+  nth "$LOCAL_RANK" "$UGRO_RANK_BATCHES"; UGRO_RANK_BATCH=$ugro_nth
+  nth "$LOCAL_RANK" "${UGRO_RANK_OFFSETS:-}"; UGRO_RANK_OFFSET=$ugro_nth
+  nth "$LOCAL_RANK" "${UGRO_MICRO_BATCHES:-}"; UGRO_MICRO_BATCH=$ugro_nth
+  nth "$LOCAL_RANK" "${UGRO_GRAD_ACCUMS:-}"; UGRO_GRAD_ACCUM=$ugro_nth
+  export UGRO_RANK_BATCH UGRO_RANK_OFFSET UGRO_MICRO_BATCH UGRO_GRAD_ACCUM
+fi
 "$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
 child=$!
 # The training process itself: observe reports its state (a stopped or stuck rank shows there).
