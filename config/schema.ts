@@ -6,6 +6,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { checkBranch, normalizeRepoPath, parseGitUrl } from './gitops.ts';
 
 /** DNS-1123 label: what Kubernetes accepts as a name; safe in file names and shell words. */
 export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -141,6 +142,52 @@ export const healthSchema = z.strictObject({
   min_free_disk_gb: z.number().nonnegative().default(5),
 });
 
+/**
+ * `ugro controller` follows a git branch (GitOps): the TrainingJob files under `path` at the
+ * branch's head are mirrored into the jobs directory. Flags of `ugro controller` override these.
+ */
+export const gitopsSchema = z.strictObject({
+  url: z.string().superRefine((u, ctx) => {
+    const r = parseGitUrl(u);
+    if (!r.ok) ctx.addIssue({ code: 'custom', message: r.message });
+  }),
+  branch: z
+    .string()
+    .default('main')
+    .superRefine((b, ctx) => {
+      const why = checkBranch(b);
+      if (why) ctx.addIssue({ code: 'custom', message: why });
+    }),
+  path: z
+    .string()
+    .default('jobs')
+    .superRefine((p, ctx) => {
+      const r = normalizeRepoPath(p);
+      if (!r.ok) ctx.addIssue({ code: 'custom', message: r.message });
+    }),
+  interval_seconds: z.number().int().min(1).max(86_400).default(30),
+  /** Stop jobs whose file was removed from git (off: they are marked OutOfSync and keep running). */
+  prune: z.boolean().default(false),
+  /** Also prune when one commit removes the whole path or more than half of the jobs. */
+  prune_all: z.boolean().default(false),
+  /** Apply only heads whose SSH signature verifies against allowed_signers (git verify-commit). */
+  require_signed: z.boolean().default(false),
+  allowed_signers: absOrHomePath.optional(),
+  /** For https: the environment variable holding the token (default UGRO_GIT_TOKEN). Never the token itself. */
+  token_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+    .optional(),
+  /** For https with a token: the user name sent with it (default x-access-token). */
+  username: z
+    .string()
+    .regex(/^[A-Za-z0-9._@-]{1,64}$/)
+    .optional(),
+  /** For ssh: the key and known_hosts (default: the `ssh:` section's). */
+  identity_file: absOrHomePath.optional(),
+  known_hosts: absOrHomePath.optional(),
+});
+
 export const clusterFileSchema = z.strictObject({
   cluster: z.strictObject({
     name: z.string().min(1, 'must not be empty'),
@@ -167,6 +214,7 @@ export const clusterFileSchema = z.strictObject({
   webhook: z.looseObject({ secret: z.string().optional() }).optional(),
   ssh: sshSchema.prefault({}),
   health: healthSchema.prefault({}),
+  gitops: gitopsSchema.optional(),
 });
 
 export type ClusterFile = z.output<typeof clusterFileSchema>;

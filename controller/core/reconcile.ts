@@ -9,6 +9,7 @@
 import { formatIssue } from '../../config/errors.ts';
 import { Draft } from './draft.ts';
 import { groupRuns, runAlive } from './run-view.ts';
+import { applySource, specForSource } from './source.ts';
 import { reconcileDeleted } from './steps/deleted.ts';
 import { reconcileInvalid } from './steps/invalid.ts';
 import { observeRun } from './steps/observe-run.ts';
@@ -17,6 +18,12 @@ import { stopRequested } from './steps/stop-requested.ts';
 import type { ReconcileInput, ReconcileResult } from './types.ts';
 
 export function reconcile(input: ReconcileInput): ReconcileResult {
+  // GitOps: an invalid file from git is named by its commit; the source's view goes into the status.
+  const spec = specForSource(input.spec, input.source);
+  return applySource(input, reconcileSteps(spec === input.spec ? input : { ...input, spec }));
+}
+
+function reconcileSteps(input: ReconcileInput): ReconcileResult {
   const { spec } = input;
   const runs = groupRuns(input.parts);
   if (spec.kind === 'deleted') return reconcileDeleted(input, runs);

@@ -73,7 +73,7 @@ function tooBig(n: number, limit: number): string {
  * exclusively (never through an existing name or symlink) and the rename replaces whatever the
  * target name was (a symlink is replaced, never followed).
  */
-export async function writeFileAtomic(path: string, data: string, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   let fh: Awaited<ReturnType<typeof open>> | undefined;
   try {
