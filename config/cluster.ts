@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { type FieldIssue, ValidationError } from './errors.ts';
 import { formatPath, type ParseResult, YamlSource, zodIssues } from './parse.ts';
 import { type ClusterFile, clusterFileSchema } from './schema.ts';
+import { isSlurmRemotePath, type SlurmSettings, slurmHostFields, slurmIssues, slurmSettings } from './slurm.ts';
 
 export interface GpuExpectation {
   index?: number;
@@ -50,6 +51,8 @@ export interface Host {
   };
   python: string;
   labels: Record<string, string>;
+  /** Set on a Slurm cluster's login host (the cluster file's `slurm:`): jobs are submitted there. */
+  slurm?: SlurmSettings;
 }
 
 export interface Cluster {
@@ -69,6 +72,16 @@ export interface Cluster {
   training: Record<string, unknown>;
   /** The validated file as written (after ${VAR} and ~ expansion). Secrets inside are not redacted. */
   raw: ClusterFile;
+  /**
+   * The Slurm cluster of the `slurm:` section, as the host jobs are placed on: its login host
+   * (reached over SSH like the others), carrying the section's settings. Not in `hosts`.
+   */
+  slurm?: Host & { slurm: SlurmSettings };
+}
+
+/** Every host the controller talks to: the inventory's, then a Slurm cluster's login host. */
+export function allHosts(c: Pick<Cluster, 'hosts' | 'slurm'>): Host[] {
+  return c.slurm ? [...c.hosts, c.slurm] : c.hosts;
 }
 
 export interface ExpandEnv {
@@ -100,6 +113,7 @@ function isRemotePath(path: PropertyKey[]): boolean {
   if (host)
     return (host[0] === 'paths' && host.length === 2) || (host[0] === 'python' && host.length === 1) || roots(host);
   if (roots(p)) return true;
+  if (isSlurmRemotePath(p)) return true;
   // Top-level paths.* are both the controller machine's paths and the master's fallback paths:
   // their `~` is resolved per use in normalize (controller home, resp. master user's home).
   if (p.length === 2 && p[0] === 'paths') return true;
@@ -306,6 +320,14 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
     },
     training: (f.training as Record<string, unknown>) ?? {},
     raw: f,
+    ...(f.slurm
+      ? {
+          slurm: {
+            ...mkHost(slurmHostFields(f.slurm), 'worker', { checkpointRoots: f.paths?.checkpoint_roots }),
+            slurm: slurmSettings(f.slurm),
+          },
+        }
+      : {}),
   };
 }
 
@@ -329,7 +351,11 @@ export function parseCluster(
   const expanded = expandValue(raw, ctx, [], expandIssues, source);
   const res = clusterFileSchema.safeParse(expanded);
   if (!res.success) return { ok: false, issues: [...expandIssues, ...zodIssues(res.error, source)] };
-  const sem = [...expandIssues, ...semanticIssues(res.data, source)];
+  const sem = [
+    ...expandIssues,
+    ...semanticIssues(res.data, source),
+    ...slurmIssues(res.data, (path, message) => ({ path: formatPath(path), message, ...(source.lineOf(path) ?? {}) })),
+  ];
   if (sem.length) return { ok: false, issues: sem };
   return { ok: true, value: normalize(res.data, file, ctx.home) };
 }

@@ -7,6 +7,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from './gitops.ts';
+import { slurmSchemaWith } from './slurm.ts';
 
 /** DNS-1123 label: what Kubernetes accepts as a name; safe in file names and shell words. */
 export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -215,6 +216,8 @@ export const clusterFileSchema = z.strictObject({
   ssh: sshSchema.prefault({}),
   health: healthSchema.prefault({}),
   gitops: gitopsSchema.optional(),
+  /** A Slurm cluster jobs can run on (config/slurm.ts; the backend is controller/slurm/). */
+  slurm: slurmSchemaWith({ address, dnsLabel, port, userName }).optional(),
 });
 
 export type ClusterFile = z.output<typeof clusterFileSchema>;

@@ -76,7 +76,13 @@ export const runMetaSchema = z.strictObject({
   owner: z.string().max(300).optional(),
   /** The GPUs of this host the part was given (CUDA_VISIBLE_DEVICES); absent on a CPU host. */
   gpus: z
-    .array(z.strictObject({ index: z.number().int().min(0).max(1023), name: z.string().max(100), memoryMiB: z.number().min(0) }))
+    .array(
+      z.strictObject({
+        index: z.number().int().min(0).max(1023),
+        name: z.string().max(100),
+        memoryMiB: z.number().min(0),
+      }),
+    )
     .max(64)
     .optional(),
   /** Started on idle GPUs ahead of a waiting job: that job may preempt it. */
@@ -141,6 +147,23 @@ export interface RankObservation {
   procState?: string;
 }
 
+/**
+ * A run submitted to a batch system (Slurm) as that system reports it: shown in status. What the
+ * reconcile decides on is in RunPart's generic fields (`alive`, `exitCode`, `waiting`, `ended`).
+ */
+export interface SlurmJobView {
+  /** Slurm's job id (digits; an array or het job is never submitted by UGRO). */
+  jobId: string;
+  /** JobState as squeue/sacct print it (PENDING, RUNNING, COMPLETED, FAILED, …), or UNKNOWN. */
+  state: string;
+  /** Slurm's reason (PENDING: Resources, Priority…; ended: NonZeroExitCode, TimeLimit…). */
+  reason?: string;
+  /** The allocation's nodes (Slurm's hostlist expression, as printed). */
+  nodes?: string;
+  /** How often Slurm requeued it (node failure, preemption). */
+  restarts?: number;
+}
+
 /** One host's part of one run, as observed there. */
 export interface RunPart {
   dir: string;
@@ -156,6 +179,18 @@ export interface RunPart {
   ranks: RankObservation[];
   agentLogTail: string[];
   metrics?: Metrics;
+  /**
+   * Alive but waiting in a backend's own queue (Slurm PENDING), with that backend's reason: the
+   * job is Queued, not Starting.
+   */
+  waiting?: { reason: string; message: string };
+  /**
+   * Ended for a reason the backend reports itself (Slurm NODE_FAIL, TIMEOUT, OUT_OF_MEMORY, a
+   * cancel from outside UGRO, a job Slurm forgot): classified as such, not from the exit code.
+   */
+  ended?: { class: 'infra' | 'training'; reason: string; message: string; final?: boolean };
+  /** Set for a run submitted to Slurm: what Slurm says about it (status shows it). */
+  slurm?: SlurmJobView;
 }
 
 /** The newest complete checkpoint of a job on one host (its `latest` index), as observed there. */

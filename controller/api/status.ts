@@ -87,6 +87,16 @@ export const jobStatusSchema = z.object({
   restarts: z.object({ infra: z.number().int().min(0), training: z.number().int().min(0) }).optional(),
   /** The most recent failures, newest last (at most 20). */
   failures: z.array(failureRecordSchema).max(100).optional(),
+  /** The current run as the Slurm cluster reports it (jobs with backend slurm only). */
+  slurm: z
+    .object({
+      jobId: z.string().regex(/^\d{1,12}$/),
+      state: z.string().max(64),
+      reason: z.string().max(512).optional(),
+      nodes: z.string().max(4096).optional(),
+      restarts: z.number().int().min(0).optional(),
+    })
+    .optional(),
   /** When the next try may start (controller clock), while waiting out a backoff. */
   nextRetryAt: z.string().max(64).optional(),
   /**

@@ -89,7 +89,11 @@ export const trainingJobSpec = z
         /** SIGTERM, then this long to checkpoint, then SIGKILL. */
         graceSeconds: z.number().min(0).max(3600).default(60),
         /** Never preempted again within this long after (re)starting: no thrashing. */
-        minRuntimeSeconds: z.number().min(0).max(7 * 86400).default(300),
+        minRuntimeSeconds: z
+          .number()
+          .min(0)
+          .max(7 * 86400)
+          .default(300),
       })
       .prefault({}),
     /** With nodes {min, max}: when more GPUs free up, restart at a checkpoint on more nodes. */
@@ -157,6 +161,12 @@ export const trainingJobSpec = z
       })
       .optional(),
     suspend: z.boolean().default(false),
+    /**
+     * Where it runs: `ssh` (UGRO starts the ranks on the inventory's hosts) or `slurm` (submitted
+     * with sbatch to the cluster file's `slurm:` section). Unset: ssh, unless that section says
+     * `default: true`.
+     */
+    backend: z.enum(['ssh', 'slurm'], { error: 'must be ssh or slurm' }).optional(),
     activeDeadlineSeconds: z.number().int().positive().optional(),
   })
   .superRefine((s, ctx) => {

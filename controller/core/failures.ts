@@ -77,6 +77,17 @@ export function classifyRun(
     });
   }
   if (stop === 'stalled') return failed({ class: 'training', reason: 'ProgressStalled', message: 'progress stalled' });
+  // The backend said why it ended (Slurm: NODE_FAIL, TIMEOUT, OUT_OF_MEMORY…): that, with the
+  // failing rank and its log when the training is to blame.
+  const reported = run.parts.find((p) => p.ended)?.ended;
+  if (reported) {
+    const f = firstFailure(run);
+    const where =
+      f && reported.class === 'training'
+        ? { host: f.host, ...(f.rank !== undefined ? { rank: f.rank } : {}), exitCode: f.exitCode }
+        : {};
+    return failed({ ...reported, ...where, ...(f?.logTail.length ? { logTail: f.logTail.slice(-20) } : {}) });
+  }
   if (!opts.missing.length && run.parts.every((p) => p.exitCode === 0)) return { kind: 'succeeded' };
   const f = firstFailure(run);
   // Hosts that never came up are the cause when the only other exits are the parts UGRO itself

@@ -29,10 +29,7 @@ export interface NodeLaunch {
  * and --no_python + rank.sh so each global rank logs to its own file without --redirects/--tee.
  */
 export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
-  const spec = job.spec;
-  const target = spec.script
-    ? [n.host.python, '-u', posix.join(n.host.paths.scripts, spec.script), ...spec.args]
-    : [...spec.command!, ...spec.args];
+  const target = trainingTarget(job, n.host);
   return [
     n.host.python,
     '-m',
@@ -51,6 +48,14 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
     posix.join(n.runDir, 'rank.sh'),
     ...target,
   ];
+}
+
+/** What each rank runs: `<python> -u <paths.scripts>/<script> ARGS`, or `command + args`. */
+export function trainingTarget(job: TrainingJob, host: Pick<Host, 'python' | 'paths'>): string[] {
+  const spec = job.spec;
+  return spec.script
+    ? [host.python, '-u', posix.join(host.paths.scripts, spec.script), ...spec.args]
+    : [...spec.command!, ...spec.args];
 }
 
 /**

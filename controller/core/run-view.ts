@@ -84,7 +84,9 @@ export function nodeStatuses(run: RunView, unreachable: Map<string, string>): No
     const p = run.parts.find((x) => x.host === h);
     if (!p) return { host: h, nodeRank: i, globalRanks: [], state: unreachable.has(h) ? 'Unknown' : 'Missing' };
     const state: NodeStatus['state'] = p.alive
-      ? 'Running'
+      ? p.waiting
+        ? 'Pending'
+        : 'Running'
       : p.exitCode === undefined
         ? p.pid
           ? 'Unknown'

@@ -49,16 +49,18 @@ export function gpusOf(host: Host, observed?: { index?: number; name?: string; m
   return host.gpus.map((g, i) => ({ index: g.index ?? i, name: g.model, memoryMiB: (g.vramGb ?? 0) * 1024 }));
 }
 
-/** The hosts as placement sees them, from the cluster view. */
+/** The hosts as placement sees them, from the cluster view (a Slurm login host is none of them). */
 export function slotsOf(view: ClusterView): HostSlots[] {
-  return view.hosts.map((h) => {
-    const gpus = gpusOf(h, view.gpus.get(h.name));
-    const unusable =
-      view.foreign.get(h.name) ??
-      view.down.get(h.name) ??
-      (view.ready.has(h.name) ? undefined : `NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
-    return { host: h.name, gpus, ...(gpus.length ? {} : { cpu: true }), ...(unusable ? { unusable } : {}) };
-  });
+  return view.hosts
+    .filter((h) => !h.slurm)
+    .map((h) => {
+      const gpus = gpusOf(h, view.gpus.get(h.name));
+      const unusable =
+        view.foreign.get(h.name) ??
+        view.down.get(h.name) ??
+        (view.ready.has(h.name) ? undefined : `NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
+      return { host: h.name, gpus, ...(gpus.length ? {} : { cpu: true }), ...(unusable ? { unusable } : {}) };
+    });
 }
 
 /**
@@ -66,6 +68,7 @@ export function slotsOf(view: ClusterView): HostSlots[] {
  * whole and never preempted. The controller normally passes a decision made over the whole queue.
  */
 export function schedule(job: TrainingJob, view: ClusterView, prefer: readonly string[] = []): Decision {
+  if (runsOnSlurm(job, view.hosts)) return placeOnSlurm(job, view);
   if (view.ahead.length) {
     return {
       kind: 'wait',
@@ -91,6 +94,36 @@ export function schedule(job: TrainingJob, view: ClusterView, prefer: readonly s
   }
   const req = requestOf(job, { createdAt: '', prefer });
   return plan({ requests: [req], hosts, holdings, usage: new Map(), now: 0 }).get(job.metadata.name)!;
+}
+
+/**
+ * Whether `job` runs on the Slurm cluster: `spec.backend`, else the cluster file's `slurm.default`.
+ * Such a job is never part of a placement over the GPUs of the inventory's hosts.
+ */
+export function runsOnSlurm(job: TrainingJob, hosts: readonly Pick<Host, 'slurm'>[]): boolean {
+  const b = job.spec.backend;
+  return b ? b === 'slurm' : hosts.some((h) => h.slurm?.default);
+}
+
+/**
+ * A Slurm job is one part on the Slurm cluster's host (its login host): the allocation of
+ * `nodes` nodes is Slurm's to make, and Slurm queues it, so neither busy hosts nor jobs ahead
+ * hold it back here. It waits only while the login host cannot take it.
+ */
+function placeOnSlurm(job: TrainingJob, view: ClusterView): Decision {
+  const h = view.hosts.find((x) => x.slurm);
+  if (!h?.slurm) return { kind: 'never', why: 'spec.backend is slurm, but the cluster file has no slurm: section' };
+  if (job.spec.nprocPerNode === 'gpu' && !(job.spec.resources?.gpusPerNode ?? h.slurm.gpusPerNode))
+    return {
+      kind: 'never',
+      why: 'nprocPerNode: gpu on Slurm needs resources.gpusPerNode, or slurm.gpus_per_node in the cluster file',
+    };
+  const unusable =
+    view.foreign.get(h.name) ??
+    view.down.get(h.name) ??
+    (view.ready.has(h.name) ? undefined : `NotReady (${view.notReady.get(h.name) ?? 'not checked yet'})`);
+  if (unusable) return { kind: 'wait', why: `Slurm login host ${h.name}: ${unusable}` };
+  return { kind: 'place', nodes: [{ host: h.name, nodeRank: 0, gpus: [] }], backfill: false };
 }
 
 /** The launch parts of a placement: node ranks in order, ranks per node from nprocPerNode. */

@@ -67,6 +67,8 @@ function lostHosts(c: Ctx, run: RunView): { host: string; since: number }[] {
   const limit = c.job.spec.failurePolicy.nodeLostSeconds * 1000;
   const out: { host: string; since: number }[] = [];
   for (const h of run.meta.hosts) {
+    // A Slurm login host holds none of the run's processes: losing contact with it is not losing the run.
+    if (cluster.hosts.find((x) => x.name === h)?.slurm) continue;
     const last = cluster.lastHeard.get(h);
     if (unreachable.has(h) && last !== undefined && now.getTime() - last > limit) out.push({ host: h, since: last });
   }
@@ -137,6 +139,7 @@ export function observeRun(c: Ctx): ReconcileResult | ScheduleNext {
     d.status.attempt = last;
     d.status.runId = d.prev.runId;
     d.status.nodes = d.prev.nodes.map((n) => (away.includes(n.host) ? { ...n, state: 'Unknown' } : n));
+    if (d.prev.slurm) d.status.slurm = d.prev.slurm;
     d.cond(
       'HostsReachable',
       'False',
@@ -173,6 +176,8 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
   s.startTime = iso(launched.length ? Math.min(...launched) : undefined) ?? s.startTime ?? d.now;
   const prog = current.parts.find((p) => p.metrics)?.metrics;
   if (prog) s.progress = prog;
+  const slurm = current.parts.find((p) => p.slurm)?.slurm;
+  if (slurm) s.slurm = slurm;
   const hosts = current.meta.hosts;
   const missing = missingHosts(d, current);
   const unknown = hosts.filter((h) => unreachable.has(h));
@@ -294,6 +299,13 @@ function sinceOf(c: Ctx): number | undefined {
 function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   const { d, job } = c;
   const s = d.status;
+  // Waiting in the backend's own queue (Slurm PENDING): Queued with its reason; the time there
+  // counts toward no deadline. The backend's waiter wakes the job when that changes.
+  const waiting = current.parts.find((p) => p.alive && p.waiting)?.waiting;
+  if (waiting) {
+    d.cond('Running', 'False', waiting.reason, waiting.message);
+    return d.finish('Queued', waiting.reason, waiting.message, 30_000);
+  }
   const deadline = job.spec.activeDeadlineSeconds;
   if (deadline && s.startTime && (d.input.now.getTime() - Date.parse(s.startTime)) / 1000 > deadline) {
     d.stop(current, 'deadline-exceeded');

@@ -10,7 +10,7 @@ import type { TrainingJob } from '../../api/trainingjob.ts';
 import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import type { Holding } from '../placement.ts';
-import { freePort, partsOf, schedule, withBatches } from '../schedule.ts';
+import { freePort, partsOf, runsOnSlurm, schedule, withBatches } from '../schedule.ts';
 import type { Action, LaunchAction, LaunchPart, ReconcileResult } from '../types.ts';
 import type { ScheduleNext } from './observe-run.ts';
 
@@ -41,7 +41,8 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   const down = new Map(cluster.down);
   for (const [h, why] of d.input.unreachable) if (!down.has(h)) down.set(h, `unreachable (${why})`);
   // The controller decides over the whole queue; a host unreachable this round still gets nothing.
-  const planned = cluster.decision;
+  // (A Slurm job is Slurm's to place: never part of that plan.)
+  const planned = runsOnSlurm(job, cluster.hosts) ? undefined : cluster.decision;
   const fromPlan = planned?.kind === 'place' && planned.nodes.some((n) => down.has(n.host)) ? undefined : planned;
   const decision = fromPlan ?? schedule(job, { ...cluster, down }, prefer);
   if (cluster.preemptedBy) {
