@@ -397,5 +397,7 @@ export function loadCluster(file: string, ctx?: ExpandEnv): Cluster {
 export function redactedClusterFile(c: Cluster): ClusterFile {
   const copy = structuredClone(c.raw);
   if (copy.webhook?.secret) copy.webhook.secret = '<redacted>';
+  // The notification URL is a secret too (a Slack or Discord webhook URL is its own credential).
+  if (copy.webhook?.url) copy.webhook.url = '<redacted>';
   return copy;
 }

@@ -212,7 +212,20 @@ export const clusterFileSchema = z.strictObject({
   training: z.looseObject({}).optional(),
   environment: environmentSchema.prefault({}),
   logging: z.looseObject({}).optional(),
-  webhook: z.looseObject({ secret: z.string().optional() }).optional(),
+  webhook: z
+    .looseObject({
+      secret: z.string().optional(),
+      /** Notifications: a JSON POST (with a Slack-compatible `text`) on Succeeded, Failed, Restarting, Preempted. */
+      url: z
+        .string()
+        .refine((u) => /^https?:\/\/[^\s/]+/.test(u) && URL.canParse(u), 'must be an http:// or https:// URL')
+        .optional(),
+      /** Per POST (default 10). */
+      timeout_seconds: z.number().min(0.1).max(300).optional(),
+      /** Tries after the first, with backoff 1 s doubling to 60 s (default 5). */
+      retries: z.number().int().min(0).max(20).optional(),
+    })
+    .optional(),
   ssh: sshSchema.prefault({}),
   health: healthSchema.prefault({}),
   gitops: gitopsSchema.optional(),

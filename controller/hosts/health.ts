@@ -16,6 +16,10 @@ export interface GpuInfo {
   memoryUsedMiB: number;
   utilizationPct: number;
   driver: string;
+  /** Degrees Celsius (`temperature.gpu`), when the board reports it. */
+  temperatureC?: number;
+  /** Watts (`power.draw`), when the board reports it ("[N/A]" on some). */
+  powerW?: number;
 }
 
 export interface ProbeFacts {
@@ -47,7 +51,8 @@ function sections(out: string): Map<string, string[]> {
 
 /**
  * Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version
- * --format=csv,noheader,nounits`.
+ * [,temperature.gpu,power.draw] --format=csv,noheader,nounits` (the last two are optional: older
+ * captures have six fields; a board without a sensor says "[N/A]", which is left out).
  */
 export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
   const gpus: GpuInfo[] = [];
@@ -56,6 +61,8 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
     const f = line.split(',').map((s) => s.trim());
     if (f.length < 6 || !/^\d+$/.test(f[0])) throw new Error(`unexpected nvidia-smi line: ${JSON.stringify(line)}`);
     const num = (s: string) => (/^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN); // "[N/A]" on some boards
+    const temperatureC = f.length > 6 ? num(f[6]) : NaN;
+    const powerW = f.length > 7 ? num(f[7]) : NaN;
     gpus.push({
       index: Number(f[0]),
       name: f[1],
@@ -63,6 +70,8 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
       memoryUsedMiB: num(f[3]),
       utilizationPct: num(f[4]),
       driver: f[5],
+      ...(Number.isNaN(temperatureC) ? {} : { temperatureC }),
+      ...(Number.isNaN(powerW) ? {} : { powerW }),
     });
   }
   return gpus;

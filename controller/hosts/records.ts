@@ -370,3 +370,15 @@ export function checksumOf(text: string): { size: number; sha256: string } | { e
   if (size === undefined || !sha256 || !/^[0-9a-f]{64}$/.test(sha256)) return { error: 'checksum.sh gave no answer' };
   return { size, sha256 };
 }
+
+/** metrics.sh: whole metrics lines from an offset, the offset after them, and the file's size. */
+export function metricsChunkOf(text: string): { size: number; next: number; lines: string[] } | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  const b = blockOf(blocks, 'metrics');
+  const size = b && intIn(field(b, 'size'), 0, Number.MAX_SAFE_INTEGER);
+  const next = b && intIn(field(b, 'next'), 0, Number.MAX_SAFE_INTEGER);
+  if (!b || size === undefined || next === undefined || next > size) return { error: 'metrics.sh gave no answer' };
+  return { size, next, lines: fieldsOf(b, 'line') };
+}

@@ -8,7 +8,8 @@
  *    shared by every transport so the parsing is always the real one.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { CheckpointInfo, RunMeta, RunPart, StopReason } from '../api/run.ts';
+import type { CheckpointInfo, Metrics, RunMeta, RunPart, StopReason } from '../api/run.ts';
+import type { SlurmPlan } from '../slurm/plan.ts';
 import type { NodeHealth } from './health.ts';
 import type { ExecResult } from './ssh.ts';
 
@@ -23,7 +24,8 @@ export type RuntimeScript =
   | 'scripts-hash'
   | 'read-log'
   | 'follow-log'
-  | 'checksum';
+  | 'checksum'
+  | 'metrics';
 
 export interface RunScriptOptions {
   timeoutMs?: number;
@@ -70,6 +72,11 @@ export interface LaunchRequest {
   jobEnv: Record<string, string>;
   /** On the rendezvous host of a fresh launch: refuse (PortBusy) if this TCP port is listening. */
   checkPort?: number;
+  /**
+   * A launch on a Slurm cluster (controller/slurm/): what to ask of Slurm. `argv` is then the
+   * training command itself; the batch script runs torchrun around it on every node.
+   */
+  slurm?: SlurmPlan;
 }
 
 export interface StopRequest {
@@ -129,6 +136,29 @@ export interface HostRuntimeApi {
     name: string,
     onProgress?: (bytes: number) => void,
   ): Promise<{ bytes: number; sha256: string }>;
-  /** Stream a rank's log from byte `offset` until the run's runner exits; resolves with the new offset. */
-  followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void): Promise<number>;
+  /**
+   * Stream a rank's log from byte `offset` until the run's runner exits (or `signal` aborts);
+   * resolves with the new offset.
+   */
+  followLog(
+    host: Host,
+    dir: string,
+    rank: number,
+    offset: number,
+    onData: (b: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<number>;
+  /**
+   * The metrics lines (metrics.jsonl) of a run part from byte `offset`: each line parsed and
+   * sanitized (undefined for a line that is not a JSON object), and the offset to read on from.
+   */
+  readMetrics?(host: Host, dir: string, offset: number): Promise<MetricsChunk>;
+}
+
+export interface MetricsChunk {
+  lines: (Metrics | undefined)[];
+  /** Read on from here next time. */
+  next: number;
+  /** The file's size: more than `next` when the read was capped (call again at once). */
+  size: number;
 }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Cluster, Host } from '../../config/cluster.ts';
-import { parseRunDirName, parseRunMeta, STOP_REASONS } from '../api/run.ts';
+import { parseRunDirName, parseRunMeta, STOP_REASONS, sanitizeMetrics } from '../api/run.ts';
 import { HostError } from './errors.ts';
 import { type NodeHealth, probeHost } from './health.ts';
 import {
@@ -18,6 +18,7 @@ import {
   launchAnswerOf,
   leaseAnswerOf,
   logOf,
+  metricsChunkOf,
   observeResultOf,
   portsOf,
   scriptsHashOf,
@@ -29,6 +30,7 @@ import type {
   HostTransport,
   LaunchRequest,
   LeaseResult,
+  MetricsChunk,
   ObserveResult,
   RunScriptOptions,
   RuntimeScript,
@@ -49,7 +51,11 @@ export const RUNTIME_TIMEOUTS = {
   portsMs: 20_000,
   scriptsHashMs: 20_000,
   readLogMs: 60_000,
+  metricsMs: 20_000,
 } as const;
+
+/** The most metrics bytes one readMetrics call brings back (a longer file takes several calls). */
+export const METRICS_CHUNK_BYTES = 1_048_576;
 
 /** This controller's lease on a host: `<paths.runs>/.ugro-lease` (observe skips dot entries). */
 export const LEASE_FILE = '.ugro-lease';
@@ -264,7 +270,14 @@ export class HostRuntime implements HostRuntimeApi {
    * Streams the raw log bytes to onData. On a failure (connection lost) it throws; the caller
    * resumes from `offset` plus the bytes onData got.
    */
-  async followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void): Promise<number> {
+  async followLog(
+    host: Host,
+    dir: string,
+    rank: number,
+    offset: number,
+    onData: (b: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<number> {
     if (!Number.isInteger(rank) || rank < 0) throw new HostError(host.name, 'config', `rank ${rank} is not a rank`);
     if (!Number.isSafeInteger(offset) || offset < 0)
       throw new HostError(host.name, 'config', `offset ${offset} is not a byte offset`);
@@ -274,7 +287,9 @@ export class HostRuntime implements HostRuntimeApi {
         got += b.length;
         onData(b);
       },
+      ...(signal ? { signal } : {}),
     });
+    if (signal?.aborted) return offset + got;
     if (res.code !== 0) {
       throw new HostError(
         host.name,
@@ -283,6 +298,27 @@ export class HostRuntime implements HostRuntimeApi {
       );
     }
     return offset + got;
+  }
+
+  async readMetrics(host: Host, dir: string, offset: number): Promise<MetricsChunk> {
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      throw new HostError(host.name, 'config', `offset ${offset} is not a byte offset`);
+    const res = await this.run(host, 'metrics', [this.runDir(host, dir), String(offset), String(METRICS_CHUNK_BYTES)], {
+      timeoutMs: RUNTIME_TIMEOUTS.metricsMs,
+    });
+    const a = metricsChunkOf(res.stdout);
+    if ('error' in a)
+      throw new HostError(host.name, 'other', `cannot read the metrics of ${dir}: ${said(res, a.error)}`);
+    const lines = a.lines.map((l) => {
+      try {
+        return sanitizeMetrics(JSON.parse(l));
+      } catch {
+        return undefined;
+      }
+    });
+    // One line longer than a whole chunk would never end: skip what is left of the file.
+    const stuck = a.next === offset && !a.lines.length && a.size - offset >= METRICS_CHUNK_BYTES;
+    return { lines, next: stuck ? a.size : a.next, size: a.size };
   }
 
   lastHeard(host: Host): number | undefined {

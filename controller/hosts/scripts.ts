@@ -24,6 +24,7 @@ export const SENT_SCRIPTS: readonly SentScript[] = [
   'read-log',
   'follow-log',
   'checksum',
+  'metrics',
   'probe',
 ];
 

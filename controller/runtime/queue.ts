@@ -96,6 +96,11 @@ export class WorkQueue {
     this.pump();
   }
 
+  /** Keys waiting to run (now or on a timer) and keys running. */
+  depth(): { waiting: number; running: number } {
+    return { waiting: this.ready.length + this.timers.size, running: this.running.size };
+  }
+
   /** Resolves when nothing is running or ready (timers may still be pending). */
   idle(): Promise<void> {
     if (this.active === 0 && this.ready.length === 0) return Promise.resolve();

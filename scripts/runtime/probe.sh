@@ -32,7 +32,8 @@ echo "@@gpu"
 if command -v nvidia-smi >/dev/null 2>&1; then
   # A wedged driver can hang nvidia-smi for minutes; bound it so health always answers.
   t=""; command -v timeout >/dev/null 2>&1 && t="timeout -s KILL 10"
-  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version \
+  # temperature.gpu and power.draw feed the controller's GPU telemetry (charts, /metrics).
+  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version,temperature.gpu,power.draw \
     --format=csv,noheader,nounits 2>&1
   echo "gpu_rc=$?"
 else

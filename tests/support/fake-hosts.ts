@@ -208,6 +208,8 @@ export class FakeHosts implements HostTransport {
         return this.followLogSh(h, a, opts);
       case 'checksum':
         return this.checksumSh(h, a);
+      case 'metrics':
+        return this.metricsSh(h, a);
     }
   }
 
@@ -684,6 +686,22 @@ export class FakeHosts implements HostTransport {
       this.write(h, marker, `${a[1]}\n`);
     }
     return ok(`@@scripts-hash\nhash=${this.firstLine(h, marker)}\n@@end\n`);
+  }
+
+  /** metrics.sh RUN_DIR OFFSET MAX_BYTES: whole lines from OFFSET (at most MAX_BYTES), and where to go on. */
+  private metricsSh(h: FakeHost, a: string[]): ExecResult {
+    if (a.length !== 3) return fail(2, 'usage: metrics.sh RUN_DIR OFFSET MAX_BYTES');
+    if (!isUint(a[1])) return fail(2, 'OFFSET must be a decimal integer');
+    if (!isUint(a[2])) return fail(2, 'MAX_BYTES must be a decimal integer');
+    if (!h.dirs.has(a[0])) return fail(3, `no run dir ${a[0]}`);
+    const data = h.files.get(posix.join(a[0], 'metrics.jsonl'))?.data;
+    if (!data) return ok('@@metrics\nsize=0\nnext=0\n@@end\n');
+    const off = Number(a[1]) <= data.length ? Number(a[1]) : 0;
+    const chunk = data.subarray(off, off + Math.min(Number(a[2]), data.length - off));
+    const end = chunk.lastIndexOf(10) + 1;
+    const text = chunk.subarray(0, Math.max(0, end - 1)).toString('utf8');
+    const body = prefixed(end ? text.split('\n') : [], 'line=', 4096);
+    return ok(`@@metrics\nsize=${data.length}\n${body}next=${off + end}\n@@end\n`);
   }
 
   private readLogSh(h: FakeHost, a: string[]): ExecResult {

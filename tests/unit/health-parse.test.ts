@@ -146,7 +146,8 @@ describe('parseProbe on captured output', () => {
 
   it('the probe script asks nvidia-smi for exactly the fields the parser reads', () => {
     expect(PROBE_SCRIPT).toContain(
-      'nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version \\\n' +
+      'nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version,' +
+        'temperature.gpu,power.draw \\\n' +
         '    --format=csv,noheader,nounits',
     );
   });
