@@ -31,6 +31,7 @@ import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { jsonLogger, type Logger } from './log.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
+import type { ControllerObserver } from './observer.ts';
 import { Waiters } from './waiters.ts';
 import { chokidarWatch, type Watcher, type WatchFn } from './watch.ts';
 
@@ -56,6 +57,8 @@ export interface ControllerOptions {
   every?: (ms: number, fn: () => void) => () => void;
   /** The work queue's delayed requeues (default: setTimeout). */
   queueTimers?: Pick<QueueOptions, 'setTimeout' | 'clearTimeout'>;
+  /** Told what the controller reads, writes and probes (the dashboard, /metrics, notifications). */
+  observer?: ControllerObserver;
 }
 
 interface JobMemo {
@@ -99,7 +102,7 @@ export class Controller {
     this.owner = o.owner ?? defaultOwner(this.store.dir);
     this.hostsState = new HostState(this.owner);
     this.claims = new Claims(() => this.now().getTime());
-    this.queue = new WorkQueue((name) => this.reconcileOne(name), {
+    this.queue = new WorkQueue((name) => this.timedReconcile(name), {
       ...o.queueTimers,
       onError: (key, err, retry) =>
         this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
@@ -170,6 +173,25 @@ export class Controller {
     return this.queue.idle();
   }
 
+  /** Jobs waiting to be reconciled, and being reconciled now. */
+  queueDepth(): { waiting: number; running: number } {
+    return this.queue.depth();
+  }
+
+  /** This controller's run parts of `job` on every host, as last observed (finished ones too). */
+  partsOf(job: string): RunPart[] {
+    return this.hostsState.partsOf(job);
+  }
+
+  private async timedReconcile(name: string): Promise<{ requeueAfterMs?: number }> {
+    const t0 = performance.now();
+    try {
+      return await this.reconcileOne(name);
+    } finally {
+      this.o.observer?.reconciled?.(name, performance.now() - t0);
+    }
+  }
+
   enqueue(name: string): void {
     this.queue.add(name);
   }
@@ -206,6 +228,7 @@ export class Controller {
         this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
       this.hostsState.health.set(n.name, n);
     }
+    this.o.observer?.health?.(nodes);
   }
 
   /**
@@ -299,6 +322,7 @@ export class Controller {
       this.store.readStatus(name),
       this.store.readControl(name),
     ]);
+    this.o.observer?.read?.(name, spec, status);
     const cut = shortcut(spec, status, control, this.hostsState.liveOf(name));
     if (cut === 'skip') {
       if (spec.kind === 'valid') await this.remember(name, spec.job, status);
@@ -479,6 +503,7 @@ export class Controller {
   }
 
   private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {
+    if (status && this.o.observer?.decorate) status = this.o.observer.decorate(name, status);
     if (status === null) await this.store.deleteStatus(name);
     else await this.store.writeStatus(name, status);
     const time = this.now().toISOString();
@@ -490,6 +515,7 @@ export class Controller {
       message: e.message,
     }));
     await this.store.appendEvents(evs);
+    this.o.observer?.persisted?.(name, status, evs);
     for (const e of evs) this.log.info(e.message, { job: name, reason: e.reason });
   }
 

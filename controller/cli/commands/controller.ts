@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import { intFlag, secondsFlag } from '../args.ts';
 import type { CliContext } from '../context.ts';
+import { addWebFlags, healthEveryMs, type WebFlags } from '../web-flags.ts';
 
 export function register(program: Command, ctx: CliContext): void {
-  program
+  const cmd = program
     .command('controller')
     .description(
       'run the controller: reconcile jobs/ into torchrun ranks on the hosts ' +
@@ -12,7 +13,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option('--grace <seconds>', 'grace period before SIGKILL when stopping a run', '30')
     .option('--resync <seconds>', 'full resync period (1..86400)', '60')
-    .action(async (o: { grace: string; resync: string }) => {
+    .action(async (o: { grace: string; resync: string } & WebFlags) => {
       const { MAX_GRACE_SECONDS } = await import('../../api/control.ts');
       const graceSeconds = secondsFlag('--grace', o.grace, MAX_GRACE_SECONDS);
       const resyncSeconds = intFlag('--resync', o.resync, 1, 86_400);
@@ -22,19 +23,37 @@ export function register(program: Command, ctx: CliContext): void {
         ctx.loadCluster(),
         ctx.runtime(),
       ]);
+      const log = jsonLogger();
+      // The dashboard, /metrics and notifications; a non-loopback --http without a token is refused here.
+      const { Observability, readToken } = await import('../../web/wire.ts');
+      const healthMs = healthEveryMs(o);
+      const obs = new Observability({
+        cluster,
+        runtime,
+        log,
+        http: o.http,
+        token: readToken(o.httpToken, o.httpTokenFile),
+        healthEveryMs: healthMs,
+      });
       const ctl = new Controller({
         cluster,
         jobsDir: ctx.jobsDir,
         runtime,
-        log: jsonLogger(),
+        log,
         graceSeconds,
         resyncMs: resyncSeconds * 1000,
+        healthEveryMs: healthMs,
+        observer: obs.view,
       });
+      obs.attach(ctl);
       await ctl.start();
+      await obs.start(ctl);
       await new Promise<void>((stop) => {
         process.once('SIGTERM', () => stop());
         process.once('SIGINT', () => stop());
       });
+      await obs.stop();
       await ctl.stop();
     });
+  addWebFlags(cmd);
 }
