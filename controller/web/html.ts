@@ -77,7 +77,8 @@ function jobRowHtml(r: JobRow, withRevision: boolean): string {
       return `<td data-k="${k}"${k === 'phase' ? ` class="phase ${h(r.phase)}"` : ''}>${h(v)}</td>`;
     })
     .join('');
-  return `<tr data-job="${h(r.name)}"><td><a href="/jobs/${encodeURIComponent(r.name)}">${h(r.name)}</a></td>${cells}</tr>`;
+  const link = `<a href="/jobs/${encodeURIComponent(r.name)}">${h(r.name)}</a>`;
+  return `<tr data-job="${h(r.name)}"><td>${link}</td>${cells}</tr>`;
 }
 
 export function sparkPoints(spark: readonly [number, number][], w = 120, hgt = 28, spanMs = 3_600_000): string {
@@ -189,7 +190,8 @@ export function jobPage(c: PageCommon, j: JobPageInput): string {
     `<h2>Job <span class="job-name">${h(r.name)}</span> <span class="phase ${h(r.phase)}" data-k="phase">` +
     `${h(r.phase)}</span></h2><dl class="summary" id="summary">${dl}<dt>Attempt</dt><dd data-k="attempt">` +
     `${r.attempt}</dd></dl>` +
-    `<h3>Loss</h3><div id="loss" class="chart" data-points="${points}">${lossSvg(j.series, { title: `${r.name}: loss by step` })}</div>` +
+    `<h3>Loss</h3><div id="loss" class="chart" data-points="${points}">` +
+    `${lossSvg(j.series, { title: `${r.name}: loss by step` })}</div>` +
     `<h3>Log <span class="ranks">${rankLinks}</span></h3>` +
     (j.log.error ? `<p class="error" id="log-error">${h(j.log.error)}</p>` : '') +
     `<pre id="log" class="log">${j.log.lines.map((l) => `<span>${h(l)}\n</span>`).join('')}</pre>` +
