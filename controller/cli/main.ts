@@ -28,6 +28,7 @@ import * as logs from './commands/logs.ts';
 import * as results from './commands/results.ts';
 import * as resume from './commands/resume.ts';
 import * as status from './commands/status.ts';
+import * as sync from './commands/sync.ts';
 import * as validate from './commands/validate.ts';
 import { CliContext, type CliDeps, type Env, type GlobalFlags, type Io } from './context.ts';
 
@@ -40,6 +41,7 @@ const VERBS = [
   config,
   hosts,
   controller,
+  sync,
   apply,
   launch,
   validate,

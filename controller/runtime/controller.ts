@@ -13,6 +13,7 @@ import { UgroError } from '../../config/errors.ts';
 import { readTree } from '../../config/hash.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
+import type { JobSource } from '../api/source.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
@@ -20,6 +21,7 @@ import { checkpointDir, torchrunArgv, ugroEnv } from '../core/launch.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
+import { refreshSource } from '../core/source.ts';
 import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
@@ -48,6 +50,8 @@ export interface ControllerOptions {
   scriptsDir?: string;
   /** Watch the jobs dir (default: chokidar). */
   watch?: WatchFn;
+  /** GitOps: a source of job files (controller/gitops/), started once the hosts are listed. */
+  source?: JobSource;
   /** Take the jobs dir's controller lock (default: flock via lockJobsDir). */
   lock?: (dir: string) => Promise<DirLock>;
   /** Who this controller is, in host leases and run metadata (default: machine:jobs-dir). */
@@ -130,6 +134,10 @@ export class Controller {
     // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
     await this.leases.renewAll();
     await Promise.all([this.refreshHealth(), ...this.hosts.map((h) => this.scanHost(h))]);
+    // A source of job files (git) brings jobs/ to its revision before the first reconciles.
+    await this.o.source?.start((jobs) => {
+      for (const n of jobs) this.queue.add(n);
+    });
     const names = await this.allNames();
     for (const n of this.hostsState.jobNames()) names.add(n);
     for (const n of names) this.queue.add(n);
@@ -158,6 +166,7 @@ export class Controller {
   }
 
   async stop(): Promise<void> {
+    await this.o.source?.stop();
     this.queue.stop();
     for (const s of this.stopTimers) s();
     this.waiters.stopAll();
@@ -323,9 +332,13 @@ export class Controller {
       this.store.readControl(name),
     ]);
     this.o.observer?.read?.(name, spec, status);
+    const source = await this.o.source?.infoFor(name);
     const cut = shortcut(spec, status, control, this.hostsState.liveOf(name));
     if (cut === 'skip') {
       if (spec.kind === 'valid') await this.remember(name, spec.job, status);
+      // Settled on the hosts, but the source may have news (a new revision of the file, removed from git).
+      const fresh = status && refreshSource(status, spec, source, this.now());
+      if (fresh) await this.persist(name, fresh.status, fresh.events);
       return {};
     }
     if (cut === 'no-host-io') {
@@ -338,6 +351,7 @@ export class Controller {
         parts: [],
         unreachable: new Map(),
         cluster: this.view(name),
+        source,
       });
       await this.persist(name, res.status, res.events);
       return {};
@@ -357,6 +371,7 @@ export class Controller {
       cluster: this.view(name),
       checkpoints,
       attemptFloor,
+      source,
     });
     return this.execute(name, spec, res, status);
   }

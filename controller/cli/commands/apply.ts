@@ -8,7 +8,8 @@ export function register(program: Command, ctx: CliContext): void {
     .command('apply')
     .description('validate a TrainingJob file, then place it in jobs/ as <name>.yaml')
     .requiredOption('-f, --file <file>', 'the TrainingJob (a regular file of at most 1 MiB)')
-    .action(async (o: { file: string }) => {
+    .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
+    .action(async (o: { file: string; force?: boolean }) => {
       const [{ mkdir }, { join }, { formatIssue, UgroError }, { parseTrainingJob }, jobs] = await Promise.all([
         import('node:fs/promises'),
         import('node:path'),
@@ -25,6 +26,7 @@ export function register(program: Command, ctx: CliContext): void {
       }
       const name = requireJobName(res.value.metadata.name);
       const store = jobs.openStore(ctx);
+      const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
       try {
         await mkdir(store.dir, { recursive: true });
       } catch (e) {
@@ -33,5 +35,6 @@ export function register(program: Command, ctx: CliContext): void {
       const existed = (await store.specFile(name)) !== undefined;
       await jobs.writeJobFile(join(store.dir, `${name}.yaml`), input.text);
       ctx.io.out(`trainingjob/${name} ${existed ? 'configured' : 'created'}`);
+      if (gitWarning) ctx.io.err(gitWarning);
     });
 }

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { intFlag, secondsFlag } from '../args.ts';
 import type { CliContext } from '../context.ts';
+import { addGitFlags, type GitFlags } from '../gitops-flags.ts';
 import { addWebFlags, healthEveryMs, type WebFlags } from '../web-flags.ts';
 
 export function register(program: Command, ctx: CliContext): void {
@@ -13,7 +14,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option('--grace <seconds>', 'grace period before SIGKILL when stopping a run', '30')
     .option('--resync <seconds>', 'full resync period (1..86400)', '60')
-    .action(async (o: { grace: string; resync: string } & WebFlags) => {
+    .action(async (o: { grace: string; resync: string } & GitFlags & WebFlags) => {
       const { MAX_GRACE_SECONDS } = await import('../../api/control.ts');
       const graceSeconds = secondsFlag('--grace', o.grace, MAX_GRACE_SECONDS);
       const resyncSeconds = intFlag('--resync', o.resync, 1, 86_400);
@@ -35,11 +36,15 @@ export function register(program: Command, ctx: CliContext): void {
         token: readToken(o.httpToken, o.httpTokenFile),
         healthEveryMs: healthMs,
       });
+      // GitOps (--git, or the cluster file's gitops:): a source of job files beside people.
+      const { gitSourceOptions, jobSource } = await import('../../gitops/config.ts');
+      const source = jobSource(gitSourceOptions(o, cluster, ctx.jobsDir, log, ctx.env), ctx.jobsDir);
       const ctl = new Controller({
         cluster,
         jobsDir: ctx.jobsDir,
         runtime,
         log,
+        source,
         graceSeconds,
         resyncMs: resyncSeconds * 1000,
         healthEveryMs: healthMs,
@@ -55,5 +60,6 @@ export function register(program: Command, ctx: CliContext): void {
       await obs.stop();
       await ctl.stop();
     });
+  addGitFlags(cmd);
   addWebFlags(cmd);
 }

@@ -10,7 +10,8 @@ export function register(program: Command, ctx: CliContext): void {
     .description("delete a job's spec file; the controller stops its run and removes its status")
     .argument('<name>')
     .option('--wait', 'wait until the run is stopped and the status removed')
-    .action(async (raw: string, o: { wait?: boolean }) => {
+    .option('--force', 'delete it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
+    .action(async (raw: string, o: { wait?: boolean; force?: boolean }) => {
       const name = requireJobName(raw);
       const [{ unlink }, { UgroError }, jobs] = await Promise.all([
         import('node:fs/promises'),
@@ -18,6 +19,7 @@ export function register(program: Command, ctx: CliContext): void {
         import('../jobs.ts'),
       ]);
       const store = jobs.openStore(ctx);
+      const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
       const { specFile } = await jobs.requireJob(store, name);
       if (specFile) {
         try {
@@ -28,6 +30,7 @@ export function register(program: Command, ctx: CliContext): void {
         }
       }
       ctx.io.out(`trainingjob/${name} deleted (the controller stops its run)`);
+      if (gitWarning) ctx.io.err(gitWarning);
       if (o.wait) await jobs.waitForStatus(store, name, (st) => !st, { timeoutMs: 90_000 });
     });
 }

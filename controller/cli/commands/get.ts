@@ -50,6 +50,10 @@ async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: bo
   const cache = cacheFileFor(ctx.env, dir);
   const { rows, missing } = await readJobRows(dir, names, cache);
   if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date()) : 'No jobs.');
+  // GitOps: a source that cannot fetch, or a head not applied, is said here (stderr: the table stays the table).
+  const git = await import('../../gitops/state.ts');
+  const note = git.gitNote(git.readGitState(dir));
+  if (note) ctx.io.err(note);
   if (missing.length) throw notFound(dir, missing);
   if (!watch) return;
   // Print the rows again (without the header) whenever what they show changes, ages aside.

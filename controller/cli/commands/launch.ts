@@ -14,6 +14,7 @@ interface LaunchOptions {
   priority: string;
   nodes?: string;
   nprocPerNode: string;
+  force?: boolean;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -29,6 +30,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--priority <p>', 'high|normal|low or an integer -1000..1000', 'normal')
     .option('--nodes <k>', 'number of hosts, 1..1024 (default: all hosts)')
     .option('--nproc-per-node <n>', 'processes per host: 1..64, or gpu (one per GPU)', '1')
+    .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
     .action((o: LaunchOptions) => launch(ctx, o));
 }
 
@@ -76,6 +78,7 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
   const res = parseTrainingJob(text);
   if (!res.ok) throw new UsageError(res.issues.map((i) => formatIssue('launch', i)).join('\n'));
   const store = jobs.openStore(ctx);
+  const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
   if (await store.specFile(name))
     throw new UgroError(
       `trainingjob/${name} already exists in ${store.dir}: pick another --name, or \`ugro delete job ${name}\` first`,
@@ -87,4 +90,5 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
   }
   await jobs.writeJobFile(join(store.dir, `${name}.yaml`), text);
   ctx.io.out(`trainingjob/${name} created in ${store.dir} (the controller starts it; watch with \`ugro get jobs -w\`)`);
+  if (gitWarning) ctx.io.err(gitWarning);
 }

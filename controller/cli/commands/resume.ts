@@ -10,7 +10,8 @@ export function register(program: Command, ctx: CliContext): void {
     .description('start a job again from a checkpoint (sets spec.checkpoint.resumeFrom in its file)')
     .argument('<name>')
     .requiredOption('--checkpoint <name>', 'checkpoint name, e.g. step-400')
-    .action(async (raw: string, o: { checkpoint: string }) => {
+    .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
+    .action(async (raw: string, o: { checkpoint: string; force?: boolean }) => {
       const name = requireJobName(raw);
       const [{ parseDocument }, { formatIssue }, tj, { readRegularFile }, jobs] = await Promise.all([
         import('../yaml.ts'),
@@ -28,6 +29,7 @@ export function register(program: Command, ctx: CliContext): void {
             `(got ${JSON.stringify(o.checkpoint)})`,
         );
       const store = jobs.openStore(ctx);
+      const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
       const file = await store.specFile(name);
       if (!file) throw new NotFoundError(`job ${name} has no spec file in ${store.dir}`);
       const read = await readRegularFile(file);
@@ -40,5 +42,6 @@ export function register(program: Command, ctx: CliContext): void {
       await jobs.writeJobFile(file, text);
       await store.deleteControl(name);
       ctx.io.out(`trainingjob/${name} will resume from ${o.checkpoint} (a new run; the spec changed)`);
+      if (gitWarning) ctx.io.err(gitWarning);
     });
 }

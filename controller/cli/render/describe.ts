@@ -6,6 +6,7 @@ import type { JobStatus } from '../../api/status.ts';
 import type { JobEvent } from '../../store/store.ts';
 import { clean, firstLine, table } from '../output.ts';
 import { eventsTable } from './events.ts';
+import { sourceLines } from './source.ts';
 
 export interface DescribeInput {
   name: string;
@@ -31,6 +32,7 @@ function statusLines(st: JobStatus): string[] {
   if (st.exitCode !== undefined)
     lines.push(field('Exit code', `${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`));
   if (st.progress) lines.push(field('Progress', JSON.stringify(st.progress)));
+  lines.push(...sourceLines(st, field));
   lines.push(
     'Nodes:',
     st.nodes.length

@@ -40,6 +40,8 @@ export function projectStatus(raw: unknown): unknown {
     createdAt: raw.createdAt,
     runId: raw.runId,
     message: typeof raw.message === 'string' ? raw.message.split('\n', 1)[0].slice(0, 4096) : raw.message,
+    revision: raw.revision,
+    source: isRec(raw.source) ? { sync: raw.source.sync } : raw.source,
   };
 }
 
@@ -50,6 +52,19 @@ export function projectSpec(raw: unknown): unknown {
 
 export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'RESTARTS', 'NODES', 'PROGRESS', 'AGE'];
 export const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
+/** With -o wide, when some job follows git (status.revision): before MESSAGE. */
+export const GIT_COLUMNS = ['REVISION', 'SYNC'];
+
+/** A job that follows git: its revision as 8 hex digits, and Synced/OutOfSync. */
+function gitCells(st: Rec | undefined): string[] {
+  const rev = str(st?.revision, 64);
+  const sync = isRec(st?.source) ? str(st.source.sync, 16) : undefined;
+  return [rev && /^[0-9a-f]{8,}$/.test(rev) ? rev.slice(0, 8) : '-', sync ?? '-'];
+}
+
+function followsGit(r: JobRowInput): boolean {
+  return isRec(r.status) && (r.status.revision !== undefined || isRec(r.status.source));
+}
 
 /** Nodes: "ready/total" from the status, else the count the spec asks for, else '-'. */
 function nodesCell(st: Rec | undefined, spec: unknown): string {
@@ -77,7 +92,7 @@ function progressCell(p: unknown): string {
   return `epoch ${scalar(p.epoch) ?? '?'} loss ${scalar(p.loss) ?? '?'}`;
 }
 
-export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: Date): string[] {
+export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: Date, git = false): string[] {
   const st = isRec(status) && typeof status.phase === 'string' ? status : undefined;
   const nodes = Array.isArray(st?.nodes) ? st.nodes.filter(isRec) : [];
   const row = [
@@ -94,13 +109,16 @@ export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: 
     ...row,
     nodes.map((n) => str(n.host, 63) ?? '?').join(',') || '-',
     str(st?.runId, 100) ?? '-',
+    ...(git ? gitCells(st) : []),
     firstLine(str(st?.message, 4096)),
   ];
 }
 
 export function jobsTable(rows: JobRowInput[], wide: boolean, now: Date): string {
+  const git = wide && rows.some(followsGit);
+  const wideColumns = git ? [...WIDE_COLUMNS.slice(0, -1), ...GIT_COLUMNS, 'MESSAGE'] : WIDE_COLUMNS;
   return table(
-    wide ? [...JOB_COLUMNS, ...WIDE_COLUMNS] : JOB_COLUMNS,
-    rows.map((r) => jobRow(r, wide, now)),
+    wide ? [...JOB_COLUMNS, ...wideColumns] : JOB_COLUMNS,
+    rows.map((r) => jobRow(r, wide, now, git)),
   );
 }
