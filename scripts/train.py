@@ -22,6 +22,28 @@ Environment (UGRO sets these; every one is optional here):
                         total_steps, loss (mean over the ranks and the steps since the previous
                         line, or over the epoch), samples_per_s (all ranks, step time only), world and
                         time. An epoch's last step gets only the epoch line.
+  UGRO_GLOBAL_BATCH     B, the global batch of one optimizer step (spec.batch.global). Unset: every rank
+                        trains on --batch-size samples of its own per step, as before (nothing below
+                        applies). Set: the ranks split B, and one step gives the gradient that one
+                        process would get on all B samples, whatever the split:
+  UGRO_RANK_BATCH       b_r, this rank's share of B, and
+  UGRO_RANK_OFFSET      the index of its first sample in the global batch (rank.sh exports both from
+                        UGRO_RANK_BATCHES / UGRO_RANK_OFFSETS by LOCAL_RANK). The shares are contiguous
+                        and tile [0, B): checked over all ranks before training, else every rank exits 2.
+                        Both unset: an even contiguous split by rank; one without the other: exit 2.
+  UGRO_MICRO_BATCH      m_r, the most samples this rank runs forward at once, and
+  UGRO_GRAD_ACCUM       k_r, its micro batches per step; m_r * k_r >= b_r, micro batch j is samples
+                        [j*m_r, min((j+1)*m_r, b_r)) of the share (the last may be smaller; an empty
+                        one is skipped). Unset: m_r = b_r, k_r = 1; only one set: the other is
+                        ceil(b_r / it). All but the last micro batch run under DDP's no_sync(), so
+                        every rank does exactly ONE gradient all-reduce per step, whatever its k_r.
+                        Sample i of step s (i = global index, 0..B-1) is drawn from its own seed of
+                        (--data-seed, s, i): any split and any micro batching see the same samples.
+                        Loss weighting: the per-sample loss is the squared error, summed; rank r's
+                        loss is L_r = (W / B) * sum over its samples (W = world size). DDP AVERAGES
+                        the ranks' gradients, so the result is (1/B) * the sum over all B samples:
+                        exactly the gradient of the mean loss over the global batch in one process.
+                        The logged loss (sum of L_r over ranks / W) is that mean.
   UGRO_COLLECTIVE_TIMEOUT_SECONDS  passed to init_process_group as timeout=: a collective waiting on
                         a dead or stuck peer fails after it (the rank exits 1) instead of hanging. It
                         must exceed the longest time one rank can lag the others, e.g. rank 0 saving
@@ -42,7 +64,8 @@ Checkpoints, written by rank 0 only, in UGRO_CHECKPOINT_DIR:
      "step": N, "epoch": the epoch of step N (0-based), "steps_per_epoch": int, "world": world size}
   The optimizer's hyperparameters (lr, momentum) come from the flags on resume, its state (momentum
   buffers) from the file. Training resumes at step N+1, mid-epoch if N is. Each batch is drawn from
-  a seed of (rank, step), so a resumed run sees the batches an uninterrupted one would.
+  a seed of (rank, step) (with UGRO_GLOBAL_BATCH: each sample from (--data-seed, step, index)), so a
+  resumed run sees the batches an uninterrupted one would.
 
 SIGTERM (preemption, cancel; the controller signals the whole process group): before training has
 started the rank exits 143 at once (nothing to save). During training the handler only sets a flag;
@@ -52,15 +75,23 @@ signal. Rank 0 saves step-S and `latest`, all ranks meet at a barrier (nobody ex
 checkpoint is complete), print "rank R: stopping on SIGTERM after step S" and exit 143. torchrun's
 agent gives its workers 30 s after it forwards the signal before it SIGKILLs them.
 
-Exit codes: 0 done; 2 a bad setting (unknown model, --steps-per-epoch < 1, a timeout that is not a
-positive number) or an unusable resume checkpoint; 143 stopped on SIGTERM; 1 any other error (a
+--max-steps N ends training after global step N (counted like the checkpoints), even mid-epoch;
+the last step is then checkpointed (when UGRO_CHECKPOINT_DIR is set) and gets a metrics line.
+
+Exit codes: 0 done; 2 a bad setting (unknown model, --steps-per-epoch < 1, --max-steps < 0, a timeout
+that is not a positive number, a bad or inconsistent UGRO_GLOBAL_BATCH split) or an unusable resume
+checkpoint; 143 stopped on SIGTERM; 1 any other error (a
 traceback; e.g. a collective timed out); --exit-code for --fail-rank.
 
 Test-only flags: --fail-rank/--exit-code (a rank exits right after init), --hang-rank (a rank stops
 taking part in collectives: sleeps until SIGTERM), --echo-args, --sleep (seconds per step), and
---ckpt-dir-per-rank (rank R > 0 uses $UGRO_CHECKPOINT_DIR/rank-R, to show that only rank 0 reads it).
+--ckpt-dir-per-rank (rank R > 0 uses $UGRO_CHECKPOINT_DIR/rank-R, to show that only rank 0 reads it),
+--dump-grads FILE (rank 0 writes, after the backward of the first step this run takes and before
+the optimizer uses them, the all-reduced gradients as JSON: {"step", "world", "global_batch",
+"grads": {parameter name: [the gradient, flattened]}}; the exact-gradient test compares splits).
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -98,6 +129,73 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 # worker threads while holding the GIL; a worker freeing its last tensor waits for that GIL, and
 # the rank hangs after "done" forever (torch 1.13, seen with gdb; 2 of 3 runs on a loaded box).
 _KEEP_ALIVE: list = []
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a well-spread 64-bit value of x."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """The seed of global sample `index` of global step `step` (63 bits: any torch accepts it)."""
+    return _mix64(_mix64(_mix64(seed & _MASK64) ^ (step & _MASK64)) ^ (index & _MASK64)) >> 1
+
+
+def batch_plan(env, rank: int, world: int):
+    """UGRO_GLOBAL_BATCH and this rank's UGRO_RANK_* as (plan, None), or (None, why). plan: dict with
+    global, batch, offset, micro, accum and chunks, the (lo, hi) sample ranges within the share that
+    are run as micro batches (never empty unless the share is)."""
+    def num(name, lo):
+        v = env.get(name, "").strip()
+        if not v:
+            return None
+        if not re.fullmatch(r"\d+", v) or int(v) < lo:
+            raise ValueError(f"{name}={env.get(name)!r} is not an integer >= {lo}")
+        return int(v)
+
+    try:
+        gb = num("UGRO_GLOBAL_BATCH", 1)
+        b, off = num("UGRO_RANK_BATCH", 0), num("UGRO_RANK_OFFSET", 0)
+        m, k = num("UGRO_MICRO_BATCH", 1), num("UGRO_GRAD_ACCUM", 1)
+    except ValueError as e:
+        return None, str(e)
+    if (b is None) != (off is None):
+        return None, "UGRO_RANK_BATCH and UGRO_RANK_OFFSET must be set together"
+    if b is None:  # an even contiguous split by rank
+        q, r = divmod(gb, world)
+        b, off = q + (1 if rank < r else 0), rank * q + min(rank, r)
+    if off + b > gb:
+        return None, f"UGRO_RANK_OFFSET {off} + UGRO_RANK_BATCH {b} exceeds UGRO_GLOBAL_BATCH {gb}"
+    if m is None and k is None:
+        m, k = max(b, 1), 1
+    elif m is None:
+        m = max(-(-b // k), 1)
+    elif k is None:
+        k = max(-(-b // m), 1)
+    if m * k < b:
+        return None, f"UGRO_MICRO_BATCH {m} x UGRO_GRAD_ACCUM {k} < UGRO_RANK_BATCH {b}"
+    chunks = [(j * m, min((j + 1) * m, b)) for j in range(k) if j * m < b] or [(0, 0)]
+    return {"global": gb, "batch": b, "offset": off, "micro": m, "accum": k, "chunks": chunks}, None
+
+
+def check_split(shares, gb: int):
+    """None when the ranks' (offset, batch) shares tile [0, gb) exactly, else why not."""
+    at = 0
+    for off, b, r in sorted((o, b, r) for r, (o, b) in enumerate(shares)):
+        if off != at:
+            return (f"the shares do not tile the global batch {gb}: rank {r} starts at {off}, "
+                    f"expected {at} (shares as rank:offset+batch: "
+                    + ", ".join(f"{i}:{o}+{n}" for i, (o, n) in enumerate(shares)) + ")")
+        at += b
+    if at != gb:
+        return f"the shares add up to {at}, not UGRO_GLOBAL_BATCH {gb}"
+    return None
 
 
 def say(line: str, err: bool = False) -> None:
@@ -206,6 +304,12 @@ def main() -> int:
     p.add_argument("--ckpt-dir-per-rank", action="store_true",
                    help="rank R > 0 uses $UGRO_CHECKPOINT_DIR/rank-R (tests: only rank 0 reads checkpoints)")
     p.add_argument("--echo-args", action="store_true", help="print sys.argv as JSON and exit (tests)")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="stop after global step N, even mid-epoch (0: no limit; counted like checkpoints)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="with UGRO_GLOBAL_BATCH: sample i of step s is drawn from (seed, s, i)")
+    p.add_argument("--dump-grads", default=None, metavar="FILE",
+                   help="rank 0 writes the all-reduced gradients of the first step as JSON (tests)")
     a, extra = p.parse_known_args()
 
     rank = int(os.environ.get("RANK", "0"))
@@ -218,6 +322,9 @@ def main() -> int:
         return 2
     if a.steps_per_epoch < 1:
         say("--steps-per-epoch must be at least 1", err=True)
+        return 2
+    if a.max_steps < 0:
+        say("--max-steps must be 0 (no limit) or more", err=True)
         return 2
 
     use_cuda = torch.cuda.is_available()
@@ -258,12 +365,35 @@ def main() -> int:
         # NCCL's barrier wants the rank's device named (else a warning, and a guess at the device).
         dist.barrier(device_ids=[local]) if use_cuda else dist.barrier()
 
+    # spec.batch: every rank checks its own values, then all of them check the whole split together,
+    # so a bad setting on one rank stops every rank with exit 2 instead of a hang in a collective.
+    plan = None
+    if os.environ.get("UGRO_GLOBAL_BATCH", "").strip():
+        plan, why = batch_plan(os.environ, rank, world)
+        shares = [None] * world
+        dist.all_gather_object(shares, None if plan is None else (plan["offset"], plan["batch"], plan["global"]))
+        if why is None and any(s is None for s in shares):
+            bad = ", ".join(str(r) for r, s in enumerate(shares) if s is None)
+            why = f"rank(s) {bad} have a bad batch setting (see their messages)"
+        elif why is None and len({s[2] for s in shares}) != 1:
+            why = f"the ranks disagree on UGRO_GLOBAL_BATCH: {[s[2] for s in shares]}"
+        elif why is None:
+            why = check_split([(s[0], s[1]) for s in shares], plan["global"])
+        if why is not None:
+            say(f"rank {rank}: bad batch split: {why}", err=True)
+            return 2
+        say(f"rank {rank}: batch {plan['batch']} of global {plan['global']} at offset {plan['offset']}, "
+            f"{len(plan['chunks'])} micro batch(es) of at most {plan['micro']} (UGRO_GRAD_ACCUM {plan['accum']})")
+
     d_in, d_hidden = BUILTIN[a.model]
     torch.manual_seed(1234)
     model = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, 1)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
     spe = a.steps_per_epoch
     total_steps = a.epochs * spe
+    if a.max_steps:
+        total_steps = min(total_steps, a.max_steps)
+    samples_per_step = plan["global"] if plan else a.batch_size * world
 
     ckpt_dir = os.environ.get("UGRO_CHECKPOINT_DIR") or None
     if ckpt_dir and a.ckpt_dir_per_rank and rank > 0:
@@ -319,6 +449,26 @@ def main() -> int:
     step = start_step
     if step >= total_steps:
         say(f"rank {rank}: nothing left to train (step {step} of {total_steps})")
+    weight = world / plan["global"] if plan else 1.0  # L_r = (W / B) * sum of the rank's sample losses
+
+    def samples(lo: int, hi: int):
+        """Global samples lo..hi-1 of this step (x, y), each from its own seed; on the device."""
+        if hi <= lo:
+            x = torch.zeros(0, d_in)
+        else:
+            x = torch.stack([torch.randn(d_in, generator=g.manual_seed(sample_seed(a.data_seed, step, i)))
+                             for i in range(lo, hi)])
+        x = x.to(device)
+        return x, x @ w_true
+
+    def dump_grads(path: str) -> None:
+        grads = {n: (p.grad.detach().reshape(-1).cpu().tolist() if p.grad is not None else None)
+                 for n, p in model.named_parameters()}
+        line = {"step": step + 1, "world": world, "global_batch": plan["global"] if plan else None,
+                "grads": grads}
+        _replace_durably(path + ".tmp", path, lambda f: f.write(json.dumps(line).encode()))
+        say(f"rank 0: wrote the gradients of step {step + 1} to {path}")
+
     _SIG["armed"] = True  # from here SIGTERM stops after a step, with a checkpoint
     win_loss = win_time = 0.0  # since the previous metrics line (loss summed over ranks)
     win_steps = 0
@@ -327,20 +477,38 @@ def main() -> int:
         ep_loss = ep_time = 0.0
         ep_steps = 0
         for _ in range(step % spe, spe):
+            if step >= total_steps:  # --max-steps
+                break
             ts = time.time()
-            g.manual_seed(step * 65536 + rank)  # the batch depends on (rank, step) only
-            x = torch.randn(a.batch_size, d_in, generator=g).to(device)
-            y = x @ w_true
-            loss = nn.functional.mse_loss(ddp(x), y)
-            opt.zero_grad()
-            loss.backward()
+            if plan is None:
+                g.manual_seed(step * 65536 + rank)  # the batch depends on (rank, step) only
+                x = torch.randn(a.batch_size, d_in, generator=g).to(device)
+                y = x @ w_true
+                loss = nn.functional.mse_loss(ddp(x), y)
+                opt.zero_grad()
+                loss.backward()
+                loss_val = loss.item()
+            else:
+                opt.zero_grad()
+                loss_val = 0.0
+                chunks = plan["chunks"]
+                for j, (lo, hi) in enumerate(chunks):
+                    x, y = samples(plan["offset"] + lo, plan["offset"] + hi)
+                    # no_sync on all but the last micro batch: the gradients add up locally and the
+                    # last backward all-reduces the sum, once per step on every rank.
+                    with ddp.no_sync() if j < len(chunks) - 1 else contextlib.nullcontext():
+                        loss = ((ddp(x) - y) ** 2).sum() * weight
+                        loss.backward()
+                    loss_val += loss.item()
+            if a.dump_grads and rank == 0 and step == start_step:
+                dump_grads(a.dump_grads)
             opt.step()
             step += 1
             if a.sleep:
                 time.sleep(a.sleep)
             # One collective per step: [stop flag, loss], summed. Every rank gets the same values,
             # so every rank takes the same decision after the same step.
-            red = torch.tensor([1.0 if _SIG["stop"] else 0.0, loss.item()], device=device)
+            red = torch.tensor([1.0 if _SIG["stop"] else 0.0, loss_val], device=device)
             dist.all_reduce(red)
             stop_votes, loss_sum = red.tolist()
             heartbeat.touch()
@@ -356,7 +524,7 @@ def main() -> int:
                 avg = ep_loss / ep_steps / world
                 say(f"rank {rank}: epoch {epoch} loss {avg:.5f} ({time.time() - t0:.2f}s)")
                 metrics({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": round(avg, 6),
-                         "samples_per_s": round(ep_steps * a.batch_size * world / max(ep_time, 1e-9), 1),
+                         "samples_per_s": round(ep_steps * samples_per_step / max(ep_time, 1e-9), 1),
                          "world": world, "time": time.time(), "epoch_end": True})
                 win_loss = win_time = 0.0
                 win_steps = 0
@@ -366,13 +534,24 @@ def main() -> int:
                 if a.metrics_every > 0 and step % a.metrics_every == 0:
                     metrics({"epoch": epoch, "step": step, "total_steps": total_steps,
                              "loss": round(win_loss / win_steps / world, 6),
-                             "samples_per_s": round(win_steps * a.batch_size * world / max(win_time, 1e-9), 1),
+                             "samples_per_s": round(win_steps * samples_per_step / max(win_time, 1e-9), 1),
                              "world": world, "time": time.time()})
                     win_loss = win_time = 0.0
                     win_steps = 0
                 if a.checkpoint_every > 0 and step % a.checkpoint_every == 0:
                     checkpoint(step, epoch)
                     saved_at = step
+                if step == total_steps:  # --max-steps ended training mid-epoch: keep its last step
+                    if win_steps:
+                        metrics({"epoch": epoch, "step": step, "total_steps": total_steps,
+                                 "loss": round(win_loss / win_steps / world, 6),
+                                 "samples_per_s": round(win_steps * samples_per_step / max(win_time, 1e-9), 1),
+                                 "world": world, "time": time.time()})
+                        win_loss = win_time = 0.0
+                        win_steps = 0
+                    if saved_at != step:
+                        checkpoint(step, epoch)
+                        saved_at = step
             if stop_votes > 0:
                 if saved_at != step:
                     checkpoint(step, epoch)
@@ -380,6 +559,8 @@ def main() -> int:
                 dist.destroy_process_group()
                 say(f"rank {rank}: stopping on SIGTERM after step {step}")
                 return 143
+        if step >= total_steps:
+            break
     barrier()
     dist.destroy_process_group()
     say(f"rank {rank}: done")
