@@ -297,3 +297,39 @@ describe('GPU telemetry (runtime/telemetry.ts)', () => {
     expect(g[2]).toMatchObject({ memoryUsedMiB: 5, utilizationPct: 1 });
   });
 });
+
+describe('get jobs: progress, ETA, samples/s, bars (cli/render/jobs.ts)', () => {
+  const now = new Date(T + 60_000);
+  const running = {
+    phase: 'Running',
+    attempt: 1,
+    nodes: [{ host: 'gpu1', state: 'Running' }],
+    createdAt: new Date(T - 120_000).toISOString(),
+    progress: { epoch: 1, step: 450, total_steps: 1000, loss: 0.25, samples_per_s: 1234.5 },
+    estimate: { percent: 45, etaSeconds: 300, at: new Date(T).toISOString() },
+  };
+
+  it('ETA (as of now) and SAMPLES/S columns appear when a job reports them; PROGRESS shows the percent', async () => {
+    const { jobsTable, projectStatus } = await import('../../controller/cli/render/jobs.ts');
+    const rows = [
+      { name: 'llama', status: projectStatus(running) },
+      { name: 'plain', status: { phase: 'Queued' } },
+    ];
+    expect(jobsTable(rows, false, now)).toBe(
+      [
+        'NAME   PHASE    ATTEMPT  RESTARTS  NODES  PROGRESS       ETA    SAMPLES/S  AGE',
+        'llama  Running  1        0         1/1    45% loss 0.25  4m00s  1.2k       3m',
+        'plain  Queued   0        0         -      -              -      -          -',
+      ].join('\n'),
+    );
+    // -w: a bar in front.
+    expect(jobsTable(rows.slice(0, 1), false, now, { bars: true }).split('\n')[1]).toContain(
+      '[#########...........] 45% loss 0.25',
+    );
+    // A finished job has no ETA or rate; without an estimate the percent comes from the metrics line.
+    const done = { ...running, phase: 'Succeeded', estimate: undefined };
+    expect(jobsTable([{ name: 'done', status: done }], false, now).split('\n')[1]).toMatch(
+      /^done {2}Succeeded {2}1 {8}0 {9}1\/1 {4}45% loss 0.25 {2}- {4}- {10}3m$/,
+    );
+  });
+});

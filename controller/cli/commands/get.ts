@@ -49,7 +49,9 @@ async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: bo
   const dir = ctx.jobsDir;
   const cache = cacheFileFor(ctx.env, dir);
   const { rows, missing } = await readJobRows(dir, names, cache);
-  if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date()) : 'No jobs.');
+  // With -w, a progress bar per job.
+  const opts = { bars: watch };
+  if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date(), opts) : 'No jobs.');
   // GitOps: a source that cannot fetch, or a head not applied, is said here (stderr: the table stays the table).
   const git = await import('../../gitops/state.ts');
   const note = git.gitNote(git.readGitState(dir));
@@ -70,7 +72,7 @@ async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: bo
     const next = (await readJobRows(dir, names, cache)).rows;
     if (shown(next) === last) continue;
     last = shown(next);
-    ctx.io.out(jobsTable(next, wide, new Date()).split('\n').slice(1).join('\n'));
+    ctx.io.out(jobsTable(next, wide, new Date(), opts).split('\n').slice(1).join('\n'));
   }
 }
 

@@ -5,6 +5,7 @@
  * anything of the wrong shape shows as '-' (or, for a status without a phase, as no status).
  * projectStatus/projectSpec keep only what the table reads (what job-list.ts caches).
  */
+import { etaNow, formatDuration, formatRate, progressBar } from '../../core/progress.ts';
 import { age, firstLine, table } from '../output.ts';
 
 export interface JobRowInput {
@@ -28,7 +29,15 @@ const scalar = (v: unknown): string | undefined => {
 /** The part of a parsed status file the table reads (the rest is dropped, types are not checked here). */
 export function projectStatus(raw: unknown): unknown {
   if (!isRec(raw)) return raw;
-  const p = isRec(raw.progress) ? { epoch: raw.progress.epoch, loss: raw.progress.loss } : raw.progress;
+  const p = isRec(raw.progress)
+    ? {
+        epoch: raw.progress.epoch,
+        loss: raw.progress.loss,
+        step: raw.progress.step,
+        total_steps: raw.progress.total_steps,
+        samples_per_s: raw.progress.samples_per_s,
+      }
+    : raw.progress;
   return {
     phase: raw.phase,
     attempt: raw.attempt,
@@ -40,6 +49,9 @@ export function projectStatus(raw: unknown): unknown {
     createdAt: raw.createdAt,
     runId: raw.runId,
     message: typeof raw.message === 'string' ? raw.message.split('\n', 1)[0].slice(0, 4096) : raw.message,
+    estimate: isRec(raw.estimate)
+      ? { percent: raw.estimate.percent, etaSeconds: raw.estimate.etaSeconds, at: raw.estimate.at }
+      : raw.estimate,
     revision: raw.revision,
     source: isRec(raw.source) ? { sync: raw.source.sync } : raw.source,
   };
@@ -87,9 +99,49 @@ function restartsCell(r: unknown): string {
   return infra ? `${infra + training} (${infra} infra)` : String(training);
 }
 
-function progressCell(p: unknown): string {
-  if (!isRec(p)) return '-';
-  return `epoch ${scalar(p.epoch) ?? '?'} loss ${scalar(p.loss) ?? '?'}`;
+/** With ETA columns (some job reports total_steps or samples_per_s): after PROGRESS. */
+export const ETA_COLUMNS = ['ETA', 'SAMPLES/S'];
+
+const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/** Percent done: the controller's estimate, else step / total_steps of the last metrics line. */
+function percentOf(st: Rec | undefined): number | undefined {
+  const e = isRec(st?.estimate) ? finite(st.estimate.percent) : undefined;
+  if (e !== undefined) return Math.max(0, Math.min(100, e));
+  const p = isRec(st?.progress) ? st.progress : undefined;
+  const step = finite(p?.step);
+  const total = finite(p?.total_steps);
+  return step !== undefined && total ? Math.max(0, Math.min(100, (step / total) * 100)) : undefined;
+}
+
+/** "45% loss 0.25" when the total is known, else "epoch 3 loss 0.25"; with `bar`, a bar in front. */
+function progressCell(st: Rec | undefined, bar: boolean): string {
+  const p = st?.progress;
+  const pct = percentOf(st);
+  if (!isRec(p)) return bar && pct !== undefined ? `${progressBar(pct)} ${pct.toFixed(0)}%` : '-';
+  const text =
+    pct !== undefined
+      ? `${pct.toFixed(pct < 10 ? 1 : 0)}% loss ${scalar(p.loss) ?? '?'}`
+      : `epoch ${scalar(p.epoch) ?? '?'} loss ${scalar(p.loss) ?? '?'}`;
+  return bar && pct !== undefined ? `${progressBar(pct)} ${text}` : text;
+}
+
+/** ETA (as of now, while running) and samples/s. */
+function etaCells(st: Rec | undefined, now: Date): string[] {
+  const e = isRec(st?.estimate) ? st.estimate : undefined;
+  const at = typeof e?.at === 'string' ? Date.parse(e.at) : Number.NaN;
+  const running = st?.phase === 'Running' || st?.phase === 'Starting';
+  const eta = running ? etaNow(finite(e?.etaSeconds), Number.isNaN(at) ? now.getTime() : at, now.getTime()) : undefined;
+  const sps = isRec(st?.progress) ? finite(st.progress.samples_per_s) : undefined;
+  return [eta !== undefined ? formatDuration(eta) : '-', running && sps !== undefined ? formatRate(sps) : '-'];
+}
+
+function reportsProgress(r: JobRowInput): boolean {
+  const st = isRec(r.status) ? r.status : undefined;
+  return (
+    isRec(st?.estimate) ||
+    (isRec(st?.progress) && (st.progress.total_steps !== undefined || st.progress.samples_per_s !== undefined))
+  );
 }
 
 export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: Date, git = false): string[] {
@@ -101,7 +153,7 @@ export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: 
     String(int(st?.attempt) ?? 0),
     restartsCell(st?.restarts),
     nodesCell(st, spec),
-    progressCell(st?.progress),
+    progressCell(st, false),
     age(str(st?.createdAt, 64), now),
   ];
   if (!wide) return row;
@@ -114,11 +166,31 @@ export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: 
   ];
 }
 
-export function jobsTable(rows: JobRowInput[], wide: boolean, now: Date): string {
+export function jobsTable(rows: JobRowInput[], wide: boolean, now: Date, opts: { bars?: boolean } = {}): string {
   const git = wide && rows.some(followsGit);
   const wideColumns = git ? [...WIDE_COLUMNS.slice(0, -1), ...GIT_COLUMNS, 'MESSAGE'] : WIDE_COLUMNS;
-  return table(
+  return withProgress(
+    rows,
     wide ? [...JOB_COLUMNS, ...wideColumns] : JOB_COLUMNS,
     rows.map((r) => jobRow(r, wide, now, git)),
+    now,
+    opts.bars ?? false,
   );
+}
+
+/**
+ * The table with, when some job reports them, ETA and SAMPLES/S after PROGRESS; with `bars` (get
+ * jobs -w), a progress bar in front of each PROGRESS cell.
+ */
+function withProgress(rows: JobRowInput[], header: string[], cells: string[][], now: Date, bars: boolean): string {
+  const at = header.indexOf('PROGRESS');
+  const eta = rows.some(reportsProgress);
+  const sts = rows.map((r) => (isRec(r.status) && typeof r.status.phase === 'string' ? r.status : undefined));
+  const out = cells.map((c, i) => {
+    const row = [...c];
+    if (bars) row[at] = progressCell(sts[i], true);
+    if (eta) row.splice(at + 1, 0, ...etaCells(sts[i], now));
+    return row;
+  });
+  return table(eta ? [...header.slice(0, at + 1), ...ETA_COLUMNS, ...header.slice(at + 1)] : header, out);
 }
