@@ -4,7 +4,7 @@
  * retried; a receiver that hangs never slows reconcile), the notifier's backoff on injected
  * timers, and the HTTP server: token rules, pages, /metrics and Server-Sent Events.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
+import { writeLossPlot } from '../../controller/cli/plot.ts';
 import type { Notification } from '../../controller/core/notifications.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import { Controller } from '../../controller/runtime/controller.ts';
@@ -364,5 +365,37 @@ describe('the HTTP server', () => {
     expect(js.headers.get('content-type')).toMatch(/javascript/);
     expect((await fetch(`${base}assets/uPlot.iife.min.js`)).status).toBe(200);
     expect(js.headers.get('content-security-policy')).toContain("script-src 'self'");
+  });
+});
+
+describe('ugro results --plot', () => {
+  it("writes every attempt's loss curve as SVG, read from rank 0 metrics on its host, the restart marked", async () => {
+    const r = await rig();
+    r.write('plot', { ...CMD, nodes: 1, restartPolicy: { maxRestarts: 1, backoffSeconds: 1 } });
+    await r.pass('plot');
+    const d1 = r.dirOf('plot');
+    const h1 = r.obs.view.status('plot')!.nodes[0].host;
+    r.fake.startRanks(h1, d1, 1);
+    for (const s of [10, 20, 30]) r.fake.writeMetrics(h1, d1, { step: s, total_steps: 60, loss: 3 / s });
+    r.fake.writeMetrics(h1, d1, 'not json');
+    r.fake.endRank(h1, d1, 0, 1);
+    r.fake.endRun(h1, d1, 1);
+    await r.pass('plot');
+    r.clock.ms += 5000;
+    await r.pass('plot');
+    const d2 = r.dirOf('plot');
+    const h2 = r.obs.view.status('plot')!.nodes[0].host;
+    r.fake.startRanks(h2, d2, 1);
+    for (const s of [30, 40, 50, 60]) r.fake.writeMetrics(h2, d2, { step: s, total_steps: 60, loss: 2 / s });
+    r.fake.endRun(h2, d2, 0);
+    await r.pass('plot');
+    const file = join(mkdtempSync(join(tmpdir(), 'ugro-plot-')), 'loss.svg');
+    const res = await writeLossPlot(new HostRuntime(r.fake), CLUSTER, 'plot', r.obs.view.status('plot')!, file);
+    expect(res).toEqual({ points: 7, attempts: 2, unreachable: [] });
+    const svg = readFileSync(file, 'utf8');
+    expect(svg).toContain('data-attempt="1" data-points="3"');
+    expect(svg).toContain('data-attempt="2" data-points="4"');
+    expect(svg).toContain('restart: attempt 2');
+    expect(svg).toContain('plot: loss by step');
   });
 });

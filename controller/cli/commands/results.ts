@@ -1,4 +1,4 @@
-/** `ugro results NAME`: outcome, final metrics, and where the checkpoints and logs are. */
+/** `ugro results NAME [--plot FILE.svg]`: outcome, final metrics, where checkpoints and logs are; the loss curve. */
 import type { Command } from 'commander';
 import { NotFoundError } from '../../../config/errors.ts';
 import { requireJobName } from '../args.ts';
@@ -9,7 +9,8 @@ export function register(program: Command, ctx: CliContext): void {
     .command('results')
     .description('outcome of a job: phase, final metrics, where checkpoints and logs are')
     .argument('<name>')
-    .action(async (raw: string) => {
+    .option('--plot <file>', 'also write the loss curve (every attempt, restarts marked) as SVG to FILE')
+    .action(async (raw: string, o: { plot?: string }) => {
       const name = requireJobName(raw);
       const [{ openStore }, { resultsText }, { checkpointDir }, { posix }] = await Promise.all([
         import('../jobs.ts'),
@@ -29,5 +30,11 @@ export function register(program: Command, ctx: CliContext): void {
         dir = d.ok ? d.path : d.why;
       } else if (host) dir = posix.join(host.paths.checkpoints, name);
       ctx.io.out(resultsText({ name, status, checkpoints: { host: rank0?.host ?? '?', dir } }));
+      if (o.plot) {
+        const { writeLossPlot } = await import('../plot.ts');
+        const r = await writeLossPlot(await ctx.runtime(), cluster, name, status, o.plot);
+        const where = r.unreachable.length ? `; not reachable: ${r.unreachable.join(', ')}` : '';
+        ctx.io.out(`Plot:          ${o.plot} (${r.points} points, ${r.attempts} attempt(s)${where})`);
+      }
     });
 }

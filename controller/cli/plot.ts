@@ -1,0 +1,48 @@
+/**
+ * `ugro results NAME --plot FILE.svg`: the job's loss curve (every attempt of its current spec,
+ * read from rank 0's metrics.jsonl on the host that ran it; restarts marked) written as SVG.
+ */
+import { renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Cluster } from '../../config/cluster.ts';
+import { UgroError } from '../../config/errors.ts';
+import type { RunPart } from '../api/run.ts';
+import type { JobStatus } from '../api/status.ts';
+import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import { MetricsHistory } from '../web/history.ts';
+import { lossSvg } from '../web/svg.ts';
+
+export async function writeLossPlot(
+  runtime: HostRuntimeApi,
+  cluster: Cluster,
+  name: string,
+  status: JobStatus,
+  file: string,
+): Promise<{ points: number; attempts: number; unreachable: string[] }> {
+  if (!runtime.readMetrics) throw new UgroError('this backend cannot read metrics files');
+  const parts: RunPart[] = [];
+  const unreachable: string[] = [];
+  await Promise.all(
+    cluster.hosts.map(async (h) => {
+      try {
+        parts.push(...(await runtime.observe(h, name)).parts);
+      } catch (e) {
+        unreachable.push(`${h.name} (${(e as Error).message.replace(`${h.name}: `, '')})`);
+      }
+    }),
+  );
+  const series = await new MetricsHistory(runtime, cluster.hosts).refresh(name, parts, status.specHash);
+  const svg = lossSvg(
+    series.map((s) => ({ attempt: s.attempt, points: s.points })),
+    { title: `${name}: loss by step` },
+  );
+  const tmp = join(dirname(file), `.${process.pid}.${Date.now()}.ugro-plot.tmp`);
+  try {
+    writeFileSync(tmp, svg, { flag: 'wx' });
+    renameSync(tmp, file);
+  } catch (e) {
+    throw new UgroError(`cannot write ${file}: ${(e as Error).message}`);
+  }
+  const points = series.reduce((n, s) => n + s.points.filter((p) => Number.isFinite(p.loss)).length, 0);
+  return { points, attempts: series.length, unreachable };
+}
