@@ -352,12 +352,16 @@ function firstLine(text: string): string {
   );
 }
 
+/** Lines of ssh's and git's stderr that say nothing a person can act on. */
+const NOISE =
+  /^(@+|WARNING: |IT IS POSSIBLE|Someone could|It is also possible|Please contact|fatal: Could not read from remote repository|Please make sure you have the correct access rights|and the repository exists)/;
+
 /** git's last meaningful stderr lines, on one line (for a status message or a log field). */
 export function lastLines(stderr: string, n = 2): string {
   const lines = stderr
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l && !/^(@+|WARNING: |IT IS POSSIBLE|Someone could|It is also possible|Please contact)/.test(l));
+    .filter((l) => l && !NOISE.test(l));
   return lines.slice(-n).join('; ').slice(0, 2000) || 'no message';
 }
 
