@@ -353,8 +353,13 @@ function firstLine(text: string): string {
 }
 
 /** Lines of ssh's and git's stderr that say nothing a person can act on. */
-const NOISE =
-  /^(@+|WARNING: |IT IS POSSIBLE|Someone could|It is also possible|Please contact|fatal: Could not read from remote repository|Please make sure you have the correct access rights|and the repository exists)/;
+const NOISE = new RegExp(
+  [
+    '^(@+|WARNING: |IT IS POSSIBLE|Someone could|It is also possible|Please contact',
+    '|fatal: Could not read from remote repository|Please make sure you have the correct access rights',
+    '|and the repository exists)',
+  ].join(''),
+);
 
 /** git's last meaningful stderr lines, on one line (for a status message or a log field). */
 export function lastLines(stderr: string, n = 2): string {

@@ -112,7 +112,7 @@ const dirOf = (s: JobStatus | undefined) => `${s?.runId?.replace(/-([0-9a-f]{8})
 const cond = (s: JobStatus | undefined, t: string) => s?.conditions.find((c) => c.type === t);
 
 describe('GitOps through the controller loop', () => {
-  it('commit to train: revision in status; README and comment-only commits never restart; a new spec does', async () => {
+  it('commit to train: revision in status; README and comment-only commits never restart; new specs do', async () => {
     const remote = localRemote();
     const add = remote.work.commit({ 'jobs/train.yaml': jobText('train', SPEC) }, 'add train');
     remote.work.push();
@@ -174,7 +174,7 @@ describe('GitOps through the controller loop', () => {
     expect(events.filter((e) => e.reason === 'RevisionApplied')).toHaveLength(5);
   });
 
-  it('removed from git: OutOfSync and still running with pruning off; stopped with its grace with --prune', async () => {
+  it('removed from git: OutOfSync and running with pruning off; stopped with its grace with --prune', async () => {
     const remote = localRemote();
     remote.work.commit(
       {

@@ -98,7 +98,7 @@ describe('git source: mirroring the branch into jobs/', () => {
     expect(state).toMatchObject({ active: true, applied: sha, ready: true, branch: 'main' });
   });
 
-  it('a commit touching other files rewrites nothing and keeps the revision; a comment-only change is a new revision', async () => {
+  it('a commit of other files rewrites nothing, revision kept; a comment-only change is a new revision', async () => {
     const r = await rig();
     const first = r.work.commit({ 'jobs/train.yaml': jobText('train', SPEC) }, 'add train');
     r.work.push();
