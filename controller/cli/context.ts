@@ -80,21 +80,29 @@ export class CliContext {
   async ssh(): Promise<SshPool> {
     const cluster = await this.loadCluster();
     if (!this.pool) {
-      const { SshPool } = await import('../hosts/ssh.ts');
-      this.pool ??= new SshPool(cluster.hosts, { env: this.env });
+      const [{ SshPool }, { allHosts }] = await Promise.all([
+        import('../hosts/ssh.ts'),
+        import('../../config/cluster.ts'),
+      ]);
+      // A Slurm cluster's login host too (the cluster file's slurm:), with the same pinned keys.
+      this.pool ??= new SshPool(allHosts(cluster), { env: this.env });
     }
     return this.pool;
   }
 
-  /** The typed host operations (read a rank's log, follow it) over the SSH pool. */
+  /**
+   * The typed host operations (read a rank's log, follow it) over the SSH pool; with a `slurm:`
+   * section, the Slurm backend for its login host behind the same interface.
+   */
   async runtime(): Promise<HostRuntimeApi> {
     if (this.deps.runtime) return this.deps.runtime(await this.loadCluster());
-    const [cluster, pool, { HostRuntime, SshTransport }] = await Promise.all([
+    const [cluster, pool, { HostRuntime, SshTransport }, { hostRuntimeFor }] = await Promise.all([
       this.loadCluster(),
       this.ssh(),
       import('../hosts/runtime.ts'),
+      import('../slurm/router.ts'),
     ]);
-    return new HostRuntime(new SshTransport(pool, cluster));
+    return hostRuntimeFor(cluster, new HostRuntime(new SshTransport(pool, cluster)), pool);
   }
 
   close(): void {

@@ -8,7 +8,7 @@
 import { realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { posix, resolve } from 'node:path';
-import type { Cluster, Host } from '../../config/cluster.ts';
+import { allHosts, type Cluster, type Host } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
 import { readTree } from '../../config/hash.ts';
 import type { SpecState } from '../api/job-state.ts';
@@ -17,7 +17,7 @@ import type { JobSource } from '../api/source.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
-import { checkpointDir, torchrunArgv, ugroEnv } from '../core/launch.ts';
+import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
@@ -25,6 +25,7 @@ import { refreshSource } from '../core/source.ts';
 import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import { slurmPlan } from '../slurm/plan.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
@@ -123,7 +124,8 @@ export class Controller {
   }
 
   private get hosts(): Host[] {
-    return this.o.cluster.hosts;
+    // A Slurm cluster's login host too: observed, leased and watched like the others.
+    return allHosts(this.o.cluster);
   }
 
   async start(): Promise<void> {
@@ -694,9 +696,11 @@ export class Controller {
             dir: a.dir,
             rdzvAddr: rdzv.address,
             meta,
-            argv: torchrunArgv(job, n),
+            // On a Slurm cluster: the training command; the batch script runs torchrun around it.
+            argv: h.slurm ? trainingTarget(job, h) : torchrunArgv(job, n),
             ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
             jobEnv: job.spec.env,
+            ...(h.slurm ? { slurm: slurmPlan(job, h.slurm, { rdzvTimeoutSeconds: n.rdzvTimeoutSeconds }) } : {}),
             // A fresh launch checks its port on the rendezvous host in the same exec.
             ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
           });

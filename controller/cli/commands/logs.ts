@@ -47,8 +47,9 @@ async function logs(ctx: CliContext, raw: string, o: LogsOptions): Promise<void>
     const ranks = st.nodes.flatMap((n) => n.globalRanks).sort((a, b) => a - b);
     throw new NotFoundError(`rank ${rank} of job ${name} not found (ranks: ${ranks.join(', ') || 'none started yet'})`);
   }
-  const cluster = await ctx.loadCluster();
-  const host = cluster.hosts.find((h) => h.name === node.host);
+  const [cluster, { allHosts }] = await Promise.all([ctx.loadCluster(), import('../../../config/cluster.ts')]);
+  // A Slurm run's ranks are under its cluster's name: their logs are read through the login host.
+  const host = allHosts(cluster).find((h) => h.name === node.host);
   if (!host) throw new NotFoundError(`host ${node.host} (rank ${rank}) is not in ${cluster.file}`);
   const dir = runDirName(name, st.specHash, st.attempt);
   const runtime = await ctx.runtime();

@@ -23,7 +23,7 @@ export function register(program: Command, ctx: CliContext): void {
       if (!status) throw new NotFoundError(`no status for job ${name} in ${store.dir}`);
       const [cluster, spec] = await Promise.all([ctx.loadCluster(), store.readSpec(name)]);
       const rank0 = status.nodes.find((n) => n.globalRanks.includes(0)) ?? status.nodes[0];
-      const host = cluster.hosts.find((h) => h.name === rank0?.host);
+      const host = [...cluster.hosts, ...(cluster.slurm ? [cluster.slurm] : [])].find((h) => h.name === rank0?.host);
       let dir = '-';
       if (host && spec.kind === 'valid') {
         const d = checkpointDir(spec.job, host);

@@ -32,6 +32,11 @@ function statusLines(st: JobStatus): string[] {
   if (st.exitCode !== undefined)
     lines.push(field('Exit code', `${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`));
   if (st.progress) lines.push(field('Progress', JSON.stringify(st.progress)));
+  if (st.slurm) {
+    const s = st.slurm;
+    const why = s.reason ? ` (${s.reason})` : '';
+    lines.push(field('Slurm', `job ${s.jobId} ${s.state}${why}${s.nodes ? ` on ${s.nodes}` : ''}`));
+  }
   lines.push(...sourceLines(st, field));
   lines.push(
     'Nodes:',

@@ -1,0 +1,90 @@
+/**
+ * Shared builders for the Slurm backend's unit tests (not a test file itself): the fixture
+ * cluster with a `slurm:` section, and stand-ins for Slurm's commands that record how they were
+ * called (sbatch, squeue, sacct, scancel, srun, scontrol, sinfo) for running UGRO's real scripts
+ * on this machine. The stand-ins model nothing of Slurm but what a test writes into their state
+ * directory: which jobs squeue lists, in which state.
+ */
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Cluster, parseCluster } from '../../config/cluster.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+export const SLURM_SECTION = `
+slurm:
+  name: hpc
+  login: { hostname: login1, ip: 10.0.0.50, user: alice }
+  partition: gpu
+  account: ml-team
+  python: /usr/bin/python3
+  sbatch: ["--mem=0", "--constraint=a100"]
+  priority: { nice: true, qos: { high: urgent } }
+  poll_seconds: 1
+`;
+
+/** tests/fixtures/cluster/valid.yaml plus a slurm: section (`extra` replaces it when given). */
+export function slurmCluster(section = SLURM_SECTION): Cluster {
+  const text = readFileSync(`${ROOT}tests/fixtures/cluster/valid.yaml`, 'utf8') + section;
+  const r = parseCluster(text, '/etc/ugro/cluster.yaml', { env: {}, home: '/home/alice', user: 'alice' });
+  if (!r.ok) throw new Error(`slurm fixture cluster is invalid: ${JSON.stringify(r.issues)}`);
+  return r.value;
+}
+
+/**
+ * A directory of stand-in Slurm commands, first on PATH for scripts run by the tests. Every call
+ * is appended to `calls` (one line: the command and its arguments, NUL-separated words turned
+ * into ' | '). squeue prints `state/squeue` as it is (rows `ID|STATE|REASON|NODES|NAME`); sbatch
+ * answers the next id from `state/next-id` (default 100) and records the script it got; srun
+ * runs its command once per node of SLURM_JOB_NUM_NODES with SLURM_NODEID set, in order.
+ */
+export function fakeSlurm(): { bin: string; state: string; calls: () => string[]; setQueue: (rows: string[]) => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'ugro-fake-slurm-'));
+  const bin = join(dir, 'bin');
+  const state = join(dir, 'state');
+  mkdirSync(bin);
+  mkdirSync(state);
+  writeFileSync(join(state, 'squeue'), '');
+  const log = `printf '%s' "$(basename "$0")" >>"${state}/calls"; for a in "$@"; do printf ' | %s' "$a" >>"${state}/calls"; done; echo >>"${state}/calls"`;
+  const cmds: Record<string, string> = {
+    squeue: `${log}\ncat "${state}/squeue"`,
+    sacct: `${log}\n[ -f "${state}/sacct" ] && cat "${state}/sacct"; exit 0`,
+    scancel: `${log}\nexit 0`,
+    sinfo: `${log}\necho 'gpu* up 3 idle'`,
+    sbatch: [
+      log,
+      `id=$(cat "${state}/next-id" 2>/dev/null || echo 100)`,
+      `echo $((id + 1)) >"${state}/next-id"`,
+      `for a in "$@"; do f=$a; done`,
+      `cp "$f" "${state}/sbatch-$id.sh"`,
+      `[ -f "${state}/sbatch-fails" ] && { cat "${state}/sbatch-fails" >&2; exit 1; }`,
+      'echo "$id"',
+    ].join('\n'),
+    scontrol: `${log}\n[ "$1 $2" = "show hostnames" ] && printf '%s\\n' $(echo "$3" | tr ',' ' ')`,
+    srun: [
+      log,
+      // Skip srun's own options; run the command once per node.
+      'while [ $# -gt 0 ]; do case $1 in --*) shift ;; *) break ;; esac; done',
+      'n=${SLURM_JOB_NUM_NODES:-1}; i=0; rc=0',
+      'while [ "$i" -lt "$n" ]; do SLURM_NODEID=$i "$@" || rc=$?; i=$((i + 1)); done',
+      'exit $rc',
+    ].join('\n'),
+  };
+  for (const [name, body] of Object.entries(cmds)) {
+    writeFileSync(join(bin, name), `#!/bin/sh\n${body}\n`);
+    chmodSync(join(bin, name), 0o755);
+  }
+  return {
+    bin,
+    state,
+    calls: () => {
+      try {
+        return readFileSync(join(state, 'calls'), 'utf8').split('\n').filter(Boolean);
+      } catch {
+        return [];
+      }
+    },
+    setQueue: (rows) => writeFileSync(join(state, 'squeue'), rows.map((r) => `${r}\n`).join('')),
+  };
+}
