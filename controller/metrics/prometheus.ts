@@ -23,72 +23,62 @@ export class ControllerMetrics {
   constructor(view: DashboardView, extra: MetricsExtra = {}) {
     const r = this.registry;
     const jobs = () => view.jobNames();
-    new Gauge({
-      name: 'ugro_job_phase',
-      help: 'The phase of each job: 1 for the phase it is in, 0 for the others',
-      labelNames: ['job', 'phase'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const name of jobs()) {
-          const phase = view.status(name)?.phase;
-          for (const p of PHASES) this.set({ job: name, phase: p }, p === phase ? 1 : 0);
-        }
+    // Per job: read straight from the view at scrape time (no label-set maps to fill and clear:
+    // with 1000 jobs that is most of a scrape's cost).
+    const perJob = (
+      name: string,
+      help: string,
+      type: 'gauge' | 'counter',
+      values: (job: string, out: MetricValue[]) => void,
+    ) => {
+      const get = async () => {
+        const out: MetricValue[] = [];
+        for (const j of jobs()) values(j, out);
+        return { name, help, type, aggregator: 'sum' as const, values: out };
+      };
+      r.registerMetric({ name, help, type, aggregator: 'sum', get, reset: () => undefined } as never);
+    };
+    perJob(
+      'ugro_job_phase',
+      'The phase of each job: 1 for the phase it is in, 0 for the others',
+      'gauge',
+      (job, out) => {
+        const phase = view.status(job)?.phase;
+        for (const p of PHASES) out.push({ labels: { job, phase: p }, value: p === phase ? 1 : 0 });
       },
-    });
-    const fromProgress = (metric: string, help: string, key: 'step' | 'loss') =>
-      new Gauge({
-        name: metric,
-        help,
-        labelNames: ['job'],
-        registers: [r],
-        collect() {
-          this.reset();
-          for (const name of jobs()) {
-            const v = view.status(name)?.progress?.[key];
-            if (typeof v === 'number' && Number.isFinite(v)) this.set({ job: name }, v);
-          }
-        },
-      });
-    fromProgress('ugro_job_step', 'The last step the job reported (its metrics file)', 'step');
-    fromProgress('ugro_job_loss', 'The last loss the job reported (its metrics file)', 'loss');
-    new Gauge({
-      name: 'ugro_job_last_progress_timestamp_seconds',
-      help: 'When the job last reported a new step, as this controller saw it (Unix time)',
-      labelNames: ['job'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const name of jobs()) {
-          const ms = view.lastProgressMs(name);
-          if (ms !== undefined) this.set({ job: name }, ms / 1000);
-        }
+    );
+    const fromProgress = (key: 'step' | 'loss') => (job: string, out: MetricValue[]) => {
+      const v = view.status(job)?.progress?.[key];
+      if (typeof v === 'number' && Number.isFinite(v)) out.push({ labels: { job }, value: v });
+    };
+    perJob('ugro_job_step', 'The last step the job reported (its metrics file)', 'gauge', fromProgress('step'));
+    perJob('ugro_job_loss', 'The last loss the job reported (its metrics file)', 'gauge', fromProgress('loss'));
+    perJob(
+      'ugro_job_last_progress_timestamp_seconds',
+      'When the job last reported a new step, as this controller saw it (Unix time)',
+      'gauge',
+      (job, out) => {
+        const ms = view.lastProgressMs(job);
+        if (ms !== undefined) out.push({ labels: { job }, value: ms / 1000 });
       },
-    });
-    new Counter({
-      name: 'ugro_job_restarts_total',
-      help: 'Failures of the job that UGRO restarted it after (or gave up on), by reason, since the controller started',
-      labelNames: ['job', 'reason'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const name of jobs())
-          for (const [reason, n] of view.restartsByReason(name)) this.inc({ job: name, reason }, n);
+    );
+    perJob(
+      'ugro_job_restarts_total',
+      'Failures of the job that UGRO restarted it after (or gave up on), by reason, since the controller started',
+      'counter',
+      (job, out) => {
+        for (const [reason, n] of view.restartsByReason(job)) out.push({ labels: { job, reason }, value: n });
       },
-    });
-    new Gauge({
-      name: 'ugro_job_progress_ratio',
-      help: 'Steps done over total steps (0..1), when the job reports total_steps',
-      labelNames: ['job'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const name of jobs()) {
-          const p = view.status(name)?.estimate?.percent;
-          if (p !== undefined) this.set({ job: name }, p / 100);
-        }
+    );
+    perJob(
+      'ugro_job_progress_ratio',
+      'Steps done over total steps (0..1), when the job reports total_steps',
+      'gauge',
+      (job, out) => {
+        const p = view.status(job)?.estimate?.percent;
+        if (p !== undefined) out.push({ labels: { job }, value: p / 100 });
       },
-    });
+    );
     new Gauge({
       name: 'ugro_node_ready',
       help: '1 when the host was Ready at its last health probe, else 0',
@@ -176,6 +166,11 @@ export class ControllerMetrics {
   render(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+interface MetricValue {
+  labels: Record<string, string>;
+  value: number;
 }
 
 type GpuLatest = ReturnType<DashboardView['telemetry']['gpus']>[number]['latest'];
