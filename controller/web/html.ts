@@ -18,7 +18,7 @@ export interface PageCommon {
 function page(c: PageCommon, title: string, body: string, data: unknown, extraHead = ''): string {
   return (
     '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
-    '<meta name="viewport" content="width=device-width, initial-scale=1">' +
+    '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">' +
     `<title>${h(title)} · UGRO</title><link rel="stylesheet" href="/assets/dashboard.css">${extraHead}` +
     `<script type="application/json" id="ugro-data">${jsonForScript(data)}</script>` +
     '<script src="/assets/dashboard.js" defer></script></head><body>' +
