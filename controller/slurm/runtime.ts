@@ -385,7 +385,7 @@ export class SlurmRuntime implements HostRuntimeApi {
     } catch (e) {
       return { ...base, status: 'NotReady', reasons: [(e as Error).message], warnings: [] };
     }
-    const b = blockOf(parseRecords(res.stdout), 'probe');
+    const b = blockOf(parseRecords(res.stdout), 'slurm-probe');
     if (!b) return { ...base, status: 'NotReady', reasons: [`slurm probe gave no answer: ${said(res)}`], warnings: [] };
     const reasons: string[] = [];
     for (const c of ['sbatch', 'squeue', 'scancel'])

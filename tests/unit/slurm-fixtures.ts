@@ -48,9 +48,21 @@ export function fakeSlurm(): { bin: string; state: string; calls: () => string[]
   writeFileSync(join(state, 'squeue'), '');
   const log = `printf '%s' "$(basename "$0")" >>"${state}/calls"; for a in "$@"; do printf ' | %s' "$a" >>"${state}/calls"; done; echo >>"${state}/calls"`;
   const cmds: Record<string, string> = {
-    squeue: `${log}\ncat "${state}/squeue"`,
+    // Answers the three questions UGRO's scripts ask: all rows, one job's state, a name's id.
+    squeue: [
+      log,
+      `[ -f "${state}/squeue-fails" ] && { cat "${state}/squeue-fails" >&2; exit 1; }`,
+      'fmt= jobs= name=',
+      'for a in "$@"; do case $a in --format=*) fmt=${a#--format=} ;; --jobs=*) jobs=${a#--jobs=} ;; --name=*) name=${a#--name=} ;; esac; done',
+      'case $fmt in',
+      `'%T') awk -F'|' -v j="$jobs" '$1 == j { print $2 }' "${state}/squeue" ;;`,
+      `'%i') awk -F'|' -v n="$name" '$5 == n { print $1 }' "${state}/squeue" ;;`,
+      `*) cat "${state}/squeue" ;;`,
+      'esac',
+    ].join('\n'),
     sacct: `${log}\n[ -f "${state}/sacct" ] && cat "${state}/sacct"; exit 0`,
-    scancel: `${log}\nexit 0`,
+    // What Slurm does about a cancel is the test's to say: state/on-scancel replaces the queue.
+    scancel: `${log}\n[ -f "${state}/on-scancel" ] && cp "${state}/on-scancel" "${state}/squeue"; exit 0`,
     sinfo: `${log}\necho 'gpu* up 3 idle'`,
     sbatch: [
       log,
