@@ -46,14 +46,20 @@ export function fakeSlurm(): { bin: string; state: string; calls: () => string[]
   mkdirSync(bin);
   mkdirSync(state);
   writeFileSync(join(state, 'squeue'), '');
-  const log = `printf '%s' "$(basename "$0")" >>"${state}/calls"; for a in "$@"; do printf ' | %s' "$a" >>"${state}/calls"; done; echo >>"${state}/calls"`;
+  const log = [
+    `printf '%s' "$(basename "$0")" >>"${state}/calls"`,
+    `for a in "$@"; do printf ' | %s' "$a" >>"${state}/calls"; done`,
+    `echo >>"${state}/calls"`,
+  ].join('\n');
   const cmds: Record<string, string> = {
     // Answers the three questions UGRO's scripts ask: all rows, one job's state, a name's id.
     squeue: [
       log,
       `[ -f "${state}/squeue-fails" ] && { cat "${state}/squeue-fails" >&2; exit 1; }`,
       'fmt= jobs= name=',
-      'for a in "$@"; do case $a in --format=*) fmt=${a#--format=} ;; --jobs=*) jobs=${a#--jobs=} ;; --name=*) name=${a#--name=} ;; esac; done',
+      'for a in "$@"; do case $a in',
+      '  --format=*) fmt=${a#--format=} ;; --jobs=*) jobs=${a#--jobs=} ;; --name=*) name=${a#--name=} ;;',
+      'esac; done',
       'case $fmt in',
       `'%T') awk -F'|' -v j="$jobs" '$1 == j { print $2 }' "${state}/squeue" ;;`,
       `'%i') awk -F'|' -v n="$name" '$5 == n { print $1 }' "${state}/squeue" ;;`,
