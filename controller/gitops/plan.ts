@@ -273,7 +273,7 @@ export function jobInfo(f: JobFacts): JobSourceInfo | undefined {
   if (!a) {
     if (!local) return undefined;
     if (inTree && inTree.oid === local.oid)
-      return out(true, 'Synced', `jobs/${local.file} is ${inTree.repoFile} at the branch head`);
+      return out(true, 'Synced', `in sync with ${inTree.repoFile} at the branch head`);
     return out(
       false,
       'NotInGit',
@@ -318,5 +318,5 @@ export function jobInfo(f: JobFacts): JobSourceInfo | undefined {
           s.refused!.why,
       );
   }
-  return out(true, 'Synced', `jobs/${a.file} is ${a.repoFile} at the branch head`);
+  return out(true, 'Synced', `in sync with ${a.repoFile} at the branch head`);
 }

@@ -261,7 +261,7 @@ export class GitSource implements JobSource {
         this.o.log.info('git source: the branch is back at the applied revision', { revision: head });
         this.refused = undefined;
       }
-      return this.outcome(true, head, false, 0, 0, 'up to date');
+      return this.outcome(true, head, false, 0, 0, 'already applied');
     }
     if (this.refused?.revision === head) return this.outcome(false, head, false, 0, 0, this.refused.why);
     if (this.o.requireSigned) {
@@ -434,7 +434,10 @@ export class GitSource implements JobSource {
       changed: previous !== head,
       written: plan.write.length,
       pruned: plan.prune.length,
-      message: previous === head ? 'up to date' : `applied ${head.slice(0, 12)}`,
+      message:
+        previous === head
+          ? 'already applied'
+          : `applied: ${plan.write.length} file(s) written, ${plan.prune.length} pruned`,
     };
   }
 

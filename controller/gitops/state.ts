@@ -162,10 +162,10 @@ export function gitNote(s: GitStateFile | undefined): string | undefined {
   if (!s?.active) return undefined;
   const name = sourceName(s);
   const at = s.applied ? `; jobs follow ${s.applied.slice(0, 8)}` : '';
-  if (s.refused)
-    return (
-      `git: ${name}: head ${s.refused.revision.slice(0, 8)} not applied: ${s.refused.why}${at} ` + '(SourceReady=False)'
-    );
+  if (s.refused) {
+    const head = s.refused.revision.slice(0, 8);
+    return `git: ${name}: head ${head} not applied: ${s.refused.why}${at} (SourceReady=False)`;
+  }
   if (!s.ready) return `git: ${name}: ${s.message || s.reason} (SourceReady=False)`;
   if (s.guard) return `git: ${name}: ${s.guard}: not pruned (--prune-all allows it)${at}`;
   return undefined;

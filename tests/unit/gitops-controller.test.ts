@@ -69,7 +69,11 @@ async function rig(
     jobsDir: jobs,
     runtime: new HostRuntime(fake),
     log,
-    now: () => new Date((clock.ms += 10)),
+    // Time moves 10 ms per look: generations begin at distinct instants.
+    now: () => {
+      clock.ms += 10;
+      return new Date(clock.ms);
+    },
     owner: 'test-controller',
     source: src,
     graceSeconds: 7,

@@ -423,7 +423,7 @@ const INFO: JobSourceInfo = {
   fromGit: true,
   synced: true,
   reason: 'Synced',
-  message: 'jobs/train.yaml is jobs/train.yaml at the branch head',
+  message: 'in sync with jobs/train.yaml at the branch head',
   ready: true,
   readyReason: 'Fetched',
   readyMessage: 'main of ssh://git@h/r.git fetched and applied',
