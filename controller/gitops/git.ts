@@ -11,7 +11,7 @@
  * The clone is bare: nothing from the repository is ever checked out onto the file system; files
  * are read from the object database by id.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -149,6 +149,8 @@ const BASE_CONFIG = [
 
 /** One repository (bare, in the controller's state dir) and the commands UGRO runs on it. */
 export class Git {
+  private readonly live = new Set<ChildProcess>();
+
   constructor(
     readonly dir: string,
     private readonly env: NodeJS.ProcessEnv,
@@ -163,6 +165,8 @@ export class Git {
         env: o.cwd ? this.env : { ...this.env, GIT_DIR: this.dir },
         stdio: ['pipe', 'pipe', 'pipe'],
       });
+      this.live.add(child);
+      child.on('exit', () => this.live.delete(child));
       const out: Buffer[] = [];
       let outBytes = 0;
       let err = '';
@@ -195,6 +199,11 @@ export class Git {
       child.stdin!.on('error', () => undefined);
       child.stdin!.end(o.input ?? '');
     });
+  }
+
+  /** Kill every git command still running (the controller is stopping: a hung fetch must not hold it). */
+  killAll(): void {
+    for (const c of this.live) c.kill('SIGKILL');
   }
 
   /** Run and demand exit 0; the error carries git's last stderr line. */

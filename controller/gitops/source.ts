@@ -121,6 +121,7 @@ export class GitSource implements JobSource {
   private lastSuccessAt?: string;
   private nextFetchAt?: string;
   private lastStateText?: string;
+  private lastSyncKey?: string;
   /** Counters for tests and benchmarks. */
   readonly stats = { fetches: 0, applies: 0, writes: 0, prunes: 0 };
 
@@ -171,6 +172,7 @@ export class GitSource implements JobSource {
     this.stopped = true;
     this.cancelTimer?.();
     this.watcher?.close();
+    this.git?.killAll();
     await this.chain.catch(() => undefined);
   }
 
@@ -450,6 +452,19 @@ export class GitSource implements JobSource {
 
   /** After each sync: tell the controller which jobs' source info changed; update state.json. */
   private async afterSync(): Promise<void> {
+    // An idle fetch (nothing moved, nothing failed anew) changes no job's info: skip the walk.
+    const key = JSON.stringify([
+      this.manifest.head,
+      this.fetchError,
+      this.refused?.revision,
+      this.guard,
+      this.pruned.size,
+    ]);
+    if (key === this.lastSyncKey) {
+      await this.writeState();
+      return;
+    }
+    this.lastSyncKey = key;
     const names = new Set([...this.manifest.jobs.keys(), ...this.pruned.keys(), ...this.lastInfo.keys()]);
     for (const n of this.tree?.jobs.keys() ?? []) names.add(n);
     const changed: string[] = [];
