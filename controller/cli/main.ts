@@ -20,6 +20,7 @@ import * as controller from './commands/controller.ts';
 import * as del from './commands/delete.ts';
 import * as describe from './commands/describe.ts';
 import * as events from './commands/events.ts';
+import * as exporter from './commands/export.ts';
 import * as get from './commands/get.ts';
 import * as health from './commands/health.ts';
 import * as hosts from './commands/hosts.ts';
@@ -29,6 +30,7 @@ import * as results from './commands/results.ts';
 import * as resume from './commands/resume.ts';
 import * as status from './commands/status.ts';
 import * as sync from './commands/sync.ts';
+import * as usage from './commands/usage.ts';
 import * as validate from './commands/validate.ts';
 import { CliContext, type CliDeps, type Env, type GlobalFlags, type Io } from './context.ts';
 
@@ -53,6 +55,8 @@ const VERBS = [
   status,
   events,
   results,
+  usage,
+  exporter,
 ];
 
 export function buildProgram(io: Io, env: Env, deps: CliDeps = {}): { program: Command; ctx: CliContext } {
