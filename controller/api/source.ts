@@ -93,6 +93,3 @@ export const jobSourceStatusSchema = z.object({
   reason: z.string().max(64),
 });
 export type JobSourceStatus = z.output<typeof jobSourceStatusSchema>;
-
-/** The annotation naming a job's owner (for fair share); without it, a git job's owner is its commit's author. */
-export const OWNER_ANNOTATION = 'ugro.dev/owner';

@@ -62,7 +62,7 @@ interface Entry {
   value: unknown;
 }
 
-const CACHE_VERSION = 4;
+const CACHE_VERSION = 5;
 const CACHE_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Identity of a regular file as it is now; undefined when missing, 'other' when not a regular file. */

@@ -4,15 +4,14 @@
  * not made one over the whole queue, the rendezvous port, and the per-rank batch split.
  */
 import type { Host } from '../../config/cluster.ts';
+import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from './placement.ts';
 import type { ClusterView, LaunchPart } from './types.ts';
 
-export const OWNER_ANNOTATION = 'ugro.dev/owner';
-
-/** Who a job belongs to for fair share: its annotation, else the given default. */
-export function ownerOf(job: TrainingJob, fallback = 'unknown'): string {
-  return job.metadata.annotations?.[OWNER_ANNOTATION]?.slice(0, 200) || fallback;
+/** Who a job belongs to for fair share when its status does not say: its annotation, else 'unknown'. */
+function ownerOf(job: TrainingJob): string {
+  return job.metadata.annotations?.[OWNER_ANNOTATION]?.slice(0, 512) || 'unknown';
 }
 
 /** GPUs per node a job asks for: resources.gpusPerNode, else nprocPerNode (one GPU a rank). */
@@ -196,5 +195,9 @@ export function withBatches(job: TrainingJob, parts: LaunchPart[]): LaunchPart[]
   const weights = parts.flatMap((p) => Array.from({ length: p.nproc }, (_, i) => p.gpus?.[i]?.memoryMiB ?? 1));
   const split = splitBatch(b.global, weights, b.maxMicroBatch);
   let k = 0;
-  return parts.map((p) => ({ ...p, batches: split.slice(k, (k += p.nproc)) }));
+  return parts.map((p) => {
+    const batches = split.slice(k, k + p.nproc);
+    k += p.nproc;
+    return { ...p, batches };
+  });
 }

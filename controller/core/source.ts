@@ -5,8 +5,10 @@
  * (a new revision applied, the file out of sync, history rewritten under it). Kept apart from the
  * phase: a job can be Running and OutOfSync (its file was removed from git with pruning off).
  */
+
+import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import type { SpecState } from '../api/job-state.ts';
-import { type JobSourceInfo, type JobSourceStatus, OWNER_ANNOTATION } from '../api/source.ts';
+import type { JobSourceInfo, JobSourceStatus } from '../api/source.ts';
 import { type JobStatus, setCondition } from '../api/status.ts';
 import type { EventDraft, ReconcileInput, ReconcileResult } from './types.ts';
 

@@ -1,15 +1,27 @@
 /** `ugro apply -f FILE`: validate a TrainingJob file, then place it in the jobs directory as NAME.yaml. */
 import type { Command } from 'commander';
+import { OWNER_ANNOTATION } from '../../api/annotations.ts';
 import { requireJobName } from '../args.ts';
 import type { CliContext } from '../context.ts';
+import { ownerFrom } from '../owner.ts';
+
+/** The file with metadata.annotations["ugro.dev/owner"] set; its comments and layout kept. */
+async function withOwner(text: string, owner: string): Promise<string> {
+  const { parseDocument } = await import('../yaml.ts');
+  const doc = parseDocument(text);
+  doc.setIn(['metadata', 'annotations', OWNER_ANNOTATION], owner);
+  return doc.toString();
+}
 
 export function register(program: Command, ctx: CliContext): void {
   program
     .command('apply')
     .description('validate a TrainingJob file, then place it in jobs/ as <name>.yaml')
     .requiredOption('-f, --file <file>', 'the TrainingJob (a regular file of at most 1 MiB)')
+    .option('--owner <user>', 'who it belongs to when the file does not say (default: $UGRO_OWNER, else $USER)')
     .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
-    .action(async (o: { file: string; force?: boolean }) => {
+    .action(async (o: { file: string; force?: boolean; owner?: string }) => {
+      const owner = ownerFrom(o.owner, ctx.env);
       const [{ mkdir }, { join }, { formatIssue, UgroError }, { parseTrainingJob }, jobs] = await Promise.all([
         import('node:fs/promises'),
         import('node:path'),
@@ -33,7 +45,9 @@ export function register(program: Command, ctx: CliContext): void {
         throw new UgroError(`cannot create ${store.dir}: ${(e as Error).message}`);
       }
       const existed = (await store.specFile(name)) !== undefined;
-      await jobs.writeJobFile(join(store.dir, `${name}.yaml`), input.text);
+      const text =
+        owner && !res.value.metadata.annotations?.[OWNER_ANNOTATION] ? await withOwner(input.text, owner) : input.text;
+      await jobs.writeJobFile(join(store.dir, `${name}.yaml`), text);
       ctx.io.out(`trainingjob/${name} ${existed ? 'configured' : 'created'}`);
       if (gitWarning) ctx.io.err(gitWarning);
     });

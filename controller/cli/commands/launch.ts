@@ -1,8 +1,10 @@
 /** `ugro launch --name N …`: the seed's command; writes a TrainingJob for the reference scripts/train.py. */
 import type { Command } from 'commander';
 import { UgroError, UsageError } from '../../../config/errors.ts';
+import { OWNER_ANNOTATION } from '../../api/annotations.ts';
 import { intFlag, optionalIntFlag, positiveNumberFlag, requireJobName } from '../args.ts';
 import type { CliContext } from '../context.ts';
+import { ownerFrom } from '../owner.ts';
 
 interface LaunchOptions {
   name: string;
@@ -15,6 +17,7 @@ interface LaunchOptions {
   nodes?: string;
   nprocPerNode: string;
   force?: boolean;
+  owner?: string;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -30,6 +33,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--priority <p>', 'high|normal|low or an integer -1000..1000', 'normal')
     .option('--nodes <k>', 'number of hosts, 1..1024 (default: all hosts)')
     .option('--nproc-per-node <n>', 'processes per host: 1..64, or gpu (one per GPU)', '1')
+    .option('--owner <user>', 'who the job belongs to, for fair share (default: $UGRO_OWNER, else $USER)')
     .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
     .action((o: LaunchOptions) => launch(ctx, o));
 }
@@ -47,6 +51,7 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
   const batchSize = optionalIntFlag('--batch-size', o.batchSize, 1, 1_000_000);
   const priority = priorityFlag(o.priority);
   const nodesFlag = optionalIntFlag('--nodes', o.nodes, 1, 1024);
+  const owner = ownerFrom(o.owner, ctx.env);
   const nproc = o.nprocPerNode === 'gpu' ? 'gpu' : intFlag('--nproc-per-node', o.nprocPerNode, 1, 64);
 
   const [{ stringify }, { formatIssue }, { API_VERSION, KIND, parseTrainingJob }, jobs, { join }, { mkdir }] =
@@ -64,7 +69,11 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
   const job = {
     apiVersion: API_VERSION,
     kind: KIND,
-    metadata: { name, labels: { 'ugro.dev/launched-by': 'ugro-launch' } },
+    metadata: {
+      name,
+      labels: { 'ugro.dev/launched-by': 'ugro-launch' },
+      ...(owner ? { annotations: { [OWNER_ANNOTATION]: owner } } : {}),
+    },
     spec: {
       script: 'train.py',
       args,

@@ -53,6 +53,7 @@ export function projectStatus(raw: unknown): unknown {
       ? { percent: raw.estimate.percent, etaSeconds: raw.estimate.etaSeconds, at: raw.estimate.at }
       : raw.estimate,
     revision: raw.revision,
+    owner: raw.owner,
     source: isRec(raw.source) ? { sync: raw.source.sync } : raw.source,
   };
 }
@@ -66,6 +67,9 @@ export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'RESTARTS', 'NODES', 'PR
 export const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
 /** With -o wide, when some job follows git (status.revision): before MESSAGE. */
 export const GIT_COLUMNS = ['REVISION', 'SYNC'];
+
+/** With -o wide, when some job has an owner (fair share): after RUN. */
+export const OWNER_COLUMN = 'OWNER';
 
 /** A job that follows git: its revision as 8 hex digits, and Synced/OutOfSync. */
 function gitCells(st: Rec | undefined): string[] {
@@ -144,7 +148,16 @@ function reportsProgress(r: JobRowInput): boolean {
   );
 }
 
-export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: Date, git = false): string[] {
+function hasOwner(r: JobRowInput): boolean {
+  return isRec(r.status) && typeof r.status.owner === 'string';
+}
+
+export function jobRow(
+  { name, status, spec }: JobRowInput,
+  wide: boolean,
+  now: Date,
+  o: { git?: boolean; owner?: boolean } = {},
+): string[] {
   const st = isRec(status) && typeof status.phase === 'string' ? status : undefined;
   const nodes = Array.isArray(st?.nodes) ? st.nodes.filter(isRec) : [];
   const row = [
@@ -161,18 +174,25 @@ export function jobRow({ name, status, spec }: JobRowInput, wide: boolean, now: 
     ...row,
     nodes.map((n) => str(n.host, 63) ?? '?').join(',') || '-',
     str(st?.runId, 100) ?? '-',
-    ...(git ? gitCells(st) : []),
+    ...(o.owner ? [str(st?.owner, 64) ?? '-'] : []),
+    ...(o.git ? gitCells(st) : []),
     firstLine(str(st?.message, 4096)),
   ];
 }
 
 export function jobsTable(rows: JobRowInput[], wide: boolean, now: Date, opts: { bars?: boolean } = {}): string {
   const git = wide && rows.some(followsGit);
-  const wideColumns = git ? [...WIDE_COLUMNS.slice(0, -1), ...GIT_COLUMNS, 'MESSAGE'] : WIDE_COLUMNS;
+  const owner = wide && rows.some(hasOwner);
+  const wideColumns = [
+    ...WIDE_COLUMNS.slice(0, -1),
+    ...(owner ? [OWNER_COLUMN] : []),
+    ...(git ? GIT_COLUMNS : []),
+    'MESSAGE',
+  ];
   return withProgress(
     rows,
     wide ? [...JOB_COLUMNS, ...wideColumns] : JOB_COLUMNS,
-    rows.map((r) => jobRow(r, wide, now, git)),
+    rows.map((r) => jobRow(r, wide, now, { git, owner })),
     now,
     opts.bars ?? false,
   );

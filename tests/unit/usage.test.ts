@@ -1,0 +1,82 @@
+/**
+ * Fair share's memory: GPU time per owner, halving every half-life, persisted atomically and read
+ * back as hostile input; and `ugro usage`, which shows it.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { main } from '../../controller/cli/main.ts';
+import { readUsage, Usage } from '../../controller/runtime/usage.ts';
+
+const CLUSTER = new URL('../fixtures/cluster/valid.yaml', import.meta.url).pathname;
+const H = 3_600_000;
+let jobs: string;
+
+beforeEach(() => {
+  jobs = join(mkdtempSync(join(tmpdir(), 'ugro-usage-')), 'jobs');
+  mkdirSync(join(jobs, '.ugro'), { recursive: true });
+});
+afterEach(() => rmSync(join(jobs, '..'), { recursive: true, force: true }));
+
+async function ugro(...args: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(
+    ['node', 'ugro', '--cluster', CLUSTER, '--jobs', jobs, ...args],
+    { out: (s) => out.push(s), err: (s) => err.push(s) },
+    { USER: 'alice', HOME: '/nonexistent' },
+  );
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('usage: decayed GPU time per owner', () => {
+  it('halves every half-life, adds up, and survives a save and load', async () => {
+    const u = Usage.inDir(jobs, 24);
+    u.add('alice', 3600, 0);
+    u.add('alice', 3600, 24 * H); // 1800 left of the first hour + 3600
+    u.add('bob', 7200, 24 * H);
+    expect(u.snapshot(24 * H).get('alice')).toBeCloseTo(5400);
+    await u.save();
+    const back = Usage.inDir(jobs, 24);
+    await back.load();
+    expect(back.snapshot(48 * H).get('alice')).toBeCloseTo(2700);
+    expect(back.snapshot(48 * H).get('bob')).toBeCloseTo(3600);
+    const r = await readUsage(jobs, 48 * H);
+    expect(r.halfLifeHours).toBe(24);
+    expect(r.owners.map((o) => o.owner)).toEqual(['bob', 'alice']);
+  });
+
+  it('a foreign, torn or hostile usage.json is ignored, never trusted', async () => {
+    const file = join(jobs, '.ugro', 'usage.json');
+    for (const text of [
+      '{"halfLifeHours":24,"owners":{"eve":{"gpuSeconds":-1e9,"at":0}}}',
+      '{"halfLifeHours":0,"owners":{}}',
+      '{"halfLifeHours":24,"owners":{"eve":{"gpuSeconds":"lots","at":0}}}',
+      '{"halfLifeHours":24,"owners":{"',
+    ]) {
+      writeFileSync(file, text);
+      expect((await readUsage(jobs, 0)).owners).toEqual([]);
+    }
+  });
+
+  it('ugro usage prints owners, most GPU time first, and -o json', async () => {
+    expect((await ugro('usage')).out).toContain('No GPU time recorded yet');
+    const u = Usage.inDir(jobs, 12);
+    u.add('alice', 1800, Date.now());
+    u.add('bob', 7200, Date.now());
+    await u.save();
+    const t = await ugro('usage');
+    expect(t.code).toBe(0);
+    expect(t.out.split('\n').slice(0, 3)).toEqual([
+      expect.stringMatching(/^OWNER +GPU-HOURS$/),
+      expect.stringMatching(/^bob +2\.00$/),
+      expect.stringMatching(/^alice +0\.50$/),
+    ]);
+    expect(t.out).toContain('halves every 12 h');
+    const j = JSON.parse((await ugro('usage', '-o', 'json')).out);
+    expect(j.halfLifeHours).toBe(12);
+    expect(j.owners[0].owner).toBe('bob');
+    expect(readFileSync(join(jobs, '.ugro', 'usage.json'), 'utf8')).toMatch(/^\{"halfLifeHours":12,/);
+  });
+});
