@@ -19,6 +19,7 @@
 #   gpu H ok|absent|old-driver|failing   switch H's stand-in nvidia-smi
 #   ssh H [CMD...]        ssh into H as its user with the lab key (convenience)
 #   smoke                 ssh + stand-in + N-host torchrun (gloo) end-to-end check
+#   slurm up|down|status  Slurm (slurm-wlm + munge) on the lab hosts (tests/lab/slurm.sh)
 # H is a host name (gpu-master, gpu1, ...), its index, its address or its user.
 set -euo pipefail
 
@@ -469,6 +470,8 @@ down_host() { # every piece is optional: works after a failed or partial up
 
 cmd_down() {
   require_root; take_lock
+  # Slurm on the lab hosts first (its daemons live in their namespaces).
+  if [ -d "$LAB/slurm" ]; then bash "$LAB_SH_DIR/slurm.sh" down || true; fi
   # All hosts we may have made: recorded count, plus anything left behind.
   local max=$(($(host_count) - 1)) x
   for x in $(ip netns list 2>/dev/null | awk '{print $1}') $(ls /etc/netns 2>/dev/null); do
@@ -631,6 +634,7 @@ case $verb in
   gpu) cmd_gpu "$@" ;;
   ssh) cmd_ssh "$@" ;;
   smoke) cmd_smoke ;;
+  slurm) exec bash "$LAB_SH_DIR/slurm.sh" "$@" ;; # Slurm on the lab hosts: tests/lab/slurm.sh
   -h | --help | help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

@@ -252,7 +252,8 @@ describe('ugro export job (the CLI)', () => {
     mkdirSync(jobs);
     writeFileSync(
       join(jobs, 'train.yaml'),
-      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: train\nspec:\n  script: train.py\n  nodes: 2\n',
+      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: train\n' +
+        'spec:\n  script: train.py\n  nodes: 2\n',
     );
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
