@@ -17,6 +17,9 @@
 #   cut H                 take H's link down on both ends (connect: times out)
 #   heal H                bring H's link back and wait for port 22
 #   gpu H ok|absent|old-driver|failing   switch H's stand-in nvidia-smi
+#   gpus H NAME:GB[,NAME:GB...]|default   give H these stand-in GPUs (indices
+#                         0..n-1, e.g. "RTX 5070 Ti:12,RTX 4070:8"), or its seed
+#                         GPU back; the mode is kept; `up` restores every host
 #   ssh H [CMD...]        ssh into H as its user with the lab key (convenience)
 #   smoke                 ssh + stand-in + N-host torchrun (gloo) end-to-end check
 #   slurm up|down|status  Slurm (slurm-wlm + munge) on the lab hosts (tests/lab/slurm.sh)
@@ -250,22 +253,37 @@ ensure_user() {
   chown "$u:$(id -gn "$u")" "$home/.ssh/environment"; chmod 600 "$home/.ssh/environment"
 }
 
-write_gpu_conf() { # `up` always brings the GPU back to mode=ok (nominal state)
-  local i=$1 f
+gpu_uuid() { printf 'GPU-5c1a7e2b-%04d-4000-8000-%012d\n' "$2" "$1"; } # host $1, GPU $2: distinct
+
+# write_gpu_conf I [MODE [NAME|MIB...]]: `up` always brings the seed GPU back with mode=ok
+# (nominal state); `gpus` passes the host's mode and its GPUs (GPU 0 first).
+write_gpu_conf() {
+  local i=$1 mode=${2:-ok} f j name mib
+  shift $(($# < 2 ? $# : 2))
+  [ $# -gt 0 ] || set -- "$(host_gpu_name "$i")|$(host_gpu_mib "$i")"
   f="$(host_dir "$i")/gpu.conf"
-  cat >"$f" <<EOF
-# Stand-in GPU of lab host $(host_name "$i"), read by bin/nvidia-smi (a STAND-IN).
+  {
+    cat <<EOF
+# Stand-in GPU(s) of lab host $(host_name "$i"), read by bin/nvidia-smi (a STAND-IN).
 # mode: ok | old-driver | failing | absent   (set with: lab gpu $(host_name "$i") MODE)
-mode=ok
-name="$(host_gpu_name "$i")"
-memory_total=$(host_gpu_mib "$i")
+# GPUs: lab gpus $(host_name "$i") NAME:GB,... | default
+mode=$mode
+name="${1%|*}"
+memory_total=${1##*|}
 memory_used=312
 utilization=0
 temperature=34
 driver=570.133.07
-uuid=GPU-5c1a7e2b-0000-4000-8000-$(printf '%012d' "$i")
+uuid=$(gpu_uuid "$i" 0)
+gpu_count=$#
 EOF
-  chmod 644 "$f"
+    for ((j = 1; j < $#; j++)); do
+      name=${*:j+1:1}; mib=${name##*|}; name=${name%|*}
+      printf 'name_%d="%s"\nmemory_total_%d=%s\nuuid_%d=%s\n' "$j" "$name" "$j" "$mib" "$j" "$(gpu_uuid "$i" "$j")"
+    done
+  } >"$f.new"
+  chmod 644 "$f.new"
+  mv -f "$f.new" "$f" # whole, never half-written, for an nvidia-smi reading it now
 }
 
 gpu_mode() { sed -n 's/^mode=//p' "$(host_dir "$1")/gpu.conf" 2>/dev/null || true; }
@@ -568,6 +586,34 @@ cmd_gpu() {
   log "gpu: $(host_name "$i") -> $mode"
 }
 
+# gpus H "RTX 5070 Ti:12,RTX 4070:8": H's stand-in GPUs, indices 0..n-1 in that order. A name
+# without a vendor gets NVIDIA's (RTX/GTX + digits: "NVIDIA GeForce "); memory.total is GB*1024
+# MiB less 0.5% (12 GB: 12227 MiB, 8 GB: 8152), as real cards report a little under their size.
+cmd_gpus() {
+  local usage='usage: gpus H NAME:GB[,NAME:GB...] | gpus H default'
+  require_root; take_lock
+  local i spec mode entry name gb gpus=() items=()
+  i=$(resolve_host "${1:?$usage}")
+  spec=${2:?$usage}
+  mode=$(gpu_mode "$i"); mode=${mode:-ok}
+  if [ "$spec" != default ]; then
+    IFS=, read -r -a items <<<"$spec"
+    for entry in "${items[@]}"; do
+      name=${entry%:*}; gb=${entry##*:}
+      name=$(echo "$name" | sed 's/^ *//; s/ *$//')
+      [[ $entry == *:* && $gb =~ ^[1-9][0-9]*$ && $gb -ge 1 && $gb -le 1024 ]] ||
+        die "gpus: '$entry' is not NAME:GB (GB a whole number 1..1024); $usage"
+      [[ -n $name && $name =~ ^[A-Za-z0-9\ ._()+-]+$ ]] || die "gpus: bad GPU name '$name' (letters, digits, ' ._()+-')"
+      case $name in NVIDIA* | Tesla*) ;; RTX\ [0-9]* | GTX\ [0-9]*) name="NVIDIA GeForce $name" ;; *) name="NVIDIA $name" ;; esac
+      gpus+=("$name|$((gb * 1024 - gb * 1024 / 200))")
+    done
+    [ ${#gpus[@]} -ge 1 ] && [ ${#gpus[@]} -le 16 ] || die "gpus: 1 to 16 GPUs; $usage"
+  fi
+  write_gpu_conf "$i" "$mode" "${gpus[@]}"
+  log "gpus: $(host_name "$i") -> $(grep -c '^memory_total' "$(host_dir "$i")/gpu.conf") GPU(s): $(
+    sed -n 's/^name\(_[0-9]*\)\{0,1\}="\(.*\)"$/\2/p' "$(host_dir "$i")/gpu.conf" | paste -sd, -)"
+}
+
 ssh_opts() { # plain OpenSSH client, lab key, pinned host keys, nothing from ~/.ssh/config
   printf '%s\n' -F /dev/null -i "$LAB/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
     -o UserKnownHostsFile="$LAB/known_hosts" -o StrictHostKeyChecking=yes -o ConnectTimeout=3
@@ -632,6 +678,7 @@ case $verb in
   cut) cmd_cut "$@" ;;
   heal) cmd_heal "$@" ;;
   gpu) cmd_gpu "$@" ;;
+  gpus) cmd_gpus "$@" ;;
   ssh) cmd_ssh "$@" ;;
   smoke) cmd_smoke ;;
   slurm) exec bash "$LAB_SH_DIR/slurm.sh" "$@" ;; # Slurm on the lab hosts: tests/lab/slurm.sh
