@@ -232,6 +232,16 @@ export class Git {
     throw new GitError(describeFetchError(r.stderr, branch), r.stderr, r.code);
   }
 
+  /**
+   * A ref as git wrote it after a fetch (a loose ref file: one line, the id), read without starting
+   * git; undefined when it is not a plain loose ref (packed, symbolic), and the caller asks git.
+   */
+  async readLooseRef(ref: string): Promise<string | undefined> {
+    const text = await readFile(join(this.dir, ref), 'utf8').catch(() => undefined);
+    const id = text?.trim();
+    return id && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(id) ? id : undefined;
+  }
+
   async revParse(rev: string): Promise<string | undefined> {
     const r = await this.run(['rev-parse', '--verify', '--quiet', '--end-of-options', rev]);
     return r.code === 0 ? r.stdout.toString('utf8').trim() : undefined;

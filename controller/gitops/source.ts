@@ -76,6 +76,8 @@ export interface SyncOutcome {
 
 interface Manifest {
   head?: string;
+  /** The applied head's subject (for `ugro sync` and state.json). */
+  headSubject?: string;
   rewrittenFrom?: string;
   rewrittenJobs: string[];
   jobs: Map<string, AppliedJob>;
@@ -255,7 +257,9 @@ export class GitSource implements JobSource {
     this.failures = 0;
     this.neverFetched = false;
     this.lastSuccessAt = this.now().toISOString();
-    const head = await this.repoGit.revParse('refs/ugro/fetched^{commit}');
+    const head =
+      (await this.repoGit.readLooseRef('refs/ugro/fetched')) ??
+      (await this.repoGit.revParse('refs/ugro/fetched^{commit}'));
     if (!head || !HEX.test(head)) throw new GitError(`the fetched head is not a commit (${head ?? 'none'})`);
     this.fetched = head;
     if (head === this.manifest.head && !this.dirty) {
@@ -304,12 +308,7 @@ export class GitSource implements JobSource {
     pruned: number,
     message: string,
   ): Promise<SyncOutcome> {
-    let subject: string | undefined;
-    try {
-      subject = (await this.repoGit.commitInfo(revision)).subject;
-    } catch {
-      /* only for the message */
-    }
+    const subject = revision === this.manifest.head ? this.manifest.headSubject : undefined;
     return { ok, revision, ...(subject !== undefined ? { subject } : {}), changed, written, pruned, message };
   }
 
@@ -402,6 +401,7 @@ export class GitSource implements JobSource {
     this.ignored = tree.ignored.concat([...tree.refused.values()].map((r) => ({ file: r.repoFile, why: r.why })));
     this.manifest = {
       head,
+      headSubject: headInfo.subject,
       ...(rewrittenFrom ? { rewrittenFrom } : {}),
       rewrittenJobs: rewrittenFrom ? touched : [],
       jobs,
@@ -629,6 +629,7 @@ export class GitSource implements JobSource {
       branch: this.o.branch,
       path: this.o.path,
       head: m.head,
+      headSubject: m.headSubject,
       rewrittenFrom: m.rewrittenFrom,
       rewrittenJobs: m.rewrittenJobs,
       jobs: Object.fromEntries([...m.jobs].sort(([a], [b]) => a.localeCompare(b))),
@@ -639,11 +640,7 @@ export class GitSource implements JobSource {
   /** state.json for the CLI; written when anything but the fetch times changed (or `force`). */
   private async writeState(force = false): Promise<void> {
     const headCommit = this.manifest.head;
-    let subject: string | undefined;
-    if (headCommit) {
-      const any = [...this.manifest.jobs.values()].find((j) => j.commit.revision === headCommit);
-      subject = any?.commit.subject;
-    }
+    const subject = this.manifest.headSubject;
     const s = this.sourceState();
     const ready = readyOf(s);
     const doc: GitStateFile = {
@@ -697,6 +694,7 @@ export function parseManifest(raw: unknown, o: { url: string; branch: string; pa
   const same = r.url === o.url && r.branch === o.branch && r.path === o.path;
   const head = str(r.head, 64);
   if (head && HEX.test(head)) m.head = same ? head : undefined;
+  if (m.head && str(r.headSubject)) m.headSubject = str(r.headSubject);
   const rf = str(r.rewrittenFrom, 64);
   if (same && rf && HEX.test(rf)) m.rewrittenFrom = rf;
   if (Array.isArray(r.rewrittenJobs)) m.rewrittenJobs = r.rewrittenJobs.filter((n) => typeof n === 'string');
