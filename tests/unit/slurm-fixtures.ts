@@ -5,10 +5,13 @@
  * on this machine. The stand-ins model nothing of Slurm but what a test writes into their state
  * directory: which jobs squeue lists, in which state.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Cluster, parseCluster } from '../../config/cluster.ts';
+import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
+import type { ExecResult } from '../../controller/hosts/ssh.ts';
+import type { SlurmTransport } from '../../controller/slurm/runtime.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -72,6 +75,7 @@ export function fakeSlurm(): { bin: string; state: string; calls: () => string[]
     sinfo: `${log}\necho 'gpu* up 3 idle'`,
     sbatch: [
       log,
+      '[ "$1" = --version ] && { echo "slurm 22.05.8"; exit 0; }',
       `id=$(cat "${state}/next-id" 2>/dev/null || echo 100)`,
       `echo $((id + 1)) >"${state}/next-id"`,
       `for a in "$@"; do f=$a; done`,
@@ -105,4 +109,32 @@ export function fakeSlurm(): { bin: string; state: string; calls: () => string[]
     },
     setQueue: (rows) => writeFileSync(join(state, 'squeue'), rows.map((r) => `${r}\n`).join('')),
   };
+}
+
+/** `sh -c TEXT NAME ARGS…` here, with the stand-in Slurm first on PATH; files written atomically. */
+export class LocalSlurmTransport implements SlurmTransport {
+  readonly calls: string[] = [];
+  constructor(private readonly bin: string) {}
+  exec(_h: Host, text: string, name: string, args: readonly string[]): Promise<ExecResult> {
+    this.calls.push(name);
+    const t0 = performance.now();
+    return new Promise((resolve) => {
+      const p = spawn('sh', ['-c', text, name, ...args], {
+        env: { ...process.env, PATH: `${this.bin}:${process.env.PATH}` },
+      });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (b) => {
+        stdout += b;
+      });
+      p.stderr.on('data', (b) => {
+        stderr += b;
+      });
+      p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, durationMs: performance.now() - t0 }));
+    });
+  }
+  async writeFile(_h: Host, path: string, data: string): Promise<void> {
+    writeFileSync(`${path}.tmp`, data);
+    renameSync(`${path}.tmp`, path);
+  }
 }

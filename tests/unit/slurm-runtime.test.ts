@@ -1,54 +1,15 @@
-/**
- * SlurmRuntime over UGRO's real scripts (scripts/runtime/slurm/, observe.sh), run with `sh -c` on
- * this machine as over SSH, against stand-ins for Slurm's commands that record each call and
- * answer what the test put in their state (tests/unit/slurm-fixtures.ts). What this proves: a
- * submit is idempotent (never two Slurm jobs for one run dir, even after a submit cut short),
- * Slurm's states become RunParts as the reconcile expects them, one squeue call serves every
- * observe of a resync and every waiter, and a stop signals before it cancels.
- */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import type { Host } from '../../config/cluster.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import type { LaunchRequest } from '../../controller/hosts/runtime-api.ts';
-import type { ExecResult } from '../../controller/hosts/ssh.ts';
 import { slurmPlan } from '../../controller/slurm/plan.ts';
-import { SlurmRuntime, type SlurmTransport } from '../../controller/slurm/runtime.ts';
+import { SlurmRuntime } from '../../controller/slurm/runtime.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { job } from './job-fixtures.ts';
-import { fakeSlurm, slurmCluster } from './slurm-fixtures.ts';
-
-/** `sh -c TEXT NAME ARGS…` here, with the stand-in Slurm first on PATH; files written atomically. */
-class LocalSlurmTransport implements SlurmTransport {
-  readonly calls: string[] = [];
-  constructor(private readonly bin: string) {}
-  exec(_h: Host, text: string, name: string, args: readonly string[]): Promise<ExecResult> {
-    this.calls.push(name);
-    const t0 = performance.now();
-    return new Promise((resolve) => {
-      const p = spawn('sh', ['-c', text, name, ...args], {
-        env: { ...process.env, PATH: `${this.bin}:${process.env.PATH}` },
-      });
-      let stdout = '';
-      let stderr = '';
-      p.stdout.on('data', (b) => {
-        stdout += b;
-      });
-      p.stderr.on('data', (b) => {
-        stderr += b;
-      });
-      p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, durationMs: performance.now() - t0 }));
-    });
-  }
-  async writeFile(_h: Host, path: string, data: string): Promise<void> {
-    writeFileSync(`${path}.tmp`, data);
-    renameSync(`${path}.tmp`, path);
-  }
-}
+import { fakeSlurm, LocalSlurmTransport, slurmCluster } from './slurm-fixtures.ts';
 
 const settings = slurmCluster().slurm!.slurm;
 const J = job('train-a', { script: 'train.py', nodes: 2 });
