@@ -154,7 +154,8 @@ export class JobStore {
 
   /** Returns true if the file changed. Skips identical writes (no churn, no mtime noise). */
   async writeStatus(name: string, status: JobStatus): Promise<boolean> {
-    const text = `# Written by the UGRO controller; do not edit (your spec is ${name}.yaml).\n${stringify(stripUndefined(status), { lineWidth: 0 })}`;
+    const head = `# Written by the UGRO controller; do not edit (your spec is ${name}.yaml).\n`;
+    const text = head + stringify(stripUndefined(status), { lineWidth: 0 });
     const path = this.statusFile(name);
     const cur = await readRegularFile(path);
     if (cur.ok && cur.text === text) return false;

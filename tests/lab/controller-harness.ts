@@ -1,6 +1,6 @@
 /** Harness for controller lab tests: a real `ugro controller` process per test, temp jobs dir. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -77,12 +77,17 @@ export function ugroStream(
   return { chunks, done };
 }
 
-export function job(name: string, spec: Record<string, unknown>): string {
-  return stringify({ apiVersion: 'ugro.dev/v1alpha1', kind: 'TrainingJob', metadata: { name }, spec });
+export function job(name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}): string {
+  return stringify({ apiVersion: 'ugro.dev/v1alpha1', kind: 'TrainingJob', metadata: { name, ...metadata }, spec });
 }
 
-export function writeJob(jobsDir: string, name: string, spec: Record<string, unknown>): void {
-  writeFileSync(join(jobsDir, `${name}.yaml`), job(name, spec));
+export function writeJob(
+  jobsDir: string,
+  name: string,
+  spec: Record<string, unknown>,
+  metadata: Record<string, unknown> = {},
+): void {
+  writeFileSync(join(jobsDir, `${name}.yaml`), job(name, spec, metadata));
 }
 
 export function readStatus(jobsDir: string, name: string): JobStatus | undefined {
@@ -108,7 +113,8 @@ export async function waitFor<T>(
   }
   const tail = lastController?.logText().split('\n').slice(-40).join('\n');
   throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}\n${trainingProcesses()}`,
+    `timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})` +
+      `${tail ? `\ncontroller log (last 40 lines):\n${tail}` : ''}\n${trainingProcesses()}`,
   );
 }
 
@@ -163,4 +169,34 @@ export async function runDirs(pool: SshPool, host: string, runsPath: string, job
     jobName,
   ]);
   return r.stdout.split('\n').filter(Boolean);
+}
+
+/** The run directory name of a status's run id (`JOB-HASH8-aN` -> `JOB.HASH8.N`). */
+export function runDirOf(s: Pick<JobStatus, 'runId'>): string {
+  return s.runId!.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2');
+}
+
+/**
+ * The pid of one rank's training process (the python of train.py, not its rank.sh wrapper) of a
+ * run: the lab hosts share this machine's /proc (network namespaces only).
+ */
+export function rankPid(runId: string, rank: number, script = 'train.py'): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const env = readFileSync(`/proc/${d}/environ`, 'utf8').split('\0');
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (
+        env.includes(`UGRO_RUN_ID=${runId}`) &&
+        env.includes(`RANK=${rank}`) &&
+        cmd.includes(script) &&
+        !cmd.includes('rank.sh')
+      ) {
+        return Number(d);
+      }
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return undefined;
 }

@@ -610,6 +610,13 @@ cmd_gpus() {
     [ ${#gpus[@]} -ge 1 ] && [ ${#gpus[@]} -le 16 ] || die "gpus: 1 to 16 GPUs; $usage"
   fi
   write_gpu_conf "$i" "$mode" "${gpus[@]}"
+  # the host's stand-in as in the repo (one from an older `up` would answer for GPU 0 only); an
+  # absent one stays absent
+  local b f
+  b="$(host_dir "$i")/bin"
+  for f in "$b/nvidia-smi" "$b/nvidia-smi.absent"; do
+    [ ! -e "$f" ] || cmp -s "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f" || install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f"
+  done
   log "gpus: $(host_name "$i") -> $(grep -c '^memory_total' "$(host_dir "$i")/gpu.conf") GPU(s): $(
     sed -n 's/^name\(_[0-9]*\)\{0,1\}="\(.*\)"$/\2/p' "$(host_dir "$i")/gpu.conf" | paste -sd, -)"
 }

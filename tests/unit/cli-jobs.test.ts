@@ -232,7 +232,7 @@ describe('files named on the command line: regular files of at most 1 MiB', () =
 });
 
 describe('owners (fair share): apply and launch record who a job belongs to', () => {
-  it('apply adds $USER as the owner when the file names none, keeping its comments; a named owner is kept', async () => {
+  it('apply adds $USER as the owner when the file names none, keeps its comments and a named owner', async () => {
     const f = join(root, 'a.yaml');
     writeFileSync(f, `# my run\n${specText('a')}  args: [--lr, "0.1"] # tuned\n`);
     expect((await ugro('apply', '-f', f)).code).toBe(0);
