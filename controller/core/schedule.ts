@@ -10,7 +10,7 @@ import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Reque
 import type { ClusterView, LaunchPart } from './types.ts';
 
 /** Who a job belongs to for fair share when its status does not say: its annotation, else 'unknown'. */
-function ownerOf(job: TrainingJob): string {
+export function ownerOf(job: TrainingJob): string {
   return job.metadata.annotations?.[OWNER_ANNOTATION]?.slice(0, 512) || 'unknown';
 }
 

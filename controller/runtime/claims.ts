@@ -5,14 +5,26 @@
  * on the hosts), or until the launch fails.
  */
 export class Claims {
-  private readonly byJob = new Map<string, { hosts: string[]; port: number }>();
+  private readonly byJob = new Map<string, { hosts: string[]; port: number; gpus: Map<string, number[]> }>();
   /** Ports found listening on a rendezvous host at launch: avoided for a while. */
   private readonly busyPorts = new Map<number, number>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  claim(job: string, hosts: string[], port: number): void {
-    this.byJob.set(job, { hosts: [...hosts], port });
+  /** `gpus`: host -> the GPU indexes the launch takes there (a host left out is taken whole). */
+  claim(job: string, hosts: string[], port: number, gpus: Map<string, number[]> = new Map()): void {
+    this.byJob.set(job, { hosts: [...hosts], port, gpus });
+  }
+
+  /** Every launch in flight: job -> each host it takes, with its GPUs when known. */
+  all(): Map<string, { host: string; gpus?: number[] }[]> {
+    const m = new Map<string, { host: string; gpus?: number[] }[]>();
+    for (const [job, c] of this.byJob)
+      m.set(
+        job,
+        c.hosts.map((host) => ({ host, gpus: c.gpus.get(host) })),
+      );
+    return m;
   }
 
   release(job: string): void {

@@ -5,12 +5,12 @@
  * loop runs in unit tests against an in-memory host. Explicit start()/stop(); stop never touches
  * running training (runs are detached on the hosts and re-adopted on the next start).
  */
-import { realpathSync } from 'node:fs';
+import { type Dirent, readdirSync, realpathSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { posix, resolve } from 'node:path';
 import { allHosts, type Cluster, type Host } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
-import { readTree } from '../../config/hash.ts';
+import { readTree, skippedName } from '../../config/hash.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
@@ -19,12 +19,12 @@ import type { TrainingJob } from '../api/trainingjob.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
 import { reconcile } from '../core/reconcile.ts';
-import { queueOrder } from '../core/schedule.ts';
+import { ownerOf, queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
 import { refreshSource } from '../core/source.ts';
 import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import { HostError } from '../hosts/errors.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi, LaunchRequest } from '../hosts/runtime-api.ts';
 import { slurmPlan } from '../slurm/plan.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
@@ -33,10 +33,12 @@ import { HostState } from './host-state.ts';
 import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { jsonLogger, type Logger } from './log.ts';
-import { type QueueOptions, WorkQueue } from './queue.ts';
 import type { ControllerObserver } from './observer.ts';
+import { type QueueOptions, WorkQueue } from './queue.ts';
+import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
+import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
-import { chokidarWatch, type Watcher, type WatchFn } from './watch.ts';
+import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
 
 export interface ControllerOptions {
   cluster: Cluster;
@@ -49,7 +51,7 @@ export interface ControllerOptions {
   graceSeconds?: number;
   /** Local scripts/ deployed to each host's scripts path before a `script:` job starts. */
   scriptsDir?: string;
-  /** Watch the jobs dir (default: chokidar). */
+  /** Watch the jobs dir (default: fs.watch, see watch.ts). */
   watch?: WatchFn;
   /** GitOps: a source of job files (controller/gitops/), started once the hosts are listed. */
   source?: JobSource;
@@ -71,7 +73,13 @@ interface JobMemo {
   createdAt: string;
   phase?: string;
   reason?: string;
+  /** The spec and status as last read: the queue placement plans over. */
+  job: TrainingJob;
+  status?: JobStatus;
 }
+
+/** One part of a launch as it will be sent, or why it cannot be (raised when that part is launched). */
+type PreparedPart = { host: Host; req: LaunchRequest; scriptsHash?: string } | { host: Host; error: Error };
 
 /** Lease TTL: how long a host stays reserved after its controller died without releasing it. */
 const LEASE_TTL_SECONDS = 60;
@@ -90,6 +98,16 @@ export class Controller {
   private readonly liveness: Liveness;
   private readonly jobs = new Map<string, JobMemo>();
   private readonly scriptsSynced = new Map<string, string>();
+  private scriptsHash?: { sig: string; hash: string };
+  /** One placement plan over the whole queue, remade when something it depends on changed. */
+  private readonly scheduler: Scheduler;
+  /** Victims of a preemption: who took their GPUs, and when (until they run again). */
+  private readonly preemptedBy = new Map<string, { job: string; at: string }>();
+  /** Preemption stops in flight, by run id (a preemptor requeued meanwhile does not stop twice). */
+  private readonly preempting = new Set<string>();
+  /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
+  private readonly usage: Usage;
+  private usageAt?: number;
   private readonly warnedFiles = new Set<string>();
   private watcher?: Watcher;
   private lock?: DirLock;
@@ -107,6 +125,8 @@ export class Controller {
     this.owner = o.owner ?? defaultOwner(this.store.dir);
     this.hostsState = new HostState(this.owner);
     this.claims = new Claims(() => this.now().getTime());
+    this.scheduler = new Scheduler(() => this.schedulerInputs());
+    this.usage = Usage.inDir(this.store.dir);
     this.queue = new WorkQueue((name) => this.timedReconcile(name), {
       ...o.queueTimers,
       onError: (key, err, retry) =>
@@ -133,6 +153,7 @@ export class Controller {
     this.started = true;
     await this.store.ensure();
     this.lock = await (this.o.lock ?? lockJobsDir)(this.store.dir);
+    await this.usage.load();
     // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
     await this.leases.renewAll();
     await Promise.all([this.refreshHealth(), ...this.hosts.map((h) => this.scanHost(h))]);
@@ -144,7 +165,7 @@ export class Controller {
     for (const n of this.hostsState.jobNames()) names.add(n);
     for (const n of names) this.queue.add(n);
     // Then watch. Events only enqueue a name; reconcile reads everything itself.
-    this.watcher = await (this.o.watch ?? chokidarWatch)(this.store.dir, (name) => this.queue.add(name));
+    this.watcher = await (this.o.watch ?? fsWatch)(this.store.dir, (name) => this.queue.add(name));
     const every =
       this.o.every ??
       ((ms: number, fn: () => void) => {
@@ -156,7 +177,7 @@ export class Controller {
     this.stopTimers = [
       every(this.o.resyncMs ?? 60_000, () => void this.resync()),
       every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued())),
-      every((ttl * 1000) / 3, () => void this.leases.renewAll()),
+      every((ttl * 1000) / 3, () => void this.leases.renewAll().then(() => this.scheduler.invalidate())),
       every(1000, () => void this.watchLiveness()),
     ];
     this.log.info('controller started', {
@@ -174,6 +195,8 @@ export class Controller {
     this.waiters.stopAll();
     await this.watcher?.close();
     await this.queue.idle();
+    this.accountUsage();
+    await this.usage.save().catch(() => undefined);
     await this.leases.releaseAll();
     await this.lock?.release();
     this.log.info('controller stopped (runs on the hosts keep going)');
@@ -222,7 +245,29 @@ export class Controller {
   private async resync(): Promise<void> {
     // A full scan now and then also sees runs of other controllers and runs started by hand.
     await Promise.all(this.hosts.map((h) => this.scanHost(h)));
+    this.accountUsage();
+    await this.usage.save().catch((e) => this.log.warn('cannot write usage.json', { error: (e as Error).message }));
     for (const n of await this.allNames()) this.queue.add(n);
+  }
+
+  /**
+   * Fair share: each live run part of this controller adds its GPUs times the time since the last
+   * accounting to its job's owner (a CPU part counts as one). Called at every resync and on stop.
+   */
+  private accountUsage(): void {
+    const now = this.now().getTime();
+    const since = this.usageAt;
+    this.usageAt = now;
+    if (since === undefined || now <= since) return;
+    for (const p of this.hostsState.allParts()) {
+      if (!p.alive || !this.hostsState.mine(p)) continue;
+      const m = this.jobs.get(p.meta.job);
+      if (!m) continue;
+      const owner = m.status?.owner ?? ownerOf(m.job);
+      const started = Math.max(since, Date.parse(p.meta.createdAt) || since);
+      this.usage.add(owner, (Math.max(1, p.meta.gpus?.length ?? 1) * (now - started)) / 1000, now);
+    }
+    this.scheduler.invalidate();
   }
 
   private kickQueued(): void {
@@ -239,6 +284,7 @@ export class Controller {
         this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
       this.hostsState.health.set(n.name, n);
     }
+    this.scheduler.invalidate();
     this.o.observer?.health?.(nodes);
   }
 
@@ -252,13 +298,19 @@ export class Controller {
     this.livenessBusy = true;
     try {
       const { wake, back } = await this.liveness.tick((h) => this.hostsState.jobsOn(h, true));
+      if (wake.size || back.length) this.scheduler.invalidate();
       for (const j of wake) this.queue.add(j);
       for (const hn of back) {
         const h = this.host(hn);
         if (h) await Promise.all([this.scanHost(h), this.refreshHealth([h])]);
         for (const j of this.hostsState.jobsOn(hn)) this.queue.add(j);
       }
-      if (back.length) this.kickQueued();
+      if (back.length) {
+        this.kickQueued();
+        // A lease that lapsed while the host was away (a renewal failed) is taken back now, not
+        // at the next renewal (up to 20 s later), so the host is schedulable once it answers.
+        if (back.some((hn) => !this.leases.held(hn))) void this.leases.renewAll().then(() => this.kickQueued());
+      }
     } finally {
       this.livenessBusy = false;
     }
@@ -271,6 +323,7 @@ export class Controller {
       this.stats.observes++;
       this.reportRejected(h, rejected);
       this.hostsState.set(h.name, parts);
+      this.scheduler.invalidate();
       for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
     } catch (e) {
       this.liveness.failed(h.name, (e as Error).message);
@@ -292,6 +345,8 @@ export class Controller {
   }
 
   private view(name: string): ClusterView {
+    const scheduler = this.scheduler;
+    const preemptedBy = this.preemptedBy.get(name);
     const busy = this.hostsState.busy(name);
     for (const [h, j] of this.claims.busyHosts(name)) busy.set(h, j);
     const usedPorts = this.hostsState.ports();
@@ -323,6 +378,33 @@ export class Controller {
       defaultGraceSeconds: this.o.graceSeconds ?? 30,
       lastHeard: this.liveness.lastHeardAll(),
       down: this.liveness.downAll(),
+      // Made only when scheduling reads it: one plan over the whole queue, shared until it changes.
+      get decision() {
+        return scheduler.decision(name);
+      },
+      ...(preemptedBy ? { preemptedBy } : {}),
+    };
+  }
+
+  /** What placement plans over: the queue, the hosts' GPUs, what holds them, the owners' usage. */
+  private schedulerInputs(): SchedulerInputs {
+    const now = this.now().getTime();
+    const jobs = new Map<string, JobView>();
+    for (const [n, m] of this.jobs) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
+    const health: SchedulerInputs['health'] = new Map();
+    for (const [hn, n] of this.hostsState.health)
+      health.set(hn, { ready: n.status === 'Ready', why: n.reasons[0], gpus: n.gpus });
+    const unusable = new Map([...this.leases.foreign(), ...this.liveness.downAll()]);
+    return {
+      hosts: this.hosts,
+      jobs,
+      parts: this.hostsState.allParts(),
+      mine: (p) => this.hostsState.mine(p),
+      claims: this.claims.all(),
+      health,
+      unusable,
+      usage: this.usage.snapshot(now),
+      now,
     };
   }
 
@@ -375,7 +457,10 @@ export class Controller {
       attemptFloor,
       source,
     });
-    return this.execute(name, spec, res, status);
+    const out = await this.execute(name, spec, res, status);
+    const due = this.nodeLostDue(spec, unreachable);
+    if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
+    return out;
   }
 
   /**
@@ -404,9 +489,8 @@ export class Controller {
         }
         // Quiet past its keepalive: a request would only hang until the keepalive gives up.
         // Unreachable now (the liveness watch reconnects and clears it the moment it answers).
-        const heard = this.runtime.lastHeard(h);
-        const silent = heard === undefined ? 0 : this.now().getTime() - heard;
-        if (silent > 1.5 * h.ssh.keepaliveMs + 500) {
+        const silent = this.silentMs(h);
+        if (silent > silenceLimitMs(h)) {
           const why = `no answer for ${(silent / 1000).toFixed(1)} s`;
           this.liveness.failed(hn, why);
           unreachable.set(hn, why);
@@ -414,7 +498,7 @@ export class Controller {
         }
         const ckpt = spec.kind === 'valid' ? checkpointDir(spec.job, h) : undefined;
         try {
-          const r = await this.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined);
+          const r = await this.whileHeard(h, this.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined));
           if (this.liveness.answered(hn)) this.kickQueued();
           this.stats.observes++;
           this.reportRejected(h, r.rejected);
@@ -437,6 +521,56 @@ export class Controller {
     return { unreachable, checkpoints, attemptFloor };
   }
 
+  /** How long `h` has said nothing (keepalive replies count), by this controller's clock. */
+  private silentMs(h: Host): number {
+    const heard = this.runtime.lastHeard(h);
+    return heard === undefined ? 0 : this.now().getTime() - heard;
+  }
+
+  /**
+   * `p`, unless `h` goes quiet past the silence limit while it runs: then the host is unreachable
+   * for this pass at once. (A host cut mid-request would otherwise hold it until ssh's keepalive
+   * gives up and a reconnect times out: seconds past the moment its node counts as lost.) `p`
+   * is left to end on its own.
+   */
+  private whileHeard<T>(h: Host, p: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setInterval(() => {
+        const silent = this.silentMs(h);
+        if (silent <= silenceLimitMs(h)) return;
+        clearInterval(timer);
+        reject(new HostError(h.name, 'unreachable', `no answer for ${(silent / 1000).toFixed(1)} s`));
+      }, 100);
+      timer.unref?.();
+      p.then(
+        (v) => {
+          clearInterval(timer);
+          resolve(v);
+        },
+        (e) => {
+          clearInterval(timer);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /**
+   * When a host of this job's run did not answer this pass, the moment its silence reaches the
+   * job's nodeLostSeconds (ms from now): reconcile then decides the loss on time, instead of at
+   * the next 1 s liveness tick.
+   */
+  private nodeLostDue(spec: SpecState, unreachable: Map<string, string>): number | undefined {
+    if (spec.kind !== 'valid' || !unreachable.size) return undefined;
+    const limit = spec.job.spec.failurePolicy.nodeLostSeconds * 1000;
+    let due: number | undefined;
+    for (const hn of unreachable.keys()) {
+      const ms = this.liveness.lastHeard(hn) + limit + 20 - this.now().getTime();
+      if (ms > 0) due = Math.min(due ?? ms, ms);
+    }
+    return due;
+  }
+
   private async execute(
     name: string,
     spec: SpecState,
@@ -446,33 +580,63 @@ export class Controller {
     // Claim hosts and port before the first await, so a concurrent reconcile of another job
     // cannot pick the same hosts while this launch is in flight.
     for (const a of res.actions)
-      if (a.type === 'launch')
+      if (a.type === 'launch') {
+        const gpus = new Map<string, number[]>();
+        for (const p of a.allParts)
+          if (p.gpus)
+            gpus.set(
+              p.host,
+              p.gpus.map((g) => g.index),
+            );
         this.claims.claim(
           name,
           a.allParts.map((p) => p.host),
           a.port,
+          gpus,
         );
+        this.scheduler.invalidate();
+      }
     if (spec.kind === 'valid' && res.status) await this.remember(name, spec.job, res.status);
-    // Record intent before touching hosts: a crash mid-launch is then finished on restart.
-    if (res.status && spec.kind === 'valid' && res.status.phase === 'Starting')
-      await this.persist(name, res.status, []);
+    // Record intent before touching hosts: a crash mid-launch is then finished on restart. What
+    // each launch sends is worked out while the status is being written (local work only), so
+    // the launches go out the moment it is on disk.
+    const writing =
+      res.status && spec.kind === 'valid' && res.status.phase === 'Starting'
+        ? this.persist(name, res.status, [])
+        : undefined;
+    const prepared = new Map<LaunchAction, PreparedPart[]>();
+    if (spec.kind === 'valid')
+      for (const a of res.actions) if (a.type === 'launch') prepared.set(a, this.prepareLaunch(spec.job, a));
+    await writing;
     let status = res.status;
     let events: EventDraft[] = res.events;
     let requeue = res.requeueAfterMs;
+    // A stop can take its whole grace period (ranks stuck in a collective leave only on SIGKILL):
+    // the status and events that say why (NodeLost, a failed rank, a cancel) are written while
+    // the stop runs, so `get jobs` shows the decision when it is made, not once the gang is gone.
+    let written = 0;
+    let early: Promise<void> | undefined;
+    if (!writing && status && res.actions.some((a) => a.type === 'stop')) {
+      early = this.persist(name, status, events);
+      written = events.length;
+    }
     for (const a of res.actions) {
-      if (a.type === 'stop') await this.doStop(name, a);
+      if (a.type === 'stop' && a.job && a.job !== name) this.preempt(name, a);
+      else if (a.type === 'stop') await this.doStop(name, a);
       else if (a.type === 'archive') await this.doArchive(name, a);
       else if (spec.kind === 'valid' && status) {
-        const failed = await this.doLaunch(spec.job, a, (e) => {
+        const failed = await this.doLaunch(spec.job, a, prepared.get(a) ?? this.prepareLaunch(spec.job, a), (e) => {
           events = [...events, e];
         });
         if (!failed) {
           requeue = Math.min(requeue ?? 2000, 2000);
+          this.preemptedBy.delete(name);
           continue;
         }
         // The launch failed: its host claims go now (other jobs may use the hosts during the
         // backoff), the parts that did start are stopped, and the failure is counted.
         this.claims.release(name);
+        this.scheduler.invalidate();
         if (failed.portBusy) {
           this.claims.portBusy(a.port);
           this.log.info('rendezvous port busy on its host; choosing another', {
@@ -495,9 +659,14 @@ export class Controller {
         requeue = lf.requeueAfterMs;
       }
     }
-    await this.persist(name, status, events);
+    await early;
+    await this.persist(name, status, events.slice(written));
     if (spec.kind === 'valid' && status) await this.remember(name, spec.job, status);
-    if (status === null) this.jobs.delete(name);
+    if (status === null) {
+      this.jobs.delete(name);
+      this.preemptedBy.delete(name);
+      this.scheduler.invalidate();
+    }
     // Hosts may have come free: a run ended (on its own too: a failed gang whose members all
     // exited), was stopped, or the job is gone.
     const holding = (s: JobStatus | null | undefined) =>
@@ -512,11 +681,62 @@ export class Controller {
     return { requeueAfterMs: requeue };
   }
 
+  /**
+   * Stop another job's run so `by` can have its GPUs. Not awaited: the victim's grace period
+   * (its checkpoint on SIGTERM) must not hold up the preemptor's reconcile, which looks again
+   * in a second. The victim is told why (an event, its Preempted condition) and resumes from its
+   * newest checkpoint when placement gives it GPUs again.
+   */
+  private preempt(by: string, a: StopAction): void {
+    const victim = a.job!;
+    if (this.preempting.has(a.runId)) return;
+    this.preempting.add(a.runId);
+    const at = this.now().toISOString();
+    this.preemptedBy.set(victim, { job: by, at });
+    void this.store
+      .appendEvents([
+        {
+          time: at,
+          job: victim,
+          type: 'Warning',
+          reason: 'Preempted',
+          message:
+            `preempted by ${by} (priority); stopping ${a.runId} on ${a.hosts.join(', ')} ` +
+            `with a ${a.graceSeconds} s grace`,
+        },
+      ])
+      .catch(() => undefined);
+    this.log.info('preempting', { job: victim, by, run: a.runId, hosts: a.hosts });
+    void this.doStop(victim, a).finally(() => {
+      this.preempting.delete(a.runId);
+      this.scheduler.invalidate();
+      this.queue.add(victim);
+      this.queue.add(by);
+    });
+  }
+
   private async remember(name: string, job: TrainingJob, status: JobStatus | undefined): Promise<void> {
     const createdAt =
       status?.createdAt ?? (await this.store.specMtime(name))?.toISOString() ?? this.now().toISOString();
     // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
-    this.jobs.set(name, { priority: job.spec.priority, createdAt, phase: status?.phase, reason: status?.reason });
+    const prev = this.jobs.get(name);
+    this.jobs.set(name, {
+      priority: job.spec.priority,
+      createdAt,
+      phase: status?.phase,
+      reason: status?.reason,
+      job,
+      status,
+    });
+    // The plan changes only when the queue does: a job added, its spec, or whether it waits.
+    if (
+      !prev ||
+      prev.phase !== status?.phase ||
+      prev?.status?.nextRetryAt !== status?.nextRetryAt ||
+      prev?.status?.owner !== status?.owner ||
+      (prev.job !== job && JSON.stringify(prev.job) !== JSON.stringify(job))
+    )
+      this.scheduler.invalidate();
   }
 
   private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {
@@ -589,14 +809,102 @@ export class Controller {
     return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(repoRoot(), 'scripts');
   }
 
-  /** Deploy scripts/ to a host when its content hash differs from what the host has. */
-  private async syncScripts(h: Host): Promise<void> {
+  /**
+   * The content hash of the local scripts/, read and hashed again only when a file in it changed
+   * (a walk of stat signatures: inode, size, mtime and ctime of every file, as readTree sees them).
+   */
+  private localScriptsHash(): string {
     const dir = this.localScriptsDir();
-    const hash = readTree(dir).hash;
+    const sig = treeSignature(dir);
+    if (this.scriptsHash?.sig !== sig) this.scriptsHash = { sig, hash: readTree(dir).hash };
+    return this.scriptsHash.hash;
+  }
+
+  /** Deploy scripts/ to a host when its content hash differs from what the host has. */
+  private async syncScripts(h: Host, hash: string): Promise<void> {
     if (this.scriptsSynced.get(h.name) === hash) return;
+    const dir = this.localScriptsDir();
     if (await this.runtime.syncScripts(h, dir, hash))
       this.log.info('deployed scripts', { host: h.name, hash: hash.slice(0, 12) });
     this.scriptsSynced.set(h.name, hash);
+  }
+
+  /**
+   * What each part of a launch sends (meta, torchrun argv, environment, the scripts' hash), worked
+   * out without touching a host. A part that cannot be launched (a checkpoint dir outside its
+   * host's roots, an unreadable scripts/) carries its error, raised when that part is launched.
+   */
+  private prepareLaunch(job: TrainingJob, a: LaunchAction): PreparedPart[] {
+    const rdzv = this.host(a.rdzvHost);
+    const fresh = a.parts.length === a.allParts.length;
+    let scripts: { hash: string } | { error: Error } | undefined;
+    return a.parts.map((p) => {
+      const h = this.host(p.host)!;
+      try {
+        if (!rdzv) throw new UgroError(`unknown rendezvous host ${a.rdzvHost}`);
+        if (job.spec.script) {
+          scripts ??= (() => {
+            try {
+              return { hash: this.localScriptsHash() };
+            } catch (e) {
+              return { error: e instanceof Error ? e : new Error(String(e)) };
+            }
+          })();
+          if ('error' in scripts) throw scripts.error;
+        }
+        const runDir = posix.join(h.paths.runs, a.dir);
+        const n = {
+          host: h,
+          nodeRank: p.nodeRank,
+          nnodes: a.allParts.length,
+          nproc: p.nproc,
+          rdzvAddr: rdzv.address,
+          port: a.port,
+          runId: a.runId,
+          runDir,
+          attempt: a.attempt,
+          rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
+          ...(p.gpus ? { gpus: p.gpus } : {}),
+          ...(p.batches ? { batches: p.batches } : {}),
+        };
+        const ckpt = checkpointDir(job, h);
+        if (!ckpt.ok) throw new UgroError(ckpt.why);
+        const meta: RunMeta = {
+          job: a.job,
+          runId: a.runId,
+          specHash: a.specHash,
+          attempt: a.attempt,
+          host: h.name,
+          nodeRank: p.nodeRank,
+          nnodes: a.allParts.length,
+          nprocPerNode: p.nproc,
+          hosts: a.allParts.map((x) => x.host),
+          rdzvEndpoint: `${rdzv.address}:${a.port}`,
+          masterPort: a.port,
+          createdAt: a.createdAt,
+          owner: this.owner,
+          ...(p.gpus
+            ? { gpus: p.gpus.map((g) => ({ index: g.index, name: g.name.slice(0, 100), memoryMiB: g.memoryMiB })) }
+            : {}),
+          ...(a.backfill ? { backfill: true } : {}),
+        };
+        const req: LaunchRequest = {
+          dir: a.dir,
+          rdzvAddr: rdzv.address,
+          meta,
+          // On a Slurm cluster: the training command; the batch script runs torchrun around it.
+          argv: h.slurm ? trainingTarget(job, h) : torchrunArgv(job, n),
+          ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
+          jobEnv: job.spec.env,
+          ...(h.slurm ? { slurm: slurmPlan(job, h.slurm, { rdzvTimeoutSeconds: n.rdzvTimeoutSeconds }) } : {}),
+          // A fresh launch checks its port on the rendezvous host in the same exec.
+          ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
+        };
+        return { host: h, req, ...(scripts && 'hash' in scripts ? { scriptsHash: scripts.hash } : {}) };
+      } catch (e) {
+        return { host: h, error: e instanceof Error ? e : new Error(String(e)) };
+      }
+    });
   }
 
   /**
@@ -637,16 +945,18 @@ export class Controller {
     });
     event({
       reason: 'CheckpointCopied',
-      message: `${c.name} copied from ${c.from} to ${c.to}: ${r.bytes} bytes in ${s.toFixed(1)} s, sha256 ${r.sha256} on both`,
+      message:
+        `${c.name} copied from ${c.from} to ${c.to}: ${r.bytes} bytes in ${s.toFixed(1)} s, ` +
+        `sha256 ${r.sha256} on both`,
     });
   }
 
   private async doLaunch(
     job: TrainingJob,
     a: LaunchAction,
+    prepared: PreparedPart[],
     event: (e: EventDraft) => void,
   ): Promise<{ host: string; message: string; portBusy?: boolean } | undefined> {
-    const rdzv = this.host(a.rdzvHost)!;
     if (a.copyCheckpoint) {
       try {
         await this.copyCheckpoint(job, a, event);
@@ -655,57 +965,18 @@ export class Controller {
         return { host: c.to, message: `copying checkpoint ${c.name} from ${c.from} failed: ${(e as Error).message}` };
       }
     }
-    const fresh = a.parts.length === a.allParts.length;
-    const started: string[] = [];
+    const started: RunPart[] = [];
+    // Every part goes out at once: no await before a part's launch exec unless its host needs
+    // scripts/ deployed first.
     const results = await Promise.allSettled(
-      a.parts.map(async (p) => {
-        const h = this.host(p.host)!;
+      prepared.map(async (pp) => {
+        const h = pp.host;
         try {
-          if (job.spec.script) await this.syncScripts(h);
-          const runDir = posix.join(h.paths.runs, a.dir);
-          const n = {
-            host: h,
-            nodeRank: p.nodeRank,
-            nnodes: a.allParts.length,
-            nproc: p.nproc,
-            rdzvAddr: rdzv.address,
-            port: a.port,
-            runId: a.runId,
-            runDir,
-            attempt: a.attempt,
-            rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
-          };
-          const ckpt = checkpointDir(job, h);
-          if (!ckpt.ok) throw new UgroError(ckpt.why);
-          const meta: RunMeta = {
-            job: a.job,
-            runId: a.runId,
-            specHash: a.specHash,
-            attempt: a.attempt,
-            host: h.name,
-            nodeRank: p.nodeRank,
-            nnodes: a.allParts.length,
-            nprocPerNode: p.nproc,
-            hosts: a.allParts.map((x) => x.host),
-            rdzvEndpoint: `${rdzv.address}:${a.port}`,
-            masterPort: a.port,
-            createdAt: a.createdAt,
-            owner: this.owner,
-          };
-          const r = await this.runtime.launch(h, {
-            dir: a.dir,
-            rdzvAddr: rdzv.address,
-            meta,
-            // On a Slurm cluster: the training command; the batch script runs torchrun around it.
-            argv: h.slurm ? trainingTarget(job, h) : torchrunArgv(job, n),
-            ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
-            jobEnv: job.spec.env,
-            ...(h.slurm ? { slurm: slurmPlan(job, h.slurm, { rdzvTimeoutSeconds: n.rdzvTimeoutSeconds }) } : {}),
-            // A fresh launch checks its port on the rendezvous host in the same exec.
-            ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
-          });
+          if ('error' in pp) throw pp.error;
+          if (pp.scriptsHash !== undefined && this.scriptsSynced.get(h.name) !== pp.scriptsHash)
+            await this.syncScripts(h, pp.scriptsHash);
+          const r = await this.runtime.launch(h, pp.req);
           this.stats.launches++;
-          started.push(h.name);
           this.log.info(r.existed ? 'run part already running' : 'launched run part', {
             job: a.job,
             host: h.name,
@@ -717,7 +988,7 @@ export class Controller {
           const part: RunPart = {
             dir: a.dir,
             host: h.name,
-            meta,
+            meta: pp.req.meta,
             pid: r.pid,
             alive: true,
             ranks: [],
@@ -725,12 +996,16 @@ export class Controller {
             launchedAtMs: this.now().getTime(),
           };
           this.hostsState.put(part);
-          this.waiters.ensure(h, part);
+          started.push(part);
         } catch (e) {
           throw Object.assign(e instanceof Error ? e : new Error(String(e)), { launchHost: h.name });
         }
       }),
     );
+    // Waiters once every part's launch has answered: a wait exec started while another host is
+    // still launching would only compete with it. (launch.sh holds the run's lock before it
+    // returns, so a waiter started now still sees a part that already ended.)
+    for (const part of started) this.waiters.ensure(this.host(part.host)!, part);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (!failure) return undefined;
     const err = failure.reason as Error & { launchHost?: string };
@@ -740,7 +1015,8 @@ export class Controller {
     if (started.length) {
       // A busy port is not a failure: the parts that started go, and the next attempt takes another port.
       const reason = portBusy ? 'port-busy' : 'launch-failed';
-      await this.doStop(a.job, { type: 'stop', runId: a.runId, dir: a.dir, hosts: started, graceSeconds: 2, reason });
+      const hosts = started.map((p) => p.host);
+      await this.doStop(a.job, { type: 'stop', runId: a.runId, dir: a.dir, hosts, graceSeconds: 2, reason });
     }
     return { host, message: err.message.replace(`${host}: `, ''), ...(portBusy ? { portBusy } : {}) };
   }
@@ -756,6 +1032,38 @@ export function defaultOwner(jobsDir: string): string {
   }
   // Printable, one line: it is written into lease files and run metadata on the hosts.
   return `${hostname()}:${dir}`.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+}
+
+/** A host quiet this long is unreachable (1.5 keepalive intervals, plus slack for timers). */
+function silenceLimitMs(h: Host): number {
+  return 1.5 * h.ssh.keepaliveMs + 500;
+}
+
+/**
+ * A cheap signature of the tree readTree would hash: every file it would read (same skipped names,
+ * symlinks followed) with its inode, size, mtime and ctime. Any write to a file changes its ctime.
+ */
+export function treeSignature(root: string): string {
+  const out: string[] = [];
+  const walk = (dir: string, rel: string) => {
+    let ents: Dirent[];
+    try {
+      ents = readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      out.push(`!${rel}:${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+      return;
+    }
+    for (const ent of ents) {
+      if (skippedName(ent.name)) continue;
+      const r = rel ? `${rel}/${ent.name}` : ent.name;
+      const st = statSync(`${dir}/${ent.name}`, { bigint: true, throwIfNoEntry: false });
+      if (!st) out.push(`?${r}`);
+      else if (st.isDirectory()) walk(`${dir}/${ent.name}`, r);
+      else out.push(`${r}\0${st.ino}:${st.size}:${st.mode}:${st.mtimeNs}:${st.ctimeNs}`);
+    }
+  };
+  walk(root, '');
+  return out.sort().join('\n');
 }
 
 /** The repository root (where scripts/ lives), from this module's location in the tree or in dist/. */

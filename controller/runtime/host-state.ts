@@ -62,6 +62,11 @@ export class HostState {
     return [...s];
   }
 
+  /** Every part on every host, of every owner (what placement counts as holding GPUs). */
+  allParts(): RunPart[] {
+    return [...this.runs.values()].flat();
+  }
+
   anyLive(): boolean {
     return [...this.runs.values()].some((ps) => ps.some((p) => p.alive && this.mine(p)));
   }

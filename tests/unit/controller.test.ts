@@ -405,3 +405,90 @@ describe('waking the queue', () => {
     expect(r.status('waiter')!.phase).toBe('Starting');
   });
 });
+
+describe('scheduling in the controller loop (issue 10), on in-memory hosts', () => {
+  const gpu = (index: number, name: string, gb: number) => ({
+    index,
+    name,
+    memoryTotalMiB: gb * 1024,
+    memoryUsedMiB: 0,
+    utilizationPct: 0,
+    driver: '550.54.14',
+  });
+  const until = async (r: Rig, what: string, ok: () => boolean) => {
+    for (let i = 0; i < 200 && !ok(); i++) {
+      await new Promise((res) => setTimeout(res, 5));
+      await r.ctl.idle();
+    }
+    if (!ok()) throw new Error(`never: ${what}`);
+  };
+
+  it('two 1-GPU jobs on a 2-GPU host get one GPU each (CUDA_VISIBLE_DEVICES, meta.gpus)', async () => {
+    const fake = new FakeHosts(HOSTS, { now: () => T0, cluster: CLUSTER });
+    fake.setHealth('gpu-master', { gpus: [gpu(0, 'NVIDIA RTX 5070 Ti', 12), gpu(1, 'NVIDIA RTX 4070', 8)] });
+    const r = await rig({ fake });
+    r.write('left', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+    r.write('right', { ...CMD, nodes: 1, hosts: ['gpu-master'] });
+    await r.pass('left', 'right');
+    const [a, b] = [r.status('left')!, r.status('right')!];
+    expect([a.phase, b.phase]).toEqual(['Starting', 'Starting']);
+    const cvd = [a, b].map((s) => r.fake.launchOf('gpu-master', dirOf(s))?.ugroEnv.CUDA_VISIBLE_DEVICES).sort();
+    expect(cvd).toEqual(['0', '1']);
+    expect([a, b].map((s) => s.nodes[0].gpus?.map((g) => g.index)).sort()).toEqual([[0], [1]]);
+  });
+
+  it('a high job preempts a low one: the stop says preempted, low waits as Preempted, then resumes', async () => {
+    const r = await rig();
+    const low = { ...CMD, nodes: 1, hosts: ['gpu1'], priority: 'low', preemption: { minRuntimeSeconds: 0 } };
+    r.write('low', low);
+    await r.pass('low');
+    const dir1 = dirOf(r.status('low'));
+    r.fake.startRanks('gpu1', dir1, [{ rank: 0, localRank: 0 }]);
+    await r.pass('low');
+    expect(r.status('low')!.phase).toBe('Running');
+    r.write('high', { ...CMD, nodes: 1, hosts: ['gpu1'], priority: 'high' });
+    await r.pass('high');
+    // The victim's stop runs apart from the preemptor's reconcile; both are looked at after it.
+    await until(r, 'low stopped', () => !r.fake.isAlive('gpu1', dir1));
+    const stops = r.fake.calls.filter((c) => c.script === 'stop');
+    expect(stops.map((c) => [c.host, c.args?.[3]])).toEqual([['gpu1', 'preempted']]);
+    await r.pass('low');
+    const waiting = r.status('low')!;
+    expect(waiting).toMatchObject({ phase: 'Queued', reason: 'Preempted' });
+    expect(waiting.restarts?.training ?? 0).toBe(0);
+    expect(waiting.conditions.find((c) => c.type === 'Preempted')).toMatchObject({ status: 'True' });
+    expect(waiting.conditions.find((c) => c.type === 'Preempted')?.message).toContain('preempted by high');
+    await r.pass('high');
+    const high = r.status('high')!;
+    expect(high).toMatchObject({ phase: 'Starting', attempt: 1 });
+    expect(high.nodes.map((n) => n.host)).toEqual(['gpu1']);
+    const events = readFileSync(join(r.jobs, '.ugro', 'events.jsonl'), 'utf8');
+    expect(events).toMatch(/"job":"low","type":"Warning","reason":"Preempted","message":"preempted by high/);
+    // high runs and ends: low is placed again (attempt 2), the condition says it resumed.
+    const dirH = dirOf(high);
+    r.fake.startRanks('gpu1', dirH, [{ rank: 0, localRank: 0 }]);
+    await r.pass('high');
+    r.fake.endRank('gpu1', dirH, 0, 0);
+    r.fake.endRun('gpu1', dirH, 0);
+    await r.pass('high');
+    expect(r.status('high')!.phase).toBe('Succeeded');
+    r.clock.ms += 2000;
+    await r.pass('low');
+    const again = r.status('low')!;
+    expect(again).toMatchObject({ phase: 'Starting', attempt: 2 });
+    expect(again.conditions.find((c) => c.type === 'Preempted')).toMatchObject({ status: 'False', reason: 'Resumed' });
+  });
+
+  it('a job that opted out of preemption is not stopped: the high one waits, naming it', async () => {
+    const r = await rig();
+    r.write('keep', { ...CMD, nodes: 1, hosts: ['gpu2'], priority: 'low', preemptible: false });
+    await r.pass('keep');
+    r.fake.startRanks('gpu2', dirOf(r.status('keep')), [{ rank: 0, localRank: 0 }]);
+    await r.pass('keep');
+    r.write('vip', { ...CMD, nodes: 1, hosts: ['gpu2'], priority: 'high' });
+    await r.pass('vip');
+    expect(r.status('vip')).toMatchObject({ phase: 'Queued' });
+    expect(r.status('vip')!.message).toContain('keep');
+    expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+  });
+});

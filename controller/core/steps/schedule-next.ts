@@ -11,7 +11,7 @@ import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import type { Holding } from '../placement.ts';
 import { freePort, partsOf, runsOnSlurm, schedule, withBatches } from '../schedule.ts';
-import type { Action, LaunchAction, LaunchPart, ReconcileResult } from '../types.ts';
+import type { Action, LaunchAction, ReconcileResult } from '../types.ts';
 import type { ScheduleNext } from './observe-run.ts';
 
 /** Host clocks may be this far behind the controller's (health warns past 2 s). */
@@ -125,6 +125,9 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     ...(p.gpus ? { gpus: p.gpus } : {}),
   }));
   d.cond('Scheduled', 'True', 'Scheduled', `assigned ${hosts.join(', ')}`);
+  // Placed again after a preemption: the condition stays, saying it is over.
+  if (d.conditions.some((c) => c.type === 'Preempted' && c.status === 'True'))
+    d.cond('Preempted', 'False', 'Resumed', `placed again on ${hosts.join(', ')}`);
   const from = ckpt ? `resume from ${ckpt.name}${copy ? ` (copied from ${copy.from})` : ''}` : 'from the start';
   if (next.afterFailure) {
     d.event(

@@ -1,0 +1,143 @@
+/**
+ * The controller's side of placement: gathers the whole queue (every waiting job), the hosts'
+ * GPUs, what holds them (live runs of every owner, launches in flight) and the owners' usage,
+ * runs the pure plan once, and keeps it until something it depends on changes. Each waiting
+ * job's reconcile then reads its own decision. Gathering only: the decisions are core's.
+ */
+import type { Host } from '../../config/cluster.ts';
+import type { RunPart } from '../api/run.ts';
+import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
+import { priorityValue, type TrainingJob } from '../api/trainingjob.ts';
+import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from '../core/placement.ts';
+import { gpusOf, requestOf, runsOnSlurm } from '../core/schedule.ts';
+
+export interface JobView {
+  job: TrainingJob;
+  status?: JobStatus;
+  /** Queue age (status createdAt, else the file's mtime). */
+  createdAt: string;
+}
+
+export interface SchedulerInputs {
+  hosts: Host[];
+  jobs: Map<string, JobView>;
+  /** Every live part on every host (all owners). */
+  parts: RunPart[];
+  mine: (p: RunPart) => boolean;
+  /** Launches in flight: job -> hosts and GPUs claimed. */
+  claims: Map<string, { host: string; gpus?: number[] }[]>;
+  health: Map<
+    string,
+    { ready: boolean; why?: string; gpus?: { index: number; name: string; memoryTotalMiB: number }[] }
+  >;
+  /** Hosts this controller may not use now: host -> why (down, leased elsewhere). */
+  unusable: Map<string, string>;
+  usage: Map<string, number>;
+  now: number;
+}
+
+/** Is this job waiting for a placement (not running, not finished, not held back on purpose)? */
+export function waiting(v: JobView, now: number): boolean {
+  const s = v.status;
+  if (v.job.spec.suspend) return false;
+  if (!s) return true;
+  if (TERMINAL_PHASES.includes(s.phase) || s.phase === 'Suspended') return false;
+  if (s.phase === 'Running' || s.phase === 'Starting') return false;
+  // Waiting out a backoff: not placed before its time (its GPUs stay free for others meanwhile).
+  if (s.nextRetryAt && Date.parse(s.nextRetryAt) > now) return false;
+  return true;
+}
+
+/**
+ * The plan's inputs. `also`: jobs scheduled now whatever their phase says (one whose run just
+ * ended, seen Running until this reconcile): they compete with the queue, in its order.
+ */
+export function planInputs(
+  i: SchedulerInputs,
+  also: ReadonlySet<string> = new Set(),
+): { requests: Request[]; hosts: HostSlots[]; holdings: Holding[] } {
+  // A Slurm cluster's login host is Slurm's to schedule: its jobs and GPUs are no part of this plan.
+  const hosts: HostSlots[] = i.hosts
+    .filter((h) => !h.slurm)
+    .map((h) => {
+      const hv = i.health.get(h.name);
+      const gpus: Gpu[] = gpusOf(h, hv?.gpus);
+      const unusable = i.unusable.get(h.name) ?? (hv?.ready ? undefined : `NotReady (${hv?.why ?? 'not checked yet'})`);
+      return { host: h.name, gpus, ...(gpus.length ? {} : { cpu: true }), ...(unusable ? { unusable } : {}) };
+    });
+  const holdings: Holding[] = [];
+  for (const p of i.parts) {
+    if (!p.alive || !hosts.some((h) => h.host === p.host)) continue;
+    const v = i.mine(p) ? i.jobs.get(p.meta.job) : undefined;
+    const slots = hosts.find((h) => h.host === p.host);
+    // A part with no recorded GPUs (an older UGRO, another controller) holds its whole host.
+    const gpus = p.meta.gpus?.map((g) => g.index) ?? slots?.gpus.map((g) => g.index) ?? [];
+    holdings.push({
+      job: v ? p.meta.job : `${p.meta.job} (of another controller)`,
+      host: p.host,
+      gpus,
+      priority: v ? priorityValue(v.job.spec.priority) : Number.POSITIVE_INFINITY,
+      preemptible: !!v && v.job.spec.preemptible,
+      startedAt: Date.parse(p.meta.createdAt),
+      minRuntimeSeconds: v?.job.spec.preemption.minRuntimeSeconds ?? 0,
+      ...(p.meta.backfill ? { backfill: true } : {}),
+      runId: p.meta.runId,
+      dir: p.dir,
+      ...(v ? { graceSeconds: v.job.spec.preemption.graceSeconds } : {}),
+    });
+  }
+  for (const [job, cs] of i.claims) {
+    for (const c of cs) {
+      holdings.push({
+        job,
+        host: c.host,
+        // A claim without GPUs (a CPU host, a launch decided alone) takes the whole host.
+        gpus: c.gpus ?? hosts.find((h) => h.host === c.host)?.gpus.map((g) => g.index) ?? [],
+        priority: Number.POSITIVE_INFINITY,
+        preemptible: false,
+        startedAt: i.now,
+        minRuntimeSeconds: 0,
+        runId: '',
+        dir: '',
+      });
+    }
+  }
+  const requests: Request[] = [];
+  for (const [name, v] of i.jobs) {
+    if (!(also.has(name) || waiting(v, i.now)) || i.claims.has(name) || runsOnSlurm(v.job, i.hosts)) continue;
+    const prefer = v.status?.nodes.map((n) => n.host) ?? [];
+    requests.push(requestOf(v.job, { createdAt: v.createdAt, owner: v.status?.owner, prefer }));
+  }
+  return { requests, hosts, holdings };
+}
+
+/** The plan for the whole queue, remade only when asked to (something it depends on changed). */
+export class Scheduler {
+  private cached?: Map<string, Decision>;
+  /** Jobs asked about that the queue did not list as waiting: planned along until invalidated. */
+  private readonly also = new Set<string>();
+  /** Plans made (benchmarks, tests). */
+  plans = 0;
+
+  constructor(private readonly gather: () => SchedulerInputs) {}
+
+  /** Something placement depends on changed: the next decision makes a new plan. */
+  invalidate(): void {
+    this.cached = undefined;
+    this.also.clear();
+  }
+
+  /** The decision for a job being scheduled now (it is planned along with the queue if need be). */
+  decision(job: string): Decision | undefined {
+    for (;;) {
+      if (!this.cached) {
+        const i = this.gather();
+        this.cached = plan({ ...planInputs(i, this.also), usage: i.usage, now: i.now });
+        this.plans++;
+      }
+      if (this.cached.has(job) || this.also.has(job)) return this.cached.get(job);
+      this.also.add(job);
+      this.cached = undefined;
+    }
+  }
+}
