@@ -126,7 +126,7 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
  * Expand `${VAR}`, `${VAR:-default}` and a leading `~` in every string. USER and HOME fall
  * back to the current account so the seed file (which uses `${USER}`) works under cron/CI.
  */
-export function expandValue(
+function expandValue(
   value: unknown,
   ctx: ExpandEnv,
   path: PropertyKey[] = [],
@@ -360,7 +360,7 @@ export function parseCluster(
   return { ok: true, value: normalize(res.data, file, ctx.home) };
 }
 
-export const DEFAULT_CLUSTER_FILE = 'config/cluster.yaml';
+const DEFAULT_CLUSTER_FILE = 'config/cluster.yaml';
 
 /** Which cluster file to use: explicit flag, then UGRO_CLUSTER, then config/cluster.yaml. */
 export function resolveClusterFile(

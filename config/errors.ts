@@ -49,7 +49,7 @@ export function formatIssue(file: string, i: FieldIssue): string {
   return `${where}: ${i.path ? `${i.path}: ` : ''}${i.message}`;
 }
 
-export function formatIssues(file: string, issues: FieldIssue[]): string {
+function formatIssues(file: string, issues: FieldIssue[]): string {
   const head = `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`;
   return [head, ...issues.map((i) => `  ${formatIssue(file, i)}`)].join('\n');
 }

@@ -63,6 +63,6 @@ export function readTree(root: string, exclude: (relPath: string) => boolean = (
   return { root, files, hash: treeHash(files) };
 }
 
-export function treeHash(files: readonly TreeFile[]): string {
+function treeHash(files: readonly TreeFile[]): string {
   return sha256(files.map((f) => `${f.path}\0${f.mode}\0${f.sha256}\n`).join(''));
 }

@@ -62,7 +62,7 @@ function patternMatches(pattern: string, name: string): boolean {
 }
 
 /** Does this entry's host list match `name` (negated patterns veto)? */
-export function entryMatches(e: KnownHostEntry, name: string): boolean {
+function entryMatches(e: KnownHostEntry, name: string): boolean {
   let hit = false;
   for (const p of e.patterns) {
     if (p.startsWith('!')) {

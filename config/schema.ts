@@ -22,7 +22,7 @@ export const dnsLabel = z
 
 const HOSTNAME_RE =
   /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;
-export const address = z
+const address = z
   .string()
   .min(1, 'must not be empty')
   // A name whose last label is all digits (10.0.0.300) is a mistyped address, not a DNS name.
@@ -31,34 +31,34 @@ export const address = z
     'must be an IPv4/IPv6 address or a DNS name (e.g. "192.168.1.101")',
   );
 
-export const port = z
+const port = z
   .number({ error: 'must be a number' })
   .int('must be a whole number')
   .min(1, 'must be between 1 and 65535')
   .max(65535, 'must be between 1 and 65535');
 
 // POSIX user names as useradd accepts them; also keeps them safe as shell words.
-export const userName = z
+const userName = z
   .string({ error: 'is required: the login user on this host (e.g. "ob")' })
   .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'must be a valid login name (letters, digits, "_", "-", ".")')
   .max(32, 'must be at most 32 characters');
 
 const absOrHomePath = z.string().min(1, 'must not be empty');
 
-export const gpuSpec = z.strictObject({
+const gpuSpec = z.strictObject({
   index: z.number().int().min(0).optional(),
   model: z.string().min(1),
   vram_gb: z.number().positive().optional(),
 });
 
-export const hardware = z.strictObject({
+const hardware = z.strictObject({
   gpu_model: z.string().optional(),
   vram_gb: z.number().positive().optional(),
   cpu_cores: z.number().int().positive().optional(),
   ram_gb: z.number().positive().optional(),
 });
 
-export const hostPaths = z.strictObject({
+const hostPaths = z.strictObject({
   home: absOrHomePath.optional(),
   project: absOrHomePath.optional(),
   scripts: absOrHomePath.optional(),
@@ -79,7 +79,7 @@ const hostExtras = {
   labels: z.record(z.string(), z.string()).optional(),
 };
 
-export const masterSchema = z.strictObject({
+const masterSchema = z.strictObject({
   name: dnsLabel.optional(),
   hostname: z.string().min(1, 'must not be empty'),
   ip: address,
@@ -90,7 +90,7 @@ export const masterSchema = z.strictObject({
   ...hostExtras,
 });
 
-export const workerSchema = z.strictObject({
+const workerSchema = z.strictObject({
   name: dnsLabel,
   hostname: z.string().min(1, 'must not be empty'),
   ip: address,
@@ -102,13 +102,13 @@ export const workerSchema = z.strictObject({
   ...hostExtras,
 });
 
-export const communicationSchema = z.strictObject({
+const communicationSchema = z.strictObject({
   backend: z.string().default('c10d'),
   master_port: port.default(29500),
   timeout_seconds: z.number().int().positive().default(300),
 });
 
-export const sshSchema = z.strictObject({
+const sshSchema = z.strictObject({
   identity_file: absOrHomePath.optional(),
   known_hosts: absOrHomePath.default('~/.ssh/known_hosts'),
   use_agent: z.boolean().default(true),
@@ -122,7 +122,7 @@ export const sshSchema = z.strictObject({
     .optional(),
 });
 
-export const environmentSchema = z.looseObject({
+const environmentSchema = z.looseObject({
   conda_env: z.string().optional(),
   python_version: z.string().optional(),
   torch_version: z.string().optional(),
@@ -138,7 +138,7 @@ export const environmentSchema = z.looseObject({
     .default('525.60.13'),
 });
 
-export const healthSchema = z.strictObject({
+const healthSchema = z.strictObject({
   max_clock_offset_ms: z.number().positive().default(2000),
   min_free_disk_gb: z.number().nonnegative().default(5),
 });
@@ -147,7 +147,7 @@ export const healthSchema = z.strictObject({
  * `ugro controller` follows a git branch (GitOps): the TrainingJob files under `path` at the
  * branch's head are mirrored into the jobs directory. Flags of `ugro controller` override these.
  */
-export const gitopsSchema = z.strictObject({
+const gitopsSchema = z.strictObject({
   url: z.string().superRefine((u, ctx) => {
     const r = parseGitUrl(u);
     if (!r.ok) ctx.addIssue({ code: 'custom', message: r.message });

@@ -27,7 +27,7 @@ const intString = (min: number, max: number) =>
     .pipe(z.number().int().min(min, `must be between ${min} and ${max}`).max(max, `must be between ${min} and ${max}`));
 const path = z.string().min(1, 'must not be empty');
 
-export const stackConfigSchema = z.strictObject({
+const stackConfigSchema = z.strictObject({
   /** Cluster inventory to provision (the same file the controller reads). */
   clusterFile: path.default('config/cluster.yaml'),
   /** SSH private key for every host; default: each host's ssh_key / ssh.identity_file. */

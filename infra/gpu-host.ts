@@ -92,7 +92,7 @@ export function hostFacts(h: Pick<Host, 'address' | 'user'>, manager: Manager, f
 }
 
 /** Where things live on the host, derived from the cluster file's paths. */
-export function remoteLayout(h: Host, s: InfraSettings) {
+function remoteLayout(h: Host, s: InfraSettings) {
   const project = h.paths.project;
   const state = posix.join(project, '.ugro');
   const stageRoot = posix.join(state, 'stage');

@@ -14,7 +14,7 @@ import { type ConnectionFactory, makeConnection } from './connection.ts';
 import { GpuHost, type HostFacts, type LocalInputs } from './gpu-host.ts';
 
 /** Reads and hashes what gets copied to the hosts. Throws UgroError naming the missing file. */
-export function readLocalInputs(s: InfraSettings): LocalInputs {
+function readLocalInputs(s: InfraSettings): LocalInputs {
   if (existsSync(s.scriptsDir) && !statSync(s.scriptsDir).isDirectory())
     throw new UgroError(`ugro:scriptsDir ${s.scriptsDir} is not a directory`);
   // runtime/ inside scripts/ is its own step (own trigger), so the scripts step leaves it out.

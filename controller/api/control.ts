@@ -10,7 +10,7 @@ import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
 /** Longest grace a cancel may ask for (an hour): stop.sh waits this long at most. */
 export const MAX_GRACE_SECONDS = 3600;
 
-export const graceSeconds = z
+const graceSeconds = z
   .number({ error: `must be a number of seconds, 0..${MAX_GRACE_SECONDS}` })
   .min(0, `must be 0..${MAX_GRACE_SECONDS} seconds`)
   .max(MAX_GRACE_SECONDS, `must be 0..${MAX_GRACE_SECONDS} seconds`);

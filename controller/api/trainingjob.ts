@@ -16,14 +16,14 @@ export const KIND = 'TrainingJob';
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name');
 const RESERVED_ENV = /^(UGRO_|RANK$|LOCAL_RANK$|WORLD_SIZE$|MASTER_ADDR$|MASTER_PORT$|GROUP_RANK$|LOCAL_WORLD_SIZE$)/;
 
-export const PRIORITY_VALUES = { high: 100, normal: 0, low: -100 } as const;
+const PRIORITY_VALUES = { high: 100, normal: 0, low: -100 } as const;
 
 /**
  * sshd hands the whole remote command to the login shell as ONE argument, and Linux caps one
  * argument at 128 KiB (MAX_ARG_STRLEN): args, command and env, quoted, must fit beside UGRO's own
  * launch script. Checked here so a job fails validation with the field, not the launch obscurely.
  */
-export const MAX_ARGV_BYTES = 96 * 1024;
+const MAX_ARGV_BYTES = 96 * 1024;
 
 /** A NUL cannot travel in an exec argument; sshd drops the whole connection (every job on that host) on one. */
 const noNul = (s: string) => !s.includes('\0');

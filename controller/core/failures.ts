@@ -29,7 +29,7 @@ export type RunOutcome =
   | { kind: 'failed'; failure: RunFailure };
 
 /** Most failure records kept in status (newest last). */
-export const MAX_FAILURE_RECORDS = 20;
+const MAX_FAILURE_RECORDS = 20;
 
 /**
  * What a run amounts to. `missing`: hosts of the run with no part at all (never started).

@@ -5,7 +5,7 @@
  */
 import type { JobStatus } from '../api/status.ts';
 
-export const NOTIFY_KINDS = ['Succeeded', 'Failed', 'Restarting', 'Preempted'] as const;
+const NOTIFY_KINDS = ['Succeeded', 'Failed', 'Restarting', 'Preempted'] as const;
 export type NotifyKind = (typeof NOTIFY_KINDS)[number];
 
 export interface Notification {

@@ -89,7 +89,7 @@ const MEMORY_SLACK = 0.97;
 const fits = (g: Gpu, minMiB: number) => g.memoryMiB >= minMiB * MEMORY_SLACK;
 
 /** The queue order: priority, fair share, age, name. */
-export function queueOrder(usage: Map<string, number>): (a: Request, b: Request) => number {
+function queueOrder(usage: Map<string, number>): (a: Request, b: Request) => number {
   return (a, b) =>
     b.priority - a.priority ||
     (usage.get(a.owner) ?? 0) - (usage.get(b.owner) ?? 0) ||
@@ -101,6 +101,15 @@ function gib(mib: number): string {
   return `${Math.round((mib / 1024) * 10) / 10} GB`;
 }
 
+/**
+ * A GPU's memory as its card is sold: nvidia-smi reports a "12 GB" card as 12227 MiB or so, which
+ * qualifies for a 12 GB request (MEMORY_SLACK) and so is called 12 GB, not 11.9.
+ */
+function cardSize(mib: number): string {
+  const whole = Math.round(mib / 1024);
+  return whole > 0 && mib >= whole * 1024 * MEMORY_SLACK ? `${whole} GB` : gib(mib);
+}
+
 function perNode(r: Request): string {
   const n = r.gpusPerNode === 'all' ? 'every' : String(r.gpusPerNode);
   const mem = r.minGpuMemoryMiB ? ` >= ${gib(r.minGpuMemoryMiB)}` : '';
@@ -108,7 +117,7 @@ function perNode(r: Request): string {
 }
 
 /** Why the job can never run on this cluster (whatever is free), or undefined. */
-export function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
+function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
   const candidates = r.hosts ? hosts.filter((h) => r.hosts!.includes(h.host)) : hosts;
   const able = candidates.filter((h) => {
     if (h.cpu) return !r.minGpuMemoryMiB;
@@ -118,7 +127,7 @@ export function neverFits(r: Request, hosts: HostSlots[]): string | undefined {
   if (able.length >= r.minNodes) return undefined;
   const biggest = Math.max(0, ...candidates.flatMap((h) => h.gpus.map((g) => g.memoryMiB)));
   if (r.minGpuMemoryMiB && biggest < r.minGpuMemoryMiB * MEMORY_SLACK) {
-    return `asks for ${gib(r.minGpuMemoryMiB)} GPUs; the biggest GPU in the cluster has ${gib(biggest)}`;
+    return `asks for ${gib(r.minGpuMemoryMiB)} GPUs; the biggest GPU in the cluster has ${cardSize(biggest)}`;
   }
   const most = Math.max(0, ...candidates.map((h) => h.gpus.filter((g) => fits(g, r.minGpuMemoryMiB)).length));
   if (r.gpusPerNode !== 'all' && most < r.gpusPerNode) {

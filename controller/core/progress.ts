@@ -42,7 +42,7 @@ export function pointOf(m: Metrics | undefined, seenAtMs: number): ProgressPoint
 }
 
 /** How far back the rate looks: long enough to smooth a checkpoint pause, short enough to follow a change. */
-export const RATE_WINDOW_MS = 5 * 60_000;
+const RATE_WINDOW_MS = 5 * 60_000;
 
 /**
  * The estimate from the last metrics line and the points seen so far of the same attempt (any

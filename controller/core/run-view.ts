@@ -28,7 +28,7 @@ export function groupRuns(parts: RunPart[]): RunView[] {
   return [...m.values()].sort((a, b) => a.attempt - b.attempt);
 }
 
-export const partDone = (p: RunPart) => !p.alive && p.exitCode !== undefined;
+const partDone = (p: RunPart) => !p.alive && p.exitCode !== undefined;
 export const partFailed = (p: RunPart) => partDone(p) && p.exitCode !== 0;
 export const runAlive = (r: RunView) => r.parts.some((p) => p.alive);
 

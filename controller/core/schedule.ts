@@ -15,7 +15,7 @@ export function ownerOf(job: TrainingJob): string {
 }
 
 /** GPUs per node a job asks for: resources.gpusPerNode, else nprocPerNode (one GPU a rank). */
-export function gpusPerNode(job: TrainingJob): number | 'all' {
+function gpusPerNode(job: TrainingJob): number | 'all' {
   const s = job.spec;
   return s.resources?.gpusPerNode ?? (s.nprocPerNode === 'gpu' ? 'all' : s.nprocPerNode);
 }
@@ -49,7 +49,7 @@ export function gpusOf(host: Host, observed?: { index?: number; name?: string; m
 }
 
 /** The hosts as placement sees them, from the cluster view (a Slurm login host is none of them). */
-export function slotsOf(view: ClusterView): HostSlots[] {
+function slotsOf(view: ClusterView): HostSlots[] {
   return view.hosts
     .filter((h) => !h.slurm)
     .map((h) => {

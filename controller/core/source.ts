@@ -15,7 +15,7 @@ import type { EventDraft, ReconcileInput, ReconcileResult } from './types.ts';
 const SOURCE_CONDITIONS = ['Synced', 'SourceReady'];
 
 /** `abc123def456` for messages (the status keeps the full SHA). */
-export function shortRev(rev: string): string {
+function shortRev(rev: string): string {
   return rev.slice(0, 12);
 }
 
@@ -30,7 +30,7 @@ export function specForSource(spec: SpecState, src: JobSourceInfo | undefined): 
 }
 
 /** The job's owner: its annotation, else the author of the commit its file came from. */
-export function ownerOf(spec: SpecState, src: JobSourceInfo | undefined, prev?: string): string | undefined {
+function ownerOf(spec: SpecState, src: JobSourceInfo | undefined, prev?: string): string | undefined {
   if (spec.kind === 'valid') {
     const a = spec.job.metadata.annotations?.[OWNER_ANNOTATION];
     if (a) return a.slice(0, 512);

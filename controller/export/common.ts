@@ -11,7 +11,7 @@ export type ExportTarget = 'sbatch' | 'pytorchjob' | 'trainjob';
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['sbatch', 'pytorchjob', 'trainjob'];
 
 /** Where a container image is expected to hold the project (scripts/ under it). */
-export const WORKDIR = '/workspace';
+const WORKDIR = '/workspace';
 /** The default image when --image is not given (the torch-distributed runtime's own). */
 export const DEFAULT_IMAGE = 'pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime';
 
@@ -45,7 +45,7 @@ export function containerEnv(job: TrainingJob): { name: string; value: string }[
 }
 
 /** UGRO_CHECKPOINT_DIR in a container: an absolute checkpoint.dir as it is, else under /workspace/checkpoints. */
-export function checkpointPath(job: TrainingJob): string {
+function checkpointPath(job: TrainingJob): string {
   const d = job.spec.checkpoint?.dir;
   if (d?.startsWith('/')) return posix.normalize(d);
   return posix.join(WORKDIR, 'checkpoints', d ?? job.metadata.name);

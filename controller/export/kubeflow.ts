@@ -12,8 +12,8 @@ import { nodeRange, type TrainingJob } from '../api/trainingjob.ts';
 import { containerCommand, containerEnv, DEFAULT_IMAGE, gpusPerNode } from './common.ts';
 
 /** The training container's name the training-operator looks for. */
-export const PYTORCH_CONTAINER = 'pytorch';
-export const TORCH_RUNTIME = 'torch-distributed';
+const PYTORCH_CONTAINER = 'pytorch';
+const TORCH_RUNTIME = 'torch-distributed';
 
 function restartPolicy(job: TrainingJob): 'OnFailure' | 'Never' {
   const r = job.spec.restartPolicy;

@@ -69,7 +69,7 @@ export function fieldsOf(b: RecordBlock, key: string): string[] {
 }
 
 /** A decimal integer in [min, max], or undefined (no signs, no exponents, no NaN). */
-export function intIn(s: string | undefined, min: number, max: number): number | undefined {
+function intIn(s: string | undefined, min: number, max: number): number | undefined {
   if (s === undefined || !/^\d{1,15}$/.test(s)) return undefined;
   const n = Number(s);
   return n >= min && n <= max ? n : undefined;
@@ -122,7 +122,7 @@ const pushCapped = (list: string[], line: string) => {
  * (against the directory name and the host it was found on): a job can write a run dir whose
  * meta claims another job, host or path (`"job": "../../x"`).
  */
-export function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | { ok: false; why: string } {
+function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | { ok: false; why: string } {
   const dir = b.id ?? '';
   if (!b.complete) return { ok: false, why: 'observe output was cut off inside this run' };
   const metaText = field(b, 'meta') ?? '';
@@ -350,7 +350,7 @@ export function logOf(text: string): { text: string; offset: number } | { error:
 const CHECKPOINT_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
 
 /** observe.sh's @@checkpoint block: the job's newest complete checkpoint on this host. */
-export function checkpointOf(host: string, b: RecordBlock): CheckpointInfo | undefined {
+function checkpointOf(host: string, b: RecordBlock): CheckpointInfo | undefined {
   const name = field(b, 'name') ?? '';
   const size = intIn(field(b, 'size')?.trim(), 0, Number.MAX_SAFE_INTEGER);
   const mtimeMs = nsToMs(field(b, 'mtime_ns'));

@@ -40,7 +40,7 @@ import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
 import type { ExecResult, SshPool } from './ssh.ts';
 
 /** How long each call may take on the host before it counts as failed. stop: grace + `stopMarginMs`. */
-export const RUNTIME_TIMEOUTS = {
+const RUNTIME_TIMEOUTS = {
   observeMs: 20_000,
   /** sha256sum of a checkpoint: a few GB at disk speed. */
   checksumMs: 600_000,
@@ -55,7 +55,7 @@ export const RUNTIME_TIMEOUTS = {
 } as const;
 
 /** The most metrics bytes one readMetrics call brings back (a longer file takes several calls). */
-export const METRICS_CHUNK_BYTES = 1_048_576;
+const METRICS_CHUNK_BYTES = 1_048_576;
 
 /** This controller's lease on a host: `<paths.runs>/.ugro-lease` (observe skips dot entries). */
 export const LEASE_FILE = '.ugro-lease';

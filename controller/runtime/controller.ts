@@ -1023,7 +1023,7 @@ export class Controller {
 }
 
 /** `machine:/real/path/of/jobs`: the same controller restarted on the same jobs dir is the same owner. */
-export function defaultOwner(jobsDir: string): string {
+function defaultOwner(jobsDir: string): string {
   let dir = jobsDir;
   try {
     dir = realpathSync(jobsDir);
@@ -1043,7 +1043,7 @@ function silenceLimitMs(h: Host): number {
  * A cheap signature of the tree readTree would hash: every file it would read (same skipped names,
  * symlinks followed) with its inode, size, mtime and ctime. Any write to a file changes its ctime.
  */
-export function treeSignature(root: string): string {
+function treeSignature(root: string): string {
   const out: string[] = [];
   const walk = (dir: string, rel: string) => {
     let ents: Dirent[];

@@ -36,7 +36,7 @@ export interface NotifierOptions {
   clearTimeout?: (t: unknown) => void;
 }
 
-export const fetchPost: PostFn = async (url, body, headers, signal) => {
+const fetchPost: PostFn = async (url, body, headers, signal) => {
   const r = await fetch(url, { method: 'POST', body, headers, signal, redirect: 'manual' });
   await r.body?.cancel().catch(() => undefined);
   return r.status;

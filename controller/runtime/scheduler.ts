@@ -37,7 +37,7 @@ export interface SchedulerInputs {
 }
 
 /** Is this job waiting for a placement (not running, not finished, not held back on purpose)? */
-export function waiting(v: JobView, now: number): boolean {
+function waiting(v: JobView, now: number): boolean {
   const s = v.status;
   if (v.job.spec.suspend) return false;
   if (!s) return true;
@@ -52,7 +52,7 @@ export function waiting(v: JobView, now: number): boolean {
  * The plan's inputs. `also`: jobs scheduled now whatever their phase says (one whose run just
  * ended, seen Running until this reconcile): they compete with the queue, in its order.
  */
-export function planInputs(
+function planInputs(
   i: SchedulerInputs,
   also: ReadonlySet<string> = new Set(),
 ): { requests: Request[]; hosts: HostSlots[]; holdings: Holding[] } {

@@ -8,7 +8,7 @@
 import type { GpuInfo, NodeHealth } from '../hosts/health.ts';
 
 /** The values of one sample, in this order in the ring. */
-export const GPU_FIELDS = ['utilizationPct', 'memoryUsedMiB', 'temperatureC', 'powerW'] as const;
+const GPU_FIELDS = ['utilizationPct', 'memoryUsedMiB', 'temperatureC', 'powerW'] as const;
 export type GpuField = (typeof GPU_FIELDS)[number];
 const F = GPU_FIELDS.length;
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readRegularFile, writeFileAtomic } from '../store/files.ts';
 
-export const DEFAULT_HALF_LIFE_HOURS = 24;
+const DEFAULT_HALF_LIFE_HOURS = 24;
 
 /** usage.json as read back: hostile input like every file under jobs/. */
 const usageFileSchema = z.object({

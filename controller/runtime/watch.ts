@@ -20,10 +20,10 @@ export interface Watcher {
 export type WatchFn = (dir: string, onJob: (name: string) => void) => Promise<Watcher>;
 
 /** How long a vanished job file is given to come back before its job is reconciled. */
-export const VANISHED_SETTLE_MS = 100;
+const VANISHED_SETTLE_MS = 100;
 
 /** The job a changed file in jobs/ belongs to, if any. */
-export function jobOfFile(base: string): string | undefined {
+function jobOfFile(base: string): string | undefined {
   let name: string | undefined;
   if (isJobFileName(base)) name = jobNameFromFile(base);
   else if (base.endsWith('.control.yaml')) name = base.slice(0, -'.control.yaml'.length);

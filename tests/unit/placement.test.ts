@@ -75,6 +75,13 @@ describe('mixed VRAM', () => {
     });
   });
 
+  it('the biggest GPU is named as its card is sold: 12227 MiB is "12 GB", 9800 MiB is "9.6 GB"', () => {
+    const as = (mib: number) => [{ host: 'h', gpus: [{ index: 0, name: 'x', memoryMiB: mib }] }];
+    const why = (mib: number) => run([req('huge', { minGpuMemoryMiB: 16 * 1024 })], [], as(mib)).get('huge');
+    expect(why(12227)).toMatchObject({ why: 'asks for 16 GB GPUs; the biggest GPU in the cluster has 12 GB' });
+    expect(why(9800)).toMatchObject({ why: 'asks for 16 GB GPUs; the biggest GPU in the cluster has 9.6 GB' });
+  });
+
   it('more nodes than hosts, or more GPUs per node than any host has: never', () => {
     expect(run([req('wide', { minNodes: 4, maxNodes: 4 })]).get('wide')).toMatchObject({ kind: 'never' });
     expect(run([req('deep', { gpusPerNode: 2 })]).get('deep')).toEqual({

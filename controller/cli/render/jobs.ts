@@ -63,13 +63,13 @@ export function projectSpec(raw: unknown): unknown {
   return isRec(raw) && isRec(raw.spec) ? { spec: { nodes: raw.spec.nodes } } : undefined;
 }
 
-export const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'RESTARTS', 'NODES', 'PROGRESS', 'AGE'];
-export const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
+const JOB_COLUMNS = ['NAME', 'PHASE', 'ATTEMPT', 'RESTARTS', 'NODES', 'PROGRESS', 'AGE'];
+const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
 /** With -o wide, when some job follows git (status.revision): before MESSAGE. */
-export const GIT_COLUMNS = ['REVISION', 'SYNC'];
+const GIT_COLUMNS = ['REVISION', 'SYNC'];
 
 /** With -o wide, when some job has an owner (fair share): after RUN. */
-export const OWNER_COLUMN = 'OWNER';
+const OWNER_COLUMN = 'OWNER';
 
 /** A job that follows git: its revision as 8 hex digits, and Synced/OutOfSync. */
 function gitCells(st: Rec | undefined): string[] {
@@ -104,7 +104,7 @@ function restartsCell(r: unknown): string {
 }
 
 /** With ETA columns (some job reports total_steps or samples_per_s): after PROGRESS. */
-export const ETA_COLUMNS = ['ETA', 'SAMPLES/S'];
+const ETA_COLUMNS = ['ETA', 'SAMPLES/S'];
 
 const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
