@@ -22,6 +22,8 @@ export const STOP_REASONS = [
   'runner-vanished',
   'stalled',
   'preempted',
+  /** Stopped at a checkpoint to restart on more nodes (spec.scaleUp). */
+  'rescaled',
   /** A leftover of an older attempt found alive on a host that came back: never two generations. */
   'superseded',
   /** The rendezvous port was taken on its host when the launch got there: launched again elsewhere. */
@@ -52,6 +54,7 @@ export function stoppedOnPurpose(reason: StopReason | undefined): boolean {
     reason === 'suspended' ||
     reason === 'deleted' ||
     reason === 'preempted' ||
+    reason === 'rescaled' ||
     reason === 'port-busy'
   );
 }

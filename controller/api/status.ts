@@ -119,6 +119,15 @@ export const jobStatusSchema = z.object({
   source: jobSourceStatusSchema.optional(),
   /** Who the job belongs to (fair share): metadata.annotations["ugro.dev/owner"], else its commit's author. */
   owner: z.string().max(512).optional(),
+  /** spec.scaleUp: more GPUs are free for this many nodes since then; restarted at the next checkpoint. */
+  scaleUp: z
+    .strictObject({
+      nodes: z.number().int().min(1).max(4096),
+      since: z.iso.datetime(),
+      /** The newest checkpoint when it was noted: the restart waits for a newer one. */
+      after: z.string().max(300).optional(),
+    })
+    .optional(),
 });
 export type JobStatus = z.output<typeof jobStatusSchema>;
 

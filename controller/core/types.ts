@@ -36,6 +36,11 @@ export interface ClusterView {
   decision?: Decision;
   /** Who preempted this job's last run, and when (controller memory). */
   preemptedBy?: { job: string; at: string };
+  /**
+   * spec.scaleUp: on how many nodes this running job could run now, its own GPUs counted free,
+   * without preempting anyone or taking GPUs a job ahead of it waits for (undefined: no more).
+   */
+  growTo?: number;
 }
 
 export interface LaunchPart {

@@ -346,6 +346,7 @@ export class Controller {
 
   private view(name: string): ClusterView {
     const scheduler = this.scheduler;
+    const scaleUp = this.jobs.get(name)?.job.spec.scaleUp;
     const preemptedBy = this.preemptedBy.get(name);
     const busy = this.hostsState.busy(name);
     for (const [h, j] of this.claims.busyHosts(name)) busy.set(h, j);
@@ -381,6 +382,9 @@ export class Controller {
       // Made only when scheduling reads it: one plan over the whole queue, shared until it changes.
       get decision() {
         return scheduler.decision(name);
+      },
+      get growTo() {
+        return scaleUp ? scheduler.growTo(name) : undefined;
       },
       ...(preemptedBy ? { preemptedBy } : {}),
     };

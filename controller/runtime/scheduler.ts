@@ -55,6 +55,8 @@ function waiting(v: JobView, now: number): boolean {
 function planInputs(
   i: SchedulerInputs,
   also: ReadonlySet<string> = new Set(),
+  /** A job whose own live parts count as free (would it fit on more nodes?). */
+  without?: string,
 ): { requests: Request[]; hosts: HostSlots[]; holdings: Holding[] } {
   // A Slurm cluster's login host is Slurm's to schedule: its jobs and GPUs are no part of this plan.
   const hosts: HostSlots[] = i.hosts
@@ -69,6 +71,7 @@ function planInputs(
   for (const p of i.parts) {
     if (!p.alive || !hosts.some((h) => h.host === p.host)) continue;
     const v = i.mine(p) ? i.jobs.get(p.meta.job) : undefined;
+    if (v && p.meta.job === without) continue;
     const slots = hosts.find((h) => h.host === p.host);
     // A part with no recorded GPUs (an older UGRO, another controller) holds its whole host.
     const gpus = p.meta.gpus?.map((g) => g.index) ?? slots?.gpus.map((g) => g.index) ?? [];
@@ -116,6 +119,7 @@ export class Scheduler {
   private cached?: Map<string, Decision>;
   /** Jobs asked about that the queue did not list as waiting: planned along until invalidated. */
   private readonly also = new Set<string>();
+  private readonly grow = new Map<string, number | undefined>();
   /** Plans made (benchmarks, tests). */
   plans = 0;
 
@@ -125,6 +129,20 @@ export class Scheduler {
   invalidate(): void {
     this.cached = undefined;
     this.also.clear();
+    this.grow.clear();
+  }
+
+  /**
+   * spec.scaleUp: how many nodes a running job would get now with its own GPUs counted free, in
+   * its place in the queue, without preempting anyone (undefined: it would not be placed).
+   */
+  growTo(job: string): number | undefined {
+    if (!this.grow.has(job)) {
+      const i = this.gather();
+      const d = plan({ ...planInputs(i, new Set([job]), job), usage: i.usage, now: i.now }).get(job);
+      this.grow.set(job, d?.kind === 'place' && !d.backfill ? d.nodes.length : undefined);
+    }
+    return this.grow.get(job);
   }
 
   /** The decision for a job being scheduled now (it is planned along with the queue if need be). */

@@ -74,7 +74,7 @@ const running = (name: string, attempt?: number) =>
   );
 
 describe('scheduling on the lab', () => {
-  it('two jobs share a 2-GPU host on disjoint GPUs: each rank sees only its own (CUDA_VISIBLE_DEVICES)', async () => {
+  it('two jobs share a 2-GPU host: each rank sees only its own GPU (CUDA_VISIBLE_DEVICES)', async () => {
     lab('gpus', 'gpu-master', 'RTX 5070 Ti:12,RTX 4070:8');
     try {
       jobsDir = newJobsDir();
@@ -99,7 +99,7 @@ describe('scheduling on the lab', () => {
     }
   });
 
-  it('a request no GPU of the cluster can meet (16 GB) is Failed/Unschedulable with the sentence, not Queued forever', async () => {
+  it('a 16 GB request no GPU can meet is Failed/Unschedulable with the sentence', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'huge', { script: 'train.py', nodes: 1, resources: { minGpuMemoryGiB: 16 } });
@@ -108,7 +108,7 @@ describe('scheduling on the lab', () => {
     expect(st.message).toContain('asks for 16 GB GPUs; the biggest GPU in the cluster has 12 GB');
   });
 
-  it('a high job preempts a low one, which checkpoints, waits as Preempted, and later resumes past step 0', async () => {
+  it('a high job preempts a low one, which checkpoints, waits as Preempted, then resumes past step 0', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'low', {
@@ -161,7 +161,7 @@ describe('scheduling on the lab', () => {
     expect((await waitPhase(jobsDir, 'vip', ['Succeeded', 'Failed'], 120_000)).phase).toBe('Succeeded');
   });
 
-  it('backfill: a small preemptible job uses an idle GPU while the head waits, and is preempted when the head can start', async () => {
+  it('backfill: a preemptible job uses an idle GPU while the head waits, preempted when it can start', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     // gpu2 is busy with a job that cannot be preempted; the head needs all three hosts.
@@ -197,7 +197,7 @@ describe('scheduling on the lab', () => {
     expect((await waitPhase(jobsDir, 'head', ['Succeeded', 'Failed'], 150_000)).phase).toBe('Succeeded');
   });
 
-  it('fair share: of two equal-priority jobs waiting for the same GPU, the owner with less recent GPU time goes first', async () => {
+  it('fair share: of two equal-priority jobs, the owner with less recent GPU time goes first', async () => {
     jobsDir = newJobsDir();
     // alice has used 100 GPU-hours recently, bob none (the controller keeps this in .ugro/usage.json).
     const { mkdirSync, writeFileSync } = await import('node:fs');
@@ -232,5 +232,37 @@ describe('scheduling on the lab', () => {
     expect(alice?.message).toContain('bob-job');
     expect(bob.owner).toBe('bob');
     await waitPhase(jobsDir, 'alice-job', ['Succeeded', 'Failed'], 150_000);
+  });
+
+  it('scaleUp: one host grows to two at the next checkpoint when the other frees, resuming past step 0', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    writeJob(jobsDir, 'blocker', {
+      script: 'train.py',
+      args: longTrain(3),
+      nodes: 1,
+      hosts: ['gpu1'],
+      priority: 'high',
+    });
+    await running('blocker');
+    writeJob(jobsDir, 'elastic', {
+      script: 'train.py',
+      args: longTrain(20),
+      nodes: { min: 1, max: 2 },
+      hosts: ['gpu-master', 'gpu1'],
+      scaleUp: true,
+    });
+    const a1 = await running('elastic');
+    expect(a1.nodes.map((n) => n.host)).toEqual(['gpu-master']);
+    expect((await waitPhase(jobsDir, 'blocker', ['Succeeded', 'Failed'], 120_000)).phase).toBe('Succeeded');
+    const a2 = await running('elastic', 2);
+    expect(a2.nodes.map((n) => n.host).sort()).toEqual(['gpu-master', 'gpu1']);
+    expect(a2.restarts?.training ?? 0).toBe(0);
+    const log = await waitFor(
+      'elastic resumed',
+      () => (/resumed from/.test(rankLog(a2)) ? rankLog(a2) : undefined),
+      60_000,
+    );
+    expect(Number(/resumed from step-(\d+) \(step (\d+)/.exec(log)?.[2])).toBeGreaterThan(0);
   });
 });

@@ -492,3 +492,53 @@ describe('scheduling in the controller loop (issue 10), on in-memory hosts', () 
     expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
   });
 });
+
+describe('elastic scale-up in the controller loop (issue 10), on in-memory hosts', () => {
+  it('scaleUp: GPUs free up, the job restarts at its next checkpoint on more nodes, resuming from it', async () => {
+    const r = await rig();
+    const one = (h: string) => ({ ...CMD, nodes: 1, hosts: [h], priority: 'high' });
+    r.write('b1', one('gpu1'));
+    r.write('b2', one('gpu2'));
+    await r.pass('b1', 'b2');
+    for (const b of ['b1', 'b2']) {
+      const s = r.status(b)!;
+      r.fake.startRanks(s.nodes[0].host, dirOf(s), [{ rank: 0, localRank: 0 }]);
+    }
+    r.write('grow', { ...CMD, nodes: { min: 1, max: 3 }, scaleUp: true });
+    await r.pass('b1', 'b2', 'grow');
+    const a1 = r.status('grow')!;
+    expect(a1.nodes.map((n) => n.host)).toEqual(['gpu-master']);
+    r.fake.startRanks('gpu-master', dirOf(a1), [{ rank: 0, localRank: 0 }]);
+    await r.pass('grow');
+    expect(r.status('grow')).toMatchObject({ phase: 'Running' });
+    expect(r.status('grow')!.scaleUp).toBeUndefined();
+    // Both blockers end: GPUs for 3 nodes are free. Noted; nothing stopped before a new checkpoint.
+    for (const b of ['b1', 'b2']) {
+      const s = r.status(b)!;
+      r.fake.endRank(s.nodes[0].host, dirOf(s), 0, 0);
+      r.fake.endRun(s.nodes[0].host, dirOf(s), 0);
+    }
+    await r.pass('b1', 'b2', 'grow');
+    expect(r.status('grow')).toMatchObject({ phase: 'Running', scaleUp: { nodes: 3 } });
+    expect(r.fake.calls.filter((c) => c.script === 'stop')).toHaveLength(0);
+    // The next checkpoint: stopped on purpose (rescaled), then attempt 2 on three hosts from it.
+    const ck = `${HOSTS.find((x) => x.name === 'gpu-master')!.paths.checkpoints}/grow`;
+    r.fake.writeCheckpoint('gpu-master', ck, 'step-40', 'weights');
+    await r.pass('grow');
+    expect(r.fake.calls.filter((c) => c.script === 'stop').map((c) => [c.host, c.args?.[3]])).toEqual([
+      ['gpu-master', 'rescaled'],
+    ]);
+    const events = readFileSync(join(r.jobs, '.ugro', 'events.jsonl'), 'utf8');
+    expect(events).toContain('"reason":"ScaleUpPlanned","message":"GPUs for 3 nodes are free (running on 1)');
+    expect(events).toContain('"reason":"ScalingUp","message":"checkpoint step-40 written: restarting attempt 1 on 3');
+    // The run's end wakes the job (its waiter): placed again at once.
+    await r.pass('grow');
+    const a2 = r.status('grow')!;
+    expect(a2).toMatchObject({ phase: 'Starting', attempt: 2 });
+    expect(a2.restarts?.training ?? 0).toBe(0);
+    expect(a2.failures ?? []).toEqual([]);
+    expect(a2.nodes.map((n) => n.host).sort()).toEqual(['gpu-master', 'gpu1', 'gpu2']);
+    expect(a2.scaleUp).toBeUndefined();
+    expect(r.fake.launchOf('gpu-master', dirOf(a2))?.ugroEnv).toMatchObject({ UGRO_RESUME_FROM: 'step-40' });
+  });
+});

@@ -11,7 +11,7 @@ run_dir=$1 run_id=$2 grace_ms=$3 reason=$4
 ugro_is_uint "$grace_ms" && [ ${#grace_ms} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
 case $reason in
 cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
-  runner-vanished | stalled | preempted | superseded | port-busy) ;;
+  runner-vanished | stalled | preempted | rescaled | superseded | port-busy) ;;
 *) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
 esac
 case $run_id in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac
