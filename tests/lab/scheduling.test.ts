@@ -235,6 +235,8 @@ describe('scheduling on the lab', () => {
   });
 
   it('scaleUp: one host grows to two at the next checkpoint when the other frees, resuming past step 0', async () => {
+    // Runs of the tests before (other controllers' now) would hold hosts: none are left.
+    await Promise.all(cluster.hosts.map((h) => pool.exec(h.name, ['pkill', '-KILL', '-f', 'torch.distributed.run'])));
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'blocker', {
