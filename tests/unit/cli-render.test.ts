@@ -191,6 +191,25 @@ describe('render/describe: describe job', () => {
     );
   });
 
+  it('GPUs per node, the owner and a planned scale-up are shown when the status has them', () => {
+    const st: JobStatus = {
+      ...running,
+      owner: 'alice',
+      scaleUp: { nodes: 3, since: '2025-03-01T11:58:00.000Z', after: 'step-40' },
+      nodes: [
+        { ...running.nodes[0], gpus: [{ index: 1, name: 'NVIDIA GeForce RTX 4070', memoryMiB: 8188 }] },
+        { ...running.nodes[1], gpus: [] },
+      ],
+    };
+    const text = describeJob({ name: 'llama', spec, status: st, events: [] });
+    expect(text).toContain('Owner:        alice');
+    expect(text).toContain(
+      'Scale up:     to 3 nodes (GPUs free since 2025-03-01T11:58:00.000Z), at the first checkpoint after step-40',
+    );
+    expect(text).toContain('EXIT  GPUS');
+    expect(text).toMatch(/gpu-master .* 1 RTX 4070 8G\n/);
+  });
+
   it('a failed job: exit code, restarts, next retry, failures, the log tail cleaned; no events', () => {
     const text = describeJob({ name: 'bad', spec: { kind: 'deleted' }, status: failed, events: [] });
     expect(text).toBe(

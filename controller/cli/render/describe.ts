@@ -32,17 +32,32 @@ function statusLines(st: JobStatus): string[] {
   if (st.exitCode !== undefined)
     lines.push(field('Exit code', `${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`));
   if (st.progress) lines.push(field('Progress', JSON.stringify(st.progress)));
+  if (st.owner) lines.push(field('Owner', st.owner));
+  if (st.scaleUp)
+    lines.push(
+      field(
+        'Scale up',
+        `to ${st.scaleUp.nodes} nodes (GPUs free since ${st.scaleUp.since}), ` +
+          `at the first checkpoint after ${st.scaleUp.after ?? 'the start'}`,
+      ),
+    );
   if (st.slurm) {
     const s = st.slurm;
     const why = s.reason ? ` (${s.reason})` : '';
     lines.push(field('Slurm', `job ${s.jobId} ${s.state}${why}${s.nodes ? ` on ${s.nodes}` : ''}`));
   }
   lines.push(...sourceLines(st, field));
+  // The GPUs each node was given (placement by GPU), when any was: "0 RTX 4070 8G".
+  const withGpus = st.nodes.some((n) => n.gpus?.length);
+  const gpus = (g: { index: number; name: string; memoryMiB: number }[] = []) =>
+    g
+      .map((x) => `${x.index} ${x.name.replace(/^NVIDIA (GeForce )?/, '')} ${Math.round(x.memoryMiB / 1024)}G`)
+      .join(', ') || '-';
   lines.push(
     'Nodes:',
     st.nodes.length
       ? table(
-          ['  HOST', 'NODE RANK', 'GLOBAL RANKS', 'PID', 'STATE', 'EXIT'],
+          ['  HOST', 'NODE RANK', 'GLOBAL RANKS', 'PID', 'STATE', 'EXIT', ...(withGpus ? ['GPUS'] : [])],
           st.nodes.map((n) => [
             `  ${n.host}`,
             String(n.nodeRank),
@@ -50,6 +65,7 @@ function statusLines(st: JobStatus): string[] {
             String(n.pid ?? '-'),
             n.state,
             String(n.exitCode ?? '-'),
+            ...(withGpus ? [gpus(n.gpus)] : []),
           ]),
         )
       : '  <none>',
