@@ -24,11 +24,14 @@ export function newJobsDir(): string {
   return mkdtempSync(join(tmpdir(), 'ugro-jobs-'));
 }
 
-export function startController(jobsDir: string, extra: string[] = []): ChildProcess & { logText: () => string } {
+export type Ctl = ChildProcess & { logText: () => string };
+
+/** A controller in its own process group (stopController ends the group, its ssh and git too). */
+export function startController(jobsDir: string, extra: string[] = [], clusterFile = CLUSTER_FILE): Ctl {
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', jobsDir, 'controller', '--grace', '5', ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    [join(ROOT, 'bin/ugro.mjs'), '--cluster', clusterFile, '--jobs', jobsDir, 'controller', '--grace', '5', ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   let log = '';
   child.stdout!.on('data', (b) => (log += b));
@@ -41,11 +44,21 @@ export function startController(jobsDir: string, extra: string[] = []): ChildPro
 /** The controller started last: its log goes into timeout errors, so a hang says why. */
 let lastController: { logText: () => string } | undefined;
 
-export async function stopController(c: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const done = new Promise((r) => c.once('exit', r));
-  c.kill(signal);
-  await done;
+/**
+ * SIGTERM (the controller's own shutdown, up to 30 s), or SIGKILL at once (a crash), then
+ * SIGKILL to its process group: nothing it started outlives the test.
+ */
+export async function stopController(c: ChildProcess, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+  if (c.exitCode === null && c.signalCode === null) {
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill(signal);
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 30_000))]);
+  }
+  try {
+    process.kill(-c.pid!, 'SIGKILL');
+  } catch {
+    /* the group is gone */
+  }
 }
 
 export function ugro(jobsDir: string, ...args: string[]): { code: number; out: string; err: string } {
@@ -199,4 +212,18 @@ export function rankPid(runId: string, rank: number, script = 'train.py'): numbe
     }
   }
   return undefined;
+}
+
+/** Processes on this machine (the lab hosts share its /proc) carrying UGRO_RUN_ID=runId. */
+export function runProcesses(runId: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(`UGRO_RUN_ID=${runId}`)) out.push(Number(d));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return out;
 }

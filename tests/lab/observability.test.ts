@@ -9,13 +9,14 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startBrowser, type TestBrowser } from '../support/browser.ts';
+import { freePort } from '../support/net.ts';
 import {
+  type Ctl,
   labCluster,
   newJobsDir,
   ROOT,
@@ -32,14 +33,6 @@ const ART = join(ROOT, '.tmp', 'observability');
 const JOB = 'see-it';
 const XSS = '<script>alert(1)</script>';
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 function killGroup(p: ChildProcess | undefined): void {
   try {
     if (p?.pid) process.kill(-p.pid, 'SIGKILL');
@@ -48,7 +41,7 @@ function killGroup(p: ChildProcess | undefined): void {
   }
 }
 
-let ctl: ReturnType<typeof startController> | undefined;
+let ctl: Ctl | undefined;
 let browser: TestBrowser | undefined;
 let prom: ChildProcess | undefined;
 let base = '';
@@ -75,6 +68,11 @@ beforeAll(async () => {
   });
   browser = await startBrowser();
 }, 120_000);
+
+afterEach(({ task }) => {
+  if (task.result?.state === 'fail' && ctl)
+    console.error(`controller log (last 60 lines):\n${ctl.logText().split('\n').slice(-60).join('\n')}`);
+});
 
 afterAll(async () => {
   killGroup(prom);
