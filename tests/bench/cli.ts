@@ -6,8 +6,9 @@
  *
  * It builds dist/ first (what `npm ci` does), writes two jobs directories (100 and 1000 jobs,
  * each a spec plus a status written by the real store, in a mix of phases), then runs each
- * command N times (default 25) round-robin, after two warm-up runs, and prints the median wall
- * time and its ratio to `node -e 0`. Goals: --help at most 1.5x, get jobs on 100 jobs at most 2x.
+ * command N times (default 25; at least 3, under 20 a quick look only) round-robin, after two
+ * warm-up runs, and prints the median wall time and its ratio to `node -e 0`. Goals: --help at
+ * most 1.5x, get jobs on 100 jobs at most 2x.
  * tests/bench/run.ts can call runCliBench() and fold the figures into its own report.
  */
 import { spawnSync } from 'node:child_process';
@@ -163,7 +164,8 @@ function spawnTimed(c: Case): number | undefined {
 export async function runCliBench(
   opts: { runs?: number; log?: (s: string) => void } = {},
 ): Promise<Record<string, number>> {
-  const runs = Math.max(20, opts.runs ?? 25);
+  // Fewer than 20 runs (BENCH_CLI_RUNS, --runs) is a quick look, not the figure: said when logged.
+  const runs = Math.max(3, opts.runs ?? 25);
   const log = opts.log ?? ((s: string) => console.log(s));
   build();
   const tmp = mkdtempSync(join(tmpdir(), 'ugro-bench-cli-'));
@@ -194,8 +196,9 @@ export async function runCliBench(
     for (let i = 0; i < runs; i++) for (const c of cases) times.get(c.key)!.push(timeOnce(c));
 
     const base = median(times.get('node -e 0')!);
-    const out: Record<string, number> = {};
-    log(`ugro CLI start-up: median of ${runs} runs each (node ${process.version})`);
+    const out: Record<string, number> = { runs };
+    const quick = runs < 20 ? ' (under 20: a quick look only)' : '';
+    log(`ugro CLI start-up: median of ${runs} runs each${quick} (node ${process.version})`);
     for (const c of cases) {
       const m = median(times.get(c.key)!);
       const ratio = m / base;

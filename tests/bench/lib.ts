@@ -128,6 +128,23 @@ export function markedPids(runId: string, prefix = false): number[] {
   return out;
 }
 
+/** Every UGRO_RUN_ID of a live process (on this machine = on every lab host), with its PIDs. */
+export function liveRunIds(): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const pid of pidDirs()) {
+    if (pid === process.pid) continue;
+    let env: string;
+    try {
+      env = readFileSync(`/proc/${pid}/environ`, 'latin1');
+    } catch {
+      continue;
+    }
+    const e = env.split('\0').find((x) => x.startsWith('UGRO_RUN_ID='));
+    if (e) out.set(e.slice(12), [...(out.get(e.slice(12)) ?? []), pid]);
+  }
+  return out;
+}
+
 /** utime+stime (clock ticks) and ppid from /proc/PID/stat; undefined if gone. */
 export function procStat(pid: number): { ticks: number; ppid: number; state: string } | undefined {
   const s = readText(`/proc/${pid}/stat`);

@@ -149,7 +149,7 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     expect(runProcesses(before.runId!)).toEqual(pids);
   });
 
-  it('push an invalid file beside a valid one: Invalid with the commit and the line; the valid one trains', async () => {
+  it('an invalid file beside a valid one: Invalid with the commit and line; the valid one trains', async () => {
     const bad = jobText('bad', { ...short('gpu2'), nodes: 0 });
     const line = bad.split('\n').findIndex((l) => l.startsWith('  nodes:')) + 1;
     v1Commit = remote.work.commit(
@@ -187,7 +187,7 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     await waitFor('the old run gone', () => runProcesses(alpha.runId!).length === 0, 30_000);
   });
 
-  it('the git server down (gpu-master sshd stopped): no job changes, SourceReady=False; recovers when back', async () => {
+  it('the git server down (sshd stopped): no job changes, SourceReady=False; recovers when back', async () => {
     const before = readStatus(jobs, 'alpha')!;
     lab('stop-host', 'gpu-master');
     try {
@@ -221,7 +221,7 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     expect(up).toMatchObject({ phase: 'Running', runId: before.runId, revision: before.revision });
   });
 
-  it('force-push an older history: applied like any head, with HistoryRewritten; the old spec trains again', async () => {
+  it('force-push an older history: applied like any head (HistoryRewritten); the old spec trains again', async () => {
     const before = readStatus(jobs, 'alpha')!;
     remote.work.resetTo(v1Commit);
     remote.work.push(true);
