@@ -18,7 +18,7 @@ import { GitSource, type GitSourceOptions } from './source.ts';
 import { readGitState, stateDir } from './state.ts';
 
 /** The default name of the variable holding an https token. */
-export const DEFAULT_TOKEN_ENV = 'UGRO_GIT_TOKEN';
+const DEFAULT_TOKEN_ENV = 'UGRO_GIT_TOKEN';
 
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/;
 

@@ -20,7 +20,7 @@ import { GIT_PROTOCOLS } from '../../config/gitops.ts';
 import { writeFileAtomic } from '../store/files.ts';
 
 /** GIT_SSH: OpenSSH with UGRO's pins. Fixed text: every value comes from the environment. */
-export const SSH_WRAPPER = `#!/bin/sh
+const SSH_WRAPPER = `#!/bin/sh
 # Written by UGRO: git's ssh (GIT_SSH) for \`ugro controller --git\`. OpenSSH with UGRO's pinned
 # known_hosts and key only; no ssh config is read. Paths come from the environment, never from here.
 set -eu
@@ -34,7 +34,7 @@ exec ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UpdateHos
 `;
 
 /** GIT_ASKPASS: the user name, then the token, from git's environment. */
-export const ASKPASS = `#!/bin/sh
+const ASKPASS = `#!/bin/sh
 # Written by UGRO: git's askpass for https with a token. The token is in git's environment only.
 case "\${1:-}" in
   Username*) printf '%s\\n' "\${UGRO_GIT_USERNAME:-x-access-token}" ;;
@@ -381,7 +381,7 @@ const NOISE = new RegExp(
 );
 
 /** git's last meaningful stderr lines, on one line (for a status message or a log field). */
-export function lastLines(stderr: string, n = 2): string {
+function lastLines(stderr: string, n = 2): string {
   const lines = stderr
     .split('\n')
     .map((l) => l.trim())

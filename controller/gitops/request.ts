@@ -14,7 +14,7 @@ import { type GitStateFile, readGitState, sourceName, stateDir } from './state.t
 const HELD = 75;
 
 /** Is a controller holding the jobs dir's lock right now? */
-export function controllerRunning(jobsDir: string): boolean {
+function controllerRunning(jobsDir: string): boolean {
   const r = spawnSync('flock', ['-n', '-E', String(HELD), join(jobsDir, '.ugro', 'controller.lock'), 'true'], {
     stdio: 'ignore',
     timeout: 10_000,

@@ -731,7 +731,7 @@ type RawRead = 'missing' | 'unchanged' | { bytes: Buffer; key: string } | { erro
  * blocking on a FIFO (as store/files.ts reads jobs/, but the bytes themselves: a blob id is over
  * bytes, not over text). `known`: the key of the last read; 'unchanged' when it still matches.
  */
-export async function readRawFile(path: string, known?: string, limit = MAX_FILE_BYTES): Promise<RawRead> {
+async function readRawFile(path: string, known?: string, limit = MAX_FILE_BYTES): Promise<RawRead> {
   const st0 = await lstatOrUndefined(path);
   if (!st0) return 'missing';
   let fh: Awaited<ReturnType<typeof open>>;

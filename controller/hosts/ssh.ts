@@ -641,5 +641,3 @@ export class SshPool implements RemoteExecutor {
     this.conns.clear();
   }
 }
-
-export { keyTypeOf };

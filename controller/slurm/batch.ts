@@ -89,7 +89,7 @@ export function sbatchHeader(runId: string, plan: SlurmPlan): string[] {
 }
 
 /** shQuote, with each line break outside the quotes as "$ugro_nl": the word stays on one line. */
-export function lineQuote(word: string): string {
+function lineQuote(word: string): string {
   return word
     .split('\n')
     .map((l) => (l === '' ? "''" : shQuote(l)))

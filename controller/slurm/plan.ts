@@ -33,7 +33,7 @@ export interface SlurmPlan {
 }
 
 /** Named priority class of a priority value (integers: >= 100 high, <= -100 low). */
-export function priorityClass(p: number): 'high' | 'normal' | 'low' {
+function priorityClass(p: number): 'high' | 'normal' | 'low' {
   return p >= 100 ? 'high' : p <= -100 ? 'low' : 'normal';
 }
 

@@ -12,7 +12,7 @@ import type { BatchScripts } from './batch.ts';
 export type SlurmScript = 'prepare' | 'submit' | 'cancel' | 'squeue' | 'observe' | 'probe';
 
 /** Every script of scripts/runtime/slurm/ run on the login host (batch.sh and node.sh are embedded). */
-export const SLURM_SCRIPTS: readonly SlurmScript[] = ['prepare', 'submit', 'cancel', 'squeue', 'observe', 'probe'];
+const SLURM_SCRIPTS: readonly SlurmScript[] = ['prepare', 'submit', 'cancel', 'squeue', 'observe', 'probe'];
 
 export interface SlurmScripts {
   /** The text for `sh -c` (observe: observe.sh in a subshell first, then slurm/observe.sh). */
@@ -21,7 +21,7 @@ export interface SlurmScripts {
 }
 
 /** scripts/runtime/slurm/ (`dir` is scripts/runtime: lib.sh, observe.sh and rank.sh come from there). */
-export function loadSlurmScripts(dir: string = findRuntimeDir()): SlurmScripts {
+function loadSlurmScripts(dir: string = findRuntimeDir()): SlurmScripts {
   const read = (name: string) => readFileSync(join(dir, `${name}.sh`), 'utf8');
   const lib = read('lib');
   const texts = new Map<SlurmScript, string>(

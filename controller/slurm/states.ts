@@ -42,7 +42,7 @@ const JOB_ID = /^\d{1,12}$/;
 const STATE = /^[A-Z_]{2,32}$/;
 
 /** Slurm states in which the job still is, or will again be, Slurm's to run. */
-export const LIVE_STATES = new Set([
+const LIVE_STATES = new Set([
   'PENDING',
   'CONFIGURING',
   'RUNNING',
@@ -59,12 +59,12 @@ export const LIVE_STATES = new Set([
 ]);
 
 /** Live, but not running anything: the job waits in Slurm's queue (Queued here). */
-export const WAITING_STATES = new Set(['PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'SUSPENDED', 'STOPPED']);
+const WAITING_STATES = new Set(['PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'SUSPENDED', 'STOPPED']);
 
 const clip = (s: string | undefined, n: number) => (s === undefined ? undefined : s.slice(0, n));
 
 /** One `ID|STATE|REASON|NODES|NAME` row of slurm/squeue.sh. */
-export function squeueRow(line: string): SlurmRow | undefined {
+function squeueRow(line: string): SlurmRow | undefined {
   const w = line.split('|');
   if (w.length < 5) return undefined;
   const [jobId, state, reason, nodes] = w;
@@ -79,7 +79,7 @@ export function squeueRow(line: string): SlurmRow | undefined {
 }
 
 /** One `ID|STATE|EXITCODE|NODES` row of `sacct --parsable2`. */
-export function sacctRow(line: string): SlurmRow | undefined {
+function sacctRow(line: string): SlurmRow | undefined {
   const w = line.split('|');
   if (w.length < 4) return undefined;
   const [jobId, stateText, exit, nodes] = w;

@@ -31,10 +31,10 @@ export interface AttemptSeries {
   complete: boolean;
 }
 
-export const HISTORY_LIMITS = { maxPoints: 200_000, maxJobs: 64, maxAttempts: 100 } as const;
+const HISTORY_LIMITS = { maxPoints: 200_000, maxJobs: 64, maxAttempts: 100 } as const;
 
 /** Which part of each attempt holds the metrics: the one that ran global rank 0 (else node rank 0). */
-export function rankZeroParts(parts: readonly RunPart[], specHash?: string): RunPart[] {
+function rankZeroParts(parts: readonly RunPart[], specHash?: string): RunPart[] {
   const byAttempt = new Map<number, RunPart>();
   for (const p of parts) {
     if (specHash && p.meta.specHash !== specHash) continue;

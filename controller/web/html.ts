@@ -28,14 +28,14 @@ function page(c: PageCommon, title: string, body: string, data: unknown, extraHe
   );
 }
 
-export function percentText(r: Pick<JobRow, 'percent' | 'step' | 'totalSteps'>): string {
+function percentText(r: Pick<JobRow, 'percent' | 'step' | 'totalSteps'>): string {
   if (r.percent === undefined) return r.step !== undefined ? `step ${r.step}` : '-';
   const steps = r.step !== undefined && r.totalSteps !== undefined ? ` (${r.step}/${r.totalSteps})` : '';
   return `${r.percent.toFixed(r.percent < 10 ? 1 : 0)}%${steps}`;
 }
 
 /** The cells of a job row, in column order: [key, text]. The script fills the same keys. */
-export function rowCells(r: JobRow, withRevision: boolean): [string, string][] {
+function rowCells(r: JobRow, withRevision: boolean): [string, string][] {
   const cells: [string, string][] = [
     ['phase', r.phase],
     ['progress', percentText(r)],
@@ -113,7 +113,7 @@ function gpuLine(g: NodeCard['gpus'][number]): string {
   );
 }
 
-export function nodeCardHtml(n: NodeCard): string {
+function nodeCardHtml(n: NodeCard): string {
   const reason = n.reason ? `<div class="reason">${h(n.reason)}</div>` : '';
   const rtt = n.rttMs !== undefined ? `<span class="rtt">ssh ${n.rttMs.toFixed(0)} ms</span>` : '';
   return (

@@ -34,7 +34,7 @@ export function parseListen(spec: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
-export function isLoopback(host: string): boolean {
+function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./i.test(host);
@@ -113,7 +113,7 @@ const SECURITY_HEADERS = {
 };
 
 /** The run dir name of a run id (`JOB-HASH8-aN` -> `JOB.HASH8.N`). */
-export function runDirOfRunId(runId: string): string | undefined {
+function runDirOfRunId(runId: string): string | undefined {
   const m = /^([a-z0-9-]+)-([0-9a-f]{8})-a(\d+)$/.exec(runId);
   return m ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
 }
