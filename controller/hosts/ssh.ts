@@ -14,7 +14,6 @@ import {
   type HostKeyVerdict,
   hostNames,
   type KnownHostEntry,
-  keyTypeOf,
   readKnownHosts,
   verifyHostKey,
 } from '../../config/known-hosts.ts';
