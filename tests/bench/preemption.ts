@@ -21,22 +21,13 @@ import {
   runDirOf,
   startController,
   stopController,
+  trainArgs,
   waitFor,
   writeJob,
 } from '../lab/controller-harness.ts';
 import { round, summarize } from './lib.ts';
 
 const GRACE_S = 20;
-const train = (epochs: number) => [
-  '--epochs',
-  String(epochs),
-  '--steps-per-epoch',
-  '10',
-  '--sleep',
-  '0.2',
-  '--checkpoint-every',
-  '5',
-];
 
 interface Sample {
   decideMs: number;
@@ -78,7 +69,7 @@ async function sample(i: number, pool: SshPool, runsPath: string): Promise<Sampl
     const high = `bench-high-${i}`;
     writeJob(jobsDir, low, {
       script: 'train.py',
-      args: train(30),
+      args: trainArgs(30),
       nodes: 1,
       hosts: ['gpu1'],
       priority: 'low',
@@ -94,7 +85,7 @@ async function sample(i: number, pool: SshPool, runsPath: string): Promise<Sampl
     );
     await new Promise((r) => setTimeout(r, 3000)); // a few steps and checkpoints
     const written = Date.now();
-    writeJob(jobsDir, high, { script: 'train.py', args: train(1), nodes: 1, hosts: ['gpu1'], priority: 'high' });
+    writeJob(jobsDir, high, { script: 'train.py', args: trainArgs(1), nodes: 1, hosts: ['gpu1'], priority: 'high' });
     const decided = await waitFor('Preempted event', () => eventTime(jobsDir, low, 'Preempted'), 60_000);
     const launched = await waitFor('preemptor scheduled', () => eventTime(jobsDir, high, 'Scheduled'), 120_000);
     const free = await waitFor('victim gone', () => finishedAt(runsPath, running), 60_000).catch(() => undefined);

@@ -227,3 +227,8 @@ export function runProcesses(runId: string): number[] {
   }
   return out;
 }
+
+/** train.py arguments for a run of `epochs` x 10 steps of 0.2 s, a checkpoint every 5 steps. */
+export function trainArgs(epochs: number): string[] {
+  return ['--epochs', String(epochs), '--steps-per-epoch', '10', '--sleep', '0.2', '--checkpoint-every', '5'];
+}

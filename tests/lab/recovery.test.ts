@@ -5,7 +5,7 @@
  * flapping link. A real `ugro controller`, real sshd, real torchrun with the reference train.py.
  * Every fault is undone in `finally`, so a failure here does not leave the lab broken for the rest.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
@@ -14,6 +14,7 @@ import {
   labCluster,
   markedProcesses,
   newJobsDir,
+  rankPid,
   readStatus,
   startController,
   stopController,
@@ -77,28 +78,6 @@ function step(s: JobStatus | undefined): number {
   }
 }
 const cond = (s: JobStatus | undefined, type: string) => s?.conditions.find((c) => c.type === type);
-
-/** The pid of one rank's python (train.py) of a run: the lab hosts share this machine's /proc. */
-function rankPid(runId: string, rank: number): number | undefined {
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const env = readFileSync(`/proc/${d}/environ`, 'utf8').split('\0');
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      if (
-        env.includes(`UGRO_RUN_ID=${runId}`) &&
-        env.includes(`RANK=${rank}`) &&
-        cmd.includes('train.py') &&
-        !cmd.includes('rank.sh')
-      ) {
-        return Number(d);
-      }
-    } catch {
-      /* gone, or not ours to read */
-    }
-  }
-  return undefined;
-}
 
 async function noneLeft(runId: string, on: string[] = hosts): Promise<boolean> {
   return (await Promise.all(on.map((h) => markedProcesses(pool, h, runId)))).flat().length === 0;

@@ -16,6 +16,7 @@ import {
   readStatus,
   startController,
   stopController,
+  trainArgs,
   waitFor,
   waitPhase,
   writeJob,
@@ -45,16 +46,7 @@ afterAll(() => {
 
 const dirOf = (s: JobStatus) => s.runId!.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2');
 const host = (name: string) => cluster.hosts.find((h) => h.name === name)!;
-const longTrain = (epochs = 30) => [
-  '--epochs',
-  String(epochs),
-  '--steps-per-epoch',
-  '10',
-  '--sleep',
-  '0.2',
-  '--checkpoint-every',
-  '5',
-];
+const longTrain = (epochs = 30) => trainArgs(epochs);
 function rankLog(s: JobStatus, rank = 0): string {
   const n = s.nodes.find((x) => x.globalRanks.includes(rank)) ?? s.nodes[0];
   try {
