@@ -438,26 +438,31 @@ describe('scheduling in the controller loop (issue 10), on in-memory hosts', () 
   });
 
   it('a high job preempts a low one: the stop says preempted, low waits as Preempted, then resumes', async () => {
-    const r = await rig();
+    const r0 = await rig();
     const low = { ...CMD, nodes: 1, hosts: ['gpu1'], priority: 'low', preemption: { minRuntimeSeconds: 0 } };
-    r.write('low', low);
-    await r.pass('low');
-    const dir1 = dirOf(r.status('low'));
-    r.fake.startRanks('gpu1', dir1, [{ rank: 0, localRank: 0 }]);
-    await r.pass('low');
-    expect(r.status('low')!.phase).toBe('Running');
-    r.write('high', { ...CMD, nodes: 1, hosts: ['gpu1'], priority: 'high' });
-    await r.pass('high');
+    r0.write('low', low);
+    await r0.pass('low');
+    const dir1 = dirOf(r0.status('low'));
+    r0.fake.startRanks('gpu1', dir1, [{ rank: 0, localRank: 0 }]);
+    await r0.pass('low');
+    expect(r0.status('low')!.phase).toBe('Running');
+    r0.write('high', { ...CMD, nodes: 1, hosts: ['gpu1'], priority: 'high' });
+    await r0.pass('high');
     // The victim's stop runs apart from the preemptor's reconcile; both are looked at after it.
-    await until(r, 'low stopped', () => !r.fake.isAlive('gpu1', dir1));
-    const stops = r.fake.calls.filter((c) => c.script === 'stop');
+    await until(r0, 'low stopped', () => !r0.fake.isAlive('gpu1', dir1));
+    const stops = r0.fake.calls.filter((c) => c.script === 'stop');
     expect(stops.map((c) => [c.host, c.args?.[3]])).toEqual([['gpu1', 'preempted']]);
-    await r.pass('low');
-    const waiting = r.status('low')!;
+    await r0.pass('low');
+    const waiting = r0.status('low')!;
     expect(waiting).toMatchObject({ phase: 'Queued', reason: 'Preempted' });
     expect(waiting.restarts?.training ?? 0).toBe(0);
     expect(waiting.conditions.find((c) => c.type === 'Preempted')).toMatchObject({ status: 'True' });
     expect(waiting.conditions.find((c) => c.type === 'Preempted')?.message).toContain('preempted by high');
+    // A restarted controller does not remember who preempted it; the condition still says so.
+    await r0.ctl.stop();
+    const r = await rig({ fake: r0.fake, jobs: r0.jobs, clock: r0.clock });
+    await r.pass('low');
+    expect(r.status('low')).toMatchObject({ phase: 'Queued', reason: 'Preempted' });
     await r.pass('high');
     const high = r.status('high')!;
     expect(high).toMatchObject({ phase: 'Starting', attempt: 1 });

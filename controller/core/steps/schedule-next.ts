@@ -58,13 +58,15 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     }
   }
   if (decision.kind !== 'place') {
-    const why = decision.kind === 'never' ? decision.why : decision.why;
+    const why = decision.why;
     if (decision.kind === 'preempt') preempt(d, decision.victims, name);
     const restart = next.afterFailure !== undefined;
+    // The condition outlives the controller's memory of who preempted it (a restart).
+    const preempted = !!cluster.preemptedBy || d.conditions.some((c) => c.type === 'Preempted' && c.status === 'True');
     const reason =
       decision.kind === 'preempt'
         ? 'Preempting'
-        : cluster.preemptedBy && next.resuming
+        : preempted && next.resuming
           ? 'Preempted'
           : restart
             ? 'WaitingForNodes'
