@@ -67,6 +67,7 @@ export interface Cluster {
   communication: { backend: string; masterPort: number; timeoutSeconds: number };
   environment: ClusterFile['environment'];
   health: { maxClockOffsetMs: number; minFreeDiskGb: number };
+  scheduling: { fairShareHalfLifeHours: number };
   /** Paths on the machine running UGRO (the seed's top-level `paths`). */
   local: { projectRoot?: string; scripts?: string; logs?: string; experiments?: string };
   training: Record<string, unknown>;
@@ -312,6 +313,7 @@ function normalize(f: ClusterFile, file: string, localHome: string): Cluster {
     },
     environment: env,
     health: { maxClockOffsetMs: f.health.max_clock_offset_ms, minFreeDiskGb: f.health.min_free_disk_gb },
+    scheduling: { fairShareHalfLifeHours: f.scheduling.fair_share_half_life_hours },
     local: {
       projectRoot: localPath(f.paths?.project_root, baseDir, localHome),
       scripts: localPath(f.paths?.scripts, baseDir, localHome),

@@ -143,6 +143,12 @@ const healthSchema = z.strictObject({
   min_free_disk_gb: z.number().nonnegative().default(5),
 });
 
+/** Placement over the whole queue (controller/core/placement.ts). */
+const schedulingSchema = z.strictObject({
+  /** Fair share: an owner's GPU time counts half after this many hours (jobs/.ugro/usage.json). */
+  fair_share_half_life_hours: z.number().positive().max(100_000).default(24),
+});
+
 /**
  * `ugro controller` follows a git branch (GitOps): the TrainingJob files under `path` at the
  * branch's head are mirrored into the jobs directory. Flags of `ugro controller` override these.
@@ -228,6 +234,7 @@ export const clusterFileSchema = z.strictObject({
     .optional(),
   ssh: sshSchema.prefault({}),
   health: healthSchema.prefault({}),
+  scheduling: schedulingSchema.prefault({}),
   gitops: gitopsSchema.optional(),
   /** A Slurm cluster jobs can run on (config/slurm.ts; the backend is controller/slurm/). */
   slurm: slurmSchemaWith({ address, dnsLabel, port, userName }).optional(),

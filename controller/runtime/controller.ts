@@ -126,7 +126,7 @@ export class Controller {
     this.hostsState = new HostState(this.owner);
     this.claims = new Claims(() => this.now().getTime());
     this.scheduler = new Scheduler(() => this.schedulerInputs());
-    this.usage = Usage.inDir(this.store.dir);
+    this.usage = Usage.inDir(this.store.dir, o.cluster.scheduling.fairShareHalfLifeHours);
     this.queue = new WorkQueue((name) => this.timedReconcile(name), {
       ...o.queueTimers,
       onError: (key, err, retry) =>

@@ -99,6 +99,7 @@ describe("the seed's config/cluster.yaml", () => {
       passphraseEnv: undefined,
     });
     expect(c.health).toEqual({ maxClockOffsetMs: 2000, minFreeDiskGb: 5 });
+    expect(c.scheduling).toEqual({ fairShareHalfLifeHours: 24 });
     expect((c.training.lora as { rank: number }).rank).toBe(16);
     expect(c.hosts.every((h) => h.python === 'python3')).toBe(true);
   });

@@ -65,6 +65,12 @@ describe('cluster inventory', () => {
     ['name not DNS-1123', (s) => s.replace('name: "gpu1"', 'name: "GPU_1"'), 'workers[0].name', 'name: "GPU_1"'],
     ['bad manager', (s) => s.replace('manager: pixi', 'manager: conda'), 'environment.manager', 'manager: conda'],
     [
+      'a half-life of zero',
+      (s) => `${s}\nscheduling:\n  fair_share_half_life_hours: 0\n`,
+      'scheduling.fair_share_half_life_hours',
+      'fair_share_half_life_hours: 0',
+    ],
+    [
       'vram not a number',
       (s) => s.replace('vram_gb: 8\n      cpu_cores: 22', 'vram_gb: eight\n      cpu_cores: 22'),
       'workers[0].hardware.vram_gb',
@@ -89,6 +95,11 @@ describe('cluster inventory', () => {
       expect(issue!.line).toBe(lineOf(lineNeedle, text));
     });
   }
+
+  it('scheduling.fair_share_half_life_hours is read (default 24)', () => {
+    const r = parseCluster(`${seed}\nscheduling:\n  fair_share_half_life_hours: 6\n`, 'c.yaml', ctx);
+    expect(r.ok && r.value.scheduling).toEqual({ fairShareHalfLifeHours: 6 });
+  });
 
   it('reports YAML syntax errors with their line', () => {
     const r = parseCluster('cluster:\n  name: x\n  master: {hostname: a\n    ip: [\n', 'c.yaml', ctx);
