@@ -57,7 +57,7 @@ describe('a node lost mid-run', () => {
           runId: R.runId,
           dir: R.dir,
           hosts: ['gpu-master', 'gpu1'],
-          graceSeconds: 5,
+          graceSeconds: 2,
           reason: 'node-lost',
         },
       ]);
@@ -196,7 +196,7 @@ describe('a stalled rank (its heartbeat stops)', () => {
     () => {
       const r = rec({ spec: S, status: launched, now: at(30), parts: beats(10.5, 12.25) });
       expect(r.actions).toMatchObject([
-        { type: 'stop', reason: 'stalled', hosts: ['gpu-master', 'gpu1'], graceSeconds: 5 },
+        { type: 'stop', reason: 'stalled', hosts: ['gpu-master', 'gpu1'], graceSeconds: 2 },
       ]);
       const what = 'rank 1 on gpu1 made no progress for 12.3 s (failurePolicy.progressDeadlineSeconds: 10)';
       expect(r.status).toMatchObject({ reason: 'ProgressStalled', message: `${what}: stopping the gang` });

@@ -45,6 +45,12 @@ export interface ScheduleNext {
 
 /** Grace for stopping the rest of a gang that cannot go on (they may hang in a collective). */
 const GANG_GRACE_SECONDS = 5;
+/**
+ * Grace when a peer is lost or stopped: the survivors wait in a collective for it, so their
+ * SIGTERM checkpoint (which needs every rank) cannot happen; a longer grace only delays the
+ * restart. 2 s is left for a script's own quick cleanup.
+ */
+const PEER_GONE_GRACE_SECONDS = 2;
 
 interface Ctx {
   d: Draft;
@@ -236,7 +242,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
       d.event('NodeLost', what, 'Warning');
     }
     if (alive) {
-      d.stop(current, 'node-lost', GANG_GRACE_SECONDS);
+      d.stop(current, 'node-lost', PEER_GONE_GRACE_SECONDS);
       return d.finish('Running', 'NodeLost', `${what}: stopping the others`, 1000);
     }
   } else if (d.conditions.some((x) => x.type === 'NodeLost' && x.status === 'True')) {
@@ -354,7 +360,7 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
         rank: worst.rank,
       };
       if (noteFailure(c, current.attempt, failure)) d.event('ProgressStalled', what, 'Warning');
-      d.stop(current, 'stalled', GANG_GRACE_SECONDS);
+      d.stop(current, 'stalled', PEER_GONE_GRACE_SECONDS);
       return d.finish('Running', 'ProgressStalled', `${what}: stopping the gang`, 1000);
     }
     if (worst) nextCheckMs = Math.max(200, (progress - worst.age) * 1000 + 200);
