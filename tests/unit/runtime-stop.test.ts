@@ -127,6 +127,13 @@ describe.skipIf(process.platform !== 'linux')('stop.sh arguments are data', () =
   });
 });
 
+/** The pid a run's shell writes to `file` (`echo $! >file`): the file exists before the number is in it. */
+async function pidWrittenTo(file: string): Promise<number> {
+  const pid = () => (existsSync(file) ? /^(\d+)\n$/.exec(readFileSync(file, 'utf8'))?.[1] : undefined);
+  for (let i = 0; i < 100 && !pid(); i++) await new Promise((r) => setTimeout(r, 20));
+  return Number(pid());
+}
+
 describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
   it('TERM reaches the group and a process that left it (found by its marker); remaining=0', async () => {
     const host = localHost(tmp());
@@ -140,8 +147,7 @@ describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
     ];
     await rt.launch(host, { dir, rdzvAddr: '127.0.0.1', meta, argv, ugroEnv: { UGRO_RUN_ID: runId }, jobEnv: {} });
     const escapedFile = join(host.paths.runs, dir, 'escaped');
-    for (let i = 0; i < 100 && !existsSync(escapedFile); i++) await new Promise((r) => setTimeout(r, 20));
-    const escaped = Number(readFileSync(escapedFile, 'utf8'));
+    const escaped = await pidWrittenTo(escapedFile);
     expect(marked(runId)).toContain(escaped);
 
     const t0 = Date.now();
@@ -165,8 +171,7 @@ describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
     const argv = ['sh', '-c', 'env -i sleep 60 & echo $! >"$UGRO_RUN_DIR/unmarked"; wait'];
     await rt.launch(host, { dir, rdzvAddr: '127.0.0.1', meta, argv, ugroEnv: { UGRO_RUN_ID: runId }, jobEnv: {} });
     const file = join(host.paths.runs, dir, 'unmarked');
-    for (let i = 0; i < 100 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 20));
-    const unmarked = Number(readFileSync(file, 'utf8'));
+    const unmarked = await pidWrittenTo(file);
     // Until it has exec'd sleep, $! is still a copy of the (marked) shell.
     const cmd = () => readFileSync(`/proc/${unmarked}/cmdline`, 'latin1');
     for (let i = 0; i < 100 && !cmd().startsWith('sleep'); i++) await new Promise((r) => setTimeout(r, 20));
