@@ -7,8 +7,8 @@ import { z } from 'zod';
 import { DNS1123_LABEL, dnsLabel } from '../../config/schema.ts';
 
 /**
- * Why UGRO stopped a run, written to the run dir's `cancelled` file by stop.sh (which accepts only
- * these words). The typed reason decides what the stop means for the job: see `countsAs`.
+ * Why UGRO stopped a run, written to the run dir's `cancelled` file by stop.sh (lib.sh's
+ * ugro_stop_args accepts only these words). The typed reason decides what the stop means for the job: see `countsAs`.
  */
 export const STOP_REASONS = [
   'cancelled',

@@ -8,8 +8,16 @@
  *    shared by every transport so the parsing is always the real one.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { CheckpointInfo, Metrics, RunMeta, RunPart, StopReason } from '../api/run.ts';
+import {
+  type CheckpointInfo,
+  type Metrics,
+  type RunMeta,
+  type RunPart,
+  STOP_REASONS,
+  type StopReason,
+} from '../api/run.ts';
 import type { SlurmPlan } from '../slurm/plan.ts';
+import { HostError } from './errors.ts';
 import type { NodeHealth } from './health.ts';
 import type { ExecResult } from './ssh.ts';
 
@@ -84,6 +92,21 @@ export interface StopRequest {
   runId: string;
   graceSeconds: number;
   reason: StopReason;
+}
+
+/** Longest grace a stop may ask for: a day. */
+const MAX_GRACE_SECONDS = 86_400;
+
+/**
+ * A stop request checked before anything reaches a host (either backend): a known reason and a
+ * grace in range. Its grace in whole milliseconds, the only form the scripts take.
+ */
+export function stopGraceMs(host: Host, req: StopRequest): number {
+  if (!(STOP_REASONS as readonly string[]).includes(req.reason))
+    throw new HostError(host.name, 'config', `stop of ${req.dir}: ${JSON.stringify(req.reason)} is not a stop reason`);
+  if (!(Number.isFinite(req.graceSeconds) && req.graceSeconds >= 0 && req.graceSeconds <= MAX_GRACE_SECONDS))
+    throw new HostError(host.name, 'config', `stop of ${req.dir}: grace ${req.graceSeconds} s is out of range`);
+  return Math.round(req.graceSeconds * 1000);
 }
 
 export interface ObserveResult {

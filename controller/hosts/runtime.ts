@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Cluster, Host } from '../../config/cluster.ts';
-import { parseRunDirName, parseRunMeta, STOP_REASONS, sanitizeMetrics } from '../api/run.ts';
+import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../api/run.ts';
 import { HostError } from './errors.ts';
 import { type NodeHealth, probeHost } from './health.ts';
 import {
@@ -25,16 +25,17 @@ import {
   stopAnswerOf,
   waitAnswerOf,
 } from './records.ts';
-import type {
-  HostRuntimeApi,
-  HostTransport,
-  LaunchRequest,
-  LeaseResult,
-  MetricsChunk,
-  ObserveResult,
-  RunScriptOptions,
-  RuntimeScript,
-  StopRequest,
+import {
+  type HostRuntimeApi,
+  type HostTransport,
+  type LaunchRequest,
+  type LeaseResult,
+  type MetricsChunk,
+  type ObserveResult,
+  type RunScriptOptions,
+  type RuntimeScript,
+  type StopRequest,
+  stopGraceMs,
 } from './runtime-api.ts';
 import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
 import type { ExecResult, SshPool } from './ssh.ts';
@@ -61,7 +62,6 @@ const METRICS_CHUNK_BYTES = 1_048_576;
 export const LEASE_FILE = '.ugro-lease';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const MAX_GRACE_SECONDS = 86_400;
 
 /** The last few lines of what a failed script said, for an error message. */
 function said(res: ExecResult, why?: string): string {
@@ -166,15 +166,7 @@ export class HostRuntime implements HostRuntimeApi {
 
   async stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }> {
     const runDir = this.runDir(host, req.dir);
-    if (!(STOP_REASONS as readonly string[]).includes(req.reason))
-      throw new HostError(
-        host.name,
-        'config',
-        `stop of ${req.dir}: ${JSON.stringify(req.reason)} is not a stop reason`,
-      );
-    if (!(Number.isFinite(req.graceSeconds) && req.graceSeconds >= 0 && req.graceSeconds <= MAX_GRACE_SECONDS))
-      throw new HostError(host.name, 'config', `stop of ${req.dir}: grace ${req.graceSeconds} s is out of range`);
-    const graceMs = Math.round(req.graceSeconds * 1000);
+    const graceMs = stopGraceMs(host, req);
     const res = await this.run(host, 'stop', [runDir, req.runId, String(graceMs), req.reason], {
       timeoutMs: graceMs + RUNTIME_TIMEOUTS.stopMarginMs,
     });

@@ -17,11 +17,17 @@
  */
 import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
-import { parseRunDirName, parseRunMeta, type RunPart, STOP_REASONS } from '../api/run.ts';
+import { parseRunDirName, parseRunMeta, type RunPart } from '../api/run.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { NodeHealth } from '../hosts/health.ts';
 import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../hosts/records.ts';
-import type { HostRuntimeApi, LaunchRequest, ObserveResult, StopRequest } from '../hosts/runtime-api.ts';
+import {
+  type HostRuntimeApi,
+  type LaunchRequest,
+  type ObserveResult,
+  type StopRequest,
+  stopGraceMs,
+} from '../hosts/runtime-api.ts';
 import type { ExecResult, SshPool } from '../hosts/ssh.ts';
 import { batchScript } from './batch.ts';
 import { type SlurmScript, type SlurmScripts, slurmScripts } from './scripts.ts';
@@ -71,7 +77,6 @@ export interface SlurmRuntimeOptions {
 }
 
 const TIMEOUTS = { observeMs: 30_000, squeueMs: 30_000, submitMs: 60_000, probeMs: 20_000, stopMarginMs: 60_000 };
-const MAX_GRACE_SECONDS = 86_400;
 
 interface Watcher {
   jobId?: string;
@@ -282,15 +287,7 @@ export class SlurmRuntime implements HostRuntimeApi {
 
   async stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }> {
     const runDir = this.runDir(host, req.dir);
-    if (!(STOP_REASONS as readonly string[]).includes(req.reason))
-      throw new HostError(
-        host.name,
-        'config',
-        `stop of ${req.dir}: ${JSON.stringify(req.reason)} is not a stop reason`,
-      );
-    if (!(Number.isFinite(req.graceSeconds) && req.graceSeconds >= 0 && req.graceSeconds <= MAX_GRACE_SECONDS))
-      throw new HostError(host.name, 'config', `stop of ${req.dir}: grace ${req.graceSeconds} s is out of range`);
-    const graceMs = Math.round(req.graceSeconds * 1000);
+    const graceMs = stopGraceMs(host, req);
     const res = await this.run(
       host,
       'cancel',

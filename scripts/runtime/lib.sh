@@ -57,6 +57,19 @@ ugro_lines() {
 }
 
 # ugro_fail CODE MESSAGE…: the message on stderr and as an @@error block (one line), then exit.
+# The arguments every stop takes (stop.sh, slurm/cancel.sh): RUN_ID GRACE_MS REASON, checked
+# before anything is touched (exit 2). REASON: the STOP_REASONS of controller/api/run.ts (keep
+# the two lists the same; tests/unit/runtime-stop.test.ts checks every one is accepted).
+ugro_stop_args() {
+  ugro_is_uint "$2" && [ ${#2} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
+  case $3 in
+  cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
+    runner-vanished | stalled | preempted | rescaled | superseded | port-busy) ;;
+  *) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
+  esac
+  case $1 in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac
+}
+
 ugro_fail() {
   _ugro_c=$1
   shift

@@ -2,22 +2,15 @@
 # then check that no process carrying the run's marker (UGRO_RUN_ID in its environment) is left.
 # Usage: stop.sh RUN_DIR RUN_ID GRACE_MS REASON
 #   GRACE_MS  a decimal integer (milliseconds); only $(( )) ever computes with it
-#   REASON    one of the STOP_REASONS of controller/api/run.ts (keep the list below the same:
-#             tests/unit/runtime-stop.test.ts checks it); written to the run dir's `cancelled`
-#             (the first reason stays)
+#   REASON    one of the STOP_REASONS of controller/api/run.ts (lib.sh's ugro_stop_args checks
+#             the three); written to the run dir's `cancelled` (the first reason stays)
 # Bad arguments: exit 2 with @@error, touching nothing. Answers @@stop with none=1 (no such run
 # dir), or killed=0|1, remaining=N (processes still marked after SIGKILL: 0 is the proof nothing
 # is left) and waited_ms; exit 1 when remaining is not 0. A run that recorded no exit code by
 # then gets 137 (killed) and a finished_at.
 [ $# -eq 4 ] || ugro_fail 2 "usage: stop.sh RUN_DIR RUN_ID GRACE_MS REASON"
 run_dir=$1 run_id=$2 grace_ms=$3 reason=$4
-ugro_is_uint "$grace_ms" && [ ${#grace_ms} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
-case $reason in
-cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
-  runner-vanished | stalled | preempted | rescaled | superseded | port-busy) ;;
-*) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
-esac
-case $run_id in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac
+ugro_stop_args "$run_id" "$grace_ms" "$reason"
 [ -d "$run_dir" ] || { printf '@@stop\nnone=1\nkilled=0\nremaining=0\nwaited_ms=0\n@@end\n'; exit 0; }
 [ -s "$run_dir/cancelled" ] || echo "$reason" >"$run_dir/cancelled"
 ugro_read "$run_dir/pid"

@@ -8,13 +8,7 @@
 # live), or none=1 when the dir has no job. Exit 1 when remaining is not 0.
 [ $# -eq 4 ] || ugro_fail 2 "usage: slurm/cancel.sh RUN_DIR RUN_ID GRACE_MS REASON"
 run_dir=$1 run_id=$2 grace_ms=$3 reason=$4
-ugro_is_uint "$grace_ms" && [ ${#grace_ms} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
-case $reason in
-cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
-  runner-vanished | stalled | preempted | rescaled | superseded | port-busy) ;;
-*) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
-esac
-case $run_id in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac
+ugro_stop_args "$run_id" "$grace_ms" "$reason"
 none() { printf '@@stop\nnone=1\nkilled=0\nremaining=0\nwaited_ms=0\n@@end\n'; exit 0; }
 [ -d "$run_dir" ] || none
 [ -s "$run_dir/cancelled" ] || echo "$reason" >"$run_dir/cancelled"
