@@ -120,8 +120,6 @@ export class Scheduler {
   /** Jobs asked about that the queue did not list as waiting: planned along until invalidated. */
   private readonly also = new Set<string>();
   private readonly grow = new Map<string, number | undefined>();
-  /** Plans made (benchmarks, tests). */
-  plans = 0;
 
   constructor(private readonly gather: () => SchedulerInputs) {}
 
@@ -151,7 +149,6 @@ export class Scheduler {
       if (!this.cached) {
         const i = this.gather();
         this.cached = plan({ ...planInputs(i, this.also), usage: i.usage, now: i.now });
-        this.plans++;
       }
       if (this.cached.has(job) || this.also.has(job)) return this.cached.get(job);
       this.also.add(job);

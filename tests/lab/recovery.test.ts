@@ -78,6 +78,16 @@ function step(s: JobStatus | undefined): number {
   }
 }
 const cond = (s: JobStatus | undefined, type: string) => s?.conditions.find((c) => c.type === type);
+/** The job's status once it is Running and rank 0 has reached `steps` (up to 2 minutes). */
+const runningPast = (job: string, steps: number, what = 'running') =>
+  waitFor(
+    what,
+    () => {
+      const s = readStatus(jobsDir, job);
+      return s?.phase === 'Running' && step(s) >= steps ? s : undefined;
+    },
+    120_000,
+  );
 
 async function noneLeft(runId: string, on: string[] = hosts): Promise<boolean> {
   return (await Promise.all(on.map((h) => markedProcesses(pool, h, runId)))).flat().length === 0;
@@ -166,14 +176,7 @@ describe('recovery on the lab', () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'gone', { script: 'train.py', args: train({ epochs: 6 }), nodes: 3 });
-    const first = await waitFor(
-      'running past a checkpoint',
-      () => {
-        const s = readStatus(jobsDir, 'gone');
-        return s?.phase === 'Running' && step(s) >= 10 ? s : undefined;
-      },
-      120_000,
-    );
+    const first = await runningPast('gone', 10, 'running past a checkpoint');
     const t0 = Date.now();
     try {
       lab('stop-host', 'gpu1');
@@ -212,14 +215,7 @@ describe('recovery on the lab', () => {
       nodes: 3,
       restartPolicy: { maxRestarts: 1, backoffSeconds: 1 },
     });
-    const first = await waitFor(
-      'running',
-      () => {
-        const s = readStatus(jobsDir, 'crash');
-        return s?.phase === 'Running' && step(s) >= 5 ? s : undefined;
-      },
-      120_000,
-    );
+    const first = await runningPast('crash', 5);
     const pid = await waitFor('rank 1 pid', () => rankPid(first.runId!, 1), 10_000);
     const t0 = Date.now();
     process.kill(pid, 'SIGKILL');
@@ -245,14 +241,7 @@ describe('recovery on the lab', () => {
       nodes: 3,
       failurePolicy: { progressDeadlineSeconds: 6 },
     });
-    const first = await waitFor(
-      'running',
-      () => {
-        const s = readStatus(jobsDir, 'hang');
-        return s?.phase === 'Running' && step(s) >= 5 ? s : undefined;
-      },
-      120_000,
-    );
+    const first = await runningPast('hang', 5);
     const pid = await waitFor('rank 2 pid', () => rankPid(first.runId!, 2), 10_000);
     const t0 = Date.now();
     process.kill(pid, 'SIGSTOP');
@@ -286,14 +275,7 @@ describe('recovery on the lab', () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'orphan', { script: 'train.py', args: train({ epochs: 4 }), nodes: 3 });
-    const first = await waitFor(
-      'running',
-      () => {
-        const s = readStatus(jobsDir, 'orphan');
-        return s?.phase === 'Running' && step(s) >= 5 ? s : undefined;
-      },
-      120_000,
-    );
+    const first = await runningPast('orphan', 5);
     const gpu1 = cluster.hosts.find((h) => h.name === 'gpu1')!;
     const runner = Number(readFileSync(join(gpu1.paths.runs, dirOf(first), 'pid'), 'utf8').trim());
     process.kill(runner, 'SIGKILL');
@@ -335,14 +317,7 @@ describe('recovery on the lab', () => {
         nodes: { min: 2, max: 2 },
         restartPolicy: { maxRestarts: 1, backoffSeconds: 3 },
       });
-      const first = await waitFor(
-        'running on gpu-master + gpu1 past a checkpoint',
-        () => {
-          const s = readStatus(jobsDir, 'moves');
-          return s?.phase === 'Running' && step(s) >= 15 ? s : undefined;
-        },
-        120_000,
-      );
+      const first = await runningPast('moves', 15, 'running on gpu-master + gpu1 past a checkpoint');
       expect(first.nodes.map((n) => n.host)).toEqual(['gpu-master', 'gpu1']);
       // Another job waits for gpu-master; it gets it the moment the first attempt ends.
       writeJob(jobsDir, 'blocker', {
@@ -400,14 +375,7 @@ describe('recovery on the lab', () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'flap', { script: 'train.py', args: train({ epochs: 3 }), nodes: 3 });
-    await waitFor(
-      'running',
-      () => {
-        const s = readStatus(jobsDir, 'flap');
-        return s?.phase === 'Running' && step(s) >= 5 ? s : undefined;
-      },
-      120_000,
-    );
+    await runningPast('flap', 5);
     try {
       lab('cut', 'gpu2');
       await new Promise((r) => setTimeout(r, 1000));
