@@ -1,6 +1,6 @@
 /**
  * Typed errors shared by config/, infra/ and controller/. The CLI entry is the one place that
- * turns them into a message and an exit code (STYLE.md item 8).
+ * turns them into a message and an exit code (docs/conventions.md, "Errors").
  */
 export class UgroError extends Error {
   /**

@@ -1,5 +1,5 @@
 /**
- * Read-then-validate helpers (STYLE.md item 1): YAML text in, a typed value or a list of
+ * Read-then-validate helpers (docs/conventions.md, "Read, then validate"): YAML text in, a typed value or a list of
  * issues out, each issue carrying its field path and the file line it came from.
  * Pure: no file system access here; callers read the file.
  */

@@ -1,6 +1,6 @@
 /**
  * `ugro:infra:GpuHost`: everything one host needs before the controller can run training there
- * (STYLE.md item 7). Children are named `<host>-<step>`, have `parent: this`, and run in this
+ * (docs/conventions.md, "Pulumi components"). Children are named `<host>-<step>`, have `parent: this`, and run in this
  * order, each step only when every step before it succeeded:
  *
  *   reachable -> driver -> dirs -> [env copies] -> env -> torch -> scripts-copy -> scripts

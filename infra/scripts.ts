@@ -1,5 +1,5 @@
 /**
- * Pure builders of the shell scripts the Pulumi program runs on each host (STYLE.md item 7).
+ * Pure builders of the shell scripts the Pulumi program runs on each host (docs/conventions.md, "Pulumi components").
  *
  * Every builder takes typed inputs and returns a POSIX sh script in which every interpolated
  * value went through shQuote. Every script:

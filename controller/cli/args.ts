@@ -46,7 +46,7 @@ export function choiceFlag<T extends string>(flag: string, raw: string, allowed:
 /**
  * A job name as the jobs directory spells it: a DNS-1123 label of at most 63 characters. Checked
  * before any path is built from it ("../victim" must never become jobs/../victim.yaml). The same
- * rule as isJobName in controller/store/store.ts (tests/unit/cli-args.test.ts holds them equal);
+ * rule as isJobName in controller/store/store.ts (tests/unit/cli-exit.test.ts holds them equal);
  * repeated here so `ugro get jobs` can check names without loading the store's schemas.
  */
 export function isJobName(name: string): boolean {

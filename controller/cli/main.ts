@@ -1,6 +1,6 @@
 /**
  * The `ugro` CLI entry: the only place that reads argv, turns errors into a message, and decides
- * the exit code (STYLE.md item 8). Each verb lives in commands/<verb>.ts (kubectl's
+ * the exit code (docs/conventions.md, "Errors"). Each verb lives in commands/<verb>.ts (kubectl's
  * pkg/cmd/<verb> layout) and loads what it needs when it runs: starting `ugro` costs commander
  * and the registrations, nothing else.
  *

@@ -1,4 +1,4 @@
-/** The inputs and outputs of the pure reconcile (STYLE.md: decisions as data, executed by the runtime). */
+/** The inputs and outputs of the pure reconcile (decisions as data, executed by the runtime: docs/conventions.md). */
 import type { Host } from '../../config/cluster.ts';
 import type { ControlState } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';

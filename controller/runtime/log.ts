@@ -1,4 +1,4 @@
-/** Structured logs (STYLE.md 9): a fixed message plus fields, one JSON object per line on stderr. */
+/** Structured logs (docs/conventions.md, "Logs"): a fixed message plus fields, one JSON object per line on stderr. */
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;

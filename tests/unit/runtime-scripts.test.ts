@@ -65,7 +65,7 @@ describe('the loader', () => {
   });
 
   it('every script in scripts/runtime is sent, or is lib.sh or rank.sh', () => {
-    // (scripts/runtime/slurm/ is the Slurm backend's: tests/unit/slurm-scripts.test.ts.)
+    // (scripts/runtime/slurm/ is the Slurm backend's: tests/unit/slurm-batch.test.ts and slurm-runtime.test.ts.)
     const names = readdirSync(RUNTIME)
       .filter((f) => f.endsWith('.sh'))
       .map((f) => f.replace(/\.sh$/, ''));
