@@ -171,6 +171,19 @@ describe('the queue', () => {
     expect(d.get('head')).toMatchObject({ kind: 'preempt', victims: [{ job: 'filler' }] });
   });
 
+  it('a backfill of higher priority than the head is never its victim: the head waits', () => {
+    // The filler jumped the queue but outranks the head: only the head's peers or betters may stop it.
+    const holds = [hold('filler', 'gpu2', [0], { backfill: true, priority: 100 })];
+    const d = run([req('head', { minNodes: 3, maxNodes: 3 })], holds);
+    expect(d.get('head')).toMatchObject({ kind: 'wait' });
+    // The same filler at the head's priority is one.
+    const same = [hold('filler', 'gpu2', [0], { backfill: true, priority: 0, preemptible: false })];
+    expect(run([req('head', { minNodes: 3, maxNodes: 3 })], same).get('head')).toMatchObject({
+      kind: 'preempt',
+      victims: [{ job: 'filler' }],
+    });
+  });
+
   it('fair share: within one priority the owner with less recent GPU time goes first', () => {
     const usage = new Map([
       ['alice', 50 * 3600],
