@@ -9,50 +9,22 @@
  */
 import { z } from 'zod';
 import type { FieldIssue } from './errors.ts';
+import { sbatchLineProblem } from './sbatch-options.ts';
 
 /** A partition, account or QOS name (Slurm allows more; these are the characters safe in a header). */
 const slurmName = z
   .string()
   .regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, 'must be a Slurm name: letters, digits, "_", "-", "." (max 64)');
 
-/** Options UGRO writes itself: an extra line may not set them (it would silently change how the run works). */
-export const SBATCH_OWN_OPTIONS = [
-  'job-name',
-  'nodes',
-  'ntasks',
-  'ntasks-per-node',
-  'output',
-  'error',
-  'chdir',
-  'requeue',
-  'no-requeue',
-  'signal',
-  'export',
-  'partition',
-  'account',
-  'qos',
-  'nice',
-  'time',
-  'gpus-per-node',
-  'kill-on-invalid-dep',
-  'parsable',
-  'wrap',
-] as const;
-
 /**
- * One extra #SBATCH line: `--option` or `--option=value`, value without spaces, quotes or shell
- * characters (sbatch splits header lines on whitespace; these reach it as text).
+ * One extra #SBATCH line: `--option` or `--option=value`, the value without spaces, quotes or shell
+ * characters (sbatch splits header lines on whitespace; these reach it as text), and no option UGRO
+ * sets itself in any spelling sbatch accepts (sbatch-options.ts: `--out=` is `--output=`).
  */
-const sbatchLine = z
-  .string()
-  .regex(
-    /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:/+@%=-]+)?$/,
-    'must be one sbatch option like "--mem=0" or "--constraint=a100" (no spaces, quotes or shell characters)',
-  )
-  .refine(
-    (s) => !(SBATCH_OWN_OPTIONS as readonly string[]).includes(s.slice(2).split('=')[0]),
-    "is an option UGRO sets itself (use the slurm section's own fields, or the job's spec)",
-  );
+const sbatchLine = z.string().superRefine((s, ctx) => {
+  const problem = sbatchLineProblem(s);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 const remotePath = z.string().min(1, 'must not be empty');
 

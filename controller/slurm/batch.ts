@@ -14,8 +14,9 @@
  * (sbatch stops reading them at the first command anyway). The words reach the training process
  * byte for byte (tests/unit/slurm-batch.test.ts runs the script with hostile ones).
  */
+import { UgroError } from '../../config/errors.ts';
 import { shQuote } from '../../config/quote.ts';
-import { SBATCH_OWN_OPTIONS } from '../../config/slurm.ts';
+import { sbatchLineProblem } from '../../config/sbatch-options.ts';
 import type { SlurmPlan } from './plan.ts';
 
 export interface BatchInput {
@@ -47,7 +48,6 @@ export interface BatchScripts {
 const RUN_ID = /^[A-Za-z0-9._-]{1,100}$/;
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/;
 const PARTITION = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9_][A-Za-z0-9._-]{0,63})*$/;
-const EXTRA = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:/+@%=-]+)?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function int(n: number, min: number, max: number, what: string): number {
@@ -80,9 +80,9 @@ export function sbatchHeader(runId: string, plan: SlurmPlan): string[] {
   if (plan.nice !== undefined) lines.push(`--nice=${int(plan.nice, 0, 2_147_483_645, 'nice')}`);
   if (plan.timeMinutes !== undefined) lines.push(`--time=${int(plan.timeMinutes, 1, 525_600_000, 'time')}`);
   for (const x of plan.extra) {
-    checked(x, EXTRA, 'extra line');
-    if ((SBATCH_OWN_OPTIONS as readonly string[]).includes(x.slice(2).split('=')[0]))
-      throw new Error(`slurm batch: ${x.split('=')[0]} is set by UGRO`);
+    // Checked at load time too (config/slurm.ts); again here, as this is text sbatch reads.
+    const problem = sbatchLineProblem(x);
+    if (problem) throw new UgroError(`slurm batch: extra line ${problem}`);
     lines.push(x);
   }
   return lines.map((l) => `#SBATCH ${l}`);

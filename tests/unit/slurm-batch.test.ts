@@ -75,7 +75,7 @@ describe('the #SBATCH header', () => {
     const p = plan({});
     expect(() => sbatchHeader('r', { ...p, partition: 'gpu debug' })).toThrow(/partition/);
     expect(() => sbatchHeader('r', { ...p, extra: ['--mem=1G\n#SBATCH --x'] })).toThrow(/extra line/);
-    expect(() => sbatchHeader('r', { ...p, extra: ['--job-name=other'] })).toThrow(/set by UGRO/);
+    expect(() => sbatchHeader('r', { ...p, extra: ['--job-name=other'] })).toThrow(/which UGRO sets itself/);
     expect(() => sbatchHeader("r'x", p)).toThrow(/run id/);
     expect(() => sbatchHeader('r', { ...p, nice: -5 })).toThrow(/nice/);
   });
