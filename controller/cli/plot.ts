@@ -31,9 +31,17 @@ export async function writeLossPlot(
       }
     }),
   );
-  const series = await new MetricsHistory(runtime, cluster.hosts).refresh(name, parts, status.specHash);
+  // One refresh reads at most 64 chunks of each file: read on until no offset moves (a long run).
+  const history = new MetricsHistory(runtime, cluster.hosts);
+  let series = await history.refresh(name, parts, status.specHash);
+  for (let moved = true, rounds = 0; moved && rounds < 10_000; rounds++) {
+    const before = series.map((s) => s.offset).join();
+    series = await history.refresh(name, parts, status.specHash);
+    moved = series.map((s) => s.offset).join() !== before;
+  }
+  // lossSvg draws each line through at most 4 points per pixel column, however many there are.
   const svg = lossSvg(
-    series.map((s) => ({ attempt: s.attempt, points: s.points })),
+    series.map((s) => ({ attempt: s.attempt, points: s.points, total: s.total })),
     { title: `${name}: loss by step` },
   );
   const tmp = join(dirname(file), `.${process.pid}.${Date.now()}.ugro-plot.tmp`);
@@ -43,6 +51,7 @@ export async function writeLossPlot(
   } catch (e) {
     throw new UgroError(`cannot write ${file}: ${(e as Error).message}`);
   }
-  const points = series.reduce((n, s) => n + s.points.filter((p) => Number.isFinite(p.loss)).length, 0);
+  // Every point read (a very long run's history holds fewer: thinned).
+  const points = series.reduce((n, s) => n + s.total, 0);
   return { points, attempts: series.length, unreachable };
 }

@@ -2,11 +2,13 @@
  * The loss curve of a job: every attempt's metrics.jsonl, read on rank 0's host of that attempt
  * (scripts/runtime/metrics.sh through HostRuntime.readMetrics), incrementally from the offset
  * read last. Kept in memory for the jobs someone looks at (and the running ones, for the ETA),
- * bounded: at most MAX_POINTS points per attempt and MAX_JOBS jobs (least recently used go).
+ * bounded: at most maxPoints points per attempt (when full, thinned to half, thin.ts, so the curve
+ * still reaches the newest step) and maxJobs jobs (least recently used go).
  */
 import type { Host } from '../../config/cluster.ts';
 import type { Metrics, RunPart } from '../api/run.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import { thinIndices } from './thin.ts';
 
 export interface LossPoint {
   step: number;
@@ -14,6 +16,8 @@ export interface LossPoint {
   loss: number;
   /** The line's `time` (s since the epoch), else NaN. */
   time: number;
+  /** Its index among the attempt's points (0, 1, ...): still true once older points were thinned. */
+  n: number;
 }
 
 export interface AttemptSeries {
@@ -23,6 +27,8 @@ export interface AttemptSeries {
   /** Metrics lines read (each valid one is a point; lines without a step are counted, not drawn). */
   lines: number;
   points: LossPoint[];
+  /** Points read (with a step), thinned ones included: the `n` the next one gets. */
+  total: number;
   /** The last line read (for progress). */
   last?: Metrics;
   /** Byte offset to read on from. */
@@ -31,7 +37,17 @@ export interface AttemptSeries {
   complete: boolean;
 }
 
-const HISTORY_LIMITS = { maxPoints: 200_000, maxJobs: 64, maxAttempts: 100 } as const;
+export const HISTORY_LIMITS = { maxPoints: 200_000, maxJobs: 64, maxAttempts: 100 } as const;
+
+/** A full attempt's points, thinned to at most half (min/max/first/last per column of steps). */
+function halve(points: LossPoint[], max: number): LossPoint[] {
+  const keep = thinIndices(
+    points.map((p) => p.step),
+    points.map((p) => p.loss),
+    Math.max(1, Math.floor(max / 10)),
+  );
+  return keep.map((i) => points[i]);
+}
 
 /** Which part of each attempt holds the metrics: the one that ran global rank 0 (else node rank 0). */
 function rankZeroParts(parts: readonly RunPart[], specHash?: string): RunPart[] {
@@ -49,10 +65,15 @@ export class MetricsHistory {
   private readonly jobs = new Map<string, { key: string; attempts: Map<number, AttemptSeries> }>();
   private readonly inFlight = new Map<string, Promise<AttemptSeries[]>>();
 
+  private readonly maxPoints: number;
+
   constructor(
     private readonly runtime: Pick<HostRuntimeApi, 'readMetrics'>,
     private readonly hosts: readonly Host[],
-  ) {}
+    o: { maxPoints?: number } = {},
+  ) {
+    this.maxPoints = Math.max(16, o.maxPoints ?? HISTORY_LIMITS.maxPoints);
+  }
 
   /** What is held now, oldest attempt first. */
   get(job: string): AttemptSeries[] {
@@ -88,7 +109,16 @@ export class MetricsHistory {
       zero.map(async (p) => {
         let a = j.attempts.get(p.meta.attempt);
         if (!a || a.dir !== p.dir || a.host !== p.host) {
-          a = { attempt: p.meta.attempt, host: p.host, dir: p.dir, lines: 0, points: [], offset: 0, complete: false };
+          a = {
+            attempt: p.meta.attempt,
+            host: p.host,
+            dir: p.dir,
+            lines: 0,
+            points: [],
+            total: 0,
+            offset: 0,
+            complete: false,
+          };
           j.attempts.set(p.meta.attempt, a);
         }
         if (a.complete || !read) return;
@@ -102,6 +132,7 @@ export class MetricsHistory {
               // The file was replaced: start over.
               a.points = [];
               a.lines = 0;
+              a.total = 0;
             }
             for (const m of c.lines) {
               a.lines++;
@@ -111,7 +142,8 @@ export class MetricsHistory {
               if (typeof step !== 'number' || !Number.isFinite(step)) continue;
               const loss = typeof m.loss === 'number' ? m.loss : Number.NaN;
               const time = typeof m.time === 'number' ? m.time : Number.NaN;
-              if (a.points.length < HISTORY_LIMITS.maxPoints) a.points.push({ step, loss, time });
+              if (a.points.length >= this.maxPoints) a.points = halve(a.points, this.maxPoints);
+              a.points.push({ step, loss, time, n: a.total++ });
             }
             a.offset = c.next;
             if (c.next >= c.size) {

@@ -8,6 +8,20 @@ import type { JobEvent } from '../store/store.ts';
 import { escapeHtml as h, jsonForScript } from './escape.ts';
 import type { JobRow, NodeCard } from './rows.ts';
 import { lossSvg, type PlotSeries } from './svg.ts';
+import { thinSeries } from './thin.ts';
+
+/** Columns of steps per attempt in the page's chart data (at most 4 points each; thin.ts). */
+export function chartColumns(attempts: number): number {
+  return Math.max(50, Math.floor(1200 / Math.max(1, attempts)));
+}
+
+/**
+ * An attempt's points for the browser's chart: thinned; `total` counts them all, `idx` says which
+ * each one is (a stream's `from` counts in the same unit).
+ */
+export function chartSeries(s: PlotSeries, columns: number) {
+  return { attempt: s.attempt, total: s.total ?? s.points.length, ...thinSeries(s.points, columns) };
+}
 
 export interface PageCommon {
   cluster: string;
@@ -71,7 +85,7 @@ function jobRowHtml(r: JobRow, withRevision: boolean): string {
     .map(([k, v]) => {
       if (k === 'progress')
         return (
-          `<td data-k="progress"><progress max="100" value="${r.percent ?? 0}"></progress> ` +
+          `<td data-k="progress"><progress max="100" value="${h(r.percent ?? 0)}"></progress> ` +
           `<span>${h(v)}</span></td>`
         );
       return `<td data-k="${k}"${k === 'phase' ? ` class="phase ${h(r.phase)}"` : ''}>${h(v)}</td>`;
@@ -106,7 +120,7 @@ function gpuLine(g: NodeCard['gpus'][number]): string {
     ['power', g.powerW !== undefined ? `${Math.round(g.powerW)} W` : '-'],
   ];
   return (
-    `<li data-gpu="${g.index}"><span class="gpu-name">GPU ${g.index}: ${h(g.name)}</span> ` +
+    `<li data-gpu="${h(g.index)}"><span class="gpu-name">GPU ${h(g.index)}: ${h(g.name)}</span> ` +
     vals.map(([k, v]) => `<span data-k="${k}">${h(v)}</span>`).join(' ') +
     '<svg class="spark" width="120" height="28" viewBox="0 0 120 28" aria-label="utilization, last hour">' +
     `<polyline points="${sparkPoints(g.spark)}"/></svg></li>`
@@ -158,22 +172,22 @@ export function jobPage(c: PageCommon, j: JobPageInput): string {
   const nodes = j.nodes
     .map(
       (n) =>
-        `<tr><td>${h(n.host)}</td><td>${n.nodeRank}</td><td>${h(n.globalRanks.join(', '))}</td>` +
-        `<td>${h(n.state)}</td><td>${n.exitCode ?? ''}</td></tr>`,
+        `<tr><td>${h(n.host)}</td><td>${h(n.nodeRank)}</td><td>${h(n.globalRanks.join(', '))}</td>` +
+        `<td>${h(n.state)}</td><td>${h(n.exitCode)}</td></tr>`,
     )
     .join('');
   const failures = j.failures
     .map(
       (f) =>
-        `<tr><td>${f.attempt}</td><td>${h(f.reason)}</td><td>${h(f.host ?? '')}</td><td>${f.rank ?? ''}</td>` +
+        `<tr><td>${h(f.attempt)}</td><td>${h(f.reason)}</td><td>${h(f.host)}</td><td>${h(f.rank)}</td>` +
         `<td>${h(f.time)}</td><td>${h(f.message)}</td></tr>`,
     )
     .join('');
   const rankLinks = j.ranks
     .map((k) =>
       k === j.rank
-        ? `<strong>rank ${k}</strong>`
-        : `<a href="/jobs/${encodeURIComponent(r.name)}?rank=${k}">rank ${k}</a>`,
+        ? `<strong>rank ${h(k)}</strong>`
+        : `<a href="/jobs/${encodeURIComponent(r.name)}?rank=${h(k)}">rank ${h(k)}</a>`,
     )
     .join(' ');
   const events = j.events
@@ -185,11 +199,11 @@ export function jobPage(c: PageCommon, j: JobPageInput): string {
         `<td>${h(e.message)}</td></tr>`,
     )
     .join('');
-  const points = j.series.reduce((n, s) => n + s.points.length, 0);
+  const points = j.series.reduce((n, s) => n + (s.total ?? s.points.length), 0);
   const body =
     `<h2>Job <span class="job-name">${h(r.name)}</span> <span class="phase ${h(r.phase)}" data-k="phase">` +
     `${h(r.phase)}</span></h2><dl class="summary" id="summary">${dl}<dt>Attempt</dt><dd data-k="attempt">` +
-    `${r.attempt}</dd></dl>` +
+    `${h(r.attempt)}</dd></dl>` +
     `<h3>Loss</h3><div id="loss" class="chart" data-points="${points}">` +
     `${lossSvg(j.series, { title: `${r.name}: loss by step` })}</div>` +
     `<h3>Log <span class="ranks">${rankLinks}</span></h3>` +
@@ -209,11 +223,8 @@ export function jobPage(c: PageCommon, j: JobPageInput): string {
     rank: j.rank,
     logOffset: j.log.offset,
     runId: j.runId ?? null,
-    series: j.series.map((s) => ({
-      attempt: s.attempt,
-      steps: s.points.map((p) => p.step),
-      loss: s.points.map((p) => p.loss),
-    })),
+    // Thinned: the page stays small and the browser draws a few thousand points, not a million.
+    series: j.series.map((s) => chartSeries(s, chartColumns(j.series.length))),
   };
   const head =
     '<link rel="stylesheet" href="/assets/uPlot.min.css"><script src="/assets/uPlot.iife.min.js" defer></script>';

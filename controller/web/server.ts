@@ -4,6 +4,8 @@
  * Prometheus' /metrics. Fed by the DashboardView (the controller's own in-memory view), never by
  * a second source of truth. Loopback by default; any other address needs a token, and every
  * request must then carry it (Authorization: Bearer, or once as ?token= which sets a cookie).
+ * Without a token, only requests for this loopback address's own name are answered (guard.ts:
+ * DNS rebinding gets 421). Live streams and log follows are bounded (sse.ts, limits.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -19,9 +21,12 @@ import type { ControllerMetrics } from '../metrics/prometheus.ts';
 import type { Logger } from '../runtime/log.ts';
 import { isJobName, type JobStore } from '../store/store.ts';
 import { cleanLogLine } from './escape.ts';
+import { decodePart, localLocation, loopbackHostAllowed, requestUrl } from './guard.ts';
 import type { AttemptSeries } from './history.ts';
 import { jobPage, jobsPage } from './html.ts';
-import type { DashboardView, ViewChange } from './view.ts';
+import type { StreamCaps } from './limits.ts';
+import { StreamHub } from './sse.ts';
+import type { DashboardView } from './view.ts';
 
 export const DEFAULT_HTTP = '127.0.0.1:8686';
 
@@ -63,10 +68,12 @@ export interface WebServerOptions {
   now?: () => number;
   /** How often a job page's loss curve is read on (default 2 s). */
   lossEveryMs?: number;
-  /** Keep-alive comments on idle streams (default 15 s). */
+  /** Keep-alive comments on idle streams, and the check that their viewer reads (default 15 s). */
   pingEveryMs?: number;
-  /** Log follows at once, over all viewers (each holds an SSH channel; default 8). */
-  maxFollows?: number;
+  /** Live streams and log follows (each an SSH channel), in all and per viewer (limits.ts DEFAULT_CAPS). */
+  caps?: Partial<StreamCaps>;
+  /** Bytes a live stream may hold for a viewer that does not read before it is closed (default 1 MiB). */
+  maxBufferedBytes?: number;
 }
 
 const ASSET_TYPES: Record<string, string> = {
@@ -129,12 +136,29 @@ function seriesPayload(s: readonly AttemptSeries[]) {
 export class WebServer {
   private server?: Server;
   private assets?: Map<string, { body: Buffer; etag: string }>;
-  private readonly streams = new Set<ServerResponse>();
-  private follows = 0;
+  private readonly hub: StreamHub;
   private readonly now: () => number;
+  /** The address bound, once listening: without a token, the only Host answered (with localhost's). */
+  private bound?: { host: string; port: number };
 
   constructor(private readonly o: WebServerOptions) {
     this.now = o.now ?? Date.now;
+    this.hub = new StreamHub({
+      view: o.view,
+      runtime: o.runtime,
+      rankLocation: (job, rank) => this.rankLocation(job, rank),
+      headers: SECURITY_HEADERS,
+      ...(o.log ? { log: o.log } : {}),
+      ...(o.caps ? { caps: o.caps } : {}),
+      ...(o.pingEveryMs !== undefined ? { pingEveryMs: o.pingEveryMs } : {}),
+      ...(o.lossEveryMs !== undefined ? { lossEveryMs: o.lossEveryMs } : {}),
+      ...(o.maxBufferedBytes !== undefined ? { maxBufferedBytes: o.maxBufferedBytes } : {}),
+    });
+  }
+
+  /** Live streams and log follows open now. */
+  streamStats(): { streams: number; follows: number } {
+    return this.hub.stats();
   }
 
   /** Listen; resolves with the address actually bound (port 0 picks one). */
@@ -159,13 +183,13 @@ export class WebServer {
     this.server = server;
     const a = server.address();
     const bound = typeof a === 'object' && a ? a.port : port;
+    this.bound = { host, port: bound };
     const shown = host.includes(':') ? `[${host}]` : host;
     return { host, port: bound, url: `http://${shown}:${bound}/` };
   }
 
   async stop(): Promise<void> {
-    for (const s of this.streams) s.end();
-    this.streams.clear();
+    this.hub.closeAll();
     const s = this.server;
     this.server = undefined;
     if (!s) return;
@@ -185,7 +209,7 @@ export class WebServer {
     const auth = req.headers.authorization;
     if (auth?.startsWith('Bearer ') && same(auth.slice(7).trim())) return true;
     const cookie = /(?:^|;\s*)ugro_token=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-    if (cookie && same(decodeURIComponent(cookie))) return true;
+    if (cookie && same(decodePart(cookie))) return true;
     const q = url.searchParams.get('token');
     if (q && same(q)) {
       // Once in the URL (a link), then a cookie: the token leaves the address bar and the history.
@@ -193,7 +217,8 @@ export class WebServer {
       res.writeHead(303, {
         ...SECURITY_HEADERS,
         'set-cookie': `ugro_token=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`,
-        location: `${url.pathname}${url.search}`,
+        // Never from the path as it came: `/.//evil.com/x` would send the browser to evil.com.
+        location: localLocation(url),
       });
       res.end();
       return false;
@@ -209,7 +234,18 @@ export class WebServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://ugro');
+    // Without a token, the name asked for is what tells this machine's browser from a page whose
+    // own name was made to resolve to 127.0.0.1 (DNS rebinding). With one, the token does
+    // (its cookie is SameSite=Strict and never sent to another name).
+    if (!this.o.token && this.bound && !loopbackHostAllowed(req.headers.host, this.bound)) {
+      const shown = this.bound.host.includes(':') ? `[${this.bound.host}]` : this.bound.host;
+      const msg =
+        `misdirected: this dashboard answers as http://${shown}:${this.bound.port}/ or ` +
+        `http://localhost:${this.bound.port}/, not as Host ${JSON.stringify(req.headers.host?.slice(0, 100) ?? '')}`;
+      return this.send(res, 421, 'text/plain; charset=utf-8', `${msg}\n`);
+    }
+    const url = requestUrl(req.url);
+    if (!url) return this.send(res, 400, 'text/plain', 'bad request: the target must be a path\n');
     if (!this.authorized(req, url, res)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       this.send(res, 405, 'text/plain', 'read-only\n', { allow: 'GET, HEAD' });
@@ -249,10 +285,11 @@ export class WebServer {
     if (path === '/api/jobs') return this.json(res, this.o.view.rows());
     if (path === '/api/nodes') return this.json(res, this.o.view.nodes());
     if (path === '/api/events') return this.json(res, this.o.view.events(undefined, 200));
-    if (path === '/api/stream') return this.stream(req, res, url);
+    if (path === '/api/stream') return this.hub.serve(req, res, url, req.socket.remoteAddress ?? '?');
     const m = /^\/(api\/)?jobs\/([^/]+)(\/loss)?$/.exec(path);
     if (m) {
-      const name = decodeURIComponent(m[2]);
+      const name = decodePart(m[2]);
+      if (name === undefined) return this.send(res, 400, 'text/plain', 'bad request: a malformed %-escape\n');
       if (!isJobName(name) || !this.o.view.status(name)) return this.send(res, 404, 'text/plain', 'no such job\n');
       if (m[1] && m[3]) return this.json(res, seriesPayload(await this.o.view.refreshLoss(name)));
       if (m[1]) return this.json(res, { row: this.o.view.row(name), status: this.o.view.status(name) });
@@ -316,139 +353,5 @@ export class WebServer {
     } catch (e) {
       return { lines: [], offset: 0, error: `log of rank ${rank} on ${loc.host.name}: ${(e as Error).message}` };
     }
-  }
-
-  private stream(req: IncomingMessage, res: ServerResponse, url: URL): void {
-    const job = url.searchParams.get('job') ?? undefined;
-    if (job !== undefined && (!isJobName(job) || !this.o.view.status(job))) {
-      this.send(res, 404, 'text/plain', 'no such job\n');
-      return;
-    }
-    res.writeHead(200, {
-      ...SECURITY_HEADERS,
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    res.write('retry: 2000\n\n');
-    this.streams.add(res);
-    const sendEv = (event: string, data: unknown) => {
-      if (!res.writableEnded) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    };
-    const cleanups: (() => void)[] = [];
-    const close = () => {
-      for (const c of cleanups.splice(0)) c();
-      this.streams.delete(res);
-    };
-    req.on('close', close);
-    res.on('close', close);
-    const ping = setInterval(() => res.write(': ping\n\n'), this.o.pingEveryMs ?? 15_000);
-    ping.unref();
-    cleanups.push(() => clearInterval(ping));
-    let nodesPending = false;
-    cleanups.push(
-      this.o.view.subscribe((c: ViewChange) => {
-        if (c.type === 'job' && (!job || c.name === job)) {
-          const row = this.o.view.row(c.name);
-          if (row) sendEv('job', job ? { row, status: this.o.view.status(c.name) } : row);
-          if (job) followRun();
-        } else if (c.type === 'removed' && (!job || c.name === job)) sendEv('removed', { name: c.name });
-        else if (c.type === 'event' && (!job || c.event.job === job)) sendEv('event', c.event);
-        else if (c.type === 'nodes' && !job && !nodesPending) {
-          // A health round reports hosts one by one: one message for the round.
-          nodesPending = true;
-          setImmediate(() => {
-            nodesPending = false;
-            sendEv('nodes', this.o.view.nodes());
-          });
-        }
-      }),
-    );
-    if (!job) return;
-    // A job page: its loss curve (read on every few seconds), and a rank's log that follows.
-    const sent = new Map<number, number>();
-    const pushLoss = async () => {
-      const series = await this.o.view.refreshLoss(job).catch(() => [] as AttemptSeries[]);
-      for (const a of series) {
-        const from = sent.get(a.attempt) ?? 0;
-        if (a.points.length <= from) continue;
-        sent.set(a.attempt, a.points.length);
-        const [s] = seriesPayload([{ ...a, points: a.points.slice(from) }]);
-        sendEv('loss', { ...s, from });
-      }
-    };
-    const lossTimer = setInterval(() => void pushLoss(), this.o.lossEveryMs ?? 2000);
-    lossTimer.unref();
-    cleanups.push(() => clearInterval(lossTimer));
-    const fromParam = Number(url.searchParams.get('from') ?? '');
-    // What the page already has (its data), so the stream sends only what is new.
-    if (url.searchParams.has('have'))
-      for (const pair of (url.searchParams.get('have') ?? '').split(',')) {
-        const [a, n] = pair.split(':').map(Number);
-        if (Number.isSafeInteger(a) && Number.isSafeInteger(n)) sent.set(a, n);
-      }
-    void pushLoss();
-    const rank = Number(url.searchParams.get('rank') ?? '0');
-    let followed: string | undefined;
-    let offset = Number.isSafeInteger(fromParam) && fromParam >= 0 ? fromParam : 0;
-    const initialRun = url.searchParams.get('run') ?? undefined;
-    let abort: AbortController | undefined;
-    cleanups.push(() => abort?.abort());
-    const followRun = () => {
-      if (!Number.isSafeInteger(rank) || rank < 0) return;
-      const st = this.o.view.status(job);
-      const runId = st?.runId;
-      if (!runId || runId === followed) return;
-      const loc = this.rankLocation(job, rank);
-      if (!loc) return;
-      if (followed !== undefined || (initialRun && initialRun !== runId)) {
-        offset = 0;
-        sendEv('log-reset', { runId });
-      }
-      followed = runId;
-      if (abort) abort.abort();
-      if (this.follows >= (this.o.maxFollows ?? 8)) {
-        sendEv('log-error', { message: 'too many log viewers right now: reload later' });
-        return;
-      }
-      const ac = new AbortController();
-      abort = ac;
-      this.follows++;
-      let partial = '';
-      const follow = async () => {
-        try {
-          for (let tries = 0; tries < 30 && !ac.signal.aborted; tries++) {
-            let got = 0;
-            try {
-              offset = await this.o.runtime.followLog(
-                loc.host,
-                loc.dir,
-                rank,
-                offset,
-                (b) => {
-                  got += b.length;
-                  const text = partial + b.toString('utf8');
-                  const lines = text.split('\n');
-                  partial = lines.pop() ?? '';
-                  if (lines.length) sendEv('log', { lines: lines.map(cleanLogLine) });
-                },
-                ac.signal,
-              );
-              return;
-            } catch {
-              // The connection dropped (or the log is not there yet): on from what came, shortly.
-              offset += got;
-              await new Promise((r) => setTimeout(r, 1000).unref());
-            }
-          }
-        } finally {
-          this.follows--;
-          if (partial && !ac.signal.aborted) sendEv('log', { lines: [cleanLogLine(partial)] });
-        }
-      };
-      void follow();
-    };
-    followRun();
   }
 }

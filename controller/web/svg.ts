@@ -1,13 +1,18 @@
 /**
  * PURE: the loss curve of a job as a standalone SVG (steps on x, loss on y, one line per attempt,
  * each restart marked where its attempt begins). `ugro results --plot` writes it; the dashboard
- * shows it where JavaScript is off. Text is escaped; numbers are finite or left out.
+ * shows it where JavaScript is off. Text is escaped; numbers are finite or left out. However many
+ * points there are, each line is drawn through at most 4 per pixel column (thin.ts).
  */
 import { escapeHtml } from './escape.ts';
+import { thinIndices } from './thin.ts';
 
 export interface PlotSeries {
   attempt: number;
-  points: readonly { step: number; loss: number }[];
+  /** `n`: the point's index among all the attempt's points (the history may hold fewer). */
+  points: readonly { step: number; loss: number; n?: number }[];
+  /** How many points the attempt has had (the history keeps fewer of a very long run); else points.length. */
+  total?: number;
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf'];
@@ -32,17 +37,23 @@ export function lossSvg(
   const W = o.width ?? 720;
   const H = o.height ?? 360;
   const m = { l: 64, r: 16, t: 32, b: 44 };
-  const pts = series.flatMap((s) => s.points.filter((p) => Number.isFinite(p.step) && Number.isFinite(p.loss)));
+  const finite = series.map((s) => s.points.filter((p) => Number.isFinite(p.step) && Number.isFinite(p.loss)));
   const title = escapeHtml(o.title ?? 'loss');
   const head =
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
     `font-family="sans-serif" font-size="12" role="img" aria-label="${title}">` +
     `<rect width="${W}" height="${H}" fill="#fff"/><text x="${m.l}" y="20" font-size="14">${title}</text>`;
-  if (!pts.length) return `${head}<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no metrics yet</text></svg>\n`;
-  let x0 = Math.min(...pts.map((p) => p.step));
-  let x1 = Math.max(...pts.map((p) => p.step));
-  let y0 = Math.min(...pts.map((p) => p.loss));
-  let y1 = Math.max(...pts.map((p) => p.loss));
+  // Loops, not Math.min(...points): a spread of ~125k points overflows the stack.
+  let [x0, y0] = [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY];
+  let [x1, y1] = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  for (const ps of finite)
+    for (const p of ps) {
+      if (p.step < x0) x0 = p.step;
+      if (p.step > x1) x1 = p.step;
+      if (p.loss < y0) y0 = p.loss;
+      if (p.loss > y1) y1 = p.loss;
+    }
+  if (!(x0 <= x1)) return `${head}<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no metrics yet</text></svg>\n`;
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) {
     y0 -= Math.abs(y0) * 0.1 || 1;
@@ -70,9 +81,9 @@ export function lossSvg(
   parts.push(
     `<rect x="${m.l}" y="${m.t}" width="${W - m.l - m.r}" height="${H - m.t - m.b}" fill="none" stroke="#888"/>`,
   );
-  const sorted = [...series].sort((a, b) => a.attempt - b.attempt);
-  sorted.forEach((s, i) => {
-    const ps = s.points.filter((p) => Number.isFinite(p.step) && Number.isFinite(p.loss));
+  const sorted = series.map((s, k) => ({ attempt: s.attempt, ps: finite[k] })).sort((a, b) => a.attempt - b.attempt);
+  const columns = W - m.l - m.r;
+  sorted.forEach(({ attempt, ps }, i) => {
     if (!ps.length) return;
     const color = COLORS[i % COLORS.length];
     if (i > 0) {
@@ -81,17 +92,22 @@ export function lossSvg(
       parts.push(
         `<g class="restart"><line x1="${x}" x2="${x}" y1="${m.t}" y2="${H - m.b}" stroke="${color}" ` +
           `stroke-dasharray="4 3"/><text x="${x}" y="${m.t + 12}" fill="${color}" dx="3">` +
-          `restart: attempt ${s.attempt}</text></g>`,
+          `restart: attempt ${escapeHtml(attempt)}</text></g>`,
       );
     }
-    const d = ps.map((p) => `${f(X(p.step))},${f(Y(p.loss))}`).join(' ');
+    const keep = thinIndices(
+      ps.map((p) => p.step),
+      ps.map((p) => p.loss),
+      columns,
+    );
+    const d = keep.map((k) => `${f(X(ps[k].step))},${f(Y(ps[k].loss))}`).join(' ');
     parts.push(
-      `<polyline class="attempt" data-attempt="${s.attempt}" data-points="${ps.length}" fill="none" ` +
-        `stroke="${color}" stroke-width="1.5" points="${d}"/>`,
+      `<polyline class="attempt" data-attempt="${escapeHtml(attempt)}" data-points="${ps.length}" ` +
+        `data-drawn="${keep.length}" fill="none" stroke="${color}" stroke-width="1.5" points="${d}"/>`,
     );
     const ly = m.t + 14 + i * 14;
     parts.push(
-      `<text x="${W - m.r - 6}" y="${ly}" text-anchor="end" fill="${color}">attempt ${s.attempt}` +
+      `<text x="${W - m.r - 6}" y="${ly}" text-anchor="end" fill="${color}">attempt ${escapeHtml(attempt)}` +
         ` (${ps.length} points)</text>`,
     );
   });

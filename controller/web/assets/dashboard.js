@@ -126,9 +126,47 @@
     };
   }
 
+  // Which points to draw: per column of x, the first, last, lowest and highest (the same as thin.ts).
+  // Loops only: Math.min(...big) overflows the stack past ~125k points.
+  const thin = (steps, loss, buckets) => {
+    const n = steps.length;
+    if (n <= 4 * buckets) return steps.map((_, i) => i);
+    let lo = Number.POSITIVE_INFINITY;
+    let hi = Number.NEGATIVE_INFINITY;
+    for (const x of steps) {
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
+    const span = hi - lo;
+    const pick = new Map();
+    for (let i = 0; i < n; i++) {
+      const k = span > 0 ? Math.min(buckets - 1, Math.floor(((steps[i] - lo) / span) * buckets)) : 0;
+      const y = loss[i];
+      const b = pick.get(k) ?? { first: i, last: i, low: -1, high: -1, gap: -1 };
+      pick.set(k, b);
+      b.last = i;
+      if (y === null || !Number.isFinite(y)) {
+        if (b.gap < 0) b.gap = i;
+        continue;
+      }
+      if (b.low < 0 || y < loss[b.low]) b.low = i;
+      if (b.high < 0 || y > loss[b.high]) b.high = i;
+    }
+    const keep = new Set();
+    for (const b of pick.values()) for (const i of [b.first, b.last, b.low, b.high, b.gap]) if (i >= 0) keep.add(i);
+    return [...keep].sort((a, b) => a - b);
+  };
+
   function lossChart(el, series) {
-    // One x (steps) shared by every attempt, each attempt its own series; restarts marked.
-    const attempts = series.map((s) => ({ attempt: s.attempt, steps: [...s.steps], loss: [...s.loss] }));
+    // One x (steps) shared by every attempt, each attempt its own series; restarts marked. Each
+    // attempt: `total` points in all, of which those drawn (`idx`: which ones), a few thousand at most.
+    const attempts = series.map((s) => ({
+      attempt: s.attempt,
+      total: s.total,
+      steps: [...s.steps],
+      loss: [...s.loss],
+      idx: [...s.idx],
+    }));
     let plot;
     const build = () => {
       const xs = [...new Set(attempts.flatMap((a) => a.steps))].sort((a, b) => a - b);
@@ -140,8 +178,7 @@
         });
         return y;
       });
-      const points = attempts.reduce((n, a) => n + a.loss.filter((v) => v !== null).length, 0);
-      el.dataset.points = String(points);
+      el.dataset.points = String(attempts.reduce((n, a) => n + a.total, 0));
       return [xs, ...ys];
     };
     const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -193,19 +230,29 @@
         let a = attempts.find((x) => x.attempt === msg.attempt);
         const isNew = !a;
         if (!a) {
-          a = { attempt: msg.attempt, steps: [], loss: [] };
+          a = { attempt: msg.attempt, total: 0, steps: [], loss: [], idx: [] };
           attempts.push(a);
           attempts.sort((x, y) => x.attempt - y.attempt);
         }
-        a.steps.length = msg.from;
-        a.loss.length = msg.from;
-        a.steps.push(...msg.steps);
-        a.loss.push(...msg.loss);
+        // Points from msg.from on are replaced (a reconnect sends again what came since the page loaded).
+        let keep = a.idx.length;
+        while (keep > 0 && a.idx[keep - 1] >= msg.from) keep--;
+        for (const k of ['steps', 'loss', 'idx']) a[k].length = keep;
+        for (let i = 0; i < msg.steps.length; i++) {
+          a.steps.push(msg.steps[i]);
+          a.loss.push(msg.loss[i]);
+          a.idx.push(msg.idx[i]);
+        }
+        a.total = msg.total;
+        if (a.steps.length > 8000) {
+          const kept = thin(a.steps, a.loss, 1200);
+          for (const k of ['steps', 'loss', 'idx']) a[k] = kept.map((i) => a[k][i]);
+        }
         if (!window.uPlot) return;
         if (isNew || !plot) make();
         else plot.setData(build());
       },
-      have: () => attempts.map((a) => `${a.attempt}:${a.steps.length}`).join(','),
+      have: () => attempts.map((a) => `${a.attempt}:${a.total}`).join(','),
     };
   }
 
@@ -277,7 +324,8 @@
     live.className = 'live on';
   };
   es.onerror = () => {
-    live.textContent = 'reconnecting';
+    // Closed for good: the server refused the stream (too many live views: 429/503) or is gone.
+    live.textContent = es.readyState === EventSource.CLOSED ? 'offline (reload later)' : 'reconnecting';
     live.className = 'live';
   };
   for (const [name, fn] of Object.entries(handlers)) {
