@@ -10,13 +10,14 @@
 import {
   type CheckpointInfo,
   type Metrics,
+  parseRunDirName,
   parseRunMeta,
   parseStopReason,
   type RankObservation,
   type RunPart,
   sanitizeMetrics,
 } from '../api/run.ts';
-import type { LeaseResult, ObserveResult } from './runtime-api.ts';
+import type { LeaseResult, ObserveResult, ProgressRead } from './runtime-api.ts';
 
 export interface RecordBlock {
   kind: string;
@@ -381,4 +382,37 @@ export function metricsChunkOf(text: string): { size: number; next: number; line
   const next = b && intIn(field(b, 'next'), 0, Number.MAX_SAFE_INTEGER);
   if (!b || size === undefined || next === undefined || next > size) return { error: 'metrics.sh gave no answer' };
   return { size, next, lines: fieldsOf(b, 'line') };
+}
+
+/** progress.sh's signature of a metrics file: inode.size.mtime (decimal). */
+const PROGRESS_SIG = /^\d{1,20}\.\d{1,20}\.\d{1,20}$/;
+
+/**
+ * progress.sh: the run dirs whose metrics file changed, with its signature and last line
+ * (sanitized; none for a line that is not a JSON object). Blocks cut off, or naming something
+ * that is not a run dir, are left out; an answer without its closing @@progress-read is an error.
+ */
+export function progressAnswerOf(text: string): ProgressRead[] | { error: string } {
+  const blocks = parseRecords(text);
+  const err = errorOf(blocks);
+  if (err) return { error: err };
+  if (!blockOf(blocks, 'progress-read')) return { error: 'progress.sh gave no answer (cut short)' };
+  const out: ProgressRead[] = [];
+  for (const b of blocks) {
+    if (b.kind !== 'progress' || !b.complete) continue;
+    const dir = b.id ?? '';
+    const sig = field(b, 'sig') ?? '';
+    if (!parseRunDirName(dir) || !PROGRESS_SIG.test(sig)) continue;
+    let metrics: Metrics | undefined;
+    const mt = field(b, 'metrics');
+    if (mt && mt.length <= OBSERVE_LIMITS.metricsChars) {
+      try {
+        metrics = sanitizeMetrics(JSON.parse(mt));
+      } catch {
+        /* half written, or not JSON: no metrics this time */
+      }
+    }
+    out.push({ dir, sig, ...(metrics ? { metrics } : {}) });
+  }
+  return out;
 }

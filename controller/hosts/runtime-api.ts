@@ -33,7 +33,8 @@ export type RuntimeScript =
   | 'read-log'
   | 'follow-log'
   | 'checksum'
-  | 'metrics';
+  | 'metrics'
+  | 'progress';
 
 export interface RunScriptOptions {
   timeoutMs?: number;
@@ -176,6 +177,25 @@ export interface HostRuntimeApi {
    * sanitized (undefined for a line that is not a JSON object), and the offset to read on from.
    */
   readMetrics?(host: Host, dir: string, offset: number): Promise<MetricsChunk>;
+  /**
+   * The newest metrics line of each of these run dirs, in one exec: only for those whose metrics
+   * file changed since `sig` (what the last reading of that dir returned; absent: never read).
+   */
+  readProgress?(host: Host, runs: readonly ProgressAsk[], signal?: AbortSignal): Promise<ProgressRead[]>;
+}
+
+/** A run dir to read the progress of, and the signature of its metrics file as last read. */
+export interface ProgressAsk {
+  dir: string;
+  sig?: string;
+}
+
+/** A run dir whose metrics file changed: its new signature and its last line (if it is one). */
+export interface ProgressRead {
+  dir: string;
+  sig: string;
+  /** Undefined when the last line is not a metrics object (half written, or not JSON). */
+  metrics?: Metrics;
 }
 
 export interface MetricsChunk {

@@ -21,6 +21,7 @@ import {
   metricsChunkOf,
   observeResultOf,
   portsOf,
+  progressAnswerOf,
   scriptsHashOf,
   stopAnswerOf,
   waitAnswerOf,
@@ -32,6 +33,8 @@ import {
   type LeaseResult,
   type MetricsChunk,
   type ObserveResult,
+  type ProgressAsk,
+  type ProgressRead,
   type RunScriptOptions,
   type RuntimeScript,
   type StopRequest,
@@ -53,7 +56,12 @@ const RUNTIME_TIMEOUTS = {
   scriptsHashMs: 20_000,
   readLogMs: 60_000,
   metricsMs: 20_000,
+  /** Asked every second: a host that takes longer is better asked again than waited for. */
+  progressMs: 10_000,
 } as const;
+
+/** Run dirs per progress.sh exec: their words stay far below sshd's 128 KiB command line. */
+const PROGRESS_DIRS_PER_EXEC = 256;
 
 /** The most metrics bytes one readMetrics call brings back (a longer file takes several calls). */
 const METRICS_CHUNK_BYTES = 1_048_576;
@@ -311,6 +319,37 @@ export class HostRuntime implements HostRuntimeApi {
     // One line longer than a whole chunk would never end: skip what is left of the file.
     const stuck = a.next === offset && !a.lines.length && a.size - offset >= METRICS_CHUNK_BYTES;
     return { lines, next: stuck ? a.size : a.next, size: a.size };
+  }
+
+  async readProgress(host: Host, runs: readonly ProgressAsk[], signal?: AbortSignal): Promise<ProgressRead[]> {
+    const out: ProgressRead[] = [];
+    for (let i = 0; i < runs.length; i += PROGRESS_DIRS_PER_EXEC) {
+      const args = [host.paths.runs];
+      for (const r of runs.slice(i, i + PROGRESS_DIRS_PER_EXEC)) {
+        this.runDir(host, r.dir);
+        if (r.sig !== undefined && !/^[0-9.]{0,64}$/.test(r.sig))
+          throw new HostError(
+            host.name,
+            'config',
+            `progress signature ${JSON.stringify(r.sig)} is not digits and dots`,
+          );
+        args.push(r.dir, r.sig ?? '');
+      }
+      const res = await this.run(host, 'progress', args, {
+        timeoutMs: RUNTIME_TIMEOUTS.progressMs,
+        ...(signal ? { signal } : {}),
+      });
+      if (signal?.aborted) return out;
+      const a = progressAnswerOf(res.stdout);
+      if ('error' in a || res.code !== 0)
+        throw new HostError(
+          host.name,
+          'other',
+          `cannot read progress (exit ${res.code}): ${said(res, 'error' in a ? a.error : undefined)}`,
+        );
+      out.push(...a);
+    }
+    return out;
   }
 
   lastHeard(host: Host): number | undefined {

@@ -25,6 +25,7 @@ export const SENT_SCRIPTS: readonly SentScript[] = [
   'follow-log',
   'checksum',
   'metrics',
+  'progress',
   'probe',
 ];
 

@@ -18,6 +18,7 @@ import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
+import { mergeProgress, progressTargets } from '../core/live-progress.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { ownerOf, queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
@@ -30,10 +31,12 @@ import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
 import { HostState } from './host-state.ts';
+import { JobLanes } from './lanes.ts';
 import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { jsonLogger, type Logger } from './log.ts';
 import type { ControllerObserver } from './observer.ts';
+import { type ProgressUpdate, ProgressWatcher } from './progress-watcher.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
 import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
 import { Usage } from './usage.ts';
@@ -66,6 +69,8 @@ export interface ControllerOptions {
   queueTimers?: Pick<QueueOptions, 'setTimeout' | 'clearTimeout'>;
   /** Told what the controller reads, writes and probes (the dashboard, /metrics, notifications). */
   observer?: ControllerObserver;
+  /** How often running jobs' metrics lines are read into their status (default 1000 ms; 0: never). */
+  progressEveryMs?: number;
 }
 
 interface JobMemo {
@@ -96,6 +101,10 @@ export class Controller {
   private readonly waiters: Waiters;
   private readonly leases: Leases;
   private readonly liveness: Liveness;
+  /** Reads running jobs' newest metrics lines between reconciles (one exec per host per tick). */
+  readonly progress: ProgressWatcher;
+  /** One status writer per job at a time: reconciles and progress writes. */
+  private readonly lanes = new JobLanes();
   private readonly jobs = new Map<string, JobMemo>();
   private readonly scriptsSynced = new Map<string, string>();
   private scriptsHash?: { sig: string; hash: string };
@@ -141,6 +150,24 @@ export class Controller {
       o.leaseTtlSeconds ?? LEASE_TTL_SECONDS,
       this.log,
     );
+    this.progress = new ProgressWatcher({
+      runtime: this.runtime,
+      host: (n) => this.host(n),
+      targets: () =>
+        progressTargets(
+          this.hostsState.allParts().filter((p) => this.hostsState.mine(p)),
+          (j) => this.jobs.get(j)?.status,
+          (h) => !!this.host(h)?.slurm,
+        ),
+      unreachable: (h) => this.liveness.isDown(h.name) || this.silentMs(h) > silenceLimitMs(h),
+      failed: (h, e) => {
+        if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind))
+          this.liveness.failed(h.name, e.message);
+      },
+      onProgress: (u) => this.lanes.latest(u.job, u, (x) => this.writeProgress(x)),
+      log: this.log,
+      now: () => this.now().getTime(),
+    });
   }
 
   private get hosts(): Host[] {
@@ -174,7 +201,9 @@ export class Controller {
         return () => clearInterval(t);
       });
     const ttl = this.leases.ttlSeconds;
+    const progressMs = this.o.progressEveryMs ?? 1000;
     this.stopTimers = [
+      ...(progressMs > 0 ? [every(progressMs, () => void this.progress.tick())] : []),
       every(this.o.resyncMs ?? 60_000, () => void this.resync()),
       every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued())),
       every((ttl * 1000) / 3, () => void this.leases.renewAll().then(() => this.scheduler.invalidate())),
@@ -192,9 +221,11 @@ export class Controller {
     await this.o.source?.stop();
     this.queue.stop();
     for (const s of this.stopTimers) s();
+    await this.progress.stop();
     this.waiters.stopAll();
     await this.watcher?.close();
     await this.queue.idle();
+    await this.lanes.idle();
     this.accountUsage();
     await this.usage.save().catch(() => undefined);
     await this.leases.releaseAll();
@@ -202,9 +233,10 @@ export class Controller {
     this.log.info('controller stopped (runs on the hosts keep going)');
   }
 
-  /** Wait until nothing is being reconciled (tests). */
-  idle(): Promise<void> {
-    return this.queue.idle();
+  /** Wait until nothing is being reconciled or written (tests). */
+  async idle(): Promise<void> {
+    await this.queue.idle();
+    await this.lanes.idle();
   }
 
   /** Jobs waiting to be reconciled, and being reconciled now. */
@@ -220,7 +252,7 @@ export class Controller {
   private async timedReconcile(name: string): Promise<{ requeueAfterMs?: number }> {
     const t0 = performance.now();
     try {
-      return await this.reconcileOne(name);
+      return await this.lanes.run(name, () => this.reconcileOne(name));
     } finally {
       this.o.observer?.reconciled?.(name, performance.now() - t0);
     }
@@ -741,6 +773,19 @@ export class Controller {
       (prev.job !== job && JSON.stringify(prev.job) !== JSON.stringify(job))
     )
       this.scheduler.invalidate();
+  }
+
+  /** A running job's progress moved: into its status as last written (in the job's lane, see lanes.ts). */
+  private async writeProgress(u: ProgressUpdate): Promise<void> {
+    const m = this.jobs.get(u.job);
+    const next = m?.status && mergeProgress(m.status, u);
+    if (!m || !next) return;
+    try {
+      await this.persist(u.job, next, []);
+      m.status = next;
+    } catch (e) {
+      this.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
+    }
   }
 
   private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import { HostError } from '../hosts/errors.ts';
-import type { HostRuntimeApi, LaunchRequest, StopRequest } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi, LaunchRequest, ProgressAsk, StopRequest } from '../hosts/runtime-api.ts';
 
 export class BackendRuntime implements HostRuntimeApi {
   constructor(
@@ -55,6 +55,12 @@ export class BackendRuntime implements HostRuntimeApi {
     const rt = this.of(host) as { readMetrics?: HostRuntimeApi['readMetrics'] };
     if (!rt.readMetrics) throw new HostError(host.name, 'config', 'reading metrics is not supported here');
     return rt.readMetrics.call(rt, host, dir, offset);
+  }
+  /** SSH hosts only: a Slurm job's progress comes with its observe (known gap). */
+  readProgress(host: Host, runs: readonly ProgressAsk[], signal?: AbortSignal) {
+    const rt = host.slurm ? undefined : this.ssh;
+    if (!rt?.readProgress) throw new HostError(host.name, 'config', 'reading progress is not supported here');
+    return rt.readProgress(host, runs, signal);
   }
   lastHeard(host: Host) {
     return this.of(host).lastHeard(host);

@@ -210,6 +210,8 @@ export class FakeHosts implements HostTransport {
         return this.checksumSh(h, a);
       case 'metrics':
         return this.metricsSh(h, a);
+      case 'progress':
+        return this.progressSh(h, a);
     }
   }
 
@@ -702,6 +704,28 @@ export class FakeHosts implements HostTransport {
     const text = chunk.subarray(0, Math.max(0, end - 1)).toString('utf8');
     const body = prefixed(end ? text.split('\n') : [], 'line=', 4096);
     return ok(`@@metrics\nsize=${data.length}\n${body}next=${off + end}\n@@end\n`);
+  }
+
+  /**
+   * progress.sh RUNS_DIR [DIR SIG]…: the last metrics line of each DIR whose metrics file's
+   * signature is not SIG (no inodes here: 0.SIZE.MTIME_SECONDS), then @@progress-read.
+   */
+  private progressSh(h: FakeHost, a: string[]): ExecResult {
+    if (a.length < 1 || (a.length - 1) % 2) return fail(2, 'usage: progress.sh RUNS_DIR [DIR SIG]…');
+    const [runs, ...pairs] = a;
+    let out = '';
+    for (let i = 0; i < pairs.length; i += 2) {
+      const [d, sig] = [pairs[i], pairs[i + 1]];
+      if (!d || d.startsWith('-') || /[^a-z0-9.-]/.test(d))
+        return fail(2, 'DIR must be a run dir name ([a-z0-9.-], no leading -)');
+      if (/[^0-9.]/.test(sig)) return fail(2, 'SIG must be digits and dots');
+      const f = h.files.get(posix.join(runs, d, 'metrics.jsonl'));
+      if (!f) continue;
+      const now = `0.${f.data.length}.${Math.floor(f.mtimeMs / 1000)}`;
+      if (now === sig) continue;
+      out += `@@progress ${d}\nsig=${now}\nmetrics=${tailLines(f.data, 65536, 1)[0] ?? ''}\n@@end\n`;
+    }
+    return ok(`${out}@@progress-read\nasked=${pairs.length / 2}\n@@end\n`);
   }
 
   private readLogSh(h: FakeHost, a: string[]): ExecResult {

@@ -17,6 +17,7 @@ import {
   type RunOutcome,
   withRecord,
 } from '../failures.ts';
+import { progressPart } from '../live-progress.ts';
 import {
   iso,
   nodeStatuses,
@@ -181,7 +182,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
   s.nodes = nodeStatuses(current, unreachable);
   const launched = current.parts.map((p) => p.launchedAtMs).filter((x): x is number => x !== undefined);
   s.startTime = iso(launched.length ? Math.min(...launched) : undefined) ?? s.startTime ?? d.now;
-  const prog = current.parts.find((p) => p.metrics)?.metrics;
+  const prog = progressPart(current.parts)?.metrics;
   if (prog) s.progress = prog;
   const slurm = current.parts.find((p) => p.slurm)?.slurm;
   if (slurm) s.slurm = slurm;
