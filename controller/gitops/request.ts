@@ -5,9 +5,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { UgroError } from '../../config/errors.ts';
-import { writeFileAtomic } from '../store/files.ts';
+import { kindOf, notRegular, writeFileAtomic } from '../store/files.ts';
 import { type GitStateFile, readGitState, sourceName, stateDir } from './state.ts';
 
 /** flock(1)'s exit code for "held elsewhere" (-E). */
@@ -15,7 +16,12 @@ const HELD = 75;
 
 /** Is a controller holding the jobs dir's lock right now? */
 function controllerRunning(jobsDir: string): boolean {
-  const r = spawnSync('flock', ['-n', '-E', String(HELD), join(jobsDir, '.ugro', 'controller.lock'), 'true'], {
+  const file = join(jobsDir, '.ugro', 'controller.lock');
+  // flock(1) would block opening a FIFO and lock a symlink's target: only a regular file is asked.
+  const st = lstatSync(file, { throwIfNoEntry: false });
+  if (!st) return false;
+  if (!st.isFile()) throw notRegular(file, st.isSymbolicLink() ? 'a symbolic link' : kindOf(st), 'lock');
+  const r = spawnSync('flock', ['-n', '-E', String(HELD), file, 'true'], {
     stdio: 'ignore',
     timeout: 10_000,
   });

@@ -5,6 +5,8 @@
  */
 import { type BigIntStats, constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { UgroError } from '../../config/errors.ts';
+import { shQuote } from '../../config/quote.ts';
 
 /** Largest job, status or control file UGRO reads. */
 export const MAX_FILE_BYTES = 1024 * 1024;
@@ -14,7 +16,7 @@ export type ReadResult =
   | { ok: false; missing: true }
   | { ok: false; missing: false; message: string };
 
-function kindOf(st: Stats | BigIntStats): string {
+export function kindOf(st: Stats | BigIntStats): string {
   if (st.isFIFO()) return 'a FIFO';
   if (st.isDirectory()) return 'a directory';
   if (st.isSocket()) return 'a socket';
@@ -90,32 +92,60 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   }
 }
 
-/** Append to a regular file, creating it; refuses a symlink or anything but a regular file. */
+/**
+ * Append to a regular file, creating it; refuses a symlink or anything but a regular file with an
+ * error that names the file and the fix (a directory there would otherwise fail every append with
+ * a bare EISDIR).
+ */
 export async function appendRegularFile(path: string, data: string): Promise<void> {
-  const fh = await open(
-    path,
-    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
-    0o644,
-  );
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(
+      path,
+      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      0o644,
+    );
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // EISDIR: a directory; ELOOP: a symlink; ENXIO: a FIFO nobody reads.
+    const what =
+      code === 'EISDIR' ? 'a directory' : code === 'ELOOP' ? 'a symbolic link' : code === 'ENXIO' ? 'a FIFO' : '';
+    if (what) throw notRegular(path, what, 'append to');
+    throw e;
+  }
   try {
     const st = await fh.stat();
-    if (!st.isFile()) throw new Error(`${path} is ${kindOf(st)}; refusing to append to it`);
+    if (!st.isFile()) throw notRegular(path, kindOf(st), 'append to');
     await fh.write(data);
   } finally {
     await fh.close();
   }
 }
 
-/** Make `dir` (a directory UGRO owns) if missing; refuse it if it is a symlink or not a directory. */
+/** `path` is not the regular file UGRO keeps there: say what it is and how to clear it. */
+export function notRegular(path: string, what: string, verb: string): UgroError {
+  return new UgroError(
+    `${path} is ${what}; UGRO keeps a regular file there and will not ${verb} it: ` +
+      `remove it (rm -r -- ${shQuote(path)}) and UGRO makes a new one`,
+  );
+}
+
+/**
+ * Make `dir` (a directory UGRO owns) if missing, writable by its owner only (0755: the CLI of other
+ * users may read it); refuse it if it is a symlink or not a directory.
+ */
 export async function ensureOwnDir(dir: string): Promise<void> {
   try {
     const st = await lstat(dir);
     if (st.isSymbolicLink())
-      throw new Error(`${dir} is a symbolic link; UGRO keeps its own files there and refuses to follow it`);
-    if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+      throw new UgroError(
+        `${dir} is a symbolic link; UGRO keeps its own files there and refuses to follow it: remove the link`,
+      );
+    if (!st.isDirectory())
+      throw new UgroError(`${dir} is ${kindOf(st)}; UGRO keeps a directory there: remove it (rm -- ${shQuote(dir)})`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o755 });
   }
 }
 

@@ -5,11 +5,13 @@
  * (kill -9 closes the pipe, `cat` sees EOF). No pid file to go stale, no take-over race.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { UgroError } from '../../config/errors.ts';
-import { ensureOwnDir, lstatOrUndefined, writeFileAtomic } from './files.ts';
+import { kindOf, notRegular, writeFileAtomic } from './files.ts';
+import { checkStateDir } from './private.ts';
 
 /** flock(1) exits with this when the lock is held elsewhere (-E). */
 const HELD = 75;
@@ -26,12 +28,15 @@ interface Holder {
   startedAt: string;
 }
 
-/** Take the jobs directory's controller lock, or fail naming the controller that holds it. */
+/**
+ * Take the jobs directory's controller lock, or fail naming the controller that holds it. The
+ * state dir is checked first (private.ts): the lock is the first thing a controller does there.
+ */
 export async function lockJobsDir(dir: string, now: () => Date = () => new Date()): Promise<DirLock> {
   const own = join(dir, '.ugro');
-  await ensureOwnDir(own);
+  await checkStateDir(dir);
   const file = join(own, 'controller.lock');
-  if ((await lstatOrUndefined(file))?.isSymbolicLink()) throw new UgroError(`${file} is a symbolic link: remove it`);
+  await ensureLockFile(file);
   // Fixed program text; the lock file is an argument.
   const child = spawn('flock', ['-n', '-E', String(HELD), file, 'sh', '-c', 'echo locked; exec cat >/dev/null'], {
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -66,6 +71,26 @@ export async function lockJobsDir(dir: string, now: () => Date = () => new Date(
   await writeFileAtomic(join(own, 'controller.json'), `${JSON.stringify(holder)}\n`);
   child.stdout!.removeAllListeners('data');
   return { release: () => releaseHolder(child) };
+}
+
+/**
+ * The lock file as a regular file (created if missing), checked without blocking: flock(1) opens
+ * it plainly, and a FIFO there would hang the start for good, a symlink would lock its target.
+ */
+async function ensureLockFile(file: string): Promise<void> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw notRegular(file, 'a symbolic link', 'lock');
+    throw e;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw notRegular(file, kindOf(st), 'lock');
+  } finally {
+    await fh.close();
+  }
 }
 
 async function readHolder(own: string): Promise<Holder | undefined> {

@@ -25,6 +25,7 @@ export function register(program: Command, ctx: CliContext): void {
         ctx.runtime(),
       ]);
       const log = jsonLogger();
+      privateUmask();
       // The dashboard, /metrics and notifications; a non-loopback --http without a token is refused here.
       const { Observability, readToken } = await import('../../web/wire.ts');
       const healthMs = healthEveryMs(o);
@@ -62,4 +63,17 @@ export function register(program: Command, ctx: CliContext): void {
     });
   addGitFlags(cmd);
   addWebFlags(cmd);
+}
+
+/**
+ * Nothing the controller or its git creates is writable by group or others (jobs/.ugro must stay
+ * private: store/private.ts refuses to start otherwise). umask can only take bits away.
+ */
+function privateUmask(): void {
+  try {
+    const was = process.umask(0o022);
+    process.umask(was | 0o022);
+  } catch {
+    /* a worker thread cannot set it: the files' own modes (0644, 0755, 0700) still hold */
+  }
 }
