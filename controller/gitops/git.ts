@@ -1,58 +1,22 @@
 /**
  * Real git (Debian's `git`), run as a program with argv: never a shell line, never a value pasted
- * into program text. Everything git reads from its environment is set here, from scratch:
- *   - no user or system config (GIT_CONFIG_GLOBAL=/dev/null, GIT_CONFIG_NOSYSTEM), no hooks, no
- *     credential helper, no terminal prompt, only the ssh/https/http/file transports;
- *   - ssh through GIT_SSH = a small fixed wrapper (SSH_WRAPPER below, written into the state dir)
- *     that runs OpenSSH with UGRO's pinned known_hosts and key, StrictHostKeyChecking=yes and no
- *     ssh config: the paths reach it as environment variables, not as text;
- *   - https with a token through GIT_ASKPASS = a fixed script printing an environment variable
- *     of git's child (the token lives only in this process's memory and that environment).
+ * into program text. What git may run and where it may connect is fixed by hardening.ts on every
+ * command (environment from scratch, `-c` for each program-choosing key, the clone's config
+ * checked before each fetch): no user, system or repository config chooses a program, no hooks,
+ * no credential helper, only the ssh/https/http/file transports. ssh goes through UGRO's fixed
+ * wrapper (pinned known_hosts and key), an https token through a fixed askpass.
  * The clone is bare: nothing from the repository is ever checked out onto the file system; files
  * are read from the object database by id.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, lstat, readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UgroError } from '../../config/errors.ts';
-import { GIT_PROTOCOLS } from '../../config/gitops.ts';
-import { writeFileAtomic } from '../store/files.ts';
+import { configArgs, secureRepo } from './hardening.ts';
+import { incomingBytes, mib } from './housekeeping.ts';
 
-/** GIT_SSH: OpenSSH with UGRO's pins. Fixed text: every value comes from the environment. */
-const SSH_WRAPPER = `#!/bin/sh
-# Written by UGRO: git's ssh (GIT_SSH) for \`ugro controller --git\`. OpenSSH with UGRO's pinned
-# known_hosts and key only; no ssh config is read. Paths come from the environment, never from here.
-set -eu
-if [ -n "\${UGRO_GIT_SSH_IDENTITY:-}" ]; then
-  set -- -o IdentitiesOnly=yes -i "$UGRO_GIT_SSH_IDENTITY" "$@"
-fi
-exec ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UpdateHostKeys=no \\
-  -o CheckHostIP=no -o GlobalKnownHostsFile=/dev/null -o "UserKnownHostsFile=$UGRO_GIT_SSH_KNOWN_HOSTS" \\
-  -o "ConnectTimeout=\${UGRO_GIT_SSH_CONNECT_TIMEOUT:-5}" -o ServerAliveInterval=5 -o ServerAliveCountMax=3 \\
-  -o LogLevel=ERROR "$@"
-`;
-
-/** GIT_ASKPASS: the user name, then the token, from git's environment. */
-const ASKPASS = `#!/bin/sh
-# Written by UGRO: git's askpass for https with a token. The token is in git's environment only.
-case "\${1:-}" in
-  Username*) printf '%s\\n' "\${UGRO_GIT_USERNAME:-x-access-token}" ;;
-  *) printf '%s\\n' "\${UGRO_GIT_PASSWORD:-}" ;;
-esac
-`;
-
-export interface GitAuth {
-  /** known_hosts with the git server's pinned key (ssh). */
-  knownHosts: string;
-  identityFile?: string;
-  /** Let ssh use the agent (SSH_AUTH_SOCK is passed through). */
-  useAgent: boolean;
-  connectTimeoutSeconds: number;
-  /** https: the token and the user name sent with it. */
-  token?: string;
-  username?: string;
-}
+export { type GitAuth, gitEnv, writeGitHelpers } from './hardening.ts';
 
 export interface GitResult {
   code: number;
@@ -61,6 +25,14 @@ export interface GitResult {
 }
 
 export type GitSpawn = typeof spawn;
+
+interface RunOptions {
+  input?: Buffer | string;
+  timeoutMs?: number;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  watch?: { everyMs: number; check: () => Promise<string | undefined> };
+}
 
 export class GitError extends UgroError {
   constructor(
@@ -80,89 +52,28 @@ export function blobId(bytes: Buffer, algo: 'sha1' | 'sha256' = 'sha1'): string 
   return createHash(algo).update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
 }
 
-/** Write the wrapper scripts into `dir` (0700) unless they are already there, byte for byte. */
-export async function writeGitHelpers(dir: string): Promise<{ ssh: string; askpass: string }> {
-  const out = { ssh: join(dir, 'ssh'), askpass: join(dir, 'askpass') };
-  for (const [path, text] of [
-    [out.ssh, SSH_WRAPPER],
-    [out.askpass, ASKPASS],
-  ] as const) {
-    const cur = await readFile(path, 'utf8').catch(() => undefined);
-    const st = await lstat(path).catch(() => undefined);
-    if (cur === text && st?.isFile() && (st.mode & 0o777) === 0o700) continue;
-    await writeFileAtomic(path, text, 0o700);
-    await chmod(path, 0o700);
-  }
-  return out;
-}
-
-/**
- * git's environment, built from nothing but PATH: this process's own GIT_* variables (GIT_DIR,
- * GIT_SSH_COMMAND, …) never reach it.
- */
-export function gitEnv(
-  helpers: { ssh: string; askpass: string },
-  home: string,
-  auth: GitAuth,
-  base: NodeJS.ProcessEnv = process.env,
-): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    PATH: base.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-    HOME: home,
-    LANG: 'C',
-    LC_ALL: 'C',
-    GIT_CONFIG_NOSYSTEM: '1',
-    GIT_CONFIG_GLOBAL: '/dev/null',
-    GIT_TERMINAL_PROMPT: '0',
-    GIT_ALLOW_PROTOCOL: GIT_PROTOCOLS.join(':'),
-    GIT_LITERAL_PATHSPECS: '1',
-    GIT_SSH: helpers.ssh,
-    GIT_SSH_VARIANT: 'ssh',
-    GIT_ASKPASS: helpers.askpass,
-    UGRO_GIT_SSH_KNOWN_HOSTS: auth.knownHosts,
-    UGRO_GIT_SSH_CONNECT_TIMEOUT: String(Math.max(1, Math.round(auth.connectTimeoutSeconds))),
-  };
-  if (auth.identityFile) env.UGRO_GIT_SSH_IDENTITY = auth.identityFile;
-  if (auth.useAgent && base.SSH_AUTH_SOCK) env.SSH_AUTH_SOCK = base.SSH_AUTH_SOCK;
-  if (auth.token) {
-    env.UGRO_GIT_PASSWORD = auth.token;
-    env.UGRO_GIT_USERNAME = auth.username ?? 'x-access-token';
-  }
-  return env;
-}
-
-/** Options every git command gets: no hooks, no credential helper, no background maintenance. */
-const BASE_CONFIG = [
-  '-c',
-  'core.hooksPath=/dev/null',
-  '-c',
-  'credential.helper=',
-  '-c',
-  'maintenance.auto=false',
-  '-c',
-  'gc.autoDetach=false',
-  '-c',
-  'core.fsmonitor=false',
-  '-c',
-  'protocol.version=2',
-];
-
 /** One repository (bare, in the controller's state dir) and the commands UGRO runs on it. */
 export class Git {
   private readonly live = new Set<ChildProcess>();
+  private readonly config: string[];
 
   constructor(
     readonly dir: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly spawnFn: GitSpawn = spawn,
-  ) {}
+  ) {
+    this.config = configArgs(env);
+  }
 
-  /** Run `git ARGS` in the repository; resolves with any exit code (callers decide). */
-  run(args: string[], o: { input?: Buffer | string; timeoutMs?: number; cwd?: string } = {}): Promise<GitResult> {
+  /**
+   * Run `git ARGS` in the repository; resolves with any exit code (callers decide). `watch` is asked
+   * every `everyMs` while it runs; a reason it returns kills git (the size cap of a fetch).
+   */
+  run(args: string[], o: RunOptions = {}): Promise<GitResult> {
     return new Promise((resolve, reject) => {
-      const child = this.spawnFn('git', [...BASE_CONFIG, ...args], {
+      const child = this.spawnFn('git', [...this.config, ...args], {
         cwd: o.cwd ?? this.dir,
-        env: o.cwd ? this.env : { ...this.env, GIT_DIR: this.dir },
+        env: { ...this.env, ...o.env, ...(o.cwd ? {} : { GIT_DIR: this.dir }) },
         stdio: ['pipe', 'pipe', 'pipe'],
       });
       this.live.add(child);
@@ -175,6 +86,29 @@ export class Git {
         killedWhy = `timed out after ${Math.round((o.timeoutMs ?? 60_000) / 1000)} s`;
         child.kill('SIGKILL');
       }, o.timeoutMs ?? 60_000);
+      let watching = false;
+      const watcher =
+        o.watch &&
+        setInterval(() => {
+          if (watching || killedWhy) return;
+          watching = true;
+          void o.watch!.check().then(
+            (why) => {
+              watching = false;
+              if (why && child.exitCode === null && !killedWhy) {
+                killedWhy = why;
+                child.kill('SIGKILL');
+              }
+            },
+            () => {
+              watching = false;
+            },
+          );
+        }, o.watch.everyMs);
+      const stopTimers = () => {
+        clearTimeout(timer);
+        if (watcher) clearInterval(watcher);
+      };
       child.stdout!.on('data', (b: Buffer) => {
         outBytes += b.length;
         if (outBytes > MAX_STDOUT) {
@@ -188,11 +122,11 @@ export class Git {
         if (err.length < 64 * 1024) err += b.toString('utf8');
       });
       child.on('error', (e) => {
-        clearTimeout(timer);
+        stopTimers();
         reject(new GitError(`cannot run git: ${e.message} (is git installed? apt-get install git)`));
       });
       child.on('close', (code, signal) => {
-        clearTimeout(timer);
+        stopTimers();
         if (killedWhy) return reject(new GitError(`git ${args[0]} ${killedWhy}`, err));
         resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out), stderr: err });
       });
@@ -207,26 +141,72 @@ export class Git {
   }
 
   /** Run and demand exit 0; the error carries git's last stderr line. */
-  async ok(args: string[], o: { input?: Buffer | string; timeoutMs?: number } = {}): Promise<Buffer> {
+  async ok(args: string[], o: RunOptions = {}): Promise<Buffer> {
     const r = await this.run(args, o);
     if (r.code !== 0) throw new GitError(`git ${args[0]} failed: ${lastLines(r.stderr)}`, r.stderr, r.code);
     return r.stdout;
   }
 
-  /** Create the bare repository if it is not there (and check it is a directory, not a link). */
-  async init(): Promise<void> {
+  /**
+   * Create the bare repository if it is not there (and check it is a directory, not a link); its
+   * config is UGRO's fixed text either way. Returns what secureRepo had to repair in an existing one.
+   */
+  async init(): Promise<string[]> {
     const st = await lstat(this.dir).catch(() => undefined);
     if (st && !st.isDirectory()) throw new GitError(`${this.dir} is not a directory: remove it`);
-    if (st && (await lstat(join(this.dir, 'HEAD')).catch(() => undefined))?.isFile()) return;
+    if (st && (await lstat(join(this.dir, 'HEAD')).catch(() => undefined))?.isFile()) return this.secure();
     const r = await this.run(['init', '--bare', '--quiet', this.dir], { cwd: '/' });
     if (r.code !== 0) throw new GitError(`git init failed: ${lastLines(r.stderr)}`, r.stderr);
+    await this.secure();
+    return [];
   }
 
-  /** Fetch the branch's head into refs/ugro/fetched (forced: a force-push is a head like any other). */
-  async fetch(url: string, branch: string, timeoutMs = 120_000): Promise<void> {
+  /** The clone's config back to UGRO's text, foreign pointers removed (hardening.ts): what was repaired. */
+  secure(): Promise<string[]> {
+    return secureRepo(this.dir);
+  }
+
+  /**
+   * Fetch the branch's head into refs/ugro/fetched (forced: a force-push is a head like any other).
+   * `maxBytes`: the most the incoming pack may grow to; git is killed past it. `env`: more of git's
+   * environment for this fetch (ssh's control socket).
+   */
+  async fetch(
+    url: string,
+    branch: string,
+    timeoutMs = 120_000,
+    o: { maxBytes?: number; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<void> {
+    const max = o.maxBytes;
     const r = await this.run(
-      ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--', url, `+refs/heads/${branch}:refs/ugro/fetched`],
-      { timeoutMs },
+      [
+        'fetch',
+        '--quiet',
+        '--no-tags',
+        '--no-write-fetch-head',
+        '--no-recurse-submodules',
+        '--no-auto-maintenance',
+        // A repository's remote.<url>.uploadpack must not choose the program (file:// runs it here).
+        '--upload-pack=git-upload-pack',
+        '--',
+        url,
+        `+refs/heads/${branch}:refs/ugro/fetched`,
+      ],
+      {
+        timeoutMs,
+        ...(o.env ? { env: o.env } : {}),
+        ...(max !== undefined
+          ? {
+              watch: {
+                everyMs: 200,
+                check: async () =>
+                  (await incomingBytes(this.dir)) > max
+                    ? `brought more than ${mib(max)}: stopped (the clone is capped; see the GitOps docs)`
+                    : undefined,
+              },
+            }
+          : {}),
+      },
     );
     if (r.code === 0) return;
     throw new GitError(describeFetchError(r.stderr, branch), r.stderr, r.code);
@@ -303,7 +283,7 @@ export class Git {
       if (!rec) continue;
       const f = rec.split('\0');
       const [revision, subject, name, email, authorTime] = f;
-      const commit = { revision, subject: subject.slice(0, 1000), author: `${name} <${email}>`, authorTime };
+      const commit = commitFields(revision, subject, name, email, authorTime);
       for (const raw of f.slice(5)) {
         const path = raw.replace(/^\n/, '');
         if (want.has(path) && !found.has(path)) found.set(path, commit);
@@ -316,7 +296,7 @@ export class Git {
   async commitInfo(rev: string): Promise<{ revision: string; subject: string; author: string; authorTime: string }> {
     const out = (await this.ok(['show', '-s', '--format=%H%x00%s%x00%an%x00%ae%x00%aI', rev, '--'])).toString('utf8');
     const [revision, subject, name, email, authorTime] = out.replace(/\n$/, '').split('\0');
-    return { revision, subject: subject.slice(0, 1000), author: `${name} <${email}>`, authorTime };
+    return commitFields(revision, subject, name, email, authorTime);
   }
 
   /** true: `a` is an ancestor of `b`; false: it is not; undefined: cannot tell (an object is missing). */
@@ -356,6 +336,37 @@ export class Git {
   async updateRef(ref: string, rev: string): Promise<void> {
     await this.ok(['update-ref', ref, rev]);
   }
+}
+
+/** Longest commit subject, author name and e-mail UGRO keeps (status.source allows 1024 and 512). */
+export const COMMIT_LIMITS = { subject: 1000, name: 200, email: 200, time: 64 };
+
+/**
+ * A commit's fields as they enter UGRO, bounded here at their source: whatever a committer wrote
+ * (a 600-character author, control characters) must fit the status schema downstream, or the
+ * job's status would fail it on every read.
+ */
+export function commitFields(
+  revision: string,
+  subject: string,
+  name: string,
+  email: string,
+  authorTime: string,
+): { revision: string; subject: string; author: string; authorTime: string } {
+  return {
+    revision,
+    subject: clip(subject ?? '', COMMIT_LIMITS.subject),
+    author: `${clip(name ?? '', COMMIT_LIMITS.name)} <${clip(email ?? '', COMMIT_LIMITS.email)}>`,
+    authorTime: clip(authorTime ?? '', COMMIT_LIMITS.time),
+  };
+}
+
+/** At most `max` characters (whole code points, an ellipsis when cut), control characters as spaces. */
+export function clip(text: string, max: number): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point.
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+  const cps = [...clean];
+  return cps.length <= max ? clean : `${cps.slice(0, max - 1).join('')}…`;
 }
 
 function firstMatch(text: string, re: RegExp): string | undefined {

@@ -16,26 +16,21 @@
  *   sync-request   written by `ugro sync` (an id); answered in state.json
  *   ssh, askpass   git's fixed helper scripts (git.ts)
  */
-import { constants, type FSWatcher, watch } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { type FSWatcher, watch } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseGitUrl } from '../../config/gitops.ts';
 import { findHostKeys, fingerprint, readKnownHosts } from '../../config/known-hosts.ts';
 import type { JobSource, JobSourceInfo } from '../api/source.ts';
 import type { Logger } from '../runtime/log.ts';
-import { ensureOwnDir, lstatOrUndefined, MAX_FILE_BYTES, writeFileAtomic } from '../store/files.ts';
+import { ensureOwnDir, MAX_FILE_BYTES, writeFileAtomic } from '../store/files.ts';
+import { checkStateDir } from '../store/private.ts';
 import { isJobName, type JobEvent, JobStore } from '../store/store.ts';
-import { blobId, Git, type GitAuth, GitError, gitEnv, presentedKey, writeGitHelpers } from './git.ts';
-import {
-  type AppliedJob,
-  type JobTree,
-  jobInfo,
-  type LocalFile,
-  parseTree,
-  planSync,
-  readyOf,
-  type SourceState,
-} from './plan.ts';
+import { Fetcher } from './fetcher.ts';
+import { blobId, type Git, type GitAuth, GitError, presentedKey } from './git.ts';
+import { DEFAULT_MAX_CLONE_BYTES } from './housekeeping.ts';
+import { type Manifest, parseManifest, readRawFile } from './manifest.ts';
+import { type JobTree, jobInfo, type LocalFile, parseTree, planSync, readyOf, type SourceState } from './plan.ts';
 import { type GitStateFile, SOURCE_EVENTS_JOB, STATE_VERSION } from './state.ts';
 
 export interface GitSourceOptions {
@@ -58,6 +53,8 @@ export interface GitSourceOptions {
   /** Timers (default: setTimeout); tests drive syncs by hand. */
   setTimer?: (fn: () => void, ms: number) => () => void;
   fetchTimeoutMs?: number;
+  /** The most the clone may hold (default 1 GiB): a fetch past it is stopped (housekeeping.ts). */
+  maxCloneBytes?: number;
   /** The environment git's is built from (PATH, SSH_AUTH_SOCK). */
   baseEnv?: NodeJS.ProcessEnv;
 }
@@ -74,15 +71,6 @@ export interface SyncOutcome {
   message: string;
 }
 
-interface Manifest {
-  head?: string;
-  /** The applied head's subject (for `ugro sync` and state.json). */
-  headSubject?: string;
-  rewrittenFrom?: string;
-  rewrittenJobs: string[];
-  jobs: Map<string, AppliedJob>;
-}
-
 /** Retries after failures: the interval doubled per failure, at most 5 minutes (or the interval, if longer). */
 export function backoffMs(intervalMs: number, failures: number): number {
   if (failures <= 0) return intervalMs;
@@ -93,7 +81,7 @@ const HEX = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
 export class GitSource implements JobSource {
   readonly stateDir: string;
-  private git?: Git;
+  private fetcher?: Fetcher;
   private readonly store: JobStore;
   private readonly now: () => Date;
   private manifest: Manifest = { jobs: new Map(), rewrittenJobs: [] };
@@ -134,18 +122,28 @@ export class GitSource implements JobSource {
   }
 
   private get repoGit(): Git {
-    if (!this.git) throw new GitError('the git source is not started');
-    return this.git;
+    if (!this.fetcher) throw new GitError('the git source is not started');
+    return this.fetcher.git;
   }
 
   async start(onJobs: (names: string[]) => void): Promise<void> {
     this.onJobs = onJobs;
-    await ensureOwnDir(join(this.o.jobsDir, '.ugro'));
+    // git runs in there: it must be private to this user before anything of it is used.
+    await checkStateDir(this.o.jobsDir);
     await ensureOwnDir(this.stateDir);
-    const helpers = await writeGitHelpers(this.stateDir);
-    const env = gitEnv(helpers, this.stateDir, this.o.auth, this.o.baseEnv ?? process.env);
-    this.git = new Git(join(this.stateDir, 'repo.git'), env);
-    await this.repoGit.init();
+    this.fetcher = await Fetcher.open({
+      stateDir: this.stateDir,
+      url: this.o.url,
+      branch: this.o.branch,
+      auth: this.o.auth,
+      intervalMs: this.o.intervalMs,
+      log: this.o.log,
+      maxCloneBytes: this.o.maxCloneBytes ?? DEFAULT_MAX_CLONE_BYTES,
+      ...(this.o.fetchTimeoutMs ? { fetchTimeoutMs: this.o.fetchTimeoutMs } : {}),
+      ...(this.o.baseEnv ? { baseEnv: this.o.baseEnv } : {}),
+      now: () => this.now().getTime(),
+      warn: (reason, message) => this.event(reason, message, true),
+    });
     await this.loadManifest();
     if (this.manifest.head) {
       try {
@@ -174,8 +172,9 @@ export class GitSource implements JobSource {
     this.stopped = true;
     this.cancelTimer?.();
     this.watcher?.close();
-    this.git?.killAll();
+    this.fetcher?.git.killAll();
     await this.chain.catch(() => undefined);
+    await this.fetcher?.stop();
   }
 
   /** Fetch and apply now; resolves with the outcome of a sync that began after this call. */
@@ -186,7 +185,8 @@ export class GitSource implements JobSource {
       return this.syncOnce();
     });
     this.queued = p;
-    this.chain = p.catch(() => undefined);
+    // Upkeep (a gc now and then) after the outcome is out: a `ugro sync` is answered first.
+    this.chain = p.then(() => this.fetcher?.maintain()).catch(() => undefined);
     return p;
   }
 
@@ -230,7 +230,7 @@ export class GitSource implements JobSource {
     this.lastFetchAt = this.now().toISOString();
     let fetchError: string | undefined;
     try {
-      await this.repoGit.fetch(this.o.url, this.o.branch, this.o.fetchTimeoutMs);
+      await this.fetcher!.fetch();
     } catch (e) {
       fetchError = this.explainFetchError(e);
     }
@@ -680,84 +680,5 @@ export class GitSource implements JobSource {
       ...(this.nextFetchAt ? { nextFetchAt: this.nextFetchAt } : {}),
     };
     await writeFileAtomic(join(this.stateDir, 'state.json'), `${JSON.stringify(full, null, 1)}\n`);
-  }
-}
-
-/** applied.json back, checked field by field (it sits in a directory other users may write to). */
-export function parseManifest(raw: unknown, o: { url: string; branch: string; path: string }): Manifest {
-  const m: Manifest = { jobs: new Map(), rewrittenJobs: [] };
-  if (typeof raw !== 'object' || raw === null) return m;
-  const r = raw as Record<string, unknown>;
-  const str = (v: unknown, max = 1024) => (typeof v === 'string' && v.length <= max ? v : undefined);
-  // Another repository, branch or path: what was applied from it is still ours (it can be pruned),
-  // but its head says nothing about this branch's history.
-  const same = r.url === o.url && r.branch === o.branch && r.path === o.path;
-  const head = str(r.head, 64);
-  if (head && HEX.test(head)) m.head = same ? head : undefined;
-  if (m.head && str(r.headSubject)) m.headSubject = str(r.headSubject);
-  const rf = str(r.rewrittenFrom, 64);
-  if (same && rf && HEX.test(rf)) m.rewrittenFrom = rf;
-  if (Array.isArray(r.rewrittenJobs)) m.rewrittenJobs = r.rewrittenJobs.filter((n) => typeof n === 'string');
-  const jobs = typeof r.jobs === 'object' && r.jobs !== null ? (r.jobs as Record<string, unknown>) : {};
-  for (const [name, v] of Object.entries(jobs)) {
-    if (!isJobName(name) || typeof v !== 'object' || v === null) continue;
-    const j = v as Record<string, unknown>;
-    const c = (typeof j.commit === 'object' && j.commit !== null ? j.commit : {}) as Record<string, unknown>;
-    const file = str(j.file, 80);
-    const oid = str(j.oid, 64);
-    const revision = str(c.revision, 64);
-    if (!file || (file !== `${name}.yaml` && file !== `${name}.yml`) || !oid || !HEX.test(oid)) continue;
-    if (!revision || !HEX.test(revision)) continue;
-    m.jobs.set(name, {
-      file,
-      repoFile: str(j.repoFile) ?? file,
-      oid,
-      commit: {
-        revision,
-        subject: str(c.subject) ?? '',
-        author: str(c.author, 512) ?? '',
-        authorTime: str(c.authorTime, 64) ?? '',
-      },
-      ...(str(j.removedAt, 64) && HEX.test(str(j.removedAt, 64)!) ? { removedAt: str(j.removedAt, 64) } : {}),
-    });
-  }
-  return m;
-}
-
-type RawRead = 'missing' | 'unchanged' | { bytes: Buffer; key: string } | { error: string };
-
-/**
- * A regular file's bytes, at most `limit` (job files: 1 MiB), never through a symlink and without
- * blocking on a FIFO (as store/files.ts reads jobs/, but the bytes themselves: a blob id is over
- * bytes, not over text). `known`: the key of the last read; 'unchanged' when it still matches.
- */
-async function readRawFile(path: string, known?: string, limit = MAX_FILE_BYTES): Promise<RawRead> {
-  const st0 = await lstatOrUndefined(path);
-  if (!st0) return 'missing';
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? 'missing' : { error: code ?? 'open failed' };
-  }
-  try {
-    const st = await fh.stat({ bigint: true });
-    if (!st.isFile()) return { error: 'not a regular file' };
-    const key = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-    if (known === key) return 'unchanged';
-    if (st.size > BigInt(limit)) return { error: 'too big' };
-    const buf = Buffer.alloc(Number(st.size) + 1);
-    let n = 0;
-    for (;;) {
-      const r = await fh.read(buf, n, buf.length - n, n);
-      if (r.bytesRead === 0) break;
-      n += r.bytesRead;
-      if (n > limit) return { error: 'too big' };
-      if (n === buf.length) return { error: 'changed while read' };
-    }
-    return { bytes: buf.subarray(0, n), key };
-  } finally {
-    await fh.close();
   }
 }

@@ -13,6 +13,7 @@ import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts'
 import { reconcile } from '../../controller/core/reconcile.ts';
 import { refreshSource, withSource } from '../../controller/core/source.ts';
 import { describeFetchError, presentedKey } from '../../controller/gitops/git.ts';
+import { parseManifest } from '../../controller/gitops/manifest.ts';
 import {
   type AppliedJob,
   type JobTree,
@@ -22,7 +23,7 @@ import {
   planSync,
   type SourceState,
 } from '../../controller/gitops/plan.ts';
-import { backoffMs, parseManifest } from '../../controller/gitops/source.ts';
+import { backoffMs } from '../../controller/gitops/source.ts';
 import { gitNote, parseGitState, refuseIfGitManaged } from '../../controller/gitops/state.ts';
 import { CLUSTER } from './job-fixtures.ts';
 

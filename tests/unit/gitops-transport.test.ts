@@ -3,8 +3,17 @@
  * small local HTTP server that demands Basic auth), and ssh through UGRO's GIT_SSH wrapper (a
  * stand-in `ssh` on PATH records the argv and environment it gets; real sshd is the lab's job).
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,10 +26,16 @@ import { memoryLogger } from '../support/memory-logger.ts';
 const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend';
 const TOKEN = 'ghp_unit-test-token-0123456789';
 
-/** git's smart HTTP over CGI, behind Basic auth with one user and token. */
-function gitHttpServer(root: string, user: string, token: string): Promise<{ server: Server; port: number }> {
+/** git's smart HTTP over CGI, behind Basic auth with one user and token; `seen`: every Authorization sent. */
+function gitHttpServer(
+  root: string,
+  user: string,
+  token: string,
+): Promise<{ server: Server; port: number; seen: string[] }> {
   const want = `Basic ${Buffer.from(`${user}:${token}`).toString('base64')}`;
+  const seen: string[] = [];
   const server = createServer((req, res) => {
+    if (req.headers.authorization) seen.push(req.headers.authorization);
     if (req.headers.authorization !== want) {
       res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="ugro-test"' });
       res.end();
@@ -62,6 +77,17 @@ function gitHttpServer(root: string, user: string, token: string): Promise<{ ser
       res.writeHead(status, headers);
       res.end(all.subarray(end + 4));
     });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port, seen })),
+  );
+}
+
+/** Answers everything with a redirect to the same path on `target` (another host name). */
+function redirectServer(target: string): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    res.writeHead(302, { Location: `${target}${req.url ?? '/'}` });
+    res.end();
   });
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })),
@@ -130,6 +156,78 @@ describe('https with a token', () => {
   });
 });
 
+describe('https: the token goes to the configured host only', () => {
+  it('a redirect to another host is not followed, and the token is not answered to its prompt', async () => {
+    const remote = localRemote();
+    remote.work.commit({ 'jobs/a.yaml': jobText('a', { command: ['true'] }) }, 'a');
+    remote.work.push();
+    // The other host: a real git server that would accept the token (and records what it is sent).
+    const other = await gitHttpServer(join(remote.bare, '..'), 'x-access-token', TOKEN);
+    servers.push(other.server);
+    // The configured host (127.0.0.1) redirects to it under another name (localhost).
+    const hop = await redirectServer(`http://localhost:${other.port}`);
+    servers.push(hop.server);
+    const jobs = mkdtempSync(join(tmpdir(), 'ugro-https-'));
+    const log = memoryLogger();
+    const src = new GitSource({
+      jobsDir: jobs,
+      url: `http://127.0.0.1:${hop.port}/server.git`,
+      branch: 'main',
+      path: 'jobs',
+      intervalMs: 3_600_000,
+      prune: false,
+      pruneAll: false,
+      requireSigned: false,
+      auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5, token: TOKEN },
+      log,
+      watchRequests: false,
+      setTimer: () => () => undefined,
+    });
+    sources.push(src);
+    await src.start(() => undefined);
+    expect(other.seen).toEqual([]);
+    const out = await src.syncNow();
+    expect(out.ok).toBe(false);
+    expect(out.message).toMatch(/302/);
+    expect(other.seen).toEqual([]);
+    expect(existsSync(join(jobs, 'a.yaml'))).toBe(false);
+  });
+});
+
+describe('the askpass helper', () => {
+  it("answers git's two prompts for the configured origin only", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ugro-askpass-'));
+    const helpers = await writeGitHelpers(dir);
+    const env = gitEnv(helpers, dir, {
+      knownHosts: '/dev/null',
+      useAgent: false,
+      connectTimeoutSeconds: 5,
+      token: TOKEN,
+      origin: 'https://git.example.com:8443',
+    });
+    const ask = (prompt: string) => spawnSync(helpers.askpass, [prompt], { env, encoding: 'utf8' });
+    expect(ask("Username for 'https://git.example.com:8443': ")).toMatchObject({
+      status: 0,
+      stdout: 'x-access-token\n',
+    });
+    expect(ask("Password for 'https://x-access-token@git.example.com:8443': ")).toMatchObject({
+      status: 0,
+      stdout: `${TOKEN}\n`,
+    });
+    for (const other of [
+      "Password for 'https://x-access-token@evil.example.com': ",
+      "Password for 'https://x-access-token@git.example.com': ",
+      "Password for 'https://x-access-token@git.example.com:8443.evil.example.com': ",
+      "Username for 'https://evil.example.com': ",
+      'Password: ',
+    ]) {
+      const r = ask(other);
+      expect(r.status, other).toBe(1);
+      expect(r.stdout, other).toBe('');
+    }
+  });
+});
+
 describe('ssh through the GIT_SSH wrapper', () => {
   it("runs OpenSSH with UGRO's pins only: strict host keys, the known_hosts and key from the environment", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ugro-gitssh-'));
@@ -168,7 +266,8 @@ describe('ssh through the GIT_SSH wrapper', () => {
         GIT_SSH_COMMAND: 'evil',
       },
     );
-    expect(env.GIT_SSH_COMMAND).toBeUndefined();
+    // The wrapper, not the caller's GIT_SSH_COMMAND: it also beats any core.sshCommand in a config file.
+    expect(env.GIT_SSH_COMMAND).toBe(helpers.ssh);
     expect(env.SSH_AUTH_SOCK).toBeUndefined();
     const git = new Git(join(dir, 'repo.git'), env);
     await git.init();
