@@ -1,7 +1,9 @@
 /**
  * TrainingJob status: controller-owned, written to jobs/<name>.status.yaml, rebuilt from
  * observation. It is read back from a directory people (and git) write to, so it is parsed with a
- * schema like every other input: a status that fails it is treated as absent and rebuilt.
+ * schema like every other input. A status that fails it is salvaged field by field
+ * (salvageJobStatus): one bad string must not cost a job its restart budgets, failure history and
+ * createdAt, as rebuilding it from nothing would.
  */
 import { z } from 'zod';
 import { jobSourceStatusSchema } from './source.ts';
@@ -131,10 +133,66 @@ export const jobStatusSchema = z.object({
 });
 export type JobStatus = z.output<typeof jobStatusSchema>;
 
-/** Parse a status read from disk; undefined when it does not fit the schema (it is then rebuilt). */
+/** Parse a status read from disk; undefined when it does not fit the schema (see salvageJobStatus). */
 export function parseJobStatus(raw: unknown): JobStatus | undefined {
   const r = jobStatusSchema.safeParse(raw);
   return r.success ? r.data : undefined;
+}
+
+/** The first problems of a status that does not fit the schema, as `field: message` (for messages). */
+export function statusIssues(raw: unknown, max = 3): string[] {
+  const r = jobStatusSchema.safeParse(raw);
+  if (r.success) return [];
+  return r.error.issues.slice(0, max).map((i) => `${i.path.join('.') || '(document)'}: ${i.message.slice(0, 200)}`);
+}
+
+/** The condition a salvaged status carries: when, and which fields were dropped. */
+export const SALVAGED_CONDITION = 'StatusSalvaged';
+
+/** Array fields kept item by item: a bad item goes, the others stay. */
+const ITEMS: Record<string, { schema: z.ZodType; max?: number }> = {
+  nodes: { schema: nodeStatusSchema },
+  conditions: { schema: conditionSchema },
+  failures: { schema: failureRecordSchema, max: 100 },
+  logTail: { schema: z.string(), max: 200 },
+};
+
+/** Without these a status says nothing a reconcile could keep. */
+const ESSENTIAL = ['phase', 'observedGeneration', 'attempt', 'createdAt'];
+
+/**
+ * A status that fails the schema, kept field by field: every top-level field that fits its own
+ * schema stays (budgets, failures, createdAt, generation are small typed fields that one overlong
+ * string elsewhere must not take along), arrays keep their valid items, and a `StatusSalvaged`
+ * condition names what was dropped and why. Undefined when it is not an object or an essential
+ * field (phase, observedGeneration, attempt, createdAt) is unreadable: then nothing can be kept.
+ */
+export function salvageJobStatus(raw: unknown, now: string, what = 'the status file'): JobStatus | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const r = raw as Record<string, unknown>;
+  const issues = statusIssues(raw);
+  const out: Record<string, unknown> = {};
+  const dropped: string[] = [];
+  for (const [key, schema] of Object.entries(jobStatusSchema.shape) as [string, z.ZodType][]) {
+    if (r[key] === undefined) continue;
+    if (schema.safeParse(r[key]).success) out[key] = r[key];
+    else if (ITEMS[key] && Array.isArray(r[key])) {
+      const items = (r[key] as unknown[]).filter((x) => ITEMS[key].schema.safeParse(x).success);
+      out[key] = ITEMS[key].max ? items.slice(-ITEMS[key].max) : items;
+      dropped.push(`${key} (some items)`);
+    } else dropped.push(key);
+  }
+  if (ESSENTIAL.some((k) => out[k] === undefined)) return undefined;
+  const message =
+    `${what} did not fit its schema (${issues.join('; ')}); kept the fields that did, dropped: ` +
+    `${dropped.join(', ') || 'nothing'}`;
+  out.nodes ??= [];
+  out.conditions = setCondition(
+    (out.conditions as Condition[] | undefined) ?? [],
+    { type: SALVAGED_CONDITION, status: 'True', reason: 'Salvaged', message: message.slice(0, 4096) },
+    now,
+  );
+  return parseJobStatus(out);
 }
 
 /** Set a condition; lastTransitionTime only moves when its status changes. */

@@ -9,15 +9,19 @@ import { readRegularFile, writeFileAtomic } from '../store/files.ts';
 
 const DEFAULT_HALF_LIFE_HOURS = 24;
 
-/** usage.json as read back: hostile input like every file under jobs/. */
+/** The longest owner name kept (as status.owner): a longer one is cut, never a reason to drop the file. */
+const MAX_OWNER = 512;
+const MAX_OWNERS = 10_000;
+
+const entrySchema = z.object({ gpuSeconds: z.number().nonnegative().finite(), at: z.number().finite() });
+
+/**
+ * usage.json as read back: hostile input like every file under jobs/. Checked entry by entry: one
+ * bad owner (a name over the limit, a negative count) is dropped, never the whole history.
+ */
 const usageFileSchema = z.object({
   halfLifeHours: z.number().positive().max(100_000),
-  owners: z
-    .record(
-      z.string().min(1).max(512),
-      z.object({ gpuSeconds: z.number().nonnegative().finite(), at: z.number().finite() }),
-    )
-    .refine((o) => Object.keys(o).length <= 10_000, 'at most 10000 owners'),
+  owners: z.record(z.string(), z.unknown()),
 });
 
 interface Entry {
@@ -50,6 +54,7 @@ export class Usage {
   /** Add GPU-seconds for an owner. */
   add(owner: string, gpuSeconds: number, now: number): void {
     if (!(gpuSeconds > 0)) return;
+    owner = owner.slice(0, MAX_OWNER);
     const e = this.entries.get(owner);
     this.entries.set(owner, { gpuSeconds: (e ? this.decayed(e, now) : 0) + gpuSeconds, at: now });
     this.dirty = true;
@@ -73,7 +78,12 @@ export class Usage {
     const parsed = usageFileSchema.safeParse(json);
     if (!parsed.success) return;
     if (itsHalfLife) this.halfLifeMs = parsed.data.halfLifeHours * 3_600_000;
-    for (const [owner, e] of Object.entries(parsed.data.owners)) this.entries.set(owner, e);
+    for (const [owner, raw] of Object.entries(parsed.data.owners)) {
+      const e = entrySchema.safeParse(raw);
+      if (!owner || owner.length > MAX_OWNER || !e.success) continue;
+      this.entries.set(owner, e.data);
+      if (this.entries.size >= MAX_OWNERS) break;
+    }
   }
 
   async save(): Promise<void> {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import type { JobStatus } from '../../controller/api/status.ts';
+import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
 import { main } from '../../controller/cli/main.ts';
 import { GitSource } from '../../controller/gitops/source.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
@@ -176,6 +176,36 @@ describe('GitOps through the controller loop', () => {
     const events = await new JobStore(r.jobs).readEvents('train', 100);
     expect(events.map((e) => e.reason)).toContain('SpecReverted');
     expect(events.filter((e) => e.reason === 'RevisionApplied')).toHaveLength(5);
+  });
+
+  // Issue 15, item 4 (the reproduction): a 600-character author made the status fail its schema,
+  // so every reconcile started it over: createdAt reset, events flooded, budgets lost.
+  it('a commit author of 600 characters: the status stays valid and stable over many reconciles', async () => {
+    const remote = localRemote();
+    const name = `${'Very Long Name '.repeat(40)}`.slice(0, 600);
+    remote.work.commit({ 'jobs/train.yaml': jobText('train', SPEC) }, 'add train', {
+      author: { name, email: 'long@example.com' },
+    });
+    remote.work.push();
+    const r = await rig({ remote });
+    const raw = parse(readFileSync(join(r.jobs, 'train.status.yaml'), 'utf8'));
+    expect(parseJobStatus(raw), JSON.stringify(raw).slice(0, 300)).toBeDefined();
+    const st = r.status('train')!;
+    expect(st.phase).toBe('Starting');
+    expect(st.source?.author).toMatch(/^Very Long Name .*… <long@example\.com>$/);
+    expect(st.source!.author!.length).toBeLessThanOrEqual(512);
+    expect(st.owner).toBe(st.source?.author);
+    expect(cond(st, 'StatusSalvaged')).toBeUndefined();
+    r.fake.startRanks('gpu1', dirOf(st), 1);
+    await r.pass('train');
+    const running = r.status('train')!;
+    expect(running.phase).toBe('Running');
+    const before = (await new JobStore(r.jobs).readEvents('train', 1000)).length;
+    for (let i = 0; i < 5; i++) await r.pass('train');
+    const after = r.status('train')!;
+    expect(after).toMatchObject({ createdAt: st.createdAt, attempt: 1, runId: st.runId, phase: 'Running' });
+    expect((await new JobStore(r.jobs).readEvents('train', 1000)).length).toBe(before);
+    expect(launches(r.fake)).toHaveLength(1);
   });
 
   it('removed from git: OutOfSync and running with pruning off; stopped with its grace with --prune', async () => {

@@ -7,9 +7,10 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { specHash } from '../../controller/api/trainingjob.ts';
+import { Usage } from '../../controller/runtime/usage.ts';
 import { type JobEvent, JobStore } from '../../controller/store/store.ts';
 import { job, jobYaml } from './job-fixtures.ts';
 
@@ -151,6 +152,76 @@ describe('status files', () => {
 
   it('readStatus of a missing or unparsable file is undefined', async () => {
     expect(await store.readStatus('nope')).toBeUndefined();
+  });
+});
+
+// Issue 15, item 4: a 600-character commit author made the status fail its schema, so every
+// reconcile started it over (createdAt reset, restart budgets and failure history lost, events).
+describe('a status with one bad field keeps the rest', () => {
+  const budgets = {
+    restarts: { infra: 1, training: 2 },
+    failures: [
+      { attempt: 1, class: 'training' as const, reason: 'RankFailed', message: 'rank 0 exited 3', time: 't1' },
+      { attempt: 2, class: 'infra' as const, reason: 'NodeLost', message: 'gpu2 lost', time: 't2' },
+    ],
+  };
+  const longAuthor = `${'A'.repeat(600)} <a@example.com>`;
+
+  it('read back: salvaged field by field; budgets, failures, createdAt kept (StatusSalvaged)', async () => {
+    const bad = status({
+      ...budgets,
+      owner: longAuthor,
+      source: { url: 'file:///r', branch: 'main', author: longAuthor, sync: 'Synced', reason: 'Synced' },
+    });
+    writeFileSync(join(dir, 'train.status.yaml'), stringify(bad));
+    const got = await store.readStatus('train');
+    expect(got).toMatchObject({ ...budgets, createdAt: bad.createdAt, attempt: 1, observedGeneration: 1 });
+    expect(got?.source).toBeUndefined();
+    expect(got?.owner).toBeUndefined();
+    const c = got?.conditions.find((x) => x.type === 'StatusSalvaged');
+    expect(c).toMatchObject({ status: 'True', reason: 'Salvaged' });
+    expect(c?.message).toMatch(/train\.status\.yaml did not fit its schema \(.*source\.author.*\).*dropped: .*source/);
+    expect(got?.conditions.find((x) => x.type === 'Valid')).toBeDefined();
+  });
+
+  it('a bad item of a list goes, the others stay', async () => {
+    const bad = status({
+      failures: [budgets.failures[0], { ...budgets.failures[1], message: 'x'.repeat(5000) }],
+    });
+    writeFileSync(join(dir, 'train.status.yaml'), stringify(bad));
+    expect((await store.readStatus('train'))?.failures).toEqual([budgets.failures[0]]);
+  });
+
+  it('validated before it is written: one that would not read back is written salvaged', async () => {
+    expect(await store.writeStatus('train', status({ ...budgets, owner: longAuthor }))).toBe(true);
+    const back = await store.readStatus('train');
+    expect(back).toMatchObject({ ...budgets, createdAt: status().createdAt });
+    expect(back?.owner).toBeUndefined();
+    expect(back?.conditions.find((x) => x.type === 'StatusSalvaged')?.message).toMatch(/owner/);
+    // The next reconcile builds the same status from it: nothing changes on disk (no churn, no flood).
+    expect(await store.writeStatus('train', { ...back!, owner: longAuthor })).toBe(false);
+  });
+
+  it('usage.json: an owner over the limit is cut when added and dropped when read, never the whole file', async () => {
+    const file = join(dir, '.ugro', 'usage.json');
+    mkdirSync(join(dir, '.ugro'));
+    const u = new Usage(file);
+    u.add('alice', 3600, 1000);
+    u.add(longAuthor, 7200, 1000);
+    await u.save();
+    const back = new Usage(file);
+    await back.load();
+    expect([...back.snapshot(1000).keys()].sort()).toEqual([longAuthor.slice(0, 512), 'alice'].sort());
+    writeFileSync(
+      file,
+      JSON.stringify({
+        halfLifeHours: 24,
+        owners: { alice: { gpuSeconds: 5, at: 1000 }, [longAuthor]: { gpuSeconds: 9, at: 1000 } },
+      }),
+    );
+    const foreign = new Usage(file);
+    await foreign.load();
+    expect([...foreign.snapshot(1000)]).toEqual([['alice', 5]]);
   });
 });
 
@@ -306,6 +377,13 @@ describe('hostile files in jobs/', () => {
       store.appendEvents([{ time: 't', job: 'j', type: 'Normal', reason: 'R', message: 'm' }]),
     ).rejects.toThrow();
     expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('precious\n');
+  });
+
+  it('events.jsonl as a directory: a clear error naming it and the fix, not a bare EISDIR', async () => {
+    mkdirSync(join(dir, '.ugro', 'events.jsonl'), { recursive: true });
+    await expect(
+      store.appendEvents([{ time: 't', job: 'j', type: 'Normal', reason: 'R', message: 'm' }]),
+    ).rejects.toThrow(`${join(dir, '.ugro', 'events.jsonl')} is a directory; UGRO keeps a regular file there`);
   });
 
   it('a symlinked .ugro directory is refused', async () => {
