@@ -10,10 +10,11 @@
 import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { UgroError } from '../../config/errors.ts';
 import { DNS1123_LABEL } from '../../config/schema.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
-import { type JobStatus, parseJobStatus } from '../api/status.ts';
+import { type JobStatus, parseJobStatus, salvageJobStatus, statusIssues } from '../api/status.ts';
 import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
 import { appendRegularFile, ensureOwnDir, lstatOrUndefined, readRegularFile, writeFileAtomic } from './files.ts';
 
@@ -139,14 +140,20 @@ export class JobStore {
     return st?.mtime;
   }
 
-  /** The status, or undefined when absent or unreadable (it is then rebuilt from observation). */
+  /**
+   * The status; undefined when absent or unreadable (it is then rebuilt from observation). One that
+   * parses but fails the schema is salvaged field by field (api/status.ts), so its restart budgets,
+   * failures and createdAt survive a bad field.
+   */
   async readStatus(name: string): Promise<JobStatus | undefined> {
     const r = await this.cachedParse(this.statusFile(name), (text) => {
+      let raw: unknown;
       try {
-        return parseJobStatus(parse(text));
+        raw = parse(text);
       } catch {
         return undefined;
       }
+      return parseJobStatus(raw) ?? salvageJobStatus(raw, new Date().toISOString(), `${name}.status.yaml`);
     });
     // A copy: callers build the next status from it and must not edit the cached one.
     return r.ok && r.value ? structuredClone(r.value) : undefined;
@@ -155,7 +162,7 @@ export class JobStore {
   /** Returns true if the file changed. Skips identical writes (no churn, no mtime noise). */
   async writeStatus(name: string, status: JobStatus): Promise<boolean> {
     const head = `# Written by the UGRO controller; do not edit (your spec is ${name}.yaml).\n`;
-    const text = head + stringify(stripUndefined(status), { lineWidth: 0 });
+    const text = head + stringify(checkedStatus(name, stripUndefined(status)), { lineWidth: 0 });
     const path = this.statusFile(name);
     const cur = await readRegularFile(path);
     if (cur.ok && cur.text === text) return false;
@@ -228,6 +235,19 @@ function parseEvent(line: string): JobEvent | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Validated before it is written: a status that would not read back (a field over its limit) is
+ * written salvaged, with the StatusSalvaged condition naming the field, never as a file that
+ * fails its schema and makes every reconcile start the job's status over.
+ */
+function checkedStatus(name: string, status: JobStatus): JobStatus {
+  if (parseJobStatus(status)) return status;
+  const s = salvageJobStatus(status, new Date().toISOString(), `the status UGRO built for ${name} (a bug in UGRO)`);
+  if (!s)
+    throw new UgroError(`refusing to write ${name}.status.yaml: ${statusIssues(status).join('; ')} (a bug in UGRO)`);
+  return s;
 }
 
 function stripUndefined<T>(v: T): T {
