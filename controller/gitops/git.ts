@@ -198,7 +198,7 @@ export class Git {
         ...(max !== undefined
           ? {
               watch: {
-                everyMs: 200,
+                everyMs: 50,
                 check: async () =>
                   (await incomingBytes(this.dir)) > max
                     ? `brought more than ${mib(max)}: stopped (the clone is capped; see the GitOps docs)`

@@ -4,7 +4,17 @@
  * around it is tested in gitops-controller.test.ts; SSH, signatures over the wire and the whole
  * loop on real hosts in tests/lab/gitops.test.ts.
  */
-import { lstatSync, mkdtempSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -241,6 +251,25 @@ describe('git source: mirroring the branch into jobs/', () => {
     // A file written by hand that git never had: NotInGit.
     writeFileSync(join(r.jobs, 'manual.yaml'), jobText('manual', SPEC));
     expect(await r.info('manual')).toMatchObject({ synced: false, reason: 'NotInGit' });
+  });
+
+  // What git wrote is recognised by its bytes, read only from a regular file and never through a
+  // symlink: a link in jobs/ to a copy of git's bytes is not git's file, and a directory there is
+  // reported, not read (it would throw EISDIR).
+  it("a job file replaced by a symlink to the same bytes, or by a directory, is not counted as git's", async () => {
+    const r = await rig();
+    r.work.commit({ 'jobs/a.yaml': jobText('a', SPEC), 'jobs/b.yaml': jobText('b', SPEC) }, 'two');
+    r.work.push();
+    await started(r);
+    expect(await r.info('a')).toMatchObject({ synced: true, fromGit: true });
+    const copy = join(mkdtempSync(join(tmpdir(), 'ugro-elsewhere-')), 'a.yaml');
+    writeFileSync(copy, readFileSync(join(r.jobs, 'a.yaml')));
+    unlinkSync(join(r.jobs, 'a.yaml'));
+    symlinkSync(copy, join(r.jobs, 'a.yaml'));
+    expect(await r.info('a')).toMatchObject({ synced: false, fromGit: false, reason: 'LocalChange' });
+    unlinkSync(join(r.jobs, 'b.yaml'));
+    mkdirSync(join(r.jobs, 'b.yaml'));
+    expect(await r.info('b')).toMatchObject({ synced: false, fromGit: false, reason: 'LocalChange' });
   });
 
   it('a force-push to an older history is applied like any other head, with HistoryRewritten', async () => {
