@@ -3,9 +3,10 @@
  * issues out, each issue carrying its field path and the file line it came from.
  * Pure: no file system access here; callers read the file.
  */
-import { type Document, isMap, isNode, isSeq, LineCounter, parseDocument } from 'yaml';
+import { type Document, isMap, isNode, isSeq, type LineCounter } from 'yaml';
 import type { z } from 'zod';
 import type { FieldIssue } from './errors.ts';
+import { emptyYamlDocument, parseYamlDocument, yamlToJS } from './yaml-guard.ts';
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; issues: FieldIssue[] };
 
@@ -24,22 +25,34 @@ export class YamlSource {
   private constructor(
     readonly doc: Document.Parsed,
     private readonly lines: LineCounter,
+    private readonly value: unknown,
   ) {}
 
+  /**
+   * Parse under the limits of yaml-guard.ts: a file past one (nesting, aliases, key length, documents) is one
+   * issue with its line, as is a document whose aliases expand too far; syntax errors are issues too.
+   */
   static parse(text: string): { source: YamlSource; issues: FieldIssue[] } {
-    const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-    const source = new YamlSource(doc, lines);
+    const r = parseYamlDocument(text);
+    if (!r.ok) {
+      const empty = emptyYamlDocument();
+      return { source: new YamlSource(empty.doc, empty.lines, undefined), issues: [r.issue] };
+    }
+    const { doc, lines } = r;
     const issues: FieldIssue[] = doc.errors.map((e) => {
       // linePos is only filled with prettyErrors; derive it from the offset instead.
       const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
       return { path: '', message: `YAML syntax: ${e.message.split('\n')[0]}`, line: pos?.line, column: pos?.col };
     });
-    return { source, issues };
+    if (issues.length) return { source: new YamlSource(doc, lines, undefined), issues };
+    const v = yamlToJS(doc, lines);
+    if (!v.ok) return { source: new YamlSource(doc, lines, undefined), issues: [v.issue] };
+    return { source: new YamlSource(doc, lines, v.value), issues };
   }
 
+  /** The document's value (built once by parse; undefined when parse gave issues). */
   toJS(): unknown {
-    return this.doc.toJS({ maxAliasCount: 100 });
+    return this.value;
   }
 
   /**

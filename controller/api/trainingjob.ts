@@ -33,6 +33,7 @@ const word = (error: string) => z.string({ error }).refine(noNul, NUL_MESSAGE);
 const scriptPath = z
   .string()
   .min(1)
+  .refine(noNul, NUL_MESSAGE)
   .refine(
     (s) => !s.startsWith('/') && !s.split('/').includes('..'),
     'must be a relative path inside the project\'s scripts/ (no leading "/", no "..")',

@@ -9,9 +9,10 @@
  */
 import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { UgroError } from '../../config/errors.ts';
 import { DNS1123_LABEL } from '../../config/schema.ts';
+import { parseYamlValue } from '../../config/yaml-guard.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
 import { type JobStatus, parseJobStatus, salvageJobStatus, statusIssues } from '../api/status.ts';
@@ -149,7 +150,7 @@ export class JobStore {
     const r = await this.cachedParse(this.statusFile(name), (text) => {
       let raw: unknown;
       try {
-        raw = parse(text);
+        raw = parseYamlValue(text);
       } catch {
         return undefined;
       }

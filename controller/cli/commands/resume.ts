@@ -34,7 +34,7 @@ export function register(program: Command, ctx: CliContext): void {
       if (!file) throw new NotFoundError(`job ${name} has no spec file in ${store.dir}`);
       const read = await readRegularFile(file);
       if (!read.ok) throw new UgroError(`${file}: ${read.missing ? 'vanished while reading it' : read.message}`);
-      const doc = parseDocument(read.text);
+      const doc = parseDocument(read.text, file);
       doc.setIn(['spec', 'checkpoint', 'resumeFrom'], o.checkpoint);
       const text = doc.toString();
       const res = tj.parseTrainingJob(text, file);
