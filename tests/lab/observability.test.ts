@@ -5,10 +5,13 @@
  * a log line `<script>alert(1)</script>` as text (no dialog), no console errors; screenshots go
  * to .tmp/observability/. Debian's promtool accepts /metrics, and a real prometheus process scrapes
  * it and then answers ugro_job_step for the running job. The lab's stand-in nvidia-smi moves
- * while ranks run, and the node cards and /metrics show it.
+ * while ranks run, and the node cards and /metrics show it. Issue 15: a run of 200k metrics lines
+ * is drawn in the browser through a few thousand points (live, and as SVG without JavaScript), and
+ * a request naming another Host (DNS rebinding) gets 421 from the real controller.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
@@ -215,5 +218,60 @@ describe('the dashboard, /metrics and telemetry on a real run', () => {
     expect(await plain.locator('#loss svg polyline.attempt').getAttribute('data-points')).toBe(String(lines.length));
     await nojs.close();
     await ctx.close();
+  }, 180_000);
+
+  it('200k loss points: drawn through a few thousand, live and without JavaScript; another Host gets 421', async () => {
+    const BIG = 'see-it-big';
+    // Four bursts of 50k metrics lines, 3 s apart: the open page hears them over its stream.
+    const code = [
+      'import json, os, time',
+      "f = open(os.environ['UGRO_METRICS_FILE'], 'a')",
+      'for part in range(4):',
+      '    for i in range(part * 50000, (part + 1) * 50000):',
+      "        f.write(json.dumps({'step': i, 'loss': 50 if i == 150000 else 1 / (1 + i / 1000)}) + '\\n')",
+      '    f.flush()',
+      '    time.sleep(3)',
+    ].join('\n');
+    writeJob(jobsDir, BIG, { command: ['python3', '-c', code], nodes: 1 });
+    await waitPhase(jobsDir, BIG, ['Running', 'Succeeded'], 90_000);
+    const ctx = await browser!.browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const p = await ctx.newPage();
+    const seen = await watchPage(p);
+    await p.goto(`${base}jobs/${BIG}`);
+    const loss = p.locator('#loss');
+    await waitFor(
+      'all 200k points counted on the live chart',
+      async () => Number(await loss.getAttribute('data-points')) === 200_000,
+      90_000,
+      250,
+    );
+    expect(Number(await loss.getAttribute('data-drawn'))).toBeGreaterThan(100);
+    expect(Number(await loss.getAttribute('data-drawn'))).toBeLessThanOrEqual(8000);
+    expect(await loss.locator('canvas').count()).toBeGreaterThan(0);
+    expect(seen.errors).toEqual([]);
+    expect(seen.dialogs).toEqual([]);
+    await waitPhase(jobsDir, BIG, ['Succeeded'], 60_000);
+    const nojs = await browser!.browser.newContext({ javaScriptEnabled: false });
+    const plain = await nojs.newPage();
+    await plain.goto(`${base}jobs/${BIG}`);
+    const line = plain.locator('#loss svg polyline.attempt');
+    expect(await line.getAttribute('data-points')).toBe('200000');
+    expect(Number(await line.getAttribute('data-drawn'))).toBeLessThanOrEqual(4 * 640);
+    await nojs.close();
+    await ctx.close();
+
+    // DNS rebinding: a page of attacker.example whose name resolves to 127.0.0.1.
+    const port = Number(new URL(base).port);
+    const statusFor = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/api/jobs', headers: { host }, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await statusFor(`attacker.example:${port}`)).toBe(421);
+    expect(await statusFor(`localhost:${port}`)).toBe(200);
   }, 180_000);
 });

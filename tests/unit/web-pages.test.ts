@@ -90,7 +90,7 @@ function fullInputs() {
   return { row, card, page };
 }
 
-/** What no page may ever show, and the fields that are in the data but not on the page. */
+/** Fields of the inputs that no page shows (why, for each); every other one must be shown, escaped. */
 const NOT_SHOWN = new Set([
   '.row.hosts[0]', // the nodes column counts them
   '.row.createdAt',
@@ -101,7 +101,7 @@ const NOT_SHOWN = new Set([
 ]);
 
 describe('every field the pages render, hostile', () => {
-  it('never becomes markup, on the jobs page (rows, node cards) and the job page (summary, nodes, failures, events, log)', () => {
+  it('never becomes markup: jobs page (rows, node cards), job page (summary, nodes, failures, events, log)', () => {
     const paths: string[] = [];
     const { row, card, page } = hostile(fullInputs(), '', paths);
     const common: PageCommon = hostile({ cluster: 'cluster', nowMs: T }, '.common', paths);
@@ -221,7 +221,7 @@ describe('huge loss curves', () => {
     });
   }
 
-  it('the history thins a full attempt to half and reads on: the newest points are kept, counted in total', async () => {
+  it('the history thins a full attempt to half and reads on: the newest points kept, all counted', async () => {
     const lines = 10_000;
     const readMetrics = async (_h: unknown, _d: string, offset: number): Promise<MetricsChunk> => {
       const end = Math.min(lines, offset + 1000);

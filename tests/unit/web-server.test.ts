@@ -397,7 +397,7 @@ describe('live streams and log follows, bounded', () => {
 });
 
 describe('a long run on the job page', () => {
-  it('200k loss points: the page is served (200) with a few thousand drawn; the stream sends them thinned', async () => {
+  it('200k loss points: the page is served (200), a few thousand drawn; the stream sends them thinned', async () => {
     const { port } = await serve({ points: 200_000 });
     const page = await get(port, '/jobs/j');
     expect(page.status).toBe(200);

@@ -179,6 +179,7 @@
         return y;
       });
       el.dataset.points = String(attempts.reduce((n, a) => n + a.total, 0));
+      el.dataset.drawn = String(attempts.reduce((n, a) => n + a.steps.length, 0));
       return [xs, ...ys];
     };
     const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
