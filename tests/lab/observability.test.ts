@@ -27,6 +27,7 @@ import {
   runDirOf,
   startController,
   stopController,
+  ugroStream,
   waitFor,
   waitPhase,
   writeJob,
@@ -273,5 +274,66 @@ describe('the dashboard, /metrics and telemetry on a real run', () => {
       });
     expect(await statusFor(`attacker.example:${port}`)).toBe(421);
     expect(await statusFor(`localhost:${port}`)).toBe(200);
+  }, 180_000);
+});
+
+/**
+ * Issue 15, on the same controller: every step train.py writes a metrics line for is in `ugro get
+ * jobs` and /metrics within 3 s of the line's own time (it used to wait for the 30 s reconcile).
+ */
+describe('progress between reconciles on a real run', () => {
+  it('each metrics line train.py writes is in `ugro get jobs` and /metrics within 3 s', async () => {
+    const name = 'fresh-steps';
+    writeJob(jobsDir, name, {
+      command: ['python3', '-u', join(scratch, 'train.py')],
+      args: ['--epochs', '1', '--steps-per-epoch', '40', '--metrics-every', '2', '--sleep', '0.4'],
+      nodes: 1,
+      hosts: ['gpu1'],
+    });
+    await waitPhase(jobsDir, name, ['Running'], 90_000);
+    // When each step was first seen: by `ugro get jobs -o json` (one after the other) and on
+    // /metrics (every 100 ms), until the job is done.
+    const cli = new Map<number, number>();
+    const prom = new Map<number, number>();
+    let done = false;
+    const byCli = (async () => {
+      while (!done) {
+        const r = await ugroStream(jobsDir, 'get', 'jobs', name, '-o', 'json').done;
+        const at = Date.now();
+        const [row] = JSON.parse(r.out) as { status?: { progress?: { step?: unknown } } }[];
+        const step = row?.status?.progress?.step;
+        if (typeof step === 'number' && !cli.has(step)) cli.set(step, at);
+      }
+    })();
+    const line = new RegExp(`^ugro_job_step\\{job="${name}"\\} (\\d+)$`, 'm');
+    const byProm = (async () => {
+      while (!done) {
+        const m = line.exec(await (await fetch(`${base}metrics`)).text());
+        if (m && !prom.has(Number(m[1]))) prom.set(Number(m[1]), Date.now());
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const end = await waitPhase(jobsDir, name, ['Succeeded', 'Failed'], 120_000).finally(() => {
+      done = true;
+    });
+    await Promise.all([byCli, byProm]);
+    expect(end.phase).toBe('Succeeded');
+    // Each line's own time (train.py's time.time(); the lab shares this machine's clock).
+    const host = labCluster().hosts.find((h) => h.name === 'gpu1')!;
+    const written = new Map<number, number>();
+    const file = join(host.paths.runs, runDirOf(end), 'metrics.jsonl');
+    for (const l of readFileSync(file, 'utf8').trim().split('\n')) {
+      const m = JSON.parse(l) as { step: number; time: number };
+      written.set(m.step, m.time * 1000);
+    }
+    const lateness = (seen: Map<number, number>) =>
+      [...seen].filter(([step]) => written.has(step)).map(([step, at]) => at - written.get(step)!);
+    const fromCli = lateness(cli);
+    const fromProm = lateness(prom);
+    // The step moves while it runs (20 lines over ~20 s), not once per 30 s reconcile.
+    expect(fromCli.length, `get jobs saw steps ${[...cli.keys()]}`).toBeGreaterThanOrEqual(5);
+    expect(fromProm.length, `/metrics showed steps ${[...prom.keys()]}`).toBeGreaterThanOrEqual(5);
+    expect(Math.max(...fromCli), `get jobs: ${fromCli.map((x) => Math.round(x))} ms`).toBeLessThan(3000);
+    expect(Math.max(...fromProm), `/metrics: ${fromProm.map((x) => Math.round(x))} ms`).toBeLessThan(3000);
   }, 180_000);
 });
