@@ -5,15 +5,17 @@
  * the lab hosts. One repository and one controller at a time, shared by the scenarios in order
  * (a restart only to change --prune / --require-signed, as a person would).
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { JobStatus } from '../../controller/api/status.ts';
+import { parse } from 'yaml';
+import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
 import { readGitState } from '../../controller/gitops/state.ts';
 import { jobText, signingKey } from '../support/git-repo.ts';
 import {
+  CLUSTER_FILE,
   type Ctl,
   labCluster,
   newJobsDir,
@@ -380,5 +382,67 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     } finally {
       await stopController(child);
     }
+  });
+});
+
+// Issue 15: the controller's state dir and hostile commits, over real ssh.
+describe('GitOps on the lab: the private state dir, a planted clone config, a 600-character author', () => {
+  /** A job that only has to run: a one-node sleep on gpu2 (no torch import). */
+  const SLEEPER = { command: ['sleep', '600'], nodes: 1, hosts: ['gpu2'] };
+
+  it('a repo.git/config planted while it runs (core.sshCommand, insteadOf) runs nothing and is restored', async () => {
+    await controller('--prune');
+    const dir = mkdtempSync(join(tmpdir(), 'ugro-planted-'));
+    const marker = join(dir, 'ran');
+    const evil = join(dir, 'evil');
+    writeFileSync(evil, `#!/bin/sh\necho "$@" >> '${marker}'\nexit 1\n`);
+    chmodSync(evil, 0o755);
+    const config = join(jobs, '.ugro', 'git', 'repo.git', 'config');
+    writeFileSync(
+      config,
+      `[core]\n\tbare = true\n\tsshCommand = ${evil}\n[url "ssh://evil.invalid/"]\n\tinsteadOf = ${remote.url}\n`,
+    );
+    const sha = remote.work.commit({ 'jobs/planted.yaml': jobText('planted', SLEEPER) }, 'after the planting');
+    remote.work.push();
+    const s = sync();
+    expect(s.code, s.err).toBe(0);
+    expect(existsSync(marker)).toBe(false);
+    expect(readGitState(jobs)?.applied).toBe(sha);
+    expect(readFileSync(config, 'utf8')).not.toContain('sshCommand');
+    expect(events('(git)').map((e) => e.reason)).toContain('CloneTampered');
+  });
+
+  it('a 600-character commit author: the status stays valid (no StatusSalvaged), the job runs', async () => {
+    const name = 'Long Author '.repeat(50);
+    const spec = { ...SLEEPER, hosts: ['gpu-master'] };
+    const sha = remote.work.commit({ 'jobs/longauthor.yaml': jobText('longauthor', spec) }, 'long author', {
+      author: { name, email: 'long@example.com' },
+    });
+    remote.work.push();
+    const s = sync();
+    expect(s.code, s.err).toBe(0);
+    const st = await waitPhase(jobs, 'longauthor', ['Running'], 60_000);
+    const raw = parse(readFileSync(join(jobs, 'longauthor.status.yaml'), 'utf8'));
+    expect(parseJobStatus(raw)).toBeDefined();
+    expect(st.revision).toBe(sha);
+    expect(st.source?.author?.length).toBeLessThanOrEqual(512);
+    expect(st.source?.author).toMatch(/^Long Author .*… <long@example\.com>$/);
+    expect(cond(st, 'StatusSalvaged')).toBeUndefined();
+    // Starting, then Running: read back and written again, the same job (not started over).
+    expect(events('longauthor').filter((e) => e.reason === 'RevisionApplied')).toHaveLength(1);
+  });
+
+  it('`ugro controller` on a group-writable jobs/.ugro refuses to start, saying how to fix it', () => {
+    const other = newJobsDir();
+    mkdirSync(join(other, '.ugro'));
+    chmodSync(join(other, '.ugro'), 0o775);
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'bin/ugro.mjs'), '--cluster', CLUSTER_FILE, '--jobs', other, 'controller', '--git', remote.url],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`must not be writable by group or others; it is: ${join(other, '.ugro')}`);
+    expect(r.stderr).toContain(`chmod -R go-w ${join(other, '.ugro')}`);
   });
 });
