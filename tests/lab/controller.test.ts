@@ -5,6 +5,8 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import type { JobStatus } from '../../controller/api/status.ts';
 import { SshPool } from '../../controller/hosts/ssh.ts';
 import {
   labCluster,
@@ -215,21 +217,70 @@ describe('controller on the lab', () => {
     expect(ctl.logText()).not.toContain('launched run part');
   });
 
-  it('an invalid file beside a valid one: Invalid with path and line; the other Succeeds', async () => {
-    jobsDir = newJobsDir();
-    ctl = startController(jobsDir);
-    writeFileSync(
-      join(jobsDir, 'broken.yaml'),
-      'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\n' +
-        'spec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n',
-    );
-    writeJob(jobsDir, 'good', train([], 3));
-    const bad = await waitPhase(jobsDir, 'broken', ['Invalid']);
-    expect(bad.message).toContain('broken.yaml:8');
-    expect(bad.message).toContain('spec.nprocPerNod');
-    const good = await waitPhase(jobsDir, 'good', ['Succeeded', 'Failed']);
-    expect(good.phase).toBe('Succeeded');
-  });
+  // Issue 15: 6 KB of nested YAML made the controller abort (exit 134) and crash-loop; nested aliases threw on each
+  // reconcile ("will retry") and out of `get jobs -o json`. Beside a typo and a good job, in the same controller.
+  it(
+    'invalid files beside a valid one (a typo, 3000-deep YAML, nested aliases): Invalid with path and line, ' +
+      'the same controller throughout; the other Succeeds; get jobs in every format says so',
+    async () => {
+      jobsDir = newJobsDir();
+      ctl = startController(jobsDir);
+      const pid = ctl.pid;
+      writeFileSync(
+        join(jobsDir, 'broken.yaml'),
+        'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: broken\n' +
+          'spec:\n  script: train.py\n  nodes: 3\n  nprocPerNod: 2\n',
+      );
+      // Several of each: the abort needs a deep parse after a regexp got hot (8 files aborted 5 times in 6).
+      for (const i of [1, 2, 3, 4]) {
+        writeFileSync(join(jobsDir, `deep-flow-${i}.yaml`), `${'['.repeat(3000)}${']'.repeat(3000)}`);
+        writeFileSync(join(jobsDir, `deep-seq-${i}.yaml`), `${'- '.repeat(3000)}x`);
+      }
+      const laughs = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+      for (const [p, c] of ['ab', 'bc', 'cd', 'de']) laughs.push(`${c}: &${c} [${Array(10).fill(`*${p}`).join(', ')}]`);
+      writeFileSync(
+        join(jobsDir, 'laughs.yaml'),
+        `apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: laughs\n  annotations:\n${laughs
+          .map((l) => `    ${l}\n`)
+          .join('')}spec:\n  script: train.py\n`,
+      );
+      writeJob(jobsDir, 'good', train([], 3));
+      const bad = await waitPhase(jobsDir, 'broken', ['Invalid']);
+      expect(bad.message).toContain('broken.yaml:8');
+      expect(bad.message).toContain('spec.nprocPerNod');
+      const where: Record<string, string> = {
+        laughs: 'laughs.yaml:7:12: YAML limit: aliases (*name) expand to more than 100 nodes',
+      };
+      for (const i of [1, 2, 3, 4]) {
+        where[`deep-flow-${i}`] = `deep-flow-${i}.yaml:1:65: YAML limit: nested deeper than 64`;
+        where[`deep-seq-${i}`] = `deep-seq-${i}.yaml:1:129: YAML limit: nested deeper than 64`;
+      }
+      for (const [name, text] of Object.entries(where))
+        expect((await waitPhase(jobsDir, name, ['Invalid'])).message).toContain(text);
+      const good = await waitPhase(jobsDir, 'good', ['Succeeded', 'Failed']);
+      expect(good.phase).toBe('Succeeded');
+      // The same process all along: never exited, and nothing retried (a throw is "reconcile failed; will retry").
+      expect([ctl.pid, ctl.exitCode, ctl.signalCode]).toEqual([pid, null, null]);
+      expect(ctl.logText()).not.toContain('reconcile failed');
+      const phases = {
+        good: 'Succeeded',
+        broken: 'Invalid',
+        ...Object.fromEntries(Object.keys(where).map((n) => [n, 'Invalid'])),
+      };
+      for (const format of ['table', 'wide']) {
+        const r = ugro(jobsDir, 'get', 'jobs', '-o', format);
+        expect(r.code, r.err).toBe(0);
+        for (const [name, phase] of Object.entries(phases))
+          expect(r.out).toMatch(new RegExp(`^${name}\\s+${phase}\\b`, 'm'));
+      }
+      for (const format of ['json', 'yaml']) {
+        const r = ugro(jobsDir, 'get', 'jobs', '-o', format);
+        expect(r.code, r.err).toBe(0);
+        const rows = (format === 'json' ? JSON.parse(r.out) : parse(r.out)) as { name: string; status?: JobStatus }[];
+        expect(Object.fromEntries(rows.map((j) => [j.name, j.status?.phase]))).toEqual(phases);
+      }
+    },
+  );
 
   it('arguments with spaces, quotes, $(…), ;, newlines arrive in sys.argv byte-exact', async () => {
     jobsDir = newJobsDir();
