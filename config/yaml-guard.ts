@@ -31,7 +31,7 @@ export const YAML_LIMITS = {
   documents: 1,
   /**
    * Values, collections and tags in one file. A valid TrainingJob has fewer (args are capped at 96 KiB); the
-   * package spends 5-25 µs on each (1 MiB of `[]` took 14 s), so this bounds a parse at about a second.
+   * package spends 5-27 µs on each (1 MiB of `[]` took 14 s), so this keeps a parse under a second (bench:yaml).
    */
   nodes: 100_000,
 } as const;
