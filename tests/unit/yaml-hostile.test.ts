@@ -7,7 +7,7 @@
  * TrainingJob schema: spec.script (once unchecked) and checkpoint.dir (once untested).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -166,6 +166,16 @@ describe('the CLI', () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(`${join(jobs, 'deep.yaml')}:1:129: YAML limit: nested deeper than 64`);
     expect(readFileSync(join(jobs, 'deep.yaml'), 'utf8')).toBe(DEEP_SEQ);
+  });
+
+  it('apply -f of a deep file: exit 1 with the file, line and limit; nothing is written to jobs/', async () => {
+    const file = join(root, 'deep.yaml');
+    writeFileSync(file, DEEP_FLOW);
+    const r = await ugro('apply', '-f', file);
+    expect(r.code).toBe(1);
+    expect(r.err.split('\n')).toEqual([expect.stringMatching(/:1:65: YAML limit: nested deeper than 64 levels/)]);
+    expect(r.err.startsWith(`${file}:1:65: `)).toBe(true);
+    expect(readdirSync(jobs)).toEqual([]);
   });
 
   it('a cluster file past a limit is an issue with its line, not a crash', () => {
