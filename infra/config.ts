@@ -1,6 +1,7 @@
 /**
  * Stack configuration (Pulumi.<stack>.yaml, namespace `ugro`): read, then validate, as two
- * steps (docs/conventions.md, "Read, then validate"). parseStackConfig is pure over the raw `ugro:*` strings; resolveSettings
+ * steps (docs/conventions.md, "Read, then validate"). parseStackConfig is pure over the raw
+ * `ugro:*` strings; resolveSettings
  * is pure over the parsed config, the cluster inventory and the working directory, and yields the
  * InfraSettings that declareCluster takes. Defaults come from the cluster file's `environment`
  * section where it has them, so a stack only sets what differs.
