@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lstatSync } from 'node:fs';
+import { type FSWatcher, lstatSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { UgroError } from '../../config/errors.ts';
 import { kindOf, notRegular, writeFileAtomic } from '../store/files.ts';
@@ -48,14 +48,45 @@ export async function requestSync(
       `no controller is running on ${jobsDir} (it follows ${sourceName(s)}): start \`ugro controller\``,
     );
   const id = `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
-  await writeFileAtomic(join(stateDir(jobsDir), 'sync-request'), `${id}\n`);
-  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const now = readGitState(jobsDir);
-    if (now?.request?.id === id) return { state: now, request: now.request };
-    if (Date.now() >= deadline) break;
-    await sleep(20);
+  // Woken by the answer itself (state.json renamed into place), with a slow poll behind it. A change
+  // between a read and the wait after it is remembered (`dirty`): the wait then returns at once.
+  const changed = new Set<() => void>();
+  let dirty = false;
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(stateDir(jobsDir), { persistent: false }, () => {
+      dirty = true;
+      for (const wake of changed) wake();
+    });
+    watcher.on('error', () => undefined);
+  } catch {
+    /* no watch: the poll answers */
+  }
+  const sleep =
+    o.sleep ??
+    ((ms: number) =>
+      new Promise<void>((r) => {
+        if (dirty) return r();
+        const done = () => {
+          clearTimeout(t);
+          changed.delete(done);
+          r();
+        };
+        const t = setTimeout(done, ms);
+        changed.add(done);
+      }));
+  try {
+    await writeFileAtomic(join(stateDir(jobsDir), 'sync-request'), `${id}\n`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      dirty = false;
+      const now = readGitState(jobsDir);
+      if (now?.request?.id === id) return { state: now, request: now.request };
+      if (Date.now() >= deadline) break;
+      await sleep(100);
+    }
+  } finally {
+    watcher?.close();
   }
   throw new UgroError(
     `timed out after ${Math.round(timeoutMs / 1000)} s waiting for the controller to fetch ${sourceName(s)}`,

@@ -112,6 +112,8 @@ export class GitSource implements JobSource {
   private nextFetchAt?: string;
   private lastStateText?: string;
   private lastSyncKey?: string;
+  /** How long the last fetch took (for the applied log line: where a sync's time goes). */
+  private fetchMs = 0;
   /** Counters for tests and benchmarks. */
   readonly stats = { fetches: 0, applies: 0, writes: 0, prunes: 0 };
 
@@ -231,6 +233,7 @@ export class GitSource implements JobSource {
     let fetchError: string | undefined;
     try {
       await this.fetcher!.fetch();
+      this.fetchMs = Date.now() - t0;
     } catch (e) {
       fetchError = this.explainFetchError(e);
     }
@@ -296,6 +299,7 @@ export class GitSource implements JobSource {
       pruned: r.pruned,
       kept: this.keptWhy.size,
       ms: Date.now() - t0,
+      fetchMs: this.fetchMs,
     });
     return r;
   }
@@ -332,16 +336,14 @@ export class GitSource implements JobSource {
       pruneAll: this.o.pruneAll,
     });
     const files = [...plan.write.map((w) => w.job), ...plan.adopt].map((j) => j.repoFile);
-    const [blobs, commits] = await Promise.all([
+    // Four reads of the clone at once: they are independent, and each is mostly git's start-up.
+    const [blobs, commits, headInfo, anc] = await Promise.all([
       this.repoGit.blobs(plan.write.map((w) => w.job.oid)),
       this.repoGit.lastCommits(head, files),
+      this.repoGit.commitInfo(head),
+      previous && previous !== head ? this.repoGit.isAncestor(previous, head) : undefined,
     ]);
-    const headInfo = await this.repoGit.commitInfo(head);
-    let rewrittenFrom: string | undefined;
-    if (previous && previous !== head) {
-      const anc = await this.repoGit.isAncestor(previous, head);
-      if (anc === false) rewrittenFrom = previous;
-    }
+    const rewrittenFrom = anc === false ? previous : undefined;
     const jobs = new Map(this.manifest.jobs);
     const touched: string[] = [];
     for (const w of plan.write) {
@@ -526,6 +528,10 @@ export class GitSource implements JobSource {
 
   private async readTree(head: string): Promise<JobTree> {
     const treeish = this.o.path ? `${head}:${this.o.path}` : `${head}^{tree}`;
+    // ls-tree first (one git process); only when it fails, ask what the path is: no path there (or
+    // not a directory) is an empty tree, anything else (a damaged clone) an error, never "empty".
+    const r = await this.repoGit.run(['ls-tree', '-z', '-l', treeish]);
+    if (r.code === 0) return parseTree(r.stdout, this.o.path);
     const type = await this.repoGit.typeOf(treeish);
     if (type !== 'tree') return parseTree('', this.o.path, true);
     return parseTree(await this.repoGit.lsTree(treeish), this.o.path);
@@ -596,6 +602,7 @@ export class GitSource implements JobSource {
     const id = r.bytes.toString('utf8').trim();
     if (!/^[A-Za-z0-9-]{1,64}$/.test(id) || id === this.handledRequest) return;
     this.handledRequest = id;
+    const t0 = Date.now();
     const out = await this.syncNow();
     this.lastRequest = {
       id,
@@ -605,6 +612,7 @@ export class GitSource implements JobSource {
       at: this.now().toISOString(),
     };
     await this.writeState(true);
+    this.o.log.info('git source: answered a sync request', { id, ok: out.ok, ms: Date.now() - t0 });
   }
 
   // ---------------------------------------------------------------- persistence

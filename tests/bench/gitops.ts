@@ -1,11 +1,14 @@
 /**
  * GitOps figures on the lab (`gitopsBench()`; or `node --import tsx tests/bench/gitops.ts`):
  *   - the controller's own launch time: a job file written into jobs/ -> status Starting;
- *   - commit -> Starting with `ugro sync` right after the push (goal: < 1 s above the former);
+ *   - commit -> Starting with `ugro sync` right after the push (goal: < 1 s), and where that time
+ *     goes: the push, the controller's fetch and apply (from its log), the rest of the sync
+ *     request (the CLI's start, the request file seen, the answer read back), sync -> Starting;
  *   - commit -> Starting at the polling interval (no sync: the interval's wait plus the same);
  *   - an idle fetch (the branch did not move): wall time and CPU (git + ssh, children included),
- *     measured directly with the controller's own git environment, and in the running controller
- *     over an idle window at --interval 1.
+ *     measured directly with the controller's own git environment, on a new ssh connection each
+ *     time and on the shared one (ControlMaster, as the controller fetches), and in the running
+ *     controller over an idle window at --interval 1.
  * The git server is gpu-master over real ssh (tests/lab/gitops-remote.ts). Needs the lab up and a
  * build of dist/ (npm run build), like every bench that starts `ugro`.
  *
@@ -17,11 +20,12 @@
  * Job names start with the bench's PREFIX, so the bench's scrub of the hosts finds their runs.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Git, gitEnv, writeGitHelpers } from '../../controller/gitops/git.ts';
+import { persistSeconds, SshMux } from '../../controller/gitops/mux.ts';
 import { readGitState } from '../../controller/gitops/state.ts';
 import { writeFileAtomic } from '../../controller/store/files.ts';
 import { newJobsDir, readStatus, startController, stopController, ugro, waitFor } from '../lab/controller-harness.ts';
@@ -49,8 +53,14 @@ export interface GitopsBenchResult {
   syncMs: number[];
   syncCliMs: number[];
   pushMs: number[];
+  /** The controller's own view of each sync: the fetch, the whole sync (fetch + apply), the request. */
+  fetchMs: number[];
+  applyMs: number[];
+  requestMs: number[];
+  /** `ugro sync` returned -> the job Starting. */
+  afterSyncMs: number[];
   intervalMs: number[];
-  idleFetch: { wallMs: number[]; cpuMs: number[] };
+  idleFetch: { wallMs: number[]; cpuMs: number[]; sharedWallMs: number[]; sharedCpuMs: number[] };
   idleController: { fetches: number; cpuMsPerFetch: number; cpuPercent: number };
   intervalSeconds: number;
 }
@@ -64,6 +74,22 @@ function cpuMs(pid: number | 'self'): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK;
+}
+
+/** CPU of the ssh ControlMaster(s) whose socket lies under `dir` (ssh detaches them: not our children). */
+function muxCpuMs(dir: string): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${dir}/`)) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return total;
 }
 
 async function phaseAt(jobs: string, name: string, phases: string[], timeoutMs = 60_000): Promise<number> {
@@ -95,8 +121,12 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
     syncMs: [],
     syncCliMs: [],
     pushMs: [],
+    fetchMs: [],
+    applyMs: [],
+    requestMs: [],
+    afterSyncMs: [],
     intervalMs: [],
-    idleFetch: { wallMs: [], cpuMs: [] },
+    idleFetch: { wallMs: [], cpuMs: [], sharedWallMs: [], sharedCpuMs: [] },
     idleController: { fetches: 0, cpuMsPerFetch: Number.NaN, cpuPercent: Number.NaN },
     intervalSeconds: interval,
   };
@@ -135,6 +165,7 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
     // 2. commit -> Starting, with `ugro sync` right after the push.
     for (let i = 0; i < runs; i++) {
       const name = `${PREFIX}sync-${i}`;
+      const answeredBefore = logCount(ctl!, ANSWERED);
       const t0 = performance.now();
       remote.work.commit({ [`jobs/${name}.yaml`]: jobText(name, SPEC) }, `add ${name}`);
       remote.work.push();
@@ -146,6 +177,14 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
       res.pushMs.push(pushed - t0);
       res.syncCliMs.push(synced - pushed);
       res.syncMs.push(starting - t0);
+      res.afterSyncMs.push(starting - synced);
+      // The answer's log line may arrive just after the answer itself: wait for this sample's.
+      await waitFor('the answer logged', () => logCount(ctl!, ANSWERED) > answeredBefore || undefined, 10_000, 5);
+      const applied = lastLogLine(ctl!, 'git source: applied');
+      const answered = lastLogLine(ctl!, ANSWERED);
+      res.fetchMs.push(Number(applied?.fetchMs));
+      res.applyMs.push(Number(applied?.ms) - Number(applied?.fetchMs));
+      res.requestMs.push(Number(answered?.ms));
       remote.work.commit({ [`jobs/${name}.yaml`]: null }, `remove ${name}`);
       remote.work.push();
       ugro(jobs, 'sync');
@@ -169,15 +208,8 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
     // 4a. An idle fetch, directly, with the controller's git environment (the same wrapper and pins).
     const dir = mkdtempSync(join(tmpdir(), 'ugro-bench-git-'));
     const helpers = await writeGitHelpers(dir);
-    const git = new Git(
-      join(dir, 'repo.git'),
-      gitEnv(helpers, dir, {
-        knownHosts: LAB_KNOWN_HOSTS,
-        identityFile: LAB_KEY,
-        useAgent: false,
-        connectTimeoutSeconds: 5,
-      }),
-    );
+    const auth = { knownHosts: LAB_KNOWN_HOSTS, identityFile: LAB_KEY, useAgent: false, connectTimeoutSeconds: 5 };
+    const git = new Git(join(dir, 'repo.git'), gitEnv(helpers, dir, auth));
     await git.init();
     await git.fetch(remote.url, 'main');
     for (let i = 0; i < (o.idleFetches ?? 20); i++) {
@@ -187,6 +219,19 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
       res.idleFetch.wallMs.push(performance.now() - t0);
       res.idleFetch.cpuMs.push(cpuMs('self') - c0);
     }
+    // The same over one shared connection; the master's CPU (another session) counted from /proc.
+    const mux = new SshMux(join(dir, 'mux'), remote.url, auth, persistSeconds(1000));
+    await mux.prepare();
+    await git.fetch(remote.url, 'main', 120_000, { env: await mux.env() });
+    for (let i = 0; i < (o.idleFetches ?? 20); i++) {
+      const env = await mux.env();
+      const c0 = cpuMs('self') + muxCpuMs(join(dir, 'mux'));
+      const t0 = performance.now();
+      await git.fetch(remote.url, 'main', 120_000, { env });
+      res.idleFetch.sharedWallMs.push(performance.now() - t0);
+      res.idleFetch.sharedCpuMs.push(cpuMs('self') + muxCpuMs(join(dir, 'mux')) - c0);
+    }
+    await mux.stop();
     rmSync(dir, { recursive: true, force: true });
 
     log(`gitops: idle controller at --interval 1 for ${o.idleWindowSeconds ?? 20} s`);
@@ -195,13 +240,14 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
     await new Promise((r) => setTimeout(r, 3000));
     const pid = ctl!.pid!;
     const window = o.idleWindowSeconds ?? 20;
-    const c0 = cpuMs(pid);
+    const muxDir = join(jobs, '.ugro', 'git', 'mux');
+    const c0 = cpuMs(pid) + muxCpuMs(muxDir);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, window * 1000));
-    const cpu = cpuMs(pid) - c0;
+    const cpu = cpuMs(pid) + muxCpuMs(muxDir) - c0;
     const wall = performance.now() - t0;
     // A fetch every interval after the previous one ended: about wall / (1 s + one fetch).
-    const fetches = wall / (1000 + summarize(res.idleFetch.wallMs).p50);
+    const fetches = wall / (1000 + summarize(res.idleFetch.sharedWallMs).p50);
     res.idleController = { fetches: round(fetches), cpuMsPerFetch: cpu / fetches, cpuPercent: (cpu / wall) * 100 };
   } finally {
     if (ctl) await stopController(ctl);
@@ -211,6 +257,27 @@ export async function gitopsBench(o: GitopsBenchOptions = {}): Promise<GitopsBen
   }
   if (o.print !== false) process.stdout.write(`${gitopsLines(res).join('\n')}\n`);
   return res;
+}
+
+const ANSWERED = 'git source: answered a sync request';
+
+function logCount(ctl: { logText: () => string }, msg: string): number {
+  return ctl.logText().split(`"msg":${JSON.stringify(msg)}`).length - 1;
+}
+
+/** The controller's last log line with this message, as its fields. */
+function lastLogLine(ctl: { logText: () => string }, msg: string): Record<string, unknown> | undefined {
+  const lines = ctl.logText().split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (!lines[i].includes(msg)) continue;
+    try {
+      const o = JSON.parse(lines[i]) as Record<string, unknown>;
+      if (o.msg === msg) return o;
+    } catch {
+      /* a torn line */
+    }
+  }
+  return undefined;
 }
 
 export function gitopsLines(r: GitopsBenchResult): string[] {
@@ -228,15 +295,26 @@ export function gitopsLines(r: GitopsBenchResult): string[] {
         row('jobs/ file -> Starting (own launch)', r.launchMs),
         row('commit -> pushed (git push over ssh)', r.pushMs),
         row('pushed -> ugro sync returns', r.syncCliMs),
+        row('  controller: fetch', r.fetchMs),
+        row('  controller: apply (git reads, jobs/ writes)', r.applyMs),
+        row('  controller: request seen -> answered', r.requestMs),
+        row(
+          '  the rest (ugro CLI start, request, answer read)',
+          r.syncCliMs.map((x, i) => x - r.requestMs[i]),
+        ),
+        row('ugro sync returns -> Starting', r.afterSyncMs),
         row('commit -> Starting, with ugro sync', r.syncMs),
         row(`commit -> Starting, --interval ${interval}`, r.intervalMs),
-        row('idle fetch: wall', r.idleFetch.wallMs),
-        row('idle fetch: CPU (git + ssh)', r.idleFetch.cpuMs),
+        row('idle fetch, new ssh connection: wall', r.idleFetch.wallMs),
+        row('idle fetch, new ssh connection: CPU', r.idleFetch.cpuMs),
+        row('idle fetch, shared connection: wall', r.idleFetch.sharedWallMs),
+        row('idle fetch, shared connection: CPU', r.idleFetch.sharedCpuMs),
       ],
     ),
-    `commit -> Starting with ugro sync, above the controller's own launch: ${round(sync - launch)} ms (goal < 1000)`,
+    `commit -> Starting with ugro sync: ${round(sync)} ms (goal < 1000); above the controller's own launch: ` +
+      `${round(sync - launch)} ms`,
     `idle controller at --interval 1: ${round(r.idleController.cpuMsPerFetch)} ms CPU per fetch ` +
-      `(controller + git + ssh), ${round(r.idleController.cpuPercent, 2)} % of one core ` +
+      `(controller + git + ssh, its ControlMaster too), ${round(r.idleController.cpuPercent, 2)} % of one core ` +
       `(${r.idleController.fetches} fetches)`,
   ];
 }
