@@ -17,6 +17,9 @@
  *   idle      a controller with 1000 job files: start-up, RSS, idle CPU (idle.ts)
  *   gitops    commit -> Starting with `ugro sync` and at the polling interval, idle fetch cost,
  *             with a git server on gpu-master (gitops.ts; alone: npm run bench:gitops)
+ *   progress  metrics line -> status file and /metrics; the controller's CPU with 0, 10, 100
+ *             running jobs; the progress watcher's tick (progress.ts; BENCH_PROGRESS_SAMPLES,
+ *             BENCH_PROGRESS_WINDOW_S; alone: BENCH_SECTIONS=progress npm run bench)
  * With only cli and/or placement, the lab is not needed.
  *
  * Not sections (each needs its own process or setup), each its own npm script:
@@ -67,10 +70,11 @@ import { type IdleReport, idleSection } from './idle.ts';
 import { LAUNCH_GOALS, LAUNCH_SPEC, type LaunchReport, launchSection } from './launch.ts';
 import { readText, round, type Summary, table } from './lib.ts';
 import { type PlacementReport, placementLines, placementSection } from './placement.ts';
+import { type ProgressReport, progressLines, progressSection } from './progress.ts';
 import { FAULTS, type Fault, type RecoveryReport, recoverySection } from './recovery.ts';
 import { type StopReport, stopSection } from './stop.ts';
 
-const SECTIONS = ['cli', 'placement', 'launch', 'stop', 'recovery', 'idle', 'gitops'] as const;
+const SECTIONS = ['cli', 'placement', 'launch', 'stop', 'recovery', 'idle', 'gitops', 'progress'] as const;
 /** Sections that need no lab. */
 const OFF_LAB: readonly Section[] = ['cli', 'placement'];
 type Section = (typeof SECTIONS)[number];
@@ -121,6 +125,7 @@ interface Report {
   stop?: StopReport;
   recovery?: RecoveryReport;
   manyJobs?: IdleReport;
+  progress?: ProgressReport;
   sectionSeconds: Record<string, number>;
   /** /proc/loadavg's 1-minute figure when each section ended: anything else running shows here. */
   loadAfterSection: Record<string, number>;
@@ -226,6 +231,8 @@ async function main(): Promise<number> {
     );
     await scrubHosts(lab);
   }
+
+  if (lab && sections.includes('progress')) r.progress = await timed('progress', () => progressSection(lab!));
 
   r.benchSeconds = round((Date.now() - began) / 1000, 1);
   mkdirSync(join(ROOT, '.tmp'), { recursive: true });
@@ -438,6 +445,7 @@ function report(r: Report, out: string): string {
   if (r.recovery) lines.push('', ...recoveryLines(r.recovery));
   if (r.manyJobs) lines.push('', ...idleLines(r.manyJobs));
   if (r.gitops) lines.push('', `6. GitOps (${r.gitops.launchMs.length} samples per figure)`, ...gitopsLines(r.gitops));
+  if (r.progress) lines.push('', ...progressLines(r.progress));
   lines.push('', `JSON: ${out}`);
   return lines.join('\n');
 }
