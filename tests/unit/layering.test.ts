@@ -1,0 +1,249 @@
+/**
+ * The layering of docs/architecture.md ("Layering"), checked over config/, controller/ and infra/: every import
+ * (static, `import type`, `export … from`, dynamic `import()`, type-position `import('x')`) against the rule table
+ * below; every package against its folder's packages; no cycle between files (type-only imports count: they tie
+ * two files together for a reader); and no plain `throw new Error(` (a bug throws an internal error, a condition
+ * of the machine a typed UgroError: docs/conventions.md, "Errors").
+ *
+ * Ratchet: KNOWN_EDGES, KNOWN_CYCLES and PLAIN_THROWS list what is still to fix (issue 16). They may only shrink:
+ * a new violation fails, and so does a listed one that is gone (delete it from the list in the same commit).
+ * The rules name today's folders; when a folder moves, its row moves with it (target layout: issue 16, §5).
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+/** What the loop and the dashboard may see of the backends: the request/result types, errors, health facts. */
+const BACKEND_API = ['controller/hosts/runtime-api.ts', 'controller/hosts/errors.ts', 'controller/hosts/health.ts'];
+
+/**
+ * One row per folder (or file): the paths it may import besides its own row, and the packages it may use.
+ * The most specific row wins. config/ is the bottom; cli/ (the composition root) may import anything.
+ */
+const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
+  config: { may: [], pkgs: /^(yaml|zod|node:.*)$/ },
+  infra: { may: ['config'], pkgs: /^(@pulumi\/.*|zod|node:.*)$/ },
+  // Types and schemas only; of config/ only the leaves that read YAML, quote, and name errors.
+  'controller/api': {
+    may: ['config/errors.ts', 'config/parse.ts', 'config/quote.ts'],
+    pkgs: /^(zod|node:(crypto|path))$/,
+  },
+  // `npm run schema`: writes trainingjob.schema.json beside itself; nothing imports it.
+  'controller/api/generate-schema.ts': { may: ['controller/api'], pkgs: /^node:fs$/ },
+  // Pure decisions: no fs, ssh or timers.
+  'controller/core': { may: ['controller/api', 'config'], pkgs: /^node:path$/ },
+  'controller/store': { may: ['controller/api', 'config'], pkgs: /^(yaml|node:.*)$/ },
+  // The SSH backend and the backend-neutral types (BACKEND_API); never the loop, the dashboard or the CLI.
+  'controller/hosts': { may: ['controller/api', 'config'], pkgs: /^(ssh2|node:.*)$/ },
+  // The Slurm backend (over the SSH one) and router.ts, the one place that picks a backend per host.
+  'controller/slurm': { may: ['controller/hosts', 'controller/api', 'config'], pkgs: /^node:/ },
+  'controller/gitops': { may: ['controller/api', 'controller/store', 'config'], pkgs: /^node:/ },
+  // The loop: never a concrete backend (cli/ builds it), never the dashboard.
+  'controller/runtime': {
+    may: [...BACKEND_API, 'controller/api', 'controller/core', 'controller/store', 'config'],
+    pkgs: /^(zod|node:.*)$/,
+  },
+  // The dashboard: reads what the loop reports, never the loop itself.
+  'controller/web': {
+    may: [...BACKEND_API, 'controller/metrics', 'controller/api', 'controller/core', 'controller/store', 'config'],
+    pkgs: /^node:/,
+  },
+  'controller/metrics': {
+    may: [...BACKEND_API, 'controller/api', 'controller/core', 'controller/store', 'config'],
+    pkgs: /^(prom-client|node:.*)$/,
+  },
+  'controller/export': {
+    may: ['controller/api', 'controller/core', 'controller/slurm', 'config'],
+    pkgs: /^(yaml|node:path)$/,
+  },
+  'controller/cli': { may: ['controller', 'config'], pkgs: /^(commander|yaml|node:.*)$/ },
+};
+
+/** Imports against the table still to fix (issue 16 S2-S4). */
+const KNOWN_EDGES: string[] = [
+  'controller/api/run.ts -> config/schema.ts',
+  'controller/api/trainingjob.ts -> config/schema.ts',
+  'controller/gitops/config.ts -> controller/cli/gitops-flags.ts',
+  'controller/gitops/config.ts -> controller/runtime/log.ts',
+  'controller/gitops/fetcher.ts -> controller/runtime/log.ts',
+  'controller/gitops/source.ts -> controller/runtime/log.ts',
+  'controller/hosts/runtime-api.ts -> controller/slurm/plan.ts',
+  'controller/metrics/prometheus.ts -> controller/web/view.ts',
+  'controller/runtime/controller.ts -> controller/slurm/plan.ts',
+  'controller/web/rows.ts -> controller/runtime/telemetry.ts',
+  'controller/web/server.ts -> controller/runtime/log.ts',
+  'controller/web/sse.ts -> controller/runtime/log.ts',
+  'controller/web/view.ts -> controller/runtime/observer.ts',
+  'controller/web/view.ts -> controller/runtime/telemetry.ts',
+  'controller/web/wire.ts -> controller/runtime/controller.ts',
+  'controller/web/wire.ts -> controller/runtime/log.ts',
+  'controller/web/wire.ts -> controller/runtime/notify.ts',
+  'controller/web/wire.ts -> controller/runtime/telemetry.ts',
+];
+/** Cycles between files still to break (issue 16 S1), each as its files in order, joined by ' + '. */
+const KNOWN_CYCLES: string[] = [
+  'controller/core/schedule.ts + controller/core/types.ts',
+  'controller/core/steps/observe-run.ts + controller/core/steps/schedule-next.ts',
+  'controller/hosts/health.ts + controller/hosts/runtime-api.ts + controller/hosts/scripts.ts',
+];
+/** Plain `throw new Error(` still to convert, per file (issue 16 S6). */
+const PLAIN_THROWS: Record<string, number> = {
+  'config/quote.ts': 2,
+  'controller/core/schedule.ts': 1,
+  'controller/hosts/health.ts': 1,
+  'controller/hosts/records.ts': 2,
+  'controller/hosts/runtime.ts': 1,
+  'controller/hosts/scripts.ts': 2,
+  'controller/runtime/telemetry.ts': 1,
+  'controller/slurm/batch.ts': 6,
+  'controller/slurm/runtime.ts': 1,
+  'controller/slurm/scripts.ts': 1,
+  'controller/store/store.ts': 1,
+  'controller/web/server.ts': 1,
+  'infra/gpu-host.ts': 1,
+  'infra/plan.ts': 1,
+  'infra/scripts.ts': 7,
+};
+
+const within = (f: string, p: string) => f === p || f.startsWith(`${p}/`);
+const layerOf = (f: string): string | undefined =>
+  Object.keys(RULES)
+    .filter((k) => within(f, k))
+    .sort((a, b) => b.length - a.length)[0];
+
+function sources(): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(join(ROOT, d), { withFileTypes: true })) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory()) {
+        if (!['node_modules', 'dist', 'assets'].includes(e.name)) walk(p);
+      } else if (p.endsWith('.ts') && !p.endsWith('.d.ts')) out.push(p);
+    }
+  };
+  for (const d of ['config', 'controller', 'infra']) walk(d);
+  return out.sort();
+}
+
+interface Scan {
+  /** Each import: its specifier (undefined: a dynamic import of a computed name) and line. */
+  imports: { spec: string | undefined; line: number }[];
+  throws: number;
+}
+
+/** Reads one file's imports and plain throws from its syntax tree (comments and strings do not count). */
+function scan(file: string): Scan {
+  const sf = ts.createSourceFile(file, readFileSync(join(ROOT, file), 'utf8'), ts.ScriptTarget.Latest, false);
+  const out: Scan = { imports: [], throws: 0 };
+  const add = (n: ts.Node | undefined, at: ts.Node) =>
+    out.imports.push({
+      spec: n && ts.isStringLiteralLike(n) ? n.text : undefined,
+      line: sf.getLineAndCharacterOfPosition(at.getStart(sf)).line + 1,
+    });
+  const visit = (n: ts.Node): void => {
+    if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier) add(n.moduleSpecifier, n);
+    else if (ts.isImportEqualsDeclaration(n) && ts.isExternalModuleReference(n.moduleReference))
+      add(n.moduleReference.expression, n);
+    else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) add(n.arguments[0], n);
+    else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) add(n.argument.literal, n);
+    else if (ts.isThrowStatement(n)) {
+      const e = n.expression;
+      if (
+        (ts.isNewExpression(e) || ts.isCallExpression(e)) &&
+        ts.isIdentifier(e.expression) &&
+        e.expression.text === 'Error'
+      )
+        out.throws++;
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  return out;
+}
+
+const FILES = sources();
+const SCANS = new Map(FILES.map((f) => [f, scan(f)]));
+const target = (from: string, spec: string) => relative(ROOT, resolve(ROOT, dirname(from), spec));
+/** File -> files it imports (relative specifiers only), each once. */
+const GRAPH = new Map(
+  FILES.map((f) => [
+    f,
+    [...new Set(SCANS.get(f)!.imports.flatMap((i) => (i.spec?.startsWith('.') ? [target(f, i.spec)] : [])))],
+  ]),
+);
+
+/** What is found but not listed (new: fix it), and what is listed but no longer found (fixed: unlist it). */
+function ratchet(found: Map<string, string>, known: readonly string[]) {
+  return {
+    new: [...found].filter(([k]) => !known.includes(k)).map(([k, where]) => `${k}  (${where})`),
+    fixed: known.filter((k) => !found.has(k)),
+  };
+}
+
+describe('layering (docs/architecture.md, "Layering")', () => {
+  it('puts every source file in a row of the table', () => {
+    expect(FILES.length).toBeGreaterThan(100);
+    expect(FILES.filter((f) => !layerOf(f))).toEqual([]);
+  });
+
+  it('imports only what its row may: files and packages', () => {
+    const found = new Map<string, string>(); // violation -> where, first seen
+    for (const f of FILES) {
+      const layer = layerOf(f)!;
+      const rule = RULES[layer];
+      for (const { spec, line } of SCANS.get(f)!.imports) {
+        let v: string | undefined;
+        if (spec === undefined) v = `${f} -> import(a computed name)`;
+        else if (!spec.startsWith('.')) v = rule.pkgs.test(spec) ? undefined : `${f} -> package ${spec}`;
+        else {
+          const to = target(f, spec);
+          if (layerOf(to) !== layer && !rule.may.some((p) => within(to, p))) v = `${f} -> ${to}`;
+        }
+        if (v && !found.has(v)) found.set(v, `${f}:${line}`);
+      }
+    }
+    expect(ratchet(found, KNOWN_EDGES)).toEqual({ new: [], fixed: [] });
+  });
+
+  it('has no cycle between files (Tarjan), type-only imports included', () => {
+    let next = 0;
+    const index = new Map<string, number>();
+    const low = new Map<string, number>();
+    const stack: string[] = [];
+    const onStack = new Set<string>();
+    const found = new Map<string, string>();
+    const visit = (v: string) => {
+      index.set(v, next);
+      low.set(v, next++);
+      stack.push(v);
+      onStack.add(v);
+      for (const w of GRAPH.get(v) ?? []) {
+        if (!GRAPH.has(w)) continue;
+        if (!index.has(w)) {
+          visit(w);
+          low.set(v, Math.min(low.get(v)!, low.get(w)!));
+        } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      }
+      if (low.get(v) !== index.get(v)) return;
+      const scc: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        onStack.delete(w);
+        scc.push(w);
+      } while (w !== v);
+      if (scc.length > 1) found.set(scc.sort().join(' + '), 'a cycle');
+    };
+    for (const f of FILES) if (!index.has(f)) visit(f);
+    expect(ratchet(found, KNOWN_CYCLES)).toEqual({ new: [], fixed: [] });
+  });
+
+  it('throws no plain Error: an internal error for a bug, a typed UgroError for the machine', () => {
+    const found: Record<string, number> = {};
+    for (const [f, s] of SCANS) if (s.throws) found[f] = s.throws;
+    expect(found).toEqual(PLAIN_THROWS);
+  });
+});
