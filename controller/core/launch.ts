@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import type { Gpu } from './placement.ts';
-import type { RankBatch } from './schedule.ts';
+import type { RankBatch } from './types.ts';
 
 export interface NodeLaunch {
   host: Host;

@@ -7,7 +7,7 @@ import type { Host } from '../../config/cluster.ts';
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from './placement.ts';
-import type { ClusterView, LaunchPart } from './types.ts';
+import type { ClusterView, LaunchPart, RankBatch } from './types.ts';
 
 /** Who a job belongs to for fair share when its status does not say: its annotation, else 'unknown'. */
 export function ownerOf(job: TrainingJob): string {
@@ -152,14 +152,6 @@ export function queueOrder(
     a.createdAt.localeCompare(b.createdAt) ||
     a.name.localeCompare(b.name)
   );
-}
-
-export interface RankBatch {
-  /** This rank's share of the global batch, and the index of its first sample. */
-  batch: number;
-  offset: number;
-  micro: number;
-  accum: number;
 }
 
 /**

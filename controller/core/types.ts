@@ -6,7 +6,6 @@ import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
 import type { JobSourceInfo } from '../api/source.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { Decision, Gpu } from './placement.ts';
-import type { RankBatch } from './schedule.ts';
 
 export interface ClusterView {
   hosts: Host[];
@@ -41,6 +40,14 @@ export interface ClusterView {
    * without preempting anyone or taking GPUs a job ahead of it waits for (undefined: no more).
    */
   growTo?: number;
+}
+
+export interface RankBatch {
+  /** This rank's share of the global batch, and the index of its first sample. */
+  batch: number;
+  offset: number;
+  micro: number;
+  accum: number;
 }
 
 export interface LaunchPart {
