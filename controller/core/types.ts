@@ -6,6 +6,7 @@ import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
 import type { JobSourceInfo } from '../api/source.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { Decision, Gpu } from './placement.ts';
+import type { RunView } from './run-view.ts';
 
 export interface ClusterView {
   hosts: Host[];
@@ -137,4 +138,20 @@ export interface ReconcileResult {
   actions: Action[];
   requeueAfterMs?: number;
   events: EventDraft[];
+}
+
+/**
+ * What the next step should do when this one does not end the pass (steps/observe-run.ts hands it to
+ * steps/schedule-next.ts).
+ */
+export interface ScheduleNext {
+  attempt: number;
+  /** The attempt that was stopped on purpose and now resumes (suspend off, cancel withdrawn). */
+  resuming?: RunView;
+  /** The attempt that failed and is being restarted, and why. */
+  afterFailure?: { attempt: number; what: string };
+  /** Hosts of the previous attempt, still usable: preferred for the next one. */
+  prefer?: string[];
+  /** When this spec's first attempt was created (ms): checkpoints older than that are not its own. */
+  since?: number;
 }

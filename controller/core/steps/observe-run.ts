@@ -28,21 +28,8 @@ import {
   vanishedParts,
 } from '../run-view.ts';
 import { withBatches } from '../schedule.ts';
-import type { ReconcileResult } from '../types.ts';
+import type { ReconcileResult, ScheduleNext } from '../types.ts';
 import { newestCheckpoint } from './schedule-next.ts';
-
-/** What the next step should do when this one does not end the pass. */
-export interface ScheduleNext {
-  attempt: number;
-  /** The attempt that was stopped on purpose and now resumes (suspend off, cancel withdrawn). */
-  resuming?: RunView;
-  /** The attempt that failed and is being restarted, and why. */
-  afterFailure?: { attempt: number; what: string };
-  /** Hosts of the previous attempt, still usable: preferred for the next one. */
-  prefer?: string[];
-  /** When this spec's first attempt was created (ms): checkpoints older than that are not its own. */
-  since?: number;
-}
 
 /** Grace for stopping the rest of a gang that cannot go on (they may hang in a collective). */
 const GANG_GRACE_SECONDS = 5;

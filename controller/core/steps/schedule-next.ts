@@ -11,8 +11,7 @@ import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import type { Holding } from '../placement.ts';
 import { freePort, partsOf, runsOnSlurm, schedule, withBatches } from '../schedule.ts';
-import type { Action, LaunchAction, ReconcileResult } from '../types.ts';
-import type { ScheduleNext } from './observe-run.ts';
+import type { Action, LaunchAction, ReconcileResult, ScheduleNext } from '../types.ts';
 
 /** Host clocks may be this far behind the controller's (health warns past 2 s). */
 const CLOCK_SLACK_MS = 5000;
