@@ -147,7 +147,7 @@ export function statusIssues(raw: unknown, max = 3): string[] {
 }
 
 /** The condition a salvaged status carries: when, and which fields were dropped. */
-export const SALVAGED_CONDITION = 'StatusSalvaged';
+const SALVAGED_CONDITION = 'StatusSalvaged';
 
 /** Array fields kept item by item: a bad item goes, the others stay. */
 const ITEMS: Record<string, { schema: z.ZodType; max?: number }> = {

@@ -339,14 +339,14 @@ export class Git {
 }
 
 /** Longest commit subject, author name and e-mail UGRO keeps (status.source allows 1024 and 512). */
-export const COMMIT_LIMITS = { subject: 1000, name: 200, email: 200, time: 64 };
+const COMMIT_LIMITS = { subject: 1000, name: 200, email: 200, time: 64 };
 
 /**
  * A commit's fields as they enter UGRO, bounded here at their source: whatever a committer wrote
  * (a 600-character author, control characters) must fit the status schema downstream, or the
  * job's status would fail it on every read.
  */
-export function commitFields(
+function commitFields(
   revision: string,
   subject: string,
   name: string,
@@ -362,7 +362,7 @@ export function commitFields(
 }
 
 /** At most `max` characters (whole code points, an ellipsis when cut), control characters as spaces. */
-export function clip(text: string, max: number): string {
+function clip(text: string, max: number): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point.
   const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
   const cps = [...clean];

@@ -61,7 +61,7 @@ esac
 `;
 
 /** The clone's config: what `git init --bare` writes, and nothing anyone can add. */
-export const REPO_CONFIG = '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n';
+const REPO_CONFIG = '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n';
 
 /** Files in a git dir that point git at other config or objects; a bare clone of UGRO has none. */
 const FOREIGN = ['commondir', 'config.worktree', 'objects/info/alternates', 'objects/info/http-alternates'];

@@ -16,7 +16,7 @@ export const DEFAULT_MAX_CLONE_BYTES = 1024 * 1024 * 1024;
 
 /** Consolidate when this many packs piled up (one per fetch that brought something), or once a day. */
 export const GC_PACKS = 20;
-export const GC_EVERY_MS = 24 * 3_600_000;
+const GC_EVERY_MS = 24 * 3_600_000;
 
 /** What a killed git leaves behind in a bare repository: temp packs and objects, and lock files. */
 export async function cleanAfterFailure(dir: string): Promise<string[]> {
@@ -44,7 +44,7 @@ async function locksUnder(dir: string): Promise<string[]> {
 }
 
 /** Bytes of the object database: packs (and what arrives as one), and loose objects, if any. */
-export async function cloneBytes(dir: string): Promise<{ bytes: number; packs: number }> {
+async function cloneBytes(dir: string): Promise<{ bytes: number; packs: number }> {
   let bytes = 0;
   let packs = 0;
   const objects = join(dir, 'objects');
@@ -72,7 +72,7 @@ export async function incomingBytes(dir: string): Promise<number> {
 }
 
 /** Is it time to consolidate? Many packs, or a day since the last time. */
-export function gcDue(packs: number, lastGcAt: number | undefined, now: number): boolean {
+function gcDue(packs: number, lastGcAt: number | undefined, now: number): boolean {
   return packs >= GC_PACKS || (packs > 1 && lastGcAt !== undefined && now - lastGcAt >= GC_EVERY_MS);
 }
 

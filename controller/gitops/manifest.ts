@@ -60,7 +60,7 @@ export function parseManifest(raw: unknown, o: { url: string; branch: string; pa
   return m;
 }
 
-export type RawRead = 'missing' | 'unchanged' | { bytes: Buffer; key: string } | { error: string };
+type RawRead = 'missing' | 'unchanged' | { bytes: Buffer; key: string } | { error: string };
 
 /**
  * A regular file's bytes, at most `limit` (job files: 1 MiB), never through a symlink and without

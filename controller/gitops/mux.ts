@@ -20,7 +20,7 @@ import type { GitAuth } from './hardening.ts';
  * The control socket for this remote, or undefined (no sharing) when the URL is not ssh or the
  * path would be too long for a socket or hold a character ssh would expand (%, ~).
  */
-export function muxSocket(muxDir: string, url: GitUrl, auth: GitAuth, knownHostsText: string): string | undefined {
+function muxSocket(muxDir: string, url: GitUrl, auth: GitAuth, knownHostsText: string): string | undefined {
   if (url.kind !== 'ssh') return undefined;
   const id = createHash('sha256')
     .update(JSON.stringify([url.host, url.port ?? 22, url.user ?? '', auth.identityFile ?? '', auth.knownHosts]))

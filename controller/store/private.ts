@@ -23,7 +23,7 @@ export class StateDirError extends UgroError {}
 const OWN_FILES = ['controller.lock', 'controller.json', 'events.jsonl', 'events.1.jsonl', 'usage.json'];
 
 /** Where ssh's control sockets live (gitops/git.ts): the only place a socket is expected. */
-export const MUX_DIR = join('git', 'mux');
+const MUX_DIR = join('git', 'mux');
 
 const SHOWN = 3;
 
