@@ -19,22 +19,11 @@ import {
 import type { SlurmPlan } from '../slurm/plan.ts';
 import { HostError } from './errors.ts';
 import type { NodeHealth } from './health.ts';
+import type { RuntimeScript } from './scripts.ts';
 import type { ExecResult } from './ssh.ts';
 
-export type RuntimeScript =
-  | 'launch'
-  | 'observe'
-  | 'stop'
-  | 'wait'
-  | 'archive'
-  | 'lease'
-  | 'ports'
-  | 'scripts-hash'
-  | 'read-log'
-  | 'follow-log'
-  | 'checksum'
-  | 'metrics'
-  | 'progress';
+// The script names live with the scripts (scripts.ts: no cycle); re-exported for the transports that import them here.
+export type { RuntimeScript };
 
 export interface RunScriptOptions {
   timeoutMs?: number;

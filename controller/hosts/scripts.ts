@@ -7,7 +7,22 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RuntimeScript } from './runtime-api.ts';
+
+/** The scripts a HostTransport runs for the runtime (scripts/runtime/NAME.sh). */
+export type RuntimeScript =
+  | 'launch'
+  | 'observe'
+  | 'stop'
+  | 'wait'
+  | 'archive'
+  | 'lease'
+  | 'ports'
+  | 'scripts-hash'
+  | 'read-log'
+  | 'follow-log'
+  | 'checksum'
+  | 'metrics'
+  | 'progress';
 
 /** Everything sent to hosts with lib.sh in front: the runtime's scripts and health's probe. */
 export type SentScript = RuntimeScript | 'probe';
