@@ -27,7 +27,8 @@ import { ensureOwnDir, MAX_FILE_BYTES, writeFileAtomic } from '../store/files.ts
 import { checkStateDir } from '../store/private.ts';
 import { isJobName, type JobEvent, JobStore } from '../store/store.ts';
 import { Fetcher } from './fetcher.ts';
-import { blobId, type Git, type GitAuth, GitError, presentedKey } from './git.ts';
+import { blobId, type Git, type GitAuth, GitError } from './git.ts';
+import { presentedKey } from './git-errors.ts';
 import { DEFAULT_MAX_CLONE_BYTES } from './housekeeping.ts';
 import { type Manifest, parseManifest, readRawFile } from './manifest.ts';
 import { type JobTree, jobInfo, type LocalFile, parseTree, planSync, readyOf, type SourceState } from './plan.ts';

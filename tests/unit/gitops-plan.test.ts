@@ -12,7 +12,7 @@ import type { JobStatus } from '../../controller/api/status.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
 import { refreshSource, withSource } from '../../controller/core/source.ts';
-import { describeFetchError, presentedKey } from '../../controller/gitops/git.ts';
+import { describeFetchError, presentedKey } from '../../controller/gitops/git-errors.ts';
 import { parseManifest } from '../../controller/gitops/manifest.ts';
 import {
   type AppliedJob,
