@@ -467,6 +467,8 @@ cmd_up() {
   pin_neighbors "$n"
   write_known_hosts "$n"
   write_cluster_yaml "$n"
+  # Slurm up on the lab hosts: its `slurm:` section stays in the rewritten cluster file.
+  bash "$LAB_SH_DIR/slurm.sh" section
   for ((i = 0; i < n; i++)); do wait_port "$i"; done
   local ms=$((($(date +%s%N) - t0) / 1000000))
   log "up: $n host(s) ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s; cluster file: $LAB/cluster.yaml"

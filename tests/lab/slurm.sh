@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The lab's Slurm cluster: Debian's slurm-wlm (22.05) and munge on the lab hosts, so the Slurm
-# backend is tested on real Slurm (../shared/design/LAB.md, "Slurm on the lab hosts": the recipe
-# this follows). slurmctld on gpu-master, one slurmd per lab host with that host's network, name,
-# /etc/hosts and a resolv.conf of its own, one munged for all (its socket is shared through the
-# file system), proctrack/cgroup so a cancel leaves nothing behind.
+# backend is tested on real Slurm. slurmctld on gpu-master, one slurmd per lab host with that
+# host's network, name, /etc/hosts and a resolv.conf of its own, one munged for all (its socket is
+# shared through the file system), proctrack/cgroup so a cancel leaves nothing behind.
 #
 # Usage: bash tests/lab/slurm.sh up|down|status   (npm run lab -- slurm up|down|status)
 #   up      install slurm-wlm and munge if missing, write /etc/slurm/{slurm,cgroup}.conf, start
-#           munged, slurmctld and the slurmds, wait until every node is idle. Idempotent.
+#           munged, slurmctld and the slurmds, wait until every node is idle, add the `slurm:`
+#           section to the lab's cluster file and print how to send a job to it. Idempotent.
 #   down    cancel every job, stop the daemons this script started (by the process group each
-#           was started in, recorded in .lab/slurm/), remove the config it wrote, its state and
-#           Slurm's cgroup folders. Works after a failed or partial up, and twice.
+#           was started in, recorded in .lab/slurm/), remove the config it wrote, its state,
+#           Slurm's cgroup folders and the cluster file's `slurm:` section. Works after a failed
+#           or partial up, and twice.
 #   status  sinfo and squeue, exit 0 only if slurmctld answers and every node is idle or busy
+#   section (re)write the cluster file's `slurm:` section if Slurm is up (`lab up` calls it)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 LAB=${UGRO_LAB_DIR:-$REPO/.lab}
+case $LAB in /*) ;; *) LAB=$PWD/$LAB ;; esac # printed in commands to copy
 S=$LAB/slurm
 CONF_DIR=/etc/slurm
 MARK="# Written by the UGRO lab (tests/lab/slurm.sh): removed by \`lab slurm down\`."
 SUBNET=10.250.77
+LOGIN_USER=master # gpu-master's user (tests/lab/lab.sh): the login host's, in the cluster file
+PARTITION=lab
 
 log() { printf '[lab slurm] %s\n' "$*" >&2; }
 die() { printf '[lab slurm] error: %s\n' "$*" >&2; exit 1; }
@@ -98,7 +103,7 @@ EOF
       echo "NodeName=$(host_name $i) NodeAddr=$(host_ip $i) CPUs=2 Sockets=1 CoresPerSocket=2" \
         "ThreadsPerCore=1 RealMemory=2000"
     done
-    echo "PartitionName=lab Nodes=$(IFS=,; echo "${nodes[*]}") Default=YES MaxTime=INFINITE State=UP"
+    echo "PartitionName=$PARTITION Nodes=$(IFS=,; echo "${nodes[*]}") Default=YES MaxTime=INFINITE State=UP"
   } >"$CONF_DIR/slurm.conf"
   # Without this cgroup.conf the node drains ("cgroup namespace 'freezer' not mounted").
   printf '%s\nCgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nCgroupAutomount=no\n' "$MARK" \
@@ -131,6 +136,30 @@ start_munge() {
     sleep 0.1
   done
   die "munged did not come up (see $S/munged.out)"
+}
+
+# The cluster file's `slurm:` section: the lab Slurm, gpu-master its login host (the YAML edited
+# with the yaml package, the rest of the file kept as it is).
+cluster_section() { # add|remove
+  [ -e "$LAB/cluster.yaml" ] || return 0
+  if [ "$1" = add ]; then
+    node "$HERE/slurm-cluster-file.mjs" add "$LAB/cluster.yaml" "$(host_name 0)" "$(host_ip 0)" "$LOGIN_USER" \
+      "$PARTITION" /usr/bin/python3
+  else
+    node "$HERE/slurm-cluster-file.mjs" remove "$LAB/cluster.yaml"
+  fi
+}
+
+# On stdout, to be copied: how to send a job to the lab Slurm.
+print_usage() {
+  local c="npx ugro --cluster $LAB/cluster.yaml --jobs $LAB/slurm-jobs"
+  cat <<EOT
+# The lab Slurm is the \`slurm:\` section of $LAB/cluster.yaml (until \`npm run lab -- slurm down\`).
+# A controller for it (in a terminal of its own; Ctrl-C stops it):
+$c controller
+# A job sent to it (spec.backend: slurm); \`get jobs\`, \`logs slurm-hello --rank 2\` with the same flags follow it:
+$c apply -f $HERE/slurm-hello.yaml
+EOT
 }
 
 cmd_up() {
@@ -168,8 +197,10 @@ cmd_up() {
     sleep 0.2
   done
   [ "$idle" -ge "$n" ] || { sinfo >&2 || true; die "not every node is idle after 30 s (logs: $S/)"; }
+  cluster_section add
   local ms=$((($(date +%s%N) - t0) / 1000000))
   log "up: slurmctld on gpu-master, $n slurmd idle in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s"
+  print_usage
 }
 
 # Every process below PID (children first), from the process table.
@@ -221,6 +252,7 @@ cmd_down() {
   find /sys/fs/cgroup -mindepth 2 -maxdepth 6 -depth -type d -name 'slurm*' 2>/dev/null |
     while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
   rm -rf "$S"
+  cluster_section remove
   log "down: Slurm stopped and removed"
 }
 
@@ -238,5 +270,6 @@ case $verb in
   up) mkdir -p "$S"; cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  section) if alive_group slurmctld; then cluster_section add; fi ;;
   *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac
