@@ -258,7 +258,8 @@ export function progressLines(p: ProgressReport): string[] {
         x.latenessMs ? round(x.latenessMs.p99, 0) : '-',
       ]),
     ),
-    `   the watcher alone, one tick over ${p.watcher.runs} run dirs on ${p.watcher.hosts} hosts (${p.watcher.ticks} ticks; ` +
+    `   the watcher alone, one tick over ${p.watcher.runs} run dirs on ${p.watcher.hosts} hosts ` +
+      `(${p.watcher.ticks} ticks; ` +
       `the hosts' CPU per tick: ${p.watcher.unchanged.hostsCpuMsPerTick} ms unchanged, ` +
       `${p.watcher.everyFileChanged.hostsCpuMsPerTick} ms all changed):`,
     table(H, [

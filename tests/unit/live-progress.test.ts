@@ -187,7 +187,7 @@ describe('job lanes', () => {
     expect(await lanes.run('a', async () => 7)).toBe(7);
   });
 
-  it('latest: values offered while one waits are merged into one call with the newest; idle waits for all', async () => {
+  it('latest: offers made while one waits become one call with the newest; idle waits for all', async () => {
     const lanes = new JobLanes();
     const g = gate();
     const got: number[] = [];

@@ -93,7 +93,7 @@ describe.skipIf(process.platform !== 'linux')('progress.sh, the real script', ()
     expect(await rt.readProgress(host, [])).toEqual([]);
   });
 
-  it('names that are not run dirs and bad signatures are refused before the host; the script refuses them too', async () => {
+  it('names that are not run dirs and bad signatures are refused before the host, and by the script', async () => {
     const { host, local, rt } = setup();
     await expect(rt.readProgress(host, [{ dir: '../x' }])).rejects.toThrow(/not a run dir name/);
     await expect(rt.readProgress(host, [{ dir: dirs(1)[0], sig: '1;rm -rf /' }])).rejects.toThrow(/signature/);
