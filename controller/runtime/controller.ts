@@ -141,7 +141,7 @@ export class Controller {
       onError: (key, err, retry) =>
         this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
-    this.waiters = new Waiters(this.runtime, (job) => this.queue.add(job));
+    this.waiters = new Waiters(this.runtime, (job) => this.queue.add(job), this.log);
     this.liveness = new Liveness(this.runtime, o.cluster.hosts, () => this.now().getTime(), this.log);
     this.leases = new Leases(
       this.runtime,

@@ -5,6 +5,7 @@
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../api/run.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import type { Logger } from './log.ts';
 
 export class Waiters {
   private readonly active = new Map<string, AbortController>();
@@ -12,6 +13,8 @@ export class Waiters {
   constructor(
     private readonly runtime: HostRuntimeApi,
     private readonly wake: (job: string) => void,
+    /** Notes each part's end (its time is where a failure's reaction starts: npm run bench, recovery). */
+    private readonly log?: Logger,
   ) {}
 
   ensure(host: Host, part: RunPart): void {
@@ -21,7 +24,13 @@ export class Waiters {
     this.active.set(key, ac);
     this.runtime
       .wait(host, part.dir, ac.signal)
-      .catch(() => undefined)
+      .then(
+        () => {
+          if (!ac.signal.aborted)
+            this.log?.info('run part ended', { job: part.meta.job, host: host.name, run: part.meta.runId });
+        },
+        () => undefined,
+      )
       .finally(() => {
         if (this.active.get(key) === ac) this.active.delete(key);
         if (!ac.signal.aborted) this.wake(part.meta.job);

@@ -51,6 +51,7 @@ import {
   pad,
   writeJobAtomic,
 } from './context.ts';
+import { type CrashPath, crashPath, crashPathReport, describeProcess, watchAgentLogs } from './crash-path.ts';
 import { markedPids, nsTextToMs, poll, readText, round, type Summary, sleep, summarize } from './lib.ts';
 
 export const FAULTS = ['node-loss', 'rank-crash', 'runner-kill', 'hang'] as const;
@@ -177,6 +178,8 @@ interface RecoverySample {
   stepsLost: number;
   /** The failed attempt's last step (a killed runner's ranks train on until the gang is stopped). */
   lastStepOfAttempt: number;
+  /** Rank crash: where the time to the gang stopped went (crash-path.ts). */
+  path?: CrashPath;
   newAttemptHosts: string[];
   /** How long `lab cut` ran (node loss); the fault's moment is the link going down, inside it. */
   labVerbMs?: number;
@@ -215,6 +218,8 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
   let labVerbMs: number | undefined;
   let stepAtFault = 0;
   const gpu2 = lab.hosts[2];
+  // Rank crash: its torchrun.log files watched from just before the kill (crash-path.ts).
+  let agentLogs: ReturnType<typeof watchAgentLogs> | undefined;
   try {
     // The fault.
     if (fault === 'node-loss') {
@@ -236,6 +241,7 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
       const rank = fault === 'rank-crash' ? 1 : 2;
       const pid = await poll(`${name}: rank ${rank} pid`, () => rankPid(a1.runId, rank), 10_000, 20);
       stepAtFault = lastStep(a1.rank0Dir);
+      if (fault === 'rank-crash') agentLogs = watchAgentLogs(a1.hosts.map((h) => a1.dirOn(h)));
       t0 = Date.now();
       process.kill(pid, fault === 'rank-crash' ? 'SIGKILL' : 'SIGSTOP');
       if (fault === 'hang') stopped = pid;
@@ -250,10 +256,18 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
 
     // Detection, and (not for a cut host) the gang gone. Both watched together.
     let gangStoppedMs: number | undefined;
+    // Rank crash: what each live process of the gang is, so the last one alive can be named.
+    let alive: string[] = [];
+    const gone = () => {
+      const pids = markedPids(a1.runId);
+      if (fault === 'rank-crash' && pids.length)
+        alive = pids.map((p) => describeProcess(lab, p)).filter((x): x is string => x !== undefined);
+      return pids.length === 0;
+    };
     const gang =
       fault === 'node-loss'
         ? Promise.resolve()
-        : poll(`${name}: attempt 1 gone`, () => markedPids(a1.runId).length === 0, 60_000, 20).then(() => {
+        : poll(`${name}: attempt 1 gone`, gone, 60_000, 20).then(() => {
             gangStoppedMs = Date.now() - t0;
           });
     const detectedBy =
@@ -322,6 +336,22 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
     if (!resumed) throw new Error(`${name}: attempt 2's rank 0 log does not say where it resumed:\n${log0}`);
     const resumedStep = Number(resumed[2]);
     const firstStepAt = second.m[0].at;
+    // Read now: attempt 1's run dirs are still in place and the controller has logged its stop.
+    const path =
+      fault === 'rank-crash' && agentLogs
+        ? crashPath({
+            t0,
+            dirs: a1.hosts.map((h) => a1.dirOn(h)),
+            runId: a1.runId,
+            job: name,
+            crashedRank: 1,
+            noticed: agentLogs.stop(),
+            controllerLog: ctl.logText(),
+            decidedAt: shown.decided,
+            ...(gangStoppedMs !== undefined ? { gangStoppedAt: t0 + gangStoppedMs } : {}),
+            ...(alive.length ? { lastAlive: [...new Set(alive)].sort().join('+') } : {}),
+          })
+        : undefined;
     const launched2 = a2.lastLaunchedAt();
     const s: RecoverySample = {
       fault,
@@ -341,9 +371,11 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
       lastStepOfAttempt: lastStep(a1.rank0Dir),
       newAttemptHosts: a2.hosts,
       ...(labVerbMs !== undefined ? { labVerbMs } : {}),
+      ...(path ? { path } : {}),
     };
     return { s, runIds: [a1.runId, a2.runId] };
   } finally {
+    agentLogs?.stop();
     // Undo the fault whatever happened above.
     if (fault === 'node-loss') {
       const healedAt = await labVerb('heal', gpu2.name).then(
@@ -473,6 +505,7 @@ export async function recoverySection(lab: Lab, samples: number, kinds: readonly
           detectedToTrainingMs: sum('detectedToTrainingMs'),
           restartStartupMs: sum('restartStartupMs'),
           stepsLost: lost,
+          ...(f === 'rank-crash' ? { path: crashPathReport(xs.flatMap((s) => (s.path ? [s.path] : []))) } : {}),
           goals: {
             ...(detectGoal !== undefined ? { detectedP50Ms: detectGoal, detectedMet: detected.p50 < detectGoal } : {}),
             trainingAgainP50Ms: round(againGoal, 0),
@@ -480,7 +513,7 @@ export async function recoverySection(lab: Lab, samples: number, kinds: readonly
             stepsLostMax: RECOVERY_GOALS.stepsLost,
             stepsLostMet: lost.max <= RECOVERY_GOALS.stepsLost,
           },
-          samples: xs.map(roundSample),
+          samples: xs.map(({ path: _p, ...s }) => roundSample(s)),
         },
       ];
     }),

@@ -13,7 +13,10 @@
  *             alone: npm run bench:launch)
  *   stop      `ugro cancel` and deleting the job file -> no process of the run left (stop.ts)
  *   recovery  node loss, rank crash, runner kill, hang: detection, fault -> training again,
- *             steps lost (recovery.ts; alone: npm run bench:recovery)
+ *             steps lost, where a rank crash's time to the gang stopped goes (recovery.ts,
+ *             crash-path.ts; alone: npm run bench:recovery)
+ *   throughput train.py steps/s under the controller against bare torchrun on the same hosts,
+ *             alternating pairs (throughput.ts; BENCH_THROUGHPUT_PAIRS, BENCH_THROUGHPUT_STEPS)
  *   idle      a controller with 1000 job files: start-up, RSS, idle CPU (idle.ts)
  *   gitops    commit -> Starting with `ugro sync` and at the polling interval, idle fetch cost,
  *             with a git server on gpu-master (gitops.ts; alone: npm run bench:gitops)
@@ -37,7 +40,8 @@
  * runner-kill,hang: default all); BENCH_JOBS (default 1000); BENCH_IDLE_S (idle window, default
  * 125; under 60 it holds no steady-state minute); BENCH_PLACEMENT_RUNS (default 20),
  * BENCH_PLACEMENT_JOBS (default 1000); BENCH_GITOPS_RUNS (default 5), BENCH_GITOPS_INTERVAL
- * (default 5), BENCH_GITOPS_IDLE_S (default 20). Results are printed and written to
+ * (default 5), BENCH_GITOPS_IDLE_S (default 20); BENCH_THROUGHPUT_PAIRS (default 5),
+ * BENCH_THROUGHPUT_STEPS (default 600). Results are printed and written to
  * .tmp/bench-<date>.json.
  *
  * A short run of everything (a few minutes instead of about half an hour):
@@ -65,6 +69,7 @@ import {
   preflight,
   scrubHosts,
 } from './context.ts';
+import { crashPathLines } from './crash-path.ts';
 import { type GitopsBenchResult, gitopsBench, gitopsLines } from './gitops.ts';
 import { type IdleReport, idleSection } from './idle.ts';
 import { LAUNCH_GOALS, LAUNCH_SPEC, type LaunchReport, launchSection } from './launch.ts';
@@ -73,8 +78,19 @@ import { type PlacementReport, placementLines, placementSection } from './placem
 import { type ProgressReport, progressLines, progressSection } from './progress.ts';
 import { FAULTS, type Fault, type RecoveryReport, recoverySection } from './recovery.ts';
 import { type StopReport, stopSection } from './stop.ts';
+import { type ThroughputReport, throughputLines, throughputSection } from './throughput.ts';
 
-const SECTIONS = ['cli', 'placement', 'launch', 'stop', 'recovery', 'idle', 'gitops', 'progress'] as const;
+const SECTIONS = [
+  'cli',
+  'placement',
+  'launch',
+  'stop',
+  'recovery',
+  'throughput',
+  'idle',
+  'gitops',
+  'progress',
+] as const;
 /** Sections that need no lab. */
 const OFF_LAB: readonly Section[] = ['cli', 'placement'];
 type Section = (typeof SECTIONS)[number];
@@ -111,6 +127,8 @@ const PLACEMENT_JOBS = intEnv('BENCH_PLACEMENT_JOBS', 1000);
 const GITOPS_RUNS = intEnv('BENCH_GITOPS_RUNS', 5);
 const GITOPS_INTERVAL = intEnv('BENCH_GITOPS_INTERVAL', 5);
 const GITOPS_IDLE_S = intEnv('BENCH_GITOPS_IDLE_S', 20);
+const TP_PAIRS = intEnv('BENCH_THROUGHPUT_PAIRS', 5);
+const TP_STEPS = intEnv('BENCH_THROUGHPUT_STEPS', 600);
 
 interface Report {
   date: string;
@@ -124,6 +142,7 @@ interface Report {
   launch?: LaunchReport;
   stop?: StopReport;
   recovery?: RecoveryReport;
+  throughput?: ThroughputReport;
   manyJobs?: IdleReport;
   progress?: ProgressReport;
   sectionSeconds: Record<string, number>;
@@ -179,6 +198,8 @@ async function main(): Promise<number> {
       gitopsRuns: GITOPS_RUNS,
       gitopsIntervalS: GITOPS_INTERVAL,
       gitopsIdleWindowS: GITOPS_IDLE_S,
+      throughputPairs: TP_PAIRS,
+      throughputSteps: TP_STEPS,
       launchSpec: LAUNCH_SPEC,
       controllerArgs: 'controller --grace 5 (resync 60 s, health every 30 s)',
     },
@@ -217,6 +238,11 @@ async function main(): Promise<number> {
   if (lab && sections.includes('recovery')) {
     const l = lab;
     r.recovery = await timed('recovery', () => recoverySection(l, N_FAULTS, kinds));
+    await scrubHosts(lab);
+  }
+  if (lab && sections.includes('throughput')) {
+    const l = lab;
+    r.throughput = await timed('throughput', () => throughputSection(l, TP_PAIRS, TP_STEPS));
     await scrubHosts(lab);
   }
   if (lab && sections.includes('idle')) r.manyJobs = await timed('idle', () => idleSection(N_JOBS, IDLE_S));
@@ -390,6 +416,7 @@ function recoveryLines(R: RecoveryReport): string[] {
     detection,
     '   decided: the time the controller wrote into the record (when its reconcile decided); the status file ' +
       'shows it when written.',
+    ...(R.faults['rank-crash']?.path ? crashPathLines(R.faults['rank-crash'].path) : []),
     `   fault -> first training step of the new attempt; goal < torchrun start-up (${ms(startup)} p50 here: ` +
       `launched_at -> first step) + ${g.trainingAgainSlackMs} ms = ${ms(againGoal)};`,
     `   steps lost = last step before the fault - step resumed from; goal <= one checkpoint interval ` +
@@ -443,6 +470,8 @@ function report(r: Report, out: string): string {
   if (r.launch) lines.push('', ...launchLines(r.launch, N_LAUNCH));
   if (r.stop) lines.push('', ...stopLines(r.stop, r.launch, N_STOP));
   if (r.recovery) lines.push('', ...recoveryLines(r.recovery));
+  if (r.throughput)
+    lines.push('', '4b. Training throughput: UGRO against bare torchrun', ...throughputLines(r.throughput));
   if (r.manyJobs) lines.push('', ...idleLines(r.manyJobs));
   if (r.gitops) lines.push('', `6. GitOps (${r.gitops.launchMs.length} samples per figure)`, ...gitopsLines(r.gitops));
   if (r.progress) lines.push('', ...progressLines(r.progress));
