@@ -23,7 +23,29 @@ export interface NodeLaunch {
 }
 
 /**
- * torchrun via `python -m torch.distributed.run` (same interpreter as training), underscore
+ * torchrun's own main (torch.distributed.run), but a torchrun that fails or is stopped exits the
+ * moment its work is done (workers stopped, exit barrier, rendezvous closed): the traceback as
+ * Python prints it, then os._exit, without the interpreter's teardown of torch (0.3-0.6 s on the
+ * lab, while its TCPStore client threads spin on a core once the store host is gone). The gang
+ * is then gone that much sooner (npm run bench, recovery). A success exits normally: the store
+ * host's torchrun must outlive its peers' closing of the rendezvous. Fixed text, no values.
+ */
+const TORCHRUN_MAIN = [
+  'import os, sys, traceback',
+  'from torch.distributed.run import main',
+  'try:',
+  '    main()',
+  'except SystemExit:',
+  '    raise',
+  'except BaseException:',
+  '    traceback.print_exc()',
+  '    sys.stdout.flush()',
+  '    sys.stderr.flush()',
+  '    os._exit(1)',
+].join('\n');
+
+/**
+ * torchrun (TORCHRUN_MAIN: torch.distributed.run, same interpreter as training), underscore
  * flag spellings (torch 1.13 knows only those), c10d with is_host=1 on exactly the endpoint's
  * node (c10d's own guess fails on multi-NIC hosts), UGRO-level restarts (--max_restarts=0),
  * and --no_python + rank.sh so each global rank logs to its own file without --redirects/--tee.
@@ -32,8 +54,8 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
   const target = trainingTarget(job, n.host);
   return [
     n.host.python,
-    '-m',
-    'torch.distributed.run',
+    '-c',
+    TORCHRUN_MAIN,
     `--nnodes=${n.nnodes}`,
     `--nproc_per_node=${n.nproc}`,
     `--node_rank=${n.nodeRank}`,
@@ -42,8 +64,9 @@ export function torchrunArgv(job: TrainingJob, n: NodeLaunch): string[] {
     `--rdzv_id=${n.runId}`,
     `--rdzv_conf=is_host=${n.nodeRank === 0 ? 1 : 0},join_timeout=${n.rdzvTimeoutSeconds}`,
     '--max_restarts=0',
-    // torch 1.13 looks at its ranks every 5 s: a crashed rank would go unnoticed that long.
-    '--monitor_interval=0.5',
+    // torch 1.13 looks at its ranks every 5 s: a crashed rank would go unnoticed that long. A
+    // look is a waitpid per rank (the rendezvous state it also reads is cached for 1 s).
+    '--monitor_interval=0.1',
     '--no_python',
     posix.join(n.runDir, 'rank.sh'),
     ...target,

@@ -40,8 +40,8 @@ describe('torchrunArgv', () => {
   it('the exact argv of a worker node of a script job', () => {
     expect(torchrunArgv(SCRIPT_JOB, node())).toEqual([
       'python3',
-      '-m',
-      'torch.distributed.run',
+      '-c',
+      expect.stringContaining('from torch.distributed.run import main'),
       '--nnodes=2',
       '--nproc_per_node=2',
       '--node_rank=1',
@@ -50,7 +50,7 @@ describe('torchrunArgv', () => {
       `--rdzv_id=${RUN_ID}`,
       '--rdzv_conf=is_host=0,join_timeout=300',
       '--max_restarts=0',
-      '--monitor_interval=0.5',
+      '--monitor_interval=0.1',
       '--no_python',
       '/home/ob/ugro/runs/train.abcd1234.1/rank.sh',
       'python3',
