@@ -32,7 +32,9 @@ fi
 child=$!
 # The training process itself: observe reports its state (a stopped or stuck rank shows there).
 echo "$child" > "$UGRO_RUN_DIR/rank-$RANK.pid"
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
+# told: torchrun or a stop asked this rank to end (its exit is then theirs, not its own failure).
+told=
+trap 'told=1; kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
   # (2>/dev/null: the shell's "Terminated" job notice is ours, not the training's, and would end
   # up in torchrun's log, the tail shown on failure.)
@@ -40,4 +42,18 @@ while :; do
   kill -0 "$child" 2>/dev/null || break
 done
 echo "$rc" > "$UGRO_RUN_DIR/rank-$RANK.exit"
+# A rank that failed on its own ends its torchrun now (SIGTERM: torchrun stops its other local
+# ranks and exits). UGRO runs torchrun with --max_restarts=0, so that is all torchrun would do,
+# but only at its next monitor look, and it would then wait in its exit barrier for every other
+# node's torchrun (up to 300 s): a peer stuck in a collective held the gang until the controller's
+# next look. The runner's exit wakes the controller, which stops the gang. Only torchrun is told,
+# and only while it is still this shell's parent (not a reused pid): /proc/$$/stat's 4th field.
+if [ "$rc" != 0 ] && [ -z "$told" ]; then
+  { read -r stat < "/proc/$$/stat"; } 2>/dev/null || stat=
+  set -- ${stat##*) }
+  if [ "${2:-}" = "$PPID" ] && grep -qF torch.distributed.run "/proc/$PPID/cmdline" 2>/dev/null; then
+    echo "ugro: rank $RANK exited with code $rc: ending torchrun (pid $PPID) now; UGRO stops the gang" >&2
+    kill -TERM "$PPID" 2>/dev/null
+  fi
+fi
 exit "$rc"

@@ -6,11 +6,12 @@
  *   rank.sh saw it       the crashed rank's wrapper recorded its exit: mtime of rank-1.exit
  *   peers' ranks exited  the other ranks' training processes ended on their own (their collective
  *                        with the dead peer failed): the last of their rank-N.exit mtimes
- *   torchrun noticed     torchrun's monitor (--monitor_interval) saw a failed worker: the first
- *                        write to its torchrun.log ("failed (exitcode: …)"), watched every 5 ms
- *                        here; the last host's
- *   torchrun done        torchrun's own work finished (stop workers, exit barrier, rendezvous
- *                        closed, error summary): its last write to torchrun.log (mtime); last host
+ *   torchrun told        the first write to its torchrun.log, watched every 5 ms here: rank.sh's
+ *                        "ending torchrun" line when one of its ranks failed on its own (it
+ *                        SIGTERMs torchrun), else torchrun's monitor (--monitor_interval) saying a
+ *                        worker failed; the last host's
+ *   torchrun done        torchrun's own work finished (workers stopped, its traceback or error
+ *                        summary): its last write to torchrun.log (mtime); the last host's
  *   first runner exit    the first host's runner recorded torchrun's exit (finished_at): the
  *                        first waiter (wait.sh) can return
  *   waiter returned      the controller's log: "run part ended" (its first for the attempt)
@@ -48,8 +49,8 @@ export interface CrashPath {
 export const STAGES: { key: Exclude<keyof CrashPath, 'lastAlive'>; label: string }[] = [
   { key: 'rankSawIt', label: "crashed rank's rank.sh saw it (rank-1.exit)" },
   { key: 'peersExited', label: "peers' ranks exited on their own (last)" },
-  { key: 'torchrunNoticed', label: 'torchrun noticed (monitor), last host' },
-  { key: 'torchrunDone', label: 'torchrun done (error summary), last host' },
+  { key: 'torchrunNoticed', label: 'torchrun told (rank.sh) or noticed, last host' },
+  { key: 'torchrunDone', label: "torchrun's last log line, last host" },
   { key: 'firstRunnerExit', label: 'first runner exit (finished_at)' },
   { key: 'waiterReturned', label: 'controller: waiter returned' },
   { key: 'stopSent', label: 'controller: stop sent (gang-failed)' },

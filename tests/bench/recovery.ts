@@ -27,19 +27,9 @@
  * last host's launched_at -> their first training step (python and torch import, c10d rendezvous,
  * init_process_group, one step).
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { JobStatus } from '../../controller/api/status.ts';
-import {
-  newJobsDir,
-  ROOT,
-  rankPid,
-  readStatus,
-  runDirOf,
-  startController,
-  stopController,
-} from '../lab/controller-harness.ts';
+import { newJobsDir, ROOT, rankPid, readStatus, startController, stopController } from '../lab/controller-harness.ts';
 import {
   type Controller,
   controllerStarted,
@@ -51,10 +41,12 @@ import {
   pad,
   writeJobAtomic,
 } from './context.ts';
-import { type CrashPath, crashPath, crashPathReport, describeProcess, watchAgentLogs } from './crash-path.ts';
-import { markedPids, nsTextToMs, poll, readText, round, type Summary, sleep, summarize } from './lib.ts';
+import { type CrashPath, crashPath, describeProcess, watchAgentLogs } from './crash-path.ts';
+import { markedPids, poll, readText, round, sleep, summarize } from './lib.ts';
+import { attemptDirs, failureOf, labVerb, lastStep, metrics } from './recovery-lab.ts';
+import { faultSummaries } from './recovery-report.ts';
 
-export const FAULTS = ['node-loss', 'rank-crash', 'runner-kill', 'hang'] as const;
+export const FAULTS = ['node-loss', 'rank-crash', 'crash-stuck-peer', 'runner-kill', 'hang'] as const;
 export type Fault = (typeof FAULTS)[number];
 
 /** Checkpoint interval in steps (train.py --checkpoint-every; epochs of 20 steps end on one too). */
@@ -97,62 +89,7 @@ function specOf(fault: Fault): Record<string, unknown> {
   };
 }
 
-interface Metric {
-  step: number;
-  /** ms since the epoch (train.py writes time.time()). */
-  at: number;
-}
-
-function metrics(path: string): Metric[] {
-  const out: Metric[] = [];
-  for (const line of (readText(path) ?? '').split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const m = JSON.parse(line) as { step?: number; time?: number };
-      if (typeof m.step === 'number' && typeof m.time === 'number') out.push({ step: m.step, at: m.time * 1000 });
-    } catch {
-      /* a line being written */
-    }
-  }
-  return out;
-}
-
-/** Where a status's attempt runs: rank 0's run dir, and every host's launched_at. */
-function attemptDirs(lab: Lab, s: JobStatus) {
-  const dir = runDirOf(s);
-  const at = (host: string) => join(lab.hosts.find((h) => h.name === host)!.paths.runs, dir);
-  const rank0 = s.nodes.find((n) => n.nodeRank === 0)!.host;
-  return {
-    runId: s.runId!,
-    attempt: s.attempt,
-    hosts: s.nodes.map((n) => n.host),
-    rank0Host: rank0,
-    rank0Dir: at(rank0),
-    lastLaunchedAt: () => {
-      const xs = s.nodes.map((n) => nsTextToMs(readText(join(at(n.host), 'launched_at')) ?? ''));
-      return xs.some((x) => x === undefined) ? undefined : Math.max(...(xs as number[]));
-    },
-    dirOn: at,
-  };
-}
-
-/** `bash tests/lab/lab.sh ARGS…` without blocking this process (the bench watches while it runs). */
-function labVerb(...args: string[]): Promise<{ startedAt: number; endedAt: number }> {
-  const startedAt = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [join(ROOT, 'tests/lab/lab.sh'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (b) => (out += b));
-    child.stderr.on('data', (b) => (out += b));
-    child.once('exit', (code) =>
-      code === 0
-        ? resolve({ startedAt, endedAt: Date.now() })
-        : reject(new Error(`lab ${args.join(' ')} failed (exit ${code}): ${out.trim()}`)),
-    );
-  });
-}
-
-interface RecoverySample {
+export interface RecoverySample {
   fault: Fault;
   sample: number;
   /** fault -> the status shows it (see the header). */
@@ -184,10 +121,6 @@ interface RecoverySample {
   /** How long `lab cut` ran (node loss); the fault's moment is the link going down, inside it. */
   labVerbMs?: number;
 }
-
-/** The failure record of `attempt` with `reason`, if the status has it. */
-const failureOf = (s: JobStatus | undefined, attempt: number, reason?: string) =>
-  s?.failures?.find((f) => f.attempt === attempt && (!reason || f.reason === reason));
 
 async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Fault, i: number) {
   const name = `${PREFIX}r-${fault}-${pad(i)}`;
@@ -237,6 +170,18 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
       const v = await cut;
       t0 = down ?? v.endedAt;
       labVerbMs = v.endedAt - v.startedAt;
+    } else if (fault === 'crash-stuck-peer') {
+      // Rank 1 crashes while rank 2 cannot leave on its own (stopped: as a rank stuck in a
+      // collective that never fails, e.g. NCCL waiting on the dead peer): the gang is gone only
+      // when the controller's stop SIGKILLs it after its grace.
+      const [crash, stuck] = await Promise.all(
+        [1, 2].map((r) => poll(`${name}: rank ${r} pid`, () => rankPid(a1.runId, r), 10_000, 20)),
+      );
+      stepAtFault = lastStep(a1.rank0Dir);
+      t0 = Date.now();
+      process.kill(stuck, 'SIGSTOP');
+      process.kill(crash, 'SIGKILL');
+      stopped = stuck;
     } else if (fault === 'rank-crash' || fault === 'hang') {
       const rank = fault === 'rank-crash' ? 1 : 2;
       const pid = await poll(`${name}: rank ${rank} pid`, () => rankPid(a1.runId, rank), 10_000, 20);
@@ -273,7 +218,7 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
     const detectedBy =
       fault === 'node-loss'
         ? 'NodeLost condition'
-        : fault === 'rank-crash'
+        : fault === 'rank-crash' || fault === 'crash-stuck-peer'
           ? 'gang stopped'
           : fault === 'runner-kill'
             ? 'RunnerVanished record'
@@ -303,7 +248,7 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
     await gang.catch((e: Error) => {
       throw why(e);
     });
-    const detectedMs = fault === 'rank-crash' ? gangStoppedMs! : shown.seen - t0;
+    const detectedMs = detectedBy === 'gang stopped' ? gangStoppedMs! : shown.seen - t0;
 
     // The new attempt training.
     const second = await poll(
@@ -359,7 +304,7 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
       detectedMs,
       detectedBy,
       decidedMs: shown.decided - t0,
-      ...(fault === 'rank-crash' ? { statusRecordMs: shown.seen - t0 } : {}),
+      ...(detectedBy === 'gang stopped' ? { statusRecordMs: shown.seen - t0 } : {}),
       ...(gangStoppedMs !== undefined ? { gangStoppedMs } : {}),
       trainingAgainMs: firstStepAt - t0,
       detectedToTrainingMs: firstStepAt - (t0 + detectedMs),
@@ -437,15 +382,6 @@ async function oneSample(lab: Lab, jobsDir: string, ctl: Controller, fault: Faul
   }
 }
 
-function lastStep(rank0Dir: string): number {
-  const m = metrics(join(rank0Dir, 'metrics.jsonl'));
-  return m.length ? m[m.length - 1].step : 0;
-}
-
-function roundSample<T extends object>(s: T): T {
-  return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, typeof v === 'number' ? round(v, 1) : v])) as T;
-}
-
 /** The recovery section: its own controller (the harness's `ugro controller --grace 5`) on a fresh jobs dir. */
 export async function recoverySection(lab: Lab, samples: number, kinds: readonly Fault[] = FAULTS) {
   const jobsDir = newJobsDir();
@@ -478,46 +414,7 @@ export async function recoverySection(lab: Lab, samples: number, kinds: readonly
   }
   await stopController(ctl);
   const startup = summarize(all.map((s) => s.startupMs).filter(Number.isFinite));
-  const per = Object.fromEntries(
-    kinds.map((f) => {
-      const xs = all.filter((s) => s.fault === f);
-      const sum = (k: keyof RecoverySample): Summary =>
-        summarize(xs.map((s) => s[k]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v)));
-      const detected = sum('detectedMs');
-      const again = sum('trainingAgainMs');
-      const lost = sum('stepsLost');
-      const detectGoal =
-        f === 'node-loss'
-          ? RECOVERY_GOALS.nodeLossDetectedMs
-          : f === 'rank-crash'
-            ? RECOVERY_GOALS.rankCrashDetectedMs
-            : undefined;
-      const againGoal = startup.p50 + RECOVERY_GOALS.trainingAgainSlackMs;
-      return [
-        f,
-        {
-          detectedBy: xs[0]?.detectedBy,
-          detectedMs: detected,
-          decidedMs: sum('decidedMs'),
-          statusRecordMs: sum('statusRecordMs'),
-          gangStoppedMs: sum('gangStoppedMs'),
-          trainingAgainMs: again,
-          detectedToTrainingMs: sum('detectedToTrainingMs'),
-          restartStartupMs: sum('restartStartupMs'),
-          stepsLost: lost,
-          ...(f === 'rank-crash' ? { path: crashPathReport(xs.flatMap((s) => (s.path ? [s.path] : []))) } : {}),
-          goals: {
-            ...(detectGoal !== undefined ? { detectedP50Ms: detectGoal, detectedMet: detected.p50 < detectGoal } : {}),
-            trainingAgainP50Ms: round(againGoal, 0),
-            trainingAgainMet: again.p50 < againGoal,
-            stepsLostMax: RECOVERY_GOALS.stepsLost,
-            stepsLostMet: lost.max <= RECOVERY_GOALS.stepsLost,
-          },
-          samples: xs.map(({ path: _p, ...s }) => roundSample(s)),
-        },
-      ];
-    }),
-  );
+  const per = faultSummaries(all, kinds, startup);
   return {
     definition: {
       detected:
@@ -537,7 +434,7 @@ export async function recoverySection(lab: Lab, samples: number, kinds: readonly
     checkpointEverySteps: CHECKPOINT_EVERY,
     goals: RECOVERY_GOALS,
     torchrunStartupMs: startup,
-    faults: per as Record<Fault, (typeof per)[string]>,
+    faults: per,
   };
 }
 

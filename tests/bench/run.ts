@@ -69,7 +69,6 @@ import {
   preflight,
   scrubHosts,
 } from './context.ts';
-import { crashPathLines } from './crash-path.ts';
 import { type GitopsBenchResult, gitopsBench, gitopsLines } from './gitops.ts';
 import { type IdleReport, idleSection } from './idle.ts';
 import { LAUNCH_GOALS, LAUNCH_SPEC, type LaunchReport, launchSection } from './launch.ts';
@@ -77,6 +76,7 @@ import { readText, round, type Summary, table } from './lib.ts';
 import { type PlacementReport, placementLines, placementSection } from './placement.ts';
 import { type ProgressReport, progressLines, progressSection } from './progress.ts';
 import { FAULTS, type Fault, type RecoveryReport, recoverySection } from './recovery.ts';
+import { recoveryLines } from './recovery-report.ts';
 import { type StopReport, stopSection } from './stop.ts';
 import { type ThroughputReport, throughputLines, throughputSection } from './throughput.ts';
 
@@ -356,74 +356,6 @@ function stopLines(S: StopReport, L: LaunchReport | undefined, n: number): strin
       ]),
     );
   return lines;
-}
-
-function recoveryLines(R: RecoveryReport): string[] {
-  const g = R.goals;
-  const startup = R.torchrunStartupMs.p50;
-  const againGoal = startup + g.trainingAgainSlackMs;
-  const range = (x: Summary) => `${round(x.min, 0)}..${round(x.max, 0)}`;
-  const detection = table(
-    ['fault', 'detected by', 'n', 'p50 ms', 'min..max ms', 'goal', '', 'decided p50 ms', 'gang stopped p50 ms'],
-    FAULTS.filter((f) => R.faults[f]).map((f) => {
-      const x = R.faults[f];
-      const goal = f === 'node-loss' ? g.nodeLossDetectedMs : f === 'rank-crash' ? g.rankCrashDetectedMs : undefined;
-      return [
-        f,
-        x.detectedBy ?? '',
-        x.detectedMs.n,
-        x.detectedMs.p50,
-        range(x.detectedMs),
-        goal !== undefined ? `< ${goal} ms` : '-',
-        x.goals.detectedMet === undefined ? '' : met(x.goals.detectedMet),
-        x.decidedMs.p50,
-        x.gangStoppedMs.n ? x.gangStoppedMs.p50 : '-',
-      ];
-    }),
-  );
-  const again = table(
-    [
-      'fault',
-      'training again p50 ms',
-      'min..max ms',
-      'goal',
-      'detected->training p50 ms',
-      'steps lost p50..max',
-      'goal',
-    ],
-    FAULTS.filter((f) => R.faults[f]).map((f) => {
-      const x = R.faults[f];
-      return [
-        f,
-        x.trainingAgainMs.p50,
-        range(x.trainingAgainMs),
-        met(x.goals.trainingAgainMet),
-        x.detectedToTrainingMs.p50,
-        `${x.stepsLost.p50}..${x.stepsLost.max}`,
-        met(x.goals.stepsLostMet),
-      ];
-    }),
-  );
-  return [
-    `4. Recovery: ${R.samplesPerFault} samples per fault, the controller against real faults on the lab`,
-    `   job: train.py ${R.trainArgs.join(' ')}`,
-    `   restartPolicy ${JSON.stringify(R.restartPolicy)}; a rank crash and a hang count as training failures`,
-    '   node loss = lab cut gpu2 (nodes {min: 2, max: 3}, nodeLostSeconds 5), from the moment its link is down;',
-    '   rank crash = kill -9 of rank 1; runner kill = kill -9 of the runner on gpu1;',
-    `   hang = kill -STOP of rank 2 (failurePolicy.progressDeadlineSeconds ${R.progressDeadlineSeconds})`,
-    `   detection: fault -> the status shows it (goals: node loss < ${g.nodeLossDetectedMs} ms p50, against ` +
-      `40-300 s for Kubernetes/Slurm; rank crash < ${g.rankCrashDetectedMs} ms)`,
-    detection,
-    '   decided: the time the controller wrote into the record (when its reconcile decided); the status file ' +
-      'shows it when written.',
-    ...(R.faults['rank-crash']?.path ? crashPathLines(R.faults['rank-crash'].path) : []),
-    `   fault -> first training step of the new attempt; goal < torchrun start-up (${ms(startup)} p50 here: ` +
-      `launched_at -> first step) + ${g.trainingAgainSlackMs} ms = ${ms(againGoal)};`,
-    `   steps lost = last step before the fault - step resumed from; goal <= one checkpoint interval ` +
-      `(${g.stepsLost} steps; negative: resumed from a checkpoint written after the fault)`,
-    again,
-    '   detected->training: the stop of the rest of the gang, the backoff (1 s), the relaunch and torchrun start-up.',
-  ];
 }
 
 function idleLines(m: IdleReport): string[] {
