@@ -34,7 +34,13 @@ const read = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
 function underParent(name: string, child: string[]) {
   const dir = runDir();
   const r = spawnSync('sh', ['-c', PARENT, name, ...child], { encoding: 'utf8', env: env(dir), timeout: 20_000 });
-  return { dir, code: r.status, err: r.stderr, parent: read(join(dir, 'parent')), exit: read(join(dir, 'rank-0.exit')) };
+  return {
+    dir,
+    code: r.status,
+    err: r.stderr,
+    parent: read(join(dir, 'parent')),
+    exit: read(join(dir, 'rank-0.exit')),
+  };
 }
 
 describe('rank.sh and its torchrun', () => {
