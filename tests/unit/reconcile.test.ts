@@ -261,7 +261,7 @@ describe('observing a run', () => {
     expect(r.status!.failedRank).toBeUndefined();
   });
 
-  it('gang semantics: one node failed while another still runs -> stop the others (grace 5)', () => {
+  it('gang semantics: one node failed while another still runs -> stop the others (grace 2: no checkpoint now)', () => {
     const parts = [
       R.part('gpu-master', { ranks: [rank(0)] }),
       R.part('gpu1', { exit: 1, finishedAtMs: ms(50), ranks: [rank(1, 0, { exitCode: 3, exitedAt: ms(50) })] }),
@@ -273,7 +273,7 @@ describe('observing a run', () => {
         runId: R.runId,
         dir: R.dir,
         hosts: ['gpu-master'],
-        graceSeconds: 5,
+        graceSeconds: 2,
         reason: 'gang-failed',
       },
     ]);
@@ -293,7 +293,7 @@ describe('observing a run', () => {
         runId: R.runId,
         dir: R.dir,
         hosts: ['gpu-master', 'gpu1'],
-        graceSeconds: 5,
+        graceSeconds: 2,
         reason: 'gang-failed',
       },
     ]);
@@ -927,7 +927,7 @@ describe('a half-done launch (the controller died mid-way)', () => {
         runId: R.runId,
         dir: R.dir,
         hosts: ['gpu-master', 'gpu1'],
-        graceSeconds: 5,
+        graceSeconds: 2,
         reason: 'gang-failed',
       },
     ]);

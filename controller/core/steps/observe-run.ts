@@ -31,12 +31,13 @@ import { withBatches } from '../schedule.ts';
 import type { ReconcileResult, ScheduleNext } from '../types.ts';
 import { newestCheckpoint } from './schedule-next.ts';
 
-/** Grace for stopping the rest of a gang that cannot go on (they may hang in a collective). */
+/** Grace for stopping the rest of a gang whose members are all still there (a vanished runner's ranks). */
 const GANG_GRACE_SECONDS = 5;
 /**
- * Grace when a peer is lost or stopped: the survivors wait in a collective for it, so their
- * SIGTERM checkpoint (which needs every rank) cannot happen; a longer grace only delays the
- * restart. 2 s is left for a script's own quick cleanup.
+ * Grace when a peer is gone (failed, lost, stalled, or never came): the survivors wait in a
+ * collective for it, so their SIGTERM checkpoint (which needs every rank) cannot happen; a longer
+ * grace only delays the restart (a survivor stuck there leaves only on the SIGKILL after it:
+ * npm run bench, recovery, crash-stuck-peer). 2 s is left for a script's own quick cleanup.
  */
 const PEER_GONE_GRACE_SECONDS = 2;
 
@@ -256,7 +257,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
   const gaveUp = missing.length > 0 && age >= cluster.rdzvTimeoutSeconds;
   // Gang semantics: one node failing fails the run; stop the rest now rather than let them hang.
   if ((anyFailed || gaveUp) && alive) {
-    d.stop(current, 'gang-failed', GANG_GRACE_SECONDS);
+    d.stop(current, 'gang-failed', PEER_GONE_GRACE_SECONDS);
     return d.finish('Running', 'Failing', 'a node failed: stopping the others', 1000);
   }
 
