@@ -7,18 +7,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from './gitops.ts';
+import { dnsLabel } from './names.ts';
 import { slurmSchemaWith } from './slurm.ts';
-
-/** DNS-1123 label: what Kubernetes accepts as a name; safe in file names and shell words. */
-export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-export const dnsLabel = z
-  .string()
-  .max(63, 'must be at most 63 characters')
-  .regex(
-    DNS1123_LABEL,
-    'must be a DNS-1123 label: lowercase letters, digits and "-", ' +
-      'starting and ending with a letter or digit (e.g. "gpu1")',
-  );
 
 const HOSTNAME_RE =
   /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;

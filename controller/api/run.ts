@@ -4,7 +4,7 @@
  * so it is validated (`parseRunMeta`) before anything is built from it.
  */
 import { z } from 'zod';
-import { DNS1123_LABEL, dnsLabel } from '../../config/schema.ts';
+import { DNS1123_LABEL, dnsLabel } from '../../config/names.ts';
 
 /**
  * Why UGRO stopped a run, written to the run dir's `cancelled` file by stop.sh (lib.sh's

@@ -6,9 +6,9 @@ import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { z } from 'zod';
 import type { FieldIssue } from '../../config/errors.ts';
+import { dnsLabel } from '../../config/names.ts';
 import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
 import { shQuote } from '../../config/quote.ts';
-import { dnsLabel } from '../../config/schema.ts';
 
 export const API_VERSION = 'ugro.dev/v1alpha1';
 export const KIND = 'TrainingJob';

@@ -11,7 +11,7 @@ import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { UgroError } from '../../config/errors.ts';
-import { DNS1123_LABEL } from '../../config/schema.ts';
+import { DNS1123_LABEL } from '../../config/names.ts';
 import { parseYamlValue } from '../../config/yaml-guard.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
