@@ -1,20 +1,8 @@
 /**
  * `ugro controller`'s GitOps flags (registered at startup, so nothing is imported here but types).
- * The values are checked in controller/gitops/config.ts when the controller starts.
+ * The values (GitFlags) are typed and checked in controller/gitops/config.ts when the controller starts.
  */
 import type { Command } from 'commander';
-
-export interface GitFlags {
-  git?: string;
-  branch?: string;
-  path?: string;
-  interval?: string;
-  prune?: boolean;
-  pruneAll?: boolean;
-  requireSigned?: boolean;
-  allowedSigners?: string;
-  tokenEnv?: string;
-}
 
 export function addGitFlags(cmd: Command): Command {
   return cmd

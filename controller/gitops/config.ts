@@ -10,12 +10,24 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from '../../config/gitops.ts';
 import type { JobSource } from '../api/source.ts';
-import type { GitFlags } from '../cli/gitops-flags.ts';
 import type { Logger } from '../runtime/log.ts';
 import { ensureOwnDir, writeFileAtomic } from '../store/files.ts';
 import type { GitAuth } from './git.ts';
 import { GitSource, type GitSourceOptions } from './source.ts';
 import { readGitState, stateDir } from './state.ts';
+
+/** The GitOps flags of `ugro controller`, as commander parses them (registered in cli/gitops-flags.ts). */
+export interface GitFlags {
+  git?: string;
+  branch?: string;
+  path?: string;
+  interval?: string;
+  prune?: boolean;
+  pruneAll?: boolean;
+  requireSigned?: boolean;
+  allowedSigners?: string;
+  tokenEnv?: string;
+}
 
 /** The default name of the variable holding an https token. */
 const DEFAULT_TOKEN_ENV = 'UGRO_GIT_TOKEN';

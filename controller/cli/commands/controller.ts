@@ -1,8 +1,9 @@
 /** `ugro controller [--grace S] [--resync S]`: run the reconciler on the jobs directory until SIGTERM. */
 import type { Command } from 'commander';
+import type { GitFlags } from '../../gitops/config.ts';
 import { intFlag, secondsFlag } from '../args.ts';
 import type { CliContext } from '../context.ts';
-import { addGitFlags, type GitFlags } from '../gitops-flags.ts';
+import { addGitFlags } from '../gitops-flags.ts';
 import { addWebFlags, healthEveryMs, type WebFlags } from '../web-flags.ts';
 
 export function register(program: Command, ctx: CliContext): void {
