@@ -10,7 +10,7 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from '../../config/gitops.ts';
 import type { JobSource } from '../api/source.ts';
-import type { Logger } from '../runtime/log.ts';
+import type { Logger } from '../base/log.ts';
 import { ensureOwnDir, writeFileAtomic } from '../store/files.ts';
 import type { GitAuth } from './git.ts';
 import { GitSource, type GitSourceOptions } from './source.ts';

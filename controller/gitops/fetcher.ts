@@ -5,7 +5,7 @@
  * fetched head means; this only brings it in.
  */
 import { join } from 'node:path';
-import type { Logger } from '../runtime/log.ts';
+import type { Logger } from '../base/log.ts';
 import { Git, type GitAuth, GitError, gitEnv, writeGitHelpers } from './git.ts';
 import { originOf } from './hardening.ts';
 import { cleanAfterFailure, mib, Upkeep } from './housekeeping.ts';

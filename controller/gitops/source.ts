@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseGitUrl } from '../../config/gitops.ts';
 import { findHostKeys, fingerprint, readKnownHosts } from '../../config/known-hosts.ts';
 import type { JobSource, JobSourceInfo } from '../api/source.ts';
-import type { Logger } from '../runtime/log.ts';
+import type { Logger } from '../base/log.ts';
 import { ensureOwnDir, MAX_FILE_BYTES, writeFileAtomic } from '../store/files.ts';
 import { checkStateDir } from '../store/private.ts';
 import { isJobName, type JobEvent, JobStore } from '../store/store.ts';

@@ -7,8 +7,8 @@
  * webhooks: `X-Ugro-Signature-256: sha256=<HMAC-SHA256 of the body>`.
  */
 import { createHmac } from 'node:crypto';
+import type { Logger } from '../base/log.ts';
 import type { Notification } from '../core/notifications.ts';
-import type { Logger } from './log.ts';
 
 /** POST `body` to `url`; resolves with the HTTP status, rejects on a network error or the abort. */
 export type PostFn = (

@@ -7,8 +7,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Host } from '../../config/cluster.ts';
+import type { Logger } from '../base/log.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import type { Logger } from '../runtime/log.ts';
 import { isJobName } from '../store/store.ts';
 import { cleanLogLine } from './escape.ts';
 import type { AttemptSeries } from './history.ts';

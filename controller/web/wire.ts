@@ -6,10 +6,10 @@
 import { readFileSync } from 'node:fs';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
+import type { Logger } from '../base/log.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import { ControllerMetrics } from '../metrics/prometheus.ts';
 import type { Controller } from '../runtime/controller.ts';
-import type { Logger } from '../runtime/log.ts';
 import { Notifier, type NotifierOptions, redactUrl } from '../runtime/notify.ts';
 import { Telemetry } from '../runtime/telemetry.ts';
 import { MetricsHistory } from './history.ts';

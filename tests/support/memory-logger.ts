@@ -1,5 +1,5 @@
 /** A Logger that keeps its lines in memory, for tests that assert what the controller logged. */
-import type { Logger } from '../../controller/runtime/log.ts';
+import type { Logger } from '../../controller/base/log.ts';
 
 export interface LogLine {
   level: string;

@@ -21,7 +21,7 @@ export function register(program: Command, ctx: CliContext): void {
       const resyncSeconds = intFlag('--resync', o.resync, 1, 86_400);
       const [{ Controller }, { jsonLogger }, cluster, runtime] = await Promise.all([
         import('../../runtime/controller.ts'),
-        import('../../runtime/log.ts'),
+        import('../../base/log.ts'),
         ctx.loadCluster(),
         ctx.runtime(),
       ]);
