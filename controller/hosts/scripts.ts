@@ -4,9 +4,9 @@
  * NAME.sh (the shared helpers first) and run as `sh -c TEXT ugro-NAME ARGS…`; rank.sh is the
  * exception: launch.sh writes it into the run dir as it is.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runtimeDir } from '../base/install.ts';
 
 /** The scripts a HostTransport runs for the runtime (scripts/runtime/NAME.sh). */
 export type RuntimeScript =
@@ -53,23 +53,8 @@ export interface RuntimeScripts {
   rank: string;
 }
 
-/**
- * scripts/runtime/ found by walking up from `from` (a file URL or path) to the first directory
- * that holds `scripts/runtime/lib.sh`: right from the sources (controller/hosts/) and from a
- * bundle in dist/ alike.
- */
-export function findRuntimeDir(from: string | URL = import.meta.url): string {
-  const start = typeof from === 'string' && !from.startsWith('file:') ? from : fileURLToPath(from);
-  for (let d = dirname(start); ; d = dirname(d)) {
-    const dir = join(d, 'scripts', 'runtime');
-    if (existsSync(join(dir, 'lib.sh'))) return dir;
-    if (dirname(d) === d) break;
-  }
-  throw new Error(`scripts/runtime/lib.sh not found in any directory above ${start}`);
-}
-
 /** Read every script of `dir` now (a missing one is an error here, not at its first use). */
-export function loadRuntimeScripts(dir: string = findRuntimeDir()): RuntimeScripts {
+export function loadRuntimeScripts(dir: string = runtimeDir()): RuntimeScripts {
   const read = (name: string) => readFileSync(join(dir, `${name}.sh`), 'utf8');
   const lib = read('lib');
   const texts = new Map(SENT_SCRIPTS.map((n) => [n, `${lib}\n${read(n)}`] as const));

@@ -16,6 +16,7 @@ import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
+import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
@@ -855,7 +856,7 @@ export class Controller {
   }
 
   private localScriptsDir(): string {
-    return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? resolve(repoRoot(), 'scripts');
+    return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? scriptsDir();
   }
 
   /**
@@ -1113,10 +1114,4 @@ function treeSignature(root: string): string {
   };
   walk(root, '');
   return out.sort().join('\n');
-}
-
-/** The repository root (where scripts/ lives), from this module's location in the tree or in dist/. */
-function repoRoot(): string {
-  const here = new URL('.', import.meta.url).pathname;
-  return resolve(here, here.includes('/dist/') ? '..' : '../..');
 }

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findRuntimeDir } from '../hosts/scripts.ts';
+import { runtimeDir } from '../base/install.ts';
 import type { BatchScripts } from './batch.ts';
 
 export type SlurmScript = 'prepare' | 'submit' | 'cancel' | 'squeue' | 'observe' | 'probe';
@@ -21,7 +21,7 @@ export interface SlurmScripts {
 }
 
 /** scripts/runtime/slurm/ (`dir` is scripts/runtime: lib.sh, observe.sh and rank.sh come from there). */
-function loadSlurmScripts(dir: string = findRuntimeDir()): SlurmScripts {
+function loadSlurmScripts(dir: string = runtimeDir()): SlurmScripts {
   const read = (name: string) => readFileSync(join(dir, `${name}.sh`), 'utf8');
   const lib = read('lib');
   const texts = new Map<SlurmScript, string>(

@@ -8,14 +8,14 @@
  * DNS rebinding gets 421). Live streams and log follows are bounded (sse.ts, limits.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
+import { assetsDir } from '../base/install.ts';
 import type { Logger } from '../base/log.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import type { ControllerMetrics } from '../metrics/prometheus.ts';
@@ -82,17 +82,6 @@ const ASSET_TYPES: Record<string, string> = {
   'uPlot.iife.min.js': 'text/javascript; charset=utf-8',
   'uPlot.min.css': 'text/css; charset=utf-8',
 };
-
-/** controller/web/assets, from the sources or from a bundle in dist/. */
-function assetsDir(): string {
-  const start = fileURLToPath(import.meta.url);
-  for (let d = dirname(start); dirname(d) !== d; d = dirname(d)) {
-    const dir = join(d, 'controller', 'web', 'assets');
-    if (existsSync(join(dir, 'dashboard.js'))) return dir;
-    if (existsSync(join(d, 'assets', 'dashboard.js'))) return join(d, 'assets');
-  }
-  throw new Error(`controller/web/assets not found above ${start}`);
-}
 
 function loadAssets(): Map<string, { body: Buffer; etag: string }> {
   const req = createRequire(import.meta.url);

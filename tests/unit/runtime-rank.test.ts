@@ -12,7 +12,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { findRuntimeDir } from '../../controller/hosts/scripts.ts';
+import { runtimeDir } from '../../controller/base/install.ts';
 
 /** The stand-in torchrun: starts rank.sh with the command, notes a SIGTERM, forwards it, waits. */
 const PARENT = `
@@ -25,7 +25,7 @@ echo "rank.sh exited $?" >> "$UGRO_RUN_DIR/parent"
 
 function runDir() {
   const dir = mkdtempSync(join(tmpdir(), 'ugro-rank-'));
-  copyFileSync(join(findRuntimeDir(), 'rank.sh'), join(dir, 'rank.sh'));
+  copyFileSync(join(runtimeDir(), 'rank.sh'), join(dir, 'rank.sh'));
   return dir;
 }
 const env = (dir: string) => ({ ...process.env, UGRO_RUN_DIR: dir, RANK: '0', LOCAL_RANK: '0', GROUP_RANK: '0' });

@@ -19,8 +19,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { InstallError, installRoot, runtimeDir } from '../../controller/base/install.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import { findRuntimeDir, loadRuntimeScripts, runtimeScripts, SENT_SCRIPTS } from '../../controller/hosts/scripts.ts';
+import { loadRuntimeScripts, runtimeScripts, SENT_SCRIPTS } from '../../controller/hosts/scripts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 
@@ -30,13 +31,16 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'ugro-scripts-'));
 
 describe('the loader', () => {
   it('walks up from the module to scripts/runtime/lib.sh, from the sources and from a bundle in dist/', () => {
-    expect(findRuntimeDir()).toBe(RUNTIME.replace(/\/$/, ''));
+    expect(runtimeDir()).toBe(RUNTIME.replace(/\/$/, ''));
     const root = tmp();
     cpSync(RUNTIME, join(root, 'scripts/runtime'), { recursive: true });
     mkdirSync(join(root, 'dist/cli'), { recursive: true });
-    expect(findRuntimeDir(pathToFileURL(join(root, 'dist/cli/ugro.mjs')))).toBe(join(root, 'scripts/runtime'));
-    expect(findRuntimeDir(join(root, 'dist/cli/ugro.mjs'))).toBe(join(root, 'scripts/runtime'));
-    expect(() => findRuntimeDir(join(tmp(), 'a/b/c.mjs'))).toThrow(/scripts\/runtime\/lib\.sh not found/);
+    expect(installRoot(pathToFileURL(join(root, 'dist/cli/ugro.mjs')))).toBe(root);
+    expect(runtimeDir(installRoot(join(root, 'dist/cli/ugro.mjs')))).toBe(join(root, 'scripts/runtime'));
+    // A broken install is the machine's problem, not a bug: a typed error (no stack from the CLI).
+    const broken = () => installRoot(join(tmp(), 'a/b/c.mjs'));
+    expect(broken).toThrow(InstallError);
+    expect(broken).toThrow(/scripts\/runtime\/lib\.sh not found/);
   });
 
   it('each script is lib.sh + "\\n" + NAME.sh; rank.sh is sent as it is', () => {
