@@ -32,7 +32,8 @@ export const runtimeDir = (root: string = installRoot()): string => join(root, '
 
 /** The dashboard's own files (dashboard.js, dashboard.css); an InstallError when they are not there. */
 export function assetsDir(root: string = installRoot()): string {
-  const dir = join(root, 'controller', 'web', 'assets');
-  if (!existsSync(join(dir, 'dashboard.js'))) throw new InstallError(`controller/web/assets not found in ${root}`);
+  const dir = join(root, 'controller', 'observability', 'web', 'assets');
+  if (!existsSync(join(dir, 'dashboard.js')))
+    throw new InstallError(`controller/observability/web/assets not found in ${root}`);
   return dir;
 }

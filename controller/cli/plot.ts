@@ -9,8 +9,8 @@ import { UgroError } from '../../config/errors.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import { MetricsHistory } from '../web/history.ts';
-import { lossSvg } from '../web/svg.ts';
+import { MetricsHistory } from '../observability/history.ts';
+import { lossSvg } from '../observability/web/svg.ts';
 
 export async function writeLossPlot(
   runtime: HostRuntimeApi,

@@ -13,10 +13,10 @@ import { pathToFileURL } from 'node:url';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
 import type { NodeHealth } from '../../controller/hosts/health.ts';
-import { ControllerMetrics } from '../../controller/metrics/prometheus.ts';
-import { Telemetry } from '../../controller/runtime/telemetry.ts';
-import { WebServer } from '../../controller/web/server.ts';
-import { DashboardView } from '../../controller/web/view.ts';
+import { ControllerMetrics } from '../../controller/observability/metrics.ts';
+import { Telemetry } from '../../controller/observability/telemetry.ts';
+import { DashboardView } from '../../controller/observability/view.ts';
+import { WebServer } from '../../controller/observability/web/server.ts';
 import { CLUSTER } from '../unit/job-fixtures.ts';
 
 const PHASES = ['Running', 'Queued', 'Succeeded', 'Failed'] as const;

@@ -16,11 +16,11 @@ import {
 } from '../../controller/core/progress.ts';
 import type { NodeHealth } from '../../controller/hosts/health.ts';
 import { parseNvidiaSmiCsv } from '../../controller/hosts/health.ts';
-import { SampleRing, Telemetry } from '../../controller/runtime/telemetry.ts';
-import { cleanLogLine, escapeHtml, jsonForScript } from '../../controller/web/escape.ts';
-import { jobPage, jobsPage, sparkPoints } from '../../controller/web/html.ts';
-import { jobRowOf } from '../../controller/web/rows.ts';
-import { lossSvg, ticks } from '../../controller/web/svg.ts';
+import { SampleRing, Telemetry } from '../../controller/observability/telemetry.ts';
+import { cleanLogLine, escapeHtml, jsonForScript } from '../../controller/observability/web/escape.ts';
+import { jobPage, jobsPage, sparkPoints } from '../../controller/observability/web/html.ts';
+import { jobRowOf } from '../../controller/observability/web/rows.ts';
+import { lossSvg, ticks } from '../../controller/observability/web/svg.ts';
 
 const T = Date.parse('2026-03-01T10:00:00Z');
 

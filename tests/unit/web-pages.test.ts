@@ -12,12 +12,12 @@ import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { writeLossPlot } from '../../controller/cli/plot.ts';
 import type { HostRuntimeApi, MetricsChunk } from '../../controller/hosts/runtime-api.ts';
-import { escapeHtml, jsonForScript } from '../../controller/web/escape.ts';
-import { MetricsHistory } from '../../controller/web/history.ts';
-import { type JobPageInput, jobPage, jobsPage, type PageCommon } from '../../controller/web/html.ts';
-import type { JobRow, NodeCard } from '../../controller/web/rows.ts';
-import { lossSvg } from '../../controller/web/svg.ts';
-import { extent, thinIndices } from '../../controller/web/thin.ts';
+import { MetricsHistory } from '../../controller/observability/history.ts';
+import { escapeHtml, jsonForScript } from '../../controller/observability/web/escape.ts';
+import { type JobPageInput, jobPage, jobsPage, type PageCommon } from '../../controller/observability/web/html.ts';
+import type { JobRow, NodeCard } from '../../controller/observability/web/rows.ts';
+import { lossSvg } from '../../controller/observability/web/svg.ts';
+import { extent, thinIndices } from '../../controller/observability/web/thin.ts';
 import { CLUSTER, run } from './job-fixtures.ts';
 
 const T = Date.parse('2026-03-01T10:00:00Z');

@@ -10,12 +10,12 @@ import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
 import type { HostRuntimeApi, MetricsChunk } from '../../controller/hosts/runtime-api.ts';
-import { ControllerMetrics } from '../../controller/metrics/prometheus.ts';
+import { MetricsHistory } from '../../controller/observability/history.ts';
+import { ControllerMetrics } from '../../controller/observability/metrics.ts';
+import { DashboardView } from '../../controller/observability/view.ts';
+import { loopbackHostAllowed, parseHostHeader } from '../../controller/observability/web/guard.ts';
+import { WebServer, type WebServerOptions } from '../../controller/observability/web/server.ts';
 import type { JobStore } from '../../controller/store/store.ts';
-import { loopbackHostAllowed, parseHostHeader } from '../../controller/web/guard.ts';
-import { MetricsHistory } from '../../controller/web/history.ts';
-import { WebServer, type WebServerOptions } from '../../controller/web/server.ts';
-import { DashboardView } from '../../controller/web/view.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, run } from './job-fixtures.ts';
 

@@ -28,7 +28,7 @@ export function register(program: Command, ctx: CliContext): void {
       const log = jsonLogger();
       privateUmask();
       // The dashboard, /metrics and notifications; a non-loopback --http without a token is refused here.
-      const { Observability, readToken } = await import('../../web/wire.ts');
+      const { Observability, readToken } = await import('../../observability/wire.ts');
       const healthMs = healthEveryMs(o);
       const obs = new Observability({
         cluster,

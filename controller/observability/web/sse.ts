@@ -6,15 +6,15 @@
  * piling up past maxBufferedBytes, or none taken for a whole ping interval) is closed.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Host } from '../../config/cluster.ts';
-import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import { isJobName } from '../store/store.ts';
+import type { Host } from '../../../config/cluster.ts';
+import type { Logger } from '../../base/log.ts';
+import type { HostRuntimeApi } from '../../hosts/runtime-api.ts';
+import { isJobName } from '../../store/store.ts';
+import type { AttemptSeries } from '../history.ts';
+import type { DashboardView, ViewChange } from '../view.ts';
 import { cleanLogLine } from './escape.ts';
-import type { AttemptSeries } from './history.ts';
 import { chartColumns, chartSeries } from './html.ts';
 import { DEFAULT_CAPS, type Slot, type StreamCaps, StreamLimits } from './limits.ts';
-import type { DashboardView, ViewChange } from './view.ts';
 
 export interface StreamHubOptions {
   view: DashboardView;

@@ -3,10 +3,10 @@
  * controller holds (the same objects the status files are written from). Strings are left as
  * they are here; escaping is the renderer's job (html.ts) and the browser's (textContent).
  */
-import type { JobStatus } from '../api/status.ts';
-import { etaNow } from '../core/progress.ts';
-import type { NodeHealth } from '../hosts/health.ts';
-import type { GpuView } from '../runtime/telemetry.ts';
+import type { JobStatus } from '../../api/status.ts';
+import { etaNow } from '../../core/progress.ts';
+import type { NodeHealth } from '../../hosts/health.ts';
+import type { GpuView } from '../telemetry.ts';
 
 export interface JobRow {
   name: string;

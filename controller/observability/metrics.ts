@@ -9,7 +9,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { PHASES } from '../api/status.ts';
-import type { DashboardView } from '../web/view.ts';
+import type { DashboardView } from './view.ts';
 
 export interface MetricsExtra {
   /** Notifications delivered, failed, retried (the notifier's counters), when notifications are on. */

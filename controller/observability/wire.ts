@@ -8,13 +8,13 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
 import type { Logger } from '../base/log.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import { ControllerMetrics } from '../metrics/prometheus.ts';
 import type { Controller } from '../runtime/controller.ts';
-import { Notifier, type NotifierOptions, redactUrl } from '../runtime/notify.ts';
-import { Telemetry } from '../runtime/telemetry.ts';
 import { MetricsHistory } from './history.ts';
-import { checkExposure, DEFAULT_HTTP, parseListen, WebServer } from './server.ts';
+import { ControllerMetrics } from './metrics.ts';
+import { Notifier, type NotifierOptions, redactUrl } from './notify.ts';
+import { Telemetry } from './telemetry.ts';
 import { DashboardView } from './view.ts';
+import { checkExposure, DEFAULT_HTTP, parseListen, WebServer } from './web/server.ts';
 
 export interface ObservabilityOptions {
   cluster: Cluster;

@@ -13,11 +13,11 @@ import type { JobStatus } from '../api/status.ts';
 import { type Notification, notificationOf } from '../core/notifications.ts';
 import { estimateProgress, type ProgressPoint, pointOf } from '../core/progress.ts';
 import type { NodeHealth } from '../hosts/health.ts';
-import type { ControllerObserver } from '../runtime/observer.ts';
-import { Telemetry } from '../runtime/telemetry.ts';
 import type { JobEvent } from '../store/store.ts';
 import type { AttemptSeries, MetricsHistory } from './history.ts';
-import { type JobRow, jobRowOf, type NodeCard, nodeCardOf } from './rows.ts';
+import type { ControllerObserver } from './observer.ts';
+import { Telemetry } from './telemetry.ts';
+import { type JobRow, jobRowOf, type NodeCard, nodeCardOf } from './web/rows.ts';
 
 export type ViewChange =
   | { type: 'job'; name: string }

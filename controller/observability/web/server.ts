@@ -13,20 +13,20 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import type { Host } from '../../config/cluster.ts';
-import { UsageError } from '../../config/errors.ts';
-import { assetsDir } from '../base/install.ts';
-import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import type { ControllerMetrics } from '../metrics/prometheus.ts';
-import { isJobName, type JobStore } from '../store/store.ts';
+import type { Host } from '../../../config/cluster.ts';
+import { UsageError } from '../../../config/errors.ts';
+import { assetsDir } from '../../base/install.ts';
+import type { Logger } from '../../base/log.ts';
+import type { HostRuntimeApi } from '../../hosts/runtime-api.ts';
+import { isJobName, type JobStore } from '../../store/store.ts';
+import type { AttemptSeries } from '../history.ts';
+import type { ControllerMetrics } from '../metrics.ts';
+import type { DashboardView } from '../view.ts';
 import { cleanLogLine } from './escape.ts';
 import { decodePart, localLocation, loopbackHostAllowed, requestUrl } from './guard.ts';
-import type { AttemptSeries } from './history.ts';
 import { jobPage, jobsPage } from './html.ts';
 import type { StreamCaps } from './limits.ts';
 import { StreamHub } from './sse.ts';
-import type { DashboardView } from './view.ts';
 
 export const DEFAULT_HTTP = '127.0.0.1:8686';
 
