@@ -2,7 +2,7 @@
  * The loss curve of a job: every attempt's metrics.jsonl, read on rank 0's host of that attempt
  * (scripts/runtime/metrics.sh through HostRuntime.readMetrics), incrementally from the offset
  * read last. Kept in memory for the jobs someone looks at (and the running ones, for the ETA),
- * bounded: at most maxPoints points per attempt (when full, thinned to half, thin.ts, so the curve
+ * bounded: at most maxPoints points per attempt (when full, thinned to half, web/thin.ts, so the curve
  * still reaches the newest step) and maxJobs jobs (least recently used go).
  */
 import type { Host } from '../../config/cluster.ts';

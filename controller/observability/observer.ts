@@ -1,5 +1,5 @@
 /**
- * What the controller tells an observer (the dashboard, /metrics, notifications: controller/web/)
+ * What the controller tells an observer (the dashboard, /metrics, notifications: controller/observability/)
  * as it works: the job files as each reconcile read them, every status it writes (the observer
  * may add what it derived, such as the progress estimate, before it is written), the events,
  * each health round, and how long each reconcile took. The observer keeps a view of the same

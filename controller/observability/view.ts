@@ -1,8 +1,8 @@
 /**
  * The dashboard's in-memory view, fed by the controller as a ControllerObserver: the statuses it
  * reads and writes (the very objects the status files are written from), its events, its health
- * rounds (GPU telemetry), its reconcile timings. The HTTP server (server.ts) and /metrics
- * (metrics/prometheus.ts) read it; subscribers (Server-Sent Events) hear each change. It also
+ * rounds (GPU telemetry), its reconcile timings. The HTTP server (web/server.ts) and /metrics
+ * (metrics.ts) read it; subscribers (Server-Sent Events) hear each change. It also
  * derives the progress estimate written into each status (core/progress.ts) and turns status
  * changes into notifications (core/notifications.ts).
  */

@@ -133,7 +133,7 @@ describe('notifications (core/notifications.ts)', () => {
   });
 });
 
-describe('escaping and pages (controller/web)', () => {
+describe('escaping and pages (controller/observability/web)', () => {
   it('text, attributes and JSON in a script element cannot become markup', () => {
     expect(escapeHtml('<script>alert(1)</script> & "x" \'y\'')).toBe(
       '&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;x&quot; &#39;y&#39;',
@@ -227,7 +227,7 @@ describe('escaping and pages (controller/web)', () => {
   });
 });
 
-describe('GPU telemetry (runtime/telemetry.ts)', () => {
+describe('GPU telemetry (observability/telemetry.ts)', () => {
   const node = (name: string, ready: boolean, util: number): NodeHealth => ({
     name,
     address: 'x:22',

@@ -1,5 +1,5 @@
 // UGRO dashboard: keeps the server-rendered page live over Server-Sent Events (no reloads).
-// Everything shown is set with textContent, never as markup. Served by controller/web/server.ts.
+// Everything shown is set with textContent, never as markup. Served by controller/observability/web/server.ts.
 
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
