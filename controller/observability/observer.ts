@@ -6,9 +6,10 @@
  * objects the status files are written from: never a second source of truth.
  */
 import type { SpecState } from '../api/job-state.ts';
+import type { RunPart } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { NodeHealth } from '../hosts/health.ts';
-import type { JobEvent } from '../store/store.ts';
+import type { JobEvent, JobStore } from '../store/store.ts';
 
 export interface ControllerObserver {
   /** At the start of a reconcile: the spec and status as the files hold them. */
@@ -21,4 +22,15 @@ export interface ControllerObserver {
   health?(nodes: readonly NodeHealth[]): void;
   /** A reconcile of `name` ended, after `ms` milliseconds. */
   reconciled?(name: string, ms: number): void;
+}
+
+/**
+ * What observability reads of the controller itself (runtime/controller.ts's Controller has it): its job
+ * files, each job's run parts (for the loss curves) and the work queue's depth. Declared here so that
+ * observability never imports the loop.
+ */
+export interface ObservedController {
+  readonly store: JobStore;
+  partsOf(job: string): RunPart[];
+  queueDepth(): { waiting: number; running: number };
 }

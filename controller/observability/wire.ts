@@ -8,10 +8,10 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
 import type { Logger } from '../base/log.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import type { Controller } from '../runtime/controller.ts';
 import { MetricsHistory } from './history.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { Notifier, type NotifierOptions, redactUrl } from './notify.ts';
+import type { ObservedController } from './observer.ts';
 import { Telemetry } from './telemetry.ts';
 import { DashboardView } from './view.ts';
 import { checkExposure, DEFAULT_HTTP, parseListen, WebServer } from './web/server.ts';
@@ -85,13 +85,13 @@ export class Observability {
   }
 
   /** Once the controller exists: its run parts (loss curves) and queue depth. */
-  attach(ctl: Controller): void {
+  attach(ctl: ObservedController): void {
     this.view.partsOf = (job) => ctl.partsOf(job);
     this.view.queueDepth = () => ctl.queueDepth();
   }
 
   /** After the controller started: serve. A port in use is logged, not fatal (the controller runs on). */
-  async start(ctl: Controller): Promise<void> {
+  async start(ctl: ObservedController): Promise<void> {
     this.view.seedEvents(await ctl.store.readEvents(undefined, 500).catch(() => []));
     if (this.notifier) this.o.log.info('notifications on', { url: redactUrl(this.o.cluster.raw.webhook?.url ?? '') });
     if (!this.listen) return;
