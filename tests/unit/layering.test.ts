@@ -37,6 +37,8 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
   'controller/api/generate-schema.ts': { may: ['controller/api'], pkgs: /^node:fs$/ },
   // Pure decisions: no fs, ssh or timers.
   'controller/core': { may: ['controller/api', 'config'], pkgs: /^node:path$/ },
+  // Display formatters shared by cli/render/ and observability/web/ (pure; no packages).
+  'controller/format': { may: ['controller/api'], pkgs: /^$/ },
   'controller/store': { may: ['controller/api', 'controller/base', 'config'], pkgs: /^(yaml|node:.*)$/ },
   // The SSH backend and the backend-neutral types (BACKEND_API); never the loop, the dashboard or the CLI.
   'controller/hosts': { may: ['controller/api', 'controller/base', 'config'], pkgs: /^(ssh2|node:.*)$/ },
@@ -59,7 +61,15 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
   // What the controller shows (observer, view, telemetry, notifications, /metrics, the dashboard in web/):
   // reads what the loop reports, never the loop itself.
   'controller/observability': {
-    may: [...BACKEND_API, 'controller/api', 'controller/base', 'controller/core', 'controller/store', 'config'],
+    may: [
+      ...BACKEND_API,
+      'controller/api',
+      'controller/base',
+      'controller/core',
+      'controller/format',
+      'controller/store',
+      'config',
+    ],
     pkgs: /^(prom-client|node:.*)$/,
   },
   'controller/export': {

@@ -6,14 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { notificationOf } from '../../controller/core/notifications.ts';
-import {
-  estimateProgress,
-  etaNow,
-  formatDuration,
-  formatRate,
-  pointOf,
-  progressBar,
-} from '../../controller/core/progress.ts';
+import { estimateProgress, pointOf } from '../../controller/core/progress.ts';
+import { etaNow, formatDuration, formatRate, progressBar } from '../../controller/format/progress.ts';
 import type { NodeHealth } from '../../controller/hosts/health.ts';
 import { parseNvidiaSmiCsv } from '../../controller/hosts/health.ts';
 import { SampleRing, Telemetry } from '../../controller/observability/telemetry.ts';
@@ -36,7 +30,7 @@ function status(p: Partial<JobStatus> = {}): JobStatus {
   };
 }
 
-describe('progress and ETA (core/progress.ts)', () => {
+describe('progress and ETA (core/progress.ts, format/progress.ts)', () => {
   it('percent, samples/s and an ETA from the rate over the points seen', () => {
     const last = { step: 300, total_steps: 1000, loss: 0.5, samples_per_s: 640, epoch: 1 };
     const pts = [

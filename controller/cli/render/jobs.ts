@@ -5,7 +5,7 @@
  * anything of the wrong shape shows as '-' (or, for a status without a phase, as no status).
  * projectStatus/projectSpec keep only what the table reads (what job-list.ts caches).
  */
-import { etaNow, formatDuration, formatRate, progressBar } from '../../core/progress.ts';
+import { etaNow, formatDuration, formatRate, progressBar } from '../../format/progress.ts';
 import { age, firstLine, table } from '../output.ts';
 
 export interface JobRowInput {

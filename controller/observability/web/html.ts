@@ -3,7 +3,7 @@
  * SVG); dashboard.js then keeps them live over Server-Sent Events. Every value goes through
  * escapeHtml, and the page's data for the script goes in a JSON script element (jsonForScript).
  */
-import { formatDuration, formatRate } from '../../core/progress.ts';
+import { formatDuration, formatRate } from '../../format/progress.ts';
 import type { JobEvent } from '../../store/store.ts';
 import { escapeHtml as h, jsonForScript } from './escape.ts';
 import type { JobRow, NodeCard } from './rows.ts';

@@ -4,7 +4,7 @@
  * they are here; escaping is the renderer's job (html.ts) and the browser's (textContent).
  */
 import type { JobStatus } from '../../api/status.ts';
-import { etaNow } from '../../core/progress.ts';
+import { etaNow } from '../../format/progress.ts';
 import type { NodeHealth } from '../../hosts/health.ts';
 import type { GpuView } from '../telemetry.ts';
 
