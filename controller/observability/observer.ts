@@ -25,7 +25,7 @@ export interface ControllerObserver {
 }
 
 /**
- * What observability reads of the controller itself (runtime/controller.ts's Controller has it): its job
+ * What observability reads of the controller itself (loop/controller.ts's Controller has it): its job
  * files, each job's run parts (for the loss curves) and the work queue's depth. Declared here so that
  * observability never imports the loop.
  */

@@ -6,7 +6,7 @@
  * requests mix priorities (high, normal, low and integers), owners with different recent usage,
  * 1..4 nodes (some {min, max}), 1/2/4/8 GPUs per node or every GPU of a host, GPU memory floors,
  * host restrictions and preferred hosts, and a few jobs that can never fit. The inputs are built
- * once, from a fixed seed, in the shapes the controller's planInputs() (controller/runtime/
+ * once, from a fixed seed, in the shapes the controller's planInputs() (controller/loop/
  * scheduler.ts) gives plan(); then plan() runs BENCH_PLACEMENT_RUNS times (default 20, after 3
  * warm-up runs) and the median and p95 (nearest rank) wall times are printed. No lab needed.
  *

@@ -11,8 +11,8 @@ import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts'
 import type { Logger } from '../../controller/base/log.ts';
 import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
 import { SshPool } from '../../controller/hosts/ssh.ts';
+import { Controller } from '../../controller/loop/controller.ts';
 import { Observability } from '../../controller/observability/wire.ts';
-import { Controller } from '../../controller/runtime/controller.ts';
 import { job, readStatus } from '../lab/controller-harness.ts';
 import { freePort } from '../support/net.ts';
 import { type Lab, onCleanup, PREFIX, pad, sh } from './context.ts';

@@ -22,7 +22,7 @@ import { readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { progressTargets } from '../../controller/core/live-progress.ts';
-import { ProgressWatcher } from '../../controller/runtime/progress-watcher.ts';
+import { ProgressWatcher } from '../../controller/loop/progress-watcher.ts';
 import { newJobsDir } from '../lab/controller-harness.ts';
 import { intEnv, type Lab, log, scrubHosts } from './context.ts';
 import { round, type Summary, sleep, summarize, table } from './lib.ts';

@@ -1,6 +1,6 @@
 /**
  * Watching jobs/ with 1000 jobs (1000 job files and 1000 status files): UGRO's fs.watch
- * (controller/runtime/watch.ts) against chokidar 4 (depth 0), the watcher the design card names.
+ * (controller/loop/watch.ts) against chokidar 4 (depth 0), the watcher the design card names.
  * Each runs in its own process: time to ready, inotify instances, job file write -> event (p50,
  * p99 of 200 writes, each with a status write beside it, as the controller makes), CPU for those
  * 200 writes, RSS. No lab needed.
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import chokidar from 'chokidar';
-import { fsWatch } from '../../controller/runtime/watch.ts';
+import { fsWatch } from '../../controller/loop/watch.ts';
 
 const JOBS = 1000;
 const WRITES = 200;

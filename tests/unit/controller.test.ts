@@ -15,7 +15,7 @@ import { parse } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import type { RuntimeScript } from '../../controller/hosts/runtime-api.ts';
-import { Controller } from '../../controller/runtime/controller.ts';
+import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS, jobYaml } from './job-fixtures.ts';

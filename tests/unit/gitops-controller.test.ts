@@ -14,7 +14,7 @@ import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
 import { main } from '../../controller/cli/main.ts';
 import { GitSource } from '../../controller/gitops/source.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import { Controller } from '../../controller/runtime/controller.ts';
+import { Controller } from '../../controller/loop/controller.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { jobText, localRemote, type WorkRepo } from '../support/git-repo.ts';

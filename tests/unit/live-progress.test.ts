@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { mergeProgress, progressMoved, progressPart, progressTargets } from '../../controller/core/live-progress.ts';
 import { progressAnswerOf } from '../../controller/hosts/records.ts';
-import { JobLanes } from '../../controller/runtime/lanes.ts';
+import { JobLanes } from '../../controller/loop/lanes.ts';
 import { run } from './job-fixtures.ts';
 
 const T = '2026-03-01T10:00:00.000Z';

@@ -1,5 +1,5 @@
 /**
- * The progress watcher (controller/runtime/progress-watcher.ts) on in-memory hosts (FakeHosts,
+ * The progress watcher (controller/loop/progress-watcher.ts) on in-memory hosts (FakeHosts,
  * answering progress.sh in the real script's format, with HostRuntime's real parsing) and a
  * hand-driven clock: one exec per host per tick whatever the number of runs, nothing asked when
  * nothing runs, never two reads of one host at once, a host that does not answer backed off,
@@ -12,7 +12,7 @@ import { progressTargets } from '../../controller/core/live-progress.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import type { RuntimeScript } from '../../controller/hosts/runtime-api.ts';
 import type { ExecResult } from '../../controller/hosts/ssh.ts';
-import { type ProgressUpdate, ProgressWatcher } from '../../controller/runtime/progress-watcher.ts';
+import { type ProgressUpdate, ProgressWatcher } from '../../controller/loop/progress-watcher.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { metaFor, runOf } from '../support/run-fixtures.ts';

@@ -3,7 +3,7 @@
  * (earliest wins), capped exponential backoff on errors. Fake timers: no real waiting.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type Outcome, WorkQueue } from '../../controller/runtime/queue.ts';
+import { type Outcome, WorkQueue } from '../../controller/loop/queue.ts';
 
 /** A handler whose calls stay pending until the test finishes them. */
 function controlled() {

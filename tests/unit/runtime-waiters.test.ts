@@ -8,7 +8,7 @@ import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
 import type { Logger } from '../../controller/base/log.ts';
 import type { HostRuntimeApi } from '../../controller/hosts/runtime-api.ts';
-import { Waiters } from '../../controller/runtime/waiters.ts';
+import { Waiters } from '../../controller/loop/waiters.ts';
 import { localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 

@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 import type { Cluster } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import { Controller } from '../../controller/runtime/controller.ts';
+import { Controller } from '../../controller/loop/controller.ts';
 import { BackendRuntime } from '../../controller/slurm/router.ts';
 import { SlurmRuntime } from '../../controller/slurm/runtime.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';

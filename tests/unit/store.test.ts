@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parse, stringify } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { specHash } from '../../controller/api/trainingjob.ts';
-import { Usage } from '../../controller/runtime/usage.ts';
+import { Usage } from '../../controller/loop/usage.ts';
 import { type JobEvent, JobStore } from '../../controller/store/store.ts';
 import { job, jobYaml } from './job-fixtures.ts';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../controller/cli/main.ts';
-import { readUsage, Usage } from '../../controller/runtime/usage.ts';
+import { readUsage, Usage } from '../../controller/loop/usage.ts';
 
 const CLUSTER = new URL('../fixtures/cluster/valid.yaml', import.meta.url).pathname;
 const H = 3_600_000;

@@ -1,9 +1,9 @@
-/** The jobs/ watcher (runtime/watch.ts) on a real directory: which files name a job, and when. */
+/** The jobs/ watcher (loop/watch.ts) on a real directory: which files name a job, and when. */
 import { mkdtempSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fsWatch, type Watcher } from '../../controller/runtime/watch.ts';
+import { fsWatch, type Watcher } from '../../controller/loop/watch.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Wait until `ok` (a loaded machine may deliver late, never early), at most 2 s. */

@@ -20,7 +20,7 @@ export function register(program: Command, ctx: CliContext): void {
       const graceSeconds = secondsFlag('--grace', o.grace, MAX_GRACE_SECONDS);
       const resyncSeconds = intFlag('--resync', o.resync, 1, 86_400);
       const [{ Controller }, { jsonLogger }, cluster, runtime] = await Promise.all([
-        import('../../runtime/controller.ts'),
+        import('../../loop/controller.ts'),
         import('../../base/log.ts'),
         ctx.loadCluster(),
         ctx.runtime(),

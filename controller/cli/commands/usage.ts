@@ -9,7 +9,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-o, --output <format>', 'table|json', 'table')
     .action(async (o: { output: string }) => {
       const [{ readUsage }, { table }, { choiceFlag }, jobs] = await Promise.all([
-        import('../../runtime/usage.ts'),
+        import('../../loop/usage.ts'),
         import('../output.ts'),
         import('../args.ts'),
         import('../jobs.ts'),
