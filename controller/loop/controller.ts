@@ -5,12 +5,11 @@
  * loop runs in unit tests against an in-memory host. Explicit start()/stop(); stop never touches
  * running training (runs are detached on the hosts and re-adopted on the next start).
  */
-import { type Dirent, readdirSync, realpathSync, statSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { posix, resolve } from 'node:path';
 import { allHosts, type Cluster, type Host } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
-import { readTree, skippedName } from '../../config/hash.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
@@ -40,6 +39,7 @@ import { Liveness } from './liveness.ts';
 import { type ProgressUpdate, ProgressWatcher } from './progress-watcher.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
 import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
+import { ScriptsDeploy } from './scripts-deploy.ts';
 import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
 import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
@@ -107,8 +107,7 @@ export class Controller {
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
   private readonly jobs = new Map<string, JobMemo>();
-  private readonly scriptsSynced = new Map<string, string>();
-  private scriptsHash?: { sig: string; hash: string };
+  private readonly scripts: ScriptsDeploy;
   /** One placement plan over the whole queue, remade when something it depends on changed. */
   private readonly scheduler: Scheduler;
   /** Victims of a preemption: who took their GPUs, and when (until they run again). */
@@ -133,6 +132,11 @@ export class Controller {
     this.log = o.log ?? jsonLogger();
     this.now = o.now ?? (() => new Date());
     this.owner = o.owner ?? defaultOwner(this.store.dir);
+    this.scripts = new ScriptsDeploy(
+      this.runtime,
+      this.log,
+      () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir(),
+    );
     this.hostsState = new HostState(this.owner);
     this.claims = new Claims(() => this.now().getTime());
     this.scheduler = new Scheduler(() => this.schedulerInputs());
@@ -855,30 +859,6 @@ export class Controller {
     this.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 
-  private localScriptsDir(): string {
-    return this.o.scriptsDir ?? this.o.cluster.local.scripts ?? scriptsDir();
-  }
-
-  /**
-   * The content hash of the local scripts/, read and hashed again only when a file in it changed
-   * (a walk of stat signatures: inode, size, mtime and ctime of every file, as readTree sees them).
-   */
-  private localScriptsHash(): string {
-    const dir = this.localScriptsDir();
-    const sig = treeSignature(dir);
-    if (this.scriptsHash?.sig !== sig) this.scriptsHash = { sig, hash: readTree(dir).hash };
-    return this.scriptsHash.hash;
-  }
-
-  /** Deploy scripts/ to a host when its content hash differs from what the host has. */
-  private async syncScripts(h: Host, hash: string): Promise<void> {
-    if (this.scriptsSynced.get(h.name) === hash) return;
-    const dir = this.localScriptsDir();
-    if (await this.runtime.syncScripts(h, dir, hash))
-      this.log.info('deployed scripts', { host: h.name, hash: hash.slice(0, 12) });
-    this.scriptsSynced.set(h.name, hash);
-  }
-
   /**
    * What each part of a launch sends (meta, torchrun argv, environment, the scripts' hash), worked
    * out without touching a host. A part that cannot be launched (a checkpoint dir outside its
@@ -895,7 +875,7 @@ export class Controller {
         if (job.spec.script) {
           scripts ??= (() => {
             try {
-              return { hash: this.localScriptsHash() };
+              return { hash: this.scripts.hash() };
             } catch (e) {
               return { error: e instanceof Error ? e : new Error(String(e)) };
             }
@@ -1023,8 +1003,8 @@ export class Controller {
         const h = pp.host;
         try {
           if ('error' in pp) throw pp.error;
-          if (pp.scriptsHash !== undefined && this.scriptsSynced.get(h.name) !== pp.scriptsHash)
-            await this.syncScripts(h, pp.scriptsHash);
+          if (pp.scriptsHash !== undefined && !this.scripts.has(h, pp.scriptsHash))
+            await this.scripts.sync(h, pp.scriptsHash);
           const r = await this.runtime.launch(h, pp.req);
           this.stats.launches++;
           this.log.info(r.existed ? 'run part already running' : 'launched run part', {
@@ -1087,31 +1067,4 @@ function defaultOwner(jobsDir: string): string {
 /** A host quiet this long is unreachable (1.5 keepalive intervals, plus slack for timers). */
 function silenceLimitMs(h: Host): number {
   return 1.5 * h.ssh.keepaliveMs + 500;
-}
-
-/**
- * A cheap signature of the tree readTree would hash: every file it would read (same skipped names,
- * symlinks followed) with its inode, size, mtime and ctime. Any write to a file changes its ctime.
- */
-function treeSignature(root: string): string {
-  const out: string[] = [];
-  const walk = (dir: string, rel: string) => {
-    let ents: Dirent[];
-    try {
-      ents = readdirSync(dir, { withFileTypes: true });
-    } catch (e) {
-      out.push(`!${rel}:${(e as NodeJS.ErrnoException).code ?? 'error'}`);
-      return;
-    }
-    for (const ent of ents) {
-      if (skippedName(ent.name)) continue;
-      const r = rel ? `${rel}/${ent.name}` : ent.name;
-      const st = statSync(`${dir}/${ent.name}`, { bigint: true, throwIfNoEntry: false });
-      if (!st) out.push(`?${r}`);
-      else if (st.isDirectory()) walk(`${dir}/${ent.name}`, r);
-      else out.push(`${r}\0${st.ino}:${st.size}:${st.mode}:${st.mtimeNs}:${st.ctimeNs}`);
-    }
-  };
-  walk(root, '');
-  return out.sort().join('\n');
 }
