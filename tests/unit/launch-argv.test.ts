@@ -50,7 +50,7 @@ describe('torchrunArgv', () => {
       `--rdzv_id=${RUN_ID}`,
       '--rdzv_conf=is_host=0,join_timeout=300',
       '--max_restarts=0',
-      '--monitor_interval=0.1',
+      '--monitor_interval=0.5',
       '--no_python',
       '/home/ob/ugro/runs/train.abcd1234.1/rank.sh',
       'python3',
