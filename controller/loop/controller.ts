@@ -32,7 +32,9 @@ import { slurmPlan } from '../slurm/plan.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
+import type { LoopContext, LoopStats } from './context.ts';
 import { HostState } from './host-state.ts';
+import { JobBook } from './jobs.ts';
 import { JobLanes } from './lanes.ts';
 import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
@@ -74,16 +76,6 @@ export interface ControllerOptions {
   progressEveryMs?: number;
 }
 
-interface JobMemo {
-  priority: TrainingJob['spec']['priority'];
-  createdAt: string;
-  phase?: string;
-  reason?: string;
-  /** The spec and status as last read: the queue placement plans over. */
-  job: TrainingJob;
-  status?: JobStatus;
-}
-
 /** One part of a launch as it will be sent, or why it cannot be (raised when that part is launched). */
 type PreparedPart = { host: Host; req: LaunchRequest; scriptsHash?: string } | { host: Host; error: Error };
 
@@ -93,111 +85,115 @@ const LEASE_TTL_SECONDS = 60;
 export class Controller {
   readonly store: JobStore;
   readonly owner: string;
-  private readonly runtime: HostRuntimeApi;
-  private readonly queue: WorkQueue;
-  private readonly log: Logger;
-  private readonly now: () => Date;
-  private readonly hostsState: HostState;
-  private readonly claims: Claims;
-  private readonly waiters: Waiters;
-  private readonly leases: Leases;
-  private readonly liveness: Liveness;
+  /** Counters for tests and benchmarks. */
+  readonly stats: LoopStats = { reconciles: 0, launches: 0, observes: 0 };
   /** Reads running jobs' newest metrics lines between reconciles (one exec per host per tick). */
   readonly progress: ProgressWatcher;
+  /** What the loop's parts share. */
+  private readonly ctx: LoopContext;
+  private readonly queue: WorkQueue;
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
-  private readonly jobs = new Map<string, JobMemo>();
   private readonly scripts: ScriptsDeploy;
-  /** One placement plan over the whole queue, remade when something it depends on changed. */
-  private readonly scheduler: Scheduler;
-  /** Victims of a preemption: who took their GPUs, and when (until they run again). */
-  private readonly preemptedBy = new Map<string, { job: string; at: string }>();
-  /** Preemption stops in flight, by run id (a preemptor requeued meanwhile does not stop twice). */
-  private readonly preempting = new Set<string>();
   /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
   private readonly usage: Usage;
   private usageAt?: number;
-  private readonly warnedFiles = new Set<string>();
   private watcher?: Watcher;
   private lock?: DirLock;
   private stopTimers: (() => void)[] = [];
   private started = false;
   private livenessBusy = false;
-  /** Counters for tests and benchmarks. */
-  readonly stats = { reconciles: 0, launches: 0, observes: 0 };
 
   constructor(private readonly o: ControllerOptions) {
-    this.store = new JobStore(resolve(o.jobsDir));
-    this.runtime = o.runtime;
-    this.log = o.log ?? jsonLogger();
-    this.now = o.now ?? (() => new Date());
-    this.owner = o.owner ?? defaultOwner(this.store.dir);
-    this.scripts = new ScriptsDeploy(
-      this.runtime,
-      this.log,
-      () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir(),
-    );
-    this.hostsState = new HostState(this.owner);
-    this.claims = new Claims(() => this.now().getTime());
-    this.scheduler = new Scheduler(() => this.schedulerInputs());
-    this.usage = Usage.inDir(this.store.dir, o.cluster.scheduling.fairShareHalfLifeHours);
-    this.queue = new WorkQueue((name) => this.timedReconcile(name), {
+    const store = new JobStore(resolve(o.jobsDir));
+    const runtime = o.runtime;
+    const log = o.log ?? jsonLogger();
+    const now = o.now ?? (() => new Date());
+    const owner = o.owner ?? defaultOwner(store.dir);
+    this.store = store;
+    this.owner = owner;
+    this.scripts = new ScriptsDeploy(runtime, log, () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir());
+    const scheduler = new Scheduler(() => this.schedulerInputs());
+    this.usage = Usage.inDir(store.dir, o.cluster.scheduling.fairShareHalfLifeHours);
+    const queue = new WorkQueue((name) => this.timedReconcile(name), {
       ...o.queueTimers,
       onError: (key, err, retry) =>
-        this.log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
+        log.warn('reconcile failed; will retry', { job: key, error: (err as Error).message, retryInMs: retry }),
     });
-    this.waiters = new Waiters(this.runtime, (job) => this.queue.add(job), this.log);
-    this.liveness = new Liveness(this.runtime, o.cluster.hosts, () => this.now().getTime(), this.log);
-    this.leases = new Leases(
-      this.runtime,
-      o.cluster.hosts,
-      this.owner,
-      o.leaseTtlSeconds ?? LEASE_TTL_SECONDS,
-      this.log,
-    );
+    this.queue = queue;
+    const jobs = new JobBook(store, now, () => scheduler.invalidate());
+    const warned = new Set<string>();
+    this.ctx = {
+      cluster: o.cluster,
+      get hosts() {
+        return allHosts(o.cluster);
+      },
+      host: (name) => allHosts(o.cluster).find((h) => h.name === name),
+      owner,
+      store,
+      runtime,
+      log,
+      now,
+      observer: o.observer,
+      hostsState: new HostState(owner),
+      claims: new Claims(() => now().getTime()),
+      waiters: new Waiters(runtime, (job) => queue.add(job), log),
+      leases: new Leases(runtime, o.cluster.hosts, owner, o.leaseTtlSeconds ?? LEASE_TTL_SECONDS, log),
+      liveness: new Liveness(runtime, o.cluster.hosts, () => now().getTime(), log),
+      scheduler,
+      jobs,
+      stats: this.stats,
+      enqueue: (name) => queue.add(name),
+      kickQueued: () => {
+        for (const name of jobs.queuedToKick()) queue.add(name);
+      },
+      warnOnce: (key, msg, fields) => {
+        if (warned.has(key)) return;
+        warned.add(key);
+        log.warn(msg, fields);
+      },
+      graceSeconds: o.graceSeconds ?? 30,
+      rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
+    };
+    const ctx = this.ctx;
     this.progress = new ProgressWatcher({
-      runtime: this.runtime,
-      host: (n) => this.host(n),
+      runtime,
+      host: (n) => ctx.host(n),
       targets: () =>
         progressTargets(
-          this.hostsState.allParts().filter((p) => this.hostsState.mine(p)),
-          (j) => this.jobs.get(j)?.status,
-          (h) => !!this.host(h)?.slurm,
+          ctx.hostsState.allParts().filter((p) => ctx.hostsState.mine(p)),
+          (j) => ctx.jobs.get(j)?.status,
+          (h) => !!ctx.host(h)?.slurm,
         ),
-      unreachable: (h) => this.liveness.isDown(h.name) || this.silentMs(h) > silenceLimitMs(h),
+      unreachable: (h) => ctx.liveness.isDown(h.name) || this.silentMs(h) > silenceLimitMs(h),
       failed: (h, e) => {
         if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind))
-          this.liveness.failed(h.name, e.message);
+          ctx.liveness.failed(h.name, e.message);
       },
       onProgress: (u) => this.lanes.latest(u.job, u, (x) => this.writeProgress(x)),
-      log: this.log,
-      now: () => this.now().getTime(),
+      log,
+      now: () => now().getTime(),
     });
-  }
-
-  private get hosts(): Host[] {
-    // A Slurm cluster's login host too: observed, leased and watched like the others.
-    return allHosts(this.o.cluster);
   }
 
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    await this.store.ensure();
-    this.lock = await (this.o.lock ?? lockJobsDir)(this.store.dir);
+    await this.ctx.store.ensure();
+    this.lock = await (this.o.lock ?? lockJobsDir)(this.ctx.store.dir);
     await this.usage.load();
     // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
-    await this.leases.renewAll();
-    await Promise.all([this.refreshHealth(), ...this.hosts.map((h) => this.scanHost(h))]);
+    await this.ctx.leases.renewAll();
+    await Promise.all([this.refreshHealth(), ...this.ctx.hosts.map((h) => this.scanHost(h))]);
     // A source of job files (git) brings jobs/ to its revision before the first reconciles.
     await this.o.source?.start((jobs) => {
       for (const n of jobs) this.queue.add(n);
     });
     const names = await this.allNames();
-    for (const n of this.hostsState.jobNames()) names.add(n);
+    for (const n of this.ctx.hostsState.jobNames()) names.add(n);
     for (const n of names) this.queue.add(n);
     // Then watch. Events only enqueue a name; reconcile reads everything itself.
-    this.watcher = await (this.o.watch ?? fsWatch)(this.store.dir, (name) => this.queue.add(name));
+    this.watcher = await (this.o.watch ?? fsWatch)(this.ctx.store.dir, (name) => this.queue.add(name));
     const every =
       this.o.every ??
       ((ms: number, fn: () => void) => {
@@ -205,19 +201,19 @@ export class Controller {
         t.unref();
         return () => clearInterval(t);
       });
-    const ttl = this.leases.ttlSeconds;
+    const ttl = this.ctx.leases.ttlSeconds;
     const progressMs = this.o.progressEveryMs ?? 1000;
     this.stopTimers = [
       ...(progressMs > 0 ? [every(progressMs, () => void this.progress.tick())] : []),
       every(this.o.resyncMs ?? 60_000, () => void this.resync()),
-      every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.kickQueued())),
-      every((ttl * 1000) / 3, () => void this.leases.renewAll().then(() => this.scheduler.invalidate())),
+      every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.ctx.kickQueued())),
+      every((ttl * 1000) / 3, () => void this.ctx.leases.renewAll().then(() => this.ctx.scheduler.invalidate())),
       every(1000, () => void this.watchLiveness()),
     ];
-    this.log.info('controller started', {
-      jobsDir: this.store.dir,
-      owner: this.owner,
-      hosts: this.hosts.map((h) => h.name),
+    this.ctx.log.info('controller started', {
+      jobsDir: this.ctx.store.dir,
+      owner: this.ctx.owner,
+      hosts: this.ctx.hosts.map((h) => h.name),
       jobs: names.size,
     });
   }
@@ -227,15 +223,15 @@ export class Controller {
     this.queue.stop();
     for (const s of this.stopTimers) s();
     await this.progress.stop();
-    this.waiters.stopAll();
+    this.ctx.waiters.stopAll();
     await this.watcher?.close();
     await this.queue.idle();
     await this.lanes.idle();
     this.accountUsage();
     await this.usage.save().catch(() => undefined);
-    await this.leases.releaseAll();
+    await this.ctx.leases.releaseAll();
     await this.lock?.release();
-    this.log.info('controller stopped (runs on the hosts keep going)');
+    this.ctx.log.info('controller stopped (runs on the hosts keep going)');
   }
 
   /** Wait until nothing is being reconciled or written (tests). */
@@ -251,7 +247,7 @@ export class Controller {
 
   /** This controller's run parts of `job` on every host, as last observed (finished ones too). */
   partsOf(job: string): RunPart[] {
-    return this.hostsState.partsOf(job);
+    return this.ctx.hostsState.partsOf(job);
   }
 
   private async timedReconcile(name: string): Promise<{ requeueAfterMs?: number }> {
@@ -259,7 +255,7 @@ export class Controller {
     try {
       return await this.lanes.run(name, () => this.reconcileOne(name));
     } finally {
-      this.o.observer?.reconciled?.(name, performance.now() - t0);
+      this.ctx.observer?.reconciled?.(name, performance.now() - t0);
     }
   }
 
@@ -268,22 +264,21 @@ export class Controller {
   }
 
   private async allNames(): Promise<Set<string>> {
-    const { specs, statuses, controls, invalidFiles } = await this.store.listNames();
-    for (const f of invalidFiles) {
-      if (this.warnedFiles.has(f)) continue;
-      this.warnedFiles.add(f);
-      this.log.warn('ignoring a file whose name is not a job name (a DNS-1123 label: lowercase letters, digits, "-")', {
-        file: f,
-      });
-    }
+    const { specs, statuses, controls, invalidFiles } = await this.ctx.store.listNames();
+    for (const f of invalidFiles)
+      this.ctx.warnOnce(
+        f,
+        'ignoring a file whose name is not a job name (a DNS-1123 label: lowercase letters, digits, "-")',
+        { file: f },
+      );
     return new Set([...specs, ...statuses, ...controls]);
   }
 
   private async resync(): Promise<void> {
     // A full scan now and then also sees runs of other controllers and runs started by hand.
-    await Promise.all(this.hosts.map((h) => this.scanHost(h)));
+    await Promise.all(this.ctx.hosts.map((h) => this.scanHost(h)));
     this.accountUsage();
-    await this.usage.save().catch((e) => this.log.warn('cannot write usage.json', { error: (e as Error).message }));
+    await this.usage.save().catch((e) => this.ctx.log.warn('cannot write usage.json', { error: (e as Error).message }));
     for (const n of await this.allNames()) this.queue.add(n);
   }
 
@@ -292,37 +287,31 @@ export class Controller {
    * accounting to its job's owner (a CPU part counts as one). Called at every resync and on stop.
    */
   private accountUsage(): void {
-    const now = this.now().getTime();
+    const now = this.ctx.now().getTime();
     const since = this.usageAt;
     this.usageAt = now;
     if (since === undefined || now <= since) return;
-    for (const p of this.hostsState.allParts()) {
-      if (!p.alive || !this.hostsState.mine(p)) continue;
-      const m = this.jobs.get(p.meta.job);
+    for (const p of this.ctx.hostsState.allParts()) {
+      if (!p.alive || !this.ctx.hostsState.mine(p)) continue;
+      const m = this.ctx.jobs.get(p.meta.job);
       if (!m) continue;
       const owner = m.status?.owner ?? ownerOf(m.job);
       const started = Math.max(since, Date.parse(p.meta.createdAt) || since);
       this.usage.add(owner, (Math.max(1, p.meta.gpus?.length ?? 1) * (now - started)) / 1000, now);
     }
-    this.scheduler.invalidate();
+    this.ctx.scheduler.invalidate();
   }
 
-  private kickQueued(): void {
-    for (const [name, m] of this.jobs) {
-      if (m.phase === 'Queued' && m.reason !== 'BackoffRestart' && m.reason !== 'LaunchFailed') this.queue.add(name);
-    }
-  }
-
-  private async refreshHealth(hosts: Host[] = this.hosts): Promise<void> {
-    const nodes = await Promise.all(hosts.map((h) => this.runtime.probe(h)));
+  private async refreshHealth(hosts: Host[] = this.ctx.hosts): Promise<void> {
+    const nodes = await Promise.all(hosts.map((h) => this.ctx.runtime.probe(h)));
     for (const n of nodes) {
-      const prev = this.hostsState.health.get(n.name);
+      const prev = this.ctx.hostsState.health.get(n.name);
       if (prev?.status !== n.status)
-        this.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
-      this.hostsState.health.set(n.name, n);
+        this.ctx.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
+      this.ctx.hostsState.health.set(n.name, n);
     }
-    this.scheduler.invalidate();
-    this.o.observer?.health?.(nodes);
+    this.ctx.scheduler.invalidate();
+    this.ctx.observer?.health?.(nodes);
   }
 
   /**
@@ -331,22 +320,23 @@ export class Controller {
    * one answers again its jobs and the waiting ones look again (leftovers there are stopped).
    */
   private async watchLiveness(): Promise<void> {
-    if (this.livenessBusy || !this.liveness.busy(this.hostsState.anyLive())) return;
+    if (this.livenessBusy || !this.ctx.liveness.busy(this.ctx.hostsState.anyLive())) return;
     this.livenessBusy = true;
     try {
-      const { wake, back } = await this.liveness.tick((h) => this.hostsState.jobsOn(h, true));
-      if (wake.size || back.length) this.scheduler.invalidate();
+      const { wake, back } = await this.ctx.liveness.tick((h) => this.ctx.hostsState.jobsOn(h, true));
+      if (wake.size || back.length) this.ctx.scheduler.invalidate();
       for (const j of wake) this.queue.add(j);
       for (const hn of back) {
-        const h = this.host(hn);
+        const h = this.ctx.host(hn);
         if (h) await Promise.all([this.scanHost(h), this.refreshHealth([h])]);
-        for (const j of this.hostsState.jobsOn(hn)) this.queue.add(j);
+        for (const j of this.ctx.hostsState.jobsOn(hn)) this.queue.add(j);
       }
       if (back.length) {
-        this.kickQueued();
+        this.ctx.kickQueued();
         // A lease that lapsed while the host was away (a renewal failed) is taken back now, not
         // at the next renewal (up to 20 s later), so the host is schedulable once it answers.
-        if (back.some((hn) => !this.leases.held(hn))) void this.leases.renewAll().then(() => this.kickQueued());
+        if (back.some((hn) => !this.ctx.leases.held(hn)))
+          void this.ctx.leases.renewAll().then(() => this.ctx.kickQueued());
       }
     } finally {
       this.livenessBusy = false;
@@ -355,43 +345,39 @@ export class Controller {
 
   private async scanHost(h: Host): Promise<void> {
     try {
-      const { parts, rejected } = await this.runtime.observe(h);
-      this.liveness.answered(h.name);
-      this.stats.observes++;
+      const { parts, rejected } = await this.ctx.runtime.observe(h);
+      this.ctx.liveness.answered(h.name);
+      this.ctx.stats.observes++;
       this.reportRejected(h, rejected);
-      this.hostsState.set(h.name, parts);
-      this.scheduler.invalidate();
-      for (const p of parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
+      this.ctx.hostsState.set(h.name, parts);
+      this.ctx.scheduler.invalidate();
+      for (const p of parts) if (p.alive && this.ctx.hostsState.mine(p)) this.ctx.waiters.ensure(h, p);
     } catch (e) {
-      this.liveness.failed(h.name, (e as Error).message);
-      this.log.warn('cannot list runs on host', { host: h.name, error: (e as Error).message });
+      this.ctx.liveness.failed(h.name, (e as Error).message);
+      this.ctx.log.warn('cannot list runs on host', { host: h.name, error: (e as Error).message });
     }
   }
 
   private reportRejected(h: Host, rejected: { dir: string; why: string }[]): void {
-    for (const r of rejected) {
-      const key = `${h.name}/${r.dir}`;
-      if (this.warnedFiles.has(key)) continue;
-      this.warnedFiles.add(key);
-      this.log.warn('ignoring a run directory that fails validation', { host: h.name, dir: r.dir, why: r.why });
-    }
-  }
-
-  private host(name: string): Host | undefined {
-    return this.hosts.find((h) => h.name === name);
+    for (const r of rejected)
+      this.ctx.warnOnce(`${h.name}/${r.dir}`, 'ignoring a run directory that fails validation', {
+        host: h.name,
+        dir: r.dir,
+        why: r.why,
+      });
   }
 
   private view(name: string): ClusterView {
-    const scheduler = this.scheduler;
-    const scaleUp = this.jobs.get(name)?.job.spec.scaleUp;
-    const preemptedBy = this.preemptedBy.get(name);
-    const busy = this.hostsState.busy(name);
-    for (const [h, j] of this.claims.busyHosts(name)) busy.set(h, j);
-    const usedPorts = this.hostsState.ports();
-    for (const p of this.claims.ports()) usedPorts.add(p);
-    const me = this.jobs.get(name);
+    const scheduler = this.ctx.scheduler;
+    const scaleUp = this.ctx.jobs.get(name)?.job.spec.scaleUp;
+    const preemptedBy = this.ctx.jobs.preemptedBy.get(name);
+    const busy = this.ctx.hostsState.busy(name);
+    for (const [h, j] of this.ctx.claims.busyHosts(name)) busy.set(h, j);
+    const usedPorts = this.ctx.hostsState.ports();
+    for (const p of this.ctx.claims.ports()) usedPorts.add(p);
+    const me = this.ctx.jobs.get(name);
     const ahead = me
-      ? [...this.jobs.entries()]
+      ? [...this.ctx.jobs.entries()]
           .filter(
             ([n, m]) =>
               n !== name &&
@@ -403,19 +389,19 @@ export class Controller {
           .map(([n]) => n)
       : [];
     return {
-      hosts: this.hosts,
-      ready: this.hostsState.ready(),
-      notReady: this.hostsState.notReady(),
+      hosts: this.ctx.hosts,
+      ready: this.ctx.hostsState.ready(),
+      notReady: this.ctx.hostsState.notReady(),
       busy,
-      foreign: this.leases.foreign(),
+      foreign: this.ctx.leases.foreign(),
       usedPorts,
       basePort: this.o.cluster.communication.masterPort,
-      gpus: this.hostsState.gpus(),
+      gpus: this.ctx.hostsState.gpus(),
       ahead,
-      rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
-      defaultGraceSeconds: this.o.graceSeconds ?? 30,
-      lastHeard: this.liveness.lastHeardAll(),
-      down: this.liveness.downAll(),
+      rdzvTimeoutSeconds: this.ctx.rdzvTimeoutSeconds,
+      defaultGraceSeconds: this.ctx.graceSeconds,
+      lastHeard: this.ctx.liveness.lastHeardAll(),
+      down: this.ctx.liveness.downAll(),
       // Made only when scheduling reads it: one plan over the whole queue, shared until it changes.
       get decision() {
         return scheduler.decision(name);
@@ -429,19 +415,19 @@ export class Controller {
 
   /** What placement plans over: the queue, the hosts' GPUs, what holds them, the owners' usage. */
   private schedulerInputs(): SchedulerInputs {
-    const now = this.now().getTime();
+    const now = this.ctx.now().getTime();
     const jobs = new Map<string, JobView>();
-    for (const [n, m] of this.jobs) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
+    for (const [n, m] of this.ctx.jobs.entries()) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
     const health: SchedulerInputs['health'] = new Map();
-    for (const [hn, n] of this.hostsState.health)
+    for (const [hn, n] of this.ctx.hostsState.health)
       health.set(hn, { ready: n.status === 'Ready', why: n.reasons[0], gpus: n.gpus });
-    const unusable = new Map([...this.leases.foreign(), ...this.liveness.downAll()]);
+    const unusable = new Map([...this.ctx.leases.foreign(), ...this.ctx.liveness.downAll()]);
     return {
-      hosts: this.hosts,
+      hosts: this.ctx.hosts,
       jobs,
-      parts: this.hostsState.allParts(),
-      mine: (p) => this.hostsState.mine(p),
-      claims: this.claims.all(),
+      parts: this.ctx.hostsState.allParts(),
+      mine: (p) => this.ctx.hostsState.mine(p),
+      claims: this.ctx.claims.all(),
       health,
       unusable,
       usage: this.usage.snapshot(now),
@@ -450,26 +436,26 @@ export class Controller {
   }
 
   private async reconcileOne(name: string): Promise<{ requeueAfterMs?: number }> {
-    this.stats.reconciles++;
+    this.ctx.stats.reconciles++;
     const [spec, status, control] = await Promise.all([
-      this.store.readSpec(name),
-      this.store.readStatus(name),
-      this.store.readControl(name),
+      this.ctx.store.readSpec(name),
+      this.ctx.store.readStatus(name),
+      this.ctx.store.readControl(name),
     ]);
-    this.o.observer?.read?.(name, spec, status);
+    this.ctx.observer?.read?.(name, spec, status);
     const source = await this.o.source?.infoFor(name);
-    const cut = shortcut(spec, status, control, this.hostsState.liveOf(name));
+    const cut = shortcut(spec, status, control, this.ctx.hostsState.liveOf(name));
     if (cut === 'skip') {
-      if (spec.kind === 'valid') await this.remember(name, spec.job, status);
+      if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
       // Settled on the hosts, but the source may have news (a new revision of the file, removed from git).
-      const fresh = status && refreshSource(status, spec, source, this.now());
+      const fresh = status && refreshSource(status, spec, source, this.ctx.now());
       if (fresh) await this.persist(name, fresh.status, fresh.events);
       return {};
     }
     if (cut === 'no-host-io') {
       const res = reconcile({
         name,
-        now: this.now(),
+        now: this.ctx.now(),
         spec,
         status,
         control,
@@ -482,12 +468,12 @@ export class Controller {
       return {};
     }
     const { unreachable, checkpoints, attemptFloor } = await this.observeJob(name, spec, status);
-    const parts = this.hostsState.partsOf(name, unreachable);
-    this.claims.release(name);
-    if (spec.kind === 'valid') await this.remember(name, spec.job, status);
+    const parts = this.ctx.hostsState.partsOf(name, unreachable);
+    this.ctx.claims.release(name);
+    if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
     const res = reconcile({
       name,
-      now: this.now(),
+      now: this.ctx.now(),
       spec,
       status,
       control,
@@ -514,14 +500,14 @@ export class Controller {
     spec: SpecState,
     status: JobStatus | undefined,
   ): Promise<{ unreachable: Map<string, string>; checkpoints: CheckpointInfo[]; attemptFloor: number }> {
-    const hostsToObserve = new Set([...this.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
+    const hostsToObserve = new Set([...this.ctx.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
     const unreachable = new Map<string, string>();
     const checkpoints: CheckpointInfo[] = [];
     let attemptFloor = 0;
-    const down = this.liveness.downAll();
+    const down = this.ctx.liveness.downAll();
     await Promise.all(
       [...hostsToObserve].map(async (hn) => {
-        const h = this.host(hn);
+        const h = this.ctx.host(hn);
         if (!h) return;
         const isDown = down.get(hn);
         if (isDown) {
@@ -533,27 +519,27 @@ export class Controller {
         const silent = this.silentMs(h);
         if (silent > silenceLimitMs(h)) {
           const why = `no answer for ${(silent / 1000).toFixed(1)} s`;
-          this.liveness.failed(hn, why);
+          this.ctx.liveness.failed(hn, why);
           unreachable.set(hn, why);
           return;
         }
         const ckpt = spec.kind === 'valid' ? checkpointDir(spec.job, h) : undefined;
         try {
-          const r = await this.whileHeard(h, this.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined));
-          if (this.liveness.answered(hn)) this.kickQueued();
-          this.stats.observes++;
+          const r = await this.whileHeard(h, this.ctx.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined));
+          if (this.ctx.liveness.answered(hn)) this.ctx.kickQueued();
+          this.ctx.stats.observes++;
           this.reportRejected(h, r.rejected);
-          this.hostsState.set(hn, r.parts, name);
+          this.ctx.hostsState.set(hn, r.parts, name);
           if (r.checkpoint) checkpoints.push(r.checkpoint);
           for (const p of r.parts) {
             if (spec.kind === 'valid' && p.meta.specHash === spec.hash)
               attemptFloor = Math.max(attemptFloor, p.meta.attempt);
           }
-          for (const p of r.parts) if (p.alive && this.hostsState.mine(p)) this.waiters.ensure(h, p);
+          for (const p of r.parts) if (p.alive && this.ctx.hostsState.mine(p)) this.ctx.waiters.ensure(h, p);
         } catch (e) {
           const why = (e as Error).message.replace(`${hn}: `, '');
           if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind)) {
-            this.liveness.failed(hn, why);
+            this.ctx.liveness.failed(hn, why);
           }
           unreachable.set(hn, why);
         }
@@ -564,8 +550,8 @@ export class Controller {
 
   /** How long `h` has said nothing (keepalive replies count), by this controller's clock. */
   private silentMs(h: Host): number {
-    const heard = this.runtime.lastHeard(h);
-    return heard === undefined ? 0 : this.now().getTime() - heard;
+    const heard = this.ctx.runtime.lastHeard(h);
+    return heard === undefined ? 0 : this.ctx.now().getTime() - heard;
   }
 
   /**
@@ -606,7 +592,7 @@ export class Controller {
     const limit = spec.job.spec.failurePolicy.nodeLostSeconds * 1000;
     let due: number | undefined;
     for (const hn of unreachable.keys()) {
-      const ms = this.liveness.lastHeard(hn) + limit + 20 - this.now().getTime();
+      const ms = this.ctx.liveness.lastHeard(hn) + limit + 20 - this.ctx.now().getTime();
       if (ms > 0) due = Math.min(due ?? ms, ms);
     }
     return due;
@@ -629,15 +615,15 @@ export class Controller {
               p.host,
               p.gpus.map((g) => g.index),
             );
-        this.claims.claim(
+        this.ctx.claims.claim(
           name,
           a.allParts.map((p) => p.host),
           a.port,
           gpus,
         );
-        this.scheduler.invalidate();
+        this.ctx.scheduler.invalidate();
       }
-    if (spec.kind === 'valid' && res.status) await this.remember(name, spec.job, res.status);
+    if (spec.kind === 'valid' && res.status) await this.ctx.jobs.remember(name, spec.job, res.status);
     // Record intent before touching hosts: a crash mid-launch is then finished on restart. What
     // each launch sends is worked out while the status is being written (local work only), so
     // the launches go out the moment it is on disk.
@@ -671,16 +657,16 @@ export class Controller {
         });
         if (!failed) {
           requeue = Math.min(requeue ?? 2000, 2000);
-          this.preemptedBy.delete(name);
+          this.ctx.jobs.preemptedBy.delete(name);
           continue;
         }
         // The launch failed: its host claims go now (other jobs may use the hosts during the
         // backoff), the parts that did start are stopped, and the failure is counted.
-        this.claims.release(name);
-        this.scheduler.invalidate();
+        this.ctx.claims.release(name);
+        this.ctx.scheduler.invalidate();
         if (failed.portBusy) {
-          this.claims.portBusy(a.port);
-          this.log.info('rendezvous port busy on its host; choosing another', {
+          this.ctx.claims.portBusy(a.port);
+          this.ctx.log.info('rendezvous port busy on its host; choosing another', {
             job: name,
             port: a.port,
             host: a.rdzvHost,
@@ -693,7 +679,7 @@ export class Controller {
           status,
           spec.job,
           { attempt: a.attempt, host: failed.host, message: failed.message },
-          this.now(),
+          this.ctx.now(),
         );
         status = lf.status;
         events = [...events, lf.event];
@@ -702,11 +688,11 @@ export class Controller {
     }
     await early;
     await this.persist(name, status, events.slice(written));
-    if (spec.kind === 'valid' && status) await this.remember(name, spec.job, status);
+    if (spec.kind === 'valid' && status) await this.ctx.jobs.remember(name, spec.job, status);
     if (status === null) {
-      this.jobs.delete(name);
-      this.preemptedBy.delete(name);
-      this.scheduler.invalidate();
+      this.ctx.jobs.delete(name);
+      this.ctx.jobs.preemptedBy.delete(name);
+      this.ctx.scheduler.invalidate();
     }
     // Hosts may have come free: a run ended (on its own too: a failed gang whose members all
     // exited), was stopped, or the job is gone.
@@ -718,7 +704,7 @@ export class Controller {
       res.actions.some((a) => a.type === 'stop') ||
       (holding(prevStatus) && !holding(status))
     )
-      this.kickQueued();
+      this.ctx.kickQueued();
     return { requeueAfterMs: requeue };
   }
 
@@ -730,11 +716,11 @@ export class Controller {
    */
   private preempt(by: string, a: StopAction): void {
     const victim = a.job!;
-    if (this.preempting.has(a.runId)) return;
-    this.preempting.add(a.runId);
-    const at = this.now().toISOString();
-    this.preemptedBy.set(victim, { job: by, at });
-    void this.store
+    if (this.ctx.jobs.preempting.has(a.runId)) return;
+    this.ctx.jobs.preempting.add(a.runId);
+    const at = this.ctx.now().toISOString();
+    this.ctx.jobs.preemptedBy.set(victim, { job: by, at });
+    void this.ctx.store
       .appendEvents([
         {
           time: at,
@@ -747,57 +733,33 @@ export class Controller {
         },
       ])
       .catch(() => undefined);
-    this.log.info('preempting', { job: victim, by, run: a.runId, hosts: a.hosts });
+    this.ctx.log.info('preempting', { job: victim, by, run: a.runId, hosts: a.hosts });
     void this.doStop(victim, a).finally(() => {
-      this.preempting.delete(a.runId);
-      this.scheduler.invalidate();
+      this.ctx.jobs.preempting.delete(a.runId);
+      this.ctx.scheduler.invalidate();
       this.queue.add(victim);
       this.queue.add(by);
     });
   }
 
-  private async remember(name: string, job: TrainingJob, status: JobStatus | undefined): Promise<void> {
-    const createdAt =
-      status?.createdAt ?? (await this.store.specMtime(name))?.toISOString() ?? this.now().toISOString();
-    // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
-    const prev = this.jobs.get(name);
-    this.jobs.set(name, {
-      priority: job.spec.priority,
-      createdAt,
-      phase: status?.phase,
-      reason: status?.reason,
-      job,
-      status,
-    });
-    // The plan changes only when the queue does: a job added, its spec, or whether it waits.
-    if (
-      !prev ||
-      prev.phase !== status?.phase ||
-      prev?.status?.nextRetryAt !== status?.nextRetryAt ||
-      prev?.status?.owner !== status?.owner ||
-      (prev.job !== job && JSON.stringify(prev.job) !== JSON.stringify(job))
-    )
-      this.scheduler.invalidate();
-  }
-
   /** A running job's progress moved: into its status as last written (in the job's lane, see lanes.ts). */
   private async writeProgress(u: ProgressUpdate): Promise<void> {
-    const m = this.jobs.get(u.job);
+    const m = this.ctx.jobs.get(u.job);
     const next = m?.status && mergeProgress(m.status, u);
     if (!m || !next) return;
     try {
       await this.persist(u.job, next, []);
       m.status = next;
     } catch (e) {
-      this.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
+      this.ctx.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
     }
   }
 
   private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {
-    if (status && this.o.observer?.decorate) status = this.o.observer.decorate(name, status);
-    if (status === null) await this.store.deleteStatus(name);
-    else await this.store.writeStatus(name, status);
-    const time = this.now().toISOString();
+    if (status && this.ctx.observer?.decorate) status = this.ctx.observer.decorate(name, status);
+    if (status === null) await this.ctx.store.deleteStatus(name);
+    else await this.ctx.store.writeStatus(name, status);
+    const time = this.ctx.now().toISOString();
     const evs: JobEvent[] = events.map((e) => ({
       time,
       job: name,
@@ -805,13 +767,13 @@ export class Controller {
       reason: e.reason,
       message: e.message,
     }));
-    await this.store.appendEvents(evs);
-    this.o.observer?.persisted?.(name, status, evs);
-    for (const e of evs) this.log.info(e.message, { job: name, reason: e.reason });
+    await this.ctx.store.appendEvents(evs);
+    this.ctx.observer?.persisted?.(name, status, evs);
+    for (const e of evs) this.ctx.log.info(e.message, { job: name, reason: e.reason });
   }
 
   private async doStop(job: string, a: StopAction): Promise<void> {
-    this.log.info('stopping run', {
+    this.ctx.log.info('stopping run', {
       job,
       run: a.runId,
       hosts: a.hosts,
@@ -820,43 +782,43 @@ export class Controller {
     });
     await Promise.all(
       a.hosts.map(async (hn) => {
-        const h = this.host(hn);
+        const h = this.ctx.host(hn);
         if (!h) return;
         try {
-          const r = await this.runtime.stop(h, {
+          const r = await this.ctx.runtime.stop(h, {
             dir: a.dir,
             runId: a.runId,
             graceSeconds: a.graceSeconds,
             reason: a.reason,
           });
           if (r.remaining)
-            this.log.error('processes of the run survived SIGKILL', {
+            this.ctx.log.error('processes of the run survived SIGKILL', {
               job,
               host: hn,
               run: a.runId,
               remaining: r.remaining,
             });
-          const { parts } = await this.runtime.observe(h, job);
-          this.hostsState.set(hn, parts, job);
+          const { parts } = await this.ctx.runtime.observe(h, job);
+          this.ctx.hostsState.set(hn, parts, job);
         } catch (e) {
           // The host may be gone; the next reconcile observes again and retries the stop.
-          this.log.warn('cannot stop run part', { job, host: hn, run: a.runId, error: (e as Error).message });
+          this.ctx.log.warn('cannot stop run part', { job, host: hn, run: a.runId, error: (e as Error).message });
         }
       }),
     );
   }
 
   private async doArchive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {
-    const now = this.now().getTime();
+    const now = this.ctx.now().getTime();
     await Promise.all(
       a.parts.map(async ({ host, dir }) => {
-        const h = this.host(host);
+        const h = this.ctx.host(host);
         if (!h) return;
-        await this.runtime.archive(h, dir, now);
-        this.hostsState.drop(host, dir);
+        await this.ctx.runtime.archive(h, dir, now);
+        this.ctx.hostsState.drop(host, dir);
       }),
     );
-    this.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
+    this.ctx.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 
   /**
@@ -865,11 +827,11 @@ export class Controller {
    * host's roots, an unreadable scripts/) carries its error, raised when that part is launched.
    */
   private prepareLaunch(job: TrainingJob, a: LaunchAction): PreparedPart[] {
-    const rdzv = this.host(a.rdzvHost);
+    const rdzv = this.ctx.host(a.rdzvHost);
     const fresh = a.parts.length === a.allParts.length;
     let scripts: { hash: string } | { error: Error } | undefined;
     return a.parts.map((p) => {
-      const h = this.host(p.host)!;
+      const h = this.ctx.host(p.host)!;
       try {
         if (!rdzv) throw new UgroError(`unknown rendezvous host ${a.rdzvHost}`);
         if (job.spec.script) {
@@ -893,7 +855,7 @@ export class Controller {
           runId: a.runId,
           runDir,
           attempt: a.attempt,
-          rdzvTimeoutSeconds: Math.min(this.o.cluster.communication.timeoutSeconds, 600),
+          rdzvTimeoutSeconds: this.ctx.rdzvTimeoutSeconds,
           ...(p.gpus ? { gpus: p.gpus } : {}),
           ...(p.batches ? { batches: p.batches } : {}),
         };
@@ -912,7 +874,7 @@ export class Controller {
           rdzvEndpoint: `${rdzv.address}:${a.port}`,
           masterPort: a.port,
           createdAt: a.createdAt,
-          owner: this.owner,
+          owner: this.ctx.owner,
           ...(p.gpus
             ? { gpus: p.gpus.map((g) => ({ index: g.index, name: g.name.slice(0, 100), memoryMiB: g.memoryMiB })) }
             : {}),
@@ -947,8 +909,8 @@ export class Controller {
    */
   private async copyCheckpoint(job: TrainingJob, a: LaunchAction, event: (e: EventDraft) => void): Promise<void> {
     const c = a.copyCheckpoint!;
-    const from = this.host(c.from);
-    const to = this.host(c.to);
+    const from = this.ctx.host(c.from);
+    const to = this.ctx.host(c.to);
     if (!from || !to) throw new UgroError(`checkpoint copy: unknown host ${!from ? c.from : c.to}`);
     const src = checkpointDir(job, from);
     const dst = checkpointDir(job, to);
@@ -956,15 +918,15 @@ export class Controller {
     if (!dst.ok) throw new UgroError(dst.why);
     const t0 = Date.now();
     let logged = t0;
-    const r = await this.runtime.copyCheckpoint(from, src.path, to, dst.path, c.name, (bytes) => {
+    const r = await this.ctx.runtime.copyCheckpoint(from, src.path, to, dst.path, c.name, (bytes) => {
       // Progress for big files: at most every 5 s.
       if (Date.now() - logged >= 5000) {
         logged = Date.now();
-        this.log.info('copying checkpoint', { job: a.job, name: c.name, from: c.from, to: c.to, bytes });
+        this.ctx.log.info('copying checkpoint', { job: a.job, name: c.name, from: c.from, to: c.to, bytes });
       }
     });
     const s = (Date.now() - t0) / 1000;
-    this.log.info('checkpoint copied', {
+    this.ctx.log.info('checkpoint copied', {
       job: a.job,
       name: c.name,
       from: c.from,
@@ -1005,9 +967,9 @@ export class Controller {
           if ('error' in pp) throw pp.error;
           if (pp.scriptsHash !== undefined && !this.scripts.has(h, pp.scriptsHash))
             await this.scripts.sync(h, pp.scriptsHash);
-          const r = await this.runtime.launch(h, pp.req);
-          this.stats.launches++;
-          this.log.info(r.existed ? 'run part already running' : 'launched run part', {
+          const r = await this.ctx.runtime.launch(h, pp.req);
+          this.ctx.stats.launches++;
+          this.ctx.log.info(r.existed ? 'run part already running' : 'launched run part', {
             job: a.job,
             host: h.name,
             run: a.runId,
@@ -1023,9 +985,9 @@ export class Controller {
             alive: true,
             ranks: [],
             agentLogTail: [],
-            launchedAtMs: this.now().getTime(),
+            launchedAtMs: this.ctx.now().getTime(),
           };
-          this.hostsState.put(part);
+          this.ctx.hostsState.put(part);
           started.push(part);
         } catch (e) {
           throw Object.assign(e instanceof Error ? e : new Error(String(e)), { launchHost: h.name });
@@ -1035,13 +997,13 @@ export class Controller {
     // Waiters once every part's launch has answered: a wait exec started while another host is
     // still launching would only compete with it. (launch.sh holds the run's lock before it
     // returns, so a waiter started now still sees a part that already ended.)
-    for (const part of started) this.waiters.ensure(this.host(part.host)!, part);
+    for (const part of started) this.ctx.waiters.ensure(this.ctx.host(part.host)!, part);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (!failure) return undefined;
     const err = failure.reason as Error & { launchHost?: string };
     const host = err.launchHost ?? '?';
     const portBusy = err instanceof HostError && err.kind === 'port-busy';
-    if (!portBusy) this.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
+    if (!portBusy) this.ctx.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
     if (started.length) {
       // A busy port is not a failure: the parts that started go, and the next attempt takes another port.
       const reason = portBusy ? 'port-busy' : 'launch-failed';
