@@ -11,7 +11,7 @@ import { posix, resolve } from 'node:path';
 import { allHosts, type Cluster, type Host } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { CheckpointInfo, RunMeta, RunPart } from '../api/run.ts';
+import type { RunMeta, RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
@@ -40,6 +40,7 @@ import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { type ProgressUpdate, ProgressWatcher } from './progress-watcher.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
+import { HostScan, silenceLimitMs } from './scan.ts';
 import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
 import { ScriptsDeploy } from './scripts-deploy.ts';
 import { Usage } from './usage.ts';
@@ -95,6 +96,7 @@ export class Controller {
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
   private readonly scripts: ScriptsDeploy;
+  private readonly scan: HostScan;
   /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
   private readonly usage: Usage;
   private usageAt?: number;
@@ -156,6 +158,8 @@ export class Controller {
       rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
     };
     const ctx = this.ctx;
+    const scan = new HostScan(ctx);
+    this.scan = scan;
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),
@@ -165,7 +169,7 @@ export class Controller {
           (j) => ctx.jobs.get(j)?.status,
           (h) => !!ctx.host(h)?.slurm,
         ),
-      unreachable: (h) => ctx.liveness.isDown(h.name) || this.silentMs(h) > silenceLimitMs(h),
+      unreachable: (h) => ctx.liveness.isDown(h.name) || scan.silentMs(h) > silenceLimitMs(h),
       failed: (h, e) => {
         if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind))
           ctx.liveness.failed(h.name, e.message);
@@ -184,7 +188,7 @@ export class Controller {
     await this.usage.load();
     // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
     await this.ctx.leases.renewAll();
-    await Promise.all([this.refreshHealth(), ...this.ctx.hosts.map((h) => this.scanHost(h))]);
+    await Promise.all([this.scan.refreshHealth(), ...this.ctx.hosts.map((h) => this.scan.scanHost(h))]);
     // A source of job files (git) brings jobs/ to its revision before the first reconciles.
     await this.o.source?.start((jobs) => {
       for (const n of jobs) this.queue.add(n);
@@ -206,7 +210,7 @@ export class Controller {
     this.stopTimers = [
       ...(progressMs > 0 ? [every(progressMs, () => void this.progress.tick())] : []),
       every(this.o.resyncMs ?? 60_000, () => void this.resync()),
-      every(this.o.healthEveryMs ?? 30_000, () => void this.refreshHealth().then(() => this.ctx.kickQueued())),
+      every(this.o.healthEveryMs ?? 30_000, () => void this.scan.refreshHealth().then(() => this.ctx.kickQueued())),
       every((ttl * 1000) / 3, () => void this.ctx.leases.renewAll().then(() => this.ctx.scheduler.invalidate())),
       every(1000, () => void this.watchLiveness()),
     ];
@@ -276,7 +280,7 @@ export class Controller {
 
   private async resync(): Promise<void> {
     // A full scan now and then also sees runs of other controllers and runs started by hand.
-    await Promise.all(this.ctx.hosts.map((h) => this.scanHost(h)));
+    await Promise.all(this.ctx.hosts.map((h) => this.scan.scanHost(h)));
     this.accountUsage();
     await this.usage.save().catch((e) => this.ctx.log.warn('cannot write usage.json', { error: (e as Error).message }));
     for (const n of await this.allNames()) this.queue.add(n);
@@ -302,18 +306,6 @@ export class Controller {
     this.ctx.scheduler.invalidate();
   }
 
-  private async refreshHealth(hosts: Host[] = this.ctx.hosts): Promise<void> {
-    const nodes = await Promise.all(hosts.map((h) => this.ctx.runtime.probe(h)));
-    for (const n of nodes) {
-      const prev = this.ctx.hostsState.health.get(n.name);
-      if (prev?.status !== n.status)
-        this.ctx.log.info('node status', { host: n.name, status: n.status, reason: n.reasons[0] });
-      this.ctx.hostsState.health.set(n.name, n);
-    }
-    this.ctx.scheduler.invalidate();
-    this.ctx.observer?.health?.(nodes);
-  }
-
   /**
    * Once a second (no host I/O unless a host is down): jobs on hosts that went quiet are woken
    * so reconcile can decide on a lost node in time; down hosts are retried with backoff, and when
@@ -328,7 +320,7 @@ export class Controller {
       for (const j of wake) this.queue.add(j);
       for (const hn of back) {
         const h = this.ctx.host(hn);
-        if (h) await Promise.all([this.scanHost(h), this.refreshHealth([h])]);
+        if (h) await Promise.all([this.scan.scanHost(h), this.scan.refreshHealth([h])]);
         for (const j of this.ctx.hostsState.jobsOn(hn)) this.queue.add(j);
       }
       if (back.length) {
@@ -341,30 +333,6 @@ export class Controller {
     } finally {
       this.livenessBusy = false;
     }
-  }
-
-  private async scanHost(h: Host): Promise<void> {
-    try {
-      const { parts, rejected } = await this.ctx.runtime.observe(h);
-      this.ctx.liveness.answered(h.name);
-      this.ctx.stats.observes++;
-      this.reportRejected(h, rejected);
-      this.ctx.hostsState.set(h.name, parts);
-      this.ctx.scheduler.invalidate();
-      for (const p of parts) if (p.alive && this.ctx.hostsState.mine(p)) this.ctx.waiters.ensure(h, p);
-    } catch (e) {
-      this.ctx.liveness.failed(h.name, (e as Error).message);
-      this.ctx.log.warn('cannot list runs on host', { host: h.name, error: (e as Error).message });
-    }
-  }
-
-  private reportRejected(h: Host, rejected: { dir: string; why: string }[]): void {
-    for (const r of rejected)
-      this.ctx.warnOnce(`${h.name}/${r.dir}`, 'ignoring a run directory that fails validation', {
-        host: h.name,
-        dir: r.dir,
-        why: r.why,
-      });
   }
 
   private view(name: string): ClusterView {
@@ -467,7 +435,7 @@ export class Controller {
       await this.persist(name, res.status, res.events);
       return {};
     }
-    const { unreachable, checkpoints, attemptFloor } = await this.observeJob(name, spec, status);
+    const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
     const parts = this.ctx.hostsState.partsOf(name, unreachable);
     this.ctx.claims.release(name);
     if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
@@ -488,98 +456,6 @@ export class Controller {
     const due = this.nodeLostDue(spec, unreachable);
     if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
     return out;
-  }
-
-  /**
-   * Observe every host that has (or per status should have) a part of this job, and with a valid
-   * spec the job's newest checkpoint there. A host known down is not waited for (the liveness
-   * watch retries it): it is unreachable for this pass at once.
-   */
-  private async observeJob(
-    name: string,
-    spec: SpecState,
-    status: JobStatus | undefined,
-  ): Promise<{ unreachable: Map<string, string>; checkpoints: CheckpointInfo[]; attemptFloor: number }> {
-    const hostsToObserve = new Set([...this.ctx.hostsState.hostsOf(name), ...(status?.nodes ?? []).map((n) => n.host)]);
-    const unreachable = new Map<string, string>();
-    const checkpoints: CheckpointInfo[] = [];
-    let attemptFloor = 0;
-    const down = this.ctx.liveness.downAll();
-    await Promise.all(
-      [...hostsToObserve].map(async (hn) => {
-        const h = this.ctx.host(hn);
-        if (!h) return;
-        const isDown = down.get(hn);
-        if (isDown) {
-          unreachable.set(hn, isDown);
-          return;
-        }
-        // Quiet past its keepalive: a request would only hang until the keepalive gives up.
-        // Unreachable now (the liveness watch reconnects and clears it the moment it answers).
-        const silent = this.silentMs(h);
-        if (silent > silenceLimitMs(h)) {
-          const why = `no answer for ${(silent / 1000).toFixed(1)} s`;
-          this.ctx.liveness.failed(hn, why);
-          unreachable.set(hn, why);
-          return;
-        }
-        const ckpt = spec.kind === 'valid' ? checkpointDir(spec.job, h) : undefined;
-        try {
-          const r = await this.whileHeard(h, this.ctx.runtime.observe(h, name, ckpt?.ok ? ckpt.path : undefined));
-          if (this.ctx.liveness.answered(hn)) this.ctx.kickQueued();
-          this.ctx.stats.observes++;
-          this.reportRejected(h, r.rejected);
-          this.ctx.hostsState.set(hn, r.parts, name);
-          if (r.checkpoint) checkpoints.push(r.checkpoint);
-          for (const p of r.parts) {
-            if (spec.kind === 'valid' && p.meta.specHash === spec.hash)
-              attemptFloor = Math.max(attemptFloor, p.meta.attempt);
-          }
-          for (const p of r.parts) if (p.alive && this.ctx.hostsState.mine(p)) this.ctx.waiters.ensure(h, p);
-        } catch (e) {
-          const why = (e as Error).message.replace(`${hn}: `, '');
-          if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind)) {
-            this.ctx.liveness.failed(hn, why);
-          }
-          unreachable.set(hn, why);
-        }
-      }),
-    );
-    return { unreachable, checkpoints, attemptFloor };
-  }
-
-  /** How long `h` has said nothing (keepalive replies count), by this controller's clock. */
-  private silentMs(h: Host): number {
-    const heard = this.ctx.runtime.lastHeard(h);
-    return heard === undefined ? 0 : this.ctx.now().getTime() - heard;
-  }
-
-  /**
-   * `p`, unless `h` goes quiet past the silence limit while it runs: then the host is unreachable
-   * for this pass at once. (A host cut mid-request would otherwise hold it until ssh's keepalive
-   * gives up and a reconnect times out: seconds past the moment its node counts as lost.) `p`
-   * is left to end on its own.
-   */
-  private whileHeard<T>(h: Host, p: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setInterval(() => {
-        const silent = this.silentMs(h);
-        if (silent <= silenceLimitMs(h)) return;
-        clearInterval(timer);
-        reject(new HostError(h.name, 'unreachable', `no answer for ${(silent / 1000).toFixed(1)} s`));
-      }, 100);
-      timer.unref?.();
-      p.then(
-        (v) => {
-          clearInterval(timer);
-          resolve(v);
-        },
-        (e) => {
-          clearInterval(timer);
-          reject(e);
-        },
-      );
-    });
   }
 
   /**
@@ -1024,9 +900,4 @@ function defaultOwner(jobsDir: string): string {
   }
   // Printable, one line: it is written into lease files and run metadata on the hosts.
   return `${hostname()}:${dir}`.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
-}
-
-/** A host quiet this long is unreachable (1.5 keepalive intervals, plus slack for timers). */
-function silenceLimitMs(h: Host): number {
-  return 1.5 * h.ssh.keepaliveMs + 500;
 }
