@@ -7,18 +7,15 @@
  */
 import { realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { posix, resolve } from 'node:path';
-import { allHosts, type Cluster, type Host } from '../../config/cluster.ts';
-import { UgroError } from '../../config/errors.ts';
+import { resolve } from 'node:path';
+import { allHosts, type Cluster } from '../../config/cluster.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { RunMeta, RunPart } from '../api/run.ts';
+import type { RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
-import type { TrainingJob } from '../api/trainingjob.ts';
 import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
-import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
 import { mergeProgress, progressTargets } from '../core/live-progress.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { ownerOf, queueOrder } from '../core/schedule.ts';
@@ -26,9 +23,8 @@ import { shortcut } from '../core/settled.ts';
 import { refreshSource } from '../core/source.ts';
 import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import { HostError } from '../hosts/errors.ts';
-import type { HostRuntimeApi, LaunchRequest } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
-import { slurmPlan } from '../slurm/plan.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { type JobEvent, JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
@@ -36,6 +32,7 @@ import type { LoopContext, LoopStats } from './context.ts';
 import { HostState } from './host-state.ts';
 import { JobBook } from './jobs.ts';
 import { JobLanes } from './lanes.ts';
+import { Launcher, type PreparedPart } from './launcher.ts';
 import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { type ProgressUpdate, ProgressWatcher } from './progress-watcher.ts';
@@ -43,6 +40,7 @@ import { type QueueOptions, WorkQueue } from './queue.ts';
 import { HostScan, silenceLimitMs } from './scan.ts';
 import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
 import { ScriptsDeploy } from './scripts-deploy.ts';
+import { stopRun } from './stop.ts';
 import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
 import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
@@ -77,9 +75,6 @@ export interface ControllerOptions {
   progressEveryMs?: number;
 }
 
-/** One part of a launch as it will be sent, or why it cannot be (raised when that part is launched). */
-type PreparedPart = { host: Host; req: LaunchRequest; scriptsHash?: string } | { host: Host; error: Error };
-
 /** Lease TTL: how long a host stays reserved after its controller died without releasing it. */
 const LEASE_TTL_SECONDS = 60;
 
@@ -95,7 +90,7 @@ export class Controller {
   private readonly queue: WorkQueue;
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
-  private readonly scripts: ScriptsDeploy;
+  private readonly launcher: Launcher;
   private readonly scan: HostScan;
   /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
   private readonly usage: Usage;
@@ -114,7 +109,6 @@ export class Controller {
     const owner = o.owner ?? defaultOwner(store.dir);
     this.store = store;
     this.owner = owner;
-    this.scripts = new ScriptsDeploy(runtime, log, () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir());
     const scheduler = new Scheduler(() => this.schedulerInputs());
     this.usage = Usage.inDir(store.dir, o.cluster.scheduling.fairShareHalfLifeHours);
     const queue = new WorkQueue((name) => this.timedReconcile(name), {
@@ -160,6 +154,8 @@ export class Controller {
     const ctx = this.ctx;
     const scan = new HostScan(ctx);
     this.scan = scan;
+    const scripts = new ScriptsDeploy(runtime, log, () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir());
+    this.launcher = new Launcher(ctx, scripts);
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),
@@ -509,7 +505,7 @@ export class Controller {
         : undefined;
     const prepared = new Map<LaunchAction, PreparedPart[]>();
     if (spec.kind === 'valid')
-      for (const a of res.actions) if (a.type === 'launch') prepared.set(a, this.prepareLaunch(spec.job, a));
+      for (const a of res.actions) if (a.type === 'launch') prepared.set(a, this.launcher.prepare(spec.job, a));
     await writing;
     let status = res.status;
     let events: EventDraft[] = res.events;
@@ -525,12 +521,17 @@ export class Controller {
     }
     for (const a of res.actions) {
       if (a.type === 'stop' && a.job && a.job !== name) this.preempt(name, a);
-      else if (a.type === 'stop') await this.doStop(name, a);
+      else if (a.type === 'stop') await stopRun(this.ctx, name, a);
       else if (a.type === 'archive') await this.doArchive(name, a);
       else if (spec.kind === 'valid' && status) {
-        const failed = await this.doLaunch(spec.job, a, prepared.get(a) ?? this.prepareLaunch(spec.job, a), (e) => {
-          events = [...events, e];
-        });
+        const failed = await this.launcher.launch(
+          spec.job,
+          a,
+          prepared.get(a) ?? this.launcher.prepare(spec.job, a),
+          (e) => {
+            events = [...events, e];
+          },
+        );
         if (!failed) {
           requeue = Math.min(requeue ?? 2000, 2000);
           this.ctx.jobs.preemptedBy.delete(name);
@@ -610,7 +611,7 @@ export class Controller {
       ])
       .catch(() => undefined);
     this.ctx.log.info('preempting', { job: victim, by, run: a.runId, hosts: a.hosts });
-    void this.doStop(victim, a).finally(() => {
+    void stopRun(this.ctx, victim, a).finally(() => {
       this.ctx.jobs.preempting.delete(a.runId);
       this.ctx.scheduler.invalidate();
       this.queue.add(victim);
@@ -648,42 +649,6 @@ export class Controller {
     for (const e of evs) this.ctx.log.info(e.message, { job: name, reason: e.reason });
   }
 
-  private async doStop(job: string, a: StopAction): Promise<void> {
-    this.ctx.log.info('stopping run', {
-      job,
-      run: a.runId,
-      hosts: a.hosts,
-      graceSeconds: a.graceSeconds,
-      reason: a.reason,
-    });
-    await Promise.all(
-      a.hosts.map(async (hn) => {
-        const h = this.ctx.host(hn);
-        if (!h) return;
-        try {
-          const r = await this.ctx.runtime.stop(h, {
-            dir: a.dir,
-            runId: a.runId,
-            graceSeconds: a.graceSeconds,
-            reason: a.reason,
-          });
-          if (r.remaining)
-            this.ctx.log.error('processes of the run survived SIGKILL', {
-              job,
-              host: hn,
-              run: a.runId,
-              remaining: r.remaining,
-            });
-          const { parts } = await this.ctx.runtime.observe(h, job);
-          this.ctx.hostsState.set(hn, parts, job);
-        } catch (e) {
-          // The host may be gone; the next reconcile observes again and retries the stop.
-          this.ctx.log.warn('cannot stop run part', { job, host: hn, run: a.runId, error: (e as Error).message });
-        }
-      }),
-    );
-  }
-
   private async doArchive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {
     const now = this.ctx.now().getTime();
     await Promise.all(
@@ -695,198 +660,6 @@ export class Controller {
       }),
     );
     this.ctx.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
-  }
-
-  /**
-   * What each part of a launch sends (meta, torchrun argv, environment, the scripts' hash), worked
-   * out without touching a host. A part that cannot be launched (a checkpoint dir outside its
-   * host's roots, an unreadable scripts/) carries its error, raised when that part is launched.
-   */
-  private prepareLaunch(job: TrainingJob, a: LaunchAction): PreparedPart[] {
-    const rdzv = this.ctx.host(a.rdzvHost);
-    const fresh = a.parts.length === a.allParts.length;
-    let scripts: { hash: string } | { error: Error } | undefined;
-    return a.parts.map((p) => {
-      const h = this.ctx.host(p.host)!;
-      try {
-        if (!rdzv) throw new UgroError(`unknown rendezvous host ${a.rdzvHost}`);
-        if (job.spec.script) {
-          scripts ??= (() => {
-            try {
-              return { hash: this.scripts.hash() };
-            } catch (e) {
-              return { error: e instanceof Error ? e : new Error(String(e)) };
-            }
-          })();
-          if ('error' in scripts) throw scripts.error;
-        }
-        const runDir = posix.join(h.paths.runs, a.dir);
-        const n = {
-          host: h,
-          nodeRank: p.nodeRank,
-          nnodes: a.allParts.length,
-          nproc: p.nproc,
-          rdzvAddr: rdzv.address,
-          port: a.port,
-          runId: a.runId,
-          runDir,
-          attempt: a.attempt,
-          rdzvTimeoutSeconds: this.ctx.rdzvTimeoutSeconds,
-          ...(p.gpus ? { gpus: p.gpus } : {}),
-          ...(p.batches ? { batches: p.batches } : {}),
-        };
-        const ckpt = checkpointDir(job, h);
-        if (!ckpt.ok) throw new UgroError(ckpt.why);
-        const meta: RunMeta = {
-          job: a.job,
-          runId: a.runId,
-          specHash: a.specHash,
-          attempt: a.attempt,
-          host: h.name,
-          nodeRank: p.nodeRank,
-          nnodes: a.allParts.length,
-          nprocPerNode: p.nproc,
-          hosts: a.allParts.map((x) => x.host),
-          rdzvEndpoint: `${rdzv.address}:${a.port}`,
-          masterPort: a.port,
-          createdAt: a.createdAt,
-          owner: this.ctx.owner,
-          ...(p.gpus
-            ? { gpus: p.gpus.map((g) => ({ index: g.index, name: g.name.slice(0, 100), memoryMiB: g.memoryMiB })) }
-            : {}),
-          ...(a.backfill ? { backfill: true } : {}),
-        };
-        const req: LaunchRequest = {
-          dir: a.dir,
-          rdzvAddr: rdzv.address,
-          meta,
-          // On a Slurm cluster: the training command; the batch script runs torchrun around it.
-          argv: h.slurm ? trainingTarget(job, h) : torchrunArgv(job, n),
-          ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
-          jobEnv: job.spec.env,
-          ...(h.slurm ? { slurm: slurmPlan(job, h.slurm, { rdzvTimeoutSeconds: n.rdzvTimeoutSeconds }) } : {}),
-          // A fresh launch checks its port on the rendezvous host in the same exec.
-          ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
-        };
-        return { host: h, req, ...(scripts && 'hash' in scripts ? { scriptsHash: scripts.hash } : {}) };
-      } catch (e) {
-        return { host: h, error: e instanceof Error ? e : new Error(String(e)) };
-      }
-    });
-  }
-
-  /**
-   * Launch the parts of a launch action in parallel. Returns undefined when every part started,
-   * else the first failure (the parts that did start are stopped first).
-   */
-  /**
-   * A checkpoint the new rank 0 does not have is copied there first, host to host through this
-   * controller's connections, and verified (SHA-256 on both ends and of what passed through).
-   */
-  private async copyCheckpoint(job: TrainingJob, a: LaunchAction, event: (e: EventDraft) => void): Promise<void> {
-    const c = a.copyCheckpoint!;
-    const from = this.ctx.host(c.from);
-    const to = this.ctx.host(c.to);
-    if (!from || !to) throw new UgroError(`checkpoint copy: unknown host ${!from ? c.from : c.to}`);
-    const src = checkpointDir(job, from);
-    const dst = checkpointDir(job, to);
-    if (!src.ok) throw new UgroError(src.why);
-    if (!dst.ok) throw new UgroError(dst.why);
-    const t0 = Date.now();
-    let logged = t0;
-    const r = await this.ctx.runtime.copyCheckpoint(from, src.path, to, dst.path, c.name, (bytes) => {
-      // Progress for big files: at most every 5 s.
-      if (Date.now() - logged >= 5000) {
-        logged = Date.now();
-        this.ctx.log.info('copying checkpoint', { job: a.job, name: c.name, from: c.from, to: c.to, bytes });
-      }
-    });
-    const s = (Date.now() - t0) / 1000;
-    this.ctx.log.info('checkpoint copied', {
-      job: a.job,
-      name: c.name,
-      from: c.from,
-      to: c.to,
-      bytes: r.bytes,
-      sha256: r.sha256,
-      seconds: s,
-    });
-    event({
-      reason: 'CheckpointCopied',
-      message:
-        `${c.name} copied from ${c.from} to ${c.to}: ${r.bytes} bytes in ${s.toFixed(1)} s, ` +
-        `sha256 ${r.sha256} on both`,
-    });
-  }
-
-  private async doLaunch(
-    job: TrainingJob,
-    a: LaunchAction,
-    prepared: PreparedPart[],
-    event: (e: EventDraft) => void,
-  ): Promise<{ host: string; message: string; portBusy?: boolean } | undefined> {
-    if (a.copyCheckpoint) {
-      try {
-        await this.copyCheckpoint(job, a, event);
-      } catch (e) {
-        const c = a.copyCheckpoint;
-        return { host: c.to, message: `copying checkpoint ${c.name} from ${c.from} failed: ${(e as Error).message}` };
-      }
-    }
-    const started: RunPart[] = [];
-    // Every part goes out at once: no await before a part's launch exec unless its host needs
-    // scripts/ deployed first.
-    const results = await Promise.allSettled(
-      prepared.map(async (pp) => {
-        const h = pp.host;
-        try {
-          if ('error' in pp) throw pp.error;
-          if (pp.scriptsHash !== undefined && !this.scripts.has(h, pp.scriptsHash))
-            await this.scripts.sync(h, pp.scriptsHash);
-          const r = await this.ctx.runtime.launch(h, pp.req);
-          this.ctx.stats.launches++;
-          this.ctx.log.info(r.existed ? 'run part already running' : 'launched run part', {
-            job: a.job,
-            host: h.name,
-            run: a.runId,
-            attempt: a.attempt,
-            pid: r.pid,
-          });
-          // Record it at once so scheduling sees the host busy before the next observe.
-          const part: RunPart = {
-            dir: a.dir,
-            host: h.name,
-            meta: pp.req.meta,
-            pid: r.pid,
-            alive: true,
-            ranks: [],
-            agentLogTail: [],
-            launchedAtMs: this.ctx.now().getTime(),
-          };
-          this.ctx.hostsState.put(part);
-          started.push(part);
-        } catch (e) {
-          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { launchHost: h.name });
-        }
-      }),
-    );
-    // Waiters once every part's launch has answered: a wait exec started while another host is
-    // still launching would only compete with it. (launch.sh holds the run's lock before it
-    // returns, so a waiter started now still sees a part that already ended.)
-    for (const part of started) this.ctx.waiters.ensure(this.ctx.host(part.host)!, part);
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!failure) return undefined;
-    const err = failure.reason as Error & { launchHost?: string };
-    const host = err.launchHost ?? '?';
-    const portBusy = err instanceof HostError && err.kind === 'port-busy';
-    if (!portBusy) this.ctx.log.warn('launch failed', { job: a.job, run: a.runId, host, error: err.message });
-    if (started.length) {
-      // A busy port is not a failure: the parts that started go, and the next attempt takes another port.
-      const reason = portBusy ? 'port-busy' : 'launch-failed';
-      const hosts = started.map((p) => p.host);
-      await this.doStop(a.job, { type: 'stop', runId: a.runId, dir: a.dir, hosts, graceSeconds: 2, reason });
-    }
-    return { host, message: err.message.replace(`${host}: `, ''), ...(portBusy ? { portBusy } : {}) };
   }
 }
 
