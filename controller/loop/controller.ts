@@ -12,35 +12,33 @@ import { allHosts, type Cluster } from '../../config/cluster.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
-import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
-import { recordLaunchFailure } from '../core/failures.ts';
-import { mergeProgress, progressTargets } from '../core/live-progress.ts';
+import { progressTargets } from '../core/live-progress.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { ownerOf, queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
 import { refreshSource } from '../core/source.ts';
-import type { Action, ClusterView, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
+import type { ClusterView } from '../core/types.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
-import { type JobEvent, JobStore } from '../store/store.ts';
+import { JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
 import type { LoopContext, LoopStats } from './context.ts';
+import { Executor } from './executor.ts';
 import { HostState } from './host-state.ts';
 import { JobBook } from './jobs.ts';
 import { JobLanes } from './lanes.ts';
-import { Launcher, type PreparedPart } from './launcher.ts';
+import { Launcher } from './launcher.ts';
 import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
-import { type ProgressUpdate, ProgressWatcher } from './progress-watcher.ts';
+import { ProgressWatcher } from './progress-watcher.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
 import { HostScan, silenceLimitMs } from './scan.ts';
 import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
 import { ScriptsDeploy } from './scripts-deploy.ts';
-import { stopRun } from './stop.ts';
 import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
 import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
@@ -90,7 +88,7 @@ export class Controller {
   private readonly queue: WorkQueue;
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
-  private readonly launcher: Launcher;
+  private readonly executor: Executor;
   private readonly scan: HostScan;
   /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
   private readonly usage: Usage;
@@ -155,7 +153,7 @@ export class Controller {
     const scan = new HostScan(ctx);
     this.scan = scan;
     const scripts = new ScriptsDeploy(runtime, log, () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir());
-    this.launcher = new Launcher(ctx, scripts);
+    this.executor = new Executor(ctx, new Launcher(ctx, scripts));
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),
@@ -170,7 +168,7 @@ export class Controller {
         if (e instanceof HostError && ['unreachable', 'refused', 'timeout', 'channel'].includes(e.kind))
           ctx.liveness.failed(h.name, e.message);
       },
-      onProgress: (u) => this.lanes.latest(u.job, u, (x) => this.writeProgress(x)),
+      onProgress: (u) => this.lanes.latest(u.job, u, (x) => this.executor.writeProgress(x)),
       log,
       now: () => now().getTime(),
     });
@@ -413,7 +411,7 @@ export class Controller {
       if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
       // Settled on the hosts, but the source may have news (a new revision of the file, removed from git).
       const fresh = status && refreshSource(status, spec, source, this.ctx.now());
-      if (fresh) await this.persist(name, fresh.status, fresh.events);
+      if (fresh) await this.executor.persist(name, fresh.status, fresh.events);
       return {};
     }
     if (cut === 'no-host-io') {
@@ -428,7 +426,7 @@ export class Controller {
         cluster: this.view(name),
         source,
       });
-      await this.persist(name, res.status, res.events);
+      await this.executor.persist(name, res.status, res.events);
       return {};
     }
     const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
@@ -448,7 +446,7 @@ export class Controller {
       attemptFloor,
       source,
     });
-    const out = await this.execute(name, spec, res, status);
+    const out = await this.executor.execute(name, spec, res, status);
     const due = this.nodeLostDue(spec, unreachable);
     if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
     return out;
@@ -468,198 +466,6 @@ export class Controller {
       if (ms > 0) due = Math.min(due ?? ms, ms);
     }
     return due;
-  }
-
-  private async execute(
-    name: string,
-    spec: SpecState,
-    res: ReturnType<typeof reconcile>,
-    prevStatus?: JobStatus,
-  ): Promise<{ requeueAfterMs?: number }> {
-    // Claim hosts and port before the first await, so a concurrent reconcile of another job
-    // cannot pick the same hosts while this launch is in flight.
-    for (const a of res.actions)
-      if (a.type === 'launch') {
-        const gpus = new Map<string, number[]>();
-        for (const p of a.allParts)
-          if (p.gpus)
-            gpus.set(
-              p.host,
-              p.gpus.map((g) => g.index),
-            );
-        this.ctx.claims.claim(
-          name,
-          a.allParts.map((p) => p.host),
-          a.port,
-          gpus,
-        );
-        this.ctx.scheduler.invalidate();
-      }
-    if (spec.kind === 'valid' && res.status) await this.ctx.jobs.remember(name, spec.job, res.status);
-    // Record intent before touching hosts: a crash mid-launch is then finished on restart. What
-    // each launch sends is worked out while the status is being written (local work only), so
-    // the launches go out the moment it is on disk.
-    const writing =
-      res.status && spec.kind === 'valid' && res.status.phase === 'Starting'
-        ? this.persist(name, res.status, [])
-        : undefined;
-    const prepared = new Map<LaunchAction, PreparedPart[]>();
-    if (spec.kind === 'valid')
-      for (const a of res.actions) if (a.type === 'launch') prepared.set(a, this.launcher.prepare(spec.job, a));
-    await writing;
-    let status = res.status;
-    let events: EventDraft[] = res.events;
-    let requeue = res.requeueAfterMs;
-    // A stop can take its whole grace period (ranks stuck in a collective leave only on SIGKILL):
-    // the status and events that say why (NodeLost, a failed rank, a cancel) are written while
-    // the stop runs, so `get jobs` shows the decision when it is made, not once the gang is gone.
-    let written = 0;
-    let early: Promise<void> | undefined;
-    if (!writing && status && res.actions.some((a) => a.type === 'stop')) {
-      early = this.persist(name, status, events);
-      written = events.length;
-    }
-    for (const a of res.actions) {
-      if (a.type === 'stop' && a.job && a.job !== name) this.preempt(name, a);
-      else if (a.type === 'stop') await stopRun(this.ctx, name, a);
-      else if (a.type === 'archive') await this.doArchive(name, a);
-      else if (spec.kind === 'valid' && status) {
-        const failed = await this.launcher.launch(
-          spec.job,
-          a,
-          prepared.get(a) ?? this.launcher.prepare(spec.job, a),
-          (e) => {
-            events = [...events, e];
-          },
-        );
-        if (!failed) {
-          requeue = Math.min(requeue ?? 2000, 2000);
-          this.ctx.jobs.preemptedBy.delete(name);
-          continue;
-        }
-        // The launch failed: its host claims go now (other jobs may use the hosts during the
-        // backoff), the parts that did start are stopped, and the failure is counted.
-        this.ctx.claims.release(name);
-        this.ctx.scheduler.invalidate();
-        if (failed.portBusy) {
-          this.ctx.claims.portBusy(a.port);
-          this.ctx.log.info('rendezvous port busy on its host; choosing another', {
-            job: name,
-            port: a.port,
-            host: a.rdzvHost,
-          });
-          requeue = 0;
-          status = { ...status, message: `port ${a.port} is busy on ${a.rdzvHost}: choosing another` };
-          continue;
-        }
-        const lf = recordLaunchFailure(
-          status,
-          spec.job,
-          { attempt: a.attempt, host: failed.host, message: failed.message },
-          this.ctx.now(),
-        );
-        status = lf.status;
-        events = [...events, lf.event];
-        requeue = lf.requeueAfterMs;
-      }
-    }
-    await early;
-    await this.persist(name, status, events.slice(written));
-    if (spec.kind === 'valid' && status) await this.ctx.jobs.remember(name, spec.job, status);
-    if (status === null) {
-      this.ctx.jobs.delete(name);
-      this.ctx.jobs.preemptedBy.delete(name);
-      this.ctx.scheduler.invalidate();
-    }
-    // Hosts may have come free: a run ended (on its own too: a failed gang whose members all
-    // exited), was stopped, or the job is gone.
-    const holding = (s: JobStatus | null | undefined) =>
-      !!s && s.nodes.some((n) => n.state === 'Running' || n.state === 'Pending');
-    if (
-      !status ||
-      TERMINAL_PHASES.includes(status.phase) ||
-      res.actions.some((a) => a.type === 'stop') ||
-      (holding(prevStatus) && !holding(status))
-    )
-      this.ctx.kickQueued();
-    return { requeueAfterMs: requeue };
-  }
-
-  /**
-   * Stop another job's run so `by` can have its GPUs. Not awaited: the victim's grace period
-   * (its checkpoint on SIGTERM) must not hold up the preemptor's reconcile, which looks again
-   * in a second. The victim is told why (an event, its Preempted condition) and resumes from its
-   * newest checkpoint when placement gives it GPUs again.
-   */
-  private preempt(by: string, a: StopAction): void {
-    const victim = a.job!;
-    if (this.ctx.jobs.preempting.has(a.runId)) return;
-    this.ctx.jobs.preempting.add(a.runId);
-    const at = this.ctx.now().toISOString();
-    this.ctx.jobs.preemptedBy.set(victim, { job: by, at });
-    void this.ctx.store
-      .appendEvents([
-        {
-          time: at,
-          job: victim,
-          type: 'Warning',
-          reason: 'Preempted',
-          message:
-            `preempted by ${by} (priority); stopping ${a.runId} on ${a.hosts.join(', ')} ` +
-            `with a ${a.graceSeconds} s grace`,
-        },
-      ])
-      .catch(() => undefined);
-    this.ctx.log.info('preempting', { job: victim, by, run: a.runId, hosts: a.hosts });
-    void stopRun(this.ctx, victim, a).finally(() => {
-      this.ctx.jobs.preempting.delete(a.runId);
-      this.ctx.scheduler.invalidate();
-      this.queue.add(victim);
-      this.queue.add(by);
-    });
-  }
-
-  /** A running job's progress moved: into its status as last written (in the job's lane, see lanes.ts). */
-  private async writeProgress(u: ProgressUpdate): Promise<void> {
-    const m = this.ctx.jobs.get(u.job);
-    const next = m?.status && mergeProgress(m.status, u);
-    if (!m || !next) return;
-    try {
-      await this.persist(u.job, next, []);
-      m.status = next;
-    } catch (e) {
-      this.ctx.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
-    }
-  }
-
-  private async persist(name: string, status: JobStatus | null, events: EventDraft[]): Promise<void> {
-    if (status && this.ctx.observer?.decorate) status = this.ctx.observer.decorate(name, status);
-    if (status === null) await this.ctx.store.deleteStatus(name);
-    else await this.ctx.store.writeStatus(name, status);
-    const time = this.ctx.now().toISOString();
-    const evs: JobEvent[] = events.map((e) => ({
-      time,
-      job: name,
-      type: e.type ?? 'Normal',
-      reason: e.reason,
-      message: e.message,
-    }));
-    await this.ctx.store.appendEvents(evs);
-    this.ctx.observer?.persisted?.(name, status, evs);
-    for (const e of evs) this.ctx.log.info(e.message, { job: name, reason: e.reason });
-  }
-
-  private async doArchive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {
-    const now = this.ctx.now().getTime();
-    await Promise.all(
-      a.parts.map(async ({ host, dir }) => {
-        const h = this.ctx.host(host);
-        if (!h) return;
-        await this.ctx.runtime.archive(h, dir, now);
-        this.ctx.hostsState.drop(host, dir);
-      }),
-    );
-    this.ctx.log.info('run directories moved to runs/.deleted', { job, dirs: [...new Set(a.parts.map((p) => p.dir))] });
   }
 }
 
