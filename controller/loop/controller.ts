@@ -1,25 +1,23 @@
 /**
- * The controller: list, then watch + periodic resync; a per-job work queue runs the pure
- * reconcile (core/) and carries out its actions through the host runtime. Everything it talks to
- * is injected (host runtime, store, clock, watcher, lock) with production defaults, so the whole
- * loop runs in unit tests against an in-memory host. Explicit start()/stop(); stop never touches
- * running training (runs are detached on the hosts and re-adopted on the next start).
+ * The loop: list, then watch + periodic resync, and the timers (health, leases, liveness, progress);
+ * a per-job work queue runs one reconcile at a time per job. Everything it talks to is injected
+ * (host runtime, store, clock, watcher, lock) with production defaults, so the whole loop runs in
+ * unit tests against an in-memory host. Explicit start()/stop(); stop never touches running
+ * training (runs are detached on the hosts and re-adopted on the next start). Its parts, in the
+ * order a reconcile uses them: context.ts (what they share), jobs.ts, scan.ts (facts from the
+ * hosts), reconciler.ts (one job's reconcile through core/), executor.ts (its actions),
+ * launcher.ts, stop.ts, scripts-deploy.ts.
  */
 import { realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { allHosts, type Cluster } from '../../config/cluster.ts';
-import type { SpecState } from '../api/job-state.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
 import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
 import { progressTargets } from '../core/live-progress.ts';
-import { reconcile } from '../core/reconcile.ts';
-import { ownerOf, queueOrder } from '../core/schedule.ts';
-import { shortcut } from '../core/settled.ts';
-import { refreshSource } from '../core/source.ts';
-import type { ClusterView } from '../core/types.ts';
+import { ownerOf } from '../core/schedule.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
@@ -36,8 +34,9 @@ import { Leases } from './leases.ts';
 import { Liveness } from './liveness.ts';
 import { ProgressWatcher } from './progress-watcher.ts';
 import { type QueueOptions, WorkQueue } from './queue.ts';
+import { Reconciler, schedulerInputs } from './reconciler.ts';
 import { HostScan, silenceLimitMs } from './scan.ts';
-import { type JobView, Scheduler, type SchedulerInputs } from './scheduler.ts';
+import { Scheduler } from './scheduler.ts';
 import { ScriptsDeploy } from './scripts-deploy.ts';
 import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
@@ -88,8 +87,9 @@ export class Controller {
   private readonly queue: WorkQueue;
   /** One status writer per job at a time: reconciles and progress writes. */
   private readonly lanes = new JobLanes();
-  private readonly executor: Executor;
+  private readonly reconciler: Reconciler;
   private readonly scan: HostScan;
+  private readonly executor: Executor;
   /** Fair share: decayed GPU-seconds per owner, accounted from the live runs. */
   private readonly usage: Usage;
   private usageAt?: number;
@@ -107,7 +107,7 @@ export class Controller {
     const owner = o.owner ?? defaultOwner(store.dir);
     this.store = store;
     this.owner = owner;
-    const scheduler = new Scheduler(() => this.schedulerInputs());
+    const scheduler = new Scheduler(() => schedulerInputs(this.ctx, this.usage));
     this.usage = Usage.inDir(store.dir, o.cluster.scheduling.fairShareHalfLifeHours);
     const queue = new WorkQueue((name) => this.timedReconcile(name), {
       ...o.queueTimers,
@@ -150,10 +150,14 @@ export class Controller {
       rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
     };
     const ctx = this.ctx;
+    // The parts, each on the shared context: the reconciler gathers facts with the scan and hands
+    // what core/ decided to the executor, which launches through the launcher.
     const scan = new HostScan(ctx);
-    this.scan = scan;
     const scripts = new ScriptsDeploy(runtime, log, () => o.scriptsDir ?? o.cluster.local.scripts ?? scriptsDir());
-    this.executor = new Executor(ctx, new Launcher(ctx, scripts));
+    const executor = new Executor(ctx, new Launcher(ctx, scripts));
+    this.scan = scan;
+    this.executor = executor;
+    this.reconciler = new Reconciler(ctx, scan, executor, o.source);
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),
@@ -251,7 +255,7 @@ export class Controller {
   private async timedReconcile(name: string): Promise<{ requeueAfterMs?: number }> {
     const t0 = performance.now();
     try {
-      return await this.lanes.run(name, () => this.reconcileOne(name));
+      return await this.lanes.run(name, () => this.reconciler.reconcile(name));
     } finally {
       this.ctx.observer?.reconciled?.(name, performance.now() - t0);
     }
@@ -327,145 +331,6 @@ export class Controller {
     } finally {
       this.livenessBusy = false;
     }
-  }
-
-  private view(name: string): ClusterView {
-    const scheduler = this.ctx.scheduler;
-    const scaleUp = this.ctx.jobs.get(name)?.job.spec.scaleUp;
-    const preemptedBy = this.ctx.jobs.preemptedBy.get(name);
-    const busy = this.ctx.hostsState.busy(name);
-    for (const [h, j] of this.ctx.claims.busyHosts(name)) busy.set(h, j);
-    const usedPorts = this.ctx.hostsState.ports();
-    for (const p of this.ctx.claims.ports()) usedPorts.add(p);
-    const me = this.ctx.jobs.get(name);
-    const ahead = me
-      ? [...this.ctx.jobs.entries()]
-          .filter(
-            ([n, m]) =>
-              n !== name &&
-              m.phase === 'Queued' &&
-              m.reason === 'Unschedulable' &&
-              queueOrder({ ...m, name: n }, { ...me, name }) < 0,
-          )
-          .sort(([an, a], [bn, b]) => queueOrder({ ...a, name: an }, { ...b, name: bn }))
-          .map(([n]) => n)
-      : [];
-    return {
-      hosts: this.ctx.hosts,
-      ready: this.ctx.hostsState.ready(),
-      notReady: this.ctx.hostsState.notReady(),
-      busy,
-      foreign: this.ctx.leases.foreign(),
-      usedPorts,
-      basePort: this.o.cluster.communication.masterPort,
-      gpus: this.ctx.hostsState.gpus(),
-      ahead,
-      rdzvTimeoutSeconds: this.ctx.rdzvTimeoutSeconds,
-      defaultGraceSeconds: this.ctx.graceSeconds,
-      lastHeard: this.ctx.liveness.lastHeardAll(),
-      down: this.ctx.liveness.downAll(),
-      // Made only when scheduling reads it: one plan over the whole queue, shared until it changes.
-      get decision() {
-        return scheduler.decision(name);
-      },
-      get growTo() {
-        return scaleUp ? scheduler.growTo(name) : undefined;
-      },
-      ...(preemptedBy ? { preemptedBy } : {}),
-    };
-  }
-
-  /** What placement plans over: the queue, the hosts' GPUs, what holds them, the owners' usage. */
-  private schedulerInputs(): SchedulerInputs {
-    const now = this.ctx.now().getTime();
-    const jobs = new Map<string, JobView>();
-    for (const [n, m] of this.ctx.jobs.entries()) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
-    const health: SchedulerInputs['health'] = new Map();
-    for (const [hn, n] of this.ctx.hostsState.health)
-      health.set(hn, { ready: n.status === 'Ready', why: n.reasons[0], gpus: n.gpus });
-    const unusable = new Map([...this.ctx.leases.foreign(), ...this.ctx.liveness.downAll()]);
-    return {
-      hosts: this.ctx.hosts,
-      jobs,
-      parts: this.ctx.hostsState.allParts(),
-      mine: (p) => this.ctx.hostsState.mine(p),
-      claims: this.ctx.claims.all(),
-      health,
-      unusable,
-      usage: this.usage.snapshot(now),
-      now,
-    };
-  }
-
-  private async reconcileOne(name: string): Promise<{ requeueAfterMs?: number }> {
-    this.ctx.stats.reconciles++;
-    const [spec, status, control] = await Promise.all([
-      this.ctx.store.readSpec(name),
-      this.ctx.store.readStatus(name),
-      this.ctx.store.readControl(name),
-    ]);
-    this.ctx.observer?.read?.(name, spec, status);
-    const source = await this.o.source?.infoFor(name);
-    const cut = shortcut(spec, status, control, this.ctx.hostsState.liveOf(name));
-    if (cut === 'skip') {
-      if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
-      // Settled on the hosts, but the source may have news (a new revision of the file, removed from git).
-      const fresh = status && refreshSource(status, spec, source, this.ctx.now());
-      if (fresh) await this.executor.persist(name, fresh.status, fresh.events);
-      return {};
-    }
-    if (cut === 'no-host-io') {
-      const res = reconcile({
-        name,
-        now: this.ctx.now(),
-        spec,
-        status,
-        control,
-        parts: [],
-        unreachable: new Map(),
-        cluster: this.view(name),
-        source,
-      });
-      await this.executor.persist(name, res.status, res.events);
-      return {};
-    }
-    const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
-    const parts = this.ctx.hostsState.partsOf(name, unreachable);
-    this.ctx.claims.release(name);
-    if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
-    const res = reconcile({
-      name,
-      now: this.ctx.now(),
-      spec,
-      status,
-      control,
-      parts,
-      unreachable,
-      cluster: this.view(name),
-      checkpoints,
-      attemptFloor,
-      source,
-    });
-    const out = await this.executor.execute(name, spec, res, status);
-    const due = this.nodeLostDue(spec, unreachable);
-    if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
-    return out;
-  }
-
-  /**
-   * When a host of this job's run did not answer this pass, the moment its silence reaches the
-   * job's nodeLostSeconds (ms from now): reconcile then decides the loss on time, instead of at
-   * the next 1 s liveness tick.
-   */
-  private nodeLostDue(spec: SpecState, unreachable: Map<string, string>): number | undefined {
-    if (spec.kind !== 'valid' || !unreachable.size) return undefined;
-    const limit = spec.job.spec.failurePolicy.nodeLostSeconds * 1000;
-    let due: number | undefined;
-    for (const hn of unreachable.keys()) {
-      const ms = this.ctx.liveness.lastHeard(hn) + limit + 20 - this.ctx.now().getTime();
-      if (ms > 0) due = Math.min(due ?? ms, ms);
-    }
-    return due;
   }
 }
 

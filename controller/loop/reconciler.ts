@@ -1,0 +1,166 @@
+/**
+ * One job's reconcile: reads its files, gathers facts (its parts on the hosts, the cluster view the
+ * pure reconcile plans in, what placement plans over), calls core/reconcile.ts and hands the result
+ * to the executor; a settled job skips the host I/O.
+ */
+import type { SpecState } from '../api/job-state.ts';
+import type { JobSource } from '../api/source.ts';
+import { reconcile } from '../core/reconcile.ts';
+import { queueOrder } from '../core/schedule.ts';
+import { shortcut } from '../core/settled.ts';
+import { refreshSource } from '../core/source.ts';
+import type { ClusterView } from '../core/types.ts';
+import type { LoopContext } from './context.ts';
+import type { Executor } from './executor.ts';
+import type { HostScan } from './scan.ts';
+import type { JobView, SchedulerInputs } from './scheduler.ts';
+import type { Usage } from './usage.ts';
+
+export class Reconciler {
+  constructor(
+    private readonly ctx: LoopContext,
+    private readonly scan: HostScan,
+    private readonly executor: Executor,
+    /** GitOps: where each job file came from (its revision, removed from git). */
+    private readonly source?: JobSource,
+  ) {}
+
+  async reconcile(name: string): Promise<{ requeueAfterMs?: number }> {
+    this.ctx.stats.reconciles++;
+    const [spec, status, control] = await Promise.all([
+      this.ctx.store.readSpec(name),
+      this.ctx.store.readStatus(name),
+      this.ctx.store.readControl(name),
+    ]);
+    this.ctx.observer?.read?.(name, spec, status);
+    const source = await this.source?.infoFor(name);
+    const cut = shortcut(spec, status, control, this.ctx.hostsState.liveOf(name));
+    if (cut === 'skip') {
+      if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
+      // Settled on the hosts, but the source may have news (a new revision of the file, removed from git).
+      const fresh = status && refreshSource(status, spec, source, this.ctx.now());
+      if (fresh) await this.executor.persist(name, fresh.status, fresh.events);
+      return {};
+    }
+    if (cut === 'no-host-io') {
+      const res = reconcile({
+        name,
+        now: this.ctx.now(),
+        spec,
+        status,
+        control,
+        parts: [],
+        unreachable: new Map(),
+        cluster: this.view(name),
+        source,
+      });
+      await this.executor.persist(name, res.status, res.events);
+      return {};
+    }
+    const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
+    const parts = this.ctx.hostsState.partsOf(name, unreachable);
+    this.ctx.claims.release(name);
+    if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
+    const res = reconcile({
+      name,
+      now: this.ctx.now(),
+      spec,
+      status,
+      control,
+      parts,
+      unreachable,
+      cluster: this.view(name),
+      checkpoints,
+      attemptFloor,
+      source,
+    });
+    const out = await this.executor.execute(name, spec, res, status);
+    const due = this.nodeLostDue(spec, unreachable);
+    if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
+    return out;
+  }
+
+  private view(name: string): ClusterView {
+    const scheduler = this.ctx.scheduler;
+    const scaleUp = this.ctx.jobs.get(name)?.job.spec.scaleUp;
+    const preemptedBy = this.ctx.jobs.preemptedBy.get(name);
+    const busy = this.ctx.hostsState.busy(name);
+    for (const [h, j] of this.ctx.claims.busyHosts(name)) busy.set(h, j);
+    const usedPorts = this.ctx.hostsState.ports();
+    for (const p of this.ctx.claims.ports()) usedPorts.add(p);
+    const me = this.ctx.jobs.get(name);
+    const ahead = me
+      ? [...this.ctx.jobs.entries()]
+          .filter(
+            ([n, m]) =>
+              n !== name &&
+              m.phase === 'Queued' &&
+              m.reason === 'Unschedulable' &&
+              queueOrder({ ...m, name: n }, { ...me, name }) < 0,
+          )
+          .sort(([an, a], [bn, b]) => queueOrder({ ...a, name: an }, { ...b, name: bn }))
+          .map(([n]) => n)
+      : [];
+    return {
+      hosts: this.ctx.hosts,
+      ready: this.ctx.hostsState.ready(),
+      notReady: this.ctx.hostsState.notReady(),
+      busy,
+      foreign: this.ctx.leases.foreign(),
+      usedPorts,
+      basePort: this.ctx.cluster.communication.masterPort,
+      gpus: this.ctx.hostsState.gpus(),
+      ahead,
+      rdzvTimeoutSeconds: this.ctx.rdzvTimeoutSeconds,
+      defaultGraceSeconds: this.ctx.graceSeconds,
+      lastHeard: this.ctx.liveness.lastHeardAll(),
+      down: this.ctx.liveness.downAll(),
+      // Made only when scheduling reads it: one plan over the whole queue, shared until it changes.
+      get decision() {
+        return scheduler.decision(name);
+      },
+      get growTo() {
+        return scaleUp ? scheduler.growTo(name) : undefined;
+      },
+      ...(preemptedBy ? { preemptedBy } : {}),
+    };
+  }
+
+  /**
+   * When a host of this job's run did not answer this pass, the moment its silence reaches the
+   * job's nodeLostSeconds (ms from now): reconcile then decides the loss on time, instead of at
+   * the next 1 s liveness tick.
+   */
+  private nodeLostDue(spec: SpecState, unreachable: Map<string, string>): number | undefined {
+    if (spec.kind !== 'valid' || !unreachable.size) return undefined;
+    const limit = spec.job.spec.failurePolicy.nodeLostSeconds * 1000;
+    let due: number | undefined;
+    for (const hn of unreachable.keys()) {
+      const ms = this.ctx.liveness.lastHeard(hn) + limit + 20 - this.ctx.now().getTime();
+      if (ms > 0) due = Math.min(due ?? ms, ms);
+    }
+    return due;
+  }
+}
+
+/** What placement plans over: the queue, the hosts' GPUs, what holds them, the owners' usage. */
+export function schedulerInputs(ctx: LoopContext, usage: Pick<Usage, 'snapshot'>): SchedulerInputs {
+  const now = ctx.now().getTime();
+  const jobs = new Map<string, JobView>();
+  for (const [n, m] of ctx.jobs.entries()) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
+  const health: SchedulerInputs['health'] = new Map();
+  for (const [hn, n] of ctx.hostsState.health)
+    health.set(hn, { ready: n.status === 'Ready', why: n.reasons[0], gpus: n.gpus });
+  const unusable = new Map([...ctx.leases.foreign(), ...ctx.liveness.downAll()]);
+  return {
+    hosts: ctx.hosts,
+    jobs,
+    parts: ctx.hostsState.allParts(),
+    mine: (p) => ctx.hostsState.mine(p),
+    claims: ctx.claims.all(),
+    health,
+    unusable,
+    usage: usage.snapshot(now),
+    now,
+  };
+}
