@@ -20,8 +20,11 @@ const LIVE: readonly JobStatus['phase'][] = ['Starting', 'Running'];
 
 /**
  * Host -> the run dirs to read there, sorted by name: every live part (of `parts`, this
- * controller's) of the run its job's status shows as Starting or Running. Hosts `skipHost` names
- * (a Slurm cluster: its progress comes with its observe) are left out.
+ * controller's) of the run its job's status shows as Starting or Running; once an observe has
+ * seen a metrics line in a run's parts, only its progress part (progressPart): train.py writes
+ * them on global rank 0 alone, and every other host would answer nothing for an ssh exec a
+ * second (2 of 3 on the lab: ~1% of a core there, npm run bench, throughput). Hosts `skipHost`
+ * names (a Slurm cluster: its progress comes with its observe) are left out.
  */
 export function progressTargets(
   parts: Iterable<RunPart>,
@@ -29,8 +32,20 @@ export function progressTargets(
   skipHost: (host: string) => boolean,
 ): Map<string, ProgressTarget[]> {
   const out = new Map<string, ProgressTarget[]>();
+  const runs = new Map<string, RunPart[]>();
   for (const p of parts) {
-    if (!p.alive || skipHost(p.host)) continue;
+    if (!p.alive) continue;
+    const run = runs.get(p.meta.runId);
+    if (run) run.push(p);
+    else runs.set(p.meta.runId, [p]);
+  }
+  const read: RunPart[] = [];
+  for (const run of runs.values()) {
+    const lead = progressPart(run);
+    read.push(...(lead ? [lead] : run));
+  }
+  for (const p of read) {
+    if (skipHost(p.host)) continue;
     const s = statusOf(p.meta.job);
     if (!s || !LIVE.includes(s.phase) || s.runId !== p.meta.runId) continue;
     const list = out.get(p.host) ?? [];
