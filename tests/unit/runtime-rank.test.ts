@@ -70,7 +70,7 @@ describe('rank.sh and its torchrun', () => {
     expect(r.parent).toBe('rank.sh exited 3\n');
   });
 
-  it('a rank asked to stop (SIGTERM to rank.sh, as torchrun or a stop does) does not signal torchrun back', async () => {
+  it('a rank asked to stop (SIGTERM to rank.sh, as torchrun or a stop does) leaves torchrun alone', async () => {
     const dir = runDir();
     const p = spawn('sh', ['-c', PARENT, 'torch.distributed.run', 'sleep', '30'], { env: env(dir), stdio: 'ignore' });
     const exited = new Promise<number | null>((res) => p.once('exit', (c) => res(c)));
