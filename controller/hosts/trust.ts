@@ -2,7 +2,7 @@
 import ssh2 from 'ssh2';
 import { fingerprint, keyTypeOf } from '../../config/known-hosts.ts';
 import { HostError } from './errors.ts';
-import { HOSTKEY_ALGOS, type SshTarget } from './ssh.ts';
+import { HOSTKEY_ALGOS, type SshTarget } from './ssh-connect.ts';
 
 export interface PresentedKey {
   key: Buffer;

@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import { readKnownHosts } from '../../config/known-hosts.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
-import { SshPool, type SshTarget } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/hosts/ssh.ts';
+import type { SshTarget } from '../../controller/hosts/ssh-connect.ts';
 import {
   hostPubKeyFile,
   LAB_KNOWN_HOSTS,

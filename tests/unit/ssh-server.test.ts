@@ -14,7 +14,8 @@ import { fingerprint, pinnedHostKey, readKnownHosts } from '../../config/known-h
 import { buildCommand } from '../../config/quote.ts';
 import { main } from '../../controller/cli/main.ts';
 import { HostError } from '../../controller/hosts/errors.ts';
-import { SshPool, type SshTarget } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/hosts/ssh.ts';
+import type { SshTarget } from '../../controller/hosts/ssh-connect.ts';
 import { fetchHostKey } from '../../controller/hosts/trust.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ugro-ssh-server-'));
