@@ -14,6 +14,22 @@ export class UgroError extends Error {
   }
 }
 
+/**
+ * A broken invariant: a bug in UGRO, never a fact about the machine or the input (those are UgroErrors).
+ * Deliberately not a UgroError: the CLI prints its stack and says it is a bug (docs/conventions.md, "Errors").
+ */
+export class InternalError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'InternalError';
+  }
+}
+
+/** Throws an InternalError unless `cond` holds: for what the code above already made true (a schema, a constant). */
+export function assert(cond: unknown, message: string | (() => string)): asserts cond {
+  if (!cond) throw new InternalError(typeof message === 'string' ? message : message());
+}
+
 /** The command line is wrong: an unknown value, a flag out of range, a name that is not a name. Exit 2. */
 export class UsageError extends UgroError {
   override readonly exitCode: number = 2;

@@ -3,6 +3,8 @@
  * only). Every remote command UGRO sends is built from an argv with each word
  * quoted here: no user string is ever pasted into a shell line.
  */
+import { assert } from './errors.ts';
+
 const SAFE = /^[A-Za-z0-9_/.,:@%+-]+$/;
 // `=` may not lead: zsh expands a word like `=cmd` to the command's path.
 const SAFE_ARG = /^[A-Za-z0-9_/.,:@%+-][A-Za-z0-9_/.,:=@%+-]*$/;
@@ -18,10 +20,10 @@ export function buildCommand(
   argv: readonly string[],
   opts: { env?: Record<string, string>; cwd?: string } = {},
 ): string {
-  if (!argv.length) throw new Error('buildCommand: empty argv');
-  for (const [k] of Object.entries(opts.env ?? {})) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`invalid environment variable name: ${JSON.stringify(k)}`);
-  }
+  // UGRO builds both from its own words and names checked where they came in.
+  assert(argv.length, 'buildCommand: empty argv');
+  for (const [k] of Object.entries(opts.env ?? {}))
+    assert(/^[A-Za-z_][A-Za-z0-9_]*$/.test(k), () => `invalid environment variable name: ${JSON.stringify(k)}`);
   const envWords = Object.entries(opts.env ?? {}).map(([k, v]) => shQuote(`${k}=${v}`));
   const cmd = (
     envWords.length ? ['env', ...envWords, ...argv.map((a) => shQuote(a))] : argv.map((a, i) => shQuote(a, i === 0))

@@ -15,6 +15,7 @@ import { posix } from 'node:path';
 import { remote } from '@pulumi/command';
 import * as pulumi from '@pulumi/pulumi';
 import type { Host } from '../config/cluster.ts';
+import { InternalError } from '../config/errors.ts';
 import type { TreeManifest } from '../config/hash.ts';
 import type { InfraSettings, Manager } from './config.ts';
 import type { ConnectionArgs } from './connection.ts';
@@ -195,7 +196,8 @@ export class GpuHost extends pulumi.ComponentResource {
     this.envCopies = [];
     if (s.manager === 'pixi') {
       const p = inputs.pixi;
-      if (!p) throw new Error(`${name}: manager pixi needs pixi.toml and pixi.lock (LocalInputs.pixi)`);
+      // readLocalInputs refuses a missing pixi.toml or pixi.lock with the fix; a caller's own inputs must have them.
+      if (!p) throw new InternalError(`${name}: manager pixi needs pixi.toml and pixi.lock (LocalInputs.pixi)`);
       this.envCopies.push(
         copy('pixi-manifest', new pulumi.asset.FileAsset(p.manifest), at.pixiManifest, after(this.dirs), [
           p.manifestSha256,

@@ -5,6 +5,7 @@
  * dependency order, as the engine and the command provider would. No engine, no provider.
  */
 import * as pulumi from '@pulumi/pulumi';
+import { InternalError } from '../config/errors.ts';
 
 export interface DeclaredAsset {
   kind: 'FileAsset' | 'FileArchive';
@@ -139,7 +140,7 @@ export function orderPlan(rs: DeclaredResource[]): DeclaredResource[] {
   const out: DeclaredResource[] = [];
   const visit = (r: DeclaredResource, path: string[]) => {
     if (done.has(r.urn)) return;
-    if (path.includes(r.urn)) throw new Error(`dependency cycle: ${[...path, r.urn].join(' -> ')}`);
+    if (path.includes(r.urn)) throw new InternalError(`dependency cycle: ${[...path, r.urn].join(' -> ')}`);
     for (const d of r.dependencies) {
       const dep = byUrn.get(d);
       if (dep) visit(dep, [...path, r.urn]);

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { InternalError } from '../../config/errors.ts';
 import { runtimeDir } from '../base/install.ts';
 
 /** The scripts a HostTransport runs for the runtime (scripts/runtime/NAME.sh). */
@@ -63,7 +64,7 @@ export function loadRuntimeScripts(dir: string = runtimeDir()): RuntimeScripts {
     rank: read('rank'),
     text(name) {
       const t = texts.get(name);
-      if (t === undefined) throw new Error(`no host script named ${JSON.stringify(name)}`);
+      if (t === undefined) throw new InternalError(`no host script named ${JSON.stringify(name)}`);
       return t;
     },
   };

@@ -5,6 +5,7 @@
  * runs for how long. Nothing here is invented: a host that is not Ready, or a field its board
  * does not report, leaves a gap (NaN).
  */
+import { assert } from '../../config/errors.ts';
 import type { GpuInfo, NodeHealth } from '../hosts/health.ts';
 
 /** The values of one sample, in this order in the ring. */
@@ -21,8 +22,7 @@ export class SampleRing {
   private count = 0;
 
   constructor(capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 2)
-      throw new Error(`ring capacity ${capacity} must be an integer >= 2`);
+    assert(Number.isInteger(capacity) && capacity >= 2, () => `ring capacity ${capacity} must be an integer >= 2`);
     this.capacity = capacity;
     this.times = new Float64Array(capacity);
     this.values = new Float32Array(capacity * F).fill(Number.NaN);

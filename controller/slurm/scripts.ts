@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { InternalError } from '../../config/errors.ts';
 import { runtimeDir } from '../base/install.ts';
 import type { BatchScripts } from './batch.ts';
 
@@ -35,7 +36,7 @@ function loadSlurmScripts(dir: string = runtimeDir()): SlurmScripts {
   return {
     text(name) {
       const t = texts.get(name);
-      if (t === undefined) throw new Error(`no Slurm script named ${JSON.stringify(name)}`);
+      if (t === undefined) throw new InternalError(`no Slurm script named ${JSON.stringify(name)}`);
       return t;
     },
     batch: { body: read('slurm/batch'), node: read('slurm/node'), rank: read('rank') },

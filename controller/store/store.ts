@@ -10,7 +10,7 @@
 import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { UgroError } from '../../config/errors.ts';
+import { assert, UgroError } from '../../config/errors.ts';
 import { DNS1123_LABEL } from '../../config/names.ts';
 import { parseYamlValue } from '../../config/yaml-guard.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
@@ -33,7 +33,7 @@ export function isJobName(name: string): boolean {
 
 function assertJobName(name: string): void {
   // Callers validate user input with a proper message; reaching here with a bad name is a bug.
-  if (!isJobName(name)) throw new Error(`not a job name: ${JSON.stringify(name)}`);
+  assert(isJobName(name), () => `not a job name: ${JSON.stringify(name)}`);
 }
 
 export class JobStore {

@@ -8,6 +8,7 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { InternalError } from '../../config/errors.ts';
 import { buildCommand, shQuote } from '../../config/quote.ts';
 
 const SHELLS = ['sh', 'bash'] as const;
@@ -172,6 +173,9 @@ describe('shQuote / buildCommand output', () => {
     expect(() => buildCommand(['true'], { env: { 'A;id': 'x' } })).toThrow(/invalid environment variable name/);
     expect(() => buildCommand(['true'], { env: { '1A': 'x' } })).toThrow(/invalid environment variable name/);
     expect(() => buildCommand(['true'], { env: { 'A B': 'x' } })).toThrow(/invalid environment variable name/);
+    // Both are checked where they come in: reaching here is a bug (a stack, "a bug in ugro").
+    expect(() => buildCommand([])).toThrow(InternalError);
+    expect(() => buildCommand(['true'], { env: { 'A B': 'x' } })).toThrow(InternalError);
   });
 
   it('regression: a word starting with "=" is quoted (zsh expands =cmd to a path)', () => {
