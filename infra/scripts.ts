@@ -16,6 +16,7 @@
  * host gets one line; the text after it starts at column 0 so that no spaces are added).
  */
 
+import { assert, UgroError } from '../config/errors.ts';
 import type { TreeFile } from '../config/hash.ts';
 import { shQuote as q } from '../config/quote.ts';
 
@@ -78,8 +79,11 @@ export interface DriverCheckInput {
 
 /** NVIDIA driver present, new enough, and every expected GPU visible. */
 export function driverCheckScript(i: DriverCheckInput): string {
-  if (!/^\d+(\.\d+)*$/.test(i.minDriver))
-    throw new Error(`driverCheckScript: minDriver ${JSON.stringify(i.minDriver)} is not a version`);
+  // Both sources are checked by a schema (ugro:minDriverVersion, environment.min_driver_version).
+  assert(
+    /^\d+(\.\d+)*$/.test(i.minDriver),
+    () => `driverCheckScript: minDriver ${JSON.stringify(i.minDriver)} is not a version`,
+  );
   if (!i.expectModels.length) {
     return `${prelude(i.host, 'driver')}
 fact gpu_count 0
@@ -155,9 +159,13 @@ export interface DirectoriesInput {
  */
 export function directoriesScript(i: DirectoriesInput): string {
   for (const d of i.dirs) {
+    // The cluster file's paths may be relative (its schema does not refuse them): input, not a bug.
     if (!d.path.startsWith('/'))
-      throw new Error(`directoriesScript: ${d.what} path ${JSON.stringify(d.path)} is not absolute`);
-    if (!/^[0-7]{3,4}$/.test(d.mode)) throw new Error(`directoriesScript: mode ${JSON.stringify(d.mode)} is not octal`);
+      throw new UgroError(
+        `${i.host}: the ${d.what} path ${JSON.stringify(d.path)} is not absolute: ` +
+          'give the paths of this host in the cluster file as /… or ~/…',
+      );
+    assert(/^[0-7]{3,4}$/.test(d.mode), () => `directoriesScript: mode ${JSON.stringify(d.mode)} is not octal`);
   }
   const calls = i.dirs.map((d) => `ensure_dir ${q(d.path)} ${q(d.mode)} ${q(d.what)}`).join('\n');
   return `${prelude(i.host, 'dirs')}
@@ -278,8 +286,11 @@ export function pixiEnvDir(manifestPath: string, environment: string): string {
 
 /** manager=pixi: `pixi install --locked` when pixi.lock changed (or the environment is gone). */
 export function pixiEnvScript(i: PixiEnvInput): string {
-  if (!/^[a-z0-9-]+$/.test(i.environment))
-    throw new Error(`pixiEnvScript: bad environment name ${JSON.stringify(i.environment)}`);
+  // ugro:pixiEnvironment's schema allows only these.
+  assert(
+    /^[a-z0-9-]+$/.test(i.environment),
+    () => `pixiEnvScript: bad environment name ${JSON.stringify(i.environment)}`,
+  );
   const envDir = pixiEnvDir(i.manifestPath, i.environment);
   const envArgs = i.environment === 'default' ? '' : ` --environment ${q(i.environment)}`;
   return `${prelude(i.host, 'env')}
@@ -358,8 +369,8 @@ print("ugro: %s: torch: unchanged: torch %s imports, CUDA build %s, cuda availab
 
 /** torch imports, its CUDA build has the required major, and CUDA works on a GPU host. */
 export function torchCheckScript(i: TorchCheckInput): string {
-  if (!/^\d+$/.test(i.cudaMajor))
-    throw new Error(`torchCheckScript: cudaMajor ${JSON.stringify(i.cudaMajor)} is not a number`);
+  // ugro:cudaMajor's schema, or the digits of environment.cuda_version, or 12.
+  assert(/^\d+$/.test(i.cudaMajor), () => `torchCheckScript: cudaMajor ${JSON.stringify(i.cudaMajor)} is not a number`);
   return `${prelude(i.host, 'torch')}
 py=${q(i.python)}
 command -v "$py" >/dev/null 2>&1 || \
@@ -386,10 +397,10 @@ export interface DeployTreeInput {
 
 const MANIFEST = '.ugro-manifest';
 
-/** Refuses odd relative paths before they reach a script. */
+/** Refuses odd relative paths before they reach a script: they are names of local files (a newline is legal). */
 function checkRel(p: string): void {
   if (!p || p.startsWith('/') || p.split('/').some((s) => s === '..' || s === '.' || s === '') || /[\n\r]/.test(p)) {
-    throw new Error(`bad relative path ${JSON.stringify(p)}`);
+    throw new UgroError(`bad relative path ${JSON.stringify(p)}: rename that file (no line break in its name)`);
   }
 }
 
@@ -401,7 +412,7 @@ function checkRel(p: string): void {
 export function deployTreeScript(i: DeployTreeInput): string {
   for (const f of i.files) {
     checkRel(f.path);
-    if (!/^[0-9a-f]{64}$/.test(f.sha256)) throw new Error(`deployTreeScript: bad sha256 for ${f.path}`);
+    assert(/^[0-9a-f]{64}$/.test(f.sha256), () => `deployTreeScript: bad sha256 for ${f.path}`); // hashed by UGRO
   }
   checkRel(i.sourceBase);
   const list = i.files.map((f) => f.path).join('\n');

@@ -4,6 +4,7 @@
  * not made one over the whole queue, the rendezvous port, and the per-rank batch split.
  */
 import type { Host } from '../../config/cluster.ts';
+import { UgroError } from '../../config/errors.ts';
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from './placement.ts';
@@ -161,7 +162,12 @@ export function queueOrder(
  */
 export function splitBatch(global: number, weights: number[], maxMicro?: number): RankBatch[] {
   const n = weights.length;
-  if (global < n) throw new Error(`a global batch of ${global} cannot give ${n} ranks one sample each`);
+  // The job's input, not a bug: the schema allows any global >= 1 and placement may give more ranks (a known gap:
+  // it should be refused before placement, issue 16 S6).
+  if (global < n)
+    throw new UgroError(
+      `a global batch of ${global} cannot give ${n} ranks one sample each: raise spec.batch.global to at least ${n}`,
+    );
   const w = weights.map((x) => (x > 0 ? x : 1));
   const total = w.reduce((a, b) => a + b, 0);
   // Each rank gets one sample first, then the rest in proportion.

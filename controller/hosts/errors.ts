@@ -22,3 +22,9 @@ export class HostError extends UgroError {
     super(`${host}: ${message}`, options);
   }
 }
+
+/**
+ * A host's answer could not be read (a tool printed what UGRO does not expect). About the host, not a bug;
+ * a caller that knows the host names it (HostError, keeping this as the cause) or reports it as the host's state.
+ */
+export class HostOutputError extends UgroError {}

@@ -5,7 +5,7 @@
  * Nothing here ever reports a node healthy that was not actually probed.
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
-import { HostError } from './errors.ts';
+import { HostError, HostOutputError } from './errors.ts';
 import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
 import type { HostConnection } from './ssh.ts';
 
@@ -59,7 +59,8 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     const f = line.split(',').map((s) => s.trim());
-    if (f.length < 6 || !/^\d+$/.test(f[0])) throw new Error(`unexpected nvidia-smi line: ${JSON.stringify(line)}`);
+    if (f.length < 6 || !/^\d+$/.test(f[0]))
+      throw new HostOutputError(`unexpected nvidia-smi line: ${JSON.stringify(line)}`);
     const num = (s: string) => (/^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN); // "[N/A]" on some boards
     const temperatureC = f.length > 6 ? num(f[6]) : NaN;
     const powerW = f.length > 7 ? num(f[7]) : NaN;

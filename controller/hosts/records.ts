@@ -17,6 +17,7 @@ import {
   type RunPart,
   sanitizeMetrics,
 } from '../api/run.ts';
+import { HostError } from './errors.ts';
 import type { LeaseResult, ObserveResult, ProgressRead } from './runtime-api.ts';
 
 export interface RecordBlock {
@@ -228,12 +229,13 @@ function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | 
   return { ok: true, part };
 }
 
-/** observe.sh's whole answer. Throws when it was cut short (no closing `@@observe` block). */
+/** observe.sh's whole answer. A HostError when it reports an error or was cut short (no closing `@@observe` block). */
 export function observeResultOf(host: string, text: string): ObserveResult {
   const blocks = parseRecords(text);
   const err = errorOf(blocks);
-  if (err) throw new Error(`observe failed: ${err}`);
-  if (!blockOf(blocks, 'observe')) throw new Error('observe output is incomplete (no @@observe block)');
+  if (err) throw new HostError(host, 'other', `observe failed: ${err}`);
+  if (!blockOf(blocks, 'observe'))
+    throw new HostError(host, 'other', 'observe output is incomplete (no @@observe block)');
   const out: ObserveResult = { parts: [], rejected: [] };
   const ck = blockOf(blocks, 'checkpoint');
   const checkpoint = ck && checkpointOf(host, ck);

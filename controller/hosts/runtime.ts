@@ -109,11 +109,12 @@ export class HostRuntime implements HostRuntimeApi {
     const res = await this.run(host, 'observe', args, {
       timeoutMs: RUNTIME_TIMEOUTS.observeMs,
     });
+    if (res.code !== 0) throw new HostError(host.name, 'other', `observe failed (exit ${res.code}): ${said(res)}`);
     try {
-      if (res.code !== 0) throw new Error(`observe failed (exit ${res.code}): ${said(res)}`);
       return observeResultOf(host.name, res.stdout);
     } catch (e) {
-      throw new HostError(host.name, 'other', (e as Error).message);
+      // Whatever the host's answer made the parser throw is about that host (the cause keeps the stack).
+      throw e instanceof HostError ? e : new HostError(host.name, 'other', (e as Error).message, { cause: e });
     }
   }
 

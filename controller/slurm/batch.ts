@@ -14,7 +14,7 @@
  * (sbatch stops reading them at the first command anyway). The words reach the training process
  * byte for byte (tests/unit/slurm-batch.test.ts runs the script with hostile ones).
  */
-import { UgroError } from '../../config/errors.ts';
+import { assert, InternalError, UgroError } from '../../config/errors.ts';
 import { shQuote } from '../../config/quote.ts';
 import { sbatchLineProblem } from '../../config/sbatch-options.ts';
 import type { SlurmPlan } from './plan.ts';
@@ -50,13 +50,16 @@ const NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/;
 const PARTITION = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9_][A-Za-z0-9._-]{0,63})*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** A number for an #SBATCH line; the job's schema leaves some unbounded (nodes, the deadline), so this is input. */
 function int(n: number, min: number, max: number, what: string): number {
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`slurm batch: ${what} ${n} is out of range`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new UgroError(`slurm batch: ${what} ${n} is out of range (Slurm takes ${min}..${max})`);
   return n;
 }
 
+/** A name for an #SBATCH line: UGRO's run id, or a name config/slurm.ts checked with the same pattern. */
 function checked(s: string, re: RegExp, what: string): string {
-  if (!re.test(s)) throw new Error(`slurm batch: ${what} ${JSON.stringify(s)} cannot go into an #SBATCH line`);
+  assert(re.test(s), () => `slurm batch: ${what} ${JSON.stringify(s)} cannot go into an #SBATCH line`);
   return s;
 }
 
@@ -98,7 +101,7 @@ function lineQuote(word: string): string {
 
 /** A here-document of UGRO's own text, which must not contain its end marker. */
 function heredoc(file: string, marker: string, text: string): string {
-  if (text.split('\n').includes(marker)) throw new Error(`slurm batch: ${file} contains the line ${marker}`);
+  if (text.split('\n').includes(marker)) throw new InternalError(`slurm batch: ${file} contains the line ${marker}`);
   return `cat >${file} <<'${marker}'\n${text.replace(/\n?$/, '\n')}${marker}\nchmod 755 ${file}`;
 }
 
@@ -106,12 +109,14 @@ export function batchScript(b: BatchInput, scripts: BatchScripts): string {
   const p = b.plan;
   const words = (env: Record<string, string>) =>
     Object.entries(env).map(([k, v]) => {
-      if (!ENV_NAME.test(k)) throw new Error(`slurm batch: ${JSON.stringify(k)} is not a variable name`);
+      // UGRO's names, and the job's (its schema checks them).
+      assert(ENV_NAME.test(k), () => `slurm batch: ${JSON.stringify(k)} is not a variable name`);
       return lineQuote(`${k}=${v}`);
     });
-  if (!b.target.length) throw new Error('slurm batch: no training command');
+  assert(b.target.length, 'slurm batch: no training command');
+  // The job's words are checked by its schema, but python and some of UGRO's values come from the cluster file.
   const all = [b.python, ...b.target, ...Object.values(b.ugroEnv), ...Object.values(b.jobEnv)];
-  if (all.some((w) => w.includes('\0'))) throw new Error('slurm batch: a NUL byte cannot be passed to a program');
+  if (all.some((w) => w.includes('\0'))) throw new UgroError('slurm batch: a NUL byte cannot be passed to a program');
   const nproc = int(p.nproc, 1, 64, 'ranks per node');
   const argv = [...words(b.ugroEnv), '--', ...words(b.jobEnv), '--', ...b.target.map(lineQuote)];
   return [

@@ -17,6 +17,7 @@
  */
 import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
+import { InternalError } from '../../config/errors.ts';
 import { parseRunDirName, parseRunMeta, type RunPart } from '../api/run.ts';
 import { HostError } from '../hosts/errors.ts';
 import type { NodeHealth } from '../hosts/health.ts';
@@ -203,12 +204,12 @@ export class SlurmRuntime implements HostRuntimeApi {
       this.run(host, 'observe', args, TIMEOUTS.observeMs),
       this.snapshot(host, { maxAgeMs: this.options.shareMs ?? 1000 }),
     ]);
+    if (res.code !== 0) throw new HostError(host.name, 'other', `observe failed (exit ${res.code}): ${said(res)}`);
     let base: ObserveResult;
     try {
-      if (res.code !== 0) throw new Error(`observe failed (exit ${res.code}): ${said(res)}`);
       base = observeResultOf(host.name, res.stdout);
     } catch (e) {
-      throw new HostError(host.name, 'other', (e as Error).message);
+      throw e instanceof HostError ? e : new HostError(host.name, 'other', (e as Error).message, { cause: e });
     }
     const files = new Map<string, SlurmFiles>();
     for (const b of parseRecords(res.stdout))
@@ -245,7 +246,8 @@ export class SlurmRuntime implements HostRuntimeApi {
   async launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }> {
     this.settings(host);
     const runDir = this.runDir(host, req.dir);
-    const bad = (why: string) => new HostError(host.name, 'config', `launch of ${req.dir}: ${why}`);
+    const bad = (why: string, cause?: unknown) =>
+      new HostError(host.name, 'config', `launch of ${req.dir}: ${why}`, cause === undefined ? undefined : { cause });
     const meta = parseRunMeta(req.dir, host.name, req.meta);
     if (!meta.ok) throw bad(meta.why);
     if (!req.slurm) throw bad('a Slurm launch needs its Slurm plan');
@@ -266,7 +268,9 @@ export class SlurmRuntime implements HostRuntimeApi {
         this.scripts.batch,
       );
     } catch (e) {
-      throw bad((e as Error).message);
+      // A bug stays a bug; what the job or the cluster file asked for that Slurm cannot take is the host's config.
+      if (e instanceof InternalError) throw e;
+      throw bad((e as Error).message, e);
     }
     const mk = await this.run(host, 'prepare', [runDir], 20_000);
     if (mk.code !== 0)

@@ -2,20 +2,23 @@
  * The CLI's exit-code contract (0 ok, 1 failure, 2 usage or bad input, 3 not found), its error
  * messages (one line, never a stack on a user path), and the flag validators behind them.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { InternalError } from '../../config/errors.ts';
 import { intFlag, isJobName, positiveNumberFlag, secondsFlag } from '../../controller/cli/args.ts';
 import { EXIT, main } from '../../controller/cli/main.ts';
+import { HostOutputError } from '../../controller/hosts/errors.ts';
 import { isJobName as storeIsJobName } from '../../controller/store/store.ts';
 
 const FIXTURES = new URL('../fixtures/cluster/', import.meta.url).pathname;
 
-async function ugro(args: string[], io: { out?: (s: string) => void } = {}) {
+async function ugro(args: string[], io: { out?: (s: string) => void; files?: Record<string, string> } = {}) {
   const out: string[] = [];
   const err: string[] = [];
   const jobs = mkdtempSync(join(tmpdir(), 'ugro-cli-exit-'));
+  for (const [name, text] of Object.entries(io.files ?? {})) writeFileSync(join(jobs, name), text);
   const code = await main(
     ['node', 'ugro', '--jobs', jobs, ...args],
     { out: io.out ?? ((s) => out.push(s)), err: (s) => err.push(s) },
@@ -89,6 +92,35 @@ describe('exit codes', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^error: TypeError: boom\n\s+at /);
     expect(r.err).toContain('This is a bug in ugro');
+  });
+
+  it('an InternalError (a broken invariant) is a bug too: its stack and the bug line, exit 1', async () => {
+    const r = await ugro(['events'], {
+      out: () => {
+        throw new InternalError('ring capacity 1 must be an integer >= 2');
+      },
+    });
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^error: InternalError: ring capacity 1 must be an integer >= 2\n\s+at /);
+    expect(r.err).toContain('This is a bug in ugro');
+  });
+
+  it('a condition of the machine (a typed UgroError) is its message alone: no stack, no bug line, exit 1', async () => {
+    const r = await ugro(['events'], {
+      out: () => {
+        throw new HostOutputError('unexpected nvidia-smi line: "garbage"');
+      },
+    });
+    expect(r).toMatchObject({ code: 1, err: 'error: unexpected nvidia-smi line: "garbage"' });
+  });
+
+  it('regression: a job Slurm cannot take (nodes past its range) is an error about the job, not "a bug"', async () => {
+    const big = 'apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: big\nspec:\n  script: t.py\n';
+    const r = await ugro(['--cluster', `${FIXTURES}valid.yaml`, 'export', 'job', 'big', '--to', 'sbatch'], {
+      files: { 'big.yaml': `${big}  nodes: 200000\n` },
+    });
+    expect(r.err).toBe('error: slurm batch: nodes 200000 is out of range (Slurm takes 1..100000)');
+    expect(r.code).toBe(1);
   });
 });
 

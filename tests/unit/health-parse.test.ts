@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
+import { UgroError } from '../../config/errors.ts';
+import { HostError, HostOutputError } from '../../controller/hosts/errors.ts';
 import {
   compareVersions,
   judge,
@@ -91,6 +92,8 @@ describe('parseNvidiaSmiCsv (--format=csv,noheader,nounits)', () => {
   it('rejects what is not a query line (e.g. the driver-failure message) instead of inventing a GPU', () => {
     expect(() => parseNvidiaSmiCsv(NVSMI_FAILED)).toThrow(/unexpected nvidia-smi line/);
     expect(() => parseNvidiaSmiCsv('index, name, memory.total [MiB]')).toThrow(/unexpected nvidia-smi line/);
+    expect(() => parseNvidiaSmiCsv(NVSMI_FAILED)).toThrow(HostOutputError); // the host's output, not a bug
+    expect(() => parseNvidiaSmiCsv(NVSMI_FAILED)).toThrow(UgroError);
   });
 });
 

@@ -19,6 +19,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { InternalError, UgroError } from '../../config/errors.ts';
 import { readTree, sha256 } from '../../config/hash.ts';
 import { shQuote } from '../../config/quote.ts';
 import {
@@ -209,10 +210,20 @@ describe('NVIDIA driver check (stand-in nvidia-smi)', () => {
     expect(() => driverCheckScript({ host: 'g', minDriver: '550; rm -rf /', expectModels: ['x'] })).toThrow(
       /not a version/,
     );
+    // Both its sources are schema-checked: a bug, not the machine.
+    expect(() => driverCheckScript({ host: 'g', minDriver: 'x', expectModels: ['x'] })).toThrow(InternalError);
   });
 });
 
 describe('directories', () => {
+  it("refuses a relative path from the cluster file (its schema allows one) with the fix, as the input's error", () => {
+    const dirs = [{ path: 'ugro/runs', mode: '750', what: 'runs' }];
+    expect(() => directoriesScript({ host: 'gpu1', dirs })).toThrow(UgroError);
+    expect(() => directoriesScript({ host: 'gpu1', dirs })).toThrow(
+      'gpu1: the runs path "ugro/runs" is not absolute: give the paths of this host in the cluster file as /… or ~/…',
+    );
+  });
+
   it('creates with modes, then reports unchanged; fixes world-writable; never deletes', () => {
     const base = tmp('dirs');
     const dirs = [
@@ -609,8 +620,8 @@ describe('tree deployment', () => {
 
   it('refuses paths that could escape the destination', () => {
     const f = { sha256: 'a'.repeat(64), mode: '644' as const, size: 1 };
-    for (const p of ['../x', '/etc/passwd', 'a/../../b', 'a//b', './a']) {
-      expect(() =>
+    for (const p of ['../x', '/etc/passwd', 'a/../../b', 'a//b', './a', 'a\nb']) {
+      const deploy = () =>
         deployTreeScript({
           host: 'g',
           label: 'scripts',
@@ -619,8 +630,9 @@ describe('tree deployment', () => {
           sourceBase: 'scripts',
           stageRoot: '/r',
           files: [{ ...f, path: p }],
-        }),
-      ).toThrow(/bad relative path/);
+        });
+      expect(deploy).toThrow(/bad relative path/);
+      expect(deploy).toThrow(UgroError); // a local file's name (a line break is legal in one): rename it
     }
   });
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
+import { HostError } from '../../controller/hosts/errors.ts';
 import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/hosts/records.ts';
 import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
@@ -214,6 +215,10 @@ describe('observeResultOf on observe.sh output', () => {
     expect(() => observeResultOf('gpu1', '')).toThrow(/incomplete/);
     expect(() => observeResultOf('gpu1', OUT.slice(0, OUT.indexOf('@@observe')))).toThrow(/incomplete/);
     expect(() => observeResultOf('gpu1', '@@error\nwhy=JOB must be a DNS label\n@@end\n')).toThrow(/DNS label/);
+    // About the host, not a bug: a HostError that names it (the CLI prints no stack for it).
+    expect(() => observeResultOf('gpu1', '')).toThrow(HostError);
+    expect(() => observeResultOf('gpu1', '')).toThrow(/^gpu1: observe output is incomplete/);
+    expect(() => observeResultOf('gpu1', '@@error\nwhy=x\n@@end\n')).toThrow(HostError);
   });
 
   it('a half-written meta.json rejects that run only; a partial metrics line is ignored', () => {

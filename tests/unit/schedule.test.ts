@@ -4,6 +4,7 @@
  * queueOrder.
  */
 import { describe, expect, it } from 'vitest';
+import { UgroError } from '../../config/errors.ts';
 import type { Decision } from '../../controller/core/placement.ts';
 import { freePort, partsOf, queueOrder, requestOf, schedule, splitBatch } from '../../controller/core/schedule.ts';
 import { job, view } from './job-fixtures.ts';
@@ -135,6 +136,9 @@ describe('splitBatch', () => {
     expect(s.every((x) => x.batch >= 1 && x.micro <= 16 && x.micro * x.accum >= x.batch)).toBe(true);
     expect(splitBatch(3, [1000, 1, 1]).map((x) => x.batch)).toEqual([1, 1, 1]);
     expect(() => splitBatch(2, [1, 1, 1])).toThrow(/cannot give 3 ranks/);
+    // The job's input (its schema allows any global >= 1), with the fix: not "a bug in ugro".
+    expect(() => splitBatch(2, [1, 1, 1])).toThrow(UgroError);
+    expect(() => splitBatch(2, [1, 1, 1])).toThrow(/raise spec\.batch\.global to at least 3$/);
   });
 });
 

@@ -10,6 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { InternalError, UgroError } from '../../config/errors.ts';
 import { slurmSettings } from '../../config/slurm.ts';
 import { batchScript, sbatchHeader } from '../../controller/slurm/batch.ts';
 import { niceOf, slurmPlan } from '../../controller/slurm/plan.ts';
@@ -78,6 +79,29 @@ describe('the #SBATCH header', () => {
     expect(() => sbatchHeader('r', { ...p, extra: ['--job-name=other'] })).toThrow(/which UGRO sets itself/);
     expect(() => sbatchHeader("r'x", p)).toThrow(/run id/);
     expect(() => sbatchHeader('r', { ...p, nice: -5 })).toThrow(/nice/);
+  });
+
+  it("a number past what Slurm takes is the input's error (UgroError); a name past its schema is a bug", () => {
+    const p = plan({});
+    // The job's schema bounds neither nodes nor activeDeadlineSeconds.
+    for (const bad of [{ nodes: { min: 200_000, max: 200_000 } }, { timeMinutes: 1e12 }]) {
+      const e = (() => {
+        try {
+          sbatchHeader('r', { ...p, ...bad });
+        } catch (x) {
+          return x;
+        }
+      })();
+      expect(e).toBeInstanceOf(UgroError);
+      expect((e as Error).message).toMatch(/is out of range \(Slurm takes 1\.\.\d+\)$/);
+    }
+    expect(() => sbatchHeader('r', { ...p, partition: 'gpu debug' })).toThrow(InternalError);
+    // The cluster file's python may hold a NUL (a YAML "\\0"): its input, not a bug.
+    const nul = { runId: 'r', plan: p, python: 'py\0thon', ugroEnv: {}, jobEnv: {}, target: ['x'] };
+    expect(() => batchScript(nul, slurmScripts().batch)).toThrow(UgroError);
+    expect(() => batchScript(nul, slurmScripts().batch)).toThrow(
+      'slurm batch: a NUL byte cannot be passed to a program',
+    );
   });
 
   it('the cluster file refuses the same at load time, with the field', () => {
