@@ -44,7 +44,7 @@ export class Launcher {
             try {
               return { hash: this.scripts.hash() };
             } catch (e) {
-              return { error: e instanceof Error ? e : new Error(String(e)) };
+              return { error: e instanceof Error ? e : new UgroError(String(e), { cause: e }) };
             }
           })();
           if ('error' in scripts) throw scripts.error;
@@ -99,7 +99,7 @@ export class Launcher {
         };
         return { host: h, req, ...(scripts && 'hash' in scripts ? { scriptsHash: scripts.hash } : {}) };
       } catch (e) {
-        return { host: h, error: e instanceof Error ? e : new Error(String(e)) };
+        return { host: h, error: e instanceof Error ? e : new UgroError(String(e), { cause: e }) };
       }
     });
   }
@@ -195,7 +195,7 @@ export class Launcher {
           this.ctx.hostsState.put(part);
           started.push(part);
         } catch (e) {
-          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { launchHost: h.name });
+          throw Object.assign(e instanceof Error ? e : new UgroError(String(e), { cause: e }), { launchHost: h.name });
         }
       }),
     );
