@@ -113,7 +113,13 @@ describe.skipIf(process.platform !== 'linux')('the job env reaches the training 
     const rt = new HostRuntime(new LocalTransport());
     const req = request(host.name, 'envs', ['sleep', '30'], { jobEnv: { JOB_ONLY: '1' } });
     const { pid } = await rt.launch(host, req);
-    const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+    // The runner's pid is written by the shell that is about to exec it: until that exec is done,
+    // /proc/PID/environ can read empty (seen once under load). Read until it is not, 5 s at most.
+    let env: string[] = [];
+    for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+      env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      if (env.some((e) => e.startsWith('UGRO_RUN_ID='))) break;
+    }
     expect(env).toContain(`UGRO_RUN_ID=${req.meta.runId}`);
     expect(env).toContain(`UGRO_RUN_DIR=${join(host.paths.runs, req.dir)}`);
     expect(env.some((e) => e.startsWith('JOB_ONLY='))).toBe(false);
