@@ -19,17 +19,16 @@ import { InternalError } from '../config/errors.ts';
 import type { TreeManifest } from '../config/hash.ts';
 import type { InfraSettings, Manager } from './config.ts';
 import type { ConnectionArgs } from './connection.ts';
+import { deployTreeScript, removeTreeScript } from './deploy-scripts.ts';
 import {
   asRemoteCommand,
   type DirectorySpec,
-  deployTreeScript,
   directoriesScript,
   driverCheckScript,
   parseFacts,
   pixiEnvDir,
   pixiEnvScript,
   reachabilityScript,
-  removeTreeScript,
   systemEnvScript,
   torchCheckScript,
   venvEnvScript,

@@ -22,15 +22,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { InternalError, UgroError } from '../../config/errors.ts';
 import { readTree, sha256 } from '../../config/hash.ts';
 import { shQuote } from '../../config/quote.ts';
+import { deployTreeScript, removeTreeScript } from '../../infra/deploy-scripts.ts';
 import {
   asRemoteCommand,
-  deployTreeScript,
   directoriesScript,
   driverCheckScript,
   parseFacts,
   pixiEnvScript,
   reachabilityScript,
-  removeTreeScript,
   stepOutcome,
   systemEnvScript,
   torchCheckScript,
