@@ -11,6 +11,8 @@ import type { HostRuntimeApi, LeaseResult } from '../hosts/runtime-api.ts';
 
 export class Leases {
   private readonly state = new Map<string, LeaseResult | { error: string }>();
+  /** Renewals in flight: a stop waits for them, or one landing after the release takes the lease back. */
+  private readonly renewing = new Set<Promise<void>>();
 
   constructor(
     private readonly runtime: HostRuntimeApi,
@@ -22,7 +24,13 @@ export class Leases {
 
   /** Take or renew every host's lease, in parallel. */
   async renewAll(): Promise<void> {
-    await Promise.all(this.hosts.map((h) => this.renew(h)));
+    const round = Promise.all(this.hosts.map((h) => this.renew(h))).then(() => undefined);
+    this.renewing.add(round);
+    try {
+      await round;
+    } finally {
+      this.renewing.delete(round);
+    }
   }
 
   private async renew(h: Host): Promise<void> {
@@ -70,6 +78,7 @@ export class Leases {
   }
 
   async releaseAll(): Promise<void> {
+    await Promise.all([...this.renewing]);
     await Promise.all(
       this.hosts
         .filter((h) => this.held(h.name))
