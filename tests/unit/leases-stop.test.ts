@@ -32,7 +32,7 @@ describe.skipIf(process.platform !== 'linux')('Leases.releaseAll', () => {
     await new Promise((r) => setTimeout(r, 10)); // the renewal is waiting at its gate
     const release = leases.releaseAll();
     await new Promise((r) => setTimeout(r, 10));
-    gate?.();
+    (gate as (() => void) | undefined)?.();
     await Promise.all([renewal, release]);
     expect(await rt.lease(host, 'ctl-b', 60)).toMatchObject({ held: true, owner: 'ctl-b' });
   });
