@@ -122,3 +122,21 @@ export function signingKey(dir: string, email = 'ada@example.com'): { key: strin
   writeFileSync(allowedSigners, `${email} ${pub}\n`);
   return { key, allowedSigners };
 }
+
+/**
+ * A GitSource's options for unit tests: branch main, path jobs, no timers of its own (fetches only
+ * when a test asks), no watch for sync requests, no pins (file:// remotes).
+ */
+export function quietSourceOptions() {
+  return {
+    branch: 'main',
+    path: 'jobs',
+    intervalMs: 3_600_000,
+    prune: false,
+    pruneAll: false,
+    requireSigned: false,
+    auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5 },
+    watchRequests: false,
+    setTimer: () => () => undefined,
+  };
+}

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GitSource, type GitSourceOptions } from '../../controller/gitops/source.ts';
-import { jobText, localRemote, signingKey } from '../support/git-repo.ts';
+import { jobText, localRemote, quietSourceOptions, signingKey } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 
 const SPEC = { command: ['python3', '/opt/t.py'] };
@@ -23,16 +23,8 @@ afterEach(async () => {
 function source(o: Partial<GitSourceOptions> & { url: string; jobsDir: string }) {
   const log = memoryLogger();
   const src = new GitSource({
-    branch: 'main',
-    path: 'jobs',
-    intervalMs: 3_600_000,
-    prune: false,
-    pruneAll: false,
-    requireSigned: false,
-    auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5 },
+    ...quietSourceOptions(),
     log,
-    watchRequests: false,
-    setTimer: () => () => undefined,
     ...o,
   });
   sources.push(src);

@@ -22,7 +22,7 @@ import type { JobSourceInfo } from '../../controller/api/source.ts';
 import { GitSource, type GitSourceOptions } from '../../controller/gitops/source.ts';
 import { readGitState } from '../../controller/gitops/state.ts';
 import { JobStore } from '../../controller/store/store.ts';
-import { jobText, localRemote, signingKey, type WorkRepo } from '../support/git-repo.ts';
+import { jobText, localRemote, quietSourceOptions, signingKey, type WorkRepo } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 
 const SPEC = { command: ['python3', '/opt/t.py'], args: ['--epochs', '1'] };
@@ -50,16 +50,8 @@ async function rig(o: Partial<GitSourceOptions> & { work?: WorkRepo; url?: strin
   const src = new GitSource({
     jobsDir: jobs,
     url: remote.url,
-    branch: 'main',
-    path: 'jobs',
-    intervalMs: 3_600_000,
-    prune: false,
-    pruneAll: false,
-    requireSigned: false,
-    auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5 },
+    ...quietSourceOptions(),
     log,
-    watchRequests: false,
-    setTimer: () => () => undefined,
     ...o,
   });
   sources.push(src);
