@@ -274,7 +274,7 @@ function waitReason(
   r: Request,
   free: Map<string, Gpu[]>,
   hosts: HostSlots[],
-  holdings: Holding[],
+  holdings: readonly Pick<Holding, 'host' | 'job'>[],
   head?: Request,
 ): string {
   const notes: string[] = [];
@@ -315,6 +315,9 @@ export function plan(input: PlanInput): Map<string, Decision> {
   let holdings = [...input.holdings];
   /** The first job that had to wait: those behind it only backfill (if preemptible). */
   let head: Request | undefined;
+  /** Jobs this pass placed: a waiting job's reason names them too, not just "0 free". */
+  const placedNow: Pick<Holding, 'host' | 'job'>[] = [];
+  const reasonHolders = () => [...holdings, ...placedNow];
   for (const r of order) {
     const never = neverFits(r, input.hosts);
     if (never) {
@@ -324,11 +327,12 @@ export function plan(input: PlanInput): Map<string, Decision> {
     const placed = tryPlace(r, input.hosts, free, cpuTaken);
     if (placed && (!head || r.preemptible)) {
       take(free, placed, cpuTaken);
+      for (const n of placed) placedNow.push({ host: n.host, job: r.job });
       out.set(r.job, { kind: 'place', nodes: placed, backfill: !!head });
       continue;
     }
     if (placed && head) {
-      out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, holdings, head) });
+      out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, reasonHolders(), head) });
       continue;
     }
     const victims = choosePreemption(r, input.hosts, free, holdings, input.now, cpuTaken);
@@ -339,7 +343,7 @@ export function plan(input: PlanInput): Map<string, Decision> {
       holdings = holdings.filter((h) => !victims.includes(h));
       continue;
     }
-    out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, holdings, head) });
+    out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, reasonHolders(), head) });
     head ??= r;
   }
   return out;

@@ -57,6 +57,21 @@ const run = (requests: Request[], holdings: Holding[] = [], hosts = SEED, usage 
 const placedOn = (d: Decision | undefined) =>
   d?.kind === 'place' ? d.nodes.map((n) => `${n.host}:${n.gpus.map((g) => g.index).join('+')}`) : d?.kind;
 
+describe('why a job waits', () => {
+  it('names the job this same pass placed on the GPU it wanted, not just "0 free"', () => {
+    const usage = new Map([['alice', 360_000]]);
+    const d = run(
+      [req('alice-job', { owner: 'alice', hosts: ['gpu1'] }), req('bob-job', { owner: 'bob', hosts: ['gpu1'] })],
+      [],
+      SEED,
+      usage,
+    );
+    expect(placedOn(d.get('bob-job'))).toEqual(['gpu1:0']);
+    expect(d.get('alice-job')).toMatchObject({ kind: 'wait' });
+    expect((d.get('alice-job') as { why: string }).why).toContain('gpu1 busy with job bob-job');
+  });
+});
+
 describe('mixed VRAM', () => {
   it('a 12 GB request goes to the 12 GB GPU; three 8 GB ones spread over all hosts', () => {
     const d = run([
