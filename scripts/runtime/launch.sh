@@ -95,13 +95,14 @@ date +%s%N >launched_at
 # script returns can never take the lock first and conclude the run is over. `env` applies the
 # job's variables to torchrun alone (the runner's own mv and date use this script's PATH). The
 # subshell keeps the shell's own notice ("Terminated") out of torchrun.log: dash applies a simple
-# command's redirections in the parent, and would print it there.
+# command's redirections in the parent, and would print it there. finished_at is written before
+# exit_code: whoever sees the exit code (observe, a stop that just returned) sees its time too.
 setsid sh -c '
   trap : TERM INT HUP
   (exec env "$@" 9>&- </dev/null >torchrun.log 2>&1)
   rc=$?
-  echo "$rc" >exit_code.tmp && mv exit_code.tmp exit_code
   date +%s%N >finished_at
+  echo "$rc" >exit_code.tmp && mv exit_code.tmp exit_code
 ' ugro-runner "$@" </dev/null >/dev/null 2>&1 &
 pid=$!
 # Start time (clock ticks since boot, /proc/PID/stat field 22) guards against pid reuse.

@@ -46,6 +46,6 @@ if [ -n "$survivors" ]; then
 fi
 remaining=$(left | wc -l)
 remaining=$((remaining + 0))
-[ -s "$run_dir/exit_code" ] || { echo 137 >"$run_dir/exit_code"; date +%s%N >"$run_dir/finished_at"; }
+[ -s "$run_dir/exit_code" ] || { date +%s%N >"$run_dir/finished_at"; echo 137 >"$run_dir/exit_code"; }
 printf '@@stop\nkilled=%s\nremaining=%s\nwaited_ms=%s\n@@end\n' "$killed" "$remaining" "$((i * 200))"
 [ "$remaining" = 0 ]
