@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Git, gitEnv, writeGitHelpers } from '../../controller/gitops/git.ts';
 import { GitSource } from '../../controller/gitops/source.ts';
-import { jobText, localRemote } from '../support/git-repo.ts';
+import { jobText, localRemote, quietSourceOptions } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 
 const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend';
@@ -127,16 +127,9 @@ describe('https with a token', () => {
       const src = new GitSource({
         jobsDir: jobs,
         url,
-        branch: 'main',
-        path: 'jobs',
-        intervalMs: 3_600_000,
-        prune: false,
-        pruneAll: false,
-        requireSigned: false,
-        auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5, ...(token ? { token } : {}) },
+        ...quietSourceOptions(),
+        auth: { ...quietSourceOptions().auth, ...(token ? { token } : {}) },
         log,
-        watchRequests: false,
-        setTimer: () => () => undefined,
       });
       sources.push(src);
       return { src, jobs, log };
@@ -172,16 +165,9 @@ describe('https: the token goes to the configured host only', () => {
     const src = new GitSource({
       jobsDir: jobs,
       url: `http://127.0.0.1:${hop.port}/server.git`,
-      branch: 'main',
-      path: 'jobs',
-      intervalMs: 3_600_000,
-      prune: false,
-      pruneAll: false,
-      requireSigned: false,
-      auth: { knownHosts: '/dev/null', useAgent: false, connectTimeoutSeconds: 5, token: TOKEN },
+      ...quietSourceOptions(),
+      auth: { ...quietSourceOptions().auth, token: TOKEN },
       log,
-      watchRequests: false,
-      setTimer: () => () => undefined,
     });
     sources.push(src);
     await src.start(() => undefined);
