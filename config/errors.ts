@@ -5,7 +5,7 @@
 export class UgroError extends Error {
   /**
    * Process exit code the CLI uses for this error: 1 (the operation failed). Subclasses set their
-   * own: UsageError 2, NotFoundError 3 (the contract is in controller/cli/main.ts).
+   * own: UsageError 2, NotFoundError 3, ForbiddenError 4 (the contract is in controller/cli/main.ts).
    */
   readonly exitCode: number = 1;
   constructor(message: string, options?: { cause?: unknown }) {
@@ -38,6 +38,14 @@ export class UsageError extends UgroError {
 /** A named thing (a job, a rank, a host) does not exist. Exit 3. */
 export class NotFoundError extends UgroError {
   override readonly exitCode: number = 3;
+}
+
+/**
+ * Who asked may not do this to this job (issue 17: only its owner or an admin may change, stop or
+ * delete a job). Exit 4. The message names who tried what and who may (core/permissions.ts).
+ */
+export class ForbiddenError extends UgroError {
+  override readonly exitCode: number = 4;
 }
 
 /** One problem found in an input file, located by field path and (for YAML) line. */

@@ -1,7 +1,7 @@
 /**
  * The cluster file's optional `slurm:` section: a Slurm cluster UGRO submits jobs to (sbatch,
  * squeue, sacct, scancel run on its login host over SSH, with the same pinned keys as every other
- * host). Schema and normalization only; the backend is controller/slurm/.
+ * host). Schema and normalization only; the backend is controller/backends/slurm/.
  *
  * Everything here may end up in an #SBATCH line of a generated batch script, which sbatch reads as
  * text: names and extra lines are checked against narrow patterns here, so the generator never has

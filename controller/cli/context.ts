@@ -5,8 +5,8 @@
  */
 import { resolve } from 'node:path';
 import type { Cluster } from '../../config/cluster.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
-import type { SshPool } from '../hosts/ssh.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
+import type { SshPool } from '../backends/ssh/pool.ts';
 
 export interface Io {
   /** A line (or lines) on stdout; the newline is added. */
@@ -81,7 +81,7 @@ export class CliContext {
     const cluster = await this.loadCluster();
     if (!this.pool) {
       const [{ SshPool }, { allHosts }] = await Promise.all([
-        import('../hosts/ssh.ts'),
+        import('../backends/ssh/pool.ts'),
         import('../../config/cluster.ts'),
       ]);
       // A Slurm cluster's login host too (the cluster file's slurm:), with the same pinned keys.
@@ -96,11 +96,12 @@ export class CliContext {
    */
   async runtime(): Promise<HostRuntimeApi> {
     if (this.deps.runtime) return this.deps.runtime(await this.loadCluster());
-    const [cluster, pool, { HostRuntime, SshTransport }, { hostRuntimeFor }] = await Promise.all([
+    const [cluster, pool, { HostRuntime }, { SshTransport }, { hostRuntimeFor }] = await Promise.all([
       this.loadCluster(),
       this.ssh(),
-      import('../hosts/runtime.ts'),
-      import('../slurm/router.ts'),
+      import('../backends/ssh/backend.ts'),
+      import('../backends/ssh/transport.ts'),
+      import('../backends/router.ts'),
     ]);
     return hostRuntimeFor(cluster, new HostRuntime(new SshTransport(pool, cluster)), pool);
   }

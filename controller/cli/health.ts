@@ -1,6 +1,6 @@
 /** `ugro health`, `ugro get nodes` and the probe half of `ugro config test`. */
 import { NotFoundError } from '../../config/errors.ts';
-import { probeCluster } from '../hosts/health.ts';
+import { probeCluster } from '../backends/ssh/probe.ts';
 import type { CliContext } from './context.ts';
 import { serialize } from './output.ts';
 import { nodesTable } from './render/nodes.ts';

@@ -8,7 +8,7 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import { MetricsHistory } from '../observability/history.ts';
 import { lossSvg } from '../observability/web/svg.ts';
 

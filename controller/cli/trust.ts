@@ -1,8 +1,8 @@
 /** `ugro hosts trust` and `ugro hosts list`: pinning host keys in known_hosts, and showing the pins. */
 import type { Host } from '../../config/cluster.ts';
 import { appendKnownHost, fingerprint, hostKeysOf, hostNames, readKnownHosts } from '../../config/known-hosts.ts';
-import { hostKeyAlgorithms } from '../hosts/ssh-connect.ts';
-import { fetchAllHostKeys, fetchHostKey, type PresentedKey } from '../hosts/trust.ts';
+import { hostKeyAlgorithms } from '../backends/ssh/connect.ts';
+import { fetchAllHostKeys, fetchHostKey, type PresentedKey } from '../backends/ssh/trust.ts';
 import type { Io } from './context.ts';
 import type { HostKeysRow } from './render/nodes.ts';
 

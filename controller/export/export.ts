@@ -11,10 +11,10 @@ import type { Cluster } from '../../config/cluster.ts';
 import { slurmSettings } from '../../config/slurm.ts';
 import { runIdOf } from '../api/run.ts';
 import { specHash, type TrainingJob } from '../api/trainingjob.ts';
+import { type BatchScripts, batchScript } from '../backends/slurm/batch.ts';
+import { slurmPlan } from '../backends/slurm/sbatch-plan.ts';
+import { slurmScripts } from '../backends/slurm/scripts.ts';
 import { checkpointDir, trainingTarget, ugroEnv } from '../core/launch.ts';
-import { type BatchScripts, batchScript } from '../slurm/batch.ts';
-import { slurmPlan } from '../slurm/plan.ts';
-import { slurmScripts } from '../slurm/scripts.ts';
 import { type ExportTarget, header } from './common.ts';
 import { pytorchJob, trainJob } from './kubeflow.ts';
 

@@ -3,8 +3,8 @@
  * the executor, the launcher) all read and change, built once in the Controller's constructor.
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import type { JobStore } from '../store/store.ts';
 import type { Claims } from './claims.ts';

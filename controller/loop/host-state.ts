@@ -4,7 +4,7 @@
  * restart) loses nothing.
  */
 import type { RunPart } from '../api/run.ts';
-import type { NodeHealth } from '../hosts/health.ts';
+import type { NodeHealth } from '../backends/health.ts';
 
 export class HostState {
   private readonly runs = new Map<string, RunPart[]>();

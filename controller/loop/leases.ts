@@ -6,8 +6,8 @@
  * the same jobs dir is the same owner and takes its lease back at once.
  */
 import type { Host } from '../../config/cluster.ts';
+import type { HostRuntimeApi, LeaseResult } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi, LeaseResult } from '../hosts/runtime-api.ts';
 
 export class Leases {
   private readonly state = new Map<string, LeaseResult | { error: string }>();

@@ -7,8 +7,8 @@
  * backoff, and their jobs woken when they answer again. Idle, it does nothing.
  */
 import type { Host } from '../../config/cluster.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 
 /** A host quiet this long while it holds a live part wakes that part's job (reconcile decides). */
 const QUIET_MS = 1500;

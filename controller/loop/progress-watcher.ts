@@ -12,9 +12,9 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import type { Metrics } from '../api/run.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import { type ProgressTarget, progressPart } from '../core/live-progress.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 
 export interface ProgressUpdate {
   job: string;

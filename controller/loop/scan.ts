@@ -7,8 +7,8 @@ import type { Host } from '../../config/cluster.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
+import { HostError } from '../backends/errors.ts';
 import { checkpointDir } from '../core/launch.ts';
-import { HostError } from '../hosts/errors.ts';
 import type { LoopContext } from './context.ts';
 
 export class HostScan {

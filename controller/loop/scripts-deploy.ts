@@ -5,8 +5,8 @@
 import { type Dirent, readdirSync, statSync } from 'node:fs';
 import type { Host } from '../../config/cluster.ts';
 import { readTree, skippedName } from '../../config/hash.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 
 export class ScriptsDeploy {
   private readonly synced = new Map<string, string>();

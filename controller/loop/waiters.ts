@@ -4,8 +4,8 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../api/run.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 
 export class Waiters {
   private readonly active = new Map<string, AbortController>();

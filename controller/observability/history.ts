@@ -7,7 +7,7 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import type { Metrics, RunPart } from '../api/run.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import { thinIndices } from './web/thin.ts';
 
 export interface LossPoint {

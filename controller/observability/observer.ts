@@ -8,7 +8,7 @@
 import type { SpecState } from '../api/job-state.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
-import type { NodeHealth } from '../hosts/health.ts';
+import type { NodeHealth } from '../backends/health.ts';
 import type { JobEvent, JobStore } from '../store/store.ts';
 
 export interface ControllerObserver {

@@ -6,7 +6,7 @@
  * does not report, leaves a gap (NaN).
  */
 import { assert } from '../../config/errors.ts';
-import type { GpuInfo, NodeHealth } from '../hosts/health.ts';
+import type { GpuInfo, NodeHealth } from '../backends/health.ts';
 
 /** The values of one sample, in this order in the ring. */
 const GPU_FIELDS = ['utilizationPct', 'memoryUsedMiB', 'temperatureC', 'powerW'] as const;

@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
+import type { HostRuntimeApi } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
-import type { HostRuntimeApi } from '../hosts/runtime-api.ts';
 import { MetricsHistory } from './history.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { Notifier, type NotifierOptions, redactUrl } from './notify.ts';

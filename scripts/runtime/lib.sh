@@ -2,7 +2,7 @@
 # lib.sh + "\n" + NAME.sh and runs it as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so a
 # host needs only sshd, POSIX sh and standard Linux tools (flock, setsid, ip, ss or /proc).
 #
-# Output, the only format the controller parses (controller/hosts/records.ts): blocks of
+# Output, the only format the controller parses (controller/backends/records.ts): blocks of
 #   @@KIND [ID]
 #   key=value        (one line each; values never span lines, repeated keys are a list)
 #   @@end

@@ -1,4 +1,4 @@
-# UGRO host runtime: the health probe (controller/hosts/health.ts parses and judges it).
+# UGRO host runtime: the health probe (controller/backends/health.ts parses and judges it).
 # Usage: probe.sh PROJECT_DIR PYTHON
 # Its own sections, older than the records format and kept for the captured outputs its parser
 # is tested on: `@@NAME` lines (clock, hostname, os, kernel, python, gpu, disk), each followed

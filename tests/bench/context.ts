@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSyn
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster, Host } from '../../config/cluster.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import { CLUSTER_FILE, job, labCluster, ROOT, readStatus, type startController } from '../lab/controller-harness.ts';
 import { findRunDir, liveRunIds, markedPids, nsTextToMs, poll, readText, round, sleep } from './lib.ts';
 

@@ -21,8 +21,9 @@ import { join, posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointDir, type NodeLaunch, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
-import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
 import { job, readStatus, waitFor, waitPhase } from '../lab/controller-harness.ts';
 import { type Controller, diag, type Lab, log, PREFIX, pad, writeJobAtomic } from './context.ts';
 import {

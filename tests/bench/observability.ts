@@ -12,7 +12,7 @@
 import { pathToFileURL } from 'node:url';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
-import type { NodeHealth } from '../../controller/hosts/health.ts';
+import type { NodeHealth } from '../../controller/backends/health.ts';
 import { ControllerMetrics } from '../../controller/observability/metrics.ts';
 import { Telemetry } from '../../controller/observability/telemetry.ts';
 import { DashboardView } from '../../controller/observability/view.ts';

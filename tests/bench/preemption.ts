@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import {
   labCluster,
   newJobsDir,

@@ -22,12 +22,13 @@ import { allHosts, type Cluster, type Host, parseCluster } from '../../config/cl
 import { readTree } from '../../config/hash.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash, type TrainingJob } from '../../controller/api/trainingjob.ts';
+import { SlurmRuntime, SshSlurmTransport } from '../../controller/backends/slurm/backend.ts';
+import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
+import { snapshotOf } from '../../controller/backends/slurm/states.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
+import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../../controller/core/launch.ts';
-import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
-import { slurmPlan } from '../../controller/slurm/plan.ts';
-import { SlurmRuntime, SshSlurmTransport } from '../../controller/slurm/runtime.ts';
-import { snapshotOf } from '../../controller/slurm/states.ts';
 import { CLUSTER_FILE, ROOT } from '../lab/controller-harness.ts';
 
 const LAB_SH = `${ROOT}/tests/lab/lab.sh`;

@@ -13,10 +13,11 @@ import { parseCluster } from '../../config/cluster.ts';
 import { buildCommand } from '../../config/quote.ts';
 import { runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import type { ExecOptions, ExecResult, HostConnection, SshPool } from '../../controller/backends/ssh/pool.ts';
+import { probeHost } from '../../controller/backends/ssh/probe.ts';
+import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointDir, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
-import { probeHost } from '../../controller/hosts/health.ts';
-import { HostRuntime, SshTransport } from '../../controller/hosts/runtime.ts';
-import type { ExecOptions, ExecResult, HostConnection, SshPool } from '../../controller/hosts/ssh.ts';
 import { driverCheckScript, torchCheckScript } from '../../infra/scripts.ts';
 
 const out = process.argv[2] ?? '.device';

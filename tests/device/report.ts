@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCluster } from '../../config/cluster.ts';
-import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/hosts/health.ts';
-import { launchAnswerOf, observeResultOf, waitAnswerOf } from '../../controller/hosts/records.ts';
+import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/backends/health.ts';
+import { launchAnswerOf, observeResultOf, waitAnswerOf } from '../../controller/backends/records.ts';
 
 export function sectionsOf(text: string): Map<string, { rc: string; body: string }> {
   const m = new Map<string, { rc: string; body: string }>();

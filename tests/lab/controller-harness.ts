@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { loadCluster } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
-import type { SshPool } from '../../controller/hosts/ssh.ts';
+import type { SshPool } from '../../controller/backends/ssh/pool.ts';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const CLUSTER_FILE = join(ROOT, '.lab/cluster.yaml');

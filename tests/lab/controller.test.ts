@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import {
   labCluster,
   markedProcesses,

@@ -6,9 +6,10 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NodeHealth } from '../../controller/backends/health.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
+import { probeCluster } from '../../controller/backends/ssh/probe.ts';
 import { main } from '../../controller/cli/main.ts';
-import { type NodeHealth, probeCluster } from '../../controller/hosts/health.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
 import {
   captureIo,
   hostPubKeyFile,

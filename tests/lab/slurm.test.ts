@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { allHosts, type Cluster, loadCluster } from '../../config/cluster.ts';
 import { sbatchOwnedOption } from '../../config/sbatch-options.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import {
   CLUSTER_FILE,
   type Ctl,

@@ -11,9 +11,9 @@ import { join, posix, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import { readKnownHosts } from '../../config/known-hosts.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
-import type { SshTarget } from '../../controller/hosts/ssh-connect.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import type { SshTarget } from '../../controller/backends/ssh/connect.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import {
   hostPubKeyFile,
   LAB_KNOWN_HOSTS,

@@ -14,8 +14,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NodeHealth } from '../../controller/backends/health.ts';
 import { main } from '../../controller/cli/main.ts';
-import type { NodeHealth } from '../../controller/hosts/health.ts';
 import { freePort } from '../support/net.ts';
 import { captureIo, LAB_CLUSTER_FILE, lab, labNominal } from './helpers.ts';
 

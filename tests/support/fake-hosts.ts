@@ -43,10 +43,10 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { STOP_REASONS } from '../../controller/api/run.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { type GpuInfo, judge, type NodeHealth, type ProbeFacts } from '../../controller/hosts/health.ts';
-import type { HostTransport, RunScriptOptions, RuntimeScript } from '../../controller/hosts/runtime-api.ts';
-import type { ExecResult } from '../../controller/hosts/ssh.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { type GpuInfo, judge, type NodeHealth, type ProbeFacts } from '../../controller/backends/health.ts';
+import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
+import type { HostTransport, RunScriptOptions, RuntimeScript } from '../../controller/backends/ssh/transport.ts';
 
 export interface FakeCall {
   host: string;

@@ -10,11 +10,11 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Cluster, Host } from '../../config/cluster.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { judge, type NodeHealth, parseProbe } from '../../controller/hosts/health.ts';
-import type { HostTransport, RunScriptOptions, RuntimeScript } from '../../controller/hosts/runtime-api.ts';
-import { type RuntimeScripts, runtimeScripts, type SentScript } from '../../controller/hosts/scripts.ts';
-import type { ExecResult } from '../../controller/hosts/ssh.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { judge, type NodeHealth, parseProbe } from '../../controller/backends/health.ts';
+import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
+import { type RuntimeScripts, runtimeScripts, type SentScript } from '../../controller/backends/ssh/scripts.ts';
+import type { HostTransport, RunScriptOptions, RuntimeScript } from '../../controller/backends/ssh/transport.ts';
 
 /** A host whose every path lies under `root` (created), for LocalTransport. */
 export function localHost(root: string, name = 'local', over: Partial<Host> = {}): Host {

@@ -9,9 +9,9 @@
 import { expect } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import type { HostRuntime } from '../../controller/hosts/runtime.ts';
-import type { ObserveResult } from '../../controller/hosts/runtime-api.ts';
+import type { ObserveResult } from '../../controller/backends/api.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import type { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import type { FakeHosts } from './fake-hosts.ts';
 import { runOf, standinArgv } from './run-fixtures.ts';
 

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InternalError } from '../../config/errors.ts';
+import { HostOutputError } from '../../controller/backends/errors.ts';
 import { intFlag, isJobName, positiveNumberFlag, secondsFlag } from '../../controller/cli/args.ts';
 import { EXIT, main } from '../../controller/cli/main.ts';
-import { HostOutputError } from '../../controller/hosts/errors.ts';
 import { isJobName as storeIsJobName } from '../../controller/store/store.ts';
 
 const FIXTURES = new URL('../fixtures/cluster/', import.meta.url).pathname;

@@ -6,8 +6,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { main } from '../../controller/cli/main.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { LocalTransport } from '../support/local-transport.ts';
 

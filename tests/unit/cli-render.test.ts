@@ -3,13 +3,13 @@ import { describe, expect, it } from 'vitest';
 import type { SpecState } from '../../controller/api/job-state.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
 import type { TrainingJob } from '../../controller/api/trainingjob.ts';
+import type { NodeHealth } from '../../controller/backends/health.ts';
 import { clean, table } from '../../controller/cli/output.ts';
 import { describeJob } from '../../controller/cli/render/describe.ts';
 import { eventsTable } from '../../controller/cli/render/events.ts';
 import { jobsTable, projectSpec, projectStatus } from '../../controller/cli/render/jobs.ts';
 import { hostKeysTable, inventoryTable, nodesTable } from '../../controller/cli/render/nodes.ts';
 import { resultsText } from '../../controller/cli/render/results.ts';
-import type { NodeHealth } from '../../controller/hosts/health.ts';
 import type { JobEvent } from '../../controller/store/store.ts';
 
 const NOW = new Date('2025-03-01T12:00:00Z');

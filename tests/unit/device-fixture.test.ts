@@ -14,8 +14,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseCluster } from '../../config/cluster.ts';
-import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/hosts/health.ts';
-import { observeResultOf } from '../../controller/hosts/records.ts';
+import { judge, parseNvidiaSmiCsv, parseProbe } from '../../controller/backends/health.ts';
+import { observeResultOf } from '../../controller/backends/records.ts';
 import { sectionsOf } from '../device/report.ts';
 
 const dir = new URL('../fixtures/device/', import.meta.url);

@@ -17,11 +17,11 @@ import { PodTemplateSpec } from 'kubernetes-models/v1/PodTemplateSpec';
 import { ResourceRequirements } from 'kubernetes-models/v1/ResourceRequirements';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { sbatchHeader } from '../../controller/backends/slurm/batch.ts';
+import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
 import { main } from '../../controller/cli/main.ts';
 import { notMapped } from '../../controller/export/common.ts';
 import { exportJob } from '../../controller/export/export.ts';
-import { sbatchHeader } from '../../controller/slurm/batch.ts';
-import { slurmPlan } from '../../controller/slurm/plan.ts';
 import { CLUSTER, job } from './job-fixtures.ts';
 import { slurmCluster } from './slurm-fixtures.ts';
 

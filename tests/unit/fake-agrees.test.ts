@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { coreScenario, fakeWorld, shellWorld } from '../support/runtime-scenarios.ts';

@@ -5,17 +5,17 @@
 import { describe, expect, it } from 'vitest';
 import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
-import { HostError, HostOutputError } from '../../controller/hosts/errors.ts';
+import { HostError, HostOutputError } from '../../controller/backends/errors.ts';
 import {
   compareVersions,
   judge,
   type ProbeFacts,
   parseNvidiaSmiCsv,
   parseProbe,
-  probeCluster,
-} from '../../controller/hosts/health.ts';
-import { runtimeScripts } from '../../controller/hosts/scripts.ts';
-import type { ExecOptions, ExecResult, HostConnection } from '../../controller/hosts/ssh.ts';
+} from '../../controller/backends/health.ts';
+import type { ExecOptions, ExecResult, HostConnection } from '../../controller/backends/ssh/pool.ts';
+import { probeCluster } from '../../controller/backends/ssh/probe.ts';
+import { runtimeScripts } from '../../controller/backends/ssh/scripts.ts';
 
 /** What probeHost sends: lib.sh + scripts/runtime/probe.sh. */
 const PROBE_SCRIPT = runtimeScripts().text('probe');

@@ -17,7 +17,14 @@ import { describe, expect, it } from 'vitest';
 const ROOT = new URL('../../', import.meta.url).pathname;
 
 /** What the loop and the dashboard may see of the backends: the request/result types, errors, health facts. */
-const BACKEND_API = ['controller/hosts/runtime-api.ts', 'controller/hosts/errors.ts', 'controller/hosts/health.ts'];
+/** The backend-neutral files every backend folder may use. */
+const BACKEND_SHARED = [
+  'controller/backends/api.ts',
+  'controller/backends/errors.ts',
+  'controller/backends/health.ts',
+  'controller/backends/records.ts',
+];
+const BACKEND_API = ['controller/backends/api.ts', 'controller/backends/errors.ts', 'controller/backends/health.ts'];
 
 /**
  * One row per folder (or file): the paths it may import besides its own row, and the packages it may use.
@@ -40,10 +47,21 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
   // Display formatters shared by cli/render/ and observability/web/ (pure; no packages).
   'controller/format': { may: ['controller/api'], pkgs: /^$/ },
   'controller/store': { may: ['controller/api', 'controller/base', 'config'], pkgs: /^(yaml|node:.*)$/ },
-  // The SSH backend and the backend-neutral types (BACKEND_API); never the loop, the dashboard or the CLI.
-  'controller/hosts': { may: ['controller/api', 'controller/base', 'config'], pkgs: /^(ssh2|node:.*)$/ },
-  // The Slurm backend (over the SSH one) and router.ts, the one place that picks a backend per host.
-  'controller/slurm': { may: ['controller/hosts', 'controller/api', 'controller/base', 'config'], pkgs: /^node:/ },
+  // What every backend shares: the role interfaces (api.ts), errors, health facts, the record parser.
+  // Never a backend folder: that is router.ts's job alone.
+  'controller/backends': { may: ['controller/api', 'controller/base', 'config'], pkgs: /^node:.*$/ },
+  // The one place that picks a backend per host: may see every backend folder.
+  'controller/backends/router.ts': { may: ['controller/backends', 'config'], pkgs: /^$/ },
+  // The SSH backend: the shared backend files, never another backend.
+  'controller/backends/ssh': {
+    may: [...BACKEND_SHARED, 'controller/api', 'controller/base', 'config'],
+    pkgs: /^(ssh2|node:.*)$/,
+  },
+  // The Slurm backend rides on the SSH one (its login host is an SSH host; files go through the SSH backend).
+  'controller/backends/slurm': {
+    may: [...BACKEND_SHARED, 'controller/backends/ssh', 'controller/api', 'controller/base', 'config'],
+    pkgs: /^node:/,
+  },
   'controller/gitops': { may: ['controller/api', 'controller/base', 'controller/store', 'config'], pkgs: /^node:/ },
   // The loop: never a concrete backend (cli/ builds it); of observability/ only the observer it reports to.
   'controller/loop': {
@@ -73,7 +91,7 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
     pkgs: /^(prom-client|node:.*)$/,
   },
   'controller/export': {
-    may: ['controller/api', 'controller/core', 'controller/slurm', 'config'],
+    may: ['controller/api', 'controller/core', 'controller/backends/slurm', 'config'],
     pkgs: /^(yaml|node:path)$/,
   },
   'controller/cli': { may: ['controller', 'config'], pkgs: /^(commander|yaml|node:.*)$/ },
@@ -81,8 +99,8 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
 
 /** Imports against the table still to fix (issue 16 S2-S4). */
 const KNOWN_EDGES: string[] = [
-  'controller/hosts/runtime-api.ts -> controller/slurm/plan.ts',
-  'controller/loop/launcher.ts -> controller/slurm/plan.ts',
+  'controller/backends/api.ts -> controller/backends/slurm/sbatch-plan.ts',
+  'controller/loop/launcher.ts -> controller/backends/slurm/sbatch-plan.ts',
 ];
 /** Cycles between files still to break, each as its files in order joined by ' + ': none since issue 16 S1. */
 const KNOWN_CYCLES: string[] = [];

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { Leases } from '../../controller/loop/leases.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { memoryLogger } from '../support/memory-logger.ts';

@@ -5,8 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
+import { progressAnswerOf } from '../../controller/backends/records.ts';
 import { mergeProgress, progressMoved, progressPart, progressTargets } from '../../controller/core/live-progress.ts';
-import { progressAnswerOf } from '../../controller/hosts/records.ts';
 import { JobLanes } from '../../controller/loop/lanes.ts';
 import { run } from './job-fixtures.ts';
 

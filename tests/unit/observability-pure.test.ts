@@ -5,11 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
+import type { NodeHealth } from '../../controller/backends/health.ts';
+import { parseNvidiaSmiCsv } from '../../controller/backends/health.ts';
 import { notificationOf } from '../../controller/core/notifications.ts';
 import { estimateProgress, pointOf } from '../../controller/core/progress.ts';
 import { etaNow, formatDuration, formatRate, progressBar } from '../../controller/format/progress.ts';
-import type { NodeHealth } from '../../controller/hosts/health.ts';
-import { parseNvidiaSmiCsv } from '../../controller/hosts/health.ts';
 import { SampleRing, Telemetry } from '../../controller/observability/telemetry.ts';
 import { cleanLogLine, escapeHtml, jsonForScript } from '../../controller/observability/web/escape.ts';
 import { jobPage, jobsPage, sparkPoints } from '../../controller/observability/web/html.ts';

@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/hosts/records.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/backends/records.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { metaFor, REJECTED_NAME } from '../support/run-fixtures.ts';
 

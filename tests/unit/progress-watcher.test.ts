@@ -8,10 +8,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
+import type { RuntimeScript } from '../../controller/backends/ssh/transport.ts';
 import { progressTargets } from '../../controller/core/live-progress.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import type { RuntimeScript } from '../../controller/hosts/runtime-api.ts';
-import type { ExecResult } from '../../controller/hosts/ssh.ts';
 import { type ProgressUpdate, ProgressWatcher } from '../../controller/loop/progress-watcher.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { memoryLogger } from '../support/memory-logger.ts';

@@ -20,9 +20,9 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import type { LaunchRequest } from '../../controller/hosts/runtime-api.ts';
+import type { LaunchRequest } from '../../controller/backends/api.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 

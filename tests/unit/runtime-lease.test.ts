@@ -7,8 +7,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { HostRuntime, LEASE_FILE } from '../../controller/hosts/runtime.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { HostRuntime, LEASE_FILE } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 
 function setup() {

@@ -1,6 +1,6 @@
 /**
  * The host scripts as a whole: the loader (found by walking up, as a bundled CLI in dist/ needs;
- * lib.sh in front of each), every script valid sh, no shell text left in controller/hosts, and the
+ * lib.sh in front of each), every script valid sh, no shell text left in controller/backends, and the
  * smaller scripts through HostRuntime + LocalTransport: wait, read-log and follow-log, archive,
  * ports and the scripts sync.
  */
@@ -19,9 +19,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { loadRuntimeScripts, runtimeScripts, SENT_SCRIPTS } from '../../controller/backends/ssh/scripts.ts';
 import { InstallError, installRoot, runtimeDir } from '../../controller/base/install.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
-import { loadRuntimeScripts, runtimeScripts, SENT_SCRIPTS } from '../../controller/hosts/scripts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 
@@ -76,9 +76,11 @@ describe('the loader', () => {
     expect(names.sort()).toEqual([...SENT_SCRIPTS, 'lib', 'rank'].sort());
   });
 
-  it('no shell text in controller/hosts: `sh -c` only ever gets a loaded script', () => {
-    const dir = join(ROOT, 'controller/hosts');
-    for (const f of readdirSync(dir).filter((n) => n.endsWith('.ts'))) {
+  it('no shell text in controller/backends: `sh -c` only ever gets a loaded script', () => {
+    const dir = join(ROOT, 'controller/backends');
+    const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((n) => n.endsWith('.ts'));
+    expect(files).toContain('ssh/transport.ts');
+    for (const f of files) {
       const text = readFileSync(join(dir, f), 'utf8');
       for (const m of text.matchAll(/'sh',\s*'-c',\s*(\S)/g)) expect(m[1], f).toMatch(/[A-Za-z_]/);
       expect(text, f).not.toMatch(/"\$[@1-9]"|; then\b|\bfi\b;|2>\/dev\/null|\| (?:tail|sed|awk|head)\b/);

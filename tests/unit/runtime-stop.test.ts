@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { STOP_REASONS, type StopReason } from '../../controller/api/run.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { parseRecords, stopAnswerOf } from '../../controller/hosts/records.ts';
-import { HostRuntime } from '../../controller/hosts/runtime.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import { parseRecords, stopAnswerOf } from '../../controller/backends/records.ts';
+import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 

@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
+import type { HostRuntimeApi } from '../../controller/backends/api.ts';
 import type { Logger } from '../../controller/base/log.ts';
-import type { HostRuntimeApi } from '../../controller/hosts/runtime-api.ts';
 import { Waiters } from '../../controller/loop/waiters.ts';
 import { localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';

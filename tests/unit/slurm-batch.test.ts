@@ -1,5 +1,5 @@
 /**
- * The batch script the Slurm backend submits (controller/slurm/batch.ts + scripts/runtime/slurm/):
+ * The batch script the Slurm backend submits (controller/backends/slurm/batch.ts + scripts/runtime/slurm/):
  * its #SBATCH header comes from checked values only, and the real script, run by sh on this
  * machine with stand-ins for srun and scontrol and a Python that records how it was called,
  * starts torchrun once per node with the right rendezvous and hands the training command and
@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InternalError, UgroError } from '../../config/errors.ts';
 import { slurmSettings } from '../../config/slurm.ts';
-import { batchScript, sbatchHeader } from '../../controller/slurm/batch.ts';
-import { niceOf, slurmPlan } from '../../controller/slurm/plan.ts';
-import { slurmScripts } from '../../controller/slurm/scripts.ts';
+import { batchScript, sbatchHeader } from '../../controller/backends/slurm/batch.ts';
+import { niceOf, slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
+import { slurmScripts } from '../../controller/backends/slurm/scripts.ts';
 import { job } from './job-fixtures.ts';
 import { fakeSlurm, slurmCluster } from './slurm-fixtures.ts';
 

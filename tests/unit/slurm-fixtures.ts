@@ -10,8 +10,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
-import type { ExecResult } from '../../controller/hosts/ssh.ts';
-import type { SlurmTransport } from '../../controller/slurm/runtime.ts';
+import type { SlurmTransport } from '../../controller/backends/slurm/backend.ts';
+import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 

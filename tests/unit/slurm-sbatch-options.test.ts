@@ -12,8 +12,8 @@ import { describe, expect, it } from 'vitest';
 import { parseCluster } from '../../config/cluster.ts';
 import { formatIssue } from '../../config/errors.ts';
 import { SBATCH_OWN_OPTIONS, sbatchLineProblem, sbatchOwnedOption } from '../../config/sbatch-options.ts';
-import { sbatchHeader } from '../../controller/slurm/batch.ts';
-import { slurmPlan } from '../../controller/slurm/plan.ts';
+import { sbatchHeader } from '../../controller/backends/slurm/batch.ts';
+import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
 import { job } from './job-fixtures.ts';
 import { slurmCluster } from './slurm-fixtures.ts';
 

@@ -12,11 +12,11 @@ import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, pinnedHostKey, readKnownHosts } from '../../config/known-hosts.ts';
 import { buildCommand } from '../../config/quote.ts';
+import { HostError } from '../../controller/backends/errors.ts';
+import type { SshTarget } from '../../controller/backends/ssh/connect.ts';
+import { SshPool } from '../../controller/backends/ssh/pool.ts';
+import { fetchHostKey } from '../../controller/backends/ssh/trust.ts';
 import { main } from '../../controller/cli/main.ts';
-import { HostError } from '../../controller/hosts/errors.ts';
-import { SshPool } from '../../controller/hosts/ssh.ts';
-import type { SshTarget } from '../../controller/hosts/ssh-connect.ts';
-import { fetchHostKey } from '../../controller/hosts/trust.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ugro-ssh-server-'));
 function keygen(type: 'ed25519' | 'ecdsa', name: string) {

@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
-import type { HostRuntimeApi, MetricsChunk } from '../../controller/hosts/runtime-api.ts';
+import type { HostRuntimeApi, MetricsChunk } from '../../controller/backends/api.ts';
 import { MetricsHistory } from '../../controller/observability/history.ts';
 import { ControllerMetrics } from '../../controller/observability/metrics.ts';
 import { DashboardView } from '../../controller/observability/view.ts';

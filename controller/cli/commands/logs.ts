@@ -38,7 +38,7 @@ async function logs(ctx: CliContext, raw: string, o: LogsOptions): Promise<void>
   const [{ openStore, requireJob }, { runDirName }, { HostError }] = await Promise.all([
     import('../jobs.ts'),
     import('../../api/run.ts'),
-    import('../../hosts/errors.ts'),
+    import('../../backends/errors.ts'),
   ]);
   const { status: st } = await requireJob(openStore(ctx), name);
   if (!st?.runId || !st.specHash) throw new NotFoundError(`job ${name} has no run yet`);

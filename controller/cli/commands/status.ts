@@ -8,7 +8,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description('nodes and jobs at a glance')
     .action(async () => {
       const [{ probeCluster }, { nodesTable }, { cacheFileFor, readJobRows }, { jobsTable }] = await Promise.all([
-        import('../../hosts/health.ts'),
+        import('../../backends/ssh/probe.ts'),
         import('../render/nodes.ts'),
         import('../job-list.ts'),
         import('../render/jobs.ts'),

@@ -1,6 +1,6 @@
 /** Node tables: `ugro health` / `get nodes` / `status`, `config show -o table`, `hosts list`. */
 import type { Cluster } from '../../../config/cluster.ts';
-import type { NodeHealth } from '../../hosts/health.ts';
+import type { NodeHealth } from '../../backends/health.ts';
 import { table } from '../output.ts';
 
 function gpuCell(n: NodeHealth): string {

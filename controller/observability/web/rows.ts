@@ -4,8 +4,8 @@
  * they are here; escaping is the renderer's job (html.ts) and the browser's (textContent).
  */
 import type { JobStatus } from '../../api/status.ts';
+import type { NodeHealth } from '../../backends/health.ts';
 import { etaNow } from '../../format/progress.ts';
-import type { NodeHealth } from '../../hosts/health.ts';
 import type { GpuView } from '../telemetry.ts';
 
 export interface JobRow {

@@ -7,8 +7,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Host } from '../../../config/cluster.ts';
+import type { HostRuntimeApi } from '../../backends/api.ts';
 import type { Logger } from '../../base/log.ts';
-import type { HostRuntimeApi } from '../../hosts/runtime-api.ts';
 import { isJobName } from '../../store/store.ts';
 import type { AttemptSeries } from '../history.ts';
 import type { DashboardView, ViewChange } from '../view.ts';

@@ -14,10 +14,10 @@
  * (sbatch stops reading them at the first command anyway). The words reach the training process
  * byte for byte (tests/unit/slurm-batch.test.ts runs the script with hostile ones).
  */
-import { assert, InternalError, UgroError } from '../../config/errors.ts';
-import { shQuote } from '../../config/quote.ts';
-import { sbatchLineProblem } from '../../config/sbatch-options.ts';
-import type { SlurmPlan } from './plan.ts';
+import { assert, InternalError, UgroError } from '../../../config/errors.ts';
+import { shQuote } from '../../../config/quote.ts';
+import { sbatchLineProblem } from '../../../config/sbatch-options.ts';
+import type { SlurmPlan } from './sbatch-plan.ts';
 
 export interface BatchInput {
   /** --job-name: the run id (how squeue finds the job again). */

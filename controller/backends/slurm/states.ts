@@ -8,8 +8,8 @@
  * squeue's and sacct's output is read like every other host output: bounded, field by field,
  * nothing trusted (a job name can hold anything; it comes last and is only compared).
  */
-import type { RankObservation, RunPart, SlurmJobView } from '../api/run.ts';
-import { field, fieldsOf, parseRecords, type RecordBlock } from '../hosts/records.ts';
+import type { RankObservation, RunPart, SlurmJobView } from '../../api/run.ts';
+import { field, fieldsOf, parseRecords, type RecordBlock } from '../records.ts';
 
 export interface SlurmRow {
   jobId: string;

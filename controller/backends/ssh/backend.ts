@@ -8,10 +8,21 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { Cluster, Host } from '../../config/cluster.ts';
-import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../api/run.ts';
-import { HostError } from './errors.ts';
-import { type NodeHealth, probeHost } from './health.ts';
+import type { Cluster, Host } from '../../../config/cluster.ts';
+import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../../api/run.ts';
+import {
+  type HostRuntimeApi,
+  type LaunchRequest,
+  type LeaseResult,
+  type MetricsChunk,
+  type ObserveResult,
+  type ProgressAsk,
+  type ProgressRead,
+  type StopRequest,
+  stopGraceMs,
+} from '../api.ts';
+import { HostError } from '../errors.ts';
+import type { NodeHealth } from '../health.ts';
 import {
   archiveAnswerOf,
   checksumOf,
@@ -25,23 +36,11 @@ import {
   scriptsHashOf,
   stopAnswerOf,
   waitAnswerOf,
-} from './records.ts';
-import {
-  type HostRuntimeApi,
-  type HostTransport,
-  type LaunchRequest,
-  type LeaseResult,
-  type MetricsChunk,
-  type ObserveResult,
-  type ProgressAsk,
-  type ProgressRead,
-  type RunScriptOptions,
-  type RuntimeScript,
-  type StopRequest,
-  stopGraceMs,
-} from './runtime-api.ts';
+} from '../records.ts';
+import type { ExecResult, SshPool } from './pool.ts';
+import { probeHost } from './probe.ts';
 import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
-import type { ExecResult, SshPool } from './ssh.ts';
+import type { HostTransport, RunScriptOptions, RuntimeScript } from './transport.ts';
 
 /** How long each call may take on the host before it counts as failed. stop: grace + `stopMarginMs`. */
 const RUNTIME_TIMEOUTS = {
@@ -392,79 +391,5 @@ export class HostRuntime implements HostRuntimeApi {
       );
     }
     return { bytes: moved.bytes, sha256: after.sha256 };
-  }
-}
-
-/** HostTransport over SSH: the scripts inline through the pool, sftp uploads, health's probe. */
-export class SshTransport implements HostTransport {
-  /** `pool`: an SshPool (or anything with its exec and host, e.g. a recorder). */
-  constructor(
-    private readonly pool: Pick<SshPool, 'exec' | 'host'>,
-    private readonly cluster: Pick<Cluster, 'environment' | 'health'>,
-    private readonly scripts?: RuntimeScripts,
-  ) {}
-
-  run(host: Host, script: RuntimeScript, args: readonly string[], opts: RunScriptOptions = {}): Promise<ExecResult> {
-    const text = (this.scripts ?? runtimeScripts()).text(script);
-    return this.pool.exec(host.name, ['sh', '-c', text, `ugro-${script}`, ...args], {
-      timeoutMs: opts.timeoutMs,
-      signal: opts.signal,
-      onStdout: opts.onStdout,
-    });
-  }
-
-  async upload(host: Host, localDir: string, remoteDir: string): Promise<void> {
-    await this.pool.host(host.name).upload(localDir, remoteDir);
-  }
-
-  probe(host: Host): Promise<NodeHealth> {
-    return probeHost(this.cluster, host, { connection: (h) => this.pool.host(h), scripts: this.scripts });
-  }
-
-  lastHeard(host: Host): number | undefined {
-    return this.pool.host(host.name).lastHeardAt;
-  }
-
-  reach(host: Host): Promise<void> {
-    return this.pool.host(host.name).ensureConnected();
-  }
-
-  async copyFile(
-    from: Host,
-    fromPath: string,
-    to: Host,
-    toPath: string,
-    onProgress?: (bytes: number) => void,
-  ): Promise<{ bytes: number; sha256: string }> {
-    const src = this.pool.host(from.name);
-    const dst = this.pool.host(to.name);
-    const mk = await dst.exec(['mkdir', '-p', '--', posix.dirname(toPath)]);
-    if (mk.code !== 0) throw new HostError(to.name, 'other', `mkdir ${posix.dirname(toPath)}: ${mk.stderr.trim()}`);
-    const tmp = `${toPath}.ugro-tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    const hash = createHash('sha256');
-    let bytes = 0;
-    const reader = await src.readStream(fromPath);
-    const writer = await dst.writeStream(tmp);
-    try {
-      await pipeline(
-        reader,
-        async function* (chunks: AsyncIterable<Buffer>) {
-          for await (const c of chunks) {
-            hash.update(c);
-            bytes += c.length;
-            onProgress?.(bytes);
-            yield c;
-          }
-        },
-        writer,
-      );
-      await dst.rename(tmp, toPath);
-    } catch (e) {
-      await dst.exec(['rm', '-f', '--', tmp]).catch(() => undefined);
-      throw e instanceof HostError
-        ? e
-        : new HostError(to.name, 'other', `copying ${from.name}:${fromPath}: ${(e as Error).message}`);
-    }
-    return { bytes, sha256: hash.digest('hex') };
   }
 }

@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InternalError } from '../../config/errors.ts';
-import { runtimeDir } from '../base/install.ts';
+import { InternalError } from '../../../config/errors.ts';
+import { runtimeDir } from '../../base/install.ts';
 import type { BatchScripts } from './batch.ts';
 
 export type SlurmScript = 'prepare' | 'submit' | 'cancel' | 'squeue' | 'observe' | 'probe';

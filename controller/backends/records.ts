@@ -17,8 +17,8 @@ import {
   type RunPart,
   sanitizeMetrics,
 } from '../api/run.ts';
+import type { LeaseResult, ObserveResult, ProgressRead } from './api.ts';
 import { HostError } from './errors.ts';
-import type { LeaseResult, ObserveResult, ProgressRead } from './runtime-api.ts';
 
 export interface RecordBlock {
   kind: string;

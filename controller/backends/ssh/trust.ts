@@ -1,8 +1,8 @@
 /** `ugro hosts trust`: fetch a host's key (no login happens) so the user can pin it. */
 import ssh2 from 'ssh2';
-import { fingerprint, keyTypeOf } from '../../config/known-hosts.ts';
-import { HostError } from './errors.ts';
-import { HOSTKEY_ALGOS, type SshTarget } from './ssh-connect.ts';
+import { fingerprint, keyTypeOf } from '../../../config/known-hosts.ts';
+import { HostError } from '../errors.ts';
+import { HOSTKEY_ALGOS, type SshTarget } from './connect.ts';
 
 export interface PresentedKey {
   key: Buffer;

@@ -16,20 +16,14 @@
  * calls go to the HostRuntime given (the same scripts as for any host).
  */
 import { posix } from 'node:path';
-import type { Host } from '../../config/cluster.ts';
-import { InternalError } from '../../config/errors.ts';
-import { parseRunDirName, parseRunMeta, type RunPart } from '../api/run.ts';
-import { HostError } from '../hosts/errors.ts';
-import type { NodeHealth } from '../hosts/health.ts';
-import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../hosts/records.ts';
-import {
-  type HostRuntimeApi,
-  type LaunchRequest,
-  type ObserveResult,
-  type StopRequest,
-  stopGraceMs,
-} from '../hosts/runtime-api.ts';
-import type { ExecResult, SshPool } from '../hosts/ssh.ts';
+import type { Host } from '../../../config/cluster.ts';
+import { InternalError } from '../../../config/errors.ts';
+import { parseRunDirName, parseRunMeta, type RunPart } from '../../api/run.ts';
+import { type HostRuntimeApi, type LaunchRequest, type ObserveResult, type StopRequest, stopGraceMs } from '../api.ts';
+import { HostError } from '../errors.ts';
+import type { NodeHealth } from '../health.ts';
+import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../records.ts';
+import type { ExecResult, SshPool } from '../ssh/pool.ts';
 import { batchScript } from './batch.ts';
 import { type SlurmScript, type SlurmScripts, slurmScripts } from './scripts.ts';
 import { type SlurmFiles, type SlurmRow, type SlurmSnapshot, slurmFilesOf, slurmPart, snapshotOf } from './states.ts';

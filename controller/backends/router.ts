@@ -4,8 +4,8 @@
  * hold only this; nothing above it knows which backend ran a job.
  */
 import type { Host } from '../../config/cluster.ts';
-import { HostError } from '../hosts/errors.ts';
-import type { HostRuntimeApi, LaunchRequest, ProgressAsk, StopRequest } from '../hosts/runtime-api.ts';
+import type { HostRuntimeApi, LaunchRequest, ProgressAsk, StopRequest } from './api.ts';
+import { HostError } from './errors.ts';
 
 export class BackendRuntime implements HostRuntimeApi {
   constructor(
@@ -85,9 +85,9 @@ export class BackendRuntime implements HostRuntimeApi {
 export async function hostRuntimeFor(
   cluster: { slurm?: Host },
   ssh: HostRuntimeApi,
-  pool: ConstructorParameters<typeof import('./runtime.ts').SshSlurmTransport>[0],
+  pool: ConstructorParameters<typeof import('./slurm/backend.ts').SshSlurmTransport>[0],
 ): Promise<HostRuntimeApi> {
   if (!cluster.slurm) return ssh;
-  const { SlurmRuntime, SshSlurmTransport } = await import('./runtime.ts');
+  const { SlurmRuntime, SshSlurmTransport } = await import('./slurm/backend.ts');
   return new BackendRuntime(ssh, new SlurmRuntime(new SshSlurmTransport(pool), ssh));
 }

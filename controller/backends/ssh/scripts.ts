@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InternalError } from '../../config/errors.ts';
-import { runtimeDir } from '../base/install.ts';
+import { InternalError } from '../../../config/errors.ts';
+import { runtimeDir } from '../../base/install.ts';
 
 /** The scripts a HostTransport runs for the runtime (scripts/runtime/NAME.sh). */
 export type RuntimeScript =

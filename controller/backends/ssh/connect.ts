@@ -5,7 +5,7 @@
  */
 import { Socket } from 'node:net';
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
-import type { Host } from '../../config/cluster.ts';
+import type { Host } from '../../../config/cluster.ts';
 import {
   findHostKeys,
   type HostKeyVerdict,
@@ -13,8 +13,8 @@ import {
   type KnownHostEntry,
   readKnownHosts,
   verifyHostKey,
-} from '../../config/known-hosts.ts';
-import { HostError } from './errors.ts';
+} from '../../../config/known-hosts.ts';
+import { HostError } from '../errors.ts';
 
 export type SshTarget = Pick<Host, 'name' | 'address' | 'port' | 'user' | 'hostname' | 'ssh'>;
 

@@ -16,45 +16,9 @@ import {
   STOP_REASONS,
   type StopReason,
 } from '../api/run.ts';
-import type { SlurmPlan } from '../slurm/plan.ts';
 import { HostError } from './errors.ts';
 import type { NodeHealth } from './health.ts';
-import type { RuntimeScript } from './scripts.ts';
-import type { ExecResult } from './ssh.ts';
-
-// The script names live with the scripts (scripts.ts: no cycle); re-exported for the transports that import them here.
-export type { RuntimeScript };
-
-export interface RunScriptOptions {
-  timeoutMs?: number;
-  signal?: AbortSignal;
-  onStdout?: (chunk: Buffer) => void;
-}
-
-export interface HostTransport {
-  /** `sh -c <scripts/runtime/NAME.sh> ugro-NAME ARGS…` on the host, every word quoted. */
-  run(host: Host, script: RuntimeScript, args: readonly string[], opts?: RunScriptOptions): Promise<ExecResult>;
-  /** Copy a local directory tree to `remoteDir` on the host (files replaced atomically). */
-  upload(host: Host, localDir: string, remoteDir: string): Promise<void>;
-  /** Health: never throws; an unreachable host is NotReady with the reason. */
-  probe(host: Host): Promise<NodeHealth>;
-  /** When the host last said anything (keepalive replies included), ms since the epoch; undefined if never. */
-  lastHeard(host: Host): number | undefined;
-  /** Connect if not connected (nothing is run): resolves when the host answers, throws why not. */
-  reach(host: Host): Promise<void>;
-  /**
-   * Stream a file from one host to another through this controller (never a shell on either
-   * side): written to a temp name beside `toPath` and renamed into place. Resolves with the byte
-   * count and the SHA-256 of what passed through.
-   */
-  copyFile(
-    from: Host,
-    fromPath: string,
-    to: Host,
-    toPath: string,
-    onProgress?: (bytes: number) => void,
-  ): Promise<{ bytes: number; sha256: string }>;
-}
+import type { SlurmPlan } from './slurm/sbatch-plan.ts';
 
 export interface LaunchRequest {
   /** Run dir name (`<job>.<hash>.<attempt>`) under the host's paths.runs. */

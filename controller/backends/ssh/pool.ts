@@ -7,9 +7,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
-import { buildCommand } from '../../config/quote.ts';
-import { HostError } from './errors.ts';
-import { openClient, type SshTarget } from './ssh-connect.ts';
+import { buildCommand } from '../../../config/quote.ts';
+import { HostError } from '../errors.ts';
+import { openClient, type SshTarget } from './connect.ts';
 
 export interface ExecOptions {
   cwd?: string;

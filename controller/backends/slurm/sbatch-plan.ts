@@ -4,8 +4,8 @@
  * `slurm:` section. Every field is a checked number or a name that passed config/slurm.ts's
  * patterns: batch.ts writes them into #SBATCH lines as they are.
  */
-import type { SlurmSettings } from '../../config/slurm.ts';
-import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
+import type { SlurmSettings } from '../../../config/slurm.ts';
+import { nodeRange, priorityValue, type TrainingJob } from '../../api/trainingjob.ts';
 
 export interface SlurmPlan {
   /** --nodes=MIN or MIN-MAX (nodes: {min, max}: Slurm picks within the range; torchrun follows). */
