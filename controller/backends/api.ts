@@ -16,9 +16,9 @@ import {
   STOP_REASONS,
   type StopReason,
 } from '../api/run.ts';
+import type { TrainingJob } from '../api/trainingjob.ts';
 import { HostError } from './errors.ts';
 import type { NodeHealth } from './health.ts';
-import type { SlurmPlan } from './slurm/sbatch-plan.ts';
 
 export interface LaunchRequest {
   /** Run dir name (`<job>.<hash>.<attempt>`) under the host's paths.runs. */
@@ -26,19 +26,28 @@ export interface LaunchRequest {
   /** Rendezvous address: launch.sh picks the network interface that routes to it. */
   rdzvAddr: string;
   meta: RunMeta;
-  /** torchrun's argv (python -m torch.distributed.run …). */
+  /** torchrun's argv (python -m torch.distributed.run …), for a backend that starts torchrun on the host. */
   argv: string[];
+  /**
+   * What a backend that places the ranks itself (Slurm) plans from; the loop always sends it, and
+   * such a backend refuses a launch without it.
+   */
+  training?: TrainingRequest;
   /** UGRO_* and torch-facing variables UGRO sets. */
   ugroEnv: Record<string, string>;
   /** The job's own spec.env: applied to the training process only, never to launch.sh itself. */
   jobEnv: Record<string, string>;
   /** On the rendezvous host of a fresh launch: refuse (PortBusy) if this TCP port is listening. */
   checkPort?: number;
-  /**
-   * A launch on a Slurm cluster (controller/slurm/): what to ask of Slurm. `argv` is then the
-   * training command itself; the batch script runs torchrun around it on every node.
-   */
-  slurm?: SlurmPlan;
+}
+
+export interface TrainingRequest {
+  /** The job as applied. */
+  job: TrainingJob;
+  /** The training command alone (python script args…): the backend wraps its own launcher around it. */
+  target: string[];
+  /** How long torchrun's rendezvous may wait for the other nodes, seconds. */
+  rdzvTimeoutSeconds: number;
 }
 
 export interface StopRequest {

@@ -10,7 +10,6 @@ import type { RunMeta, RunPart } from '../api/run.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import type { LaunchRequest } from '../backends/api.ts';
 import { HostError } from '../backends/errors.ts';
-import { slurmPlan } from '../backends/slurm/sbatch-plan.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
 import type { EventDraft, LaunchAction } from '../core/types.ts';
 import type { LoopContext } from './context.ts';
@@ -89,11 +88,10 @@ export class Launcher {
           dir: a.dir,
           rdzvAddr: rdzv.address,
           meta,
-          // On a Slurm cluster: the training command; the batch script runs torchrun around it.
-          argv: h.slurm ? trainingTarget(job, h) : torchrunArgv(job, n),
+          argv: torchrunArgv(job, n),
+          training: { job, target: trainingTarget(job, h), rdzvTimeoutSeconds: n.rdzvTimeoutSeconds },
           ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
           jobEnv: job.spec.env,
-          ...(h.slurm ? { slurm: slurmPlan(job, h.slurm, { rdzvTimeoutSeconds: n.rdzvTimeoutSeconds }) } : {}),
           // A fresh launch checks its port on the rendezvous host in the same exec.
           ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
         };

@@ -190,10 +190,10 @@ export async function slurmSubmitVsSsh(lab: SlurmLab): Promise<{ slurmMs: number
     dir: ldir,
     rdzvAddr: login.address,
     meta: lmeta,
-    argv: trainingTarget(lj, login),
+    argv: [],
     ugroEnv: ugroEnv(lj, ln, lck.ok ? lck.path : '/tmp'),
     jobEnv: {},
-    slurm: slurmPlan(lj, login.slurm!, { rdzvTimeoutSeconds: 60 }),
+    training: { job: lj, target: trainingTarget(lj, login), rdzvTimeoutSeconds: 60 },
   });
   const submitMs = performance.now() - t1;
   let slurmMs = Number.NaN;

@@ -5,9 +5,8 @@
  * two files together for a reader); and no plain `throw new Error(` (a bug throws an internal error, a condition
  * of the machine a typed UgroError: docs/conventions.md, "Errors").
  *
- * Ratchet: KNOWN_EDGES and KNOWN_CYCLES list what is still to fix (issue 16). They may only shrink:
- * a new violation fails, and so does a listed one that is gone (delete it from the list in the same commit).
- * The rules name today's folders; when a folder moves, its row moves with it (target layout: issue 16, §5).
+ * Strict: no known exceptions. A new edge either fits a row or the table changes in the same commit, with the
+ * reason in the row's comment; a folder that moves takes its row with it.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -97,14 +96,6 @@ const RULES: Record<string, { may: string[]; pkgs: RegExp }> = {
   'controller/cli': { may: ['controller', 'config'], pkgs: /^(commander|yaml|node:.*)$/ },
 };
 
-/** Imports against the table still to fix (issue 16 S2-S4). */
-const KNOWN_EDGES: string[] = [
-  'controller/backends/api.ts -> controller/backends/slurm/sbatch-plan.ts',
-  'controller/loop/launcher.ts -> controller/backends/slurm/sbatch-plan.ts',
-];
-/** Cycles between files still to break, each as its files in order joined by ' + ': none since issue 16 S1. */
-const KNOWN_CYCLES: string[] = [];
-
 const within = (f: string, p: string) => f === p || f.startsWith(`${p}/`);
 const layerOf = (f: string): string | undefined =>
   Object.keys(RULES)
@@ -172,18 +163,26 @@ const GRAPH = new Map(
   ]),
 );
 
-/** What is found but not listed (new: fix it), and what is listed but no longer found (fixed: unlist it). */
-function ratchet(found: Map<string, string>, known: readonly string[]) {
-  return {
-    new: [...found].filter(([k]) => !known.includes(k)).map(([k, where]) => `${k}  (${where})`),
-    fixed: known.filter((k) => !found.has(k)),
-  };
+/** Whether a file in `from` may import `to` by the table (same row, or a path its row names). */
+function allowed(from: string, to: string): boolean {
+  const layer = layerOf(from)!;
+  return layerOf(to) === layer || RULES[layer].may.some((p) => within(to, p));
 }
 
 describe('layering (docs/architecture.md, "Layering")', () => {
   it('puts every source file in a row of the table', () => {
     expect(FILES.length).toBeGreaterThan(100);
     expect(FILES.filter((f) => !layerOf(f))).toEqual([]);
+  });
+
+  it('the table refuses what the layering forbids (the check can fail)', () => {
+    expect(allowed('controller/core/placement.ts', 'controller/loop/controller.ts')).toBe(false);
+    expect(allowed('controller/backends/ssh/backend.ts', 'controller/backends/slurm/backend.ts')).toBe(false);
+    expect(allowed('controller/backends/api.ts', 'controller/backends/ssh/pool.ts')).toBe(false);
+    expect(allowed('controller/loop/launcher.ts', 'controller/backends/ssh/backend.ts')).toBe(false);
+    expect(allowed('controller/api/run.ts', 'config/schema.ts')).toBe(false);
+    expect(allowed('controller/backends/slurm/backend.ts', 'controller/backends/ssh/pool.ts')).toBe(true);
+    expect(allowed('controller/backends/router.ts', 'controller/backends/slurm/backend.ts')).toBe(true);
   });
 
   it('imports only what its row may: files and packages', () => {
@@ -197,12 +196,12 @@ describe('layering (docs/architecture.md, "Layering")', () => {
         else if (!spec.startsWith('.')) v = rule.pkgs.test(spec) ? undefined : `${f} -> package ${spec}`;
         else {
           const to = target(f, spec);
-          if (layerOf(to) !== layer && !rule.may.some((p) => within(to, p))) v = `${f} -> ${to}`;
+          if (!allowed(f, to)) v = `${f} -> ${to}`;
         }
         if (v && !found.has(v)) found.set(v, `${f}:${line}`);
       }
     }
-    expect(ratchet(found, KNOWN_EDGES)).toEqual({ new: [], fixed: [] });
+    expect([...found].map(([e, at]) => `${e}  (${at})`)).toEqual([]);
   });
 
   it('has no cycle between files (Tarjan), type-only imports included', () => {
@@ -235,7 +234,7 @@ describe('layering (docs/architecture.md, "Layering")', () => {
       if (scc.length > 1) found.set(scc.sort().join(' + '), 'a cycle');
     };
     for (const f of FILES) if (!index.has(f)) visit(f);
-    expect(ratchet(found, KNOWN_CYCLES)).toEqual({ new: [], fixed: [] });
+    expect([...found].map(([e, at]) => `${e}  (${at})`)).toEqual([]);
   });
 
   it('throws no plain Error: an InternalError (or assert) for a bug, a typed UgroError for the machine', () => {

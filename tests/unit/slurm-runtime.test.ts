@@ -40,10 +40,10 @@ function setup() {
       dir: runDirName('train-a', HASH, attempt),
       rdzvAddr: '127.0.0.1',
       meta,
-      argv: ['/usr/bin/python3', '-u', '/shared/train.py', "it's"],
+      argv: ['/usr/bin/python3', '-m', 'torch.distributed.run', '--not-for-slurm'],
       ugroEnv: { UGRO_JOB: 'train-a', UGRO_RUN_ID: meta.runId },
       jobEnv: { NCCL_DEBUG: 'INFO' },
-      slurm: slurmPlan(J, settings, { rdzvTimeoutSeconds: 120 }),
+      training: { job: J, target: ['/usr/bin/python3', '-u', '/shared/train.py', "it's"], rdzvTimeoutSeconds: 120 },
     };
   };
   const runDir = (attempt = 1) => join(host.paths.runs, runDirName('train-a', HASH, attempt));
@@ -87,9 +87,9 @@ describe('launch: sbatch once per run dir', () => {
     expect((await t.rt.observe(t.host, 'train-a')).parts).toEqual([]);
   });
 
-  it('refuses a request without a Slurm plan, or whose meta does not match its dir', async () => {
-    const { slurm: _s, ...plain } = t.req();
-    await expect(t.rt.launch(t.host, plain)).rejects.toThrow(/Slurm plan/);
+  it('refuses a request without the job and its training command, or whose meta does not match its dir', async () => {
+    const { training: _t, ...plain } = t.req();
+    await expect(t.rt.launch(t.host, plain)).rejects.toThrow(/needs the job and its training command/);
     await expect(t.rt.launch(t.host, { ...t.req(), meta: { ...t.req().meta, host: 'gpu1' } })).rejects.toThrow(/host/);
   });
 });

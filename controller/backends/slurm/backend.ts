@@ -25,6 +25,7 @@ import type { NodeHealth } from '../health.ts';
 import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../records.ts';
 import type { ExecResult, SshPool } from '../ssh/pool.ts';
 import { batchScript } from './batch.ts';
+import { slurmPlan } from './sbatch-plan.ts';
 import { type SlurmScript, type SlurmScripts, slurmScripts } from './scripts.ts';
 import { type SlurmFiles, type SlurmRow, type SlurmSnapshot, slurmFilesOf, slurmPart, snapshotOf } from './states.ts';
 
@@ -238,14 +239,15 @@ export class SlurmRuntime implements HostRuntimeApi {
   }
 
   async launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }> {
-    this.settings(host);
+    const settings = this.settings(host);
     const runDir = this.runDir(host, req.dir);
     const bad = (why: string, cause?: unknown) =>
       new HostError(host.name, 'config', `launch of ${req.dir}: ${why}`, cause === undefined ? undefined : { cause });
     const meta = parseRunMeta(req.dir, host.name, req.meta);
     if (!meta.ok) throw bad(meta.why);
-    if (!req.slurm) throw bad('a Slurm launch needs its Slurm plan');
-    if (!req.argv.length || req.argv[0].includes('=')) throw bad('argv[0] must be a program (without "=")');
+    const t = req.training;
+    if (!t) throw bad('a Slurm launch needs the job and its training command');
+    if (!t.target.length || t.target[0].includes('=')) throw bad('target[0] must be a program (without "=")');
     const runId = meta.meta.runId;
     if ((req.ugroEnv.UGRO_RUN_ID ?? runId) !== runId) throw bad(`UGRO_RUN_ID is not the run's id ${runId}`);
     let script: string;
@@ -253,11 +255,12 @@ export class SlurmRuntime implements HostRuntimeApi {
       script = batchScript(
         {
           runId,
-          plan: req.slurm,
+          // Slurm places the nodes itself: the plan comes from the job's spec and the cluster file's slurm: section.
+          plan: slurmPlan(t.job, settings, { rdzvTimeoutSeconds: t.rdzvTimeoutSeconds }),
           python: host.python,
           ugroEnv: { ...req.ugroEnv, UGRO_RUN_ID: runId },
           jobEnv: Object.fromEntries(Object.entries(req.jobEnv).filter(([k]) => !k.startsWith('UGRO_'))),
-          target: req.argv,
+          target: t.target,
         },
         this.scripts.batch,
       );
