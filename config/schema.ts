@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from './gitops.ts';
 import { dnsLabel } from './names.ts';
 import { slurmSchemaWith } from './slurm.ts';
+import { usersSchemaWith } from './users.ts';
 
 const HOSTNAME_RE =
   /^(?=.{1,253}$)([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$/;
@@ -228,6 +229,8 @@ export const clusterFileSchema = z.strictObject({
   gitops: gitopsSchema.optional(),
   /** A Slurm cluster jobs can run on (config/slurm.ts; the backend is controller/slurm/). */
   slurm: slurmSchemaWith({ address, dnsLabel, port, userName }).optional(),
+  /** Admins, the logs switch and per-user quotas (config/users.ts); absent: one operator, no limits. */
+  users: usersSchemaWith({ userName }).optional(),
 });
 
 export type ClusterFile = z.output<typeof clusterFileSchema>;
