@@ -1,11 +1,9 @@
 /**
- * What the controller (and the CLI) need from a host, and nothing more. Two layers:
- *  - HostTransport: run one of UGRO's host runtime scripts (scripts/runtime/NAME.sh) with
- *    arguments, upload a directory, probe health. SSH implements it for real hosts; tests have
- *    an in-memory stand-in that models the scripts (tests/support/fake-hosts.ts) and a local
- *    one that runs the real scripts on this machine.
- *  - HostRuntimeApi: typed operations built on a transport (arguments in, parsed records out),
- *    shared by every transport so the parsing is always the real one.
+ * What the controller (and the CLI) need from a backend, as small roles: each caller takes the roles it
+ * uses (leases HostLease, liveness Reachability, the dashboard LogReader and MetricsReader, …) and a
+ * backend implements them all (Backend). Backends live in their own folders (ssh/, slurm/); router.ts
+ * picks one per host. Nothing here names a backend: requests carry the job and plain data, and each
+ * backend turns them into what it runs.
  */
 import type { Host } from '../../config/cluster.ts';
 import {
@@ -88,28 +86,45 @@ export interface LeaseResult {
   expiresInSeconds?: number;
 }
 
-export interface HostRuntimeApi {
+/** Run parts on a host: what runs there, start one, stop one, archive one that ended. */
+export interface RunControl {
   /** Run dirs (of `job`), and with `checkpointDir` the job's newest complete checkpoint there. */
   observe(host: Host, job?: string, checkpointDir?: string): Promise<ObserveResult>;
   /** Throws a HostError whose message says why (PortBusy: `kind: 'port-busy'`). */
   launch(host: Host, req: LaunchRequest): Promise<{ pid: number; existed: boolean }>;
   stop(host: Host, req: StopRequest): Promise<{ remaining: number; killed: boolean }>;
-  /** Resolves when the run's runner on this host has exited, or the signal aborts. */
-  wait(host: Host, dir: string, signal: AbortSignal): Promise<void>;
   /** Move a run dir to `<runs>/.deleted/<dir>.<nowMs>`; prune entries older than keepDays. */
   archive(host: Host, dir: string, nowMs: number, keepDays?: number): Promise<void>;
+}
+
+export interface RunWaiter {
+  /** Resolves when the run's runner on this host has exited, or the signal aborts. */
+  wait(host: Host, dir: string, signal: AbortSignal): Promise<void>;
+}
+
+export interface HostLease {
   /** Take or renew this controller's lease on the host (or release it). */
   lease(host: Host, owner: string, ttlSeconds: number, release?: boolean): Promise<LeaseResult>;
-  /** TCP ports listening on the host. */
-  listeningPorts(host: Host): Promise<Set<number>>;
+}
+
+export interface Reachability {
+  /** When the host last said anything (keepalive replies included), ms since the epoch; undefined if never. */
+  lastHeard(host: Host): number | undefined;
+  /** Connect if not connected (nothing is run): resolves when the host answers, throws why not. */
+  reach(host: Host): Promise<void>;
+}
+
+export interface HealthProbe {
+  /** Never throws: an unreachable host is NotReady with the reason. */
+  probe(host: Host): Promise<NodeHealth>;
+}
+
+export interface ScriptDeploy {
   /** Deploy `localDir` to the host's paths.scripts when its content hash differs; true if uploaded. */
   syncScripts(host: Host, localDir: string, hash: string): Promise<boolean>;
-  probe(host: Host): Promise<NodeHealth>;
-  /** A rank's log: whole, or the last `tail` lines; `offset` is the byte size read (for follow). */
-  readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }>;
-  /** See HostTransport. */
-  lastHeard(host: Host): number | undefined;
-  reach(host: Host): Promise<void>;
+}
+
+export interface CheckpointCopy {
   /**
    * Copy checkpoint `name` (`<dir>/<name>.pt`) from one host's checkpoint dir to another's,
    * verified: the SHA-256 streamed through must equal sha256sum on both ends.
@@ -122,6 +137,11 @@ export interface HostRuntimeApi {
     name: string,
     onProgress?: (bytes: number) => void,
   ): Promise<{ bytes: number; sha256: string }>;
+}
+
+export interface LogReader {
+  /** A rank's log: whole, or the last `tail` lines; `offset` is the byte size read (for follow). */
+  readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }>;
   /**
    * Stream a rank's log from byte `offset` until the run's runner exits (or `signal` aborts);
    * resolves with the new offset.
@@ -134,17 +154,38 @@ export interface HostRuntimeApi {
     onData: (b: Buffer) => void,
     signal?: AbortSignal,
   ): Promise<number>;
+}
+
+/** Optional: a backend without it has no metrics history (the dashboard says so). */
+export interface MetricsReader {
   /**
    * The metrics lines (metrics.jsonl) of a run part from byte `offset`: each line parsed and
    * sanitized (undefined for a line that is not a JSON object), and the offset to read on from.
    */
   readMetrics?(host: Host, dir: string, offset: number): Promise<MetricsChunk>;
+}
+
+/** Optional: a backend without it reports progress with its observe (Slurm). */
+export interface ProgressReader {
   /**
    * The newest metrics line of each of these run dirs, in one exec: only for those whose metrics
    * file changed since `sig` (what the last reading of that dir returned; absent: never read).
    */
   readProgress?(host: Host, runs: readonly ProgressAsk[], signal?: AbortSignal): Promise<ProgressRead[]>;
 }
+
+/** Every role: what a backend implements, and what the router offers over all of them. */
+export interface Backend
+  extends RunControl,
+    RunWaiter,
+    HostLease,
+    Reachability,
+    HealthProbe,
+    ScriptDeploy,
+    CheckpointCopy,
+    LogReader,
+    MetricsReader,
+    ProgressReader {}
 
 /** A run dir to read the progress of, and the signature of its metrics file as last read. */
 export interface ProgressAsk {

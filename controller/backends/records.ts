@@ -1,7 +1,7 @@
 /**
  * PURE: the one reader of what UGRO's host scripts print (scripts/runtime/lib.sh describes the
  * format): blocks of `@@KIND [ID]`, then `key=value` lines, each closed by `@@end`. Every
- * HostRuntime method parses its answer here, whatever the transport, and the typed readers
+ * SshBackend method parses its answer here, whatever the transport, and the typed readers
  * below turn blocks into results. Host output is written by jobs as much as by UGRO (a job can
  * write any file in its run dir), so nothing is trusted: numbers are checked integers in range,
  * meta.json goes through parseRunMeta, stop reasons through parseStopReason, metrics through

@@ -1,20 +1,31 @@
 /**
- * One host interface over both backends: calls for a Slurm cluster's login host (a Host with
- * `slurm`) go to the Slurm backend, every other host's to the SSH one. The controller and the CLI
- * hold only this; nothing above it knows which backend ran a job.
+ * The one place that picks a backend for a host: a table of rows, each a test of the hosts it
+ * serves and the backend that serves them, first match wins. The controller and the CLI hold only
+ * the router (a Backend like any other); nothing above it knows which backend ran a job. A new
+ * backend is one folder beside ssh/ and slurm/ and one row in backendFor.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { HostRuntimeApi, LaunchRequest, ProgressAsk, StopRequest } from './api.ts';
+import type { Backend, LaunchRequest, ProgressAsk, StopRequest } from './api.ts';
 import { HostError } from './errors.ts';
 
-export class BackendRuntime implements HostRuntimeApi {
-  constructor(
-    private readonly ssh: HostRuntimeApi,
-    private readonly slurm: HostRuntimeApi,
-  ) {}
+export interface Route {
+  /** Which backend, for messages. */
+  name: string;
+  serves(host: Host): boolean;
+  backend: Backend;
+}
 
-  private of(host: Host): HostRuntimeApi {
-    return host.slurm ? this.slurm : this.ssh;
+export class BackendRouter implements Backend {
+  constructor(private readonly routes: readonly Route[]) {}
+
+  private route(host: Host): Route {
+    const r = this.routes.find((x) => x.serves(host));
+    if (!r) throw new HostError(host.name, 'config', 'no backend serves this host');
+    return r;
+  }
+
+  private of(host: Host): Backend {
+    return this.route(host).backend;
   }
 
   observe(host: Host, job?: string, checkpointDir?: string) {
@@ -35,9 +46,6 @@ export class BackendRuntime implements HostRuntimeApi {
   lease(host: Host, owner: string, ttlSeconds: number, release?: boolean) {
     return this.of(host).lease(host, owner, ttlSeconds, release);
   }
-  listeningPorts(host: Host) {
-    return this.of(host).listeningPorts(host);
-  }
   syncScripts(host: Host, localDir: string, hash: string) {
     return this.of(host).syncScripts(host, localDir, hash);
   }
@@ -48,19 +56,18 @@ export class BackendRuntime implements HostRuntimeApi {
     return this.of(host).readLog(host, dir, rank, tail);
   }
   followLog(host: Host, dir: string, rank: number, offset: number, onData: (b: Buffer) => void, signal?: AbortSignal) {
-    const rt = this.of(host);
-    return (rt.followLog as (...a: unknown[]) => Promise<number>).call(rt, host, dir, rank, offset, onData, signal);
+    return this.of(host).followLog(host, dir, rank, offset, onData, signal);
   }
   readMetrics(host: Host, dir: string, offset: number) {
-    const rt = this.of(host) as { readMetrics?: HostRuntimeApi['readMetrics'] };
-    if (!rt.readMetrics) throw new HostError(host.name, 'config', 'reading metrics is not supported here');
-    return rt.readMetrics.call(rt, host, dir, offset);
+    const r = this.route(host);
+    if (!r.backend.readMetrics) throw new HostError(host.name, 'config', `the ${r.name} backend has no metrics reader`);
+    return r.backend.readMetrics(host, dir, offset);
   }
-  /** SSH hosts only: a Slurm job's progress comes with its observe (known gap). */
   readProgress(host: Host, runs: readonly ProgressAsk[], signal?: AbortSignal) {
-    const rt = host.slurm ? undefined : this.ssh;
-    if (!rt?.readProgress) throw new HostError(host.name, 'config', 'reading progress is not supported here');
-    return rt.readProgress(host, runs, signal);
+    const r = this.route(host);
+    if (!r.backend.readProgress)
+      throw new HostError(host.name, 'config', `the ${r.name} backend reports progress with its observe`);
+    return r.backend.readProgress(host, runs, signal);
   }
   lastHeard(host: Host) {
     return this.of(host).lastHeard(host);
@@ -68,6 +75,7 @@ export class BackendRuntime implements HostRuntimeApi {
   reach(host: Host) {
     return this.of(host).reach(host);
   }
+  /** A copy between two backends goes through the first row that serves either host (it rides on the other). */
   copyCheckpoint(
     from: Host,
     fromDir: string,
@@ -76,18 +84,29 @@ export class BackendRuntime implements HostRuntimeApi {
     name: string,
     onProgress?: (bytes: number) => void,
   ) {
-    if (from.slurm || to.slurm) return this.slurm.copyCheckpoint(from, fromDir, to, toDir, name, onProgress);
-    return this.ssh.copyCheckpoint(from, fromDir, to, toDir, name, onProgress);
+    const r = this.routes.find((x) => x.serves(from) || x.serves(to));
+    if (!r) throw new HostError(from.name, 'config', 'no backend serves this host');
+    return r.backend.copyCheckpoint(from, fromDir, to, toDir, name, onProgress);
   }
 }
 
-/** The production host interface for a cluster: SSH alone, or SSH and Slurm behind one router. */
-export async function hostRuntimeFor(
+/** The production backend for a cluster: SSH alone, or one row per backend in front of it. */
+export async function backendFor(
   cluster: { slurm?: Host },
-  ssh: HostRuntimeApi,
-  pool: ConstructorParameters<typeof import('./slurm/backend.ts').SshSlurmTransport>[0],
-): Promise<HostRuntimeApi> {
+  ssh: Backend,
+  pool: ConstructorParameters<typeof import('./slurm/transport.ts').SshSlurmTransport>[0],
+): Promise<Backend> {
   if (!cluster.slurm) return ssh;
-  const { SlurmRuntime, SshSlurmTransport } = await import('./slurm/backend.ts');
-  return new BackendRuntime(ssh, new SlurmRuntime(new SshSlurmTransport(pool), ssh));
+  const [{ SlurmBackend }, { SshSlurmTransport }] = await Promise.all([
+    import('./slurm/backend.ts'),
+    import('./slurm/transport.ts'),
+  ]);
+  return new BackendRouter([
+    {
+      name: 'slurm',
+      serves: (h) => h.slurm !== undefined,
+      backend: new SlurmBackend(new SshSlurmTransport(pool), ssh),
+    },
+    { name: 'ssh', serves: () => true, backend: ssh },
+  ]);
 }

@@ -5,7 +5,7 @@
  */
 import { resolve } from 'node:path';
 import type { Cluster } from '../../config/cluster.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { Backend } from '../backends/api.ts';
 import type { SshPool } from '../backends/ssh/pool.ts';
 
 export interface Io {
@@ -19,9 +19,9 @@ export interface Io {
 
 export type Env = Record<string, string | undefined>;
 
-/** What talks to the hosts, replaceable in tests (production default: HostRuntime over SSH). */
+/** What talks to the hosts, replaceable in tests (production default: SshBackend over SSH). */
 export interface CliDeps {
-  runtime?: (cluster: Cluster) => HostRuntimeApi;
+  runtime?: (cluster: Cluster) => Backend;
 }
 
 /** The global flags (`--cluster`, `--jobs`), read when a command runs (commander fills them first). */
@@ -94,16 +94,16 @@ export class CliContext {
    * The typed host operations (read a rank's log, follow it) over the SSH pool; with a `slurm:`
    * section, the Slurm backend for its login host behind the same interface.
    */
-  async runtime(): Promise<HostRuntimeApi> {
+  async runtime(): Promise<Backend> {
     if (this.deps.runtime) return this.deps.runtime(await this.loadCluster());
-    const [cluster, pool, { HostRuntime }, { SshTransport }, { hostRuntimeFor }] = await Promise.all([
+    const [cluster, pool, { SshBackend }, { SshTransport }, { backendFor }] = await Promise.all([
       this.loadCluster(),
       this.ssh(),
       import('../backends/ssh/backend.ts'),
       import('../backends/ssh/transport.ts'),
       import('../backends/router.ts'),
     ]);
-    return hostRuntimeFor(cluster, new HostRuntime(new SshTransport(pool, cluster)), pool);
+    return backendFor(cluster, new SshBackend(new SshTransport(pool, cluster)), pool);
   }
 
   close(): void {

@@ -8,12 +8,12 @@ import type { Cluster } from '../../config/cluster.ts';
 import { UgroError } from '../../config/errors.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { MetricsReader, RunControl } from '../backends/api.ts';
 import { MetricsHistory } from '../observability/history.ts';
 import { lossSvg } from '../observability/web/svg.ts';
 
 export async function writeLossPlot(
-  runtime: HostRuntimeApi,
+  runtime: Pick<RunControl, 'observe'> & MetricsReader,
   cluster: Cluster,
   name: string,
   status: JobStatus,

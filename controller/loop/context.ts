@@ -3,7 +3,7 @@
  * the executor, the launcher) all read and change, built once in the Controller's constructor.
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { Backend } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import type { JobStore } from '../store/store.ts';
@@ -30,7 +30,7 @@ export interface LoopContext {
   /** Who this controller is, in host leases and run metadata. */
   readonly owner: string;
   readonly store: JobStore;
-  readonly runtime: HostRuntimeApi;
+  readonly runtime: Backend;
   readonly log: Logger;
   readonly now: () => Date;
   readonly observer?: ControllerObserver;

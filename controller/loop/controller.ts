@@ -14,7 +14,7 @@ import { resolve } from 'node:path';
 import { allHosts, type Cluster } from '../../config/cluster.ts';
 import type { RunPart } from '../api/run.ts';
 import type { JobSource } from '../api/source.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { Backend } from '../backends/api.ts';
 import { HostError } from '../backends/errors.ts';
 import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
@@ -45,7 +45,7 @@ import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
 export interface ControllerOptions {
   cluster: Cluster;
   jobsDir: string;
-  runtime: HostRuntimeApi;
+  runtime: Backend;
   log?: Logger;
   now?: () => Date;
   resyncMs?: number;

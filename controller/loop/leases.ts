@@ -6,7 +6,7 @@
  * the same jobs dir is the same owner and takes its lease back at once.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { HostRuntimeApi, LeaseResult } from '../backends/api.ts';
+import type { HostLease, LeaseResult } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 
 export class Leases {
@@ -15,7 +15,7 @@ export class Leases {
   private readonly renewing = new Set<Promise<void>>();
 
   constructor(
-    private readonly runtime: HostRuntimeApi,
+    private readonly runtime: HostLease,
     private readonly hosts: Host[],
     readonly owner: string,
     readonly ttlSeconds: number,

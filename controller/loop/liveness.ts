@@ -7,7 +7,7 @@
  * backoff, and their jobs woken when they answer again. Idle, it does nothing.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { Reachability } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 
 /** A host quiet this long while it holds a live part wakes that part's job (reconcile decides). */
@@ -28,7 +28,7 @@ export class Liveness {
   private readonly startedAt: number;
 
   constructor(
-    private readonly runtime: HostRuntimeApi,
+    private readonly runtime: Reachability,
     private readonly hosts: Host[],
     private readonly now: () => number,
     private readonly log: Logger,

@@ -12,7 +12,7 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import type { Metrics } from '../api/run.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { ProgressRead, ProgressReader } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import { type ProgressTarget, progressPart } from '../core/live-progress.ts';
 
@@ -25,7 +25,7 @@ export interface ProgressUpdate {
 }
 
 export interface ProgressWatcherOptions {
-  runtime: Pick<HostRuntimeApi, 'readProgress'>;
+  runtime: ProgressReader;
   /** Hosts by name (the cluster's). */
   host: (name: string) => Host | undefined;
   /** Host -> the run dirs to read there now (core/live-progress.ts progressTargets). */
@@ -96,7 +96,7 @@ export class ProgressWatcher {
 
   private async read(host: Host, runs: ProgressTarget[], signal: AbortSignal): Promise<void> {
     const key = (dir: string) => `${host.name}/${dir}`;
-    let got: Awaited<ReturnType<NonNullable<HostRuntimeApi['readProgress']>>>;
+    let got: ProgressRead[];
     try {
       got = await this.o.runtime.readProgress!(
         host,

@@ -5,7 +5,7 @@
 import { type Dirent, readdirSync, statSync } from 'node:fs';
 import type { Host } from '../../config/cluster.ts';
 import { readTree, skippedName } from '../../config/hash.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { ScriptDeploy } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 
 export class ScriptsDeploy {
@@ -13,7 +13,7 @@ export class ScriptsDeploy {
   private cached?: { sig: string; hash: string };
 
   constructor(
-    private readonly runtime: Pick<HostRuntimeApi, 'syncScripts'>,
+    private readonly runtime: ScriptDeploy,
     private readonly log: Logger,
     /** The local scripts/ (options, the inventory's local.scripts, else the install's). */
     private readonly dir: () => string,

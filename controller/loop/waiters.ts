@@ -4,14 +4,14 @@
  */
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../api/run.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { RunWaiter } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 
 export class Waiters {
   private readonly active = new Map<string, AbortController>();
 
   constructor(
-    private readonly runtime: HostRuntimeApi,
+    private readonly runtime: RunWaiter,
     private readonly wake: (job: string) => void,
     /** Notes each part's end (its time is where a failure's reaction starts: npm run bench, recovery). */
     private readonly log?: Logger,

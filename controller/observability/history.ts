@@ -1,13 +1,13 @@
 /**
  * The loss curve of a job: every attempt's metrics.jsonl, read on rank 0's host of that attempt
- * (scripts/runtime/metrics.sh through HostRuntime.readMetrics), incrementally from the offset
+ * (scripts/runtime/metrics.sh through SshBackend.readMetrics), incrementally from the offset
  * read last. Kept in memory for the jobs someone looks at (and the running ones, for the ETA),
  * bounded: at most maxPoints points per attempt (when full, thinned to half, web/thin.ts, so the curve
  * still reaches the newest step) and maxJobs jobs (least recently used go).
  */
 import type { Host } from '../../config/cluster.ts';
 import type { Metrics, RunPart } from '../api/run.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { MetricsReader } from '../backends/api.ts';
 import { thinIndices } from './web/thin.ts';
 
 export interface LossPoint {
@@ -68,7 +68,7 @@ export class MetricsHistory {
   private readonly maxPoints: number;
 
   constructor(
-    private readonly runtime: Pick<HostRuntimeApi, 'readMetrics'>,
+    private readonly runtime: MetricsReader,
     private readonly hosts: readonly Host[],
     o: { maxPoints?: number } = {},
   ) {

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
-import type { HostRuntimeApi } from '../backends/api.ts';
+import type { LogReader, MetricsReader } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import { MetricsHistory } from './history.ts';
 import { ControllerMetrics } from './metrics.ts';
@@ -18,7 +18,7 @@ import { checkExposure, DEFAULT_HTTP, parseListen, WebServer } from './web/serve
 
 export interface ObservabilityOptions {
   cluster: Cluster;
-  runtime: HostRuntimeApi;
+  runtime: LogReader & MetricsReader;
   log: Logger;
   /** `HOST:PORT`, or `off` (default 127.0.0.1:8686). */
   http?: string;

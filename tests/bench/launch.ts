@@ -1,7 +1,7 @@
 /**
  * Bench section "launch": a job file appearing in the watched jobs dir -> torchrun started on
  * every host (dispatch) and -> every rank process started, for a real `ugro controller`, beside
- * a bare launch of the same thing: the very same launch.sh request (HostRuntime.launch: same
+ * a bare launch of the same thing: the very same launch.sh request (SshBackend.launch: same
  * script text, meta.json, rank.sh, torchrun argv and environment, port check on the rendezvous
  * host) sent to the 3 hosts in parallel over a warm SshPool connection, as the controller's own
  * pool is warm. What the controller adds on top is its own work: noticing the file, reading and
@@ -21,7 +21,7 @@ import { join, posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointDir, type NodeLaunch, torchrunArgv, ugroEnv } from '../../controller/core/launch.ts';
 import { job, readStatus, waitFor, waitPhase } from '../lab/controller-harness.ts';
@@ -187,16 +187,16 @@ export async function controllerLaunch(
 }
 
 /**
- * The bare launcher: what the controller sends, without the controller. One HostRuntime over the
+ * The bare launcher: what the controller sends, without the controller. One SshBackend over the
  * bench's own warm pool; its hosts are the lab's with `paths.runs` moved to a bench directory, so
  * the controller under test never sees these runs (they would make its hosts look busy).
  */
 export class Bare {
-  readonly rt: HostRuntime;
+  readonly rt: SshBackend;
   readonly hosts: Host[];
 
   constructor(private readonly lab: Lab) {
-    this.rt = new HostRuntime(new SshTransport(lab.pool, lab.cluster));
+    this.rt = new SshBackend(new SshTransport(lab.pool, lab.cluster));
     this.hosts = lab.hosts.map((h) => ({
       ...h,
       paths: { ...h.paths, runs: posix.join(h.paths.project, `${PREFIX}bare-runs`) },
@@ -206,7 +206,7 @@ export class Bare {
   /** One bare launch; `finish` as for controllerLaunch (else SIGTERM to the run's processes, as stop.sh does). */
   async launch(name: string, finish: boolean): Promise<LaunchSample> {
     // Everything the controller derives before its launch exec is derived here too, untimed:
-    // what is timed is the parallel HostRuntime.launch (argument checks, script text, ssh exec).
+    // what is timed is the parallel SshBackend.launch (argument checks, script text, ssh exec).
     const parsed = parseTrainingJob(job(name, LAUNCH_SPEC));
     if (!parsed.ok) throw new Error(`bench spec invalid: ${JSON.stringify(parsed.issues)}`);
     const tj = parsed.value;
@@ -344,7 +344,7 @@ async function hostSideContext(lab: Lab, bare: Bare) {
   const launchShMs: number[] = [];
   const minimalMs: number[] = [];
   for (let k = 0; k < 10; k++) {
-    // A run dir name and meta that observe would accept (HostRuntime.launch refuses others).
+    // A run dir name and meta that observe would accept (SshBackend.launch refuses others).
     const dir = runDirName(`${PREFIX}lsh`, '00000000', k + 1);
     const runId = runIdOf(`${PREFIX}lsh`, '00000000', k + 1);
     const meta: RunMeta = {
@@ -445,11 +445,11 @@ export async function launchSection(lab: Lab, jobsDir: string, ctl: Controller, 
   const totalRatioP50 = ctlTotal.p50 / bareTotal.p50;
   return {
     definition:
-      'dispatch: job file renamed into the watched jobs dir (controller) / parallel HostRuntime.launch called ' +
+      'dispatch: job file renamed into the watched jobs dir (controller) / parallel SshBackend.launch called ' +
       "(bare) -> the last host's launched_at (launch.sh, just before setsid starts torchrun); total: -> the last " +
       "of the 3 ranks' own start timestamp (rank.sh, date +%s%N on the host)",
     bareIs:
-      'the same launch.sh request the controller sends (HostRuntime.launch over SshTransport: script text, ' +
+      'the same launch.sh request the controller sends (SshBackend.launch over SshTransport: script text, ' +
       'meta.json, rank.sh, torchrun argv and env, port check on the rendezvous host), to the 3 hosts in ' +
       "parallel over the bench's own warm SshPool",
     percentiles: `nearest rank; with n=${launches}, p99 is the ${launches < 100 ? 'max' : '99th percentile'}`,

@@ -1,6 +1,6 @@
 /**
  * The progress bench's cheap running jobs (tests/bench/progress.ts): real run dirs made by
- * launch.sh through HostRuntime (the runner, rank.sh and a `sleep`) with their job files, metrics
+ * launch.sh through SshBackend (the runner, rank.sh and a `sleep`) with their job files, metrics
  * lines appended to them from this process (the lab shares this file system), the hosts' CPU,
  * and the controller as `ugro controller` wires it, in this process, over a pool of its own.
  */
@@ -8,7 +8,7 @@ import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import type { Logger } from '../../controller/base/log.ts';
@@ -38,7 +38,7 @@ export interface BenchRun {
 }
 
 /** n cheap running jobs: run dirs launched by launch.sh (a sleep under rank.sh) and their job files. */
-export async function makeRuns(lab: Lab, rt: HostRuntime, jobsDir: string, n: number): Promise<BenchRun[]> {
+export async function makeRuns(lab: Lab, rt: SshBackend, jobsDir: string, n: number): Promise<BenchRun[]> {
   onCleanup(`remove ${jobsDir}`, () => rmSync(jobsDir, { recursive: true, force: true }));
   const runs: BenchRun[] = [];
   const now = new Date().toISOString();
@@ -139,7 +139,7 @@ export const ticksDelta = (a: Map<number, number>, b: Map<number, number>) =>
 export function labRuntime(lab: Lab) {
   const pool = new SshPool(lab.cluster.hosts, { maxChannels: 64 });
   onCleanup('close a progress bench pool', () => pool.close());
-  return { pool, runtime: new HostRuntime(new SshTransport(pool, lab.cluster)) };
+  return { pool, runtime: new SshBackend(new SshTransport(pool, lab.cluster)) };
 }
 
 /** The controller as `ugro controller` wires it, in this process; it adopts the runs there are at its start. */

@@ -9,7 +9,7 @@
  *  (c) the watcher alone: CPU and wall time of one tick over 100 run dirs on the 3 hosts, with
  *      nothing changed and with every file changed (the figures of the polling decision).
  *
- * The jobs are cheap long sleeps: real run dirs made by launch.sh (through HostRuntime, the
+ * The jobs are cheap long sleeps: real run dirs made by launch.sh (through SshBackend, the
  * runner, rank.sh and a `sleep`), whose job files the controller then adopts as Running, and
  * whose metrics.jsonl this process appends to (the lab shares this file system). 100 real
  * torchruns would not fit this machine. The controller runs in this process (the same Controller

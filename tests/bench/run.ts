@@ -305,7 +305,7 @@ function launchLines(L: LaunchReport, n: number): string[] {
   return [
     `2. Launch: job file written -> torchrun started on the last host (dispatch), and -> every rank started ` +
       `(${n} launches each; ${L.percentiles})`,
-    '   bare = the same launch.sh request sent by HostRuntime.launch to the 3 hosts in parallel, warm SshPool',
+    '   bare = the same launch.sh request sent by SshBackend.launch to the 3 hosts in parallel, warm SshPool',
     table(H, [
       row('dispatch: controller', L.controller.dispatchMs),
       row('dispatch: bare launch.sh', L.bare.dispatchMs),

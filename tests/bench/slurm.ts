@@ -22,10 +22,11 @@ import { allHosts, type Cluster, type Host, parseCluster } from '../../config/cl
 import { readTree } from '../../config/hash.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash, type TrainingJob } from '../../controller/api/trainingjob.ts';
-import { SlurmRuntime, SshSlurmTransport } from '../../controller/backends/slurm/backend.ts';
+import { SlurmBackend } from '../../controller/backends/slurm/backend.ts';
 import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
 import { snapshotOf } from '../../controller/backends/slurm/states.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshSlurmTransport } from '../../controller/backends/slurm/transport.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../../controller/core/launch.ts';
@@ -43,8 +44,8 @@ export interface SlurmLab {
   cluster: Cluster;
   login: Host;
   pool: SshPool;
-  ssh: HostRuntime;
-  slurm: SlurmRuntime;
+  ssh: SshBackend;
+  slurm: SlurmBackend;
   /** Slurm was down and this brought it up: take it down again at close. */
   close(): Promise<void>;
 }
@@ -65,8 +66,8 @@ export async function openSlurmLab(): Promise<SlurmLab> {
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
   const cluster = parsed.value;
   const pool = new SshPool(allHosts(cluster));
-  const ssh = new HostRuntime(new SshTransport(pool, cluster));
-  const slurm = new SlurmRuntime(new SshSlurmTransport(pool), ssh);
+  const ssh = new SshBackend(new SshTransport(pool, cluster));
+  const slurm = new SlurmBackend(new SshSlurmTransport(pool), ssh);
   await Promise.all(allHosts(cluster).map((h) => pool.host(h.name).ensureConnected()));
   return {
     cluster,

@@ -13,7 +13,7 @@ import { parseCluster } from '../../config/cluster.ts';
 import { buildCommand } from '../../config/quote.ts';
 import { runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { ExecOptions, ExecResult, HostConnection, SshPool } from '../../controller/backends/ssh/pool.ts';
 import { probeHost } from '../../controller/backends/ssh/probe.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
@@ -99,7 +99,7 @@ const n = {
   attempt: 1,
   rdzvTimeoutSeconds: 60,
 };
-const rt = new HostRuntime(new SshTransport(pool, cluster));
+const rt = new SshBackend(new SshTransport(pool, cluster));
 const checkpoint = checkpointDir(job.value, host);
 if (!checkpoint.ok) throw new Error(checkpoint.why);
 nextName = 'launch';

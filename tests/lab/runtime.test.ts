@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
@@ -28,7 +28,7 @@ const host: Host = {
   ...lab,
   paths: { ...lab.paths, runs: posix.join(base, 'runs'), scripts: posix.join(base, 'scripts') },
 };
-const rt = new HostRuntime(new SshTransport(pool, cluster));
+const rt = new SshBackend(new SshTransport(pool, cluster));
 afterAll(async () => {
   await pool.exec(host.name, ['rm', '-rf', '--', base]);
   pool.close();
@@ -75,7 +75,7 @@ describe('the core scenarios over SSH agree with FakeHosts', () => {
     });
     const real = await coreScenario(world);
     const fake = new FakeHosts([host]);
-    const modelled = await coreScenario(fakeWorld(fake, new HostRuntime(fake), host, scriptsDir));
+    const modelled = await coreScenario(fakeWorld(fake, new SshBackend(fake), host, scriptsDir));
     expect(modelled.map(([s]) => s)).toEqual(real.map(([s]) => s));
     for (const [i, [name, result]] of real.entries()) expect(modelled[i][1], name).toEqual(result);
   });

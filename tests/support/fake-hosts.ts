@@ -6,7 +6,7 @@
  * metrics.jsonl, torchrun.log), a process table (the runner's pid and start time, ranks, the
  * UGRO_RUN_ID marker), leases, listening ports and the scripts marker. It answers
  * `run(host, script, args)` in the scripts' exact output format, with their argument checks and
- * exit codes, so HostRuntime's real parsing is exercised. tests/unit/fake-agrees.test.ts runs the
+ * exit codes, so SshBackend's real parsing is exercised. tests/unit/fake-agrees.test.ts runs the
  * same scenarios over this and over the real scripts (LocalTransport) and compares.
  *
  * Time comes from the injected clock (`now`, ms); a stop never waits (a run that ignores TERM is

@@ -1,6 +1,6 @@
 /**
  * Test helpers (not a stand-in): the host runtime's core scenarios, written once against a
- * "world" (a HostRuntime over some transport plus a way to act as torchrun's ranks would), and
+ * "world" (a SshBackend over some transport plus a way to act as torchrun's ranks would), and
  * run over FakeHosts, over the real scripts on this machine (LocalTransport) and over SSH on the
  * lab. Each step's result goes into a transcript with pids and times reduced to their type, so
  * tests/unit/fake-agrees.test.ts can ask that the fake and the real scripts give the same one,
@@ -11,13 +11,13 @@ import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
 import type { ObserveResult } from '../../controller/backends/api.ts';
 import { HostError } from '../../controller/backends/errors.ts';
-import type { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import type { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { FakeHosts } from './fake-hosts.ts';
 import { runOf, standinArgv } from './run-fixtures.ts';
 
 export interface World {
   name: string;
-  rt: HostRuntime;
+  rt: SshBackend;
   host: Host;
   /** torchrun's argv for a run of `ranks` ranks (the fake ignores it). */
   argv(dir: string, ranks: number, ignoreTerm: boolean): Promise<string[]>;
@@ -251,7 +251,7 @@ export async function coreScenario(w: World, job = 'rt'): Promise<Step[]> {
 }
 
 /** The world over FakeHosts. */
-export function fakeWorld(fake: FakeHosts, rt: HostRuntime, host: Host, scriptsDir: string): World {
+export function fakeWorld(fake: FakeHosts, rt: SshBackend, host: Host, scriptsDir: string): World {
   let port = 45_000;
   return {
     name: 'FakeHosts',
@@ -284,7 +284,7 @@ export type ShellExec = (argv: string[]) => Promise<{ code: number | null; stdou
  */
 export function shellWorld(o: {
   name: string;
-  rt: HostRuntime;
+  rt: SshBackend;
   host: Host;
   exec: ShellExec;
   ctlRoot: string;

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { main } from '../../controller/cli/main.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { LocalTransport } from '../support/local-transport.ts';
@@ -61,7 +61,7 @@ async function ugro(...args: string[]) {
     ['node', 'ugro', '--cluster', join(root, 'cluster.yaml'), '--jobs', join(root, 'jobs'), ...args],
     { out: (s) => out.push(s), err: (s) => err.push(s), write: (b) => raw.push(Buffer.from(b).toString()) },
     { USER: 'alice', HOME: root },
-    { runtime: () => new HostRuntime(transport) },
+    { runtime: () => new SshBackend(transport) },
   );
   return { code, out: out.join('\n'), raw: raw.join(''), err: err.join('\n') };
 }

@@ -1,7 +1,7 @@
 /**
  * The controller's reconcile loop, whole, against in-memory hosts (tests/support/fake-hosts.ts,
  * which answers in the real scripts' format and is checked against them in fake-agrees.test.ts):
- * the real store on a temp jobs dir, the real HostRuntime parsing, an injected clock, timers
+ * the real store on a temp jobs dir, the real SshBackend parsing, an injected clock, timers
  * driven by hand. What it proves: persist order, host claims, port choice, launch failures,
  * a reverted typo, hostile run dirs, hostile files in jobs/, and host leases. The lab keeps the
  * end-to-end truth.
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { RuntimeScript } from '../../controller/backends/ssh/transport.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
@@ -52,7 +52,7 @@ async function rig(o: { owner?: string; fake?: FakeHosts; jobs?: string; clock?:
   const ctl = new Controller({
     cluster: CLUSTER,
     jobsDir: jobs,
-    runtime: new HostRuntime(fake),
+    runtime: new SshBackend(fake),
     log,
     now: () => new Date(clock.ms),
     scriptsDir: scripts,

@@ -3,7 +3,7 @@
  * (tests/support/runtime-scenarios.ts: launch, observe while alive, a rank exits 3, metrics,
  * relaunch answers existed, gang stop, read and follow a log, a run ignoring SIGTERM killed
  * with exit 137, a waiter released when a run ends, a runner that vanished, archive, a forged
- * run dir rejected, a busy port refusing a launch, leases, script sync) run through HostRuntime
+ * run dir rejected, a busy port refusing a launch, leases, script sync) run through SshBackend
  * over FakeHosts and over LocalTransport (the real scripts with sh on this machine); the two
  * transcripts, pids and times reduced to their type, must be equal. The same scenarios run over
  * SSH on the lab in tests/lab/runtime.test.ts.
@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { coreScenario, fakeWorld, shellWorld } from '../support/runtime-scenarios.ts';
@@ -32,7 +32,7 @@ describe.skipIf(process.platform !== 'linux')('FakeHosts agrees with the real sc
     const host = localHost(join(root, 'host'), 'gpu1');
     const local = shellWorld({
       name: 'LocalTransport',
-      rt: new HostRuntime(new LocalTransport()),
+      rt: new SshBackend(new LocalTransport()),
       host,
       ctlRoot: join(root, 'ctl'),
       scriptsDir: scriptsDir(root),
@@ -52,7 +52,7 @@ describe.skipIf(process.platform !== 'linux')('FakeHosts agrees with the real sc
         }),
     });
     const fake = new FakeHosts([host]);
-    const fw = fakeWorld(fake, new HostRuntime(fake), host, scriptsDir(root));
+    const fw = fakeWorld(fake, new SshBackend(fake), host, scriptsDir(root));
 
     const real = await coreScenario(local);
     const modelled = await coreScenario(fw);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { main } from '../../controller/cli/main.ts';
 import { GitSource } from '../../controller/gitops/source.ts';
 import { Controller } from '../../controller/loop/controller.ts';
@@ -67,7 +67,7 @@ async function rig(
   const ctl = new Controller({
     cluster: CLUSTER,
     jobsDir: jobs,
-    runtime: new HostRuntime(fake),
+    runtime: new SshBackend(fake),
     log,
     // Time moves 10 ms per look: generations begin at distinct instants.
     now: () => {

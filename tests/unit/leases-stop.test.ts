@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { Leases } from '../../controller/loop/leases.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
@@ -15,9 +15,9 @@ import { memoryLogger } from '../support/memory-logger.ts';
 describe.skipIf(process.platform !== 'linux')('Leases.releaseAll', () => {
   it('waits for a renewal in flight: the host is free afterwards, not leased again', async () => {
     const host = localHost(join(mkdtempSync(join(tmpdir(), 'ugro-leases-')), 'host'));
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     let gate: (() => void) | undefined;
-    const slow = Object.create(rt) as HostRuntime;
+    const slow = Object.create(rt) as SshBackend;
     // A renewal that starts its lease.sh only when the test says (a slow host, a busy channel).
     slow.lease = async (h: Host, owner: string, ttl: number, release?: boolean) => {
       if (!release && gate === undefined) await new Promise<void>((r) => (gate = r));

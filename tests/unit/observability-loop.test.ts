@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { writeLossPlot } from '../../controller/cli/plot.ts';
 import type { Notification } from '../../controller/core/notifications.ts';
 import { Controller } from '../../controller/loop/controller.ts';
@@ -56,7 +56,7 @@ async function rig(o: { webhook?: Record<string, unknown>; http?: string; token?
   const jobs = mkdtempSync(join(tmpdir(), 'ugro-obs-'));
   const log = memoryLogger();
   const cluster: Cluster = { ...CLUSTER, raw: { ...CLUSTER.raw, ...(o.webhook ? { webhook: o.webhook } : {}) } };
-  const runtime = new HostRuntime(fake);
+  const runtime = new SshBackend(fake);
   const obs = new Observability({
     cluster,
     runtime,
@@ -390,7 +390,7 @@ describe('ugro results --plot', () => {
     r.fake.endRun(h2, d2, 0);
     await r.pass('plot');
     const file = join(mkdtempSync(join(tmpdir(), 'ugro-plot-')), 'loss.svg');
-    const res = await writeLossPlot(new HostRuntime(r.fake), CLUSTER, 'plot', r.obs.view.status('plot')!, file);
+    const res = await writeLossPlot(new SshBackend(r.fake), CLUSTER, 'plot', r.obs.view.status('plot')!, file);
     expect(res).toEqual({ points: 7, attempts: 2, unreachable: [] });
     const svg = readFileSync(file, 'utf8');
     expect(svg).toContain('data-attempt="1" data-points="3"');

@@ -1,7 +1,7 @@
 /**
  * observe: the controller's reading of scripts/runtime/observe.sh. First the record parser and
  * observeResultOf on blocks written by hand in observe.sh's exact format (hostile ones too), then
- * the real script through HostRuntime + LocalTransport over run directories laid out as
+ * the real script through SshBackend + LocalTransport over run directories laid out as
  * launch.sh, rank.sh and stop.sh leave them, and over run dirs a hostile job crafted.
  */
 import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { HostError } from '../../controller/backends/errors.ts';
 import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/backends/records.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { metaFor, REJECTED_NAME } from '../support/run-fixtures.ts';
 
@@ -327,7 +327,7 @@ describe('runDirName / runIdOf', () => {
 });
 
 describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () => {
-  const rt = new HostRuntime(new LocalTransport());
+  const rt = new SshBackend(new LocalTransport());
   /** A host whose runs directory is laid out as the runtime scripts leave it. */
   function layout() {
     const host = localHost(mkdtempSync(join(tmpdir(), 'ugro-observe-')), 'gpu1');

@@ -1,6 +1,6 @@
 /**
  * Progress between reconciles, through the whole controller on in-memory hosts (FakeHosts with
- * HostRuntime's real parsing), its dashboard view and /metrics (Observability, as `ugro
+ * SshBackend's real parsing), its dashboard view and /metrics (Observability, as `ugro
  * controller` wires them), the real store on a temp jobs dir and a hand-driven clock. What it
  * proves: a metrics line written on a host is in the status file, the view and /metrics after
  * one progress tick, without a reconcile; nothing is written when the step did not move; a
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { Observability } from '../../controller/observability/wire.ts';
@@ -34,7 +34,7 @@ async function rig() {
   const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
   const jobs = mkdtempSync(join(tmpdir(), 'ugro-progress-'));
   const log = memoryLogger();
-  const runtime = new HostRuntime(fake);
+  const runtime = new SshBackend(fake);
   const obs = new Observability({
     cluster: CLUSTER,
     runtime,

@@ -1,6 +1,6 @@
 /**
  * The progress watcher (controller/loop/progress-watcher.ts) on in-memory hosts (FakeHosts,
- * answering progress.sh in the real script's format, with HostRuntime's real parsing) and a
+ * answering progress.sh in the real script's format, with SshBackend's real parsing) and a
  * hand-driven clock: one exec per host per tick whatever the number of runs, nothing asked when
  * nothing runs, never two reads of one host at once, a host that does not answer backed off,
  * a run's progress from its lowest node rank, a half-written line waited out, a clean stop.
@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
 import type { RuntimeScript } from '../../controller/backends/ssh/transport.ts';
 import { progressTargets } from '../../controller/core/live-progress.ts';
@@ -23,7 +23,7 @@ const T0 = Date.parse('2026-03-01T10:00:00.000Z');
 async function rig() {
   const clock = { ms: T0 };
   const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-  const rt = new HostRuntime(fake);
+  const rt = new SshBackend(fake);
   const parts: RunPart[] = [];
   const down = new Set<string>();
   const failed: string[] = [];

@@ -1,5 +1,5 @@
 /**
- * FakeHosts' test controls, through HostRuntime (so through the real parser): what a controller
+ * FakeHosts' test controls, through SshBackend (so through the real parser): what a controller
  * test can make a host do. The scripts' behaviour itself is pinned against the real scripts in
  * fake-agrees.test.ts; here: unreachable hosts, health, failing launches, ranks and exits, a
  * vanished runner, hostile run dirs, waits and follows, the injected clock and the call record.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import { HostError } from '../../controller/backends/errors.ts';
-import { HostRuntime, LEASE_FILE } from '../../controller/backends/ssh/backend.ts';
+import { LEASE_FILE, SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { localHost } from '../support/local-transport.ts';
 import { REJECTED_NAME, runOf } from '../support/run-fixtures.ts';
@@ -22,7 +22,7 @@ function setup() {
   let now = 1_800_000_000_000;
   const clock = { now: () => now, advance: (ms: number) => (now += ms) };
   const fake = new FakeHosts([gpu1, gpu2], { now: clock.now });
-  const rt = new HostRuntime(fake);
+  const rt = new SshBackend(fake);
   const launch = (host: Host, job: string, over: { checkPort?: number } = {}) => {
     const r = runOf(host.name, job);
     return rt

@@ -2,7 +2,7 @@
  * launch.sh, the real script on this machine (LocalTransport): the job's env reaches only the
  * training process (a job's PATH or LD_PRELOAD cannot swap the tools launch.sh runs), a busy
  * rendezvous port refuses the launch before anything exists (ss, or /proc/net/tcp without it),
- * launches are idempotent, the lock is handed to the runner, and HostRuntime refuses requests
+ * launches are idempotent, the lock is handed to the runner, and SshBackend refuses requests
  * observe would later reject.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LaunchRequest } from '../../controller/backends/api.ts';
 import { HostError } from '../../controller/backends/errors.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 
@@ -78,14 +78,14 @@ describe.skipIf(process.platform !== 'linux')('the job env reaches the training 
     const path = `${bin}:${process.env.PATH}`;
     // The stand-ins are live: with that PATH in launch.sh's own environment (as the old launch
     // ran with the job's env), every one of them is called.
-    const old = new HostRuntime(new LocalTransport({ env: { ...process.env, PATH: path } }));
+    const old = new SshBackend(new LocalTransport({ env: { ...process.env, PATH: path } }));
     const o = request(host.name, 'old', ['true']);
     await old.launch(host, { ...o, checkPort: 1 });
     await old.wait(host, o.dir, new AbortController().signal);
     expect(readFileSync(calls, 'utf8').split('\n')).toEqual(expect.arrayContaining(['flock', 'setsid', 'ip', 'date']));
     execFileSync('rm', ['-f', calls]);
 
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const req = request(
       host.name,
       'job',
@@ -110,7 +110,7 @@ describe.skipIf(process.platform !== 'linux')('the job env reaches the training 
 
   it("UGRO's variables are in the runner's environment (the stop marker), the job's are not", async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const req = request(host.name, 'envs', ['sleep', '30'], { jobEnv: { JOB_ONLY: '1' } });
     const { pid } = await rt.launch(host, req);
     // The runner's pid is written by the shell that is about to exec it: until that exec is done,
@@ -130,7 +130,7 @@ describe.skipIf(process.platform !== 'linux')('the job env reaches the training 
 describe.skipIf(process.platform !== 'linux')('a busy rendezvous port refuses the launch', () => {
   it('port-busy (HostError kind) and nothing created; a free port launches', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const port = await listen();
     const req = request(host.name, 'busy', ['true'], { checkPort: port });
     const err = await rt.launch(host, req).catch((e: unknown) => e);
@@ -152,8 +152,8 @@ describe.skipIf(process.platform !== 'linux')('a busy rendezvous port refuses th
     for (const t of [...tools, 'ip', 'head', 'tail', 'wc', 'env', 'sleep', 'rm', 'true'])
       symlinkSync(which(t), join(bin, t));
     const port = await listen();
-    const noSs = new HostRuntime(new LocalTransport({ env: { PATH: bin } }));
-    const withSs = new HostRuntime(new LocalTransport());
+    const noSs = new SshBackend(new LocalTransport({ env: { PATH: bin } }));
+    const withSs = new SshBackend(new LocalTransport());
     const ports = await noSs.listeningPorts(host);
     expect(ports.has(port)).toBe(true);
     expect(ports).toEqual(await withSs.listeningPorts(host));
@@ -165,7 +165,7 @@ describe.skipIf(process.platform !== 'linux')('a busy rendezvous port refuses th
 describe.skipIf(process.platform !== 'linux')('idempotence and the lock handoff', () => {
   it('a relaunch answers existed with the same pid; concurrent launches start one runner', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const req = request(host.name, 'idem', ['sleep', '30']);
     const all = await Promise.all([1, 2, 3, 4].map(() => rt.launch(host, req)));
     expect(new Set(all.map((r) => r.pid)).size).toBe(1);
@@ -176,7 +176,7 @@ describe.skipIf(process.platform !== 'linux')('idempotence and the lock handoff'
 
   it('wait right after launch blocks until the run ends (5 launches)', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     for (let i = 1; i <= 5; i++) {
       const r = request(host.name, 'lock', ['sh', '-c', 'sleep 0.4; exit 7'], {}, i);
       const t0 = Date.now();
@@ -189,7 +189,7 @@ describe.skipIf(process.platform !== 'linux')('idempotence and the lock handoff'
 
   it('a run dir whose lock a pid-less runner holds is refused, and nothing is written to it', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const req = request(host.name, 'held', ['true']);
     const runDir = join(host.paths.runs, req.dir);
     mkdirSync(runDir, { recursive: true });
@@ -208,7 +208,7 @@ describe.skipIf(process.platform !== 'linux')('requests observe would reject are
   it('meta for another dir, host or job; argv[0] with "="; bad env names; a non-port: config errors', async () => {
     const host = localHost(tmp());
     const tr = new LocalTransport();
-    const rt = new HostRuntime(tr);
+    const rt = new SshBackend(tr);
     const base = request(host.name, 'ok', ['true']);
     for (const req of [
       { ...base, dir: 'other.abcd1234.1' },

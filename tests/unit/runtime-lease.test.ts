@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HostError } from '../../controller/backends/errors.ts';
-import { HostRuntime, LEASE_FILE } from '../../controller/backends/ssh/backend.ts';
+import { LEASE_FILE, SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 
 function setup() {
   const root = mkdtempSync(join(tmpdir(), 'ugro-lease-'));
   const host = localHost(join(root, 'host'));
   const tr = new LocalTransport();
-  return { root, host, tr, rt: new HostRuntime(tr), file: join(host.paths.runs, LEASE_FILE) };
+  return { root, host, tr, rt: new SshBackend(tr), file: join(host.paths.runs, LEASE_FILE) };
 }
 
 describe.skipIf(process.platform !== 'linux')('lease.sh', () => {

@@ -1,5 +1,5 @@
 /**
- * progress.sh, the host side of the progress watcher: the REAL script through HostRuntime and
+ * progress.sh, the host side of the progress watcher: the REAL script through SshBackend and
  * LocalTransport (as SshTransport sends it), and FakeHosts' model of it doing the same. What it
  * proves: one exec answers for many run dirs; a file unchanged since the signature passed is not
  * answered; the last line is whatever the file ends with, a half-written or hostile one gives no
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { ProgressRead } from '../../controller/backends/api.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { runtimeScripts } from '../../controller/backends/ssh/scripts.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
@@ -25,7 +25,7 @@ describe.skipIf(process.platform !== 'linux')('progress.sh, the real script', ()
   const setup = () => {
     const host = localHost(tmp());
     const local = new LocalTransport();
-    return { host, local, rt: new HostRuntime(local) };
+    return { host, local, rt: new SshBackend(local) };
   };
   const metricsFile = (host: Host, dir: string) => join(host.paths.runs, dir, 'metrics.jsonl');
   const write = (host: Host, dir: string, text: string) => {
@@ -115,10 +115,10 @@ describe.skipIf(process.platform !== 'linux')('progress.sh, the real script', ()
 describe('FakeHosts answers progress.sh as the real script does', () => {
   it('the same reads give the same dirs and lines, and nothing for unchanged files', async () => {
     const clock = { ms: Date.parse('2026-03-01T10:00:00Z') };
-    const real = { host: localHost(tmp()), rt: new HostRuntime(new LocalTransport()) };
+    const real = { host: localHost(tmp()), rt: new SshBackend(new LocalTransport()) };
     const fakeHost = { ...real.host, name: 'local' };
     const fake = new FakeHosts([fakeHost], { now: () => clock.ms });
-    const frt = new HostRuntime(fake);
+    const frt = new SshBackend(fake);
     const ds = dirs(3);
     const both = (d: string, line: string) => {
       mkdirSync(join(real.host.paths.runs, d), { recursive: true });

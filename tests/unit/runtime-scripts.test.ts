@@ -1,7 +1,7 @@
 /**
  * The host scripts as a whole: the loader (found by walking up, as a bundled CLI in dist/ needs;
  * lib.sh in front of each), every script valid sh, no shell text left in controller/backends, and the
- * smaller scripts through HostRuntime + LocalTransport: wait, read-log and follow-log, archive,
+ * smaller scripts through SshBackend + LocalTransport: wait, read-log and follow-log, archive,
  * ports and the scripts sync.
  */
 import { execFileSync } from 'node:child_process';
@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { loadRuntimeScripts, runtimeScripts, SENT_SCRIPTS } from '../../controller/backends/ssh/scripts.ts';
 import { InstallError, installRoot, runtimeDir } from '../../controller/base/install.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
@@ -89,7 +89,7 @@ describe('the loader', () => {
 });
 
 describe.skipIf(process.platform !== 'linux')('wait, logs, archive, ports, scripts', () => {
-  const rt = () => new HostRuntime(new LocalTransport());
+  const rt = () => new SshBackend(new LocalTransport());
 
   it('wait: resolves at once for a missing or finished run; an abort ends it while the run lives', async () => {
     const host = localHost(tmp());

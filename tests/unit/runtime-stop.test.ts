@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { STOP_REASONS, type StopReason } from '../../controller/api/run.ts';
 import { HostError } from '../../controller/backends/errors.ts';
 import { parseRecords, stopAnswerOf } from '../../controller/backends/records.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { runOf } from '../support/run-fixtures.ts';
 
@@ -99,10 +99,10 @@ describe.skipIf(process.platform !== 'linux')('stop.sh arguments are data', () =
     }
   });
 
-  it('HostRuntime.stop refuses a bad reason, grace or run dir before anything reaches the host', async () => {
+  it('SshBackend.stop refuses a bad reason, grace or run dir before anything reaches the host', async () => {
     const host = localHost(tmp());
     const tr = new LocalTransport();
-    const rt = new HostRuntime(tr);
+    const rt = new SshBackend(tr);
     const { dir, runId } = runOf(host.name, 'train');
     for (const req of [
       { dir, runId, graceSeconds: 1, reason: 'sudo' as StopReason },
@@ -118,7 +118,7 @@ describe.skipIf(process.platform !== 'linux')('stop.sh arguments are data', () =
     expect(tr.calls).toEqual([]);
   });
 
-  it('stop.sh answers remaining>0 with exit 1; HostRuntime returns it for the caller to log', () => {
+  it('stop.sh answers remaining>0 with exit 1; SshBackend returns it for the caller to log', () => {
     expect(stopAnswerOf('@@stop\nkilled=1\nremaining=2\nwaited_ms=5000\n@@end\n')).toEqual({
       remaining: 2,
       killed: true,
@@ -137,7 +137,7 @@ async function pidWrittenTo(file: string): Promise<number> {
 describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
   it('TERM reaches the group and a process that left it (found by its marker); remaining=0', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const { dir, runId, meta } = runOf(host.name, 'esc', 'abcd0001');
     // torchrun that starts a process in a session of its own (out of the run's group).
     const argv = [
@@ -164,7 +164,7 @@ describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
 
   it('the process group is signalled too: a process of the run without the marker stops', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const { dir, runId, meta } = runOf(host.name, 'group', 'abcd0003');
     // A training process that dropped its environment: only the group kill reaches it. (The
     // old stop.sh's `kill -TERM -- -PGID` is an error in dash, so it never did.)
@@ -186,7 +186,7 @@ describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
 
   it('a run that ignores TERM is killed after its grace: killed=1, exit 137 and a finish time recorded', async () => {
     const host = localHost(tmp());
-    const rt = new HostRuntime(new LocalTransport());
+    const rt = new SshBackend(new LocalTransport());
     const { dir, runId, meta } = runOf(host.name, 'stubborn', 'abcd0002');
     const argv = ['sh', '-c', 'trap "" TERM; sleep 60 & wait'];
     await rt.launch(host, { dir, rdzvAddr: '127.0.0.1', meta, argv, ugroEnv: { UGRO_RUN_ID: runId }, jobEnv: {} });

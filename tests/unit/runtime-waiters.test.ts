@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Host } from '../../config/cluster.ts';
 import type { RunPart } from '../../controller/api/run.ts';
-import type { HostRuntimeApi } from '../../controller/backends/api.ts';
+import type { Backend } from '../../controller/backends/api.ts';
 import type { Logger } from '../../controller/base/log.ts';
 import { Waiters } from '../../controller/loop/waiters.ts';
 import { localHost } from '../support/local-transport.ts';
@@ -20,7 +20,7 @@ function setup() {
         ends.set(dir, { resolve, reject });
         signal.addEventListener('abort', () => resolve());
       }),
-  } as unknown as HostRuntimeApi;
+  } as unknown as Backend;
   const woken: string[] = [];
   const logged: { msg: string; fields?: Record<string, unknown> }[] = [];
   const log: Logger = {

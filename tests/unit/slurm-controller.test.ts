@@ -1,7 +1,7 @@
 /**
  * The controller's one loop with a Slurm cluster in the cluster file, without a lab: the real
- * Controller and store, BackendRuntime routing the inventory's hosts to in-memory hosts
- * (FakeHosts) and the Slurm cluster's login host to SlurmRuntime, whose scripts run for real on
+ * Controller and store, BackendRouter routing the inventory's hosts to in-memory hosts
+ * (FakeHosts) and the Slurm cluster's login host to SlurmBackend, whose scripts run for real on
  * this machine against recording stand-ins for Slurm's commands (the test says what squeue
  * lists). What it proves: the controller's wiring (placement on the cluster, the Slurm launch
  * request, observing through the login host) takes a `backend: slurm` job through Queued
@@ -15,9 +15,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import type { Cluster } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
-import { BackendRuntime } from '../../controller/backends/router.ts';
-import { SlurmRuntime } from '../../controller/backends/slurm/backend.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { BackendRouter } from '../../controller/backends/router.ts';
+import { SlurmBackend } from '../../controller/backends/slurm/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
@@ -41,10 +41,13 @@ function world() {
   writeFileSync(join(scripts, 'train.py'), 'print("hi")\n');
   const start = async () => {
     const hosts = new FakeHosts(HOSTS, { cluster: CLUSTER });
-    const runtime = new BackendRuntime(
-      new HostRuntime(hosts),
-      new SlurmRuntime(new LocalSlurmTransport(fake.bin), new HostRuntime(new LocalTransport()), { shareMs: 0 }),
-    );
+    const slurm = new SlurmBackend(new LocalSlurmTransport(fake.bin), new SshBackend(new LocalTransport()), {
+      shareMs: 0,
+    });
+    const runtime = new BackendRouter([
+      { name: 'slurm', serves: (h) => h.slurm !== undefined, backend: slurm },
+      { name: 'ssh', serves: () => true, backend: new SshBackend(hosts) },
+    ]);
     const ctl = new Controller({
       cluster,
       jobsDir: jobs,

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import type { LaunchRequest } from '../../controller/backends/api.ts';
-import { SlurmRuntime } from '../../controller/backends/slurm/backend.ts';
+import { SlurmBackend } from '../../controller/backends/slurm/backend.ts';
 import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
-import { HostRuntime } from '../../controller/backends/ssh/backend.ts';
+import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { job } from './job-fixtures.ts';
 import { fakeSlurm, LocalSlurmTransport, slurmCluster } from './slurm-fixtures.ts';
@@ -20,7 +20,7 @@ function setup() {
   const root = mkdtempSync(join(tmpdir(), 'ugro-slurm-rt-'));
   const host = localHost(root, 'hpc', { slurm: { ...settings, pollMs: 50 }, role: 'worker' });
   const transport = new LocalSlurmTransport(fake.bin);
-  const rt = new SlurmRuntime(transport, new HostRuntime(new LocalTransport()), { shareMs: 1000 });
+  const rt = new SlurmBackend(transport, new SshBackend(new LocalTransport()), { shareMs: 1000 });
   const req = (attempt = 1): LaunchRequest => {
     const meta: RunMeta = {
       job: 'train-a',

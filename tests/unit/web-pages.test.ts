@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
-import type { HostRuntimeApi, MetricsChunk } from '../../controller/backends/api.ts';
+import type { Backend, MetricsChunk } from '../../controller/backends/api.ts';
 import { writeLossPlot } from '../../controller/cli/plot.ts';
 import { MetricsHistory } from '../../controller/observability/history.ts';
 import { escapeHtml, jsonForScript } from '../../controller/observability/web/escape.ts';
@@ -230,7 +230,7 @@ describe('huge loss curves', () => {
       return { lines: chunk, next: end, size: lines };
     };
     const r = run('big', 'abcdef12', 1, ['gpu1'], { createdAt: new Date(T).toISOString() });
-    const h = new MetricsHistory({ readMetrics } as Pick<HostRuntimeApi, 'readMetrics'>, CLUSTER.hosts, {
+    const h = new MetricsHistory({ readMetrics } as Pick<Backend, 'readMetrics'>, CLUSTER.hosts, {
       maxPoints: 1000,
     });
     const [a] = await h.refresh('big', [r.part('gpu1', { alive: false, exit: 0 })], 'abcdef12');
@@ -255,7 +255,7 @@ describe('huge loss curves', () => {
           for (let s = offset; s < end; s++) chunk.push({ step: s, loss: s === n - 10 ? 100 : 1 / (1 + s / 1000) });
           return { lines: chunk, next: end, size: n };
         },
-      } as unknown as HostRuntimeApi;
+      } as unknown as Backend;
       const file = join(mkdtempSync(join(tmpdir(), 'ugro-plot-')), 'loss.svg');
       const status = { specHash: 'abcdef12' } as JobStatus;
       const res = await writeLossPlot(runtime, CLUSTER, 'long', status, file);

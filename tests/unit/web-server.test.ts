@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { JobStatus } from '../../controller/api/status.ts';
-import type { HostRuntimeApi, MetricsChunk } from '../../controller/backends/api.ts';
+import type { Backend, MetricsChunk } from '../../controller/backends/api.ts';
 import { MetricsHistory } from '../../controller/observability/history.ts';
 import { ControllerMetrics } from '../../controller/observability/metrics.ts';
 import { DashboardView } from '../../controller/observability/view.ts';
@@ -63,7 +63,7 @@ async function serve(o: Partial<WebServerOptions> & { points?: number } = {}) {
   const view = new DashboardView({
     cluster: CLUSTER,
     now: () => T,
-    history: new MetricsHistory(runtime as Pick<HostRuntimeApi, 'readMetrics'>, CLUSTER.hosts),
+    history: new MetricsHistory(runtime as Pick<Backend, 'readMetrics'>, CLUSTER.hosts),
     partsOf: () => [part],
   });
   view.persisted('j', status(), []);

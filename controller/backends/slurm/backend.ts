@@ -1,5 +1,5 @@
 /**
- * The Slurm backend: the same host interface as HostRuntime (launch, observe, stop, wait, …) for
+ * The Slurm backend: the same host interface as SshBackend (launch, observe, stop, wait, …) for
  * a Slurm cluster, reached through its login host over SSH. The controller and the pure core
  * see a Slurm run as one part on the cluster's host, in the run-dir layout of an SSH run (rank.sh,
  * one log and exit code per global rank, metrics, heartbeats), read from the storage the login
@@ -13,56 +13,24 @@
  *   wait     no exec per run: one squeue call every poll interval for all the runs waited on
  *
  * Run dirs, logs, leases and the scripts/ deployment are plain files on the login host: those
- * calls go to the HostRuntime given (the same scripts as for any host).
+ * calls go to the SshBackend given (the same scripts as for any host).
  */
 import { posix } from 'node:path';
 import type { Host } from '../../../config/cluster.ts';
 import { InternalError } from '../../../config/errors.ts';
 import { parseRunDirName, parseRunMeta, type RunPart } from '../../api/run.ts';
-import { type HostRuntimeApi, type LaunchRequest, type ObserveResult, type StopRequest, stopGraceMs } from '../api.ts';
+import { type Backend, type LaunchRequest, type ObserveResult, type StopRequest, stopGraceMs } from '../api.ts';
 import { HostError } from '../errors.ts';
 import type { NodeHealth } from '../health.ts';
 import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../records.ts';
-import type { ExecResult, SshPool } from '../ssh/pool.ts';
+import type { ExecResult } from '../ssh/pool.ts';
 import { batchScript } from './batch.ts';
 import { slurmPlan } from './sbatch-plan.ts';
 import { type SlurmScript, type SlurmScripts, slurmScripts } from './scripts.ts';
 import { type SlurmFiles, type SlurmRow, type SlurmSnapshot, slurmFilesOf, slurmPart, snapshotOf } from './states.ts';
+import type { SlurmTransport } from './transport.ts';
 
-/** What the Slurm backend needs from a connection to the login host. */
-export interface SlurmTransport {
-  /** `sh -c TEXT NAME ARGS…` on the host, every word quoted. */
-  exec(
-    host: Host,
-    text: string,
-    name: string,
-    args: readonly string[],
-    opts?: { timeoutMs?: number; signal?: AbortSignal },
-  ): Promise<ExecResult>;
-  /** Write a file atomically (temp name, then rename): sftp, never a shell. */
-  writeFile(host: Host, path: string, data: string): Promise<void>;
-}
-
-/** SlurmTransport over the controller's SSH pool. */
-export class SshSlurmTransport implements SlurmTransport {
-  constructor(private readonly pool: Pick<SshPool, 'exec' | 'host'>) {}
-
-  exec(
-    host: Host,
-    text: string,
-    name: string,
-    args: readonly string[],
-    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
-  ): Promise<ExecResult> {
-    return this.pool.exec(host.name, ['sh', '-c', text, name, ...args], opts);
-  }
-
-  writeFile(host: Host, path: string, data: string): Promise<void> {
-    return this.pool.host(host.name).writeFile(path, data, 0o644);
-  }
-}
-
-export interface SlurmRuntimeOptions {
+export interface SlurmBackendOptions {
   scripts?: SlurmScripts;
   /** The controller's clock (ms). */
   now?: () => number;
@@ -86,7 +54,7 @@ function said(res: ExecResult, why?: string): string {
   return text ? text.split('\n').slice(-3).join(' | ') : 'no output';
 }
 
-export class SlurmRuntime implements HostRuntimeApi {
+export class SlurmBackend implements Backend {
   private readonly now: () => number;
   private readonly timers: { set: (fn: () => void, ms: number) => unknown; clear: (t: unknown) => void };
   /** Per login host: squeue's last answer, and the call in flight. */
@@ -101,8 +69,8 @@ export class SlurmRuntime implements HostRuntimeApi {
   constructor(
     private readonly transport: SlurmTransport,
     /** Plain file operations on the login host (run dirs, logs, leases, scripts/). */
-    private readonly files: HostRuntimeApi,
-    private readonly options: SlurmRuntimeOptions = {},
+    private readonly files: Backend,
+    private readonly options: SlurmBackendOptions = {},
   ) {
     this.now = options.now ?? Date.now;
     this.timers = {
@@ -413,10 +381,6 @@ export class SlurmRuntime implements HostRuntimeApi {
     return this.files.lease(host, owner, ttlSeconds, release);
   }
 
-  listeningPorts(host: Host): Promise<Set<number>> {
-    return this.files.listeningPorts(host);
-  }
-
   syncScripts(host: Host, localDir: string, hash: string): Promise<boolean> {
     return this.files.syncScripts(host, localDir, hash);
   }
@@ -437,7 +401,7 @@ export class SlurmRuntime implements HostRuntimeApi {
   }
 
   readMetrics(host: Host, dir: string, offset: number) {
-    const f = (this.files as { readMetrics?: HostRuntimeApi['readMetrics'] }).readMetrics;
+    const f = (this.files as { readMetrics?: Backend['readMetrics'] }).readMetrics;
     if (!f) throw new HostError(host.name, 'config', 'reading metrics is not supported here');
     return f.call(this.files, host, dir, offset);
   }

@@ -1,5 +1,5 @@
 /**
- * The controller's side of the host runtime (scripts/runtime/*.sh): HostRuntime turns typed
+ * The controller's side of the host runtime (scripts/runtime/*.sh): SshBackend turns typed
  * requests into one script run each and parses the answer with the one record parser
  * (records.ts), over any HostTransport. SshTransport is the real one: each script goes inline
  * over the host's pooled SSH connection as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so
@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Cluster, Host } from '../../../config/cluster.ts';
 import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../../api/run.ts';
 import {
-  type HostRuntimeApi,
+  type Backend,
   type LaunchRequest,
   type LeaseResult,
   type MetricsChunk,
@@ -77,7 +77,7 @@ function said(res: ExecResult, why?: string): string {
   return text ? text.split('\n').slice(-3).join(' | ') : 'no output';
 }
 
-export class HostRuntime implements HostRuntimeApi {
+export class SshBackend implements Backend {
   /** `scripts` defaults to the ones shipped with this code, read on first use (rank.sh for launch). */
   constructor(
     private readonly transport: HostTransport,

@@ -15,7 +15,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Host } from '../../../config/cluster.ts';
 import { UsageError } from '../../../config/errors.ts';
-import type { HostRuntimeApi } from '../../backends/api.ts';
+import type { LogReader } from '../../backends/api.ts';
 import { assetsDir } from '../../base/install.ts';
 import type { Logger } from '../../base/log.ts';
 import { isJobName, type JobStore } from '../../store/store.ts';
@@ -61,7 +61,7 @@ export interface WebServerOptions {
   metrics: ControllerMetrics;
   store: JobStore;
   hosts: readonly Host[];
-  runtime: Pick<HostRuntimeApi, 'readLog' | 'followLog'>;
+  runtime: LogReader;
   cluster: string;
   token?: string;
   log?: Logger;

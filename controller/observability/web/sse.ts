@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Host } from '../../../config/cluster.ts';
-import type { HostRuntimeApi } from '../../backends/api.ts';
+import type { LogReader } from '../../backends/api.ts';
 import type { Logger } from '../../base/log.ts';
 import { isJobName } from '../../store/store.ts';
 import type { AttemptSeries } from '../history.ts';
@@ -18,7 +18,7 @@ import { DEFAULT_CAPS, type Slot, type StreamCaps, StreamLimits } from './limits
 
 export interface StreamHubOptions {
   view: DashboardView;
-  runtime: Pick<HostRuntimeApi, 'followLog'>;
+  runtime: Pick<LogReader, 'followLog'>;
   /** Host and run dir of a global rank in the job's current run. */
   rankLocation: (job: string, rank: number) => { host: Host; dir: string } | undefined;
   /** Headers every answer carries (CSP and the like). */
