@@ -6,7 +6,7 @@
  * createdAt, as rebuilding it from nothing would.
  */
 import { z } from 'zod';
-import { jobSourceStatusSchema } from './source.ts';
+import { jobSourceStatusSchema } from './job-source.ts';
 
 export const PHASES = [
   'Queued',

@@ -1,14 +1,14 @@
 /**
  * PURE: what the git source knows about a job, written into its status. The git source decides
- * (controller/gitops/plan.ts); this only records: `status.revision`, `status.source`, the owner,
+ * (controller/gitops/sync-plan.ts); this only records: `status.revision`, `status.source`, the owner,
  * the `Synced` and `SourceReady` conditions, and the events a person wants to read in `describe`
  * (a new revision applied, the file out of sync, history rewritten under it). Kept apart from the
  * phase: a job can be Running and OutOfSync (its file was removed from git with pruning off).
  */
 
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
+import type { JobSourceInfo, JobSourceStatus } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { JobSourceInfo, JobSourceStatus } from '../api/source.ts';
 import { type JobStatus, setCondition } from '../api/status.ts';
 import type { EventDraft, ReconcileInput, ReconcileResult } from './types.ts';
 

@@ -1,9 +1,9 @@
 /** The inputs and outputs of the pure reconcile (decisions as data, executed by the runtime: docs/conventions.md). */
 import type { Host } from '../../config/cluster.ts';
 import type { ControlState } from '../api/control.ts';
+import type { JobSourceInfo } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
-import type { JobSourceInfo } from '../api/source.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { Decision, Gpu } from './placement.ts';
 import type { RunView } from './run-view.ts';

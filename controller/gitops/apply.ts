@@ -10,7 +10,7 @@ import type { Logger } from '../base/log.ts';
 import { MAX_FILE_BYTES, writeFileAtomic } from '../store/files.ts';
 import { blobId, type Git, GitError } from './git.ts';
 import { type Manifest, parseManifest, readRawFile } from './manifest.ts';
-import { type JobTree, type LocalFile, parseTree, planSync } from './plan.ts';
+import { type JobTree, type LocalFile, parseTree, planSync } from './sync-plan.ts';
 
 export interface SyncOutcome {
   ok: boolean;

@@ -9,11 +9,11 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Cluster } from '../../config/cluster.ts';
 import { UsageError } from '../../config/errors.ts';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from '../../config/gitops.ts';
-import type { JobSource } from '../api/source.ts';
+import type { JobSource } from '../api/job-source.ts';
 import type { Logger } from '../base/log.ts';
 import { ensureOwnDir, writeFileAtomic } from '../store/files.ts';
 import type { GitAuth } from './git.ts';
-import { GitSource, type GitSourceOptions } from './source.ts';
+import { GitSource, type GitSourceOptions } from './git-source.ts';
 import { readGitState, stateDir } from './state.ts';
 
 /** The GitOps flags of `ugro controller`, as commander parses them (registered in cli/gitops-flags.ts). */

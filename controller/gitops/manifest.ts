@@ -6,7 +6,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { lstatOrUndefined, MAX_FILE_BYTES } from '../store/files.ts';
 import { isJobName } from '../store/store.ts';
-import type { AppliedJob } from './plan.ts';
+import type { AppliedJob } from './sync-plan.ts';
 
 const HEX = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 

@@ -4,12 +4,12 @@
  * fetch's state (kept by source.ts) and the last `ugro sync` answered (sync-requests.ts).
  */
 import { join } from 'node:path';
-import type { JobSourceInfo } from '../api/source.ts';
+import type { JobSourceInfo } from '../api/job-source.ts';
 import { writeFileAtomic } from '../store/files.ts';
 import { isJobName } from '../store/store.ts';
 import type { Applier } from './apply.ts';
-import { type JobTree, jobInfo, readyOf, type SourceState } from './plan.ts';
 import { type GitStateFile, STATE_VERSION } from './state.ts';
+import { type JobTree, jobInfo, readyOf, type SourceState } from './sync-plan.ts';
 import type { SyncRequests } from './sync-requests.ts';
 
 /** The fetch's state: source.ts writes it, the report reads it. */

@@ -3,8 +3,9 @@
  * pure reconcile plans in, what placement plans over), calls core/reconcile.ts and hands the result
  * to the executor; a settled job skips the host I/O.
  */
+
+import type { JobSource } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
-import type { JobSource } from '../api/source.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';

@@ -13,7 +13,7 @@ import { parse } from 'yaml';
 import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { main } from '../../controller/cli/main.ts';
-import { GitSource } from '../../controller/gitops/source.ts';
+import { GitSource } from '../../controller/gitops/git-source.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GitSource, type GitSourceOptions } from '../../controller/gitops/source.ts';
+import { GitSource, type GitSourceOptions } from '../../controller/gitops/git-source.ts';
 import { jobText, localRemote, quietSourceOptions, signingKey } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 

@@ -6,14 +6,16 @@
  */
 import { describe, expect, it } from 'vitest';
 import { checkBranch, normalizeRepoPath, parseGitUrl } from '../../config/gitops.ts';
+import type { JobSourceInfo } from '../../controller/api/job-source.ts';
 import type { SpecState } from '../../controller/api/job-state.ts';
-import type { JobSourceInfo } from '../../controller/api/source.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
 import { refreshSource, withSource } from '../../controller/core/source.ts';
 import { describeFetchError, presentedKey } from '../../controller/gitops/git-errors.ts';
+import { backoffMs } from '../../controller/gitops/git-source.ts';
 import { parseManifest } from '../../controller/gitops/manifest.ts';
+import { gitNote, parseGitState, refuseIfGitManaged } from '../../controller/gitops/state.ts';
 import {
   type AppliedJob,
   type JobTree,
@@ -22,9 +24,7 @@ import {
   parseTree,
   planSync,
   type SourceState,
-} from '../../controller/gitops/plan.ts';
-import { backoffMs } from '../../controller/gitops/source.ts';
-import { gitNote, parseGitState, refuseIfGitManaged } from '../../controller/gitops/state.ts';
+} from '../../controller/gitops/sync-plan.ts';
 import { CLUSTER } from './job-fixtures.ts';
 
 const OID = (c: string) => c.repeat(40);

@@ -18,8 +18,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { JobSourceInfo } from '../../controller/api/source.ts';
-import { GitSource, type GitSourceOptions } from '../../controller/gitops/source.ts';
+import type { JobSourceInfo } from '../../controller/api/job-source.ts';
+import { GitSource, type GitSourceOptions } from '../../controller/gitops/git-source.ts';
 import { readGitState } from '../../controller/gitops/state.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { jobText, localRemote, quietSourceOptions, signingKey, type WorkRepo } from '../support/git-repo.ts';

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Git, gitEnv, writeGitHelpers } from '../../controller/gitops/git.ts';
-import { GitSource } from '../../controller/gitops/source.ts';
+import { GitSource } from '../../controller/gitops/git-source.ts';
 import { jobText, localRemote, quietSourceOptions } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 

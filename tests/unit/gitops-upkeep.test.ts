@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, renameSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { GitSource, type GitSourceOptions } from '../../controller/gitops/git-source.ts';
 import { GC_PACKS } from '../../controller/gitops/housekeeping.ts';
-import { GitSource, type GitSourceOptions } from '../../controller/gitops/source.ts';
 import { jobText, localRemote, quietSourceOptions } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 

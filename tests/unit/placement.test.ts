@@ -1,9 +1,12 @@
 /**
  * Placement over GPUs (issue 10), pure: mixed VRAM, best fit, sharing a multi-GPU host,
  * fragmentation, priorities, head-of-line blocking and backfill, preemption victims chosen
- * minimal (and who may never be a victim), fair share between owners, jobs that can never fit.
+ * minimal (and who may never be a victim), fair share between owners, jobs that can never fit,
+ * and per-user quotas (issue 17: over quota waits without blocking others, preempts nobody and
+ * backfills nothing; the same pass counts; max_priority caps).
  */
 import { describe, expect, it } from 'vitest';
+import type { UsersSettings } from '../../config/users.ts';
 import {
   type Decision,
   type Gpu,
@@ -12,6 +15,8 @@ import {
   plan,
   type Request,
 } from '../../controller/core/placement.ts';
+import type { OwnerUsage } from '../../controller/core/quota.ts';
+import { placementInputs } from '../bench/placement.ts';
 
 const G = (index: number, gb: number, name = `GPU ${gb}GB`): Gpu => ({ index, name, memoryMiB: gb * 1024 });
 /** The seed cluster: 12 / 8 / 8 GB. */
@@ -254,5 +259,181 @@ describe('preemption', () => {
     );
     expect(d.get('high')).toMatchObject({ kind: 'preempt' });
     expect(d.get('mid')).toMatchObject({ kind: 'wait' });
+  });
+});
+
+describe('quotas (issue 17)', () => {
+  const USERS: UsersSettings = { admins: ['master'], logs: 'open', defaults: {}, quotas: {} };
+  const users = (quotas: UsersSettings['quotas'], defaults: UsersSettings['defaults'] = {}) => ({
+    ...USERS,
+    quotas,
+    defaults,
+  });
+  const withQuota = (
+    requests: Request[],
+    holdings: Holding[],
+    u: UsersSettings,
+    usage: [string, Partial<OwnerUsage>][] = [],
+    hosts = SEED,
+  ) => plan({ requests, hosts, holdings, usage: new Map(), now: NOW, quota: { users: u, usage: new Map(usage) } });
+  const OLLIE_RUN = hold('ollie-1', 'gpu2', [0], { owner: 'ollie', preemptible: false });
+
+  it('over quota: waits QuotaExceeded naming the limit and the usage; another owner takes the GPU', () => {
+    const requests = [
+      req('ollie-2', { owner: 'ollie', priority: 100, hosts: ['gpu-master'] }),
+      req('ob-1', { owner: 'ob', hosts: ['gpu-master'], preemptible: false }),
+    ];
+    // Without quotas ollie's job, of higher priority, takes it.
+    expect(placedOn(run(requests, [OLLIE_RUN]).get('ollie-2'))).toEqual(['gpu-master:0']);
+    const d = withQuota(requests, [OLLIE_RUN], users({ ollie: { gpus: 1 } }), [['ollie', { gpus: 1, runningJobs: 1 }]]);
+    expect(d.get('ollie-2')).toEqual({
+      kind: 'wait',
+      reason: 'QuotaExceeded',
+      why: 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)',
+    });
+    expect(placedOn(d.get('ob-1'))).toEqual(['gpu-master:0']);
+  });
+
+  it('a job over quota is not the head: it holds back nobody behind it', () => {
+    const requests = [
+      req('ollie-wide', { owner: 'ollie', priority: 100, minNodes: 3, maxNodes: 3 }),
+      req('ob-1', { owner: 'ob', preemptible: false }),
+    ];
+    const holds = [hold('x', 'gpu1', [0], { priority: 1000, preemptible: false })];
+    // Without quotas the wide job waits for GPUs and blocks ob's job behind it.
+    expect(run(requests, holds).get('ob-1')).toMatchObject({ kind: 'wait' });
+    const d = withQuota(requests, holds, users({ ollie: { gpus: 3 } }), [['ollie', { gpus: 1 }]]);
+    expect(d.get('ollie-wide')).toMatchObject({ kind: 'wait', reason: 'QuotaExceeded' });
+    expect(placedOn(d.get('ob-1'))).toEqual(['gpu-master:0']);
+  });
+
+  it('never preempts on behalf of a job over quota', () => {
+    const low = [hold('low-a', 'gpu-master', [0], { priority: -100 }), hold('low-b', 'gpu1', [0], { priority: -100 })];
+    const holds = [...low, hold('ollie-1', 'gpu2', [0], { owner: 'ollie', priority: 100, preemptible: false })];
+    const requests = [req('ollie-high', { owner: 'ollie', priority: 100 })];
+    expect(run(requests, holds).get('ollie-high')).toMatchObject({ kind: 'preempt' });
+    const d = withQuota(requests, holds, users({}, { gpus: 1 }), [['ollie', { gpus: 1 }]]);
+    expect(d.get('ollie-high')).toMatchObject({ kind: 'wait', reason: 'QuotaExceeded' });
+  });
+
+  it("backfill respects quotas: a filler over its owner's quota waits, another owner's backfills", () => {
+    const holds = [hold('x', 'gpu1', [0], { priority: 100, preemptible: false })];
+    const requests = [
+      req('head', { owner: 'ob', minNodes: 3, maxNodes: 3 }),
+      req('ollie-filler', { owner: 'ollie', preemptible: true }),
+      req('ob-filler', { owner: 'ob', preemptible: true }),
+    ];
+    const d = withQuota(requests, holds, users({ ollie: { runningJobs: 2 } }), [['ollie', { runningJobs: 2 }]]);
+    expect(d.get('head')).toMatchObject({ kind: 'wait' });
+    expect(d.get('head')).not.toHaveProperty('reason');
+    expect(d.get('ollie-filler')).toEqual({
+      kind: 'wait',
+      reason: 'QuotaExceeded',
+      why: 'ollie: 2 of 2 running jobs (users.quotas.ollie.running_jobs)',
+    });
+    expect(d.get('ob-filler')).toMatchObject({ kind: 'place', backfill: true });
+  });
+
+  it('counts what the same pass placed: a 1-GPU quota starts one of two jobs', () => {
+    const d = withQuota(
+      [req('ollie-a', { owner: 'ollie' }), req('ollie-b', { owner: 'ollie' })],
+      [],
+      users({ ollie: { gpus: 1 } }),
+    );
+    expect(placedOn(d.get('ollie-a'))).toEqual(['gpu-master:0']);
+    expect(d.get('ollie-b')).toEqual({
+      kind: 'wait',
+      reason: 'QuotaExceeded',
+      why: 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)',
+    });
+  });
+
+  it("counts a preemptor's promised GPUs too", () => {
+    const holds = [
+      hold('low-a', 'gpu-master', [0], { priority: -100 }),
+      hold('low-b', 'gpu1', [0], { priority: -100 }),
+      hold('low-c', 'gpu2', [0], { priority: -100 }),
+    ];
+    const d = withQuota(
+      [req('ollie-a', { owner: 'ollie', priority: 100 }), req('ollie-b', { owner: 'ollie', priority: 100 })],
+      holds,
+      users({ ollie: { gpus: 1 } }),
+    );
+    expect(d.get('ollie-a')).toMatchObject({ kind: 'preempt' });
+    expect(d.get('ollie-b')).toMatchObject({ kind: 'wait', reason: 'QuotaExceeded' });
+  });
+
+  it('more GPUs than the owner may ever hold: never, saying it is the quota', () => {
+    const d = withQuota(
+      [req('ollie-two', { owner: 'ollie', minNodes: 2, maxNodes: 2 })],
+      [],
+      users({ ollie: { gpus: 1 } }),
+    );
+    expect(d.get('ollie-two')).toEqual({
+      kind: 'never',
+      reason: 'QuotaExceeded',
+      why: 'needs at least 2 GPUs; ollie may use at most 1 at once (users.quotas.ollie.gpus)',
+    });
+  });
+
+  it("an elastic job gets only the nodes its owner's GPU limit leaves room for", () => {
+    const d = withQuota(
+      [req('ollie-el', { owner: 'ollie', minNodes: 1, maxNodes: 3 })],
+      [],
+      users({ ollie: { gpus: 2 } }),
+    );
+    expect(placedOn(d.get('ollie-el'))).toEqual(['gpu-master:0', 'gpu1:0']);
+  });
+
+  it("queued_jobs: the owner's jobs past the limit are held, without blocking anyone", () => {
+    const holds = SEED.map((h) => hold(`busy-${h.host}`, h.host, [0], { priority: 1000, preemptible: false }));
+    const d = withQuota(
+      [req('ollie-a', { owner: 'ollie' }), req('ollie-b', { owner: 'ollie' }), req('ollie-c', { owner: 'ollie' })],
+      holds,
+      users({ ollie: { queuedJobs: 2 } }),
+    );
+    expect(d.get('ollie-a')).toMatchObject({ kind: 'wait' });
+    expect(d.get('ollie-a')).not.toHaveProperty('reason');
+    expect(d.get('ollie-b')).toMatchObject({ kind: 'wait' });
+    expect(d.get('ollie-c')).toEqual({
+      kind: 'wait',
+      reason: 'QuotaExceeded',
+      why: 'ollie: 2 of 2 queued jobs ahead of this one (users.quotas.ollie.queued_jobs)',
+    });
+  });
+
+  it('max_priority caps a request (visibly) and a running job of that owner', () => {
+    const u = users({ ollie: { maxPriority: 'normal' } });
+    const d = withQuota(
+      // ob's job is the older one: at equal priority it goes first.
+      [req('ob-1', { owner: 'ob', hosts: ['gpu-master'] }), req('ollie-high', { owner: 'ollie', priority: 100 })],
+      [],
+      u,
+      [],
+      [SEED[0]],
+    );
+    // Capped to normal, ollie's newer job no longer jumps ahead of ob's.
+    expect(placedOn(d.get('ob-1'))).toEqual(['gpu-master:0']);
+    expect(d.get('ollie-high')).toMatchObject({
+      kind: 'wait',
+      capped: "priority high is above ollie's max_priority normal (users.quotas.ollie.max_priority): runs as normal",
+    });
+    // Ollie's run at "high" is preemptible by a priority-50 job once capped (and not without the cap).
+    const holds = [hold('ollie-run', 'gpu-master', [0], { owner: 'ollie', priority: 100 })];
+    const mid = [req('mid', { owner: 'ob', priority: 50 })];
+    expect(run(mid, holds, [SEED[0]]).get('mid')).toMatchObject({ kind: 'wait' });
+    expect(withQuota(mid, holds, u, [], [SEED[0]]).get('mid')).toMatchObject({
+      kind: 'preempt',
+      victims: [{ job: 'ollie-run' }],
+    });
+  });
+
+  it('no limit set (no users: section, or one without limits): the same decisions as before', () => {
+    const input = placementInputs({ jobs: 300, hosts: 8, gpusPerHost: 8, seed: 7 });
+    const before = plan(input);
+    expect(plan({ ...input, quota: { users: USERS, usage: new Map([['user1', { gpus: 5 }]]) } })).toEqual(before);
+    // Limits that never bind change nothing either: the quota path keeps placement's decisions.
+    const big = users({}, { gpus: 100_000, runningJobs: 100_000, queuedJobs: 100_000, gpuHoursPerWeek: 1e6 });
+    expect(plan({ ...input, quota: { users: big, usage: new Map() } })).toEqual(before);
   });
 });

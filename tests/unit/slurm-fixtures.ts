@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Cluster, type Host, parseCluster } from '../../config/cluster.ts';
-import type { SlurmTransport } from '../../controller/backends/slurm/backend.ts';
+import type { SlurmTransport } from '../../controller/backends/slurm/transport.ts';
 import type { ExecResult } from '../../controller/backends/ssh/pool.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;

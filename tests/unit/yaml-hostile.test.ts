@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseCluster } from '../../config/cluster.ts';
 import { parseTrainingJob } from '../../controller/api/trainingjob.ts';
 import { main } from '../../controller/cli/main.ts';
-import { GitSource } from '../../controller/gitops/source.ts';
+import { GitSource } from '../../controller/gitops/git-source.ts';
 import { JobStore } from '../../controller/store/store.ts';
 import { jobText, localRemote } from '../support/git-repo.ts';
 import { memoryLogger } from '../support/memory-logger.ts';

@@ -40,7 +40,7 @@ export function register(program: Command, ctx: CliContext): void {
     .action(async (o: { output: string }) => {
       const format = parseFormat(o.output, HEALTH_FORMATS);
       if (!(await validate(ctx, undefined))) return ctx.fail();
-      const { health } = await import('../health.ts');
+      const { health } = await import('../probe-hosts.ts');
       await health(ctx, [], format);
     });
 }

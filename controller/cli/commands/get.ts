@@ -19,7 +19,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-o, --output <format>', HEALTH_FORMATS.join('|'), 'table')
     .action(async (hosts: string[], o: { output: string }) => {
       const format = parseFormat(o.output, HEALTH_FORMATS);
-      const { health } = await import('../health.ts');
+      const { health } = await import('../probe-hosts.ts');
       await health(ctx, hosts, format);
     });
   get

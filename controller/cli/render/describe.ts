@@ -6,7 +6,7 @@ import type { JobStatus } from '../../api/status.ts';
 import type { JobEvent } from '../../store/store.ts';
 import { clean, firstLine, table } from '../output.ts';
 import { eventsTable } from './events.ts';
-import { sourceLines } from './source.ts';
+import { sourceLines } from './origin.ts';
 
 export interface DescribeInput {
   name: string;

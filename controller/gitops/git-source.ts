@@ -23,7 +23,7 @@
 import { join } from 'node:path';
 import { parseGitUrl } from '../../config/gitops.ts';
 import { findHostKeys, fingerprint, readKnownHosts } from '../../config/known-hosts.ts';
-import type { JobSource, JobSourceInfo } from '../api/source.ts';
+import type { JobSource, JobSourceInfo } from '../api/job-source.ts';
 import type { Logger } from '../base/log.ts';
 import { ensureOwnDir } from '../store/files.ts';
 import { checkStateDir } from '../store/private.ts';

@@ -9,7 +9,7 @@
  * and no path is ever built from content.
  */
 
-import type { CommitInfo, JobSourceInfo, SourceReadyReason, SyncReason } from '../api/source.ts';
+import type { CommitInfo, JobSourceInfo, SourceReadyReason, SyncReason } from '../api/job-source.ts';
 import { MAX_FILE_BYTES } from '../store/files.ts';
 import { isJobName } from '../store/store.ts';
 
