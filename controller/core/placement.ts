@@ -6,87 +6,27 @@
  * recent GPU time first), then age. A job that cannot start blocks those behind it from its GPUs
  * (no starvation), except preemptible ones, which may backfill idle GPUs and are preempted when
  * the head can start.
+ *
+ * With quotas (PlanInput.quota, core/quota.ts): priorities are first capped to each owner's
+ * max_priority; a job over its owner's quota waits (reason QuotaExceeded) without becoming the
+ * head, so it holds back nobody else's job, preempts nobody and backfills nothing; an elastic job
+ * gets only the nodes its owner's GPU limit allows; what this pass starts counts at once.
  */
+import { capped, gpuCount, minGpus, quotaWait, withinGpus } from './placement-quota.ts';
+import {
+  type Decision,
+  fits,
+  type Gpu,
+  type Holding,
+  type HostSlots,
+  MEMORY_SLACK,
+  type PlacedNode,
+  type PlanInput,
+  type Request,
+} from './placement-types.ts';
+import { QuotaPass } from './quota.ts';
 
-/** One GPU of a host, as health observed it (or the inventory declares it). */
-export interface Gpu {
-  index: number;
-  name: string;
-  memoryMiB: number;
-}
-
-export interface HostSlots {
-  host: string;
-  /** GPUs of the host. */
-  gpus: Gpu[];
-  /** A host with no GPU at all (CPU training): a job takes it whole, whatever its GPU count. */
-  cpu?: boolean;
-  /** Not schedulable now (NotReady, down, leased elsewhere): why. Undefined when usable. */
-  unusable?: string;
-}
-
-/** GPUs held by a live run (or a launch in flight). */
-export interface Holding {
-  job: string;
-  host: string;
-  gpus: number[];
-  priority: number;
-  preemptible: boolean;
-  /** When the current run started (ms): minRuntimeSeconds protects it until then + that. */
-  startedAt: number;
-  minRuntimeSeconds: number;
-  /** Started ahead of a higher job that was waiting: always preemptible by that job. */
-  backfill?: boolean;
-  /** Run id, dir and hosts of the run, so a preemption can stop it. */
-  runId: string;
-  dir: string;
-  /** Its spec's preemption.graceSeconds (time to checkpoint after SIGTERM). */
-  graceSeconds?: number;
-}
-
-export interface Request {
-  job: string;
-  priority: number;
-  owner: string;
-  /** Queue age: status createdAt, else file mtime (ISO). */
-  createdAt: string;
-  minNodes: number;
-  maxNodes: number;
-  /** GPUs per node; 'all' takes every qualifying GPU of a host (nprocPerNode: gpu without a count). */
-  gpusPerNode: number | 'all';
-  minGpuMemoryMiB: number;
-  /** Only these hosts (spec.hosts). */
-  hosts?: string[];
-  /** Hosts to try first, in order (a restart's previous hosts, its checkpoint's holder). */
-  prefer?: string[];
-  preemptible: boolean;
-}
-
-export interface PlacedNode {
-  host: string;
-  nodeRank: number;
-  gpus: Gpu[];
-}
-
-export type Decision =
-  | { kind: 'place'; nodes: PlacedNode[]; backfill: boolean }
-  | { kind: 'preempt'; victims: Holding[]; why: string }
-  | { kind: 'wait'; why: string }
-  | { kind: 'never'; why: string };
-
-export interface PlanInput {
-  requests: Request[];
-  hosts: HostSlots[];
-  holdings: Holding[];
-  /** GPU-seconds per owner, decayed (see usage.ts): less goes first within a priority. */
-  usage: Map<string, number>;
-  now: number;
-}
-
-/** MiB rounding of nvidia-smi vs. the GiB people write: 3 % slack. */
-const MEMORY_SLACK = 0.97;
-
-const fits = (g: Gpu, minMiB: number) => g.memoryMiB >= minMiB * MEMORY_SLACK;
+export type { Decision, Gpu, Holding, HostSlots, PlacedNode, PlanInput, Request } from './placement-types.ts';
 
 /** The queue order: priority, fair share, age, name. */
 function queueOrder(usage: Map<string, number>): (a: Request, b: Request) => number {
@@ -307,12 +247,14 @@ function waitReason(
 /** One pass over the whole queue. */
 export function plan(input: PlanInput): Map<string, Decision> {
   const out = new Map<string, Decision>();
-  const free = freeGpus(input.hosts, input.holdings);
+  const quota = QuotaPass.of(input.quota);
+  const c = capped(input, quota);
+  const free = freeGpus(input.hosts, c.holdings);
   // A CPU host (no GPU) goes whole to one job.
-  const cpuTaken = new Set(input.holdings.map((h) => h.host));
-  const order = [...input.requests].sort(queueOrder(input.usage));
+  const cpuTaken = new Set(c.holdings.map((h) => h.host));
+  const order = [...c.requests].sort(queueOrder(input.usage));
   // GPUs promised to a preemptor (its victims'): nobody behind it may take them meanwhile.
-  let holdings = [...input.holdings];
+  let holdings = [...c.holdings];
   /** The first job that had to wait: those behind it only backfill (if preemptible). */
   let head: Request | undefined;
   /** Jobs this pass placed: a waiting job's reason names them too, not just "0 free". */
@@ -324,13 +266,33 @@ export function plan(input: PlanInput): Map<string, Decision> {
       out.set(r.job, { kind: 'never', why: never });
       continue;
     }
-    const placed = tryPlace(r, input.hosts, free, cpuTaken);
+    // Over quota: waits (or never starts) before it can hold anyone back, preempt or backfill.
+    const need = quota ? minGpus(r, input.hosts) : 0;
+    const q = quota?.check(r.owner, need);
+    if (q && q.kind !== 'ok') {
+      out.set(r.job, quotaWait(q));
+      // Held by queued_jobs itself: not one of the owner's queued jobs that count.
+      if (q.kind === 'wait' && q.limit !== 'queuedJobs') quota!.queued(r.owner);
+      continue;
+    }
+    const found = tryPlace(r, input.hosts, free, cpuTaken);
+    // An elastic job takes only the nodes its owner's GPU limit leaves room for.
+    const placed = found && quota ? withinGpus(r, found, quota.gpusLeft(r.owner)) : found;
+    if (found && !placed && quota) {
+      // Even its first minNodes nodes are more GPUs than the quota leaves ('all' on a big host).
+      const over = quota.check(r.owner, gpuCount(found.slice(0, r.minNodes)));
+      out.set(r.job, { kind: 'wait', why: over.kind === 'ok' ? '' : over.why, reason: 'QuotaExceeded' });
+      quota.queued(r.owner);
+      continue;
+    }
     if (placed && (!head || r.preemptible)) {
       take(free, placed, cpuTaken);
       for (const n of placed) placedNow.push({ host: n.host, job: r.job });
       out.set(r.job, { kind: 'place', nodes: placed, backfill: !!head });
+      quota?.started(r.owner, gpuCount(placed));
       continue;
     }
+    quota?.queued(r.owner);
     if (placed && head) {
       out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, reasonHolders(), head) });
       continue;
@@ -341,10 +303,16 @@ export function plan(input: PlanInput): Map<string, Decision> {
       out.set(r.job, { kind: 'preempt', victims, why: `preempting ${names.join(', ')} for its GPUs` });
       // The victims' GPUs are this job's once free: take them out of everyone else's reach.
       holdings = holdings.filter((h) => !victims.includes(h));
+      // ... and count against its owner's quota from now on, like a start.
+      quota?.started(r.owner, need);
       continue;
     }
     out.set(r.job, { kind: 'wait', why: waitReason(r, free, input.hosts, reasonHolders(), head) });
     head ??= r;
+  }
+  for (const [job, note] of c.notes) {
+    const d = out.get(job);
+    if (d) out.set(job, { ...d, capped: note });
   }
   return out;
 }

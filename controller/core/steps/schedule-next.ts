@@ -44,6 +44,7 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   const planned = runsOnSlurm(job, cluster.hosts) ? undefined : cluster.decision;
   const fromPlan = planned?.kind === 'place' && planned.nodes.some((n) => down.has(n.host)) ? undefined : planned;
   const decision = fromPlan ?? schedule(job, { ...cluster, down }, prefer);
+  if (fromPlan) priorityCapped(d, fromPlan.capped);
   if (cluster.preemptedBy) {
     d.cond('Preempted', 'True', 'Preempted', `preempted by ${cluster.preemptedBy.job} at ${cluster.preemptedBy.at}`);
   }
@@ -53,7 +54,8 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     if (!unknown.length) {
       d.status.completionTime ??= d.now;
       d.cond('Scheduled', 'False', 'Unschedulable', decision.why);
-      return d.finish('Failed', 'Unschedulable', `can never run on this cluster: ${decision.why}`);
+      const where = decision.reason === 'QuotaExceeded' ? "within its owner's quota" : 'on this cluster';
+      return d.finish('Failed', 'Unschedulable', `can never run ${where}: ${decision.why}`);
     }
   }
   if (decision.kind !== 'place') {
@@ -65,11 +67,13 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     const reason =
       decision.kind === 'preempt'
         ? 'Preempting'
-        : preempted && next.resuming
-          ? 'Preempted'
-          : restart
-            ? 'WaitingForNodes'
-            : 'Unschedulable';
+        : decision.kind === 'wait' && decision.reason
+          ? decision.reason
+          : preempted && next.resuming
+            ? 'Preempted'
+            : restart
+              ? 'WaitingForNodes'
+              : 'Unschedulable';
     d.cond('Scheduled', 'False', reason, why);
     return d.finish('Queued', reason, why, decision.kind === 'preempt' ? 1000 : 5000);
   }
@@ -144,6 +148,20 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   }
   d.event('Scheduled', `attempt ${attempt} (${runId}) on ${hosts.join(', ')}`);
   return d.finish('Starting', 'Launching', `launching attempt ${attempt} on ${hosts.join(', ')}`, 2000);
+}
+
+/**
+ * The PriorityCapped condition: the owner's max_priority lowered this job's priority (an event
+ * the first time, or when the message changes); cleared when the plan no longer caps it.
+ */
+function priorityCapped(d: Draft, note: string | undefined): void {
+  const had = d.conditions.find((c) => c.type === 'PriorityCapped');
+  if (note) {
+    if (had?.status !== 'True' || had.message !== note) d.event('PriorityCapped', note, 'Warning');
+    d.cond('PriorityCapped', 'True', 'PriorityCapped', note);
+  } else if (had?.status === 'True') {
+    d.cond('PriorityCapped', 'False', 'NotCapped', "the priority in the spec is within its owner's max_priority");
+  }
 }
 
 /** Stop the victims' runs so this job can have their GPUs (they resume later from a checkpoint). */
