@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseCluster } from '../../config/cluster.ts';
+import { parseCluster, redactedClusterFile } from '../../config/cluster.ts';
 import { buildCommand } from '../../config/quote.ts';
+import { limitsFor, unsignedOwnerOf, usersSettings } from '../../config/users.ts';
 
 const ctx = { env: { USER: 'ollie' }, home: '/home/ollie', user: 'ollie' };
 const seed = readFileSync(new URL('../../config/cluster.yaml', import.meta.url), 'utf8');
@@ -113,6 +114,112 @@ describe('cluster inventory', () => {
     const r = parseCluster(text, '/x/c.yaml', ctx);
     expect(r.ok && r.value.master.ssh.identityFile).toBe('/home/ollie/.ssh/other');
   });
+});
+
+describe('the users: section (issue 17)', () => {
+  const USERS = `
+users:
+  admins: [master]
+  logs: private
+  defaults: { gpus: 2, running_jobs: 4, queued_jobs: 20, gpu_hours_per_week: 200, max_priority: normal }
+  quotas:
+    ollie: { gpus: 1 }
+    master: { gpus: unlimited, max_priority: high }
+`;
+  const parsed = (text: string) => {
+    const r = parseCluster(text, 'c.yaml', ctx);
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    return r.value;
+  };
+
+  it('is optional: the seed has none, and then there are no admins and no limits', () => {
+    const c = parsed(seed);
+    expect(c.raw.users).toBeUndefined();
+    expect(usersSettings(c.raw.users)).toBeUndefined();
+    expect(limitsFor(usersSettings(c.raw.users), 'ollie').limits).toEqual({});
+    expect(unsignedOwnerOf(usersSettings(c.raw.users), 'ugro')).toBe('ugro');
+  });
+
+  it('is read: admins, logs, defaults, and per-user entries over the defaults field by field', () => {
+    const u = usersSettings(parsed(seed + USERS).raw.users)!;
+    expect(u).toEqual({
+      admins: ['master'],
+      logs: 'private',
+      defaults: { gpus: 2, runningJobs: 4, queuedJobs: 20, gpuHoursPerWeek: 200, maxPriority: 'normal' },
+      quotas: { ollie: { gpus: 1 }, master: { gpus: 'unlimited', maxPriority: 'high' } },
+    });
+    expect(limitsFor(u, 'ollie').limits).toEqual({
+      gpus: 1,
+      runningJobs: 4,
+      queuedJobs: 20,
+      gpuHoursPerWeek: 200,
+      maxPriority: 'normal',
+    });
+    expect(limitsFor(u, 'master').limits).toEqual({
+      runningJobs: 4,
+      queuedJobs: 20,
+      gpuHoursPerWeek: 200,
+      maxPriority: 'high',
+    });
+    expect(unsignedOwnerOf(u, 'ugro')).toBe('master');
+  });
+
+  it('`config show` prints it (the raw file, defaults filled)', () => {
+    const shown = redactedClusterFile(parsed(`${seed}\nusers:\n  admins: [master]\n`));
+    expect(shown.users).toEqual({ admins: ['master'], logs: 'open', defaults: {}, quotas: {} });
+  });
+
+  const bad: [string, string, string, string, RegExp][] = [
+    [
+      'an unknown limit',
+      'users:\n  quotas:\n    ollie: { gpu: 1 }\n',
+      'users.quotas.ollie.gpu',
+      'gpu: 1',
+      /unknown field/,
+    ],
+    [
+      'a user that is not a login name',
+      'users:\n  quotas:\n    "Ollie Smith": { gpus: 1 }\n',
+      'users.quotas.Ollie Smith',
+      'Ollie Smith',
+      /"Ollie Smith" is not a login name: must be a valid login name/,
+    ],
+    ['an admin that is not a name', 'users:\n  admins: [42]\n', 'users.admins[0]', 'admins: [42]', /login name/],
+    [
+      'a negative GPU limit',
+      'users:\n  defaults: { gpus: -1 }\n',
+      'users.defaults.gpus',
+      'gpus: -1',
+      /must be at least 0, or "unlimited"/,
+    ],
+    [
+      'half a GPU',
+      'users:\n  quotas:\n    ollie: { gpus: 1.5 }\n',
+      'users.quotas.ollie.gpus',
+      'gpus: 1.5',
+      /whole number/,
+    ],
+    [
+      'a priority that is not one',
+      'users:\n  defaults: { max_priority: urgent }\n',
+      'users.defaults.max_priority',
+      'max_priority: urgent',
+      /high, normal, low, an integer -1000..1000, or "unlimited"/,
+    ],
+    ['a logs switch that is not one', 'users:\n  logs: closed\n', 'users.logs', 'logs: closed', /open or private/],
+  ];
+  for (const [what, section, path, needle, message] of bad) {
+    it(`rejects ${what}, naming the field and its line`, () => {
+      const text = `${seed}\n${section}`;
+      const r = parseCluster(text, 'c.yaml', ctx);
+      expect(r.ok).toBe(false);
+      if (r.ok) return;
+      const issue = r.issues.find((i) => i.path === path);
+      expect(issue, JSON.stringify(r.issues)).toBeDefined();
+      expect(issue!.message).toMatch(message);
+      expect(issue!.line).toBe(text.split('\n').findLastIndex((l) => l.includes(needle)) + 1);
+    });
+  }
 });
 
 describe('argv quoting', () => {
