@@ -10,10 +10,18 @@
  * scheduler.ts) gives plan(); then plan() runs BENCH_PLACEMENT_RUNS times (default 20, after 3
  * warm-up runs) and the median and p95 (nearest rank) wall times are printed. No lab needed.
  *
+ * Quotas (issue 17): the same queue again with a users: section (every owner limited in GPUs,
+ * running and queued jobs, GPU-hours this week and max_priority, a few overrides, one owner past
+ * the week's GPU-hours) and each owner's usage from the holdings, which then carry their owner.
+ * Also with limits that never bind (every check runs, no job is held: the same decisions), which
+ * isolates the cost of the quota decisions themselves. The three cases run interleaved, pass for
+ * pass, and print p50 and p99 (the goal: a pass stays under 50 ms).
+ *
  *   node --import tsx tests/bench/placement.ts      (or: npm run bench:placement)
  *   import { placementSection } from './placement.ts'
  */
 import { pathToFileURL } from 'node:url';
+import type { UsersSettings } from '../../config/users.ts';
 import {
   type Decision,
   type Gpu,
@@ -22,6 +30,7 @@ import {
   plan,
   type Request,
 } from '../../controller/core/placement.ts';
+import type { OwnerUsage, QuotaInput } from '../../controller/core/quota.ts';
 import { percentile, round, summarize } from './lib.ts';
 
 export interface PlacementOptions {
@@ -134,23 +143,81 @@ export function placementInputs(o: Required<Omit<PlacementOptions, 'runs'>>) {
   return { requests, hosts, holdings, usage, now };
 }
 
+/**
+ * The same inputs with quotas: a users: section that binds (about a third of the queue waits
+ * QuotaExceeded), the holdings' owners, and each owner's usage from them.
+ */
+export function withQuotas(input: ReturnType<typeof placementInputs>, seed: number, binding = true) {
+  const r = rng(seed + 1);
+  const owners = [...input.usage.keys()];
+  const holdings = input.holdings.map((h) => ({ ...h, owner: owners[Math.floor(r() * owners.length)] }));
+  const usage = new Map<string, OwnerUsage>();
+  for (const o of owners) usage.set(o, { gpus: 0, runningJobs: 0, gpuHoursWeek: Math.floor(r() * 400) });
+  const seen = new Set<string>();
+  for (const h of holdings) {
+    const u = usage.get(h.owner)!;
+    u.gpus += h.gpus.length;
+    if (!seen.has(h.job)) u.runningJobs++;
+    seen.add(h.job);
+  }
+  usage.get(owners[0])!.gpuHoursWeek = 900;
+  // Not binding: every check runs, none holds a job back (the decisions are those without quotas).
+  const users: UsersSettings = binding
+    ? {
+        admins: [owners[0]],
+        logs: 'open',
+        defaults: { gpus: 16, runningJobs: 6, queuedJobs: 60, gpuHoursPerWeek: 500, maxPriority: 50 },
+        quotas: { [owners[1]]: { gpus: 4 }, [owners[2]]: { gpus: 'unlimited', maxPriority: 'high' } },
+      }
+    : {
+        admins: [],
+        logs: 'open',
+        defaults: { gpus: 10_000, runningJobs: 10_000, queuedJobs: 10_000, gpuHoursPerWeek: 1e6, maxPriority: 1000 },
+        quotas: { [owners[1]]: { gpus: 5000 } },
+      };
+  const quota: QuotaInput = { users, usage };
+  return { ...input, holdings, quota };
+}
+
+function stats(times: number[]) {
+  const sorted = [...times].sort((a, b) => a - b);
+  return {
+    medianMs: round(percentile(sorted, 0.5), 2),
+    p95Ms: round(percentile(sorted, 0.95), 2),
+    p99Ms: round(percentile(sorted, 0.99), 2),
+    ms: summarize(times),
+  };
+}
+
+function count(out: Map<string, Decision>) {
+  const decisions: Record<Decision['kind'], number> = { place: 0, preempt: 0, wait: 0, never: 0 };
+  let quotaExceeded = 0;
+  for (const d of out.values()) {
+    decisions[d.kind]++;
+    if ((d.kind === 'wait' || d.kind === 'never') && d.reason === 'QuotaExceeded') quotaExceeded++;
+  }
+  return { decisions, quotaExceeded };
+}
+
 export async function placementSection(o: PlacementOptions = {}) {
   const shape = { jobs: o.jobs ?? 1000, hosts: o.hosts ?? 16, gpusPerHost: o.gpusPerHost ?? 8, seed: o.seed ?? 42 };
   const runs = o.runs ?? 20;
   const input = placementInputs(shape);
-  let out: Map<string, Decision> = new Map();
-  for (let i = 0; i < 3; i++) out = plan(input);
-  const times: number[] = [];
+  const cases = [input, withQuotas(input, shape.seed), withQuotas(input, shape.seed, false)];
+  const outs: Map<string, Decision>[] = cases.map(() => new Map());
+  const times: number[][] = cases.map(() => []);
+  for (let i = 0; i < 3; i++) for (const [k, c] of cases.entries()) outs[k] = plan(c);
   for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    out = plan(input);
-    times.push(performance.now() - t);
-    // Let the event loop (and a pending GC) run between passes, as the controller does.
-    await new Promise((r) => setImmediate(r));
+    // Interleaved, so every case sees the same machine (other load, GC, CPU clock).
+    for (const [k, c] of cases.entries()) {
+      const t = performance.now();
+      outs[k] = plan(c);
+      times[k].push(performance.now() - t);
+      // Let the event loop (and a pending GC) run between passes, as the controller does.
+      await new Promise((r) => setImmediate(r));
+    }
   }
-  const sorted = [...times].sort((a, b) => a - b);
-  const decisions: Record<Decision['kind'], number> = { place: 0, preempt: 0, wait: 0, never: 0 };
-  for (const d of out.values()) decisions[d.kind]++;
+  const { decisions } = count(outs[0]);
   const gpus = shape.hosts * shape.gpusPerHost;
   const held = input.holdings.reduce((n, h) => n + h.gpus.length, 0);
   return {
@@ -160,10 +227,12 @@ export async function placementSection(o: PlacementOptions = {}) {
     holdings: input.holdings.length,
     preemptibleHoldings: input.holdings.filter((h) => h.preemptible).length,
     runs,
-    medianMs: round(percentile(sorted, 0.5), 2),
-    p95Ms: round(percentile(sorted, 0.95), 2),
-    ms: summarize(times),
+    ...stats(times[0]),
     decisions,
+    /** The same queue with quotas that bind (withQuotas). */
+    quota: { ...stats(times[1]), ...count(outs[1]) },
+    /** The same queue with quotas that never bind: the cost of the checks alone. */
+    quotaIdle: { ...stats(times[2]), ...count(outs[2]) },
   };
 }
 
@@ -179,6 +248,15 @@ export function placementLines(p: PlacementReport): string[] {
     `   decisions: ${Object.entries(p.decisions)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
+    `   quotas: without p50 ${p.medianMs} / p99 ${p.p99Ms} ms; ` +
+      `binding p50 ${p.quota.medianMs} / p99 ${p.quota.p99Ms} ms; ` +
+      `never binding p50 ${p.quotaIdle.medianMs} / p99 ${p.quotaIdle.p99Ms} ms`,
+    `   binding quotas, decisions: ${Object.entries(p.quota.decisions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')} (QuotaExceeded ${p.quota.quotaExceeded}); never binding: ` +
+      `${Object.entries(p.quotaIdle.decisions)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}`,
   ];
 }
 

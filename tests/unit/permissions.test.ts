@@ -65,7 +65,9 @@ describe('permit', () => {
     const priv = accessOf({ ...USERS, logs: 'private' }, 'ugro');
     expect(permit(priv, 'ollie', 'read-logs', OB_JOB)).toEqual({
       ok: false,
-      why: "ollie may not read the logs of ob's job ob-train: only ob or an admin (master, ugro) may (users.logs is private)",
+      why:
+        "ollie may not read the logs of ob's job ob-train: " +
+        'only ob or an admin (master, ugro) may (users.logs is private)',
     });
     expect(permit(priv, 'ob', 'read-logs', OB_JOB).ok).toBe(true);
     expect(permit(priv, 'master', 'read-logs', OB_JOB).ok).toBe(true);
@@ -76,7 +78,9 @@ describe('permit', () => {
     expect(a).toEqual({ admins: ['ugro'], logs: 'open' });
     expect(permit(a, 'ollie', 'cancel', OB_JOB).ok).toBe(false);
     expect(permit(accessOf(undefined), 'ollie', 'cancel', OB_JOB)).toMatchObject({
-      why: "ollie may not cancel ob's job ob-train: only ob or an admin (none is named: add users.admins to the cluster file) may",
+      why:
+        "ollie may not cancel ob's job ob-train: " +
+        'only ob or an admin (none is named: add users.admins to the cluster file) may',
     });
   });
 });
