@@ -72,7 +72,9 @@ export function permit(access: Access, actor: string, action: JobAction, job: Jo
     if (newOwner !== undefined && newOwner !== actor) {
       return {
         ok: false,
-        why: `${actor || 'an unknown user'} may not make job ${job.name} ${newOwner}'s: only ${adminsText(access)} may set an owner other than themself`,
+        why:
+          `${actor || 'an unknown user'} may not make job ${job.name} ${newOwner}'s: ` +
+          `only ${adminsText(access)} may set an owner other than themself`,
       };
     }
   } else if (mine) return { ok: true };

@@ -4,7 +4,7 @@
  * (QuotaExceeded, naming the limit and the usage: "ollie: 1 of 1 GPUs in use"), or can it never
  * start within the quota (Failed/Unschedulable)? And the priority it runs at.
  *
- * Choices (documented in README's section on sharing the lab):
+ * Choices (for the README's section on sharing the lab):
  * - A priority above the owner's max_priority is CAPPED, visibly (a condition and an event say so),
  *   not refused: the job still runs, at the highest priority its owner may use, and a job file
  *   written past the CLI gets the same treatment. The CLI may refuse it up front (checkPriority).
@@ -99,7 +99,7 @@ export function checkQuota(
   const gpus = usage.gpus ?? 0;
   if (minGpus > 0 && l.gpus !== undefined && gpus + minGpus > l.gpus) {
     const more = gpus < l.gpus ? `; this job needs ${minGpus}` : '';
-    return wait('gpus', `${gpus} of ${plural(l.gpus, 'GPU')} in use (${from.gpus})${more}`);
+    return wait('gpus', `${gpus} of ${l.gpus} GPUs in use (${from.gpus})${more}`);
   }
   const used = usage.gpuHoursWeek ?? 0;
   if (minGpus > 0 && l.gpuHoursPerWeek !== undefined && used >= l.gpuHoursPerWeek)
@@ -145,7 +145,8 @@ export function checkPriority(eff: EffectiveLimits, priority: number): string | 
 export function checkQueued(eff: EffectiveLimits, queued: number): string | undefined {
   const l = eff.limits.queuedJobs;
   if (l === undefined || queued < l) return undefined;
-  return `${eff.user}: ${queued} of ${plural(l, 'queued job')} (${eff.from.queuedJobs}): wait for one to start or cancel one`;
+  const why = `${eff.user}: ${queued} of ${plural(l, 'queued job')} (${eff.from.queuedJobs})`;
+  return `${why}: wait for one to start or cancel one`;
 }
 
 /**

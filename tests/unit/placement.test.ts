@@ -289,7 +289,7 @@ describe('quotas (issue 17)', () => {
     expect(d.get('ollie-2')).toEqual({
       kind: 'wait',
       reason: 'QuotaExceeded',
-      why: 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)',
+      why: 'ollie: 1 of 1 GPUs in use (users.quotas.ollie.gpus)',
     });
     expect(placedOn(d.get('ob-1'))).toEqual(['gpu-master:0']);
   });
@@ -344,7 +344,7 @@ describe('quotas (issue 17)', () => {
     expect(d.get('ollie-b')).toEqual({
       kind: 'wait',
       reason: 'QuotaExceeded',
-      why: 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)',
+      why: 'ollie: 1 of 1 GPUs in use (users.quotas.ollie.gpus)',
     });
   });
 

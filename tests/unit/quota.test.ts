@@ -74,7 +74,7 @@ describe('checkQuota: one job', () => {
       kind: 'wait',
       reason: 'QuotaExceeded',
       limit: 'gpus',
-      why: 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)',
+      why: 'ollie: 1 of 1 GPUs in use (users.quotas.ollie.gpus)',
     });
     expect(why(checkQuota(ob, 2, { gpus: 1 }))).toBe('ob: 1 of 2 GPUs in use (users.defaults.gpus); this job needs 2');
   });
@@ -159,7 +159,7 @@ describe('reconcile with a quota decision', () => {
     });
 
   it('a wait over quota is Queued with reason QuotaExceeded and the quota sentence', () => {
-    const why = 'ollie: 1 of 1 GPU in use (users.quotas.ollie.gpus)';
+    const why = 'ollie: 1 of 1 GPUs in use (users.quotas.ollie.gpus)';
     const r = rec({ kind: 'wait', why, reason: 'QuotaExceeded' });
     expect(r.status).toMatchObject({ phase: 'Queued', reason: 'QuotaExceeded', message: why });
     expect(r.events).toContainEqual({ reason: 'QuotaExceeded', message: why, type: 'Normal' });
