@@ -31,8 +31,9 @@ export type Control = z.output<typeof controlSchema>;
 
 export type ControlState =
   | { kind: 'none' }
-  | { kind: 'valid'; control: Control }
-  | { kind: 'invalid'; file: string; issues: FieldIssue[] };
+  /** `writer`: the account that wrote the control file (its owner, as the OS reports it). */
+  | { kind: 'valid'; control: Control; writer?: string }
+  | { kind: 'invalid'; file: string; issues: FieldIssue[]; writer?: string };
 
 export function parseControl(text: string): ParseResult<Control> {
   return parseYamlWith(text, controlSchema);

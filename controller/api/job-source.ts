@@ -56,6 +56,11 @@ export interface JobSourceInfo {
   commit?: CommitInfo;
   /** The file in jobs/ is byte for byte what git wrote at `commit` (so its issues are the commit's). */
   fromGit: boolean;
+  /**
+   * The principal (allowed signers) whose SSH key signed the head this file was written from,
+   * verified; absent for an unsigned head (its jobs belong to users.unsigned_owner).
+   */
+  signer?: string;
   synced: boolean;
   reason: SyncReason;
   message: string;

@@ -119,8 +119,15 @@ export const jobStatusSchema = z.object({
   revision: z.string().max(64).optional(),
   /** GitOps: where the job's file came from (commit, subject, author) and whether it is in sync. */
   source: jobSourceStatusSchema.optional(),
-  /** Who the job belongs to (fair share): metadata.annotations["ugro.dev/owner"], else its commit's author. */
+  /**
+   * Who the job belongs to: the account that wrote its first accepted spec (the file's owner, the
+   * signer of its git head), or whom an admin named; fair share, quotas and permissions use it.
+   * Without ownerBy (no account database, or a status from before accounts) it is only the
+   * annotation's claim.
+   */
   owner: z.string().max(512).optional(),
+  /** How the owner was established: `file owner`, `signed commit …`, `unsigned commit …`, `set by admin …`. */
+  ownerBy: z.string().max(1024).optional(),
   /** spec.scaleUp: more GPUs are free for this many nodes since then; restarted at the next checkpoint. */
   scaleUp: z
     .strictObject({

@@ -7,6 +7,8 @@
  *   6 schedule the next attempt
  */
 import { formatIssue } from '../../config/errors.ts';
+import { setCondition } from '../api/status.ts';
+import { type Authorized, authorize } from './authorize.ts';
 import { Draft } from './draft.ts';
 import { groupRuns, runAlive } from './run-view.ts';
 import { applySource, specForSource } from './source.ts';
@@ -17,10 +19,52 @@ import { scheduleNext } from './steps/schedule-next.ts';
 import { stopRequested } from './steps/stop-requested.ts';
 import type { ReconcileInput, ReconcileResult } from './types.ts';
 
-export function reconcile(input: ReconcileInput): ReconcileResult {
+export function reconcile(raw: ReconcileInput): ReconcileResult {
+  // Whose job, and was the change theirs to make: a forbidden spec or control never reaches the steps.
+  const auth = authorize(raw, raw.auth);
+  if (auth.hold) return withAuth(held(raw), auth, raw);
+  const input = auth.input;
   // GitOps: an invalid file from git is named by its commit; the source's view goes into the status.
   const spec = specForSource(input.spec, input.source);
-  return applySource(input, reconcileSteps(spec === input.spec ? input : { ...input, spec }));
+  const res = withAuth(applySource(input, reconcileSteps(spec === input.spec ? input : { ...input, spec })), auth, raw);
+  return input.spec === raw.spec ? res : { ...res, spec: input.spec };
+}
+
+/** A forbidden change with nothing accepted to go on with: the status as it was, no action. */
+function held(input: ReconcileInput): ReconcileResult {
+  return { status: input.status ? structuredClone(input.status) : null, actions: [], events: [] };
+}
+
+/** The authenticated owner, the Authorized condition and the refusals' events, into the result. */
+function withAuth(res: ReconcileResult, auth: Authorized, input: ReconcileInput): ReconcileResult {
+  if (!input.auth) return res;
+  const events = [...auth.events, ...res.events];
+  const s = res.status;
+  if (!s) return { ...res, events };
+  if (auth.owner) {
+    s.owner = auth.owner.owner;
+    s.ownerBy = auth.owner.by;
+  }
+  const had = s.conditions.some((c) => c.type === 'Authorized');
+  if (auth.denied) {
+    s.conditions = setCondition(
+      s.conditions,
+      { type: 'Authorized', status: 'False', reason: 'Forbidden', message: auth.denied },
+      input.now.toISOString(),
+    );
+  } else if (had) {
+    s.conditions = setCondition(
+      s.conditions,
+      {
+        type: 'Authorized',
+        status: 'True',
+        reason: 'Authorized',
+        message: 'every change came from its owner or an admin',
+      },
+      input.now.toISOString(),
+    );
+  }
+  return { ...res, events };
 }
 
 function reconcileSteps(input: ReconcileInput): ReconcileResult {

@@ -50,9 +50,15 @@ export function withSource(
 ): { status: JobStatus; events: EventDraft[] } {
   const s: JobStatus = { ...st };
   const events: EventDraft[] = [];
-  const owner = ownerOf(spec, src, prev?.owner);
-  if (owner) s.owner = owner;
-  else delete s.owner;
+  if (prev?.ownerBy && prev.owner) {
+    // Authenticated (core/authorize.ts): the annotation or a commit's author no longer moves it.
+    s.owner = prev.owner;
+    s.ownerBy = prev.ownerBy;
+  } else {
+    const owner = ownerOf(spec, src, prev?.owner);
+    if (owner) s.owner = owner;
+    else delete s.owner;
+  }
   if (!src) {
     // Not (or no longer) following git: nothing of it stays in the status.
     delete s.revision;

@@ -1,10 +1,12 @@
 /** The inputs and outputs of the pure reconcile (decisions as data, executed by the runtime: docs/conventions.md). */
+
 import type { Host } from '../../config/cluster.ts';
 import type { ControlState } from '../api/control.ts';
 import type { JobSourceInfo } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
+import type { AuthContext } from './authorize-types.ts';
 import type { Decision, Gpu } from './placement.ts';
 import type { RunView } from './run-view.ts';
 
@@ -108,6 +110,8 @@ export interface EventDraft {
   reason: string;
   message: string;
   type?: 'Normal' | 'Warning';
+  /** The account whose request this answers (`Cancelled by ollie`), when one did. */
+  actor?: string;
 }
 
 export interface ReconcileInput {
@@ -130,6 +134,8 @@ export interface ReconcileInput {
   attemptFloor?: number;
   /** GitOps: what the git source knows about this job (core/source.ts records it in the status). */
   source?: JobSourceInfo;
+  /** Who may change the job (core/authorize.ts); absent: no accounts known, the owner is the annotation's. */
+  auth?: AuthContext;
 }
 
 export interface ReconcileResult {
@@ -138,6 +144,8 @@ export interface ReconcileResult {
   actions: Action[];
   requeueAfterMs?: number;
   events: EventDraft[];
+  /** The spec the steps ran on when it is not the file's (core/authorize.ts kept the accepted one). */
+  spec?: SpecState;
 }
 
 /**

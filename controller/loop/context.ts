@@ -5,6 +5,7 @@
 import type { Cluster, Host } from '../../config/cluster.ts';
 import type { Backend } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
+import type { Access } from '../core/permissions.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import type { JobStore } from '../store/store.ts';
 import type { Claims } from './claims.ts';
@@ -54,4 +55,6 @@ export interface LoopContext {
   /** The stop grace of a job that names none. */
   readonly graceSeconds: number;
   readonly rdzvTimeoutSeconds: number;
+  /** Who may change what (core/authorize.ts); absent when the controller knows no account database. */
+  readonly auth?: { access: Access; unsignedOwner: string };
 }

@@ -9,9 +9,10 @@
  * launcher.ts, stop.ts, scripts-deploy.ts.
  */
 import { realpathSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { allHosts, type Cluster } from '../../config/cluster.ts';
+import { unsignedOwnerOf, usersSettings } from '../../config/users.ts';
 import type { JobSource } from '../api/job-source.ts';
 import type { RunPart } from '../api/run.ts';
 import type { Backend } from '../backends/api.ts';
@@ -19,8 +20,10 @@ import { HostError } from '../backends/errors.ts';
 import { scriptsDir } from '../base/install.ts';
 import { jsonLogger, type Logger } from '../base/log.ts';
 import { progressTargets } from '../core/live-progress.ts';
+import { accessOf } from '../core/permissions.ts';
 import { ownerOf } from '../core/schedule.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
+import type { Accounts } from '../store/accounts.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
@@ -51,6 +54,14 @@ export interface ControllerOptions {
   resyncMs?: number;
   healthEveryMs?: number;
   graceSeconds?: number;
+  /**
+   * Names the account that wrote each job and control file: with it, owners are authenticated and
+   * only a job's owner or an admin may change it (core/authorize.ts). Without it (unit tests of
+   * other behaviour), the owner is the annotation's claim, as before accounts.
+   */
+  accounts?: Accounts;
+  /** The account this controller runs as: an admin of its jobs dir (default: the process's user). */
+  user?: string;
   /** Local scripts/ deployed to each host's scripts path before a `script:` job starts. */
   scriptsDir?: string;
   /** Watch the jobs dir (default: fs.watch, see watch.ts). */
@@ -100,7 +111,9 @@ export class Controller {
   private livenessBusy = false;
 
   constructor(private readonly o: ControllerOptions) {
-    const store = new JobStore(resolve(o.jobsDir));
+    const store = new JobStore(resolve(o.jobsDir), undefined, o.accounts);
+    const user = o.user ?? userInfo().username;
+    const users = usersSettings(o.cluster.raw.users);
     const runtime = o.runtime;
     const log = o.log ?? jsonLogger();
     const now = o.now ?? (() => new Date());
@@ -147,6 +160,7 @@ export class Controller {
         log.warn(msg, fields);
       },
       graceSeconds: o.graceSeconds ?? 30,
+      ...(o.accounts ? { auth: { access: accessOf(users, user), unsignedOwner: unsignedOwnerOf(users, user) } } : {}),
       rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
     };
     const ctx = this.ctx;

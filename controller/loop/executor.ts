@@ -194,10 +194,12 @@ export class Executor {
       type: e.type ?? 'Normal',
       reason: e.reason,
       message: e.message,
+      ...(e.actor ? { actor: e.actor } : {}),
     }));
     await this.ctx.store.appendEvents(evs);
     this.ctx.observer?.persisted?.(name, status, evs);
-    for (const e of evs) this.ctx.log.info(e.message, { job: name, reason: e.reason });
+    for (const e of evs)
+      this.ctx.log.info(e.message, { job: name, reason: e.reason, ...(e.actor ? { actor: e.actor } : {}) });
   }
 
   private async archive(job: string, a: Extract<Action, { type: 'archive' }>): Promise<void> {

@@ -6,6 +6,9 @@
 
 import type { JobSource } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
+import type { JobStatus } from '../api/status.ts';
+import { specToRun } from '../core/authorize.ts';
+import type { AuthContext } from '../core/authorize-types.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { queueOrder } from '../core/schedule.ts';
 import { shortcut } from '../core/settled.ts';
@@ -18,6 +21,9 @@ import type { JobView, SchedulerInputs } from './scheduler.ts';
 import type { Usage } from './usage.ts';
 
 export class Reconciler {
+  /** Spec hash last kept in jobs/.ugro/accepted/ per job (written once per accepted change). */
+  private readonly accepted = new Map<string, string>();
+
   constructor(
     private readonly ctx: LoopContext,
     private readonly scan: HostScan,
@@ -35,6 +41,7 @@ export class Reconciler {
     ]);
     this.ctx.observer?.read?.(name, spec, status);
     const source = await this.source?.infoFor(name);
+    const auth = await this.authFor(name, spec, status);
     const cut = shortcut(spec, status, control, this.ctx.hostsState.liveOf(name));
     if (cut === 'skip') {
       if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
@@ -54,14 +61,18 @@ export class Reconciler {
         unreachable: new Map(),
         cluster: this.view(name),
         source,
+        auth,
       });
       await this.executor.persist(name, res.status, res.events);
+      await this.keepAccepted(name, spec, res.status);
       return {};
     }
     const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
     const parts = this.ctx.hostsState.partsOf(name, unreachable);
     this.ctx.claims.release(name);
-    if (spec.kind === 'valid') await this.ctx.jobs.remember(name, spec.job, status);
+    // A change the owner did not make is not the job's spec (core/authorize.ts): remember the one it runs.
+    const known = specToRun({ name, spec, status, control, source }, auth);
+    if (known.kind === 'valid') await this.ctx.jobs.remember(name, known.job, status);
     const res = reconcile({
       name,
       now: this.ctx.now(),
@@ -74,11 +85,39 @@ export class Reconciler {
       checkpoints,
       attemptFloor,
       source,
+      auth,
     });
-    const out = await this.executor.execute(name, spec, res, status);
+    const ran = res.spec ?? spec;
+    const out = await this.executor.execute(name, ran, res, status);
+    await this.keepAccepted(name, ran, res.status);
     const due = this.nodeLostDue(spec, unreachable);
     if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
     return out;
+  }
+
+  /**
+   * The access rules, with the spec the job was last accepted with when its file changed (what it
+   * goes on with if the change was not its owner's): read only then.
+   */
+  private async authFor(
+    name: string,
+    spec: SpecState,
+    status: JobStatus | undefined,
+  ): Promise<AuthContext | undefined> {
+    const a = this.ctx.auth;
+    if (!a) return undefined;
+    const changed = spec.kind === 'invalid' || (spec.kind === 'valid' && status?.specHash !== spec.hash);
+    const accepted = changed && status?.ownerBy ? await this.ctx.store.readAccepted(name) : undefined;
+    return { ...a, ...(accepted ? { accepted } : {}) };
+  }
+
+  /** A spec the job now runs with (accepted: its hash is the status's) is kept for authorize's next refusal. */
+  private async keepAccepted(name: string, spec: SpecState, status: JobStatus | null): Promise<void> {
+    if (!this.ctx.auth || spec.kind !== 'valid' || status?.specHash !== spec.hash || !status.ownerBy) return;
+    if (this.accepted.get(name) === spec.hash) return;
+    const kept = await this.ctx.store.readAccepted(name);
+    if (kept?.hash !== spec.hash) await this.ctx.store.writeAccepted(name, spec.job);
+    this.accepted.set(name, spec.hash);
   }
 
   private view(name: string): ClusterView {

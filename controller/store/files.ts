@@ -12,7 +12,8 @@ import { shQuote } from '../../config/quote.ts';
 export const MAX_FILE_BYTES = 1024 * 1024;
 
 export type ReadResult =
-  | { ok: true; text: string; key: string }
+  /** `uid`: the file's owner as the OS reports it (who wrote it, in a sticky jobs dir). */
+  | { ok: true; text: string; key: string; uid: number }
   | { ok: false; missing: true }
   | { ok: false; missing: false; message: string };
 
@@ -44,10 +45,12 @@ export async function readRegularFile(path: string, limit = MAX_FILE_BYTES, know
   try {
     const st = await fh.stat({ bigint: true });
     if (!st.isFile()) return { ok: false, missing: false, message: `is ${kindOf(st)}; UGRO reads only regular files` };
-    const key = `${st.ino}:${st.size}:${st.mtimeNs}`;
+    // The owner is part of the key: a chown (or a file replaced by another user) is a new read.
+    const key = `${st.ino}:${st.size}:${st.mtimeNs}:${st.uid}`;
+    const uid = Number(st.uid);
     const size = Number(st.size);
     if (size > limit) return { ok: false, missing: false, message: tooBig(size, limit) };
-    if (known === key) return { ok: true, text: '', key };
+    if (known === key) return { ok: true, text: '', key, uid };
     // Read at most limit + 1 bytes: a file growing while we read is caught too.
     const buf = Buffer.alloc(Math.min(size, limit) + 1);
     let n = 0;
@@ -58,7 +61,7 @@ export async function readRegularFile(path: string, limit = MAX_FILE_BYTES, know
       if (n > limit) return { ok: false, missing: false, message: tooBig(n, limit) };
       if (n === buf.length) break;
     }
-    return { ok: true, text: buf.subarray(0, n).toString('utf8'), key };
+    return { ok: true, text: buf.subarray(0, n).toString('utf8'), key, uid };
   } catch (e) {
     return { ok: false, missing: false, message: `cannot read: ${(e as Error).message}` };
   } finally {

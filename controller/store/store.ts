@@ -5,6 +5,7 @@
  *   jobs/<name>.status.yaml     status, written by the controller only
  *   jobs/<name>.control.yaml    requests from `ugro cancel`
  *   jobs/.ugro/events.jsonl     events, newest last
+ *   jobs/.ugro/accepted/<name>.yaml   the spec its owner (or an admin) last applied
  * Everything read here is validated; names are DNS-1123 labels before any path is built.
  */
 import { readdir, rename, unlink } from 'node:fs/promises';
@@ -16,7 +17,8 @@ import { parseYamlValue } from '../../config/yaml-guard.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
 import { type JobStatus, parseJobStatus, salvageJobStatus, statusIssues } from '../api/status.ts';
-import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash } from '../api/trainingjob.ts';
+import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash, type TrainingJob } from '../api/trainingjob.ts';
+import type { Accounts } from './accounts.ts';
 import { appendRegularFile, ensureOwnDir, lstatOrUndefined, readRegularFile, writeFileAtomic } from './files.ts';
 
 export interface JobEvent {
@@ -25,6 +27,8 @@ export interface JobEvent {
   type: 'Normal' | 'Warning';
   reason: string;
   message: string;
+  /** The account whose request this event answers (`Cancelled by ollie`), when one did. */
+  actor?: string;
 }
 
 export function isJobName(name: string): boolean {
@@ -47,7 +51,13 @@ export class JobStore {
   constructor(
     readonly dir: string,
     private readonly eventsMaxBytes = 4 * 1024 * 1024,
+    /** Names the writer of each spec and control file; without it no file carries a writer. */
+    private readonly accounts?: Accounts,
   ) {}
+
+  private async writerOf(uid: number): Promise<{ writer?: string }> {
+    return this.accounts ? { writer: await this.accounts.nameOf(uid) } : {};
+  }
 
   private get own(): string {
     return join(this.dir, '.ugro');
@@ -57,17 +67,17 @@ export class JobStore {
   private async cachedParse<T>(
     path: string,
     parseText: (text: string) => T,
-  ): Promise<{ ok: true; value: T } | { ok: false; missing: boolean; message: string }> {
+  ): Promise<{ ok: true; value: T; uid: number } | { ok: false; missing: boolean; message: string; uid?: number }> {
     const hit = this.parsed.get(path);
     const r = await readRegularFile(path, undefined, hit?.key);
     if (!r.ok) {
       this.parsed.delete(path);
       return { ok: false, missing: r.missing, message: r.missing ? 'missing' : r.message };
     }
-    if (hit && hit.key === r.key) return { ok: true, value: hit.value as T };
+    if (hit && hit.key === r.key) return { ok: true, value: hit.value as T, uid: r.uid };
     const value = parseText(r.text);
     this.parsed.set(path, { key: r.key, value });
-    return { ok: true, value };
+    return { ok: true, value, uid: r.uid };
   }
 
   async ensure(): Promise<void> {
@@ -130,9 +140,38 @@ export class JobStore {
       if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
       return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
     });
-    if (r.ok) return r.value;
+    if (r.ok) return r.value.kind === 'deleted' ? r.value : { ...r.value, ...(await this.writerOf(r.uid)) };
     if (r.missing) return { kind: 'deleted' };
     return { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
+  }
+
+  private acceptedFile(name: string): string {
+    assertJobName(name);
+    return join(this.own, 'accepted', `${name}.yaml`);
+  }
+
+  /**
+   * The spec its owner (or an admin) last applied: what the job goes on with when someone else
+   * changes its file (core/authorize.ts). Undefined when none was kept or it no longer reads.
+   */
+  async readAccepted(name: string): Promise<Extract<SpecState, { kind: 'valid' }> | undefined> {
+    const file = this.acceptedFile(name);
+    const r = await this.cachedParse(file, (text) => {
+      const res = parseTrainingJob(text, file);
+      return res.ok && res.value.metadata.name === name ? res.value : undefined;
+    });
+    if (!r.ok || !r.value) return undefined;
+    return { kind: 'valid', job: r.value, hash: specHash(r.value.spec), file };
+  }
+
+  /** Keep the spec a job was accepted with (private to the controller, like everything in .ugro/). */
+  async writeAccepted(name: string, job: TrainingJob): Promise<void> {
+    await ensureOwnDir(join(this.own, 'accepted'));
+    await writeFileAtomic(this.acceptedFile(name), stringify(job), 0o600);
+  }
+
+  async deleteAccepted(name: string): Promise<void> {
+    await unlink(this.acceptedFile(name)).catch(() => undefined);
   }
 
   async specMtime(name: string): Promise<Date | undefined> {
@@ -172,7 +211,7 @@ export class JobStore {
   }
 
   async deleteStatus(name: string): Promise<void> {
-    for (const f of [this.statusFile(name), this.controlFile(name)]) {
+    for (const f of [this.statusFile(name), this.controlFile(name), this.acceptedFile(name)]) {
       // unlink removes a symlink itself, never its target.
       await unlink(f).catch(() => undefined);
     }
@@ -183,7 +222,10 @@ export class JobStore {
     const r = await this.cachedParse(file, (t) => parseControl(t));
     if (!r.ok)
       return r.missing ? { kind: 'none' } : { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
-    return r.value.ok ? { kind: 'valid', control: r.value.value } : { kind: 'invalid', file, issues: r.value.issues };
+    const w = await this.writerOf(r.uid);
+    return r.value.ok
+      ? { kind: 'valid', control: r.value.value, ...w }
+      : { kind: 'invalid', file, issues: r.value.issues, ...w };
   }
 
   async writeControl(name: string, c: Control): Promise<void> {
@@ -232,7 +274,15 @@ function parseEvent(line: string): JobEvent | undefined {
     const reason = str(e.reason, 128);
     const message = str(e.message, 64 * 1024);
     if (!time || !job || !reason || message === undefined) return undefined;
-    return { time, job, type: e.type === 'Warning' ? 'Warning' : 'Normal', reason, message };
+    const actor = str(e.actor, 64);
+    return {
+      time,
+      job,
+      type: e.type === 'Warning' ? 'Warning' : 'Normal',
+      reason,
+      message,
+      ...(actor ? { actor } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -41,6 +41,7 @@ export function register(program: Command, ctx: CliContext): void {
       // GitOps (--git, or the cluster file's gitops:): a source of job files beside people.
       const { gitSourceOptions, jobSource } = await import('../../gitops/config.ts');
       const source = jobSource(gitSourceOptions(o, cluster, ctx.jobsDir, log, ctx.env), ctx.jobsDir);
+      const { PasswdAccounts } = await import('../../store/accounts.ts');
       const ctl = new Controller({
         cluster,
         jobsDir: ctx.jobsDir,
@@ -51,6 +52,8 @@ export function register(program: Command, ctx: CliContext): void {
         resyncMs: resyncSeconds * 1000,
         healthEveryMs: healthMs,
         observer: obs.view,
+        // Owners are the accounts that write jobs/ (issue 17): named by the machine's account database.
+        accounts: new PasswdAccounts(),
       });
       obs.attach(ctl);
       await ctl.start();

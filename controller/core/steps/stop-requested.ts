@@ -31,7 +31,11 @@ export function stopRequested(
   d.status.nextRetryAt = undefined;
   d.cond('Running', 'False', cancel ? 'Cancelled' : 'Suspended', `run ${why}`);
   const again = Draft.whileAlive(current);
-  return cancel
-    ? d.finish('Cancelled', 'Cancelled', `cancelled at ${cancel.requestedAt}`, again)
-    : d.finish('Suspended', 'Suspended', 'spec.suspend is true: run stopped, status kept', again);
+  if (!cancel) return d.finish('Suspended', 'Suspended', 'spec.suspend is true: run stopped, status kept', again);
+  // Who asked (the control file's writer, authorized by core/authorize.ts), in the message and the event.
+  const c = d.input.control;
+  const by = c?.kind === 'valid' ? c.writer : undefined;
+  const res = d.finish('Cancelled', 'Cancelled', `cancelled${by ? ` by ${by}` : ''} at ${cancel.requestedAt}`, again);
+  if (by) for (const e of res.events) if (e.reason === 'Cancelled') e.actor = by;
+  return res;
 }
