@@ -16,10 +16,16 @@
 #   start-host H          start H's sshd again and wait for port 22
 #   cut H                 take H's link down on both ends (connect: times out)
 #   heal H                bring H's link back and wait for port 22
-#   gpu H ok|absent|old-driver|failing   switch H's stand-in nvidia-smi
+#   gpu H MODE            switch H's stand-in GPU: ok | absent | old-driver | failing |
+#                         xid (an XID 79 in its kernel log) | pcie-degraded (gen 1 x4 of
+#                         4 x16) | throttled (93 C, thermal slowdown); `ok` clears them
 #   gpus H NAME:GB[,NAME:GB...]|default   give H these stand-in GPUs (indices
 #                         0..n-1, e.g. "RTX 5070 Ti:12,RTX 4070:8"), or its seed
 #                         GPU back; the mode is kept; `up` restores every host
+#   speed H FACTOR [--cores N]  H's processes get FACTOR x N CPUs (cgroup cpu quota;
+#                         FACTOR in (0,1], N default 1); `speed H 1` lifts it
+#   mem H MiB|off         H's processes get MiB of memory (cgroup memory limit: a real
+#                         OOM kill beyond it); `mem H off` lifts it
 #   ssh H [CMD...]        ssh into H as its user with the lab key (convenience)
 #   smoke                 ssh + stand-in + N-host torchrun (gloo) end-to-end check
 #   slurm up|down|status  Slurm (slurm-wlm + munge) on the lab hosts (tests/lab/slurm.sh)
@@ -44,6 +50,8 @@ PACKAGES=(openssh-server python3-torch iproute2 procps util-linux)
 
 log() { printf '[lab] %s\n' "$*" >&2; }
 die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/lab/knobs.sh
+. "$LAB_SH_DIR/knobs.sh" # speed and mem (cgroups)
 
 # ---------------------------------------------------------------- host table
 host_name() { if [ "$1" -eq 0 ]; then echo gpu-master; else echo "gpu$1"; fi; }
@@ -265,7 +273,8 @@ write_gpu_conf() {
   {
     cat <<EOF
 # Stand-in GPU(s) of lab host $(host_name "$i"), read by bin/nvidia-smi (a STAND-IN).
-# mode: ok | old-driver | failing | absent   (set with: lab gpu $(host_name "$i") MODE)
+# mode: ok | old-driver | failing | absent | xid | pcie-degraded | throttled
+#   (set with: lab gpu $(host_name "$i") MODE)
 # GPUs: lab gpus $(host_name "$i") NAME:GB,... | default
 mode=$mode
 name="${1%|*}"
@@ -286,6 +295,27 @@ EOF
   mv -f "$f.new" "$f" # whole, never half-written, for an nvidia-smi reading it now
 }
 
+# The host's kernel log stand-in (read by stand-ins/journalctl -k): "EPOCH.USEC MESSAGE" lines.
+# Nominal: the driver's load messages at boot; `gpu H xid` appends an XID 79 for GPU 0.
+write_kern_log() {
+  local i=$1 mode=${2:-ok} f boot now uuid
+  f="$(host_dir "$i")/kern.log"
+  boot=$(awk -v n="$(date +%s)" '{ printf "%d", n - $1 }' /proc/uptime)
+  {
+    printf '%s.000004 nvidia: loading out-of-tree module taints kernel.\n' $((boot + 4))
+    printf '%s.000112 NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.133.07  Release Build\n' $((boot + 4))
+    printf '%s.000420 nvidia-modeset: Loading NVIDIA Kernel Mode Setting Driver for UNIX platforms  570.133.07\n' $((boot + 5))
+    if [ "$mode" = xid ]; then
+      now=$(date +%s.%6N); uuid=$(gpu_uuid "$i" 0)
+      printf '%s NVRM: GPU at PCI:0000:01:00: %s\n' "$now" "$uuid"
+      printf "%s NVRM: Xid (PCI:0000:01:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n" "$now"
+      printf '%s NVRM: GPU 0000:01:00.0: GPU has fallen off the bus.\n' "$now"
+    fi
+  } >"$f.new"
+  chmod 644 "$f.new"
+  mv -f "$f.new" "$f"
+}
+
 gpu_mode() { sed -n 's/^mode=//p' "$(host_dir "$1")/gpu.conf" 2>/dev/null || true; }
 
 install_stand_ins() {
@@ -295,6 +325,18 @@ install_stand_ins() {
   install -m 755 "$LAB_SH_DIR/stand-ins/pixi" "$d/pixi"
   rm -f "$d/nvidia-smi.absent"
   install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$d/nvidia-smi"
+  install -m 755 "$LAB_SH_DIR/stand-ins/journalctl" "$d/journalctl"
+}
+
+# The host's stand-ins as in the repo, without `up` (a lab brought up by an older lab.sh): an
+# absent nvidia-smi stays absent.
+refresh_stand_ins() {
+  local b f
+  b="$(host_dir "$1")/bin"
+  for f in "$b/nvidia-smi" "$b/nvidia-smi.absent"; do
+    [ ! -e "$f" ] || cmp -s "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f" || install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f"
+  done
+  cmp -s "$LAB_SH_DIR/stand-ins/journalctl" "$b/journalctl" || install -m 755 "$LAB_SH_DIR/stand-ins/journalctl" "$b/journalctl"
 }
 
 write_sshd_config() {
@@ -317,7 +359,7 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin no
-AllowUsers $(host_user "$i")
+AllowUsers $(for ((j = 0; j < $(host_count); j++)); do printf '%s ' "$(host_user "$j")"; done)
 PermitUserEnvironment yes
 UseDNS no
 # the controller multiplexes many channels over one connection
@@ -460,7 +502,9 @@ cmd_up() {
     ensure_host_net "$i"
     ensure_user "$i"
     write_gpu_conf "$i"
+    write_kern_log "$i"
     install_stand_ins "$i"
+    knobs_nominal "$i" # no CPU or memory limit
     write_sshd_config "$i"
     start_sshd "$i"
   done
@@ -469,7 +513,7 @@ cmd_up() {
   write_cluster_yaml "$n"
   # Slurm up on the lab hosts: its `slurm:` section stays in the rewritten cluster file.
   bash "$LAB_SH_DIR/slurm.sh" section
-  for ((i = 0; i < n; i++)); do wait_port "$i"; done
+  for ((i = 0; i < n; i++)); do wait_port "$i"; host_cgroup_view "$i"; done
   local ms=$((($(date +%s%N) - t0) / 1000000))
   log "up: $n host(s) ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s; cluster file: $LAB/cluster.yaml"
 }
@@ -478,6 +522,7 @@ down_host() { # every piece is optional: works after a failed or partial up
   local i=$1 h u
   h=$(host_name "$i"); u=$(host_user "$i")
   kill_host_processes "$i"
+  knobs_remove "$i"
   ip netns del "$h" 2>/dev/null || true
   ip link del "$(host_veth "$i")" 2>/dev/null || true
   ip neigh del "$(host_ip "$i")" dev "$BRIDGE" 2>/dev/null || true
@@ -527,14 +572,15 @@ cmd_status() {
   local n i ok=0 h ns sshd link gpu
   n=$(host_count)
   if [ "$n" -eq 0 ]; then echo "lab is down (no $LAB/hosts.count)"; return 1; fi
-  printf '%-11s %-7s %-13s %-6s %-8s %-5s %s\n' HOST USER ADDRESS NETNS SSHD LINK GPU
+  printf '%-11s %-7s %-13s %-6s %-8s %-5s %-13s %-11s %s\n' HOST USER ADDRESS NETNS SSHD LINK GPU SPEED MEM
   for ((i = 0; i < n; i++)); do
     h=$(host_name $i)
     if ns_exists "$h"; then ns=yes; else ns=no; ok=1; fi
     if sshd_pid $i >/dev/null; then sshd=running; else sshd=stopped; ok=1; fi
     link=$(link_state $i); [ "$link" = up ] || ok=1
     gpu=$(gpu_mode $i); gpu=${gpu:-?}
-    printf '%-11s %-7s %-13s %-6s %-8s %-5s %s\n' "$h" "$(host_user $i)" "$(host_ip $i)" "$ns" "$sshd" "$link" "$gpu"
+    printf '%-11s %-7s %-13s %-6s %-8s %-5s %-13s %-11s %s\n' "$h" "$(host_user $i)" "$(host_ip $i)" "$ns" "$sshd" \
+      "$link" "$gpu" "$(knob_speed_text $i)" "$(knob_mem_text $i)"
   done
   return $ok
 }
@@ -550,6 +596,8 @@ cmd_start_host() {
   require_root; take_lock
   local i; i=$(resolve_host "${1:?start-host needs a host}")
   start_sshd "$i"
+  knobs_reapply "$i" # a speed or mem knob holds for the new sshd too
+  host_cgroup_view "$i"
   wait_port "$i"
   log "start-host: $(host_name "$i") accepting ssh"
 }
@@ -571,14 +619,18 @@ cmd_heal() {
   log "heal: $(host_name "$i") reachable again"
 }
 
+GPU_MODES="ok|absent|old-driver|failing|xid|pcie-degraded|throttled"
 cmd_gpu() {
   require_root; take_lock
   local i mode d
-  i=$(resolve_host "${1:?usage: gpu H ok|absent|old-driver|failing}")
-  mode=${2:?usage: gpu H ok|absent|old-driver|failing}
-  case $mode in ok | absent | old-driver | failing) ;; *) die "gpu: unknown mode '$mode'" ;; esac
+  i=$(resolve_host "${1:?usage: gpu H $GPU_MODES}")
+  mode=${2:?usage: gpu H $GPU_MODES}
+  [[ "|$GPU_MODES|" == *"|$mode|"* ]] || die "gpu: unknown mode '$mode' (modes: $GPU_MODES)"
   d=$(host_dir "$i")
+  refresh_stand_ins "$i"
   sed -i "s/^mode=.*/mode=$mode/" "$d/gpu.conf"
+  # the kernel log stand-in: an XID in `xid` mode, only the driver's load messages otherwise
+  write_kern_log "$i" "$mode"
   # absent: really gone from PATH, so the shell says "command not found"
   if [ "$mode" = absent ]; then
     [ ! -e "$d/bin/nvidia-smi" ] || mv -f "$d/bin/nvidia-smi" "$d/bin/nvidia-smi.absent"
@@ -612,13 +664,8 @@ cmd_gpus() {
     [ ${#gpus[@]} -ge 1 ] && [ ${#gpus[@]} -le 16 ] || die "gpus: 1 to 16 GPUs; $usage"
   fi
   write_gpu_conf "$i" "$mode" "${gpus[@]}"
-  # the host's stand-in as in the repo (one from an older `up` would answer for GPU 0 only); an
-  # absent one stays absent
-  local b f
-  b="$(host_dir "$i")/bin"
-  for f in "$b/nvidia-smi" "$b/nvidia-smi.absent"; do
-    [ ! -e "$f" ] || cmp -s "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f" || install -m 755 "$LAB_SH_DIR/stand-ins/nvidia-smi" "$f"
-  done
+  # the host's stand-ins as in the repo (one from an older `up` would answer for GPU 0 only)
+  refresh_stand_ins "$i"
   log "gpus: $(host_name "$i") -> $(grep -c '^memory_total' "$(host_dir "$i")/gpu.conf") GPU(s): $(
     sed -n 's/^name\(_[0-9]*\)\{0,1\}="\(.*\)"$/\2/p' "$(host_dir "$i")/gpu.conf" | paste -sd, -)"
 }
@@ -688,6 +735,8 @@ case $verb in
   heal) cmd_heal "$@" ;;
   gpu) cmd_gpu "$@" ;;
   gpus) cmd_gpus "$@" ;;
+  speed) cmd_speed "$@" ;;
+  mem) cmd_mem "$@" ;;
   ssh) cmd_ssh "$@" ;;
   smoke) cmd_smoke ;;
   slurm) exec bash "$LAB_SH_DIR/slurm.sh" "$@" ;; # Slurm on the lab hosts: tests/lab/slurm.sh
