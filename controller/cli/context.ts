@@ -22,6 +22,8 @@ export type Env = Record<string, string | undefined>;
 /** What talks to the hosts, replaceable in tests (production default: SshBackend over SSH). */
 export interface CliDeps {
   runtime?: (cluster: Cluster) => Backend;
+  /** What `-f -` reads (default: this process's stdin). */
+  stdin?: () => AsyncIterable<Uint8Array | string>;
 }
 
 /** The global flags (`--cluster`, `--jobs`), read when a command runs (commander fills them first). */
@@ -50,6 +52,11 @@ export class CliContext {
   raw(chunk: string | Uint8Array): void {
     if (this.io.write) this.io.write(chunk);
     else if (chunk.length) this.io.out(Buffer.from(chunk).toString('utf8').replace(/\n$/, ''));
+  }
+
+  /** This command's stdin (`apply -f -`). */
+  stdin(): AsyncIterable<Uint8Array | string> {
+    return this.deps.stdin ? this.deps.stdin() : process.stdin;
   }
 
   /** Mark the command as failed (exit 1) after it has said why. */

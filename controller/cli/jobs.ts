@@ -6,7 +6,7 @@ import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { NotFoundError, UgroError } from '../../config/errors.ts';
 import type { JobStatus } from '../api/status.ts';
-import { readRegularFile } from '../store/files.ts';
+import { MAX_FILE_BYTES, readRegularFile } from '../store/files.ts';
 import { JobStore } from '../store/store.ts';
 import type { CliContext } from './context.ts';
 
@@ -42,6 +42,19 @@ export async function readInputFile(file: string): Promise<InputFile> {
   const r = await readRegularFile(path);
   if (r.ok) return { ok: true, path, text: r.text };
   return { ok: false, message: r.missing ? 'cannot read: ENOENT: file not found' : r.message };
+}
+
+/** `-f -`: stdin, with a file's limit (at most 1 MiB; more is refused, not cut). */
+export async function readStdin(ctx: CliContext): Promise<InputFile> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of ctx.stdin()) {
+    const b = Buffer.from(c);
+    n += b.length;
+    if (n > MAX_FILE_BYTES) return { ok: false, message: `input is over ${MAX_FILE_BYTES} bytes; the limit is 1 MiB` };
+    chunks.push(b);
+  }
+  return { ok: true, path: '-', text: Buffer.concat(chunks).toString('utf8') };
 }
 
 /** Write a file the CLI owns the name of (atomic); an I/O failure becomes a message, not a stack. */

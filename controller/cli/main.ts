@@ -10,12 +10,17 @@
  *   2  usage: the command line is wrong (unknown command or flag, a value out of range, a name
  *      that is not a job name)
  *   3  not found: a job, rank or host named on the command line does not exist
+ *   4  forbidden: only the job's owner or an admin may do that (issue 17)
+ *
+ * With a context (`--context NAME`, UGRO_HOST, UGRO_CONTEXT, `ugro context use`), the command runs
+ * on the controller host over ssh instead (remote/): its exit code is the remote one.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { isSystemError, UgroError } from '../../config/errors.ts';
 import * as apply from './commands/apply.ts';
 import * as cancel from './commands/cancel.ts';
 import * as config from './commands/config.ts';
+import * as contextVerb from './commands/context.ts';
 import * as controller from './commands/controller.ts';
 import * as del from './commands/delete.ts';
 import * as describe from './commands/describe.ts';
@@ -32,9 +37,12 @@ import * as status from './commands/status.ts';
 import * as sync from './commands/sync.ts';
 import * as usage from './commands/usage.ts';
 import * as validate from './commands/validate.ts';
+import * as whoami from './commands/whoami.ts';
 import { CliContext, type CliDeps, type Env, type GlobalFlags, type Io } from './context.ts';
+import { chooseWhere, type SplitArgv, splitArgv } from './remote/select.ts';
 
-export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, forbidden: 4 } as const;
+const KEPT_CODES: number[] = [EXIT.usage, EXIT.notFound, EXIT.forbidden];
 
 /** In `ugro --help` order. */
 const VERBS = [
@@ -56,7 +64,9 @@ const VERBS = [
   events,
   results,
   usage,
+  whoami,
   exporter,
+  contextVerb,
 ];
 
 export function buildProgram(io: Io, env: Env, deps: CliDeps = {}): { program: Command; ctx: CliContext } {
@@ -66,6 +76,12 @@ export function buildProgram(io: Io, env: Env, deps: CliDeps = {}): { program: C
     .description('UGRO: the Unified GPU Resource Orchestrator: multi-node torchrun training on your own GPU machines')
     .option('--cluster <file>', 'cluster inventory (default: $UGRO_CLUSTER or config/cluster.yaml)')
     .option('--jobs <dir>', 'jobs directory (default: $UGRO_JOBS or ./jobs)')
+    // Taken out of argv by main() before commander runs (remote/select.ts); here for --help.
+    .option(
+      '--context <name>',
+      'run on this context\'s controller host over ssh (`ugro context --help`; "local": here)',
+    )
+    .addOption(new Option('--exit-with-stdin', 'exit when stdin closes (set by a remote ugro)').hideHelp())
     .showHelpAfterError('(add --help for usage)')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
@@ -79,7 +95,7 @@ function report(e: unknown, io: Io): number {
   if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
   if (e instanceof UgroError) {
     io.err(`error: ${e.message}`);
-    return e.exitCode === EXIT.usage || e.exitCode === EXIT.notFound ? e.exitCode : EXIT.failure;
+    return KEPT_CODES.includes(e.exitCode) ? e.exitCode : EXIT.failure;
   }
   if (isSystemError(e)) {
     io.err(`error: ${e.message}`);
@@ -102,13 +118,45 @@ export async function main(
   env: Env = process.env,
   deps: CliDeps = {},
 ): Promise<number> {
-  const { program, ctx } = buildProgram(io, env, deps);
+  let split: SplitArgv;
   try {
-    await program.parseAsync(argv);
+    split = splitArgv(argv.slice(2));
+    const where = await chooseWhere(split, env, async () => {
+      const f = await import('./remote/contexts-file.ts');
+      return f.currentContextCheap(f.contextsPath(env));
+    });
+    if (where.kind !== 'local') return await (await import('./remote/dispatch.ts')).dispatchRemote(where, split, env);
+  } catch (e) {
+    return report(e, io);
+  }
+  const { program, ctx } = buildProgram(io, env, deps);
+  const stopLifeline = split.words.slice(0, Math.max(0, split.verb)).includes('--exit-with-stdin')
+    ? lifeline()
+    : undefined;
+  try {
+    await program.parseAsync([...argv.slice(0, 2), ...split.words]);
     return ctx.outcome === 'failed' ? EXIT.failure : EXIT.ok;
   } catch (e) {
     return report(e, io);
   } finally {
+    stopLifeline?.();
     ctx.close();
   }
+}
+
+/**
+ * Run by a remote ugro (remote/ssh.ts): when stdin closes, the ssh connection that started this
+ * command is gone (Ctrl-C, or the local ugro died), and sshd does not stop a command without a
+ * terminal. So end the process, the one place besides bin/ugro.mjs that does. Returns the undo.
+ */
+function lifeline(): () => void {
+  const gone = () => process.exit(129);
+  process.stdin.on('end', gone);
+  process.stdin.on('error', gone);
+  process.stdin.on('data', () => undefined); // read and drop: nothing is sent on it
+  return () => {
+    process.stdin.off('end', gone);
+    process.stdin.off('error', gone);
+    process.stdin.destroy();
+  };
 }

@@ -28,8 +28,8 @@ async function ugro(args: string[], io: { out?: (s: string) => void; files?: Rec
 }
 
 describe('exit codes', () => {
-  it('the contract: ok 0, failure 1, usage 2, not found 3', () => {
-    expect(EXIT).toEqual({ ok: 0, failure: 1, usage: 2, notFound: 3 });
+  it('the contract: ok 0, failure 1, usage 2, not found 3, forbidden 4', () => {
+    expect(EXIT).toEqual({ ok: 0, failure: 1, usage: 2, notFound: 3, forbidden: 4 });
   });
 
   it('regression: `get jobs -o xml` is a usage error (exit 2, one line), not a stack trace with exit 1', async () => {

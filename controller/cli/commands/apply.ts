@@ -1,5 +1,9 @@
-/** `ugro apply -f FILE`: validate a TrainingJob file, then place it in the jobs directory as NAME.yaml. */
-import type { Command } from 'commander';
+/**
+ * `ugro apply -f FILE`: validate a TrainingJob file, then place it in the jobs directory as NAME.yaml.
+ * `-f -` reads it from stdin, with the same limit (1 MiB) and messages: a remote ugro sends the local
+ * file this way (remote/select.ts), and `--stdin-name` names it in messages as the person named it.
+ */
+import { type Command, Option } from 'commander';
 import { OWNER_ANNOTATION } from '../../api/annotations.ts';
 import { requireJobName } from '../args.ts';
 import type { CliContext } from '../context.ts';
@@ -17,10 +21,11 @@ export function register(program: Command, ctx: CliContext): void {
   program
     .command('apply')
     .description('validate a TrainingJob file, then place it in jobs/ as <name>.yaml')
-    .requiredOption('-f, --file <file>', 'the TrainingJob (a regular file of at most 1 MiB)')
+    .requiredOption('-f, --file <file>', 'the TrainingJob (a regular file of at most 1 MiB; - for stdin)')
+    .addOption(new Option('--stdin-name <name>', 'with -f -: the name messages give the input').hideHelp())
     .option('--owner <user>', 'who it belongs to when the file does not say (default: $UGRO_OWNER, else $USER)')
     .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
-    .action(async (o: { file: string; force?: boolean; owner?: string }) => {
+    .action(async (o: { file: string; force?: boolean; owner?: string; stdinName?: string }) => {
       const owner = ownerFrom(o.owner, ctx.env);
       const [{ mkdir }, { join }, { formatIssue, UgroError }, { parseTrainingJob }, jobs] = await Promise.all([
         import('node:fs/promises'),
@@ -29,11 +34,12 @@ export function register(program: Command, ctx: CliContext): void {
         import('../../api/trainingjob.ts'),
         import('../jobs.ts'),
       ]);
-      const input = await jobs.readInputFile(o.file);
-      if (!input.ok) throw new UgroError(`${o.file}: ${input.message}`);
+      const file = o.file === '-' ? (o.stdinName ?? '<stdin>') : o.file;
+      const input = o.file === '-' ? await jobs.readStdin(ctx) : await jobs.readInputFile(o.file);
+      if (!input.ok) throw new UgroError(`${file}: ${input.message}`);
       const res = parseTrainingJob(input.text);
       if (!res.ok) {
-        for (const i of res.issues) ctx.io.err(formatIssue(o.file, i));
+        for (const i of res.issues) ctx.io.err(formatIssue(file, i));
         return ctx.fail();
       }
       const name = requireJobName(res.value.metadata.name);

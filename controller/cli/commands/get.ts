@@ -1,4 +1,6 @@
-/** `ugro get nodes` (same probes as health) and `ugro get jobs [NAME…] [-o …] [-w]`. */
+/** `ugro get nodes` (same probes as health) and `ugro get jobs [NAME…] [-o …] [-w] [--mine]`. */
+import { lstatSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { NotFoundError, UsageError } from '../../../config/errors.ts';
@@ -28,27 +30,54 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('[names...]', 'only these jobs')
     .option('-o, --output <format>', JOB_FORMATS.join('|'), 'table')
     .option('-w, --watch', 'keep printing the rows whenever what they show changes (Ctrl-C stops)')
-    .action(async (names: string[], o: { output: string; watch?: boolean }) => {
+    .option('--mine', 'only your jobs (their owner is the account this command runs as)')
+    .action(async (names: string[], o: { output: string; watch?: boolean; mine?: boolean }) => {
       const format = parseFormat(o.output, JOB_FORMATS);
       for (const n of names) requireJobName(n);
       if (o.watch && (format === 'json' || format === 'yaml')) throw new UsageError('-w works with -o table or wide');
-      if (format === 'json' || format === 'yaml') await structured(ctx, names, format);
-      else await tabled(ctx, names, format === 'wide', !!o.watch);
+      const only = o.mine ? mineFilter(ctx.jobsDir) : undefined;
+      if (format === 'json' || format === 'yaml') await structured(ctx, names, format, only);
+      else await tabled(ctx, names, format === 'wide', !!o.watch, only);
     });
+}
+
+/** Which jobs a row or status says are someone's, by name and parsed status. */
+type Only = (name: string, status: unknown) => boolean;
+
+/**
+ * `--mine`: status.owner (what the controller recorded: the authenticated owner) is this account;
+ * a job it has not recorded yet is mine when I own its spec file (the rule the controller applies).
+ * The account is the process's own (os.userInfo), never $USER, which anyone can set.
+ */
+function mineFilter(dir: string): Only {
+  const me = userInfo();
+  return (name, status) => {
+    const owner = typeof status === 'object' && status !== null ? (status as { owner?: unknown }).owner : undefined;
+    if (typeof owner === 'string') return owner === me.username;
+    for (const ext of ['.yaml', '.yml']) {
+      const st = lstatSync(`${dir}/${name}${ext}`, { throwIfNoEntry: false });
+      if (st) return st.isFile() && st.uid === me.uid;
+    }
+    return false;
+  };
 }
 
 function notFound(dir: string, missing: string[]): NotFoundError {
   return new NotFoundError(`job${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not found in ${dir}`);
 }
 
-async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: boolean): Promise<void> {
+async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: boolean, only?: Only): Promise<void> {
   const [{ cacheFileFor, readJobRows }, { jobRow, jobsTable }] = await Promise.all([
     import('../job-list.ts'),
     import('../render/jobs.ts'),
   ]);
   const dir = ctx.jobsDir;
   const cache = cacheFileFor(ctx.env, dir);
-  const { rows, missing } = await readJobRows(dir, names, cache);
+  const read = async () => {
+    const r = await readJobRows(dir, names, cache);
+    return only ? { ...r, rows: r.rows.filter((x) => only(x.name, x.status)) } : r;
+  };
+  const { rows, missing } = await read();
   // With -w, a progress bar per job.
   const opts = { bars: watch };
   if (rows.length || !missing.length) ctx.io.out(rows.length ? jobsTable(rows, wide, new Date(), opts) : 'No jobs.');
@@ -69,14 +98,19 @@ async function tabled(ctx: CliContext, names: string[], wide: boolean, watch: bo
     } catch {
       return; // Ctrl-C: a normal end
     }
-    const next = (await readJobRows(dir, names, cache)).rows;
+    const next = (await read()).rows;
     if (shown(next) === last) continue;
     last = shown(next);
     ctx.io.out(jobsTable(next, wide, new Date(), opts).split('\n').slice(1).join('\n'));
   }
 }
 
-async function structured(ctx: CliContext, names: string[], format: Extract<OutputFormat, 'json' | 'yaml'>) {
+async function structured(
+  ctx: CliContext,
+  names: string[],
+  format: Extract<OutputFormat, 'json' | 'yaml'>,
+  only?: Only,
+) {
   const { openStore } = await import('../jobs.ts');
   const store = openStore(ctx);
   let wanted = names;
@@ -93,11 +127,13 @@ async function structured(ctx: CliContext, names: string[], format: Extract<Outp
   const found = read.filter((r) => r.spec.kind !== 'deleted' || r.status);
   ctx.io.out(
     await serialize(
-      found.map((r) => ({
-        name: r.name,
-        spec: r.spec.kind === 'valid' ? r.spec.job.spec : undefined,
-        status: r.status,
-      })),
+      found
+        .filter((r) => !only || only(r.name, r.status))
+        .map((r) => ({
+          name: r.name,
+          spec: r.spec.kind === 'valid' ? r.spec.job.spec : undefined,
+          status: r.status,
+        })),
       format,
     ),
   );

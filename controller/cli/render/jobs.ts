@@ -68,7 +68,10 @@ const WIDE_COLUMNS = ['HOSTS', 'RUN', 'MESSAGE'];
 /** With -o wide, when some job follows git (status.revision): before MESSAGE. */
 const GIT_COLUMNS = ['REVISION', 'SYNC'];
 
-/** With -o wide, when some job has an owner (fair share): after RUN. */
+/**
+ * When some job has an owner (the controller records the authenticated one in status.owner): after
+ * AGE, in the default table and in wide alike (issue 17: who runs what is seen without asking).
+ */
 const OWNER_COLUMN = 'OWNER';
 
 /** A job that follows git: its revision as 8 hex digits, and Synced/OutOfSync. */
@@ -168,13 +171,13 @@ export function jobRow(
     nodesCell(st, spec),
     progressCell(st, false),
     age(str(st?.createdAt, 64), now),
+    ...(o.owner ? [str(st?.owner, 64) ?? '-'] : []),
   ];
   if (!wide) return row;
   return [
     ...row,
     nodes.map((n) => str(n.host, 63) ?? '?').join(',') || '-',
     str(st?.runId, 100) ?? '-',
-    ...(o.owner ? [str(st?.owner, 64) ?? '-'] : []),
     ...(o.git ? gitCells(st) : []),
     firstLine(str(st?.message, 4096)),
   ];
@@ -182,16 +185,12 @@ export function jobRow(
 
 export function jobsTable(rows: JobRowInput[], wide: boolean, now: Date, opts: { bars?: boolean } = {}): string {
   const git = wide && rows.some(followsGit);
-  const owner = wide && rows.some(hasOwner);
-  const wideColumns = [
-    ...WIDE_COLUMNS.slice(0, -1),
-    ...(owner ? [OWNER_COLUMN] : []),
-    ...(git ? GIT_COLUMNS : []),
-    'MESSAGE',
-  ];
+  const owner = rows.some(hasOwner);
+  const columns = owner ? [...JOB_COLUMNS, OWNER_COLUMN] : JOB_COLUMNS;
+  const wideColumns = [...WIDE_COLUMNS.slice(0, -1), ...(git ? GIT_COLUMNS : []), 'MESSAGE'];
   return withProgress(
     rows,
-    wide ? [...JOB_COLUMNS, ...wideColumns] : JOB_COLUMNS,
+    wide ? [...columns, ...wideColumns] : columns,
     rows.map((r) => jobRow(r, wide, now, { git, owner })),
     now,
     opts.bars ?? false,
