@@ -74,8 +74,12 @@ export class Applier {
     }
   }
 
-  /** Bring jobs/ to `head` (planSync decides), then record it as applied. */
-  async apply(head: string): Promise<SyncOutcome> {
+  /**
+   * Bring jobs/ to `head` (planSync decides), then record it as applied. `signer`: the principal
+   * whose verified signature is on `head` (--require-signed), recorded for each file this head
+   * writes; a file it leaves as it was keeps the signer of the head that wrote it.
+   */
+  async apply(head: string, signer?: string): Promise<SyncOutcome> {
     this.stats.applies++;
     const previous = this.manifest.head;
     const tree = await this.readTree(head);
@@ -122,14 +126,18 @@ export class Applier {
         repoFile: w.job.repoFile,
         oid: w.job.oid,
         commit: commits.get(w.job.repoFile) ?? headInfo,
+        ...(signer ? { signer } : {}),
       });
       this.pruned.delete(w.job.name);
       touched.push(w.job.name);
     }
     for (const a of plan.adopt) {
       const before = jobs.get(a.name);
-      const commit = before && before.oid === a.oid ? before.commit : (commits.get(a.repoFile) ?? headInfo);
-      jobs.set(a.name, { file: a.file, repoFile: a.repoFile, oid: a.oid, commit });
+      const same = before && before.oid === a.oid ? before : undefined;
+      const commit = same ? same.commit : (commits.get(a.repoFile) ?? headInfo);
+      // The same bytes git wrote before keep their signer; bytes new to git are this head's.
+      const by = same ? same.signer : signer;
+      jobs.set(a.name, { file: a.file, repoFile: a.repoFile, oid: a.oid, commit, ...(by ? { signer: by } : {}) });
       this.pruned.delete(a.name);
     }
     for (const p of plan.prune) {
@@ -173,7 +181,8 @@ export class Applier {
     if (previous !== head) {
       await this.event(
         'RevisionApplied',
-        `${this.o.branch} at ${head.slice(0, 12)} "${headInfo.subject}" by ${headInfo.author}: ` +
+        `${this.o.branch} at ${head.slice(0, 12)} "${headInfo.subject}" by ${headInfo.author}` +
+          `${signer ? `, signed by ${signer}` : ''}: ` +
           `${plan.write.length} file(s) written, ${plan.prune.length} pruned`,
       );
       if (rewrittenFrom) {

@@ -11,7 +11,7 @@
  *
  * Files in the state dir (jobs/.ugro/git/):
  *   repo.git/      the bare clone (refs/ugro/fetched: the branch head; refs/ugro/applied)
- *   applied.json   what git wrote into jobs/ (file, blob id, commit per job) and the applied head
+ *   applied.json   what git wrote into jobs/ (file, blob id, commit, signer per job) and the applied head
  *   state.json     the source's state for the CLI (`ugro get jobs`, `ugro sync`, apply's refusal)
  *   sync-request   written by `ugro sync` (an id); answered in state.json
  *   ssh, askpass   git's fixed helper scripts (git.ts)
@@ -257,6 +257,8 @@ export class GitSource implements JobSource {
       return this.outcome(true, head, false, 0, 0, 'already applied');
     }
     if (this.fetch.refused?.revision === head) return this.outcome(false, head, false, 0, 0, this.fetch.refused.why);
+    // The verified signer owns what this head writes (unsigned: no signer, the unsigned owner's).
+    let signer: string | undefined;
     if (this.o.requireSigned) {
       const v = await this.repoGit.verifyCommit(head, this.o.allowedSigners ?? '/dev/null');
       if (!v.ok) {
@@ -274,9 +276,10 @@ export class GitSource implements JobSource {
         );
         return this.outcome(false, head, false, 0, 0, `head ${head.slice(0, 12)} is not applied: ${v.message}`);
       }
+      signer = v.principal;
     }
     this.fetch.refused = undefined;
-    const r = await this.applier.apply(head);
+    const r = await this.applier.apply(head, signer);
     this.o.log.info('git source: applied', {
       revision: head,
       written: r.written,

@@ -16,6 +16,7 @@ import { UgroError } from '../../config/errors.ts';
 import { describeFetchError, firstLine, firstMatch, lastLines } from './git-errors.ts';
 import { configArgs, secureRepo } from './hardening.ts';
 import { incomingBytes, mib } from './housekeeping.ts';
+import { signerOf } from './signer.ts';
 
 export { type GitAuth, gitEnv, writeGitHelpers } from './hardening.ts';
 
@@ -308,9 +309,12 @@ export class Git {
 
   /**
    * Verify the commit's SSH signature against an allowed signers file (git's SSH signing format).
-   * ok with the signer's line, or why not.
+   * ok with the signer's line and its principal (signer.ts), or why not.
    */
-  async verifyCommit(rev: string, allowedSigners: string): Promise<{ ok: boolean; message: string }> {
+  async verifyCommit(
+    rev: string,
+    allowedSigners: string,
+  ): Promise<{ ok: true; message: string; principal: string } | { ok: false; message: string }> {
     const r = await this.run([
       '-c',
       'gpg.format=ssh',
@@ -320,7 +324,11 @@ export class Git {
       rev,
     ]);
     const text = r.stderr.trim();
-    if (r.code === 0) return { ok: true, message: firstMatch(text, /^Good "git" signature.*$/m) ?? 'good signature' };
+    if (r.code === 0) {
+      const who = signerOf(text);
+      if (!who.ok) return { ok: false, message: who.why };
+      return { ok: true, message: firstMatch(text, /^Good "git" signature.*$/m) ?? '', principal: who.principal };
+    }
     const raw = (await this.run(['cat-file', 'commit', rev])).stdout.toString('utf8');
     const header = raw.split('\n\n', 1)[0];
     if (!/^gpgsig(-sha256)? /m.test(header)) return { ok: false, message: 'the commit is not signed' };

@@ -6,6 +6,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { lstatOrUndefined, MAX_FILE_BYTES } from '../store/files.ts';
 import { isJobName } from '../store/store.ts';
+import { isPrincipal } from './signer.ts';
 import type { AppliedJob } from './sync-plan.ts';
 
 const HEX = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
@@ -55,6 +56,8 @@ export function parseManifest(raw: unknown, o: { url: string; branch: string; pa
         authorTime: str(c.authorTime, 64) ?? '',
       },
       ...(str(j.removedAt, 64) && HEX.test(str(j.removedAt, 64)!) ? { removedAt: str(j.removedAt, 64) } : {}),
+      // A signer that is not a principal is dropped: the job then reads as unsigned (never as someone else's).
+      ...(isPrincipal(j.signer) ? { signer: j.signer } : {}),
     });
   }
   return m;

@@ -43,6 +43,8 @@ export interface AppliedJob {
   commit: CommitInfo;
   /** The applied head at which the file was found removed from the branch (prune decisions). */
   removedAt?: string;
+  /** The verified principal who signed the head that wrote this file (--require-signed); unsigned: absent. */
+  signer?: string;
 }
 
 /** A job file in jobs/ as it is now: its base name and blob id (what git would call its content). */
@@ -254,10 +256,13 @@ export function jobInfo(f: JobFacts): JobSourceInfo | undefined {
   const refusedEntry = f.tree?.refused.get(f.name);
   const base = { url: s.url, branch: s.branch, ...readyOf(s) };
   const head = s.applied ? s.applied.slice(0, 12) : '?';
+  const fromGit = !!(a && local && local.oid === a.oid && local.file === a.file);
   const out = (synced: boolean, reason: SyncReason, message: string, extra: Partial<JobSourceInfo> = {}) => ({
     ...base,
     ...(a ? { file: a.repoFile, commit: a.commit } : inTree ? { file: inTree.repoFile } : {}),
-    fromGit: !!(a && local && local.oid === a.oid && local.file === a.file),
+    fromGit,
+    // The signer vouches for the bytes git wrote, not for a file changed in jobs/ since (its writer's).
+    ...(fromGit && a?.signer ? { signer: a.signer } : {}),
     synced,
     reason,
     message,

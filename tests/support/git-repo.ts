@@ -113,13 +113,16 @@ export function jobText(name: string, spec: Record<string, unknown>, extra = '')
   return `${extra}${lines.join('\n')}\n`;
 }
 
-/** A fresh SSH signing key and an allowed_signers file naming it for `email`. */
-export function signingKey(dir: string, email = 'ada@example.com'): { key: string; allowedSigners: string } {
+/**
+ * A fresh SSH signing key and an allowed_signers file naming it for `principal` (the identity git
+ * reports for a good signature: a login name like `ob`, or an e-mail).
+ */
+export function signingKey(dir: string, principal = 'ada@example.com'): { key: string; allowedSigners: string } {
   const key = join(dir, `sign-${Math.random().toString(36).slice(2, 8)}`);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', email, '-f', key]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ugro-test', '-f', key]);
   const pub = readFileSync(`${key}.pub`, 'utf8').trim();
   const allowedSigners = `${key}.allowed`;
-  writeFileSync(allowedSigners, `${email} ${pub}\n`);
+  writeFileSync(allowedSigners, `${principal} ${pub}\n`);
   return { key, allowedSigners };
 }
 
