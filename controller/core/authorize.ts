@@ -134,8 +134,3 @@ export function authorize<T extends AuthView>(input: T, auth: AuthContext | unde
   }
   return { input: out, ...(owner ? { owner } : {}), events, ...(denials.length ? { denied: denials.join('; ') } : {}) };
 }
-
-/** The spec a reconcile will run on: the file's, or the accepted one when the file's change is forbidden. */
-export function specToRun(view: AuthView, auth: AuthContext | undefined): SpecState {
-  return authorize(view, auth).input.spec;
-}

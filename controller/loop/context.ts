@@ -3,6 +3,7 @@
  * the executor, the launcher) all read and change, built once in the Controller's constructor.
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
+import type { UsersSettings } from '../../config/users.ts';
 import type { Backend } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import type { Access } from '../core/permissions.ts';
@@ -57,4 +58,6 @@ export interface LoopContext {
   readonly rdzvTimeoutSeconds: number;
   /** Who may change what (core/authorize.ts); absent when the controller knows no account database. */
   readonly auth?: { access: Access; unsignedOwner: string };
+  /** The cluster file's users: section when it sets any quota (placement skips quotas otherwise). */
+  readonly quotaUsers?: UsersSettings;
 }

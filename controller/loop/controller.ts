@@ -12,7 +12,7 @@ import { realpathSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { allHosts, type Cluster } from '../../config/cluster.ts';
-import { unsignedOwnerOf, usersSettings } from '../../config/users.ts';
+import { hasQuotas, unsignedOwnerOf, usersSettings } from '../../config/users.ts';
 import type { JobSource } from '../api/job-source.ts';
 import type { RunPart } from '../api/run.ts';
 import type { Backend } from '../backends/api.ts';
@@ -161,6 +161,7 @@ export class Controller {
       },
       graceSeconds: o.graceSeconds ?? 30,
       ...(o.accounts ? { auth: { access: accessOf(users, user), unsignedOwner: unsignedOwnerOf(users, user) } } : {}),
+      ...(users && hasQuotas(users) ? { quotaUsers: users } : {}),
       rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
     };
     const ctx = this.ctx;

@@ -14,6 +14,8 @@ export interface JobMemo {
   /** The spec and status as last read: the queue placement plans over. */
   job: TrainingJob;
   status?: JobStatus;
+  /** The authenticated owner (core/authorize.ts), known before the first status is written. */
+  owner?: string;
 }
 
 export class JobBook {
@@ -51,7 +53,7 @@ export class JobBook {
     return out;
   }
 
-  async remember(name: string, job: TrainingJob, status: JobStatus | undefined): Promise<void> {
+  async remember(name: string, job: TrainingJob, status: JobStatus | undefined, owner = status?.owner): Promise<void> {
     const createdAt =
       status?.createdAt ?? (await this.store.specMtime(name))?.toISOString() ?? this.now().toISOString();
     // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
@@ -63,13 +65,14 @@ export class JobBook {
       reason: status?.reason,
       job,
       status,
+      ...(owner ? { owner } : {}),
     });
     // The plan changes only when the queue does: a job added, its spec, or whether it waits.
     if (
       !prev ||
       prev.phase !== status?.phase ||
       prev?.status?.nextRetryAt !== status?.nextRetryAt ||
-      prev?.status?.owner !== status?.owner ||
+      prev.owner !== owner ||
       (prev.job !== job && JSON.stringify(prev.job) !== JSON.stringify(job))
     )
       this.changed();

@@ -7,7 +7,7 @@
 import type { JobSource } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { JobStatus } from '../api/status.ts';
-import { specToRun } from '../core/authorize.ts';
+import { authorize } from '../core/authorize.ts';
 import type { AuthContext } from '../core/authorize-types.ts';
 import { reconcile } from '../core/reconcile.ts';
 import { queueOrder } from '../core/schedule.ts';
@@ -70,9 +70,12 @@ export class Reconciler {
     const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
     const parts = this.ctx.hostsState.partsOf(name, unreachable);
     this.ctx.claims.release(name);
-    // A change the owner did not make is not the job's spec (core/authorize.ts): remember the one it runs.
-    const known = specToRun({ name, spec, status, control, source }, auth);
-    if (known.kind === 'valid') await this.ctx.jobs.remember(name, known.job, status);
+    // A change the owner did not make is not the job's spec (core/authorize.ts): remember the one it
+    // runs, and its owner from this pass on (a new job's quota counts before its first status).
+    const pre = authorize({ name, spec, status, control, source }, auth);
+    const known = pre.input.spec;
+    if (known.kind === 'valid')
+      await this.ctx.jobs.remember(name, known.job, status, pre.owner?.owner ?? status?.owner);
     const res = reconcile({
       name,
       now: this.ctx.now(),
@@ -184,10 +187,16 @@ export class Reconciler {
 }
 
 /** What placement plans over: the queue, the hosts' GPUs, what holds them, the owners' usage. */
-export function schedulerInputs(ctx: LoopContext, usage: Pick<Usage, 'snapshot'>): SchedulerInputs {
+export function schedulerInputs(ctx: LoopContext, usage: Pick<Usage, 'snapshot' | 'weekHours'>): SchedulerInputs {
   const now = ctx.now().getTime();
   const jobs = new Map<string, JobView>();
-  for (const [n, m] of ctx.jobs.entries()) jobs.set(n, { job: m.job, status: m.status, createdAt: m.createdAt });
+  for (const [n, m] of ctx.jobs.entries())
+    jobs.set(n, {
+      job: m.job,
+      status: m.status,
+      createdAt: m.createdAt,
+      ...((m.owner ?? m.status?.owner) ? { owner: m.owner ?? m.status?.owner } : {}),
+    });
   const health: SchedulerInputs['health'] = new Map();
   for (const [hn, n] of ctx.hostsState.health)
     health.set(hn, { ready: n.status === 'Ready', why: n.reasons[0], gpus: n.gpus });
@@ -202,5 +211,6 @@ export function schedulerInputs(ctx: LoopContext, usage: Pick<Usage, 'snapshot'>
     unusable,
     usage: usage.snapshot(now),
     now,
+    ...(ctx.quotaUsers ? { quota: { users: ctx.quotaUsers, weekHours: usage.weekHours(now) } } : {}),
   };
 }

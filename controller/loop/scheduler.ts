@@ -5,10 +5,12 @@
  * job's reconcile then reads its own decision. Gathering only: the decisions are core's.
  */
 import type { Host } from '../../config/cluster.ts';
+import type { UsersSettings } from '../../config/users.ts';
 import type { RunPart } from '../api/run.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import { priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from '../core/placement.ts';
+import type { OwnerUsage, QuotaInput } from '../core/quota.ts';
 import { gpusOf, requestOf, runsOnSlurm } from '../core/schedule.ts';
 
 export interface JobView {
@@ -16,6 +18,8 @@ export interface JobView {
   status?: JobStatus;
   /** Queue age (status createdAt, else the file's mtime). */
   createdAt: string;
+  /** The authenticated owner (before its first status says so). */
+  owner?: string;
 }
 
 export interface SchedulerInputs {
@@ -34,6 +38,8 @@ export interface SchedulerInputs {
   unusable: Map<string, string>;
   usage: Map<string, number>;
   now: number;
+  /** The users: section when it sets a limit, and each owner's GPU-hours over the last 7 days. */
+  quota?: { users: UsersSettings; weekHours: Map<string, number> };
 }
 
 /** Is this job waiting for a placement (not running, not finished, not held back on purpose)? */
@@ -57,7 +63,7 @@ function planInputs(
   also: ReadonlySet<string> = new Set(),
   /** A job whose own live parts count as free (would it fit on more nodes?). */
   without?: string,
-): { requests: Request[]; hosts: HostSlots[]; holdings: Holding[] } {
+): { requests: Request[]; hosts: HostSlots[]; holdings: Holding[]; quota?: QuotaInput } {
   // A Slurm cluster's login host is Slurm's to schedule: its jobs and GPUs are no part of this plan.
   const hosts: HostSlots[] = i.hosts
     .filter((h) => !h.slurm)
@@ -87,6 +93,8 @@ function planInputs(
       runId: p.meta.runId,
       dir: p.dir,
       ...(v ? { graceSeconds: v.job.spec.preemption.graceSeconds } : {}),
+      // Whose: a quota's max_priority caps a running job too, and its GPUs count against its owner.
+      ...(v?.owner ? { owner: v.owner } : {}),
     });
   }
   for (const [job, cs] of i.claims) {
@@ -109,9 +117,41 @@ function planInputs(
   for (const [name, v] of i.jobs) {
     if (!(also.has(name) || waiting(v, i.now)) || i.claims.has(name) || runsOnSlurm(v.job, i.hosts)) continue;
     const prefer = v.status?.nodes.map((n) => n.host) ?? [];
-    requests.push(requestOf(v.job, { createdAt: v.createdAt, owner: v.status?.owner, prefer }));
+    requests.push(requestOf(v.job, { createdAt: v.createdAt, owner: v.owner, prefer }));
   }
-  return { requests, hosts, holdings };
+  return { requests, hosts, holdings, ...(i.quota ? { quota: quotaOf(i, holdings) } : {}) };
+}
+
+/**
+ * Each owner's usage now, from what holds GPUs (this controller's live parts, by their job's owner,
+ * and launches in flight) and the week's GPU-hours. A job being sized (`without`) is not in the
+ * holdings, so its own GPUs do not count against it.
+ */
+function quotaOf(i: SchedulerInputs, holdings: Holding[]): QuotaInput | undefined {
+  if (!i.quota) return undefined;
+  // Distinct GPUs: a launch's claim and its live part (seen before the claim is released) are one.
+  const gpus = new Map<string, Set<string>>();
+  const jobs = new Map<string, Set<string>>();
+  for (const h of holdings) {
+    // A claim's holding has no owner (its priority is never capped): its job's status names one.
+    const owner = h.owner ?? i.jobs.get(h.job)?.owner;
+    if (!owner) continue;
+    const gs = gpus.get(owner) ?? new Set<string>();
+    for (const g of h.gpus) gs.add(`${h.host}/${g}`);
+    gpus.set(owner, gs);
+    const js = jobs.get(owner) ?? new Set<string>();
+    js.add(h.job);
+    jobs.set(owner, js);
+  }
+  const usage = new Map<string, Partial<OwnerUsage>>();
+  for (const o of new Set([...gpus.keys(), ...i.quota.weekHours.keys()])) {
+    usage.set(o, {
+      gpus: gpus.get(o)?.size ?? 0,
+      runningJobs: jobs.get(o)?.size ?? 0,
+      gpuHoursWeek: i.quota.weekHours.get(o) ?? 0,
+    });
+  }
+  return { users: i.quota.users, usage };
 }
 
 /** The plan for the whole queue, remade only when asked to (something it depends on changed). */

@@ -1,7 +1,9 @@
 /**
  * GPU time per owner, decaying with a half-life (24 h by default): what fair share orders jobs of
- * one priority by. Accounted from the live runs the controller sees, persisted in
- * jobs/.ugro/usage.json (atomically; read back as hostile input) so a restart keeps the history.
+ * one priority by. Beside it, the same GPU time in hourly buckets over the last 7 days: what the
+ * `gpu_hours_per_week` quota is measured against (rolling, not decayed). Accounted from the live
+ * runs the controller sees, persisted in jobs/.ugro/usage.json (atomically; read back as hostile
+ * input) so a restart keeps the history.
  */
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -22,7 +24,15 @@ const entrySchema = z.object({ gpuSeconds: z.number().nonnegative().finite(), at
 const usageFileSchema = z.object({
   halfLifeHours: z.number().positive().max(100_000),
   owners: z.record(z.string(), z.unknown()),
+  /** owner -> [hour index (ms / 3600000), GPU-seconds] of the last 7 days (absent in older files). */
+  week: z.record(z.string(), z.unknown()).optional(),
 });
+
+const HOUR_MS = 3_600_000;
+const WEEK_HOURS = 7 * 24;
+const bucketsSchema = z
+  .array(z.tuple([z.number().int().nonnegative(), z.number().nonnegative().finite()]))
+  .max(WEEK_HOURS + 1);
 
 interface Entry {
   /** Decayed GPU-seconds as of `at`. */
@@ -32,6 +42,8 @@ interface Entry {
 
 export class Usage {
   private readonly entries = new Map<string, Entry>();
+  /** owner -> hour index -> GPU-seconds, the last 7 days. */
+  private readonly week = new Map<string, Map<number, number>>();
   private dirty = false;
 
   constructor(
@@ -57,7 +69,33 @@ export class Usage {
     owner = owner.slice(0, MAX_OWNER);
     const e = this.entries.get(owner);
     this.entries.set(owner, { gpuSeconds: (e ? this.decayed(e, now) : 0) + gpuSeconds, at: now });
+    const hour = Math.floor(now / HOUR_MS);
+    const b = this.week.get(owner) ?? new Map<number, number>();
+    b.set(hour, (b.get(hour) ?? 0) + gpuSeconds);
+    this.week.set(owner, b);
+    this.prune(now);
     this.dirty = true;
+  }
+
+  /** Forget the hours that left the 7-day window. */
+  private prune(now: number): void {
+    const first = Math.floor(now / HOUR_MS) - WEEK_HOURS + 1;
+    for (const [owner, b] of this.week) {
+      for (const h of b.keys()) if (h < first) b.delete(h);
+      if (!b.size) this.week.delete(owner);
+    }
+  }
+
+  /** Every owner's GPU-hours over the last 7 days (the hour now included). */
+  weekHours(now: number): Map<string, number> {
+    const first = Math.floor(now / HOUR_MS) - WEEK_HOURS + 1;
+    const out = new Map<string, number>();
+    for (const [owner, b] of this.week) {
+      let s = 0;
+      for (const [h, v] of b) if (h >= first) s += v;
+      if (s > 0) out.set(owner, s / 3600);
+    }
+    return out;
   }
 
   /** Every owner's decayed GPU-seconds now. */
@@ -84,13 +122,21 @@ export class Usage {
       this.entries.set(owner, e.data);
       if (this.entries.size >= MAX_OWNERS) break;
     }
+    for (const [owner, raw] of Object.entries(parsed.data.week ?? {})) {
+      const b = bucketsSchema.safeParse(raw);
+      if (!owner || owner.length > MAX_OWNER || !b.success) continue;
+      this.week.set(owner, new Map(b.data));
+      if (this.week.size >= MAX_OWNERS) break;
+    }
   }
 
   async save(): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
     const owners = Object.fromEntries(this.entries);
-    await writeFileAtomic(this.file, `${JSON.stringify({ halfLifeHours: this.halfLifeMs / 3_600_000, owners })}\n`);
+    const week = Object.fromEntries([...this.week].map(([o, b]) => [o, [...b]]));
+    const text = JSON.stringify({ halfLifeHours: this.halfLifeMs / 3_600_000, owners, week });
+    await writeFileAtomic(this.file, `${text}\n`);
   }
 }
 

@@ -168,13 +168,14 @@ afterEach(async () => {
   for (const c of ctls.splice(0)) await c.stop();
 });
 
-async function loop() {
+async function loop(users: Record<string, unknown> = {}) {
   const clock = { ms: T0 };
   const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
   const jobs = mkdtempSync(join(tmpdir(), 'ugro-auth-'));
   const scripts = mkdtempSync(join(tmpdir(), 'ugro-scripts-'));
   writeFileSync(join(scripts, 'train.py'), 'print("hi")\n');
-  const cluster = { ...CLUSTER, raw: { ...CLUSTER.raw, users: { admins: ['master'], logs: 'open', defaults: {}, quotas: {} } } } as typeof CLUSTER;
+  const raw = { admins: ['master'], logs: 'open', defaults: {}, quotas: {}, ...users };
+  const cluster = { ...CLUSTER, raw: { ...CLUSTER.raw, users: raw } } as typeof CLUSTER;
   const ctl = new Controller({
     cluster,
     jobsDir: jobs,
@@ -276,5 +277,38 @@ describe.skipIf(process.getuid?.() !== 0)('the loop enforces it on what is in jo
     );
     await t.pass('mine');
     expect(t.st('mine')).toMatchObject({ phase: 'Cancelled', message: expect.stringMatching(/cancelled by master/) });
+  });
+
+  it("quotas count the authenticated owner's GPUs: ollie's second job waits QuotaExceeded until the first ends", async () => {
+    const t = await loop({ quotas: { ollie: { gpus: 1 } } });
+    t.as('ollie', 'a.yaml', jobYaml('a', { script: 'train.py', nodes: 1 }));
+    await t.pass('a');
+    expect(t.st('a')).toMatchObject({ phase: 'Starting', owner: 'ollie' });
+    // The annotation claims ob: it does not move ollie's GPUs off his quota.
+    t.as(
+      'ollie',
+      'b.yaml',
+      jobYaml('b', { script: 'train.py', nodes: 1 }).replace(
+        'name: b',
+        'name: b\n  annotations:\n    ugro.dev/owner: ob',
+      ),
+    );
+    await t.pass('b');
+    const b = t.st('b');
+    expect(b).toMatchObject({ phase: 'Queued', reason: 'QuotaExceeded', owner: 'ollie' });
+    expect(b?.message).toMatch(/ollie: 1 of 1 GPUs in use/);
+    // ob is not held by ollie's quota.
+    t.as('ob', 'c.yaml', jobYaml('c', { script: 'train.py', nodes: 1 }));
+    await t.pass('c');
+    expect(t.st('c')).toMatchObject({ phase: 'Starting', owner: 'ob' });
+    // a ends: b starts.
+    const a = t.st('a')!;
+    const host = a.nodes[0].host;
+    const dir = a.runId!.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2');
+    t.fake.endRun(host, dir, 0);
+    await t.pass('a');
+    expect(t.st('a')?.phase).toBe('Succeeded');
+    await t.pass('b');
+    expect(t.st('b')).toMatchObject({ phase: 'Starting', owner: 'ollie' });
   });
 });

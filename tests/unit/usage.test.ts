@@ -80,3 +80,48 @@ describe('usage: decayed GPU time per owner', () => {
     expect(readFileSync(join(jobs, '.ugro', 'usage.json'), 'utf8')).toMatch(/^\{"halfLifeHours":12,/);
   });
 });
+
+describe('the rolling week (gpu_hours_per_week quotas)', () => {
+  it('sums the last 7 days in hourly buckets, forgets older hours, and survives a restart', async () => {
+    const file = join(jobs, '.ugro', 'usage.json');
+    const u = new Usage(file, 24 * H);
+    const t0 = 1000 * 24 * H;
+    u.add('ollie', 3600, t0); // 1 GPU-hour
+    u.add('ollie', 7200, t0 + 30 * H); // 2 more, a day later
+    u.add('ob', 1800, t0 + 30 * H);
+    expect(u.weekHours(t0 + 31 * H)).toEqual(
+      new Map([
+        ['ollie', 3],
+        ['ob', 0.5],
+      ]),
+    );
+    // 7 days after the first hour, it has left the window; the decayed fair-share total has not.
+    expect(u.weekHours(t0 + 7 * 24 * H).get('ollie')).toBe(2);
+    await u.save();
+    const back = new Usage(file, 24 * H);
+    await back.load();
+    expect(back.weekHours(t0 + 31 * H)).toEqual(
+      new Map([
+        ['ollie', 3],
+        ['ob', 0.5],
+      ]),
+    );
+  });
+
+  it('a hostile week entry is dropped, the rest kept', async () => {
+    const file = join(jobs, '.ugro', 'usage.json');
+    const t = 1000 * 24 * H;
+    const hour = Math.floor(t / H);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        halfLifeHours: 24,
+        owners: {},
+        week: { ok: [[hour, 3600]], neg: [[hour, -5]], junk: 'x', many: Array(500).fill([hour, 1]) },
+      }),
+    );
+    const u = new Usage(file, 24 * H);
+    await u.load();
+    expect(u.weekHours(t)).toEqual(new Map([['ok', 1]]));
+  });
+});
