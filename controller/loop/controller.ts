@@ -9,6 +9,7 @@
  * launcher.ts, stop.ts, scripts-deploy.ts.
  */
 import { realpathSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { allHosts, type Cluster } from '../../config/cluster.ts';
@@ -25,6 +26,7 @@ import { ownerOf } from '../core/schedule.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import type { Accounts } from '../store/accounts.ts';
 import { type DirLock, lockJobsDir } from '../store/lock.ts';
+import { sharedJobsDirAdvice } from '../store/private.ts';
 import { JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
 import type { LoopContext, LoopStats } from './context.ts';
@@ -198,6 +200,7 @@ export class Controller {
     this.started = true;
     await this.ctx.store.ensure();
     this.lock = await (this.o.lock ?? lockJobsDir)(this.ctx.store.dir);
+    await this.adviseSharing();
     await this.usage.load();
     // List first: leases, health and every run on every host, in parallel, so running jobs are re-adopted.
     await this.ctx.leases.renewAll();
@@ -297,6 +300,16 @@ export class Controller {
     this.accountUsage();
     await this.usage.save().catch((e) => this.ctx.log.warn('cannot write usage.json', { error: (e as Error).message }));
     for (const n of await this.allNames()) this.queue.add(n);
+  }
+
+  /** A lab shared by several accounts (users: in the cluster file) needs a jobs dir they can write. */
+  private async adviseSharing(): Promise<void> {
+    const users = usersSettings(this.o.cluster.raw.users);
+    if (!users) return;
+    const named = [...new Set([...users.admins, ...Object.keys(users.quotas)])];
+    const st = await stat(this.ctx.store.dir).catch(() => undefined);
+    const advice = st && sharedJobsDirAdvice(this.ctx.store.dir, st.mode, named);
+    if (advice) this.ctx.log.warn(advice, { jobsDir: this.ctx.store.dir });
   }
 
   /**

@@ -119,3 +119,20 @@ function list(paths: string[]): string {
   const shown = paths.slice(0, SHOWN).join(', ');
   return paths.length > SHOWN ? `${shown} (and ${paths.length - SHOWN} more)` : shown;
 }
+
+/**
+ * A jobs dir for a lab shared by several accounts (the cluster file has a users: section): others
+ * can add jobs only if it is group- or world-writable, and it must then be sticky (like /tmp: each
+ * account can replace and delete only its own files, so the OS refuses a change to another's job
+ * before the controller has to). Undefined when it is set up so; else what to run.
+ */
+export function sharedJobsDirAdvice(jobsDir: string, mode: number, users: readonly string[]): string | undefined {
+  const d = shQuote(jobsDir);
+  const others = users.length ? ` (${users.slice(0, 3).join(', ')}${users.length > 3 ? ', …' : ''})` : '';
+  if (!(mode & 0o022))
+    return (
+      `${jobsDir} is writable by its owner only: other users${others} cannot add jobs. To share it, make ` +
+      `it group-writable and sticky for the lab's group: chgrp LABGROUP ${d} && chmod 1775 ${d} (or chmod 1777 ${d})`
+    );
+  return undefined;
+}

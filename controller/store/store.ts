@@ -195,6 +195,9 @@ export class JobStore {
       }
       return parseJobStatus(raw) ?? salvageJobStatus(raw, new Date().toISOString(), `${name}.status.yaml`);
     });
+    // With accounts (a shared jobs dir), a status another account wrote is a forgery: not read (the
+    // controller rebuilds it from what the hosts show, and replaces the file).
+    if (r.ok && this.accounts && r.uid !== (process.geteuid?.() ?? r.uid)) return undefined;
     // A copy: callers build the next status from it and must not edit the cached one.
     return r.ok && r.value ? structuredClone(r.value) : undefined;
   }

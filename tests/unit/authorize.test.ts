@@ -20,6 +20,7 @@ import { accessOf } from '../../controller/core/permissions.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import type { Accounts } from '../../controller/store/accounts.ts';
 import { parsePasswd } from '../../controller/store/accounts.ts';
+import { sharedJobsDirAdvice } from '../../controller/store/private.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS, job, jobYaml } from './job-fixtures.ts';
@@ -310,5 +311,34 @@ describe.skipIf(process.getuid?.() !== 0)('the loop enforces it on what is in jo
     expect(t.st('a')?.phase).toBe('Succeeded');
     await t.pass('b');
     expect(t.st('b')).toMatchObject({ phase: 'Starting', owner: 'ollie' });
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('a status another account wrote', () => {
+  it('is not read: the controller rebuilds it and writes its own', async () => {
+    const t = await loop();
+    t.as('ob', 'train.yaml', jobYaml('train', { script: 'train.py', nodes: 1 }));
+    await t.pass('train');
+    const real = t.st('train')!;
+    // ollie forges a Succeeded status owned by him (a jobs dir he can write to).
+    t.as(
+      'ollie',
+      'train.status.yaml',
+      stringify({ ...real, phase: 'Succeeded', owner: 'ollie', ownerBy: 'file owner' }),
+    );
+    expect(await t.ctl.store.readStatus('train')).toBeUndefined();
+    await t.pass('train');
+    const back = t.st('train')!;
+    expect(back.owner).toBe('ob');
+    expect(back.phase).not.toBe('Succeeded');
+  });
+});
+
+describe('sharedJobsDirAdvice', () => {
+  it('a private jobs dir in a shared lab gets the commands that share it; a shared one nothing', () => {
+    expect(sharedJobsDirAdvice('/srv/jobs', 0o40755, ['master', 'ob'])).toMatch(
+      /other users \(master, ob\) cannot add jobs.*chgrp LABGROUP '\/srv\/jobs' && chmod 1775 '\/srv\/jobs'/,
+    );
+    expect(sharedJobsDirAdvice('/srv/jobs', 0o41775, ['ob'])).toBeUndefined();
   });
 });
