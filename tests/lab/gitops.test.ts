@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -128,7 +128,10 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
       sync: 'Synced',
       file: 'jobs/alpha.yaml',
     });
-    expect(alpha.owner).toBe('Ada Lovelace <ada@example.com>');
+    // Accounts are on (ugro controller reads the account database): an unsigned commit's jobs belong
+    // to the unsigned owner (no users: section, so the controller's own account); the author is a claim.
+    expect(alpha.owner).toBe(userInfo().username);
+    expect(alpha.ownerBy).toBe(`unsigned commit ${sha.slice(0, 12)} by Ada Lovelace <ada@example.com> (unverified)`);
     const wide = ugro(jobs, 'get', 'jobs', '-o', 'wide');
     expect(wide.out).toMatch(new RegExp(`alpha .*${sha.slice(0, 8)}\\s+Synced`));
   });
@@ -320,8 +323,9 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     expect(runs).toEqual([runDirName(st.runId!)]);
   });
 
-  it('--require-signed: an unsigned head is not applied (and says why), a signed one is', async () => {
-    const keys = signingKey(mkdtempSync(join(tmpdir(), 'ugro-sign-')));
+  it('--require-signed: an unsigned head is not applied (says why); a signed one is, owned by its signer', async () => {
+    // The allowed signers file names the key's owner by login name: ob's key signs, so the job is ob's.
+    const keys = signingKey(mkdtempSync(join(tmpdir(), 'ugro-sign-')), 'ob');
     await controller('--prune', '--prune-all', '--require-signed', '--allowed-signers', keys.allowedSigners);
     remote.work.commit({ 'jobs/signed.yaml': jobText('signed', short('gpu2')) }, 'unsigned');
     remote.work.push();
@@ -343,6 +347,8 @@ describe('GitOps on the lab (real git over real ssh, real training)', () => {
     expect(ok.code, ok.err).toBe(0);
     const st = await waitPhase(jobs, 'signed', ['Running', 'Succeeded'], 120_000);
     expect(st.revision).toBe(sha);
+    expect(st.owner).toBe('ob');
+    expect(st.ownerBy).toBe(`signed commit ${sha.slice(0, 12)}`);
     expect(readGitState(jobs)?.refused).toBeUndefined();
   });
 
