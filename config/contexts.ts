@@ -39,7 +39,9 @@ const IPV6 = /^\[([0-9A-Fa-f:.]{2,45})\]$/;
 export function parseSshHost(raw: string): { ok: true; value: SshTarget } | { ok: false; message: string } {
   const bad = (why: string) => ({
     ok: false as const,
-    message: `${why} (got ${JSON.stringify(raw.slice(0, 200))}; expected ssh://[user@]host[:port], e.g. ssh://ob@gpu-master)`,
+    message:
+      `${why} (got ${JSON.stringify(raw.slice(0, 200))}; ` +
+      'expected ssh://[user@]host[:port], e.g. ssh://ob@gpu-master)',
   });
   const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/]*)(?::(\d{1,5}))?$/.exec(raw);
   if (!m) return bad(raw.startsWith('ssh://') ? 'not a host: no path or query may follow it' : 'not an ssh:// URL');

@@ -42,7 +42,8 @@ export async function resolveRemote(where: Exclude<Where, { kind: 'local' }>, en
     throw new UgroError(
       `${label}: ${knownHosts} does not exist, and ugro only connects to a host whose key is pinned. Pin it: ` +
         `ssh-keyscan -p ${t.value.port} -t ed25519 ${t.value.host} > ${knownHosts}, then compare ` +
-        `ssh-keygen -lf ${knownHosts} with the host's own key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, run there)` +
+        `ssh-keygen -lf ${knownHosts} with the host's own key ` +
+        '(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, run there)' +
         (where.kind === 'context' ? `; or set the context's knownHosts (ugro context add … --known-hosts FILE)` : ''),
     );
   const remote: Remote = {

@@ -98,7 +98,8 @@ export async function controlDir(env: Env): Promise<string> {
   const st = await lstat(dir);
   if (!st.isDirectory() || st.uid !== uid)
     throw new UgroError(
-      `${dir} (where ugro keeps its ssh control sockets) is ${st.isDirectory() ? `owned by uid ${st.uid}` : 'not a directory'}: ` +
+      `${dir} (where ugro keeps its ssh control sockets) is ` +
+        `${st.isDirectory() ? `owned by uid ${st.uid}` : 'not a directory'}: ` +
         'someone else could hijack the connection. Remove it, or set XDG_RUNTIME_DIR to a private directory',
     );
   if (st.mode & 0o077) await chmod(dir, 0o700);
@@ -127,11 +128,15 @@ function hint(line: string, r: Remote): string {
   if (/host key verification failed|remote host identification has changed|no .* host key is known/i.test(line))
     return (
       `the host key of ${r.target.host} is not the one pinned in ${r.knownHosts} (or none is). Compare the ` +
-      `host's own key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, run there) with ssh-keygen -lf ${r.knownHosts}; ` +
+      "host's own key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, run there) with " +
+      `ssh-keygen -lf ${r.knownHosts}; ` +
       'pin it only when they match'
     );
   if (/permission denied/i.test(line))
-    return `the key was refused: is ${r.identityFile ?? 'your key'} in ~/.ssh/authorized_keys of ${r.target.user ?? 'that user'} on ${r.target.host}?`;
+    return (
+      `the key was refused: is ${r.identityFile ?? 'your key'} in ~/.ssh/authorized_keys of ` +
+      `${r.target.user ?? 'that user'} on ${r.target.host}?`
+    );
   if (/could not resolve|name or service not known/i.test(line)) return `${r.target.host} does not resolve`;
   if (/refused|timed out|no route|unreachable/i.test(line))
     return `${r.target.host}:${r.target.port} does not answer: is sshd running there, and the address right?`;
@@ -194,7 +199,8 @@ export async function runRemote(r: Remote, args: readonly string[], o: RunOption
     }
     if (code === 127 || code === 126)
       throw new UgroError(
-        `the remote command ${JSON.stringify(r.ugro.join(' '))} was not found on ${where}: set \`ugro:\` in the context ` +
+        `the remote command ${JSON.stringify(r.ugro.join(' '))} was not found on ${where}: ` +
+          'set `ugro:` in the context ' +
           '(e.g. `ugro context add NAME --host … --ugro "node /opt/ugro/bin/ugro.mjs"`)',
       );
     return code ?? 1;
