@@ -1,7 +1,8 @@
 /**
- * Who a job written from this terminal belongs to (fair share orders jobs of one priority by
- * their owners' recent GPU time): --owner, else $UGRO_OWNER, else $USER. A value that is not a
- * plain user name is refused rather than written into a job file.
+ * Whom a job written from this terminal is said to belong to: --owner, else $UGRO_OWNER. Without
+ * either, nothing is written: the job is the account's that writes the file (issue 17; the
+ * controller reads the file's owner). Naming another account is an admin's to do (cli/authz.ts).
+ * A value that is not a plain user name is refused rather than written into a job file.
  */
 import { UsageError } from '../../config/errors.ts';
 import type { Env } from './context.ts';
@@ -17,6 +18,6 @@ export function ownerFrom(flag: string | undefined, env: Env): string | undefine
     }
     return flag;
   }
-  const v = env.UGRO_OWNER ?? env.USER;
+  const v = env.UGRO_OWNER;
   return v !== undefined && OWNER.test(v) ? v : undefined;
 }

@@ -23,7 +23,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description('validate a TrainingJob file, then place it in jobs/ as <name>.yaml')
     .requiredOption('-f, --file <file>', 'the TrainingJob (a regular file of at most 1 MiB; - for stdin)')
     .addOption(new Option('--stdin-name <name>', 'with -f -: the name messages give the input').hideHelp())
-    .option('--owner <user>', 'who it belongs to when the file does not say (default: $UGRO_OWNER, else $USER)')
+    .option('--owner <user>', "an admin: make it this user's job (default: $UGRO_OWNER; else the account writing it)")
     .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
     .action(async (o: { file: string; force?: boolean; owner?: string; stdinName?: string }) => {
       const owner = ownerFrom(o.owner, ctx.env);
@@ -50,7 +50,13 @@ export function register(program: Command, ctx: CliContext): void {
       } catch (e) {
         throw new UgroError(`cannot create ${store.dir}: ${(e as Error).message}`);
       }
-      const existed = (await store.specFile(name)) !== undefined;
+      const specFile = await store.specFile(name);
+      const existed = specFile !== undefined;
+      // Someone else's job is theirs to change (exit 4); naming another owner is an admin's to do.
+      const authz = await import('../authz.ts');
+      if (existed) await authz.mayI(ctx, 'change-spec', { name, status: await store.readStatus(name), specFile });
+      const named = res.value.metadata.annotations?.[OWNER_ANNOTATION] ?? owner;
+      if (named && named !== authz.actor()) await authz.mayI(ctx, 'set-owner', { name }, named);
       const text =
         owner && !res.value.metadata.annotations?.[OWNER_ANNOTATION] ? await withOwner(input.text, owner) : input.text;
       await jobs.writeJobFile(join(store.dir, `${name}.yaml`), text);

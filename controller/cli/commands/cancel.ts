@@ -23,7 +23,9 @@ export function register(program: Command, ctx: CliContext): void {
       ]);
       const grace = o.grace === undefined ? undefined : secondsFlag('--grace', o.grace, MAX_GRACE_SECONDS);
       const store = jobs.openStore(ctx);
-      const { status } = await jobs.requireJob(store, name);
+      const { status, specFile } = await jobs.requireJob(store, name);
+      // Only its owner or an admin (exit 4 otherwise): the controller ignores anyone else's request anyway.
+      await (await import('../authz.ts')).mayI(ctx, 'cancel', { name, status, specFile });
       if (status && TERMINAL_PHASES.includes(status.phase)) {
         ctx.io.out(`trainingjob/${name} is already ${status.phase}: nothing to cancel`);
         return;

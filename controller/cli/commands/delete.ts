@@ -13,20 +13,24 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--force', 'delete it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
     .action(async (raw: string, o: { wait?: boolean; force?: boolean }) => {
       const name = requireJobName(raw);
-      const [{ unlink }, { UgroError }, jobs] = await Promise.all([
+      const [{ unlink }, { ForbiddenError, UgroError }, jobs] = await Promise.all([
         import('node:fs/promises'),
         import('../../../config/errors.ts'),
         import('../jobs.ts'),
       ]);
       const store = jobs.openStore(ctx);
       const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
-      const { specFile } = await jobs.requireJob(store, name);
+      const { specFile, status } = await jobs.requireJob(store, name);
+      await (await import('../authz.ts')).mayI(ctx, 'delete', { name, status, specFile });
       if (specFile) {
         try {
           await unlink(specFile); // a symlink itself, never its target
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
-            throw new UgroError(`cannot delete ${specFile}: ${(e as Error).message}`);
+          const code = (e as NodeJS.ErrnoException).code;
+          // A sticky jobs dir: the OS lets only the file's owner (or the dir's) delete it.
+          if (code === 'EPERM' || code === 'EACCES')
+            throw new ForbiddenError(`cannot delete ${specFile}: it is not yours (${code}); ask its owner or an admin`);
+          if (code !== 'ENOENT') throw new UgroError(`cannot delete ${specFile}: ${(e as Error).message}`);
         }
       }
       ctx.io.out(`trainingjob/${name} deleted (the controller stops its run)`);

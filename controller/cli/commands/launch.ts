@@ -33,7 +33,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--priority <p>', 'high|normal|low or an integer -1000..1000', 'normal')
     .option('--nodes <k>', 'number of hosts, 1..1024 (default: all hosts)')
     .option('--nproc-per-node <n>', 'processes per host: 1..64, or gpu (one per GPU)', '1')
-    .option('--owner <user>', 'who the job belongs to, for fair share (default: $UGRO_OWNER, else $USER)')
+    .option('--owner <user>', "an admin: make it this user's job (default: $UGRO_OWNER; else the account writing it)")
     .option('--force', 'write it although the jobs dir follows git (an emergency: OutOfSync until git agrees)')
     .action((o: LaunchOptions) => launch(ctx, o));
 }
@@ -88,6 +88,8 @@ async function launch(ctx: CliContext, o: LaunchOptions): Promise<void> {
   if (!res.ok) throw new UsageError(res.issues.map((i) => formatIssue('launch', i)).join('\n'));
   const store = jobs.openStore(ctx);
   const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
+  if (owner && owner !== (await import('../authz.ts')).actor())
+    await (await import('../authz.ts')).mayI(ctx, 'set-owner', { name }, owner);
   if (await store.specFile(name))
     throw new UgroError(
       `trainingjob/${name} already exists in ${store.dir}: pick another --name, or \`ugro delete job ${name}\` first`,

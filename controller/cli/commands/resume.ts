@@ -32,6 +32,8 @@ export function register(program: Command, ctx: CliContext): void {
       const gitWarning = (await import('../../gitops/state.ts')).refuseIfGitManaged(store.dir, o.force);
       const file = await store.specFile(name);
       if (!file) throw new NotFoundError(`job ${name} has no spec file in ${store.dir}`);
+      const authz = await import('../authz.ts');
+      await authz.mayI(ctx, 'resume', { name, status: await store.readStatus(name), specFile: file });
       const read = await readRegularFile(file);
       if (!read.ok) throw new UgroError(`${file}: ${read.missing ? 'vanished while reading it' : read.message}`);
       const doc = parseDocument(read.text, file);
