@@ -6,8 +6,8 @@
  * The lab test tests/lab/remote.test.ts runs it over real ssh.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LOCAL_CONTEXT, parseContexts, parseSshHost } from '../../config/contexts.ts';
@@ -305,6 +305,37 @@ describe('contexts from the command line', () => {
     const r = await ugro(['get', 'jobs'], env);
     expect(r.code).toBe(1);
     expect(r.err).toContain('contexts.yaml:4:11: contexts.lab.host: not an ssh:// URL');
+  });
+});
+
+describe('who owns what (issue 17, item 5)', () => {
+  const me = userInfo().username;
+  const status = (owner?: string) =>
+    `phase: Running\nobservedGeneration: 1\nattempt: 1\nnodes: []\ncreatedAt: 2025-01-01T00:00:00Z\nconditions: []\n` +
+    (owner ? `owner: ${owner}\nownerBy: file owner\n` : '');
+  const spec = (n: string) =>
+    `apiVersion: ugro.dev/v1alpha1\nkind: TrainingJob\nmetadata: {name: ${n}}\nspec: {script: t.py}\n`;
+
+  it('get jobs shows OWNER without -o wide; --mine: status.owner, else my spec file; never $USER', async () => {
+    const jobs = join(home, 'jobs');
+    mkdirSync(jobs);
+    writeFileSync(join(jobs, 'mine.yaml'), spec('mine'));
+    writeFileSync(join(jobs, 'mine.status.yaml'), status(me));
+    writeFileSync(join(jobs, 'theirs.yaml'), spec('theirs'));
+    writeFileSync(join(jobs, 'theirs.status.yaml'), status('someone-else'));
+    writeFileSync(join(jobs, 'fresh.yaml'), spec('fresh')); // no status yet: my file, so mine
+    const all = await ugro(['--jobs', jobs, 'get', 'jobs']);
+    expect(all.out.split('\n')[0]).toMatch(/^NAME\s+PHASE\s+ATTEMPT\s+RESTARTS\s+NODES\s+PROGRESS\s+AGE\s+OWNER$/);
+    expect(all.out).toMatch(/^theirs\s.*\ssomeone-else$/m);
+    const mine = await ugro(['--jobs', jobs, 'get', 'jobs', '--mine'], { USER: 'someone-else' });
+    expect(
+      mine.out
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(/\s+/)[0]),
+    ).toEqual(['fresh', 'mine']);
+    const json = await ugro(['--jobs', jobs, 'get', 'jobs', '--mine', '-o', 'json'], { USER: 'someone-else' });
+    expect((JSON.parse(json.out) as { name: string }[]).map((j) => j.name)).toEqual(['fresh', 'mine']);
   });
 });
 
