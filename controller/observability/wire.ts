@@ -103,6 +103,7 @@ export class Observability {
       runtime: this.o.runtime,
       cluster: this.o.cluster.name,
       log: this.o.log,
+      ...(this.o.cluster.raw.users?.logs === 'private' ? { privateLogs: true } : {}),
       ...(this.o.token ? { token: this.o.token } : {}),
       ...(this.o.now ? { now: this.o.now } : {}),
     });

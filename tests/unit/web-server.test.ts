@@ -412,3 +412,23 @@ describe('a long run on the job page', () => {
     expect(msg.loss).toContain(50);
   });
 });
+
+describe('users.logs: private (issue 17)', () => {
+  it('the job page shows no rank log and a follow gets none: the dashboard knows no viewer account', async () => {
+    const open = await serve();
+    expect((await get(open.port, '/jobs/j')).body).toContain('hello');
+    const { port, following } = await serve({ privateLogs: true });
+    const page = await get(port, '/jobs/j');
+    expect(page.status).toBe(200);
+    expect(page.body).not.toContain('hello');
+    expect(page.body).toContain('logs are private here');
+    const s = stream(port, '?job=j&rank=0');
+    await s.opened;
+    await s.heard(/event: log-error\ndata: .*logs are private here/);
+    expect(following).toEqual([]);
+    // The same stream on an open dashboard follows the log.
+    const o = stream(open.port, '?job=j&rank=0');
+    await o.opened;
+    await vi.waitFor(() => expect(open.following.length).toBe(1));
+  });
+});

@@ -40,7 +40,9 @@ async function logs(ctx: CliContext, raw: string, o: LogsOptions): Promise<void>
     import('../../api/run.ts'),
     import('../../backends/errors.ts'),
   ]);
-  const { status: st } = await requireJob(openStore(ctx), name);
+  const { status: st, specFile } = await requireJob(openStore(ctx), name);
+  // Open by default (a lab works in the open); users.logs: private makes them the owner's and admins'.
+  await (await import('../authz.ts')).mayI(ctx, 'read-logs', { name, status: st, specFile });
   if (!st?.runId || !st.specHash) throw new NotFoundError(`job ${name} has no run yet`);
   const node = st.nodes.find((n) => n.globalRanks.includes(rank));
   if (!node) {

@@ -74,6 +74,11 @@ export interface WebServerOptions {
   caps?: Partial<StreamCaps>;
   /** Bytes a live stream may hold for a viewer that does not read before it is closed (default 1 MiB). */
   maxBufferedBytes?: number;
+  /**
+   * users.logs: private: the dashboard knows no viewer's account (a token is not a person), so it
+   * shows no rank logs at all; owners and admins read them with `ugro logs`.
+   */
+  privateLogs?: boolean;
 }
 
 const ASSET_TYPES: Record<string, string> = {
@@ -136,6 +141,7 @@ export class WebServer {
       view: o.view,
       runtime: o.runtime,
       rankLocation: (job, rank) => this.rankLocation(job, rank),
+      ...(o.privateLogs ? { logsPrivate: true } : {}),
       headers: SECURITY_HEADERS,
       ...(o.log ? { log: o.log } : {}),
       ...(o.caps ? { caps: o.caps } : {}),
@@ -329,6 +335,12 @@ export class WebServer {
   }
 
   private async readLog(name: string, rank: number): Promise<{ lines: string[]; offset: number; error?: string }> {
+    if (this.o.privateLogs)
+      return {
+        lines: [],
+        offset: 0,
+        error: 'logs are private here (users.logs): `ugro logs` as its owner or an admin',
+      };
     const loc = this.rankLocation(name, rank);
     if (!loc) return { lines: [], offset: 0, error: `no log for rank ${rank} yet` };
     try {

@@ -31,6 +31,8 @@ export interface StreamHubOptions {
   lossEveryMs?: number;
   /** Bytes a stream may hold for a viewer that does not read before it is closed (default 1 MiB). */
   maxBufferedBytes?: number;
+  /** users.logs: private: no log follows (the dashboard knows no viewer's account). */
+  logsPrivate?: boolean;
 }
 
 export class StreamHub {
@@ -194,6 +196,11 @@ export class StreamHub {
       if (!Number.isSafeInteger(rank) || rank < 0) return;
       const runId = this.o.view.status(job)?.runId;
       if (!runId || runId === followed) return;
+      if (this.o.logsPrivate) {
+        followed = runId;
+        sendEv('log-error', { message: 'logs are private here (users.logs): `ugro logs` as its owner or an admin' });
+        return;
+      }
       const loc = this.o.rankLocation(job, rank);
       if (!loc) return;
       if (followed !== undefined || (initialRun && initialRun !== runId)) {
