@@ -38,6 +38,7 @@ export function signerOf(stderr: string): { ok: true; principal: string } | { ok
     why: m
       ? `the signature verifies, but its principal in the allowed signers file, "${shown}", is not a login name ` +
         `(letters, digits, "_", "-", ".", "@"; at most ${MAX_PRINCIPAL}): name each key by its owner's login name`
-      : `the signature verifies, but git did not name its signer (${shown ? `"${shown}"` : 'no "Good signature" line'})`,
+      : 'the signature verifies, but git did not name its signer ' +
+        `(${shown ? `"${shown}"` : 'no "Good signature" line'})`,
   };
 }

@@ -35,8 +35,8 @@ const cpuStat = (host: string) =>
 const oomKills = (host: string) =>
   Number(/oom_kill (\d+)/.exec(readFileSync(`${CG}/memory/ugro-lab/${host}/memory.oom_control`, 'utf8'))![1]);
 
-// A fixed amount of CPU-bound work (~1 s on one free core here: 20 CFS periods at half a core): its wall and CPU seconds, and
-// the cpu cgroup it ran in (started over ssh after the knob: it inherits the host's cgroup).
+// A fixed amount of CPU-bound work (~1 s on one free core here: 20 CFS periods at half a core): its wall and CPU
+// seconds, and the cpu cgroup it ran in (started over ssh after the knob: it inherits the host's cgroup).
 const LOOP =
   'grep ":cpu:" /proc/self/cgroup; python3 -c "import time\n' +
   't = time.perf_counter(); c = time.process_time(); i = 0\n' +
@@ -78,7 +78,7 @@ afterAll(() => {
 });
 
 describe('lab speed: a cgroup CPU quota on every process of a host', () => {
-  it('speed 0.5 caps a host at half a core (throttled, clearly slower than an unlimited host); speed 1 lifts it', async () => {
+  it('speed 0.5 caps a host at half a core (throttled, slower than an unlimited host); speed 1 lifts it', async () => {
     // a process of the host started before the knob is moved too
     const before = await onHost('gpu1', 'sleep 60 >/dev/null 2>&1 & echo $!');
     const sleeper = Number(before.out.trim());

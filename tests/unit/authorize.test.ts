@@ -280,7 +280,7 @@ describe.skipIf(process.getuid?.() !== 0)('the loop enforces it on what is in jo
     expect(t.st('mine')).toMatchObject({ phase: 'Cancelled', message: expect.stringMatching(/cancelled by master/) });
   });
 
-  it("quotas count the authenticated owner's GPUs: ollie's second job waits QuotaExceeded until the first ends", async () => {
+  it("quotas count the owner's GPUs: ollie's 2nd job waits QuotaExceeded until his 1st ends", async () => {
     const t = await loop({ quotas: { ollie: { gpus: 1 } } });
     t.as('ollie', 'a.yaml', jobYaml('a', { script: 'train.py', nodes: 1 }));
     await t.pass('a');
