@@ -27,7 +27,8 @@ export function reconcile(raw: ReconcileInput): ReconcileResult {
   // GitOps: an invalid file from git is named by its commit; the source's view goes into the status.
   const spec = specForSource(input.spec, input.source);
   const res = withAuth(applySource(input, reconcileSteps(spec === input.spec ? input : { ...input, spec })), auth, raw);
-  return input.spec === raw.spec ? res : { ...res, spec: input.spec };
+  const dropped = input.control !== raw.control ? { dropControl: true } : {};
+  return input.spec === raw.spec ? { ...res, ...dropped } : { ...res, spec: input.spec, ...dropped };
 }
 
 /** A forbidden change with nothing accepted to go on with: the status as it was, no action. */

@@ -163,3 +163,8 @@ export interface ScheduleNext {
   /** When this spec's first attempt was created (ms): checkpoints older than that are not its own. */
   since?: number;
 }
+  /**
+   * A control file written by someone who may not act on the job was ignored: remove it, so it
+   * stands in no one's way (its owner could otherwise keep the owner's own cancel from being written).
+   */
+  dropControl?: boolean;

@@ -83,6 +83,7 @@ export class Reconciler {
       status,
       control,
       parts,
+      if (res.dropControl) await this.ctx.store.deleteControl(name);
       unreachable,
       cluster: this.view(name),
       checkpoints,
@@ -114,6 +115,7 @@ export class Reconciler {
     return { ...a, ...(accepted ? { accepted } : {}) };
   }
 
+    if (res.dropControl) await this.ctx.store.deleteControl(name);
   /** A spec the job now runs with (accepted: its hash is the status's) is kept for authorize's next refusal. */
   private async keepAccepted(name: string, spec: SpecState, status: JobStatus | null): Promise<void> {
     if (!this.ctx.auth || spec.kind !== 'valid' || status?.specHash !== spec.hash || !status.ownerBy) return;

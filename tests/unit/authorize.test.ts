@@ -243,6 +243,8 @@ describe.skipIf(process.getuid?.() !== 0)('the loop enforces it on what is in jo
     await t.pass('train');
     expect(t.st('train')?.phase).not.toBe('Cancelled');
     expect((await t.ctl.store.readEvents('train')).filter((e) => e.reason === 'Forbidden')).toHaveLength(2);
+    // ... and removed: ob's own cancel (written over it) is not kept out by ollie's file.
+    expect(existsSync(join(t.jobs, 'train.control.yaml'))).toBe(false);
 
     // ob puts his own spec back and cancels: both count, and the event says who.
     t.as('ob', 'train.yaml', jobYaml('train', { script: 'train.py', nodes: 1 }));
