@@ -18,6 +18,10 @@ const RESERVED_ENV = /^(UGRO_|RANK$|LOCAL_RANK$|WORLD_SIZE$|MASTER_ADDR$|MASTER_
 
 const PRIORITY_VALUES = { high: 100, normal: 0, low: -100 } as const;
 
+/** spec.after: what a dependency waits for. */
+export const AFTER_PHASES = ['Succeeded', 'Completed'] as const;
+const MAX_AFTER = 32;
+
 /**
  * sshd hands the whole remote command to the login shell as ONE argument, and Linux caps one
  * argument at 128 KiB (MAX_ARG_STRLEN): args, command and env, quoted, must fit beside UGRO's own
@@ -110,6 +114,11 @@ export const trainingJobSpec = z
         maxRestarts: z.number().int().min(0).max(100).default(0),
         /** Failures of the infrastructure (a launch fails, a node is lost, a runner vanishes). */
         maxInfraRestarts: z.number().int().min(0).max(1000).default(10),
+        /**
+         * Out-of-memory failures while a micro batch can still be halved (core/failures.ts); 3 when
+         * unset (DEFAULT_MAX_OOM_RESTARTS: no default here, so existing specs keep their hash).
+         */
+        maxOomRestarts: z.number().int().min(0).max(100).optional(),
         backoffSeconds: z.number().min(0).max(3600).default(10),
         /**
          * Exit codes with a meaning of their own: `fatal` fails the job at once (a bad config will
@@ -169,6 +178,32 @@ export const trainingJobSpec = z
      */
     backend: z.enum(['ssh', 'slurm'], { error: 'must be ssh or slurm' }).optional(),
     activeDeadlineSeconds: z.number().int().positive().optional(),
+    /**
+     * Jobs this one waits for (like Slurm's --dependency): `Succeeded` (afterok, the default) or
+     * `Completed` (afterany: Succeeded, Failed or Cancelled). An entry names a `job:`; room is left
+     * for other kinds of producer (a `sweep:` that waits for the whole sweep). Optional, no default:
+     * the spec hash of a job without it stays what it was.
+     */
+    after: z
+      .array(
+        z.strictObject({
+          job: dnsLabel,
+          phase: z
+            .enum(AFTER_PHASES, {
+              error: 'must be Succeeded (it succeeded, like afterok) or Completed (it ended in any way, like afterany)',
+            })
+            .default('Succeeded'),
+        }),
+      )
+      .min(1, 'must list at least one job (or leave `after` out)')
+      .max(MAX_AFTER, `at most ${MAX_AFTER} jobs`)
+      .superRefine((list, ctx) => {
+        list.forEach((a, i) => {
+          if (list.findIndex((b) => b.job === a.job) !== i)
+            ctx.addIssue({ code: 'custom', message: `names job ${a.job} twice`, path: [i, 'job'] });
+        });
+      })
+      .optional(),
   })
   .superRefine((s, ctx) => {
     if (!!s.script === !!s.command)
@@ -198,16 +233,27 @@ export const trainingJobSpec = z
       });
   });
 
-export const trainingJobSchema = z.strictObject({
-  apiVersion: z.literal(API_VERSION, { error: `must be "${API_VERSION}"` }),
-  kind: z.literal(KIND, { error: `must be "${KIND}"` }),
-  metadata: z.strictObject({
-    name: dnsLabel,
-    labels: z.record(z.string(), z.string()).optional(),
-    annotations: z.record(z.string(), z.string()).optional(),
-  }),
-  spec: trainingJobSpec,
-});
+export const trainingJobSchema = z
+  .strictObject({
+    apiVersion: z.literal(API_VERSION, { error: `must be "${API_VERSION}"` }),
+    kind: z.literal(KIND, { error: `must be "${KIND}"` }),
+    metadata: z.strictObject({
+      name: dnsLabel,
+      labels: z.record(z.string(), z.string()).optional(),
+      annotations: z.record(z.string(), z.string()).optional(),
+    }),
+    spec: trainingJobSpec,
+  })
+  .superRefine((j, ctx) => {
+    // A cycle through other jobs is found when they are known (core/steps/dependencies.ts); this one is certain.
+    const i = j.spec.after?.findIndex((a) => a.job === j.metadata.name) ?? -1;
+    if (i >= 0)
+      ctx.addIssue({
+        code: 'custom',
+        message: `a job cannot wait for itself (cycle ${j.metadata.name} -> ${j.metadata.name}): remove this entry`,
+        path: ['spec', 'after', i, 'job'],
+      });
+  });
 
 export type TrainingJob = z.output<typeof trainingJobSchema>;
 export type TrainingJobSpec = TrainingJob['spec'];

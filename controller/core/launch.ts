@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import type { Gpu } from './placement.ts';
-import type { RankBatch } from './types.ts';
+import type { AfterCheckpoint, RankBatch } from './types.ts';
 
 export interface NodeLaunch {
   host: Host;
@@ -148,4 +148,19 @@ export function ugroEnv(
     // Longer than the deadline: a stalled rank is found (and named) by its heartbeat first.
     ...(progress ? { UGRO_COLLECTIVE_TIMEOUT_SECONDS: String(progress * 2 + 30) } : {}),
   };
+}
+
+/** spec.after: `prep-data` -> UGRO_AFTER_PREP_DATA_CHECKPOINT (a DNS label has no `_`: no two names meet). */
+export function afterEnvName(job: string): string {
+  return `UGRO_AFTER_${job.toUpperCase().replace(/-/g, '_')}_CHECKPOINT`;
+}
+
+/** spec.after: each producer's checkpoint file as a part on `host` finds it (core/steps/dependencies.ts). */
+export function afterEnv(after: readonly AfterCheckpoint[] | undefined, host: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const c of after ?? []) {
+    const dir = c.dirs[host];
+    if (dir) env[afterEnvName(c.job)] = posix.join(dir, `${c.name}.pt`);
+  }
+  return env;
 }

@@ -4,7 +4,7 @@
  * Level-triggered: there is no "added/changed/deleted" branch, only "what is, what should be".
  * One function per step of docs/architecture.md's reconcile table, run in this order:
  *   1 deleted  2 invalid  3 older generations stopped  4 cancel/suspend  5 observe the run
- *   6 schedule the next attempt
+ *   5b dependencies (spec.after)  6 schedule the next attempt
  */
 import { formatIssue } from '../../config/errors.ts';
 import { setCondition } from '../api/status.ts';
@@ -13,6 +13,7 @@ import { Draft } from './draft.ts';
 import { groupRuns, runAlive } from './run-view.ts';
 import { applySource, specForSource } from './source.ts';
 import { reconcileDeleted } from './steps/deleted.ts';
+import { checkDependencies, withAfterCheckpoints } from './steps/dependencies.ts';
 import { reconcileInvalid } from './steps/invalid.ts';
 import { observeRun } from './steps/observe-run.ts';
 import { scheduleNext } from './steps/schedule-next.ts';
@@ -121,6 +122,10 @@ function reconcileSteps(input: ReconcileInput): ReconcileResult {
   const stopped = stopRequested(d, job, hash, current);
   if (stopped) return stopped;
   const observed = observeRun({ d, job, hash, mine });
-  if ('status' in observed) return observed;
-  return scheduleNext(d, job, hash, observed);
+  if ('status' in observed) return withAfterCheckpoints(input, observed);
+  // 5b. spec.after: only before this generation's first launch (started: a run, or an attempt).
+  const started = mine.length > 0 || (prev?.specHash === hash && prev.attempt > 0);
+  const held = checkDependencies(d, job, hash, started);
+  if (held) return held;
+  return withAfterCheckpoints(input, scheduleNext(d, job, hash, observed));
 }

@@ -5,7 +5,8 @@ import type { ControlState } from '../api/control.ts';
 import type { JobSourceInfo } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { CheckpointInfo, RunPart, StopReason } from '../api/run.ts';
-import type { JobStatus } from '../api/status.ts';
+import type { JobStatus, Phase } from '../api/status.ts';
+import type { TrainingJob } from '../api/trainingjob.ts';
 import type { AuthContext } from './authorize-types.ts';
 import type { Decision, Gpu } from './placement.ts';
 import type { RunView } from './run-view.ts';
@@ -85,6 +86,8 @@ export type Action =
       copyCheckpoint?: { from: string; to: string; name: string };
       /** Started on idle GPUs ahead of a waiting job (that job may preempt it). */
       backfill?: boolean;
+      /** spec.after: each producer's newest checkpoint (UGRO_AFTER_<NAME>_CHECKPOINT), copied where missing. */
+      after?: AfterCheckpoint[];
     }
   | {
       type: 'stop';
@@ -104,6 +107,42 @@ export type Action =
   | { type: 'archive'; parts: { host: string; dir: string }[] };
 
 export type LaunchAction = Extract<Action, { type: 'launch' }>;
+
+/** A producer's checkpoint handed to a dependent's launch (core/steps/dependencies.ts). */
+export interface AfterCheckpoint {
+  /** The producer (spec.after[].job). */
+  job: string;
+  /** The checkpoint's name (file `<name>.pt`). */
+  name: string;
+  /** Where it is: the producer's host and checkpoint dir there. */
+  from: string;
+  fromDir: string;
+  /** Host -> the producer's checkpoint dir on that host of the launch (the env var's directory). */
+  dirs: Record<string, string>;
+  /** Hosts of this launch that lack it: copied there from `from` before the launch. */
+  copyTo: string[];
+}
+
+/**
+ * What a job's spec.after needs to know of another job, from the loop's memory of every job
+ * (loop/jobs.ts): its spec and status as last read, and its checkpoints as last observed.
+ */
+export interface JobFacts {
+  /** Its spec as last read; absent while its file is invalid. */
+  job?: TrainingJob;
+  /** That spec's hash: the status counts only when it is for this hash (its current generation). */
+  specHash?: string;
+  phase?: Phase;
+  reason?: string;
+  /** The spec hash the status is for. */
+  statusHash?: string;
+  /** When its generation began (checkpoints older than that are not its own). */
+  since?: string;
+  /** Its newest complete checkpoint on each host that has one (undefined: not observed yet). */
+  checkpoints?: CheckpointInfo[];
+  /** Deleted while this controller ran: a dependency on it can no longer be met. */
+  deleted?: true;
+}
 export type StopAction = Extract<Action, { type: 'stop' }>;
 
 export interface EventDraft {
@@ -136,6 +175,11 @@ export interface ReconcileInput {
   source?: JobSourceInfo;
   /** Who may change the job (core/authorize.ts); absent: no accounts known, the owner is the annotation's. */
   auth?: AuthContext;
+  /**
+   * spec.after: the jobs it names and, for finding cycles, the jobs theirs name, and so on. A name
+   * absent has no job (yet). Absent without spec.after.
+   */
+  producers?: ReadonlyMap<string, JobFacts>;
 }
 
 export interface ReconcileResult {
@@ -146,6 +190,11 @@ export interface ReconcileResult {
   events: EventDraft[];
   /** The spec the steps ran on when it is not the file's (core/authorize.ts kept the accepted one). */
   spec?: SpecState;
+  /**
+   * A control file written by someone who may not act on the job was ignored: remove it, so it
+   * stands in no one's way (its owner could otherwise keep the owner's own cancel from being written).
+   */
+  dropControl?: boolean;
 }
 
 /**
@@ -163,8 +212,3 @@ export interface ScheduleNext {
   /** When this spec's first attempt was created (ms): checkpoints older than that are not its own. */
   since?: number;
 }
-  /**
-   * A control file written by someone who may not act on the job was ignored: remove it, so it
-   * stands in no one's way (its owner could otherwise keep the owner's own cancel from being written).
-   */
-  dropControl?: boolean;
