@@ -1,9 +1,13 @@
 /**
  * What the loop knows of each job between reconciles: its spec and status as last read (the queue
- * placement plans over), and the preemptions that stopped it.
+ * placement plans over), the preemptions that stopped it, and for spec.after what each job waits
+ * for (an index producer -> dependents, kept as specs change) with the producers' facts.
  */
+import type { CheckpointInfo } from '../api/run.ts';
 import type { JobStatus } from '../api/status.ts';
-import type { TrainingJob } from '../api/trainingjob.ts';
+import { specHash, type TrainingJob } from '../api/trainingjob.ts';
+import { afterNames } from '../core/steps/dependencies.ts';
+import type { JobFacts } from '../core/types.ts';
 import type { JobStore } from '../store/store.ts';
 
 export interface JobMemo {
@@ -24,6 +28,15 @@ export class JobBook {
   readonly preemptedBy = new Map<string, { job: string; at: string }>();
   /** Preemption stops in flight, by run id (a preemptor requeued meanwhile does not stop twice). */
   readonly preempting = new Set<string>();
+  /** spec.after: producer -> the jobs that name it (each job's edges replaced when its spec changes). */
+  private readonly dependents = new Map<string, Set<string>>();
+  /** Jobs deleted while this controller ran (a dependency on one can no longer be met); until re-created. */
+  private readonly deleted = new Set<string>();
+  /** Jobs whose file is invalid now (they are not remembered: no spec to plan with). */
+  private readonly invalid = new Set<string>();
+  /** Each job's newest checkpoint per host as last observed, for the spec hash it was observed for. */
+  private readonly checkpoints = new Map<string, { hash: string; list: CheckpointInfo[] }>();
+  private readonly hashes = new WeakMap<TrainingJob, string>();
 
   constructor(
     private readonly store: Pick<JobStore, 'specMtime'>,
@@ -37,7 +50,93 @@ export class JobBook {
   }
 
   delete(name: string): void {
+    const m = this.memos.get(name);
+    if (m || this.invalid.has(name)) this.deleted.add(name);
+    this.index(name, m?.job, undefined);
     this.memos.delete(name);
+    this.invalid.delete(name);
+    this.checkpoints.delete(name);
+  }
+
+  /** The job's file is invalid now (true), or valid or gone (false). */
+  markInvalid(name: string, invalid: boolean): void {
+    if (invalid) {
+      this.invalid.add(name);
+      this.deleted.delete(name);
+    } else this.invalid.delete(name);
+  }
+
+  /** The newest checkpoint on each host of `name`'s spec `hash`, as a reconcile observed them. */
+  noteCheckpoints(name: string, hash: string, list: CheckpointInfo[]): void {
+    this.checkpoints.set(name, { hash, list });
+  }
+
+  /** Jobs whose spec.after names `name`. */
+  dependentsOf(name: string): string[] {
+    return [...(this.dependents.get(name) ?? [])];
+  }
+
+  /**
+   * What a dependent reads of `name` (undefined: no such job known). Its spec's hash is worked out
+   * once per spec object.
+   */
+  facts(name: string): JobFacts | undefined {
+    const m = this.memos.get(name);
+    if (!m) {
+      if (this.invalid.has(name)) return { phase: 'Invalid' };
+      return this.deleted.has(name) ? { deleted: true } : undefined;
+    }
+    let hash = this.hashes.get(m.job);
+    if (hash === undefined) {
+      hash = specHash(m.job.spec);
+      this.hashes.set(m.job, hash);
+    }
+    const s = m.status;
+    const ck = this.checkpoints.get(name);
+    return {
+      job: m.job,
+      specHash: hash,
+      ...(s ? { phase: s.phase, statusHash: s.specHash, since: s.generationSince ?? s.createdAt } : {}),
+      ...(s?.reason ? { reason: s.reason } : {}),
+      ...(ck && ck.hash === s?.specHash ? { checkpoints: ck.list } : {}),
+    };
+  }
+
+  /** What dependents decide on, as one string: a change wakes them (loop/reconciler.ts). */
+  factsKey(name: string): string {
+    if (!this.dependents.get(name)?.size) return '';
+    const f = this.facts(name);
+    return f ? `${f.phase}|${f.reason}|${f.statusHash}|${f.specHash}|${f.deleted}` : 'absent';
+  }
+
+  /**
+   * The facts `job`'s spec.after needs: the jobs it names, theirs, and so on (for cycles); a name
+   * not known is left out (no such job yet).
+   */
+  producersOf(job: TrainingJob): Map<string, JobFacts> {
+    const out = new Map<string, JobFacts>();
+    const todo = afterNames(job);
+    for (let n = todo.pop(); n !== undefined; n = todo.pop()) {
+      if (out.has(n) || n === job.metadata.name) continue;
+      const f = this.facts(n);
+      if (!f) continue;
+      out.set(n, f);
+      todo.push(...afterNames(f.job));
+    }
+    return out;
+  }
+
+  /** Replace `name`'s edges in the index producer -> dependents. */
+  private index(name: string, before: TrainingJob | undefined, after: TrainingJob | undefined): void {
+    const was = afterNames(before);
+    const now = afterNames(after);
+    if (was.length === now.length && was.every((n, i) => n === now[i])) return;
+    for (const p of was) this.dependents.get(p)?.delete(name);
+    for (const p of now) {
+      const set = this.dependents.get(p) ?? new Set<string>();
+      set.add(name);
+      this.dependents.set(p, set);
+    }
   }
 
   entries(): IterableIterator<[string, JobMemo]> {
@@ -48,7 +147,9 @@ export class JobBook {
   queuedToKick(): string[] {
     const out: string[] = [];
     for (const [name, m] of this.memos) {
-      if (m.phase === 'Queued' && m.reason !== 'BackoffRestart' && m.reason !== 'LaunchFailed') out.push(name);
+      // A job waiting for another is woken by that one's change (reconciler.ts), not by free hosts.
+      const held = m.reason === 'BackoffRestart' || m.reason === 'LaunchFailed' || m.reason === 'WaitingForDependency';
+      if (m.phase === 'Queued' && !held) out.push(name);
     }
     return out;
   }
@@ -58,6 +159,9 @@ export class JobBook {
       status?.createdAt ?? (await this.store.specMtime(name))?.toISOString() ?? this.now().toISOString();
     // Unknown phase until reconciled: only jobs known to be waiting count as "queued ahead".
     const prev = this.memos.get(name);
+    this.index(name, prev?.job, job);
+    this.deleted.delete(name);
+    this.invalid.delete(name);
     this.memos.set(name, {
       priority: job.spec.priority,
       createdAt,

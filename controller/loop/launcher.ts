@@ -10,8 +10,8 @@ import type { RunMeta, RunPart } from '../api/run.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import type { LaunchRequest } from '../backends/api.ts';
 import { HostError } from '../backends/errors.ts';
-import { checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
-import type { EventDraft, LaunchAction } from '../core/types.ts';
+import { afterEnv, checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
+import type { AfterCheckpoint, EventDraft, LaunchAction } from '../core/types.ts';
 import type { LoopContext } from './context.ts';
 import type { ScriptsDeploy } from './scripts-deploy.ts';
 import { stopRun } from './stop.ts';
@@ -90,7 +90,10 @@ export class Launcher {
           meta,
           argv: torchrunArgv(job, n),
           training: { job, target: trainingTarget(job, h), rdzvTimeoutSeconds: n.rdzvTimeoutSeconds },
-          ugroEnv: ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
+          ugroEnv: {
+            ...ugroEnv(job, n, ckpt.path, { resumeFrom: a.resumeFrom, restartCount: a.restartCount }),
+            ...afterEnv(a.after, h.name),
+          },
           jobEnv: job.spec.env,
           // A fresh launch checks its port on the rendezvous host in the same exec.
           ...(fresh && h.name === rdzv.name ? { checkPort: a.port } : {}),
@@ -142,6 +145,24 @@ export class Launcher {
     });
   }
 
+  /** A producer's checkpoint (spec.after) copied from its host to `to`, into its dir there, verified. */
+  private async copyAfter(
+    a: LaunchAction,
+    c: AfterCheckpoint,
+    to: string,
+    event: (e: EventDraft) => void,
+  ): Promise<void> {
+    const src = this.ctx.host(c.from);
+    const dst = this.ctx.host(to);
+    if (!src || !dst || !c.dirs[to]) throw new UgroError(`unknown host ${!src ? c.from : to}`);
+    const r = await this.ctx.runtime.copyCheckpoint(src, c.fromDir, dst, c.dirs[to], c.name);
+    this.ctx.log.info('producer checkpoint copied', { job: a.job, producer: c.job, name: c.name, from: c.from, to });
+    event({
+      reason: 'CheckpointCopied',
+      message: `${c.job}'s ${c.name} copied from ${c.from} to ${to} (spec.after): ${r.bytes} bytes, sha256 ${r.sha256}`,
+    });
+  }
+
   /**
    * Launch the parts of a launch action in parallel. Returns undefined when every part started,
    * else the first failure (the parts that did start are stopped first).
@@ -160,6 +181,18 @@ export class Launcher {
         return { host: c.to, message: `copying checkpoint ${c.name} from ${c.from} failed: ${(e as Error).message}` };
       }
     }
+    // spec.after: the producers' checkpoints this launch's hosts lack (its env var names them).
+    for (const c of a.after ?? [])
+      for (const to of c.copyTo) {
+        try {
+          await this.copyAfter(a, c, to, event);
+        } catch (e) {
+          return {
+            host: to,
+            message: `copying ${c.job}'s checkpoint ${c.name} from ${c.from} failed: ${(e as Error).message}`,
+          };
+        }
+      }
     const started: RunPart[] = [];
     // Every part goes out at once: no await before a part's launch exec unless its host needs
     // scripts/ deployed first.

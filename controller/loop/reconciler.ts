@@ -7,6 +7,7 @@
 import type { JobSource } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { JobStatus } from '../api/status.ts';
+import type { TrainingJob } from '../api/trainingjob.ts';
 import { authorize } from '../core/authorize.ts';
 import type { AuthContext } from '../core/authorize-types.ts';
 import { reconcile } from '../core/reconcile.ts';
@@ -16,6 +17,7 @@ import { refreshSource } from '../core/source.ts';
 import type { ClusterView } from '../core/types.ts';
 import type { LoopContext } from './context.ts';
 import type { Executor } from './executor.ts';
+import type { JobBook } from './jobs.ts';
 import type { HostScan } from './scan.ts';
 import type { JobView, SchedulerInputs } from './scheduler.ts';
 import type { Usage } from './usage.ts';
@@ -32,13 +34,28 @@ export class Reconciler {
     private readonly source?: JobSource,
   ) {}
 
+  /**
+   * Reconcile `name`; when what its dependents decide on changed (its phase, its spec, it was
+   * deleted: loop/jobs.ts factsKey), they are reconciled again: no polling.
+   */
   async reconcile(name: string): Promise<{ requeueAfterMs?: number }> {
+    const before = this.ctx.jobs.factsKey(name);
+    try {
+      return await this.reconcileOne(name);
+    } finally {
+      if (this.ctx.jobs.factsKey(name) !== before)
+        for (const d of this.ctx.jobs.dependentsOf(name)) this.ctx.enqueue(d);
+    }
+  }
+
+  private async reconcileOne(name: string): Promise<{ requeueAfterMs?: number }> {
     this.ctx.stats.reconciles++;
     const [spec, status, control] = await Promise.all([
       this.ctx.store.readSpec(name),
       this.ctx.store.readStatus(name),
       this.ctx.store.readControl(name),
     ]);
+    this.ctx.jobs.markInvalid(name, spec.kind === 'invalid');
     this.ctx.observer?.read?.(name, spec, status);
     const source = await this.source?.infoFor(name);
     const auth = await this.authFor(name, spec, status);
@@ -62,9 +79,11 @@ export class Reconciler {
         cluster: this.view(name),
         source,
         auth,
+        ...this.producers(spec),
       });
       await this.executor.persist(name, res.status, res.events);
       await this.keepAccepted(name, spec, res.status);
+      if (res.dropControl) await this.ctx.store.deleteControl(name);
       return {};
     }
     const { unreachable, checkpoints, attemptFloor } = await this.scan.observeJob(name, spec, status);
@@ -76,6 +95,8 @@ export class Reconciler {
     const known = pre.input.spec;
     if (known.kind === 'valid')
       await this.ctx.jobs.remember(name, known.job, status, pre.owner?.owner ?? status?.owner);
+    if (spec.kind === 'valid') this.ctx.jobs.noteCheckpoints(name, spec.hash, checkpoints);
+    if (known.kind === 'valid') await this.observeProducers(known.job, known.hash, status);
     const res = reconcile({
       name,
       now: this.ctx.now(),
@@ -83,20 +104,48 @@ export class Reconciler {
       status,
       control,
       parts,
-      if (res.dropControl) await this.ctx.store.deleteControl(name);
       unreachable,
       cluster: this.view(name),
       checkpoints,
       attemptFloor,
       source,
       auth,
+      ...this.producers(known),
     });
     const ran = res.spec ?? spec;
     const out = await this.executor.execute(name, ran, res, status);
     await this.keepAccepted(name, ran, res.status);
+    if (res.dropControl) await this.ctx.store.deleteControl(name);
     const due = this.nodeLostDue(spec, unreachable);
     if (due !== undefined && out.requeueAfterMs !== undefined) out.requeueAfterMs = Math.min(out.requeueAfterMs, due);
     return out;
+  }
+
+  /** spec.after: what the pure step reads of the jobs this one waits for (none without spec.after). */
+  private producers(spec: SpecState): { producers?: ReturnType<JobBook['producersOf']> } {
+    return spec.kind === 'valid' && spec.job.spec.after?.length
+      ? { producers: this.ctx.jobs.producersOf(spec.job) }
+      : {};
+  }
+
+  /**
+   * A job about to start after its producers finished reads their checkpoints: a producer whose
+   * checkpoints this controller has not observed (it finished before a restart: settled jobs are
+   * not looked at) is observed once, on the hosts its status names.
+   */
+  private async observeProducers(job: TrainingJob, hash: string, status: JobStatus | undefined): Promise<void> {
+    if (!job.spec.after?.length || (status?.specHash === hash && status.attempt > 0)) return;
+    await Promise.all(
+      job.spec.after.map(async ({ job: p }) => {
+        const f = this.ctx.jobs.facts(p);
+        const m = this.ctx.jobs.get(p);
+        const ended = f?.phase === 'Succeeded' || f?.phase === 'Failed' || f?.phase === 'Cancelled';
+        if (!m || !f?.specHash || !ended || f.checkpoints || f.statusHash !== f.specHash) return;
+        const spec: SpecState = { kind: 'valid', job: m.job, hash: f.specHash, file: '' };
+        const seen = await this.scan.observeJob(p, spec, m.status);
+        this.ctx.jobs.noteCheckpoints(p, f.specHash, seen.checkpoints);
+      }),
+    );
   }
 
   /**
@@ -115,7 +164,6 @@ export class Reconciler {
     return { ...a, ...(accepted ? { accepted } : {}) };
   }
 
-    if (res.dropControl) await this.ctx.store.deleteControl(name);
   /** A spec the job now runs with (accepted: its hash is the status's) is kept for authorize's next refusal. */
   private async keepAccepted(name: string, spec: SpecState, status: JobStatus | null): Promise<void> {
     if (!this.ctx.auth || spec.kind !== 'valid' || status?.specHash !== spec.hash || !status.ownerBy) return;

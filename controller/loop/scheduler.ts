@@ -46,6 +46,8 @@ export interface SchedulerInputs {
 function waiting(v: JobView, now: number): boolean {
   const s = v.status;
   if (v.job.spec.suspend) return false;
+  // spec.after: not before its dependencies are met (a job asked about is planned along then).
+  if (s?.reason === 'WaitingForDependency' || (!s && v.job.spec.after?.length)) return false;
   if (!s) return true;
   if (TERMINAL_PHASES.includes(s.phase) || s.phase === 'Suspended') return false;
   if (s.phase === 'Running' || s.phase === 'Starting') return false;

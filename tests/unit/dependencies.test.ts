@@ -25,7 +25,11 @@ const launches = (r: ReconcileResult) => r.actions.filter((a): a is LaunchAction
 const cond = (s: JobStatus | null | undefined, type: string) => s?.conditions.find((c) => c.type === type);
 
 /** What the loop knows of a producer: its spec, and a status for that spec in `phase`. */
-function facts(name: string, phase: Phase | undefined, o: Partial<JobFacts> & { spec?: object } = {}): JobFacts {
+function facts(
+  name: string,
+  phase: Phase | undefined,
+  o: Partial<JobFacts> & { spec?: Record<string, unknown> } = {},
+): JobFacts {
   const j = job(name, o.spec ?? { script: 'prep.py' });
   const h = specHash(j.spec);
   return {
@@ -36,7 +40,8 @@ function facts(name: string, phase: Phase | undefined, o: Partial<JobFacts> & { 
   };
 }
 const producers = (...fs: [string, JobFacts][]) => new Map(fs);
-const TRAIN = (after: object[], extra: object = {}) => validSpec('train', { script: 't.py', after, ...extra });
+const TRAIN = (after: object[], extra: Record<string, unknown> = {}) =>
+  validSpec('train', { script: 't.py', after, ...extra });
 
 /** A spec with spec.after set as given, past the schema (which refuses a job naming itself). */
 function withAfter(name: string, after: string[]): TrainingJob {
@@ -51,7 +56,7 @@ const specOf = (j: TrainingJob): SpecState => ({
 });
 
 describe('spec.after in the schema', () => {
-  const parse = (name: string, spec: object) => parseTrainingJob(jobYaml(name, spec));
+  const parse = (name: string, spec: Record<string, unknown>) => parseTrainingJob(jobYaml(name, spec));
 
   it('takes a list of jobs; phase defaults to Succeeded (afterok), Completed is afterany', () => {
     const r = parse('train', { script: 't.py', after: [{ job: 'prep' }, { job: 'data', phase: 'Completed' }] });

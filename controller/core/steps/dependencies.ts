@@ -57,7 +57,7 @@ export function judge(dep: After, f: JobFacts | undefined): Verdict {
     if (dep.phase === 'Completed') return { met: true, note: `${who} ${f.phase}${reason} (Completed is enough)` };
     return { met: false, fail: `${who} ${f.phase}${reason}: it had to succeed` };
   }
-  return { met: false, wait: `${who} (${f.phase}${reason})` };
+  return { met: false, wait: `${who} (${f.phase})` };
 }
 
 /**
