@@ -116,11 +116,21 @@ function specLines(spec: SpecState): string[] {
   return [];
 }
 
+/** spec.after: what the job waits for, and whether that is met (its DependenciesMet condition). */
+function afterLines(spec: SpecState, st: JobStatus | undefined): string[] {
+  const after = spec.kind === 'valid' ? spec.job.spec.after : undefined;
+  if (!after?.length) return [];
+  const met = st?.conditions.find((c) => c.type === 'DependenciesMet');
+  const list = after.map((a) => `${a.job} (${a.phase})`).join(', ');
+  return [field('After', `${list}${met ? `: ${met.status === 'True' ? 'met' : firstLine(met.message)}` : ''}`)];
+}
+
 export function describeJob({ name, spec, status, events }: DescribeInput): string {
   return [
     field('Name', name),
     field('File', spec.kind === 'deleted' ? '(deleted)' : spec.file),
     ...(status ? statusLines(status) : [field('Phase', 'Pending (no status yet: is `ugro controller` running?)')]),
+    ...afterLines(spec, status),
     ...specLines(spec),
     'Events:',
     eventsTable(events, { indent: '  ' }),
