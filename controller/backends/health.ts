@@ -6,6 +6,7 @@
  */
 import type { Cluster, Host } from '../../config/cluster.ts';
 import { HostOutputError } from './errors.ts';
+import { HARDWARE_XIDS, parseXidLines, recentXids, type XidEvent, type XidScan, xidMessage } from './gpu-health.ts';
 
 export interface GpuInfo {
   index: number;
@@ -18,6 +19,11 @@ export interface GpuInfo {
   temperatureC?: number;
   /** Watts (`power.draw`), when the board reports it ("[N/A]" on some). */
   powerW?: number;
+  /** `pci.bus_id` (00000000:01:00.0): how the kernel log's XID lines name the GPU. */
+  busId?: string;
+  /** PCIe link width now and at most (`pcie.link.width.current`, `.max`): narrower is a degraded link. */
+  linkWidth?: number;
+  linkWidthMax?: number;
 }
 
 export interface ProbeFacts {
@@ -32,6 +38,8 @@ export interface ProbeFacts {
     | { state: 'notfound' }
     | { state: 'failed'; exitCode: string; message: string };
   disk?: { path: string; freeGiB: number; totalGiB: number };
+  /** The kernel log's XID lines of this boot (GPU hosts only). */
+  xid?: XidScan;
 }
 
 function sections(out: string): Map<string, string[]> {
@@ -49,8 +57,9 @@ function sections(out: string): Map<string, string[]> {
 
 /**
  * Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version
- * [,temperature.gpu,power.draw] --format=csv,noheader,nounits` (the last two are optional: older
- * captures have six fields; a board without a sensor says "[N/A]", which is left out).
+ * [,temperature.gpu,power.draw[,pci.bus_id,pcie.link.width.current,pcie.link.width.max]]
+ * --format=csv,noheader,nounits` (the optional fields are missing in older captures; a board without
+ * a sensor says "[N/A]", which is left out).
  */
 export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
   const gpus: GpuInfo[] = [];
@@ -62,6 +71,9 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
     const num = (s: string) => (/^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN); // "[N/A]" on some boards
     const temperatureC = f.length > 6 ? num(f[6]) : NaN;
     const powerW = f.length > 7 ? num(f[7]) : NaN;
+    const busId = f.length > 8 && /^[0-9A-Fa-f:.]{1,20}$/.test(f[8]) ? f[8] : undefined;
+    const linkWidth = f.length > 10 ? num(f[9]) : NaN;
+    const linkWidthMax = f.length > 10 ? num(f[10]) : NaN;
     gpus.push({
       index: Number(f[0]),
       name: f[1],
@@ -71,6 +83,8 @@ export function parseNvidiaSmiCsv(text: string): GpuInfo[] {
       driver: f[5],
       ...(Number.isNaN(temperatureC) ? {} : { temperatureC }),
       ...(Number.isNaN(powerW) ? {} : { powerW }),
+      ...(busId ? { busId } : {}),
+      ...(Number.isNaN(linkWidth) || Number.isNaN(linkWidthMax) ? {} : { linkWidth, linkWidthMax }),
     });
   }
   return gpus;
@@ -123,7 +137,23 @@ export function parseProbe(stdout: string): ProbeFacts {
   const df = first('disk');
   const m = df && /^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+(.+)$/.exec(df);
   if (m) facts.disk = { path: m[5], totalGiB: Number(m[2]) / 1048576, freeGiB: Number(m[4]) / 1048576 };
+  if (s.has('xid')) facts.xid = parseXidSection(s.get('xid') ?? [], facts.remoteClockNs);
   return facts;
+}
+
+/** The probe's @@xid section: `source=`, `lines=` (kernel lines readable), `uptime=` (dmesg), `xid=LINE`. */
+function parseXidSection(lines: string[], clockNs?: bigint): XidScan {
+  const kv = (k: string) => lines.find((l) => l.startsWith(`${k}=`))?.slice(k.length + 1);
+  const src = kv('source');
+  const source = src === 'journalctl' || src === 'dmesg' ? src : 'none';
+  const up = Number(kv('uptime'));
+  const bootS = clockNs !== undefined && Number.isFinite(up) ? Number(clockNs / 1_000_000n) / 1000 - up : undefined;
+  const xids = lines.filter((l) => l.startsWith('xid=')).map((l) => l.slice(4));
+  return {
+    source,
+    readable: source !== 'none' && /^[1-9]\d*$/.test(kv('lines') ?? ''),
+    events: parseXidLines(xids, bootS),
+  };
 }
 
 /** Compare dotted versions numerically: -1, 0, 1. */
@@ -155,6 +185,8 @@ export interface NodeHealth {
   torch?: { version: string; cuda: string } | null;
   gpus: GpuInfo[];
   disk?: { path: string; freeGiB: number; totalGiB: number };
+  /** XID errors of the last XID_WINDOW_HOURS (gpu-health.ts), when there are any. */
+  xids?: XidEvent[];
   checkedAt: string;
 }
 
@@ -196,7 +228,25 @@ export function judge(
     ) {
       warnings.push(`GPU is "${gpus[0].name}", cluster file says "${host.gpus[0].model}"`);
     }
+    for (const g of gpus)
+      if (g.linkWidth !== undefined && g.linkWidthMax !== undefined && g.linkWidth < g.linkWidthMax)
+        reasons.push(
+          `GPU ${g.index} PCIe link x${g.linkWidth} of x${g.linkWidthMax} (degraded): ` +
+            'reseat the card, check its riser and slot',
+        );
   }
+  // XIDs of the last hours on the host's own clock (the log's timestamps are the host's).
+  const nowS = facts.remoteClockNs !== undefined ? Number(facts.remoteClockNs / 1_000_000n) / 1000 : undefined;
+  const xids = facts.xid ? recentXids(facts.xid.events, nowS ?? Date.parse(checkedAt) / 1000) : [];
+  const hard = xids.filter((e) => HARDWARE_XIDS.has(e.code));
+  if (hard.length) reasons.push(xidMessage(hard[hard.length - 1]));
+  const soft = xids.filter((e) => !HARDWARE_XIDS.has(e.code));
+  if (soft.length) warnings.push(xidMessage(soft[soft.length - 1]));
+  if (facts.xid && !facts.xid.readable && wantGpu)
+    warnings.push(
+      `cannot read the kernel log for XID errors (${facts.xid.source}): ` +
+        `add ${host.user} to the group adm or systemd-journal`,
+    );
   if (facts.disk && facts.disk.freeGiB < cluster.health.minFreeDiskGb)
     reasons.push(
       `only ${facts.disk.freeGiB.toFixed(1)} GiB free at ${facts.disk.path} (< ${cluster.health.minFreeDiskGb} GiB)`,
@@ -219,6 +269,7 @@ export function judge(
     torch: facts.torch,
     gpus,
     disk: facts.disk,
+    ...(xids.length ? { xids } : {}),
     checkedAt,
   };
 }

@@ -24,6 +24,7 @@ import * as contextVerb from './commands/context.ts';
 import * as controller from './commands/controller.ts';
 import * as del from './commands/delete.ts';
 import * as describe from './commands/describe.ts';
+import * as doctor from './commands/doctor.ts';
 import * as events from './commands/events.ts';
 import * as exporter from './commands/export.ts';
 import * as get from './commands/get.ts';
@@ -47,6 +48,7 @@ const KEPT_CODES: number[] = [EXIT.usage, EXIT.notFound, EXIT.forbidden];
 /** In `ugro --help` order. */
 const VERBS = [
   health,
+  doctor,
   get,
   config,
   hosts,

@@ -72,16 +72,10 @@ chmod 755 rank.sh
 # routes to the rendezvous address (on the rendezvous host itself that route is via lo, so
 # take the interface that owns the address instead). A job's own GLOO/NCCL_SOCKET_IFNAME, in
 # its env, still wins: it is applied after these, at the training process's exec.
-# (Word splitting instead of sed/head: every fork here is launch latency.)
-dev= prev=
-for w in $(ip -o route get "$rdzv_addr" 2>/dev/null); do
-  [ "$prev" = dev ] && { dev=$w; break; }
-  prev=$w
-done
-if [ -z "$dev" ] || [ "$dev" = lo ]; then
-  dev=$(ip -o addr show to "$rdzv_addr" 2>/dev/null | awk '{ print $2; exit }')
-fi
-if [ -n "$dev" ] && [ "$dev" != lo ]; then
+# (lib.sh's ugro_collective_dev; `ugro doctor` reports the same choice.)
+ugro_collective_dev "$rdzv_addr"
+dev=$ugro_v
+if [ -n "$dev" ]; then
   export GLOO_SOCKET_IFNAME="$dev" NCCL_SOCKET_IFNAME="$dev"
 fi
 export UGRO_RUN_DIR="$run_dir"

@@ -104,3 +104,20 @@ ugro_listening_ports() {
 ugro_is_listening() {
   ugro_listening_ports | grep -qx -e "$1"
 }
+
+# ugro_collective_dev ADDR: set ugro_v to the network interface gloo/NCCL should use to reach the
+# rendezvous address ADDR: the one that routes there (on the rendezvous host itself that route is
+# via lo, so the interface that owns the address instead); empty when none or only lo. launch.sh
+# exports it as GLOO/NCCL_SOCKET_IFNAME, doctor.sh reports it. (Word splitting instead of sed/head:
+# every fork here is launch latency.)
+ugro_collective_dev() {
+  ugro_v= _ugro_p=
+  for _ugro_w in $(ip -o route get "$1" 2>/dev/null); do
+    [ "$_ugro_p" = dev ] && { ugro_v=$_ugro_w; break; }
+    _ugro_p=$_ugro_w
+  done
+  if [ -z "$ugro_v" ] || [ "$ugro_v" = lo ]; then
+    ugro_v=$(ip -o addr show to "$1" 2>/dev/null | awk '{ print $2; exit }')
+  fi
+  [ "$ugro_v" != lo ] || ugro_v=
+}

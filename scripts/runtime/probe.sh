@@ -32,10 +32,29 @@ echo "@@gpu"
 if command -v nvidia-smi >/dev/null 2>&1; then
   # A wedged driver can hang nvidia-smi for minutes; bound it so health always answers.
   t=""; command -v timeout >/dev/null 2>&1 && t="timeout -s KILL 10"
-  # temperature.gpu and power.draw feed the controller's GPU telemetry (charts, /metrics).
-  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version,temperature.gpu,power.draw \
+  # temperature.gpu and power.draw feed the controller's GPU telemetry (charts, /metrics); the PCIe
+  # link width (current, max) the judge (a degraded link), in the same call: nvidia-smi is slow to start.
+  $t nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version,temperature.gpu,power.draw,pci.bus_id,pcie.link.width.current,pcie.link.width.max \
     --format=csv,noheader,nounits 2>&1
   echo "gpu_rc=$?"
+  # XID errors of this boot (the judge keeps the recent ones): the kernel log through journalctl
+  # (users in adm or systemd-journal), else dmesg where it is readable (root, or dmesg_restrict=0).
+  # `lines` says whether anything was readable at all: no kernel line is "cannot tell", not "no XID".
+  echo "@@xid"
+  if command -v journalctl >/dev/null 2>&1; then
+    echo "source=journalctl"
+    $t journalctl -k -b 0 --no-pager -q -o short-unix 2>/dev/null |
+      awk '/NVRM: Xid/ { x[n % 20] = substr($0, 1, 300); n++ } { l++ }
+        END { for (i = (n > 20 ? n - 20 : 0); i < n; i++) print "xid=" x[i % 20]; print "lines=" l + 0 }'
+  elif dmesg >/dev/null 2>&1; then
+    echo "source=dmesg"
+    read -r up _ </proc/uptime && echo "uptime=$up"
+    $t dmesg 2>/dev/null |
+      awk '/NVRM: Xid/ { x[n % 20] = substr($0, 1, 300); n++ } { l++ }
+        END { for (i = (n > 20 ? n - 20 : 0); i < n; i++) print "xid=" x[i % 20]; print "lines=" l + 0 }'
+  else
+    echo "source=none"
+  fi
 else
   echo "gpu_rc=notfound"
 fi

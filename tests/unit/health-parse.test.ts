@@ -150,7 +150,7 @@ describe('parseProbe on captured output', () => {
   it('the probe script asks nvidia-smi for exactly the fields the parser reads', () => {
     expect(PROBE_SCRIPT).toContain(
       'nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,driver_version,' +
-        'temperature.gpu,power.draw \\\n' +
+        'temperature.gpu,power.draw,pci.bus_id,pcie.link.width.current,pcie.link.width.max \\\n' +
         '    --format=csv,noheader,nounits',
     );
   });

@@ -25,8 +25,11 @@ export type RuntimeScript =
   | 'metrics'
   | 'progress';
 
-/** Everything sent to hosts with lib.sh in front: the runtime's scripts and health's probe. */
-export type SentScript = RuntimeScript | 'probe';
+/** What `ugro doctor` runs on hosts (ssh/doctor.ts). */
+export type DoctorScript = 'doctor' | 'doctor-listen' | 'doctor-connect' | 'doctor-allreduce';
+
+/** Everything sent to hosts with lib.sh in front: the runtime's scripts, health's probe and the doctor's. */
+export type SentScript = RuntimeScript | 'probe' | DoctorScript;
 
 export const SENT_SCRIPTS: readonly SentScript[] = [
   'launch',
@@ -43,6 +46,10 @@ export const SENT_SCRIPTS: readonly SentScript[] = [
   'metrics',
   'progress',
   'probe',
+  'doctor',
+  'doctor-listen',
+  'doctor-connect',
+  'doctor-allreduce',
 ];
 
 export interface RuntimeScripts {
