@@ -30,6 +30,7 @@ import {
   job,
   labCluster,
   ROOT,
+  readStatus,
   startController,
   stopController,
   waitFor,
@@ -112,7 +113,26 @@ function spec(name: string, args: string[]): string {
   return job(name, { script: 'train.py', args, nodes: 1, hosts: ['gpu1'] });
 }
 
+const gpu1Runs = cluster.hosts.find((h) => h.name === 'gpu1')!.paths.runs;
+const JOBS = ['remote-a', 'remote-b'];
+
+/** This test's runs on gpu1 (the lab shares this filesystem and /proc): their processes ended, their dirs gone. */
+function removeRuns(): void {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const env = readFileSync(`/proc/${d}/environ`, 'utf8').split('\0');
+      if (env.some((v) => JOBS.some((j) => v.startsWith(`UGRO_RUN_ID=${j}-`)))) process.kill(Number(d), 'SIGKILL');
+    } catch {
+      /* gone, or not ours */
+    }
+  }
+  for (const d of existsSync(gpu1Runs) ? readdirSync(gpu1Runs) : [])
+    if (JOBS.some((j) => d.startsWith(`${j}.`))) rmSync(join(gpu1Runs, d), { recursive: true, force: true });
+}
+
 beforeAll(() => {
+  removeRuns();
   dir = mkdtempSync('/tmp/ugro-remote-');
   chownSync(dir, ob.uid, ob.gid);
   chmodSync(dir, 0o711);
@@ -170,7 +190,17 @@ afterAll(async () => {
       /* gone */
     }
   }
+  // A run still going is cancelled first: a stopped controller leaves training running (it re-adopts it).
+  for (const name of JOBS) {
+    const st = jobs ? readStatus(jobs, name) : undefined;
+    if (st && !['Succeeded', 'Failed', 'Cancelled'].includes(st.phase))
+      spawnSync(process.execPath, [
+        ...[join(ROOT, 'bin/ugro.mjs'), '--cluster', join(dir, 'cluster.yaml'), '--jobs', jobs],
+        ...['cancel', name, '--grace', '1', '--wait'],
+      ]);
+  }
   if (ctl) await stopController(ctl);
+  removeRuns();
   // The shared connections: `ssh -O exit` on each control socket, as ob.
   const socks = join(dir, 'ugro-ssh');
   for (const s of existsSync(socks) ? readdirSync(socks) : [])
