@@ -323,4 +323,33 @@ describe('controller on the lab', () => {
     expect(second.phase).toBe('Succeeded');
     expect(Date.parse(second.startTime!)).toBeGreaterThanOrEqual(Date.parse(first.completionTime!) - 1000);
   });
+
+  it('spec.after: train starts after prep Succeeded, reading its checkpoint; DependencyFailed; a cycle', async () => {
+    jobsDir = newJobsDir();
+    ctl = startController(jobsDir);
+    const prep = { script: 'train.py', args: ['--epochs', '1', '--steps-per-epoch', '10', '--sleep', '0.1'] };
+    // train prints the variable and fails unless prep's checkpoint is there, on its own host.
+    const show = ['sh', '-c', 'echo "AFTER=$UGRO_AFTER_PREP_CHECKPOINT"; test -s "$UGRO_AFTER_PREP_CHECKPOINT"'];
+    writeJob(jobsDir, 'train', { command: show, nodes: 1, hosts: ['gpu2'], after: [{ job: 'prep' }] });
+    writeJob(jobsDir, 'prep', { ...prep, nodes: 1, hosts: ['gpu1'] });
+    writeJob(jobsDir, 'bad', { script: 'train.py', args: ['--exit-code', '3', '--fail-rank', '0'], hosts: ['gpu1'] });
+    writeJob(jobsDir, 'after-bad', { command: ['true'], after: [{ job: 'bad' }] });
+    writeJob(jobsDir, 'loop-a', { command: ['true'], after: [{ job: 'loop-b' }] });
+    writeJob(jobsDir, 'loop-b', { command: ['true'], after: [{ job: 'loop-a' }] });
+    const waiting = await waitPhase(jobsDir, 'train', ['Queued']);
+    expect(waiting.reason).toBe('WaitingForDependency');
+    const p = await waitPhase(jobsDir, 'prep', ['Succeeded', 'Failed'], 120_000);
+    expect(p.phase, ctl.logText()).toBe('Succeeded');
+    const t = await waitPhase(jobsDir, 'train', ['Succeeded', 'Failed'], 60_000);
+    expect(t.phase, ctl.logText()).toBe('Succeeded');
+    expect(Date.parse(t.startTime!)).toBeGreaterThanOrEqual(Date.parse(p.completionTime!) - 1000);
+    const gpu2 = cluster.hosts.find((h) => h.name === 'gpu2')!;
+    const out = ugro(jobsDir, 'logs', 'train', '--rank', '0').out;
+    expect(out).toContain(`AFTER=${gpu2.paths.checkpoints}/prep/step-`);
+    const failed = await waitPhase(jobsDir, 'after-bad', ['Failed', 'Succeeded'], 60_000);
+    expect(failed).toMatchObject({ phase: 'Failed', reason: 'DependencyFailed' });
+    expect(failed.message).toMatch(/^cannot start: job bad Failed/);
+    const cyc = await waitPhase(jobsDir, 'loop-a', ['Invalid']);
+    expect(cyc.message).toBe('spec.after: cycle loop-a -> loop-b -> loop-a');
+  });
 });
