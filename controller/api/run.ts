@@ -148,6 +148,22 @@ export interface RankObservation {
   heartbeatAgeS?: number;
   /** The training process's state letter (/proc/PID/stat): T when stopped. */
   procState?: string;
+  /** It ran out of memory, as its rank.sh saw it (rank-N.oom): see RankOom. */
+  oom?: RankOom;
+}
+
+/**
+ * Out-of-memory evidence of one rank (rank.sh writes it when the rank fails): `kernel`, it died of
+ * SIGKILL while its memory cgroup's oom_kill count rose; `cuda`, CUDA's out-of-memory error is in
+ * the tail of its log. With the batch values UGRO gave it (absent without spec.batch).
+ */
+export interface RankOom {
+  kind: 'kernel' | 'cuda';
+  /** What showed it: the counter's move, or the log line. */
+  evidence: string;
+  batch?: number;
+  micro?: number;
+  accum?: number;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   parseRunMeta,
   parseStopReason,
   type RankObservation,
+  type RankOom,
   type RunPart,
   sanitizeMetrics,
 } from '../api/run.ts';
@@ -119,6 +120,18 @@ const pushCapped = (list: string[], line: string) => {
   if (list.length > OBSERVE_LIMITS.logLines) list.shift();
 };
 
+/** rank-N.oom's words after the rank: KIND BATCH MICRO ACCUM EVIDENCE…, checked (a job can write the file). */
+function rankOomOf(w: string[]): RankOom | undefined {
+  const kind = w[0];
+  if (kind !== 'kernel' && kind !== 'cuda') return undefined;
+  const num = (s: string | undefined) => intIn(s, 1, 1_000_000);
+  const [batch, micro, accum] = [num(w[1]), num(w[2]), num(w[3])];
+  const evidence = w.slice(4).join(' ').slice(0, 500);
+  // The three come together (rank.sh has all or none of them); a partial record has none.
+  const sizes = batch !== undefined && micro !== undefined && accum !== undefined ? { batch, micro, accum } : {};
+  return { kind, evidence, ...sizes };
+}
+
 /**
  * One `@@run DIR` block -> a RunPart, or why it cannot be one. meta.json must pass parseRunMeta
  * (against the directory name and the host it was found on): a job can write a run dir whose
@@ -179,6 +192,14 @@ function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | 
     if (!o) continue;
     o.logTail ??= [];
     pushCapped(o.logTail, sp < 0 ? '' : v.slice(sp + 1));
+  }
+  for (const v of fieldsOf(b, 'rankoom')) {
+    // RANK KIND BATCH MICRO ACCUM EVIDENCE (rank.sh; `-` for a value it was not given)
+    const w = v.split(' ');
+    const rank = intIn(w[0], 0, MAX_RANK);
+    const o = rank === undefined ? undefined : ranks.get(rank);
+    const oom = rankOomOf(w.slice(1));
+    if (o && oom && o.exitCode !== undefined && o.exitCode !== 0) o.oom = oom;
   }
   for (const v of fieldsOf(b, 'rankbeat')) {
     // RANK MS (milliseconds since the rank last touched its heartbeat file, by the host's clock)

@@ -3,7 +3,8 @@
 # Answers, per directory with a meta.json: @@run DIR with pid, starttime, alive (0|1), exit_code,
 # cancelled, launched_at, finished_at (ns), meta (meta.json on one line), rank= per started rank
 # (`RANK LOCAL_RANK GROUP_RANK PID NS`), rankexit= per exited rank (`RANK CODE SECONDS.NANOS`),
-# ranklog= (`RANK LINE`, last 20 lines of each failed rank), agentlog= (torchrun's last 20
+# ranklog= (`RANK LINE`, last 20 lines of each failed rank), rankoom= (`RANK KIND BATCH MICRO
+# ACCUM EVIDENCE`: rank.sh's out-of-memory record of a failed rank), agentlog= (torchrun's last 20
 # lines when it failed), metrics= (the last metrics.jsonl line) and rankbeat= per live rank
 # (`RANK MS`: milliseconds since it touched its heartbeat file) with rankproc= (`RANK STATE`: the
 # training process's state letter from /proc, T when stopped). With CHECKPOINT_DIR, first a
@@ -67,6 +68,10 @@ for d in */; do
     # Sub-second exit times: ranks that die of a peer's failure exit within milliseconds of it.
     printf 'rankexit=%s %s %s\n' "$r" "$ugro_v" "$(date -r "$f" +%s.%N)"
     [ "$ugro_v" = 0 ] || tail -c 1048576 "$d/rank-$r.log" 2>/dev/null | tail -n 20 | ugro_lines "ranklog=$r " 2000
+    # rank.sh's out-of-memory evidence for a failed rank (one line)
+    if [ "$ugro_v" != 0 ] && [ -f "$d/rank-$r.oom" ] && [ ! -L "$d/rank-$r.oom" ]; then
+      head -c 1024 "$d/rank-$r.oom" | head -n 1 | ugro_lines "rankoom=$r " 600
+    fi
   done
   for f in "$d"/heartbeat-*; do
     [ -f "$f" ] && [ ! -L "$f" ] || continue

@@ -28,6 +28,23 @@ if [ -n "${UGRO_RANK_BATCHES:-}" ]; then
   nth "$LOCAL_RANK" "${UGRO_GRAD_ACCUMS:-}"; UGRO_GRAD_ACCUM=$ugro_nth
   export UGRO_RANK_BATCH UGRO_RANK_OFFSET UGRO_MICRO_BATCH UGRO_GRAD_ACCUM
 fi
+# Out of memory (UGRO's OOM failure class): the kernel's OOM killer counts each kill in the
+# memory cgroup of its victim (cgroup v1 memory.oom_control, v2 memory.events: `oom_kill N`). The
+# rank runs in this shell's cgroup: its count now, and again if the rank dies of SIGKILL.
+oom_kills() {
+  oom_n=
+  oom_f=
+  _cg=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup 2>/dev/null)
+  if [ -n "$_cg" ]; then
+    oom_f="/sys/fs/cgroup/memory${_cg%/}/memory.oom_control"
+  else
+    _cg=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null)
+    oom_f="/sys/fs/cgroup${_cg%/}/memory.events"
+  fi
+  oom_n=$(sed -n 's/^oom_kill \([0-9][0-9]*\)$/\1/p' "$oom_f" 2>/dev/null)
+}
+oom_kills
+oom_before=$oom_n
 "$@" > "$UGRO_RUN_DIR/rank-$RANK.log" 2>&1 &
 child=$!
 # The training process itself: observe reports its state (a stopped or stuck rank shows there).
@@ -41,6 +58,28 @@ while :; do
   wait "$child" 2>/dev/null; rc=$?
   kill -0 "$child" 2>/dev/null || break
 done
+# A failed rank's out-of-memory evidence, written before its exit code (whoever sees the exit sees
+# it too), one line: KIND BATCH MICRO ACCUM EVIDENCE (`-` for a value UGRO did not give). KIND
+# kernel: SIGKILL (137) not asked for (a rank told to end is being torn down) and one more OOM
+# kill in the cgroup; cuda: CUDA's out-of-memory error among the last 40 lines of the rank's log
+# (a Python traceback ends with it).
+if [ "$rc" != 0 ]; then
+  oom=
+  if [ "$rc" = 137 ] && [ -z "$told" ] && [ -n "$oom_before" ]; then
+    oom_kills
+    [ -n "$oom_n" ] && [ "$oom_n" -gt "$oom_before" ] 2>/dev/null &&
+      oom="kernel the kernel's OOM killer: SIGKILL while oom_kill went $oom_before -> $oom_n in $oom_f"
+  fi
+  if [ -z "$oom" ]; then
+    oom=$(tail -c 262144 "$UGRO_RUN_DIR/rank-$RANK.log" 2>/dev/null | tail -n 40 |
+      grep -m 1 -E 'CUDA out of memory|torch\.cuda\.OutOfMemoryError|CUDA error: out of memory' | tr -d '\r' | cut -c 1-300)
+    [ -z "$oom" ] || oom="cuda $oom"
+  fi
+  if [ -n "$oom" ]; then
+    printf '%s %s %s %s %s\n' "${oom%% *}" "${UGRO_RANK_BATCH:--}" "${UGRO_MICRO_BATCH:--}" "${UGRO_GRAD_ACCUM:--}" \
+      "${oom#* }" > "$UGRO_RUN_DIR/rank-$RANK.oom"
+  fi
+fi
 echo "$rc" > "$UGRO_RUN_DIR/rank-$RANK.exit"
 # A rank that failed on its own ends its torchrun now (SIGTERM: torchrun stops its other local
 # ranks and exits). UGRO runs torchrun with --max_restarts=0, so that is all torchrun would do,

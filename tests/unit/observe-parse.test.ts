@@ -289,6 +289,46 @@ describe('observeResultOf on hostile output (any job can write its run dir)', ()
     ]);
   });
 
+  it("rankoom= (rank.sh's out-of-memory record): a failed rank's, checked word by word", () => {
+    const m = `meta=${JSON.stringify(meta(1))}`;
+    const p = one('train.abcd1234.1', [
+      m,
+      'rank=2 0 1 7 1',
+      'rank=3 1 1 8 1',
+      'rank=4 0 1 9 1',
+      'rank=5 0 1 10 1',
+      'rankexit=2 137 1',
+      'rankexit=3 1 1',
+      'rankexit=4 0 1',
+      'rankexit=5 1 1',
+      "rankoom=2 kernel 28 28 1 the kernel's OOM killer: SIGKILL while oom_kill went 0 -> 1 in /sys/x",
+      'rankoom=3 cuda - - - torch.cuda.OutOfMemoryError: CUDA out of memory.',
+      'rankoom=4 cuda 8 8 1 a rank that exited 0 ran out of nothing',
+      'rankoom=5 evil 8 8 1 not a kind',
+      'rankoom=9 cuda 8 8 1 no such rank',
+    ]).parts[0];
+    expect(p.ranks.map((r) => r.oom)).toEqual([
+      {
+        kind: 'kernel',
+        batch: 28,
+        micro: 28,
+        accum: 1,
+        evidence: "the kernel's OOM killer: SIGKILL while oom_kill went 0 -> 1 in /sys/x",
+      },
+      { kind: 'cuda', evidence: 'torch.cuda.OutOfMemoryError: CUDA out of memory.' },
+      undefined,
+      undefined,
+    ]);
+    // Sizes out of range, or only some of them: none (the evidence stays); evidence capped at 500.
+    const q = one('train.abcd1234.1', [
+      m,
+      'rank=2 0 1 7 1',
+      'rankexit=2 137 1',
+      `rankoom=2 kernel 0 28 - ${'x'.repeat(900)}`,
+    ]).parts[0];
+    expect(q.ranks[0].oom).toEqual({ kind: 'kernel', evidence: 'x'.repeat(500) });
+  });
+
   it('log tails are capped: the last 20 lines of each, 2000 characters a line', () => {
     const lines = Array.from({ length: 50 }, (_, i) => `ranklog=0 ${i}:${'x'.repeat(5000)}`);
     const agent = Array.from({ length: 30 }, (_, i) => `agentlog=${i}`);
@@ -348,6 +388,8 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
       'rank-2.exit': '0\n',
       'rank-3.exit': '3\n',
       'rank-3.log': `${Array.from({ length: 30 }, (_, i) => `log ${i}`).join('\n')}\n`,
+      'rank-3.oom': 'cuda 12 6 2 torch.cuda.OutOfMemoryError: CUDA out of memory.\nsecond line ignored\n',
+      'rank-2.oom': 'cuda 12 6 2 a rank that exited 0: never reported\n',
       'metrics.jsonl': '{"step":1}\n{"step":2,"loss":0.5}\n',
     });
     utimesSync(join(runs, 'train.abcd1234.2', 'rank-3.exit'), 1772359350, 1772359350);
@@ -405,6 +447,13 @@ describe.skipIf(process.platform !== 'linux')('the real observe.sh, parsed', () 
         exitCode: 3,
         exitedAt: 1772359350000,
         logTail: Array.from({ length: 20 }, (_, i) => `log ${i + 10}`),
+        oom: {
+          kind: 'cuda',
+          batch: 12,
+          micro: 6,
+          accum: 2,
+          evidence: 'torch.cuda.OutOfMemoryError: CUDA out of memory.',
+        },
       },
     ]);
   });

@@ -88,3 +88,60 @@ describe('rank.sh and its torchrun', () => {
     expect(read(join(dir, 'parent'))).toBe('rank.sh exited 143\n');
   });
 });
+
+/**
+ * rank.sh's out-of-memory record (rank-N.oom, read by observe.sh): CUDA's error at the end of a failed
+ * rank's log, with the batch UGRO gave it. The kernel's OOM kill (SIGKILL while the memory cgroup's
+ * oom_kill count rises) needs a real memory limit: tests/lab/oom.test.ts. Here, a SIGKILL that is not
+ * the OOM killer's (the count did not move) leaves no record.
+ */
+describe("rank.sh's out-of-memory record", () => {
+  const batchEnv = {
+    UGRO_RANK_BATCHES: '28,8',
+    UGRO_RANK_OFFSETS: '0,28',
+    UGRO_MICRO_BATCHES: '28,8',
+    UGRO_GRAD_ACCUMS: '1,1',
+  };
+  function rankWith(child: string[], extra: Record<string, string> = {}) {
+    const dir = runDir();
+    const r = spawnSync('sh', [join(dir, 'rank.sh'), ...child], {
+      encoding: 'utf8',
+      env: { ...env(dir), ...extra },
+      timeout: 20_000,
+    });
+    return { code: r.status, exit: read(join(dir, 'rank-0.exit')), oom: read(join(dir, 'rank-0.oom')) };
+  }
+  const CUDA_OOM =
+    'echo "Traceback (most recent call last):"; echo "  File \\"train.py\\", line 1"; ' +
+    'echo "torch.cuda.OutOfMemoryError: CUDA out of memory. ' +
+    'Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total)" >&2; ' +
+    'exit 1';
+
+  it("CUDA's out-of-memory error in the rank's log: `cuda BATCH MICRO ACCUM LINE`, before the exit code", () => {
+    const r = rankWith(['sh', '-c', CUDA_OOM], batchEnv);
+    expect(r.exit).toBe('1\n');
+    expect(r.oom).toBe(
+      'cuda 28 28 1 torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB ' +
+        '(GPU 0; 7.79 GiB total)\n',
+    );
+  });
+
+  it('without spec.batch the sizes are `-`', () => {
+    expect(rankWith(['sh', '-c', CUDA_OOM]).oom).toMatch(/^cuda - - - torch\.cuda\.OutOfMemoryError: /);
+  });
+
+  it('a failure without the error, a success, and a SIGKILL the OOM killer did not count: no record', () => {
+    const fail = rankWith(['sh', '-c', 'echo "RuntimeError: something else"; exit 1'], batchEnv);
+    expect([fail.exit, fail.oom]).toEqual(['1\n', '']);
+    const ok = rankWith(['sh', '-c', `echo "CUDA out of memory (caught, retried)"; exit 0`], batchEnv);
+    expect([ok.exit, ok.oom]).toEqual(['0\n', '']);
+    const killed = rankWith(['sh', '-c', 'kill -KILL $$'], batchEnv);
+    expect([killed.exit, killed.oom]).toEqual(['137\n', '']);
+  });
+
+  it('only the end of the log counts: an error 40+ lines before the failure is not the cause', () => {
+    const early =
+      'echo "CUDA out of memory (handled)"; i=0; while [ $i -lt 45 ]; do echo "step $i"; i=$((i+1)); done; exit 1';
+    expect(rankWith(['sh', '-c', early], batchEnv).oom).toBe('');
+  });
+});
