@@ -42,8 +42,12 @@ const nodeStatusSchema = z.object({
 });
 export type NodeStatus = z.output<typeof nodeStatusSchema>;
 
-/** Infrastructure (launch failed, node lost, runner vanished) or the training itself (exit, hang). */
-export const FAILURE_CLASSES = ['infra', 'training'] as const;
+/**
+ * Infrastructure (launch failed, node lost, runner vanished), the training itself (exit, hang), or
+ * out of memory (a rank killed by the kernel's OOM killer, or CUDA's out-of-memory error, while its
+ * micro batch can still be halved: core/failures.ts).
+ */
+export const FAILURE_CLASSES = ['infra', 'training', 'oom'] as const;
 export type FailureClass = (typeof FAILURE_CLASSES)[number];
 
 const failureRecordSchema = z.object({
@@ -57,6 +61,18 @@ const failureRecordSchema = z.object({
   time: z.string().max(64),
 });
 export type FailureRecord = z.output<typeof failureRecordSchema>;
+
+/**
+ * A rank that ran out of memory: from the attempt after `attempt` on, the rank `localRank` of
+ * `host` runs micro batches of at most `maxMicro` (its share, and so the gradient, unchanged).
+ */
+const batchOverrideSchema = z.strictObject({
+  host: z.string().max(63),
+  localRank: z.number().int().min(0).max(1023),
+  maxMicro: z.number().int().min(1).max(1_000_000),
+  attempt: z.number().int().min(1),
+});
+export type BatchOverride = z.output<typeof batchOverrideSchema>;
 
 export const jobStatusSchema = z.object({
   phase: z.enum(PHASES),
@@ -86,9 +102,20 @@ export const jobStatusSchema = z.object({
   logTail: z.array(z.string()).max(200).optional(),
   progress: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).optional(),
   /** Failures of this spec version per class (what the restart budgets are checked against). */
-  restarts: z.object({ infra: z.number().int().min(0), training: z.number().int().min(0) }).optional(),
+  restarts: z
+    .object({
+      infra: z.number().int().min(0),
+      training: z.number().int().min(0),
+      oom: z.number().int().min(0).optional(),
+    })
+    .optional(),
   /** The most recent failures, newest last (at most 20). */
   failures: z.array(failureRecordSchema).max(100).optional(),
+  /**
+   * Micro batch caps learned from out-of-memory failures of this spec (core/batch.ts): kept by every
+   * later attempt, and across controller restarts; a changed spec starts without them.
+   */
+  batchOverrides: z.array(batchOverrideSchema).max(64).optional(),
   /** The current run as the Slurm cluster reports it (jobs with backend slurm only). */
   slurm: z
     .object({
@@ -161,6 +188,7 @@ const ITEMS: Record<string, { schema: z.ZodType; max?: number }> = {
   nodes: { schema: nodeStatusSchema },
   conditions: { schema: conditionSchema },
   failures: { schema: failureRecordSchema, max: 100 },
+  batchOverrides: { schema: batchOverrideSchema, max: 64 },
   logTail: { schema: z.string(), max: 200 },
 };
 

@@ -32,6 +32,7 @@ export class Draft {
       ...(prev?.restarts ? { restarts: prev.restarts } : {}),
       ...(prev?.failures ? { failures: prev.failures } : {}),
       ...(prev?.nextRetryAt ? { nextRetryAt: prev.nextRetryAt } : {}),
+      ...(prev?.batchOverrides ? { batchOverrides: prev.batchOverrides } : {}),
     };
   }
 

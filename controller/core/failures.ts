@@ -4,8 +4,10 @@
  * show plus the status's failure records (launches that left nothing on any host), so a restarted
  * controller counts the same. Backoff runs on the controller's clock only.
  */
+import type { RankObservation, RankOom } from '../api/run.ts';
 import type { FailureClass, FailureRecord, JobStatus } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
+import type { OomRank } from './batch.ts';
 import { firstFailure, type RunView, runAlive, runStoppedOnPurpose, runStopReason, vanishedParts } from './run-view.ts';
 
 export interface RunFailure {
@@ -20,7 +22,12 @@ export interface RunFailure {
   final?: boolean;
   /** Restart, but do not count it (an exit code listed under restartPolicy.exitCodes.retry). */
   uncounted?: boolean;
+  /** Class oom: the rank that ran out of memory and the batch it ran (its micro batch is halved). */
+  oom?: OomRank;
 }
+
+/** spec.restartPolicy.maxOomRestarts when unset. */
+export const DEFAULT_MAX_OOM_RESTARTS = 3;
 
 export type RunOutcome =
   | { kind: 'running' }
@@ -45,6 +52,8 @@ export function classifyRun(
     deadlineSeconds?: number;
     gone?: string[];
     exitCodes?: { fatal: number[]; retry: number[] };
+    /** The job has spec.batch: UGRO can halve an out-of-memory rank's micro batch. */
+    batch?: boolean;
   },
 ): RunOutcome {
   if (runAlive(run)) return { kind: 'running' };
@@ -98,6 +107,8 @@ export function classifyRun(
       `hosts ${opts.missing.join(', ')} never started ` + `(rendezvous timed out after ${opts.rdzvTimeoutSeconds} s)`;
     return failed({ class: 'infra', reason: 'HostsNeverStarted', message });
   }
+  const oom = oomFailure(run, opts.batch ?? false);
+  if (oom) return failed(oom);
   const exitCode = f?.exitCode ?? 1;
   const base = {
     class: 'training' as const,
@@ -117,6 +128,38 @@ export function classifyRun(
 }
 
 /**
+ * A rank that ran out of memory (rank.sh's evidence; the first to exit when several did): class
+ * oom while its micro batch can be halved, else a plain training failure that says why not.
+ */
+function oomFailure(run: RunView, batch: boolean): RunFailure | undefined {
+  let best: { host: string; r: RankObservation; oom: RankOom } | undefined;
+  for (const p of run.parts) {
+    for (const r of p.ranks) {
+      const at = (x: RankObservation) => x.exitedAt ?? Number.POSITIVE_INFINITY;
+      if (r.oom && (!best || at(r) < at(best.r))) best = { host: p.host, r, oom: r.oom };
+    }
+  }
+  if (!best) return undefined;
+  const { host, r, oom } = best;
+  const how = oom.kind === 'kernel' ? `killed by ${oom.evidence}` : `CUDA: ${oom.evidence}`;
+  const what = `rank ${r.rank} on ${host} ran out of memory (${how})`;
+  const where = {
+    reason: 'OutOfMemory',
+    host,
+    rank: r.rank,
+    ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+    ...(r.logTail?.length ? { logTail: r.logTail.slice(-20) } : {}),
+  };
+  const plain = (why: string): RunFailure => ({ class: 'training', message: `${what}: ${why}`, ...where });
+  if (!batch) return plain('without spec.batch UGRO cannot shrink its micro batch (set spec.batch to let it)');
+  if (oom.micro === undefined || oom.batch === undefined || oom.accum === undefined)
+    return plain('its micro batch is unknown (rank.sh recorded none)');
+  if (oom.micro <= 1) return plain('already at a micro batch of 1, nothing left to halve: a plain failure');
+  const rank: OomRank = { host, localRank: r.localRank, batch: oom.batch, micro: oom.micro, accum: oom.accum };
+  return { class: 'oom', message: `${what} with micro batch ${oom.micro}`, ...where, oom: rank };
+}
+
+/**
  * Failures per class over the attempts of this spec: each finished run that failed counts once by
  * its class; a recorded failure of an attempt that left no run on any host counts too.
  */
@@ -124,24 +167,27 @@ export function countFailures(
   outcomes: Map<number, RunOutcome>,
   records: readonly FailureRecord[],
 ): Record<FailureClass, number> {
-  const counts: Record<FailureClass, number> = { infra: 0, training: 0 };
+  const counts: Record<FailureClass, number> = { infra: 0, training: 0, oom: 0 };
   for (const o of outcomes.values()) if (o.kind === 'failed' && !o.failure.uncounted) counts[o.failure.class]++;
   for (const r of records) if (!outcomes.has(r.attempt) && r.reason !== 'RetryExitCode') counts[r.class]++;
   return counts;
 }
 
 export function budgetOf(job: TrainingJob, cls: FailureClass): number {
-  return cls === 'infra' ? job.spec.restartPolicy.maxInfraRestarts : job.spec.restartPolicy.maxRestarts;
+  const p = job.spec.restartPolicy;
+  if (cls === 'oom') return p.maxOomRestarts ?? DEFAULT_MAX_OOM_RESTARTS;
+  return cls === 'infra' ? p.maxInfraRestarts : p.maxRestarts;
 }
 
 /**
- * Wait before the next try after the n-th failure of a class: infrastructure from 1 s (a lost
- * node or a refused launch is worth retrying soon) doubling to 60 s; the training from
- * restartPolicy.backoffSeconds doubling to 600 s.
+ * Wait before the next try after the n-th failure of a class: infrastructure and out of memory
+ * from 1 s (a lost node or a refused launch is worth retrying soon; an out-of-memory restart runs
+ * a smaller micro batch) doubling to 60 s; the training from restartPolicy.backoffSeconds
+ * doubling to 600 s.
  */
 export function backoffMs(job: TrainingJob, cls: FailureClass, n: number): number {
   const k = 2 ** Math.max(0, n - 1);
-  if (cls === 'infra') return Math.min(1000 * k, 60_000);
+  if (cls !== 'training') return Math.min(1000 * k, 60_000);
   return Math.min(job.spec.restartPolicy.backoffSeconds * 1000 * k, 600_000);
 }
 
@@ -184,7 +230,7 @@ export function recordLaunchFailure(
     host: f.host,
   };
   const failures = withRecord(status.failures, failureRecord(f.attempt, failure, iso));
-  const restarts = { infra: 0, training: 0, ...status.restarts };
+  const restarts = { infra: 0, training: 0, oom: 0, ...status.restarts };
   restarts.infra++;
   const max = budgetOf(job, 'infra');
   const next: JobStatus = {

@@ -1,14 +1,13 @@
 /**
  * PURE: a job's placement request, the cluster as placement sees it (GPUs per host, what holds
  * them, which hosts cannot be used now), the decision for a single job when the controller has
- * not made one over the whole queue, the rendezvous port, and the per-rank batch split.
+ * not made one over the whole queue, and the rendezvous port (the per-rank batch split: batch.ts).
  */
 import type { Host } from '../../config/cluster.ts';
-import { UgroError } from '../../config/errors.ts';
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import { nodeRange, priorityValue, type TrainingJob } from '../api/trainingjob.ts';
 import { type Decision, type Gpu, type Holding, type HostSlots, plan, type Request } from './placement.ts';
-import type { ClusterView, LaunchPart, RankBatch } from './types.ts';
+import type { ClusterView, LaunchPart } from './types.ts';
 
 /** Who a job belongs to for fair share when its status does not say: its annotation, else 'unknown'. */
 export function ownerOf(job: TrainingJob): string {
@@ -153,49 +152,4 @@ export function queueOrder(
     a.createdAt.localeCompare(b.createdAt) ||
     a.name.localeCompare(b.name)
   );
-}
-
-/**
- * Split a global batch over ranks in proportion to `weights` (GPU memory), by largest remainder:
- * the shares are integers >= 1 that add up to `global`. A share above `maxMicro` accumulates
- * gradients over micro batches of at most that size.
- */
-export function splitBatch(global: number, weights: number[], maxMicro?: number): RankBatch[] {
-  const n = weights.length;
-  // The job's input, not a bug: the schema allows any global >= 1 and placement may give more ranks (a known gap:
-  // it should be refused before placement, issue 16 S6).
-  if (global < n)
-    throw new UgroError(
-      `a global batch of ${global} cannot give ${n} ranks one sample each: raise spec.batch.global to at least ${n}`,
-    );
-  const w = weights.map((x) => (x > 0 ? x : 1));
-  const total = w.reduce((a, b) => a + b, 0);
-  // Each rank gets one sample first, then the rest in proportion.
-  const rest = global - n;
-  const exact = w.map((x) => (rest * x) / total);
-  const shares = exact.map((e) => 1 + Math.floor(e));
-  let left = global - shares.reduce((a, b) => a + b, 0);
-  const order = exact.map((e, i) => ({ i, r: e - Math.floor(e) })).sort((a, b) => b.r - a.r || a.i - b.i);
-  for (let k = 0; left > 0; k++, left--) shares[order[k % n].i]++;
-  let offset = 0;
-  return shares.map((batch) => {
-    const accum = maxMicro ? Math.ceil(batch / maxMicro) : 1;
-    const r = { batch, offset, micro: Math.ceil(batch / accum), accum };
-    offset += batch;
-    return r;
-  });
-}
-
-/** With spec.batch: each node's ranks get their share of the global batch, in proportion to GPU memory. */
-export function withBatches(job: TrainingJob, parts: LaunchPart[]): LaunchPart[] {
-  const b = job.spec.batch;
-  if (!b) return parts;
-  const weights = parts.flatMap((p) => Array.from({ length: p.nproc }, (_, i) => p.gpus?.[i]?.memoryMiB ?? 1));
-  const split = splitBatch(b.global, weights, b.maxMicroBatch);
-  let k = 0;
-  return parts.map((p) => {
-    const batches = split.slice(k, k + p.nproc);
-    k += p.nproc;
-    return { ...p, batches };
-  });
 }

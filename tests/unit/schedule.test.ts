@@ -5,8 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { UgroError } from '../../config/errors.ts';
+import { splitBatch } from '../../controller/core/batch.ts';
 import type { Decision } from '../../controller/core/placement.ts';
-import { freePort, partsOf, queueOrder, requestOf, schedule, splitBatch } from '../../controller/core/schedule.ts';
+import { freePort, partsOf, queueOrder, requestOf, schedule } from '../../controller/core/schedule.ts';
 import { job, view } from './job-fixtures.ts';
 
 const j = (spec: Record<string, unknown>) => job('train', { script: 't.py', ...spec });

@@ -6,6 +6,7 @@
  */
 import type { FailureRecord } from '../../api/status.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
+import { oomOverride, withBatches } from '../batch.ts';
 import type { Draft } from '../draft.ts';
 import {
   backoffMs,
@@ -27,7 +28,6 @@ import {
   runStoppedOnPurpose,
   vanishedParts,
 } from '../run-view.ts';
-import { withBatches } from '../schedule.ts';
 import type { ReconcileResult, ScheduleNext } from '../types.ts';
 import { newestCheckpoint } from './schedule-next.ts';
 
@@ -87,6 +87,7 @@ function outcomes(c: Ctx): Map<number, RunOutcome> {
         deadlineSeconds: c.job.spec.activeDeadlineSeconds,
         gone: lostHosts(c, r).map((l) => l.host),
         exitCodes: c.job.spec.restartPolicy.exitCodes,
+        batch: !!c.job.spec.batch,
       }),
     );
   }
@@ -202,6 +203,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
         const gpus = gpusOfHost(h);
         return { host: h, nodeRank: i, nproc: current.meta.nprocPerNode, ...(gpus?.length ? { gpus } : {}) };
       }),
+      s.batchOverrides,
     );
     d.actions.push({
       type: 'launch',
@@ -268,6 +270,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
     deadlineSeconds: job.spec.activeDeadlineSeconds,
     gone: lost.map((l) => l.host),
     exitCodes: job.spec.restartPolicy.exitCodes,
+    batch: !!job.spec.batch,
   });
   if (outcome.kind === 'running') return running(c, current, unknown);
 
@@ -418,6 +421,19 @@ function scaleUp(
   return { result: d.finish('Running', 'ScalingUp', what, 1000) };
 }
 
+/**
+ * An out-of-memory rank: its micro batch halved for every later attempt (status.batchOverrides,
+ * once per failed attempt), and an event that says so.
+ */
+function halveMicroBatch(c: Ctx, attempt: number, oom: NonNullable<RunFailure['oom']>): void {
+  const s = c.d.status;
+  const nproc = c.mine.find((r) => r.attempt === attempt)?.meta.nprocPerNode ?? 1;
+  const next = oomOverride(s.batchOverrides, oom, attempt, nproc);
+  if (!next) return;
+  s.batchOverrides = next.overrides;
+  c.d.event('OutOfMemory', next.message, 'Warning');
+}
+
 /** A failed attempt: count it, then Failed (final or budget spent), a backoff, or the next attempt. */
 function decide(
   c: Ctx,
@@ -454,10 +470,12 @@ function decide(
     s.nextRetryAt = undefined;
     d.cond('Running', 'False', 'Failed', what);
     d.cond('Complete', 'False', 'Failed', what);
-    const kind = cls === 'infra' ? 'infrastructure ' : '';
+    const kind = cls === 'infra' ? 'infrastructure ' : cls === 'oom' ? 'out-of-memory ' : '';
     const after = max ? ` (after ${max} ${kind}restart${max === 1 ? '' : 's'})` : '';
-    return d.finish('Failed', reason, `${what}${after}`);
+    const fix = cls === 'oom' ? ': raise spec.restartPolicy.maxOomRestarts, or set spec.batch.maxMicroBatch' : '';
+    return d.finish('Failed', reason, `${what}${after}${fix}`);
   }
+  if (cls === 'oom' && failure.oom) halveMicroBatch(c, attempt, failure.oom);
   const due = Date.parse(s.nextRetryAt ?? d.now);
   const left = due - d.input.now.getTime();
   if (left > 0) {

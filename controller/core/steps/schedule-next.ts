@@ -7,10 +7,11 @@
 import type { CheckpointInfo } from '../../api/run.ts';
 import { runDirName, runIdOf } from '../../api/run.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
+import { withBatches } from '../batch.ts';
 import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import type { Holding } from '../placement.ts';
-import { freePort, partsOf, runsOnSlurm, schedule, withBatches } from '../schedule.ts';
+import { freePort, partsOf, runsOnSlurm, schedule } from '../schedule.ts';
 import type { Action, LaunchAction, ReconcileResult, ScheduleNext } from '../types.ts';
 
 /** Host clocks may be this far behind the controller's (health warns past 2 s). */
@@ -77,7 +78,8 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     d.cond('Scheduled', 'False', reason, why);
     return d.finish('Queued', reason, why, decision.kind === 'preempt' ? 1000 : 5000);
   }
-  const parts = withBatches(job, partsOf(job, decision.nodes));
+  // Out-of-memory ranks of earlier attempts keep their smaller micro batch (status.batchOverrides).
+  const parts = withBatches(job, partsOf(job, decision.nodes), d.status.batchOverrides);
   // An absolute checkpoint.dir must be under a checkpoint root of every chosen host (it is loaded
   // with torch.load): refuse the job rather than let it read or write elsewhere.
   for (const p of parts) {
