@@ -222,7 +222,7 @@ describe('a lab shared by master (admin), ob and ollie', () => {
     expect(events('ob-train').find((e) => e.reason === 'Cancelled')?.actor).toBe('ob');
   });
 
-  it('ollie: an annotation naming ob is ignored; a 1-GPU quota holds his 2nd job until his 1st is cancelled', async () => {
+  it('ollie: an annotation naming ob is ignored; a 1-GPU quota holds his 2nd job until the 1st is gone', async () => {
     // Written straight into jobs/ (the CLI would refuse the annotation with exit 4): the controller decides.
     const a = draft(people.ollie, 'ollie-a', long('gpu2'), { annotations: { 'ugro.dev/owner': 'ob' } });
     expect(ugro(people.ollie, 'apply', '-f', a).code).toBe(4);
