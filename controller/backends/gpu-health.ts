@@ -175,7 +175,9 @@ export function judgeGpuHealth(g: GpuHealth): GpuFinding[] {
   if (l.width !== undefined && l.widthMax !== undefined && l.width < l.widthMax)
     out.push({
       level: 'fail',
-      message: `GPU ${g.index} PCIe link x${l.width} of x${l.widthMax} (degraded): reseat the card, check its riser and slot`,
+      message:
+        `GPU ${g.index} PCIe link x${l.width} of x${l.widthMax} (degraded): ` +
+        'reseat the card, check its riser and slot',
     });
   if (l.gen !== undefined && l.genMax !== undefined && l.gen < l.genMax && (g.utilizationPct ?? 0) > 0)
     out.push({ level: 'warn', message: `GPU ${g.index} PCIe gen ${l.gen} of ${l.genMax} under load` });

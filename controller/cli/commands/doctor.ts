@@ -46,6 +46,8 @@ export function register(program: Command, ctx: CliContext): void {
     });
 }
 
+/** Torch's build: ' (cpu)', ' (cuda 12.8)' or nothing when unknown. */
+const build = (cuda: string | undefined) => (!cuda ? '' : cuda === 'none' ? ' (cpu)' : ` (cuda ${cuda})`);
 const ms = (v: number | undefined) => (v === undefined ? '-' : `${v >= 0 ? '+' : ''}${Math.round(v)}ms`);
 
 /** Hosts side by side, the pairs, then what failed or warns. */
@@ -60,11 +62,7 @@ export function doctorTable(r: DoctorReport): string {
       h.status,
       v('driver', h.versions.driver),
       v('cuda', h.versions.cuda),
-      v(
-        'torch',
-        h.versions.torch &&
-          `${h.versions.torch}${h.versions.torchCuda ? ` (${h.versions.torchCuda === 'none' ? 'cpu' : `cuda ${h.versions.torchCuda}`})` : ''}`,
-      ),
+      v('torch', h.versions.torch && `${h.versions.torch}${build(h.versions.torchCuda)}`),
       v('nccl', h.versions.nccl),
       v('python', h.versions.python),
       h.iface ?? '-',
