@@ -43,7 +43,8 @@ for (let i = 0; i < RUNS; i++) {
 }
 const row = (name: string, xs: number[]) => {
   const s = summarize(xs);
-  return `${name.padEnd(44)} p50 ${round(s.p50 / 1000, 2)} s  (min ${round(s.min / 1000, 2)}, max ${round(s.max / 1000, 2)}, n ${s.n})`;
+  const sec = (ms: number) => round(ms / 1000, 2);
+  return `${name.padEnd(44)} p50 ${sec(s.p50)} s  (min ${sec(s.min)}, max ${sec(s.max)}, n ${s.n})`;
 };
 console.log(`ugro doctor on the lab (3 hosts), ${RUNS} runs each, alternating`);
 console.log(row('ugro doctor (wall, process start to exit)', full));
