@@ -52,5 +52,6 @@ console.log(row('  of it, the checks (report.ms)', inner));
 console.log(row('ugro doctor --no-allreduce (wall)', noAr));
 const b = summarize(bw);
 console.log(
-  `gloo all-reduce bus bandwidth per pair          p50 ${round(b.p50, 2)} GB/s (min ${round(b.min, 2)}, max ${round(b.max, 2)})`,
+  `${'gloo all-reduce bus bandwidth per pair'.padEnd(44)} p50 ${round(b.p50, 2)} GB/s ` +
+    `(min ${round(b.min, 2)}, max ${round(b.max, 2)})`,
 );
