@@ -140,6 +140,13 @@ export class Usage {
   }
 }
 
+/** One owner's GPU-hours over the last 7 days (what gpu_hours_per_week is measured against). */
+export async function readWeekHours(jobsDir: string, owner: string, now: number): Promise<number> {
+  const u = Usage.inDir(jobsDir);
+  await u.load(true);
+  return u.weekHours(now).get(owner) ?? 0;
+}
+
 /** Read usage.json for `ugro usage`: owners with their GPU-hours now, most first. */
 export async function readUsage(
   jobsDir: string,

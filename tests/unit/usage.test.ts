@@ -125,3 +125,18 @@ describe('the rolling week (gpu_hours_per_week quotas)', () => {
     expect(u.weekHours(t)).toEqual(new Map([['ok', 1]]));
   });
 });
+
+describe('ugro whoami', () => {
+  it("shows this account's GPU-hours of the last 7 days from usage.json (not $USER's)", async () => {
+    const me = (await import('node:os')).userInfo().username;
+    const u = new Usage(join(jobs, '.ugro', 'usage.json'), 24 * H);
+    u.add(me, 2 * 3600, Date.now());
+    u.add('alice', 5 * 3600, Date.now());
+    await u.save();
+    const r = await ugro('whoami', '-o', 'json');
+    expect(r.code, r.err).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.user).toBe(me);
+    expect(j.usage.gpuHoursWeek).toBeCloseTo(2, 5);
+  });
+});

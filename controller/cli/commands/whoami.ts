@@ -18,12 +18,13 @@ export function register(program: Command, ctx: CliContext): void {
     .description('your account, role (admin|user), quota and what you use now')
     .option('-o, --output <format>', 'table|json', 'table')
     .action(async (o: { output: string }) => {
-      const [{ choiceFlag }, { usersSettings, limitsFor, QUOTA_FIELD_NAMES }, jobs, { readUsage }] = await Promise.all([
-        import('../args.ts'),
-        import('../../../config/users.ts'),
-        import('../jobs.ts'),
-        import('../../loop/usage.ts'),
-      ]);
+      const [{ choiceFlag }, { usersSettings, limitsFor, QUOTA_FIELD_NAMES }, jobs, { readUsage, readWeekHours }] =
+        await Promise.all([
+          import('../args.ts'),
+          import('../../../config/users.ts'),
+          import('../jobs.ts'),
+          import('../../loop/usage.ts'),
+        ]);
       const format = choiceFlag('--output', o.output, ['table', 'json'] as const);
       const me = userInfo();
       const cluster = await ctx.loadCluster();
@@ -48,13 +49,14 @@ export function register(program: Command, ctx: CliContext): void {
       };
       const fair = await readUsage(store.dir, Date.now());
       const recent = fair.owners.find((u) => u.owner === me.username)?.gpuHours ?? 0;
+      const week = await readWeekHours(store.dir, me.username, Date.now());
       if (format === 'json') {
         const out = {
           user: me.username,
           uid: me.uid,
           role,
           quota: Object.fromEntries(quota.map((q) => [q.limit, { value: q.value, from: q.from }])),
-          usage: { ...usage, recentGpuHours: recent, halfLifeHours: fair.halfLifeHours },
+          usage: { ...usage, gpuHoursWeek: week, recentGpuHours: recent, halfLifeHours: fair.halfLifeHours },
         };
         ctx.io.out(JSON.stringify(out, null, 2));
         return;
@@ -74,7 +76,8 @@ export function register(program: Command, ctx: CliContext): void {
       }
       ctx.io.out(
         `Usage:  ${usage.runningJobs} job(s) running with ${usage.gpus} GPU(s), ${usage.queuedJobs} waiting; ` +
-          `recent GPU time ${recent.toFixed(2)} GPU-hours (fair share: halves every ${fair.halfLifeHours} h)`,
+          `${week.toFixed(2)} GPU-hours in the last 7 days; fair-share GPU time ${recent.toFixed(2)} GPU-hours ` +
+          `(halves every ${fair.halfLifeHours} h)`,
       );
     });
 }
