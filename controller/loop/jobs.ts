@@ -110,18 +110,24 @@ export class JobBook {
   }
 
   /**
-   * The facts `job`'s spec.after needs: the jobs it names, theirs, and so on (for cycles); a name
-   * not known is left out (no such job yet).
+   * The facts `job`'s spec.after needs: those of the jobs it names, and of theirs, and so on, only
+   * their specs (what a cycle is followed through); a name not known is left out (no such job yet).
    */
   producersOf(job: TrainingJob): Map<string, JobFacts> {
     const out = new Map<string, JobFacts>();
-    const todo = afterNames(job);
-    for (let n = todo.pop(); n !== undefined; n = todo.pop()) {
-      if (out.has(n) || n === job.metadata.name) continue;
+    for (const n of afterNames(job)) {
       const f = this.facts(n);
-      if (!f) continue;
-      out.set(n, f);
-      todo.push(...afterNames(f.job));
+      if (f) out.set(n, f);
+    }
+    // A cycle through `job` goes through a job that names it: none, no cycle to look for.
+    const todo = this.dependents.get(job.metadata.name)?.size
+      ? [...out.values()].flatMap((f) => afterNames(f.job))
+      : [];
+    for (let n = todo.pop(); n !== undefined; n = todo.pop()) {
+      const m = this.memos.get(n);
+      if (out.has(n) || n === job.metadata.name || !m) continue;
+      out.set(n, { job: m.job });
+      todo.push(...afterNames(m.job));
     }
     return out;
   }
