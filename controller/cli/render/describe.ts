@@ -32,7 +32,7 @@ function statusLines(st: JobStatus): string[] {
   if (st.exitCode !== undefined)
     lines.push(field('Exit code', `${st.exitCode} (rank ${st.failedRank ?? '?'} on ${st.failedHost ?? '?'})`));
   if (st.progress) lines.push(field('Progress', JSON.stringify(st.progress)));
-  if (st.owner) lines.push(field('Owner', st.owner));
+  if (st.owner) lines.push(field('Owner', st.ownerBy ? `${st.owner} (${st.ownerBy})` : st.owner));
   if (st.scaleUp)
     lines.push(
       field(
