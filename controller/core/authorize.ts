@@ -33,6 +33,8 @@ export interface Authorized<T extends AuthView = ReconcileInput> {
   denied?: string;
   /** A forbidden change with no accepted spec to go on with: keep the status, do nothing. */
   hold?: boolean;
+  /** The account whose accepted change (a new or changed spec) this pass acts on: its events name them. */
+  changedBy?: string;
 }
 
 /** Who wrote this spec, and how we know. */
@@ -91,6 +93,7 @@ export function authorize<T extends AuthView>(input: T, auth: AuthContext | unde
   let owner = established;
   let out = input;
   const denials: string[] = [];
+  let changedBy: string | undefined;
 
   if (spec.kind !== 'deleted' && actor) {
     const changed = spec.kind === 'invalid' || prev?.specHash !== spec.hash;
@@ -107,6 +110,7 @@ export function authorize<T extends AuthView>(input: T, auth: AuthContext | unde
       if (!accepted) return { input, owner, events, denied: denials.join('; '), hold: true };
       out = { ...out, spec: accepted };
     } else if (spec.kind === 'valid') {
+      if (changed) changedBy = actor;
       // The first accepted spec names the owner; later an admin may move the job to someone else.
       const isAdmin = access.admins.includes(actor);
       if (!established || (isAdmin && changed)) {
@@ -132,5 +136,11 @@ export function authorize<T extends AuthView>(input: T, auth: AuthContext | unde
       out = { ...out, control: { kind: 'none' } };
     }
   }
-  return { input: out, ...(owner ? { owner } : {}), events, ...(denials.length ? { denied: denials.join('; ') } : {}) };
+  return {
+    input: out,
+    ...(owner ? { owner } : {}),
+    events,
+    ...(denials.length ? { denied: denials.join('; ') } : {}),
+    ...(changedBy ? { changedBy } : {}),
+  };
 }

@@ -40,7 +40,10 @@ function held(input: ReconcileInput): ReconcileResult {
 /** The authenticated owner, the Authorized condition and the refusals' events, into the result. */
 function withAuth(res: ReconcileResult, auth: Authorized, input: ReconcileInput): ReconcileResult {
   if (!input.auth) return res;
-  const events = [...auth.events, ...res.events];
+  // Every event of a pass that acts on someone's change names them (`actor`), unless it names another.
+  const events = [...auth.events, ...res.events].map((e) =>
+    e.actor || !auth.changedBy ? e : { ...e, actor: auth.changedBy },
+  );
   const s = res.status;
   if (!s) return { ...res, events };
   if (auth.owner) {

@@ -221,6 +221,10 @@ describe.skipIf(process.getuid?.() !== 0)('the loop enforces it on what is in jo
     const hash = first?.specHash;
     expect(launches(t.fake)).toBe(1);
     expect(existsSync(join(t.jobs, '.ugro/accepted/train.yaml'))).toBe(true);
+    // The pass that acted on ob's new job names him in its events.
+    const firstEvents = await t.ctl.store.readEvents('train');
+    expect(firstEvents.length).toBeGreaterThan(0);
+    expect(firstEvents.every((e) => e.actor === 'ob')).toBe(true);
 
     // ollie replaces the file (a jobs dir that is not sticky lets him): nothing stops, nothing relaunches.
     t.as('ollie', 'train.yaml', jobYaml('train', { script: 'evil.py', nodes: 2 }));
