@@ -23,7 +23,6 @@ import { readTree } from '../../config/hash.ts';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { parseTrainingJob, specHash, type TrainingJob } from '../../controller/api/trainingjob.ts';
 import { SlurmBackend } from '../../controller/backends/slurm/backend.ts';
-import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
 import { snapshotOf } from '../../controller/backends/slurm/states.ts';
 import { SshSlurmTransport } from '../../controller/backends/slurm/transport.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';

@@ -150,7 +150,7 @@ afterAll(async () => {
           .filter((f) => f.endsWith('.status.yaml'))
           .every((f) => {
             const s = readStatus(jobs, f.slice(0, -12));
-            return !s || !s.nodes.some((n) => n.state === 'Running');
+            return !s?.nodes.some((n) => n.state === 'Running');
           }),
       60_000,
     ).catch(() => undefined);

@@ -230,7 +230,7 @@ describe('files named on the command line: regular files of at most 1 MiB', () =
   });
 });
 
-describe('owners: the account writing a job owns it; naming another owner is an admin\'s to do', () => {
+describe("owners: the account writing a job owns it; naming another owner is an admin's to do", () => {
   it('apply names no owner of its own ($USER is not an identity), keeps comments and a named owner', async () => {
     const f = join(root, 'a.yaml');
     writeFileSync(f, `# my run\n${specText('a')}  args: [--lr, "0.1"] # tuned\n`);

@@ -5,7 +5,6 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import type { LaunchRequest } from '../../controller/backends/api.ts';
 import { SlurmBackend } from '../../controller/backends/slurm/backend.ts';
-import { slurmPlan } from '../../controller/backends/slurm/sbatch-plan.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { LocalTransport, localHost } from '../support/local-transport.ts';
 import { job } from './job-fixtures.ts';
