@@ -172,6 +172,12 @@ export const trainingJobSpec = z
       .optional(),
     suspend: z.boolean().default(false),
     /**
+     * Before each fresh start of the gang, check that its hosts reach each other on the rendezvous
+     * ports (`ugro doctor`'s network round; core/preflight.ts): a failure keeps the job Queued with
+     * reason PreflightFailed. No default and not in the spec hash: turning it on restarts nothing.
+     */
+    preflight: z.boolean().optional(),
+    /**
      * Where it runs: `ssh` (UGRO starts the ranks on the inventory's hosts) or `slurm` (submitted
      * with sbatch to the cluster file's `slurm:` section). Unset: ssh, unless that section says
      * `default: true`.
@@ -278,7 +284,8 @@ export function specHash(spec: TrainingJobSpec): string {
               .map((k) => [k, canon((v as Record<string, unknown>)[k])]),
           )
         : v;
-  const { suspend: _s, ...rest } = spec; // suspending and resuming the same spec is the same run
+  // Suspending and resuming the same spec is the same run; a preflight only gates the next start.
+  const { suspend: _s, preflight: _p, ...rest } = spec;
   return createHash('sha256')
     .update(JSON.stringify(canon(rest)))
     .digest('hex')

@@ -196,43 +196,8 @@ export function doctorReport(cluster: Pick<Cluster, 'health'>, raw: DoctorInput)
       fail('clock', [h.name], `clock is ${Math.round(h.clockOffsetMs)} ms off the controller's (enable NTP/chrony)`);
 
   // Every ordered pair: did `from` reach `to`'s listener on the rendezvous range?
-  const pairs: DoctorPair[] = [];
   const names = raw.hosts.map((h) => h.name);
-  for (const from of names)
-    for (const to of names) {
-      if (from === to) continue;
-      const t = raw.targets[to];
-      const port = t?.port ?? raw.basePort;
-      const c = raw.connect[from];
-      if (!c) {
-        pairs.push({ from, to, port, result: 'not-tested', message: `${from} did not answer over ssh` });
-        continue;
-      }
-      const b = blocks(c, 'connect').find((x) => field(x, 'peer') === to);
-      if (!b) {
-        pairs.push({ from, to, port, result: 'error', message: `no answer from the connect test: ${why(c)}` });
-        continue;
-      }
-      const res = field(b, 'result');
-      const result: DoctorPair['result'] =
-        res === 'ok' || res === 'refused' || res === 'timeout' || res === 'unreachable' || res === 'wrong-answer'
-          ? res
-          : 'error';
-      const connectMs = num(field(b, 'ms'), 1e7);
-      const listening = t?.listening ?? false;
-      // Without a listener (the host did not answer over ssh) a connect can only be refused or time out.
-      const message = [text(field(b, 'error')), listening ? '' : `no test listener: ${to} did not answer over ssh`]
-        .filter(Boolean)
-        .join('; ');
-      pairs.push({
-        from,
-        to,
-        port,
-        result: result === 'ok' && !listening ? 'error' : result,
-        ...(connectMs !== undefined ? { connectMs } : {}),
-        ...(message ? { message } : {}),
-      });
-    }
+  const pairs = judgePairs(names, raw);
   const failedPairs = pairs.filter((p) => p.result !== 'ok');
   for (const p of failedPairs)
     checks.push({
@@ -305,6 +270,50 @@ export function doctorReport(cluster: Pick<Cluster, 'health'>, raw: DoctorInput)
     checks,
     ms: raw.ms,
   };
+}
+
+/**
+ * Every ordered pair of `names`: did `from` reach `to`'s listener (the doctor's, and a job's
+ * preflight, which runs the same round on the gang's hosts)?
+ */
+export function judgePairs(names: string[], raw: Pick<DoctorInput, 'basePort' | 'connect' | 'targets'>): DoctorPair[] {
+  const pairs: DoctorPair[] = [];
+  for (const from of names)
+    for (const to of names) {
+      if (from === to) continue;
+      const t = raw.targets[to];
+      const port = t?.port ?? raw.basePort;
+      const c = raw.connect[from];
+      if (!c) {
+        pairs.push({ from, to, port, result: 'not-tested', message: `${from} did not answer over ssh` });
+        continue;
+      }
+      const b = blocks(c, 'connect').find((x) => field(x, 'peer') === to);
+      if (!b) {
+        pairs.push({ from, to, port, result: 'error', message: `no answer from the connect test: ${why(c)}` });
+        continue;
+      }
+      const res = field(b, 'result');
+      const result: DoctorPair['result'] =
+        res === 'ok' || res === 'refused' || res === 'timeout' || res === 'unreachable' || res === 'wrong-answer'
+          ? res
+          : 'error';
+      const connectMs = num(field(b, 'ms'), 1e7);
+      const listening = t?.listening ?? false;
+      // Without a listener (the host did not answer over ssh) a connect can only be refused or time out.
+      const message = [text(field(b, 'error')), listening ? '' : `no test listener: ${to} did not answer over ssh`]
+        .filter(Boolean)
+        .join('; ');
+      pairs.push({
+        from,
+        to,
+        port,
+        result: result === 'ok' && !listening ? 'error' : result,
+        ...(connectMs !== undefined ? { connectMs } : {}),
+        ...(message ? { message } : {}),
+      });
+    }
+  return pairs;
 }
 
 /**

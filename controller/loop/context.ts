@@ -7,6 +7,7 @@ import type { UsersSettings } from '../../config/users.ts';
 import type { Backend } from '../backends/api.ts';
 import type { Logger } from '../base/log.ts';
 import type { Access } from '../core/permissions.ts';
+import type { PreflightPair } from '../core/preflight.ts';
 import type { ControllerObserver } from '../observability/observer.ts';
 import type { JobStore } from '../store/store.ts';
 import type { Claims } from './claims.ts';
@@ -23,6 +24,13 @@ export interface LoopStats {
   launches: number;
   observes: number;
 }
+
+/**
+ * spec.preflight's network round on a gang's hosts, from its rendezvous port up (the CLI runs `ugro
+ * doctor`'s listen/connect round over the SSH pool): the pairs that failed, none when all reach each
+ * other. Leaves nothing listening on the hosts.
+ */
+export type PreflightFn = (hosts: Host[], o: { port: number }) => Promise<PreflightPair[]>;
 
 export interface LoopContext {
   readonly cluster: Cluster;
@@ -60,4 +68,6 @@ export interface LoopContext {
   readonly auth?: { access: Access; unsignedOwner: string };
   /** The cluster file's users: section when it sets any quota (placement skips quotas otherwise). */
   readonly quotaUsers?: UsersSettings;
+  /** Runs spec.preflight (launcher.ts); absent: jobs asking for one start without it (unit tests). */
+  readonly preflight?: PreflightFn;
 }

@@ -29,7 +29,7 @@ import { type DirLock, lockJobsDir } from '../store/lock.ts';
 import { sharedJobsDirAdvice } from '../store/private.ts';
 import { JobStore } from '../store/store.ts';
 import { Claims } from './claims.ts';
-import type { LoopContext, LoopStats } from './context.ts';
+import type { LoopContext, LoopStats, PreflightFn } from './context.ts';
 import { Executor } from './executor.ts';
 import { HostState } from './host-state.ts';
 import { JobBook } from './jobs.ts';
@@ -43,6 +43,7 @@ import { Reconciler, schedulerInputs } from './reconciler.ts';
 import { HostScan, silenceLimitMs } from './scan.ts';
 import { Scheduler } from './scheduler.ts';
 import { ScriptsDeploy } from './scripts-deploy.ts';
+import { SweepLoop } from './sweeps.ts';
 import { Usage } from './usage.ts';
 import { Waiters } from './waiters.ts';
 import { fsWatch, type Watcher, type WatchFn } from './watch.ts';
@@ -81,8 +82,12 @@ export interface ControllerOptions {
   queueTimers?: Pick<QueueOptions, 'setTimeout' | 'clearTimeout'>;
   /** Told what the controller reads, writes and probes (the dashboard, /metrics, notifications). */
   observer?: ControllerObserver;
+  /** How often the sweeps still going are looked at (default 1000 ms). */
+  sweepEveryMs?: number;
   /** How often running jobs' metrics lines are read into their status (default 1000 ms; 0: never). */
   progressEveryMs?: number;
+  /** spec.preflight's network check on a gang's hosts (the CLI passes `ugro doctor`'s round over SSH). */
+  preflight?: PreflightFn;
 }
 
 /** Lease TTL: how long a host stays reserved after its controller died without releasing it. */
@@ -95,6 +100,8 @@ export class Controller {
   readonly stats: LoopStats = { reconciles: 0, launches: 0, observes: 0 };
   /** Reads running jobs' newest metrics lines between reconciles (one exec per host per tick). */
   readonly progress: ProgressWatcher;
+  /** The sweeps (kind: Sweep): their trials are jobs this part writes (loop/sweeps.ts). */
+  readonly sweeps: SweepLoop;
   /** What the loop's parts share. */
   private readonly ctx: LoopContext;
   private readonly queue: WorkQueue;
@@ -165,6 +172,7 @@ export class Controller {
       ...(o.accounts ? { auth: { access: accessOf(users, user), unsignedOwner: unsignedOwnerOf(users, user) } } : {}),
       ...(users && hasQuotas(users) ? { quotaUsers: users } : {}),
       rdzvTimeoutSeconds: Math.min(o.cluster.communication.timeoutSeconds, 600),
+      ...(o.preflight ? { preflight: o.preflight } : {}),
     };
     const ctx = this.ctx;
     // The parts, each on the shared context: the reconciler gathers facts with the scan and hands
@@ -175,6 +183,7 @@ export class Controller {
     this.scan = scan;
     this.executor = executor;
     this.reconciler = new Reconciler(ctx, scan, executor, o.source);
+    this.sweeps = new SweepLoop(ctx);
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),
@@ -213,7 +222,11 @@ export class Controller {
     for (const n of this.ctx.hostsState.jobNames()) names.add(n);
     for (const n of names) this.queue.add(n);
     // Then watch. Events only enqueue a name; reconcile reads everything itself.
-    this.watcher = await (this.o.watch ?? fsWatch)(this.ctx.store.dir, (name) => this.queue.add(name));
+    this.watcher = await (this.o.watch ?? fsWatch)(this.ctx.store.dir, (name) => {
+      this.queue.add(name);
+      this.sweeps.touched(name);
+    });
+    await this.sweeps.discover();
     const every =
       this.o.every ??
       ((ms: number, fn: () => void) => {
@@ -229,6 +242,7 @@ export class Controller {
       every(this.o.healthEveryMs ?? 30_000, () => void this.scan.refreshHealth().then(() => this.ctx.kickQueued())),
       every((ttl * 1000) / 3, () => void this.ctx.leases.renewAll().then(() => this.ctx.scheduler.invalidate())),
       every(1000, () => void this.watchLiveness()),
+      every(this.o.sweepEveryMs ?? 1000, () => void this.sweeps.kick()),
     ];
     this.ctx.log.info('controller started', {
       jobsDir: this.ctx.store.dir,
@@ -242,6 +256,7 @@ export class Controller {
     await this.o.source?.stop();
     this.queue.stop();
     for (const s of this.stopTimers) s();
+    await this.sweeps.idle();
     await this.progress.stop();
     this.ctx.waiters.stopAll();
     await this.watcher?.close();
@@ -258,6 +273,7 @@ export class Controller {
   async idle(): Promise<void> {
     await this.queue.idle();
     await this.lanes.idle();
+    await this.sweeps.idle();
   }
 
   /** Jobs waiting to be reconciled, and being reconciled now. */
@@ -300,6 +316,7 @@ export class Controller {
     this.accountUsage();
     await this.usage.save().catch((e) => this.ctx.log.warn('cannot write usage.json', { error: (e as Error).message }));
     for (const n of await this.allNames()) this.queue.add(n);
+    await this.sweeps.discover();
   }
 
   /** A lab shared by several accounts (users: in the cluster file) needs a jobs dir they can write. */

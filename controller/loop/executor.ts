@@ -7,6 +7,7 @@ import type { SpecState } from '../api/job-state.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { mergeProgress } from '../core/live-progress.ts';
+import { recordPreflightFailure } from '../core/preflight.ts';
 import type { reconcile } from '../core/reconcile.ts';
 import type { Action, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import type { JobEvent } from '../store/store.ts';
@@ -103,7 +104,8 @@ export class Executor {
           status = { ...status, message: `port ${a.port} is busy on ${a.rdzvHost}: choosing another` };
           continue;
         }
-        const lf = recordLaunchFailure(
+        // A failed preflight (spec.preflight) is counted like a failed launch, under its own reason.
+        const lf = (failed.preflight ? recordPreflightFailure : recordLaunchFailure)(
           status,
           spec.job,
           { attempt: a.attempt, host: failed.host, message: failed.message },

@@ -1,7 +1,8 @@
 /**
  * Starts a run's parts on their hosts: works out what each part sends (meta, torchrun argv,
  * environment) without touching a host, copies the checkpoint the new rank 0 lacks, deploys
- * scripts/ where needed, launches every part at once and stops the started ones if one fails.
+ * scripts/ where needed, launches every part at once and stops the started ones if one fails. A job
+ * with spec.preflight has its gang's network checked first (core/preflight.ts).
  */
 import { posix } from 'node:path';
 import type { Host } from '../../config/cluster.ts';
@@ -11,6 +12,7 @@ import type { TrainingJob } from '../api/trainingjob.ts';
 import type { LaunchRequest } from '../backends/api.ts';
 import { HostError } from '../backends/errors.ts';
 import { afterEnv, checkpointDir, torchrunArgv, trainingTarget, ugroEnv } from '../core/launch.ts';
+import { preflightCulprit, preflightMessage, wantsPreflight } from '../core/preflight.ts';
 import type { AfterCheckpoint, EventDraft, LaunchAction } from '../core/types.ts';
 import type { LoopContext } from './context.ts';
 import type { ScriptsDeploy } from './scripts-deploy.ts';
@@ -18,6 +20,9 @@ import { stopRun } from './stop.ts';
 
 /** One part of a launch as it will be sent, or why it cannot be (raised when that part is launched). */
 export type PreparedPart = { host: Host; req: LaunchRequest; scriptsHash?: string } | { host: Host; error: Error };
+
+/** Why a launch did not start (`preflight`: its preflight failed; `portBusy`: choose another port). */
+export type LaunchFailure = { host: string; message: string; portBusy?: boolean; preflight?: boolean };
 
 export class Launcher {
   constructor(
@@ -164,6 +169,41 @@ export class Launcher {
   }
 
   /**
+   * spec.preflight: the gang's hosts reach each other from its rendezvous port up (one listen/connect
+   * round over the existing connections, bounded), or the failure naming the pairs that did not.
+   */
+  private async preflight(
+    job: TrainingJob,
+    a: LaunchAction,
+    event: (e: EventDraft) => void,
+  ): Promise<LaunchFailure | undefined> {
+    const run = this.ctx.preflight;
+    if (!run || !wantsPreflight(job, a, (h) => !!this.ctx.host(h)?.slurm)) return undefined;
+    const hosts = a.allParts.map((p) => this.ctx.host(p.host)).filter((h): h is Host => !!h);
+    const t0 = Date.now();
+    try {
+      const failed = await run(hosts, { port: a.port });
+      const seconds = (Date.now() - t0) / 1000;
+      if (failed.length) {
+        const message = preflightMessage(failed);
+        this.ctx.log.warn('preflight failed', { job: a.job, run: a.runId, seconds, pairs: message });
+        return { host: preflightCulprit(failed), message, preflight: true };
+      }
+      const n = hosts.length * (hosts.length - 1);
+      this.ctx.log.info('preflight passed', { job: a.job, run: a.runId, seconds });
+      event({
+        reason: 'PreflightPassed',
+        message:
+          `preflight: ${hosts.map((h) => h.name).join(', ')} reach each other from port ${a.port} ` +
+          `(${n} pairs, ${seconds.toFixed(1)} s)`,
+      });
+      return undefined;
+    } catch (e) {
+      return { host: a.rdzvHost, message: `could not run: ${(e as Error).message}`, preflight: true };
+    }
+  }
+
+  /**
    * Launch the parts of a launch action in parallel. Returns undefined when every part started,
    * else the first failure (the parts that did start are stopped first).
    */
@@ -172,7 +212,10 @@ export class Launcher {
     a: LaunchAction,
     prepared: PreparedPart[],
     event: (e: EventDraft) => void,
-  ): Promise<{ host: string; message: string; portBusy?: boolean } | undefined> {
+  ): Promise<LaunchFailure | undefined> {
+    // Before anything is copied or started: nothing to undo when it fails.
+    const pf = await this.preflight(job, a, event);
+    if (pf) return pf;
     if (a.copyCheckpoint) {
       try {
         await this.copyCheckpoint(job, a, event);

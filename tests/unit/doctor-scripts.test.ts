@@ -1,7 +1,8 @@
 /**
  * The doctor's reachability scripts, run for real here (sh + python3, loopback): the listener takes the
  * first free port of the range and names the busy ones, answers its token, and ends when its stdin
- * closes; the connector tells ok from refused from a stranger on the port.
+ * closes (or, for a job's preflight, once it answered EXPECT peers, leaving the port bindable at once);
+ * the connector tells ok from refused from a stranger on the port.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -86,6 +87,33 @@ describe('doctor-listen.sh and doctor-connect.sh', () => {
     p.stdin.end();
     const [code] = await exited;
     expect(code).toBe(0);
+  });
+
+  it('EXPECT 2: ends by itself once two peers were answered; its port binds again at once (no TIME_WAIT)', async () => {
+    const p = spawn(
+      'sh',
+      ['-c', S.text('doctor-listen'), 'ugro-doctor-listen', 'python3', '29650', '16', 'tok2', '20', '2'],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    p.stdout.on('data', (b) => {
+      out += b;
+    });
+    while (!out.includes('@@end')) await once(p.stdout, 'data');
+    const port = parseRecords(out)[0].fields.find(([k]) => k === 'port')![1];
+    const exited = once(p, 'exit');
+    const r = await connect('tok2', 'a', '127.0.0.1', port, 'b', '127.0.0.1', port);
+    expect(r.map((x) => x.result)).toEqual(['ok', 'ok']);
+    // Its stdin is still open: it ended because both peers were answered.
+    const [code] = await exited;
+    expect(code).toBe(0);
+    // A bind without SO_REUSEADDR fails while a closed connection of the port is in TIME_WAIT here.
+    const bind = await promisify(execFile)('python3', [
+      '-c',
+      'import socket,sys; s=socket.socket(); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); print("bound")',
+      port,
+    ]);
+    expect(bind.stdout.trim()).toBe('bound');
   });
 
   it('refuses a token that is not plain letters and digits (it is sent back over the network)', () => {

@@ -151,6 +151,100 @@ export function reachableGroup(names: string[], ok: (a: string, b: string) => bo
   }
 }
 
+export interface PairRoundOptions {
+  /** The listeners take the first free port of [basePort, basePort + span). */
+  basePort: number;
+  span: number;
+  /** One connect's limit. */
+  connectTimeoutMs: number;
+  /** A listener's own deadline on its host (s), and its exec's limit here (ms). */
+  deadlineS: number;
+  listenTimeoutMs: number;
+  /** Each listener ends by itself once every other host of `up` reached it (a job's preflight). */
+  expectPeers?: boolean;
+}
+
+/**
+ * One round of the reachability test: a listener on every host of `up`, then from each of them a
+ * connect to every other host of `hosts` (a host not in `up` is tried at the base port with no
+ * listener). Every listener has ended, or its channel is closed, when this resolves.
+ */
+export async function pairRounds(
+  hosts: Host[],
+  up: Host[],
+  deps: DoctorDeps,
+  o: PairRoundOptions,
+): Promise<Pick<DoctorRaw, 'listen' | 'connect' | 'targets'>> {
+  const now = deps.now ?? (() => performance.now());
+  const scripts = deps.scripts ?? runtimeScripts();
+  const conn = (h: Host) => deps.connection(h.name);
+  const token = randomBytes(12).toString('hex');
+  const stopListeners = new AbortController();
+  const expect = (h: Host) => (o.expectPeers ? [String(up.filter((p) => p.name !== h.name).length)] : []);
+  const listeners = up.map((h) => ({
+    h,
+    ...startLong(
+      conn(h),
+      scripts.text('doctor-listen'),
+      'doctor-listen',
+      [h.python, String(o.basePort), String(o.span), token, String(o.deadlineS), ...expect(h)],
+      (s) => /@@(listen|error)\n[\s\S]*@@end/.test(s),
+      o.listenTimeoutMs,
+      stopListeners.signal,
+      now,
+    ),
+  }));
+  const listen: Record<string, RawExec> = {};
+  const targets: DoctorRaw['targets'] = {};
+  for (const h of hosts) targets[h.name] = { address: h.address, port: o.basePort, listening: false };
+  const connect: Record<string, RawExec> = {};
+  try {
+    await Promise.all(
+      listeners.map(async (l) => {
+        const out = await l.first;
+        listen[l.h.name] = { stdout: out, code: 0, ms: 0 };
+        const b = parseRecords(out).find((x) => x.kind === 'listen');
+        const p = b && Number(field(b, 'port'));
+        if (p && Number.isInteger(p)) targets[l.h.name] = { address: l.h.address, port: p, listening: true };
+      }),
+    );
+    await Promise.all(
+      up.map(async (h) => {
+        const peers = hosts
+          .filter((p) => p.name !== h.name)
+          .flatMap((p) => [p.name, targets[p.name].address, String(targets[p.name].port)]);
+        if (!peers.length) return;
+        connect[h.name] = await run(
+          conn(h),
+          scripts.text('doctor-connect'),
+          'doctor-connect',
+          [h.python, String(o.connectTimeoutMs), token, ...peers],
+          { timeoutMs: o.connectTimeoutMs + 15_000 },
+          now,
+        );
+      }),
+    );
+    if (o.expectPeers) {
+      // A listener every peer reached ends by itself: wait for that (its port is then free for the
+      // launch), rather than close its channel while it may still hold the port.
+      const reached = (h: Host) =>
+        up.every(
+          (p) =>
+            p.name === h.name ||
+            parseRecords(connect[p.name]?.stdout ?? '').some(
+              (b) => b.kind === 'connect' && field(b, 'peer') === h.name && field(b, 'result') === 'ok',
+            ),
+        );
+      await Promise.all(listeners.filter((l) => reached(l.h)).map((l) => l.done));
+    }
+  } finally {
+    // The others end when their channel closes (or by their own deadline on the host).
+    stopListeners.abort();
+    await Promise.all(listeners.map((l) => l.done));
+  }
+  return { listen, connect, targets };
+}
+
 export async function runDoctor(cluster: Cluster, hosts: Host[], deps: DoctorDeps, o: DoctorOptions = {}) {
   const now = deps.now ?? (() => performance.now());
   const scripts = deps.scripts ?? runtimeScripts();
@@ -184,53 +278,13 @@ export async function runDoctor(cluster: Cluster, hosts: Host[], deps: DoctorDep
   });
 
   // 2. A listener on every host that answered, then every host's connects to all the others.
-  const token = randomBytes(12).toString('hex');
-  const stopListeners = new AbortController();
-  const listeners = up.map((h) => ({
-    h,
-    ...startLong(
-      conn(h),
-      scripts.text('doctor-listen'),
-      'doctor-listen',
-      [h.python, String(basePort), String(span), token, '30'],
-      (s) => /@@(listen|error)\n[\s\S]*@@end/.test(s),
-      40_000,
-      stopListeners.signal,
-      now,
-    ),
-  }));
-  const listen: Record<string, RawExec> = {};
-  const targets: DoctorRaw['targets'] = {};
-  for (const h of hosts) targets[h.name] = { address: h.address, port: basePort, listening: false };
-  await Promise.all(
-    listeners.map(async (l) => {
-      const out = await l.first;
-      listen[l.h.name] = { stdout: out, code: 0, ms: 0 };
-      const b = parseRecords(out).find((x) => x.kind === 'listen');
-      const p = b && Number(field(b, 'port'));
-      if (p && Number.isInteger(p)) targets[l.h.name] = { address: l.h.address, port: p, listening: true };
-    }),
-  );
-  const connectMs = o.connectTimeoutMs ?? 3000;
-  const connect: Record<string, RawExec> = {};
-  await Promise.all(
-    up.map(async (h) => {
-      const peers = hosts
-        .filter((p) => p.name !== h.name)
-        .flatMap((p) => [p.name, targets[p.name].address, String(targets[p.name].port)]);
-      if (!peers.length) return;
-      connect[h.name] = await run(
-        conn(h),
-        scripts.text('doctor-connect'),
-        'doctor-connect',
-        [h.python, String(connectMs), token, ...peers],
-        { timeoutMs: connectMs + 15_000 },
-        now,
-      );
-    }),
-  );
-  stopListeners.abort();
-  await Promise.all(listeners.map((l) => l.done));
+  const { listen, connect, targets } = await pairRounds(hosts, up, deps, {
+    basePort,
+    span,
+    connectTimeoutMs: o.connectTimeoutMs ?? 3000,
+    deadlineS: 30,
+    listenTimeoutMs: 40_000,
+  });
 
   const raw: DoctorRaw = { rdzvHost: rdzv.name, basePort, hosts: hostsOut, listen, connect, targets, ms: 0 };
 

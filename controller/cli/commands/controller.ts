@@ -54,6 +54,16 @@ export function register(program: Command, ctx: CliContext): void {
         observer: obs.view,
         // Owners are the accounts that write jobs/ (issue 17): named by the machine's account database.
         accounts: new PasswdAccounts(),
+        // spec.preflight: `ugro doctor`'s listen/connect round on a gang's hosts, over the same SSH pool.
+        preflight: async (hosts, p) => {
+          const [pool, { runPreflight }, { judgePairs }] = await Promise.all([
+            ctx.ssh(),
+            import('../../backends/ssh/preflight.ts'),
+            import('../../backends/doctor.ts'),
+          ]);
+          const raw = await runPreflight(hosts, { connection: (h) => pool.host(h) }, p);
+          return judgePairs(raw.hosts, raw).filter((x) => x.result !== 'ok');
+        },
       });
       obs.attach(ctl);
       await ctl.start();
