@@ -1,7 +1,8 @@
 /**
  * The jobs directory: specs in (person-owned, never rewritten), status out (controller-owned,
  * atomic writes), control requests (cancel) from the CLI, and an events log.
- *   jobs/<name>.yaml            TrainingJob spec
+ *   jobs/<name>.yaml            TrainingJob spec, or a Sweep (by its `kind`: readSweep)
+ *   jobs/<name>.sweep.status.yaml   a sweep's status (store/sweeps.ts)
  *   jobs/<name>.status.yaml     status, written by the controller only
  *   jobs/<name>.control.yaml    requests from `ugro cancel`
  *   jobs/.ugro/events.jsonl     events, newest last
@@ -17,6 +18,7 @@ import { parseYamlValue } from '../../config/yaml-guard.ts';
 import { type Control, type ControlState, parseControl } from '../api/control.ts';
 import type { SpecState } from '../api/job-state.ts';
 import { type JobStatus, parseJobStatus, salvageJobStatus, statusIssues } from '../api/status.ts';
+import { kindOf, parseSweep, SWEEP_KIND, type SweepState, sweepHash } from '../api/sweep.ts';
 import { isJobFileName, jobNameFromFile, parseTrainingJob, specHash, type TrainingJob } from '../api/trainingjob.ts';
 import type { Accounts } from './accounts.ts';
 import { appendRegularFile, ensureOwnDir, lstatOrUndefined, readRegularFile, writeFileAtomic } from './files.ts';
@@ -132,17 +134,57 @@ export class JobStore {
     return { specs, statuses, controls, invalidFiles };
   }
 
+  /**
+   * A TrainingJob's spec. A file whose `kind` is Sweep is no job (readSweep reads it): for the
+   * jobs it is as if there were no file.
+   */
   async readSpec(name: string): Promise<SpecState> {
+    const r = await this.readJobFile(name);
+    return r.kind === 'sweep' ? { kind: 'deleted' } : r;
+  }
+
+  /** A Sweep's spec; `deleted` when there is no file or it is a TrainingJob's. */
+  async readSweep(name: string): Promise<SweepState> {
+    const r = await this.readJobFile(name);
+    return r.kind === 'sweep' ? r.sweep : { kind: 'deleted' };
+  }
+
+  /** A file in jobs/ by its `kind`: a TrainingJob (valid or not), or a Sweep. */
+  private async readJobFile(name: string): Promise<SpecState | { kind: 'sweep'; sweep: SweepState }> {
     const file = await this.specFile(name);
     if (!file) return { kind: 'deleted' };
-    const r = await this.cachedParse<SpecState>(file, (text) => {
+    const r = await this.cachedParse<SpecState | { kind: 'sweep'; sweep: SweepState }>(file, (text) => {
       const res = parseTrainingJob(text, file);
-      if (!res.ok) return { kind: 'invalid', file, issues: res.issues };
-      return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
+      if (res.ok) return { kind: 'valid', job: res.value, hash: specHash(res.value.spec), file };
+      // Only a file that is no valid TrainingJob pays for a second look at its kind.
+      if (!res.issues.some((i) => i.path === 'kind')) return { kind: 'invalid', file, issues: res.issues };
+      let raw: unknown;
+      try {
+        raw = parseYamlValue(text);
+      } catch {
+        return { kind: 'invalid', file, issues: res.issues };
+      }
+      if (kindOf(raw) !== SWEEP_KIND) return { kind: 'invalid', file, issues: res.issues };
+      const sw = parseSweep(text, file);
+      return {
+        kind: 'sweep',
+        sweep: sw.ok
+          ? { kind: 'valid', sweep: sw.value, hash: sweepHash(sw.value.spec), file }
+          : { kind: 'invalid', file, issues: sw.issues },
+      };
     });
-    if (r.ok) return r.value.kind === 'deleted' ? r.value : { ...r.value, ...(await this.writerOf(r.uid)) };
-    if (r.missing) return { kind: 'deleted' };
-    return { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
+    if (!r.ok) {
+      if (r.missing) return { kind: 'deleted' };
+      return { kind: 'invalid', file, issues: [{ path: '', message: r.message }] };
+    }
+    const v = r.value;
+    if (v.kind === 'deleted') return v;
+    const w = await this.writerOf(r.uid);
+    return v.kind === 'sweep'
+      ? v.sweep.kind === 'deleted'
+        ? v
+        : { kind: 'sweep', sweep: { ...v.sweep, ...w } }
+      : { ...v, ...w };
   }
 
   private acceptedFile(name: string): string {

@@ -1,0 +1,216 @@
+/**
+ * The sweeps' part of the loop: for each sweep, read its file (store.readSweep), its last status
+ * and its trials' files and statuses, read the objective at the rungs a trial crossed (its
+ * metrics over the backend, loop/sweep-metrics.ts), let core/sweep.ts decide, then write the
+ * trial files and the sweep's status (atomic) and log its events. The trials themselves are
+ * TrainingJobs: the job reconciler runs them like any other (the watch sees each file written).
+ *
+ * Level-triggered like the jobs: a pass reads everything it needs. Passes run one at a time, every
+ * tick (1 s) for the sweeps still going, and at once when a watch event names a sweep or a trial;
+ * a finished sweep is looked at again only when one of its files changes, or at a resync.
+ */
+import { GENERATION_ANNOTATION, PARAMS_ANNOTATION, type ParamSet, SWEEP_LABEL, type SweepState } from '../api/sweep.ts';
+import type { SweepStatus } from '../api/sweep-status.ts';
+import { specHash } from '../api/trainingjob.ts';
+import { decideSweep, type SweepDecision, type TrialFacts } from '../core/sweep.ts';
+import { parseTrialName } from '../core/sweep-params.ts';
+import { rungValues } from '../core/sweep-stopping.ts';
+import { SweepFiles } from '../store/sweeps.ts';
+import type { LoopContext } from './context.ts';
+import { TrialMetrics } from './sweep-metrics.ts';
+
+export class SweepLoop {
+  readonly files: SweepFiles;
+  private readonly metrics: TrialMetrics;
+  /** Sweeps with a file or a status. */
+  private readonly known = new Set<string>();
+  /** Finished (or invalid) sweeps: no pass until one of their files changes. */
+  private readonly settled = new Set<string>();
+  private running?: Promise<void>;
+  private again = false;
+
+  constructor(private readonly ctx: LoopContext) {
+    this.files = new SweepFiles(ctx.store.dir);
+    this.metrics = new TrialMetrics(ctx.runtime, (n) => ctx.host(n));
+  }
+
+  /** Every sweep in the jobs dir (at start and at each resync): the settled ones are looked at once more. */
+  async discover(): Promise<void> {
+    const { specs } = await this.ctx.store.listNames();
+    for (const n of specs) if ((await this.ctx.store.readSweep(n)).kind !== 'deleted') this.known.add(n);
+    for (const n of await this.files.statusNames()) this.known.add(n);
+    this.settled.clear();
+    this.kick();
+  }
+
+  /** A watch event named `name`: a sweep's file, or a trial's (its sweep looks again). */
+  touched(name: string): void {
+    for (const s of this.known)
+      if (s === name || parseTrialName(s, name)) {
+        this.settled.delete(s);
+        this.kick();
+        return;
+      }
+    void this.ctx.store.readSweep(name).then(
+      (r) => {
+        if (r.kind === 'deleted') return;
+        this.known.add(name);
+        this.kick();
+      },
+      () => undefined,
+    );
+  }
+
+  /** One round over the sweeps still going (the 1 s tick, and after a change). */
+  kick(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          for (const n of [...this.known]) if (!this.settled.has(n)) await this.passLogged(n);
+        } while (this.again);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Wait for the round in flight (tests, stop). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  list(): string[] {
+    return [...this.known].sort();
+  }
+
+  private async passLogged(name: string): Promise<void> {
+    try {
+      await this.pass(name);
+    } catch (e) {
+      this.ctx.log.warn('sweep reconcile failed; will retry', { sweep: name, error: (e as Error).message });
+    }
+  }
+
+  /** One sweep's reconcile. */
+  async pass(name: string): Promise<SweepDecision> {
+    const spec = await this.ctx.store.readSweep(name);
+    const prev = await this.files.readStatus(name);
+    const metric = spec.kind === 'valid' ? spec.sweep.spec.objective.metric : undefined;
+    const trials = await this.trials(name, prev, metric);
+    if (spec.kind === 'valid') await this.readRungs(spec, trials);
+    const d = decideSweep({ name, now: this.ctx.now(), spec, prev, owner: this.ownerOf(spec), trials });
+    await this.apply(name, d);
+    const ph = d.status?.phase;
+    if (!d.status) this.known.delete(name);
+    else if (!d.write.length && !d.remove.length && (ph === 'Succeeded' || ph === 'Failed' || ph === 'Invalid'))
+      this.settled.add(name);
+    return d;
+  }
+
+  /** The sweep's owner: its file's writer (authenticated), else what its annotation says. */
+  private ownerOf(spec: SweepState): string | undefined {
+    if (spec.kind !== 'valid') return undefined;
+    if (this.ctx.auth) return spec.writer;
+    return spec.sweep.metadata.annotations?.['ugro.dev/owner'] ?? spec.writer;
+  }
+
+  /** Every trial file of this sweep (its name's pattern and its label), with its status. */
+  private async trials(name: string, prev: SweepStatus | undefined, metric?: string): Promise<TrialFacts[]> {
+    const known = new Map((prev?.trials ?? []).map((r) => [r.name, r]));
+    const out: TrialFacts[] = [];
+    for (const stem of await this.files.stems()) {
+      const id = parseTrialName(name, stem);
+      if (!id) continue;
+      const js = await this.ctx.store.readSpec(stem);
+      if (js.kind !== 'valid' || js.job.metadata.labels?.[SWEEP_LABEL] !== name) continue;
+      const st = await this.ctx.store.readStatus(stem);
+      const cur = st?.specHash === js.hash ? st : undefined;
+      const ann = js.job.metadata.annotations ?? {};
+      const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+      const step = num(cur?.progress?.step);
+      const objective = metric ? num(cur?.progress?.[metric]) : undefined;
+      out.push({
+        name: stem,
+        generation: Number(ann[GENERATION_ANNOTATION]) || id.generation,
+        index: id.index,
+        params: paramsOf(ann[PARAMS_ANNOTATION]),
+        job: js.job,
+        rungs: known.get(stem)?.rungs ?? [],
+        ...(cur ? { phase: cur.phase, ...(cur.reason ? { reason: cur.reason } : {}) } : {}),
+        ...(cur?.message ? { message: cur.message } : {}),
+        ...(step !== undefined ? { step: Math.floor(step) } : {}),
+        ...(objective !== undefined ? { objective } : {}),
+      });
+    }
+    return out;
+  }
+
+  /** The objective at each rung a trial crossed and the sweep does not know yet: read from its metrics. */
+  private async readRungs(spec: Extract<SweepState, { kind: 'valid' }>, trials: TrialFacts[]): Promise<void> {
+    const es = spec.sweep.spec.earlyStopping;
+    if (!es) return;
+    const steps = es.type === 'asha' ? es.rungs : es.steps;
+    const metric = spec.sweep.spec.objective.metric;
+    await Promise.all(
+      trials.map(async (t) => {
+        const next = steps[t.rungs.length];
+        if (next === undefined || t.step === undefined || t.step < next || !t.job) return;
+        const hash = specHash(t.job.spec);
+        const points = await this.metrics.series(t.name, hash, metric, this.ctx.hostsState.partsOf(t.name));
+        if (!points) return;
+        const got = rungValues(steps, points);
+        if (got.length > t.rungs.length) t.rungs = got;
+      }),
+    );
+  }
+
+  private async apply(name: string, d: SweepDecision): Promise<void> {
+    for (const job of d.write) {
+      const n = job.metadata.name;
+      // A job of that name that is not this sweep's trial is never overwritten.
+      const cur = await this.ctx.store.readSpec(n);
+      if (cur.kind === 'valid' && cur.job.metadata.labels?.[SWEEP_LABEL] !== name) {
+        d.events.push({
+          type: 'Warning',
+          reason: 'TrialNameTaken',
+          message: `job ${n} exists and is not this sweep's`,
+        });
+        continue;
+      }
+      if (cur.kind === 'invalid' || (await this.ctx.store.readSweep(n)).kind !== 'deleted') {
+        d.events.push({ type: 'Warning', reason: 'TrialNameTaken', message: `${n}.yaml exists and is not a trial` });
+        continue;
+      }
+      await this.files.writeTrial(job, name);
+      this.ctx.enqueue(n);
+    }
+    for (const n of d.remove) {
+      await this.files.deleteTrial(n);
+      this.metrics.forget(n);
+      this.ctx.enqueue(n);
+    }
+    if (d.status) await this.files.writeStatus(name, d.status);
+    else await this.files.deleteStatus(name);
+    await this.ctx.store.appendEvents(d.events.map((e) => ({ time: this.ctx.now().toISOString(), job: name, ...e })));
+  }
+}
+
+function paramsOf(text: string | undefined): ParamSet {
+  if (!text) return {};
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return {};
+    const out: ParamSet = {};
+    for (const [k, x] of Object.entries(v).slice(0, 64))
+      if ((typeof x === 'number' && Number.isFinite(x)) || (typeof x === 'string' && x.length <= 1024)) out[k] = x;
+    return out;
+  } catch {
+    return {};
+  }
+}
