@@ -139,6 +139,48 @@ export interface CheckpointCopy {
   ): Promise<{ bytes: number; sha256: string }>;
 }
 
+/** A checkpoint file in a job's checkpoint dir on one host (checkpoints.sh list). */
+export interface CheckpointFile {
+  /** The file is `<name>.pt`. */
+  name: string;
+  /** From a `step-N` name. */
+  step?: number;
+  sizeBytes: number;
+  /** By the host's clock. */
+  mtimeMs: number;
+  /** When asked for (computed once per file on the host, then cached beside it). */
+  sha256?: string;
+}
+
+/** A run dir of the job on that host, with the metrics line at (or nearest before) each checkpoint step. */
+export interface CheckpointRun {
+  dir: string;
+  launchedAtMs?: number;
+  finishedAtMs?: number;
+  metrics: { step: number; metrics: Metrics }[];
+}
+
+export interface CheckpointListing {
+  /** The checkpoint dir exists on the host. */
+  present: boolean;
+  /** What its `latest` index names (the newest complete one, what a restart resumes from). */
+  latest?: string;
+  files: CheckpointFile[];
+  /** Only when the listing was asked for a job's runs. */
+  runs: CheckpointRun[];
+}
+
+/** A job's checkpoint files on a host: list them (with their sums, the metrics at their steps), delete some. */
+export interface CheckpointStore {
+  listCheckpoints(
+    host: Host,
+    dir: string,
+    opts?: { sha256?: boolean; runsOf?: string; signal?: AbortSignal },
+  ): Promise<CheckpointListing>;
+  /** Removes `<dir>/<name>.pt` for each name (never the one `latest` names); what was removed, with its size. */
+  deleteCheckpoints(host: Host, dir: string, names: readonly string[]): Promise<{ name: string; sizeBytes: number }[]>;
+}
+
 export interface LogReader {
   /** A rank's log: whole, or the last `tail` lines; `offset` is the byte size read (for follow). */
   readLog(host: Host, dir: string, rank: number, tail?: number): Promise<{ text: string; offset: number }>;
@@ -183,6 +225,7 @@ export interface Backend
     HealthProbe,
     ScriptDeploy,
     CheckpointCopy,
+    CheckpointStore,
     LogReader,
     MetricsReader,
     ProgressReader {}

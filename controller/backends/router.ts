@@ -75,6 +75,12 @@ export class BackendRouter implements Backend {
   reach(host: Host) {
     return this.of(host).reach(host);
   }
+  listCheckpoints(host: Host, dir: string, opts?: { sha256?: boolean; runsOf?: string; signal?: AbortSignal }) {
+    return this.of(host).listCheckpoints(host, dir, opts);
+  }
+  deleteCheckpoints(host: Host, dir: string, names: readonly string[]) {
+    return this.of(host).deleteCheckpoints(host, dir, names);
+  }
   /** A copy between two backends goes through the first row that serves either host (it rides on the other). */
   copyCheckpoint(
     from: Host,

@@ -212,6 +212,8 @@ export class FakeHosts implements HostTransport {
         return this.metricsSh(h, a);
       case 'progress':
         return this.progressSh(h, a);
+      case 'checkpoints':
+        return this.checkpointsSh(h, a);
     }
   }
 
@@ -563,6 +565,39 @@ export class FakeHosts implements HostTransport {
     if (!f) return fail(1, `${a[0]} is not a regular file`);
     const sum = createHash('sha256').update(f.data).digest('hex');
     return ok(`@@checksum\nsize=${f.data.length}\nsha256=${sum}\n@@end\n`);
+  }
+
+  /** checkpoints.sh list|delete, over the files (no run dirs' metrics: the loop's retention asks for none). */
+  private checkpointsSh(h: FakeHost, a: string[]): ExecResult {
+    const [mode, dir, ...rest] = a;
+    const name = (p: string) => posix.basename(p).slice(0, -3);
+    const pts = [...h.files.keys()].filter(
+      (p) => posix.dirname(p) === dir && p.endsWith('.pt') && /^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(name(p)),
+    );
+    const latestFile = h.files.get(posix.join(dir ?? '/', 'latest'));
+    const latest = latestFile?.data.toString('utf8').split('\n')[0] ?? '';
+    if (mode === 'list') {
+      if (!h.dirs.has(dir)) return ok('@@checkpoints\ndir=absent\ncount=0\n@@end\n');
+      let out = `@@latest\nname=${latest}\n@@end\n`;
+      for (const p of pts.sort()) {
+        const f = h.files.get(p)!;
+        const sum = rest[0] === '1' ? `sha256=${createHash('sha256').update(f.data).digest('hex')}\n` : '';
+        out += `@@checkpoint ${name(p)}\nsize=${f.data.length}\nmtime_ns=${Math.round(f.mtimeMs) * 1e6}\n${sum}@@end\n`;
+      }
+      return ok(`${out}@@checkpoints\ndir=present\ncount=${pts.length}\n@@end\n`);
+    }
+    if (mode !== 'delete') return fail(2, 'usage: checkpoints.sh list|delete CHECKPOINT_DIR …');
+    let out = '';
+    let n = 0;
+    for (const want of rest) {
+      const p = posix.join(dir, `${want}.pt`);
+      const f = h.files.get(p);
+      if (want === latest || !f) continue;
+      h.files.delete(p);
+      n++;
+      out += `@@deleted ${want}\nsize=${f.data.length}\n@@end\n`;
+    }
+    return ok(`${out}@@checkpoints\ndeleted=${n}\n@@end\n`);
   }
 
   private stopSh(h: FakeHost, a: string[]): ExecResult {

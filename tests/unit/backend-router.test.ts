@@ -34,6 +34,8 @@ function recorder(name: string, calls: string[], withProgress = true): Backend {
     },
     reach: hit('reach'),
     copyCheckpoint: hit('copyCheckpoint'),
+    listCheckpoints: hit('listCheckpoints'),
+    deleteCheckpoints: hit('deleteCheckpoints'),
   } as Backend;
   if (withProgress) b.readProgress = hit('readProgress');
   return b;
@@ -57,6 +59,13 @@ describe('BackendRouter', () => {
     await router.lease(hpc, 'me', 30);
     router.lastHeard(gpu1);
     expect(calls).toEqual(['slurm.observe:hpc', 'ssh.observe:gpu1', 'slurm.lease:hpc', 'ssh.lastHeard:gpu1']);
+  });
+
+  it('lists and deletes checkpoints through the row that serves the host', async () => {
+    calls.length = 0;
+    await router.listCheckpoints(hpc, '/c');
+    await router.deleteCheckpoints(gpu1, '/c', ['step-1']);
+    expect(calls).toEqual(['slurm.listCheckpoints:hpc', 'ssh.deleteCheckpoints:gpu1']);
   });
 
   it('copies between backends through the row that serves either end', async () => {

@@ -19,7 +19,14 @@ import { posix } from 'node:path';
 import type { Host } from '../../../config/cluster.ts';
 import { InternalError } from '../../../config/errors.ts';
 import { parseRunDirName, parseRunMeta, type RunPart } from '../../api/run.ts';
-import { type Backend, type LaunchRequest, type ObserveResult, type StopRequest, stopGraceMs } from '../api.ts';
+import {
+  type Backend,
+  type CheckpointListing,
+  type LaunchRequest,
+  type ObserveResult,
+  type StopRequest,
+  stopGraceMs,
+} from '../api.ts';
 import { HostError } from '../errors.ts';
 import type { NodeHealth } from '../health.ts';
 import { blockOf, errorOf, field, fieldsOf, observeResultOf, parseRecords, stopAnswerOf } from '../records.ts';
@@ -412,6 +419,23 @@ export class SlurmBackend implements Backend {
 
   reach(host: Host): Promise<void> {
     return this.files.reach(host);
+  }
+
+  /** Refused: the checkpoints are on the Slurm nodes' shared storage, which only the job's nodes see. */
+  async listCheckpoints(host: Host): Promise<CheckpointListing> {
+    throw new HostError(
+      host.name,
+      'config',
+      "a Slurm run's checkpoints are on its nodes' shared storage: list them there (ugro checkpoints covers SSH hosts)",
+    );
+  }
+
+  async deleteCheckpoints(host: Host): Promise<{ name: string; sizeBytes: number }[]> {
+    throw new HostError(
+      host.name,
+      'config',
+      "a Slurm run's checkpoints are on its nodes' shared storage: spec.checkpoint.keep is for SSH hosts",
+    );
   }
 
   async copyCheckpoint(from: Host): Promise<{ bytes: number; sha256: string }> {

@@ -12,6 +12,7 @@ import type { Cluster, Host } from '../../../config/cluster.ts';
 import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../../api/run.ts';
 import {
   type Backend,
+  type CheckpointListing,
   type LaunchRequest,
   type LeaseResult,
   type MetricsChunk,
@@ -37,6 +38,7 @@ import {
   stopAnswerOf,
   waitAnswerOf,
 } from '../records.ts';
+import { checkpointListingOf, deletedCheckpointsOf } from './checkpoint-records.ts';
 import type { ExecResult, SshPool } from './pool.ts';
 import { probeHost } from './probe.ts';
 import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
@@ -57,6 +59,8 @@ const RUNTIME_TIMEOUTS = {
   metricsMs: 20_000,
   /** Asked every second: a host that takes longer is better asked again than waited for. */
   progressMs: 10_000,
+  /** A listing hashes each new checkpoint once (like checksum); a delete only unlinks. */
+  checkpointsMs: 600_000,
 } as const;
 
 /** Run dirs per progress.sh exec: their words stay far below sshd's 128 KiB command line. */
@@ -358,6 +362,35 @@ export class SshBackend implements Backend {
 
   reach(host: Host): Promise<void> {
     return this.transport.reach(host);
+  }
+
+  async listCheckpoints(
+    host: Host,
+    dir: string,
+    opts: { sha256?: boolean; runsOf?: string; signal?: AbortSignal } = {},
+  ): Promise<CheckpointListing> {
+    if (!posix.isAbsolute(dir)) throw new HostError(host.name, 'config', `checkpoint dir ${dir} is not absolute`);
+    const runs = opts.runsOf !== undefined ? [host.paths.runs, opts.runsOf] : [];
+    const res = await this.run(host, 'checkpoints', ['list', dir, opts.sha256 ? '1' : '0', ...runs], {
+      timeoutMs: RUNTIME_TIMEOUTS.checkpointsMs,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (res.code !== 0 && !res.stdout.includes('@@error'))
+      throw new HostError(host.name, 'other', `listing checkpoints in ${dir} failed (exit ${res.code}): ${said(res)}`);
+    return checkpointListingOf(host.name, res.stdout);
+  }
+
+  async deleteCheckpoints(
+    host: Host,
+    dir: string,
+    names: readonly string[],
+  ): Promise<{ name: string; sizeBytes: number }[]> {
+    if (!posix.isAbsolute(dir)) throw new HostError(host.name, 'config', `checkpoint dir ${dir} is not absolute`);
+    if (!names.length) return [];
+    const res = await this.run(host, 'checkpoints', ['delete', dir, ...names], {
+      timeoutMs: RUNTIME_TIMEOUTS.checkpointsMs,
+    });
+    return deletedCheckpointsOf(host.name, res.stdout);
   }
 
   async copyCheckpoint(

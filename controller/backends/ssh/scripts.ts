@@ -23,7 +23,8 @@ export type RuntimeScript =
   | 'follow-log'
   | 'checksum'
   | 'metrics'
-  | 'progress';
+  | 'progress'
+  | 'checkpoints';
 
 /** What `ugro doctor` runs on hosts (ssh/doctor.ts). */
 export type DoctorScript = 'doctor' | 'doctor-listen' | 'doctor-connect' | 'doctor-allreduce';
@@ -45,6 +46,7 @@ export const SENT_SCRIPTS: readonly SentScript[] = [
   'checksum',
   'metrics',
   'progress',
+  'checkpoints',
   'probe',
   'doctor',
   'doctor-listen',
