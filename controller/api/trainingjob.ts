@@ -168,6 +168,24 @@ export const trainingJobSpec = z
           .optional(),
         /** The directory is shared between the hosts (NFS): restarts never copy checkpoints. */
         shared: z.boolean().optional(),
+        /**
+         * Retention (core/retention.ts): keep the newest `last` and the `best` by `metric` (from the
+         * metrics lines at each step); the controller deletes the others from the hosts when a new one
+         * appears. Never deleted: the newest, the one a restart or a dependent would start from, a
+         * promoted one (ugro promote).
+         */
+        keep: z
+          .strictObject({
+            last: z.number().int().min(1).max(100_000).optional(),
+            best: z.number().int().min(1).max(100_000).optional(),
+            metric: z
+              .string()
+              .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, 'must be a metrics key like "loss"')
+              .default('loss'),
+            goal: z.enum(['minimize', 'maximize']).default('minimize'),
+          })
+          .refine((k) => k.last !== undefined || k.best !== undefined, 'set last, best or both')
+          .optional(),
       })
       .optional(),
     suspend: z.boolean().default(false),

@@ -19,6 +19,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { isSystemError, UgroError } from '../../config/errors.ts';
 import * as apply from './commands/apply.ts';
 import * as cancel from './commands/cancel.ts';
+import * as checkpoints from './commands/checkpoints.ts';
 import * as config from './commands/config.ts';
 import * as contextVerb from './commands/context.ts';
 import * as controller from './commands/controller.ts';
@@ -32,6 +33,8 @@ import * as health from './commands/health.ts';
 import * as hosts from './commands/hosts.ts';
 import * as launch from './commands/launch.ts';
 import * as logs from './commands/logs.ts';
+import * as models from './commands/models.ts';
+import * as promote from './commands/promote.ts';
 import * as results from './commands/results.ts';
 import * as resume from './commands/resume.ts';
 import * as status from './commands/status.ts';
@@ -65,6 +68,9 @@ const VERBS = [
   status,
   events,
   results,
+  checkpoints,
+  promote,
+  models,
   usage,
   whoami,
   exporter,

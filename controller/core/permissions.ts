@@ -12,7 +12,16 @@
 import { ForbiddenError } from '../../config/errors.ts';
 import type { UsersSettings } from '../../config/users.ts';
 
-export type JobAction = 'change-spec' | 'cancel' | 'suspend' | 'resume' | 'delete' | 'set-owner' | 'read-logs';
+export type JobAction =
+  | 'change-spec'
+  | 'cancel'
+  | 'suspend'
+  | 'resume'
+  | 'delete'
+  | 'set-owner'
+  | 'read-logs'
+  /** Register one of its checkpoints as a model version (ugro promote). */
+  | 'promote';
 
 /** What the decisions need of the users: section. */
 export interface Access {
@@ -48,6 +57,7 @@ const VERB: Record<JobAction, string> = {
   delete: 'delete',
   'set-owner': 'set the owner of',
   'read-logs': 'read the logs of',
+  promote: 'promote a checkpoint of',
 };
 
 function adminsText(access: Access): string {

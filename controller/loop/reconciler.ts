@@ -18,6 +18,7 @@ import type { ClusterView } from '../core/types.ts';
 import type { LoopContext } from './context.ts';
 import type { Executor } from './executor.ts';
 import type { JobBook } from './jobs.ts';
+import { retentionOf } from './retention.ts';
 import type { HostScan } from './scan.ts';
 import type { JobView, SchedulerInputs } from './scheduler.ts';
 import type { Usage } from './usage.ts';
@@ -96,6 +97,9 @@ export class Reconciler {
     if (known.kind === 'valid')
       await this.ctx.jobs.remember(name, known.job, status, pre.owner?.owner ?? status?.owner);
     if (spec.kind === 'valid') this.ctx.jobs.noteCheckpoints(name, spec.hash, checkpoints);
+    // spec.checkpoint.keep, of the spec the job runs (accepted), when a new checkpoint appeared (loop/retention.ts).
+    if (spec.kind === 'valid' && known.kind === 'valid' && known.hash === spec.hash)
+      retentionOf(this.ctx).observed(name, known.job, status, checkpoints);
     if (known.kind === 'valid') await this.observeProducers(known.job, known.hash, status);
     const res = reconcile({
       name,
