@@ -1,14 +1,12 @@
 /**
  * The controller's side of the host runtime (scripts/runtime/*.sh): SshBackend turns typed
  * requests into one script run each and parses the answer with the one record parser
- * (records.ts), over any HostTransport. SshTransport is the real one: each script goes inline
- * over the host's pooled SSH connection as `sh -c TEXT ugro-NAME ARGS…`, every word quoted, so
- * hosts need nothing installed and can never run another version of the runtime.
+ * (records.ts), over any HostTransport (transport.ts: SshTransport is the real one, each script
+ * inline over the host's pooled SSH connection as `sh -c TEXT ugro-NAME ARGS…`, every word quoted,
+ * so hosts need nothing installed and can never run another version of the runtime).
  */
-import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import type { Cluster, Host } from '../../../config/cluster.ts';
+import type { Host } from '../../../config/cluster.ts';
 import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../../api/run.ts';
 import {
   type Backend,
@@ -39,8 +37,7 @@ import {
   waitAnswerOf,
 } from '../records.ts';
 import { checkpointListingOf, deletedCheckpointsOf } from './checkpoint-records.ts';
-import type { ExecResult, SshPool } from './pool.ts';
-import { probeHost } from './probe.ts';
+import type { ExecResult } from './pool.ts';
 import { type RuntimeScripts, runtimeScripts } from './scripts.ts';
 import type { HostTransport, RunScriptOptions, RuntimeScript } from './transport.ts';
 
