@@ -78,6 +78,13 @@ agent gives its workers 30 s after it forwards the signal before it SIGKILLs the
 --max-steps N ends training after global step N (counted like the checkpoints), even mid-epoch;
 the last step is then checkpointed (when UGRO_CHECKPOINT_DIR is set) and gets a metrics line.
 
+Out of memory is not caught: CUDA's error ends the rank with its traceback, whose last line
+("torch.cuda.OutOfMemoryError: CUDA out of memory ...") rank.sh finds in the log, as it would for
+any script; exit codes stay the job's to give a meaning (restartPolicy.exitCodes). --model
+wide-mlp (4 -> 1,048,576 -> 1) holds about 11 MiB of activations a sample in the micro batch
+against 24 MiB of weights: the lab's out-of-memory test (a micro batch of 28 runs out of a memory
+limit that 14 fits in, README "Out of memory").
+
 Exit codes: 0 done; 2 a bad setting (unknown model, --steps-per-epoch < 1, --max-steps < 0, a timeout
 that is not a positive number, a bad or inconsistent UGRO_GLOBAL_BATCH split) or an unusable resume
 checkpoint; 143 stopped on SIGTERM; 1 any other error (a
@@ -120,7 +127,9 @@ import torch  # noqa: E402 - after the SIGTERM handler, see above
 import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512)}
+# (inputs, hidden units). wide-mlp is for memory tests: few weights, a wide hidden layer, so its
+# memory grows with the micro batch (activations) far more than with the model (see README, OOM).
+BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512), "wide-mlp": (4, 1 << 20)}
 CKPT_FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 

@@ -16,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeHealth } from '../../controller/backends/health.ts';
 import { main } from '../../controller/cli/main.ts';
+import { capMicro, oomOverride, splitBatch } from '../../controller/core/batch.ts';
 import { freePort } from '../support/net.ts';
 import { captureIo, LAB_CLUSTER_FILE, lab, labNominal } from './helpers.ts';
 
@@ -216,6 +217,22 @@ describe('uneven global batch split: one step on any split gives the single-proc
     // core/schedule.ts: accum = ceil(b / maxMicro), micro = ceil(b / accum) (maxMicro 5).
     const s: Split = { batch: [8, 12, 8], offset: [0, 8, 20], micro: [4, 4, 4], accum: [2, 3, 2] };
     await expectSameGradient(s, 'W=3, 8/12/8, balanced m=4');
+  });
+
+  it("the out-of-memory restart's split (core/batch.ts: 14/14, rank 1 halved: 7 x 2) equals one process", async () => {
+    // What the controller launches after rank 1 ran out of memory at its first split (issue 19).
+    const first = splitBatch(B, [8152, 8152]);
+    const oom = oomOverride(undefined, { host: 'gpu2', localRank: 0, ...first[1] }, 1)!;
+    expect(oom.message).toBe('gpu2 out of memory: micro batch 14 -> 7, accumulation 1 -> 2');
+    const next = [first[0], capMicro(first[1], oom.overrides[0].maxMicro)];
+    const s: Split = {
+      batch: next.map((b) => b.batch),
+      offset: next.map((b) => b.offset),
+      micro: next.map((b) => b.micro),
+      accum: next.map((b) => b.accum),
+    };
+    expect(s).toEqual({ batch: [14, 14], offset: [0, 14], micro: [14, 7], accum: [1, 2] });
+    await expectSameGradient(s, 'W=2, 14/14 after OOM: 14 x 1, 7 x 2');
   });
 
   it('resumed from step-5 of a 12/8/8 run on another split (20/8): steps 6 and 7 have its losses', async () => {

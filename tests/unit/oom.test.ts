@@ -89,7 +89,8 @@ describe('classifyRun: out-of-memory evidence', () => {
         host: 'gpu2',
         rank: 1,
         message:
-          'rank 1 on gpu2 ran out of memory (CUDA: torch.cuda.OutOfMemoryError: CUDA out of memory.) with micro batch 14',
+          'rank 1 on gpu2 ran out of memory (CUDA: torch.cuda.OutOfMemoryError: CUDA out of memory.) ' +
+          'with micro batch 14',
       },
     });
   });
@@ -144,7 +145,7 @@ describe('halving a micro batch keeps the share, the global batch and the offset
     expect(halvedMicro({ batch: 5, micro: 1 })).toBeUndefined();
   });
 
-  it('for every share and micro batch: smaller micro, micro x accum covers the share, last micro batch not empty', () => {
+  it('any share and micro batch: a smaller micro, micro x accum covers the share, no empty micro batch', () => {
     for (let batch = 1; batch <= 64; batch++) {
       for (let micro = 2; micro <= batch; micro++) {
         const h = halvedMicro({ batch, micro })!;
