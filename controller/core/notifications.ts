@@ -28,7 +28,8 @@ const lastFailure = (s: Pick2 | undefined) => {
   const f = s?.failures?.[s.failures.length - 1];
   return f ? `${f.attempt}/${f.time}/${f.reason}` : '';
 };
-const restartsOf = (s: Pick2 | undefined) => (s?.restarts ? s.restarts.infra + s.restarts.training : 0);
+const restartsOf = (s: Pick2 | undefined) =>
+  s?.restarts ? s.restarts.infra + s.restarts.training + (s.restarts.oom ?? 0) : 0;
 
 /** The notification a status change calls for, or undefined. `prev` undefined: the job was not known yet. */
 export function notificationOf(

@@ -12,6 +12,7 @@ import type { RankOom } from '../../controller/api/run.ts';
 import { type BatchOverride, parseJobStatus, salvageJobStatus } from '../../controller/api/status.ts';
 import { capMicro, halvedMicro, oomOverride, splitBatch, withBatches } from '../../controller/core/batch.ts';
 import { budgetOf, classifyRun, DEFAULT_MAX_OOM_RESTARTS } from '../../controller/core/failures.ts';
+import { notificationOf } from '../../controller/core/notifications.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
 import { groupRuns } from '../../controller/core/run-view.ts';
 import type { LaunchAction, LaunchPart, ReconcileInput, ReconcileResult } from '../../controller/core/types.ts';
@@ -277,6 +278,11 @@ describe('the restart after out of memory (reconcile)', () => {
     const status = parseJobStatus(parse(stringify(restarted.status)))!;
     const running = rec({ spec: S, status, now: at(60), parts: [...a1, ...live] });
     expect(running.status).toMatchObject({ phase: 'Running', batchOverrides: reread.batchOverrides });
+  });
+
+  it('a notification counts the out-of-memory restart among the restarts', () => {
+    const n = notificationOf('train', launched, failed.status, iso(51));
+    expect(n).toMatchObject({ kind: 'Restarting', restarts: 1 });
   });
 
   it('a status with a bad override keeps the good ones (salvaged item by item)', () => {
