@@ -2,12 +2,24 @@
  * `ugro doctor -o json` on the lab, the real command (bin/ugro.mjs, dist/ rebuilt first): an all-reduce
  * figure for every host pair and every ordered pair reachable when all is well; a stand-in GPU with an
  * XID 79 in its kernel log and one with a degraded PCIe link make their hosts NotReady, naming why; a
- * host whose link is cut fails every pair with it, by name, while its peers keep their figure. Every
- * fault is undone in finally and afterAll.
+ * host whose link is cut fails every pair with it, by name, while its peers keep their figure. Then
+ * spec.preflight under a real controller: with gpu2 cut off its peers (the controller still reaches it)
+ * a job waits PreflightFailed naming gpu2's pairs, leaves no listener behind, and starts once healed.
+ * Every fault is undone in finally and afterAll.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../controller/backends/doctor.ts';
+import {
+  newJobsDir,
+  readStatus,
+  startController,
+  stopController,
+  ugro,
+  waitFor,
+  waitPhase,
+  writeJob,
+} from './controller-harness.ts';
 import { LAB_CLUSTER_FILE, lab, labAvailable, labNominal, ROOT } from './helpers.ts';
 
 labAvailable();
@@ -102,6 +114,48 @@ describe('ugro doctor on the lab', () => {
       expect(ar['gpu1-gpu2'].error).toMatch(/not run/);
     } finally {
       lab('heal', 'gpu2');
+    }
+  });
+});
+
+/** The preflight's listeners still alive on the lab hosts (they share this machine's process table). */
+const listeners = () =>
+  execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes('stdin_closed'));
+
+describe('spec.preflight under a controller on the lab', () => {
+  it('gpu2 cut off its peers: waits PreflightFailed naming its pairs, no listener left; healed: it runs', async () => {
+    const jobsDir = newJobsDir();
+    const name = `pf-${Date.now().toString(36)}`; // run dirs of earlier runs stay on the hosts
+    const ctl = startController(jobsDir);
+    try {
+      lab('cut', 'gpu2', '--peers');
+      const spec = { script: 'train.py', args: ['--epochs', '1', '--steps-per-epoch', '3'], nodes: 3 };
+      writeJob(jobsDir, name, { ...spec, preflight: true, restartPolicy: { maxInfraRestarts: 50 } });
+      const st = await waitFor('a PreflightFailed record', () => {
+        const s = readStatus(jobsDir, name);
+        return s?.failures?.some((f) => f.reason === 'PreflightFailed') && s;
+      });
+      const f = st.failures!.find((x) => x.reason === 'PreflightFailed')!;
+      expect(f).toMatchObject({ class: 'infra', host: 'gpu2' });
+      expect(f.message).toMatch(/^preflight failed: /);
+      expect(f.message).toMatch(/gpu-master -> gpu2:\d+: timeout/);
+      expect(f.message).toMatch(/gpu1 -> gpu2:\d+: timeout/);
+      expect(f.message).toMatch(/gpu2 -> gpu1:\d+: unreachable/);
+      expect(st.phase).toBe('Queued');
+      expect(ugro(jobsDir, 'events', name).out).toMatch(/PreflightFailed/);
+      // The preflight's listeners end with their SSH channel (or their own deadline): none is left.
+      await waitFor('no preflight listener left on the hosts', () => listeners().length === 0, 10_000, 100);
+      lab('heal', 'gpu2');
+      const done = await waitPhase(jobsDir, name, ['Succeeded', 'Failed'], 120_000);
+      expect(done.phase, ctl.logText()).toBe('Succeeded');
+      const passed = /preflight: gpu-master, gpu1, gpu2 reach each other from port \d+ \(6 pairs/;
+      expect(ugro(jobsDir, 'events', name).out).toMatch(passed);
+      expect(listeners()).toEqual([]);
+    } finally {
+      lab('heal', 'gpu2');
+      await stopController(ctl);
     }
   });
 });

@@ -14,8 +14,11 @@
 #   status                one line per host; exit 0 only if all are up
 #   stop-host H           kill H's sshd and all its processes (connect: refused)
 #   start-host H          start H's sshd again and wait for port 22
-#   cut H                 take H's link down on both ends (connect: times out)
-#   heal H                bring H's link back and wait for port 22
+#   cut H [--peers]       take H's link down on both ends (connect: times out); --peers:
+#                         cut H off the other lab hosts only (their connects to H time out,
+#                         its own fail: no route) while this machine (the controller) still reaches
+#                         it over ssh, like a data network failing beside a healthy management one
+#   heal H                bring H's link back (and its peers) and wait for port 22
 #   gpu H MODE            switch H's stand-in GPU: ok | absent | old-driver | failing |
 #                         xid (an XID 79 in its kernel log) | pcie-degraded (gen 1 x4 of
 #                         4 x16) | throttled (93 C, thermal slowdown); `ok` clears them
@@ -216,6 +219,7 @@ ensure_host_net() {
   ip netns exec "$h" ip link set eth0 up
   # a link going down drops the default route; always put it back
   ip netns exec "$h" ip route replace default via "$GATEWAY" dev eth0
+  ip netns exec "$h" ip route flush type unreachable 2>/dev/null || true # `cut H --peers`
 }
 
 # `ip netns exec` bind-mounts /etc/netns/<h>/{hosts,resolv.conf} over /etc/,
@@ -560,8 +564,12 @@ cmd_down() {
   log "down: lab removed"
 }
 
-link_state() { # "up" when both ends of the host's link are administratively up
+link_state() { # "up" when both ends of the host's link are up and it reaches its peers
   local i=$1
+  if [ -n "$(ip netns exec "$(host_name "$i")" ip route show type unreachable 2>/dev/null)" ]; then
+    echo peers-cut
+    return
+  fi
   ip link show "$(host_veth "$i")" 2>/dev/null | grep -q ',UP' &&
     ip netns exec "$(host_name "$i")" ip link show eth0 2>/dev/null | grep -q ',UP' &&
     { echo up; return; }
@@ -604,7 +612,15 @@ cmd_start_host() {
 
 cmd_cut() {
   require_root; take_lock
-  local i; i=$(resolve_host "${1:?cut needs a host}")
+  local i j; i=$(resolve_host "${1:?cut needs a host}")
+  if [ "${2:-}" = --peers ]; then
+    # Replies from H to its peers are dropped too, so their connects to H time out as well.
+    for ((j = 0; j < $(host_count); j++)); do
+      [ "$j" = "$i" ] || ip netns exec "$(host_name "$i")" ip route replace unreachable "$(host_ip "$j")/32"
+    done
+    log "cut: $(host_name "$i") cut off its peers (the controller still reaches it)"
+    return
+  fi
   ip link set "$(host_veth "$i")" down
   ip netns exec "$(host_name "$i")" ip link set eth0 down
   log "cut: $(host_name "$i") unplugged (connects time out)"
