@@ -5,7 +5,7 @@
  * sweep is a file in jobs/ like a TrainingJob (`kind` tells them apart: store.ts); its trials are
  * TrainingJobs the controller writes (core/sweep.ts decides, loop/sweeps.ts writes). Parameter
  * values reach the script only as whole argv words or env values, through `{name}` placeholders in
- * `template.args` and `template.env`: never pasted into program text.
+ * `template.args`, `template.command` and `template.env` values: never pasted into program text.
  */
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
@@ -148,12 +148,13 @@ export const sweepSpec = z
       }
     };
     for (const [i, a] of s.template.args.entries()) check(a, ['template', 'args', i]);
+    for (const [i, a] of (s.template.command ?? []).entries()) check(a, ['template', 'command', i]);
     for (const [k, v] of Object.entries(s.template.env)) check(v, ['template', 'env', k]);
     for (const n of names)
       if (!used.has(n))
         ctx.addIssue({
           code: 'custom',
-          message: `parameter ${n} is used nowhere: put {${n}} in template.args (e.g. "--${n}={${n}}") or env`,
+          message: `parameter ${n} is used nowhere: put {${n}} in template.args (e.g. "--${n}={${n}}"), command or env`,
           path: ['parameters'],
         });
     if (s.template.after?.length)

@@ -40,6 +40,7 @@ export function listJobNames(dir: string): string[] {
   return [...names].sort();
 }
 
+const isRec = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
 const hasPhase = (v: unknown) =>
   typeof v === 'object' && v !== null && typeof (v as { phase?: unknown }).phase === 'string';
 
@@ -62,7 +63,7 @@ interface Entry {
   value: unknown;
 }
 
-const CACHE_VERSION = 5;
+const CACHE_VERSION = 6;
 const CACHE_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Identity of a regular file as it is now; undefined when missing, 'other' when not a regular file. */
@@ -150,6 +151,7 @@ async function readRow(reader: RowReader, name: string): Promise<JobRowInput & {
   if (hasPhase(status.value)) return { name, status: status.value, exists: true };
   for (const ext of ['.yaml', '.yml']) {
     const spec = await reader.read(name + ext, projectSpec);
+    if (spec.found && isRec(spec.value) && spec.value.sweep === true) return { name, exists: false };
     if (spec.found) return { name, spec: spec.value, exists: true };
   }
   return { name, exists: status.found };
@@ -173,6 +175,7 @@ export async function readJobRows(
   }
   return {
     rows: read.filter((r) => r.exists).map(({ exists: _, ...row }) => row),
-    missing: read.filter((r) => !r.exists).map((r) => r.name),
+    // A full listing misses nothing (a sweep's file is listed and left out: it is no job).
+    missing: names.length ? read.filter((r) => !r.exists).map((r) => r.name) : [],
   };
 }

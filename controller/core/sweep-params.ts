@@ -104,6 +104,7 @@ export function trialJob(
   const spec = {
     ...t,
     args: t.args.map((a) => substitute(a, params)),
+    ...(t.command ? { command: t.command.map((a) => substitute(a, params)) } : {}),
     env: Object.fromEntries(Object.entries(t.env).map(([k, v]) => [k, substitute(v, params)])),
     ...(t.checkpoint?.dir ? { checkpoint: { ...t.checkpoint, dir: `${t.checkpoint.dir}/${name}` } } : {}),
   };

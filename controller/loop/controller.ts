@@ -224,7 +224,7 @@ export class Controller {
     // Then watch. Events only enqueue a name; reconcile reads everything itself.
     this.watcher = await (this.o.watch ?? fsWatch)(this.ctx.store.dir, (name) => {
       this.queue.add(name);
-      this.sweeps.touched(name);
+      void this.sweeps.touched(name);
     });
     await this.sweeps.discover();
     const every =

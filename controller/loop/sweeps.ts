@@ -44,21 +44,17 @@ export class SweepLoop {
   }
 
   /** A watch event named `name`: a sweep's file, or a trial's (its sweep looks again). */
-  touched(name: string): void {
+  async touched(name: string): Promise<void> {
     for (const s of this.known)
       if (s === name || parseTrialName(s, name)) {
         this.settled.delete(s);
-        this.kick();
+        void this.kick();
         return;
       }
-    void this.ctx.store.readSweep(name).then(
-      (r) => {
-        if (r.kind === 'deleted') return;
-        this.known.add(name);
-        this.kick();
-      },
-      () => undefined,
-    );
+    const r = await this.ctx.store.readSweep(name).catch(() => ({ kind: 'deleted' }) as const);
+    if (r.kind === 'deleted') return;
+    this.known.add(name);
+    void this.kick();
   }
 
   /** One round over the sweeps still going (the 1 s tick, and after a change). */
@@ -67,16 +63,17 @@ export class SweepLoop {
       this.again = true;
       return this.running;
     }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          for (const n of [...this.known]) if (!this.settled.has(n)) await this.passLogged(n);
-        } while (this.again);
-      } finally {
-        this.running = undefined;
-      }
-    })();
+    const round = async () => {
+      do {
+        this.again = false;
+        for (const n of [...this.known]) if (!this.settled.has(n)) await this.passLogged(n);
+      } while (this.again);
+    };
+    // Cleared in a later microtask (never inside a round that had nothing to await, before it is set).
+    const p: Promise<void> = round().finally(() => {
+      if (this.running === p) this.running = undefined;
+    });
+    this.running = p;
     return this.running;
   }
 

@@ -304,7 +304,7 @@ describe('decideSweep', () => {
 });
 
 describe('the store tells a Sweep from a TrainingJob by kind', () => {
-  it('a Sweep file is no job (not an invalid one), a TrainingJob no sweep, a bad sweep invalid with its field', async () => {
+  it('a Sweep file is no job (not an invalid one), a TrainingJob no sweep, a bad sweep invalid', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ugro-sweep-store-'));
     writeFileSync(join(dir, 'lr.yaml'), sweepDoc('lr', GRID));
     writeFileSync(join(dir, 'job.yaml'), jobYaml('job', { script: 'train.py' }));

@@ -25,4 +25,19 @@ export function register(program: Command, ctx: CliContext): void {
       if (spec.kind === 'deleted' && !status) throw new NotFoundError(`job ${name} not found in ${store.dir}`);
       ctx.io.out(describeJob({ name, spec, status, events }));
     });
+  describe
+    .command('sweep')
+    .description("a sweep's trials, best first, with their parameters and why each stopped")
+    .argument('<name>')
+    .action(async (raw: string) => {
+      const name = requireJobName(raw);
+      const [{ openStore }, { readSweeps }, { describeSweep }] = await Promise.all([
+        import('../jobs.ts'),
+        import('../sweeps.ts'),
+        import('../render/sweeps.ts'),
+      ]);
+      const store = openStore(ctx);
+      const [[row], events] = await Promise.all([readSweeps(store, [name]), store.readEvents(name, 15)]);
+      ctx.io.out(describeSweep(row, events));
+    });
 }

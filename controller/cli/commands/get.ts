@@ -1,4 +1,4 @@
-/** `ugro get nodes` (same probes as health) and `ugro get jobs [NAME…] [-o …] [-w] [--mine]`. */
+/** `ugro get nodes` (same probes as health), `ugro get jobs [NAME…] [-o …] [-w] [--mine] [-l …]`, `ugro get sweeps`. */
 import { lstatSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,15 +31,41 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-o, --output <format>', JOB_FORMATS.join('|'), 'table')
     .option('-w, --watch', 'keep printing the rows whenever what they show changes (Ctrl-C stops)')
     .option('--mine', 'only your jobs (their owner is the account this command runs as)')
-    .action(async (names: string[], o: { output: string; watch?: boolean; mine?: boolean }) => {
+    .option('-l, --selector <labels>', 'only jobs with these labels: KEY=VALUE, KEY!=VALUE or KEY, comma-separated')
+    .action(async (names: string[], o: { output: string; watch?: boolean; mine?: boolean; selector?: string }) => {
       const format = parseFormat(o.output, JOB_FORMATS);
       for (const n of names) requireJobName(n);
       if (o.watch && (format === 'json' || format === 'yaml')) throw new UsageError('-w works with -o table or wide');
-      const only = o.mine ? mineFilter(ctx.jobsDir) : undefined;
+      let only = o.mine ? mineFilter(ctx.jobsDir) : undefined;
+      if (o.selector !== undefined) {
+        const [{ jobsWithLabels }, { openStore }] = await Promise.all([import('../sweeps.ts'), import('../jobs.ts')]);
+        const match = new Set(await jobsWithLabels(openStore(ctx), o.selector));
+        const mine = only;
+        only = (n, st) => match.has(n) && (!mine || mine(n, st));
+      }
       if (format === 'json' || format === 'yaml') await structured(ctx, names, format, only);
       else await tabled(ctx, names, format === 'wide', !!o.watch, only);
     });
+  get
+    .command('sweeps')
+    .description('sweeps: phase, trials done/running/paused/stopped, the best trial and its objective')
+    .argument('[names...]', 'only these sweeps')
+    .option('-o, --output <format>', SWEEP_FORMATS.join('|'), 'table')
+    .action(async (names: string[], o: { output: string }) => {
+      const format = parseFormat(o.output, SWEEP_FORMATS);
+      for (const n of names) requireJobName(n);
+      const [{ openStore }, { readSweeps }, { sweepJson, sweepsTable }] = await Promise.all([
+        import('../jobs.ts'),
+        import('../sweeps.ts'),
+        import('../render/sweeps.ts'),
+      ]);
+      const rows = await readSweeps(openStore(ctx), names);
+      if (format === 'table') ctx.io.out(sweepsTable(rows, new Date()));
+      else ctx.io.out(await serialize(rows.map(sweepJson), format));
+    });
 }
+
+const SWEEP_FORMATS = ['table', 'json', 'yaml'] as const;
 
 /** Which jobs a row or status says are someone's, by name and parsed status. */
 type Only = (name: string, status: unknown) => boolean;
@@ -137,6 +163,7 @@ async function structured(
       format,
     ),
   );
-  const missing = read.filter((r) => !found.includes(r)).map((r) => r.name);
+  // Only names asked for can be missing (a listing also meets sweep files: no jobs, not missing ones).
+  const missing = names.length ? read.filter((r) => !found.includes(r)).map((r) => r.name) : [];
   if (missing.length) throw notFound(store.dir, missing);
 }

@@ -1,4 +1,7 @@
-/** `ugro results NAME [--plot FILE.svg]`: outcome, final metrics, where checkpoints and logs are; the loss curve. */
+/**
+ * `ugro results NAME [--plot FILE.svg]`: outcome, final metrics, where checkpoints and logs are; the loss curve.
+ * `ugro results sweep NAME [--plot FILE.svg]`: a sweep's trials, and every trial's curve on one chart.
+ */
 import type { Command } from 'commander';
 import { NotFoundError } from '../../../config/errors.ts';
 import { requireJobName } from '../args.ts';
@@ -8,9 +11,11 @@ export function register(program: Command, ctx: CliContext): void {
   program
     .command('results')
     .description('outcome of a job: phase, final metrics, where checkpoints and logs are')
-    .argument('<name>')
+    .argument('<name>', "a job, or `sweep NAME` for a sweep (its trials best first; --plot: every trial's curve)")
+    .argument('[sweep]')
     .option('--plot <file>', 'also write the loss curve (every attempt, restarts marked) as SVG to FILE')
-    .action(async (raw: string, o: { plot?: string }) => {
+    .action(async (raw: string, sweepName: string | undefined, o: { plot?: string }) => {
+      if (raw === 'sweep' && sweepName !== undefined) return sweepResults(ctx, requireJobName(sweepName), o.plot);
       const name = requireJobName(raw);
       const [{ openStore }, { resultsText }, { checkpointDir }, { posix }] = await Promise.all([
         import('../jobs.ts'),
@@ -37,4 +42,20 @@ export function register(program: Command, ctx: CliContext): void {
         ctx.io.out(`Plot:          ${o.plot} (${r.points} points, ${r.attempts} attempt(s)${where})`);
       }
     });
+}
+
+/** `ugro results sweep NAME [--plot FILE]`: the sweep's trials best first; the curves of all of them. */
+async function sweepResults(ctx: CliContext, name: string, plot: string | undefined): Promise<void> {
+  const [{ openStore }, { readSweeps, writeSweepPlot }, { describeSweep }] = await Promise.all([
+    import('../jobs.ts'),
+    import('../sweeps.ts'),
+    import('../render/sweeps.ts'),
+  ]);
+  const store = openStore(ctx);
+  const [row] = await readSweeps(store, [name]);
+  ctx.io.out(describeSweep(row, []).replace(/\n\nEvents:[\s\S]*$/, ''));
+  if (!plot) return;
+  const r = await writeSweepPlot(await ctx.runtime(), await ctx.loadCluster(), store, row, plot);
+  const where = r.unreachable.length ? `; not reachable: ${r.unreachable.join(', ')}` : '';
+  ctx.io.out(`Plot:          ${plot} (${r.trials} trial(s), ${r.points} points${where})`);
 }

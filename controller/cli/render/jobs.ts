@@ -60,6 +60,8 @@ export function projectStatus(raw: unknown): unknown {
 
 /** The part of a parsed spec file the table reads: spec.nodes. */
 export function projectSpec(raw: unknown): unknown {
+  // A Sweep file is no job (`ugro get sweeps` lists it): marked so the listing leaves it out.
+  if (isRec(raw) && raw.kind === 'Sweep') return { sweep: true };
   return isRec(raw) && isRec(raw.spec) ? { spec: { nodes: raw.spec.nodes } } : undefined;
 }
 
