@@ -130,7 +130,8 @@ export class Retention {
       .filter((d) => d.gone.length)
       .map((d) => {
         const bytes = d.gone.reduce((s, g) => s + g.sizeBytes, 0);
-        return `${d.gone.length} deleted on ${d.host} (${d.gone.map((g) => g.name).join(', ')}), ${bytesText(bytes)} freed`;
+        const names = d.gone.map((g) => g.name).join(', ');
+        return `${d.gone.length} deleted on ${d.host} (${names}), ${bytesText(bytes)} freed`;
       });
     if (!parts.length) return;
     const kept = decision.keep.map((k) => k.name).join(', ');

@@ -132,7 +132,7 @@ describe('checkpointRows', () => {
     ...(to !== undefined ? { finishedAtMs: to } : {}),
     metrics: metrics.map(([step, loss]) => ({ step, metrics: { step, loss } })),
   });
-  it('one row per checkpoint across hosts, with the attempt that wrote it and its metrics; copies take the writer', () => {
+  it('one row per checkpoint across hosts, with the attempt that wrote it and its metrics (copies take it)', () => {
     const rows = checkpointRows(
       [
         {
