@@ -99,7 +99,11 @@ describe('spec.preflight in the controller loop', () => {
     // Before its backoff is over: still waiting, not checked again.
     await r.pass('pf');
     expect(r.calls).toHaveLength(1);
-    expect(r.status('pf')!.phase).toBe('Queued');
+    st = r.status('pf')!;
+    // A reconcile meanwhile words it as the backoff it is, still naming the pairs (as for LaunchFailed).
+    expect(st).toMatchObject({ phase: 'Queued', reason: 'BackoffRestart' });
+    expect(st.message).toMatch(/^attempt 1 failed: preflight failed: gpu-master -> gpu2:29500: timeout/);
+    expect(st.conditions.find((c) => c.type === 'Running')).toMatchObject({ reason: 'PreflightFailed' });
     r.clock.ms += 1000;
     await r.pass('pf');
     await r.pass('pf');
