@@ -129,7 +129,10 @@ describe.skipIf(measuring)('out of memory on the lab', () => {
       expect.objectContaining({ attempt: 1, class: 'oom', reason: 'OutOfMemory', host: 'gpu2', exitCode: 137 }),
     ]);
     expect(done.failures![0].message).toMatch(
-      /^rank \d on gpu2 ran out of memory \(killed by the kernel's OOM killer: SIGKILL while oom_kill went (\d+) -> \d+ in \/sys\/fs\/cgroup\/memory\/ugro-lab\/gpu2\/memory\.oom_control\) with micro batch 28$/,
+      new RegExp(
+        "^rank \\d on gpu2 ran out of memory \\(killed by the kernel's OOM killer: SIGKILL while oom_kill went " +
+          '\\d+ -> \\d+ in /sys/fs/cgroup/memory/ugro-lab/gpu2/memory\\.oom_control\\) with micro batch 28$',
+      ),
     );
     expect(done.batchOverrides).toEqual([{ host: 'gpu2', localRank: 0, maxMicro: 14, attempt: 1 }]);
     const events = ugro(jobsDir, 'events', 'oom').out;
