@@ -77,14 +77,21 @@ export const trainingJobSpec = z
       })
       .optional(),
     /**
-     * The global batch, split across ranks in proportion to their GPUs' memory; each rank gets its
-     * share (UGRO_RANK_BATCH), offset, micro batch and gradient accumulation steps.
+     * The global batch, split across ranks (`balance`, core/batch.ts); each rank gets its share
+     * (UGRO_RANK_BATCH), offset, micro batch and gradient accumulation steps.
      */
     batch: z
       .strictObject({
         global: z.number().int().min(1).max(1_000_000),
         /** Largest micro batch a rank runs at once: larger shares accumulate gradients. */
         maxMicroBatch: z.number().int().min(1).max(1_000_000).optional(),
+        /**
+         * How the global batch is split: `memory` (in proportion to GPU memory), `even`, or `speed`
+         * (in proportion to each rank's measured samples/s, core/balance.ts; re-split at a checkpoint
+         * when that would be faster). Unset: DEFAULT_BALANCE (no default here: existing specs keep
+         * their hash).
+         */
+        balance: z.enum(['speed', 'memory', 'even']).optional(),
       })
       .optional(),
     /** May a higher-priority job stop this one (it resumes from its checkpoint later)? */
@@ -204,14 +211,15 @@ export const trainingJobSpec = z
     activeDeadlineSeconds: z.number().int().positive().optional(),
     /**
      * Jobs this one waits for (like Slurm's --dependency): `Succeeded` (afterok, the default) or
-     * `Completed` (afterany: Succeeded, Failed or Cancelled). An entry names a `job:`; room is left
-     * for other kinds of producer (a `sweep:` that waits for the whole sweep). Optional, no default:
-     * the spec hash of a job without it stays what it was.
+     * `Completed` (afterany: Succeeded, Failed or Cancelled). An entry names a `job:` or a `sweep:`
+     * (the whole sweep: its phase, and its best trial's checkpoint). Optional, no default: the spec
+     * hash of a job without it stays what it was.
      */
     after: z
       .array(
         z.strictObject({
-          job: dnsLabel,
+          job: dnsLabel.optional(),
+          sweep: dnsLabel.optional(),
           phase: z
             .enum(AFTER_PHASES, {
               error: 'must be Succeeded (it succeeded, like afterok) or Completed (it ended in any way, like afterany)',
@@ -223,8 +231,15 @@ export const trainingJobSpec = z
       .max(MAX_AFTER, `at most ${MAX_AFTER} jobs`)
       .superRefine((list, ctx) => {
         list.forEach((a, i) => {
-          if (list.findIndex((b) => b.job === a.job) !== i)
-            ctx.addIssue({ code: 'custom', message: `names job ${a.job} twice`, path: [i, 'job'] });
+          const key = a.sweep ? 'sweep' : 'job';
+          if (!a.job === !a.sweep)
+            ctx.addIssue({
+              code: 'custom',
+              message: 'set exactly one of `job: NAME` (a TrainingJob) or `sweep: NAME` (a whole Sweep)',
+              path: [i],
+            });
+          else if (list.findIndex((b) => (b.job ?? b.sweep) === (a.job ?? a.sweep)) !== i)
+            ctx.addIssue({ code: 'custom', message: `names ${key} ${a.job ?? a.sweep} twice`, path: [i, key] });
         });
       })
       .optional(),

@@ -110,8 +110,10 @@ export type LaunchAction = Extract<Action, { type: 'launch' }>;
 
 /** A producer's checkpoint handed to a dependent's launch (core/steps/dependencies.ts). */
 export interface AfterCheckpoint {
-  /** The producer (spec.after[].job). */
+  /** The producer (spec.after[].job, or .sweep: its env var is named after it). */
   job: string;
+  /** A sweep's best trial, whose checkpoint this is. */
+  trial?: string;
   /** The checkpoint's name (file `<name>.pt`). */
   name: string;
   /** Where it is: the producer's host and checkpoint dir there. */
@@ -142,6 +144,11 @@ export interface JobFacts {
   checkpoints?: CheckpointInfo[];
   /** Deleted while this controller ran: a dependency on it can no longer be met. */
   deleted?: true;
+  /**
+   * A Sweep (spec.after[].sweep), from its status: then `job`, `checkpoints` and `since` are its
+   * best trial's (what a dependent is handed), and `phase` is unset.
+   */
+  sweep?: { phase: string; message?: string; best?: string };
 }
 export type StopAction = Extract<Action, { type: 'stop' }>;
 

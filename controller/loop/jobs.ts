@@ -37,6 +37,10 @@ export class JobBook {
   /** Each job's newest checkpoint per host as last observed, for the spec hash it was observed for. */
   private readonly checkpoints = new Map<string, { hash: string; list: CheckpointInfo[] }>();
   private readonly hashes = new WeakMap<TrainingJob, string>();
+  /** Sweeps as their last pass left them (loop/sweeps.ts): what a `sweep:` dependency reads. */
+  private readonly sweeps = new Map<string, NonNullable<JobFacts['sweep']>>();
+  /** Sweeps gone while this controller ran (a dependency on one can no longer be met). */
+  private readonly sweepsDeleted = new Set<string>();
 
   constructor(
     private readonly store: Pick<JobStore, 'specMtime'>,
@@ -71,9 +75,28 @@ export class JobBook {
     this.checkpoints.set(name, { hash, list });
   }
 
-  /** Jobs whose spec.after names `name`. */
+  /**
+   * A sweep's phase and best trial after its pass; undefined: the sweep and its status are gone.
+   * Returns true when what its dependents decide on changed (the caller wakes them).
+   */
+  noteSweep(name: string, s: JobFacts['sweep'] | undefined): boolean {
+    const before = this.factsKey(name);
+    if (s) {
+      this.sweeps.set(name, s);
+      this.sweepsDeleted.delete(name);
+    } else if (this.sweeps.delete(name)) this.sweepsDeleted.add(name);
+    return this.factsKey(name) !== before;
+  }
+
+  /**
+   * Jobs whose spec.after names `name`; for a sweep's best trial, those that name the sweep too
+   * (what they will be handed: retention keeps it).
+   */
   dependentsOf(name: string): string[] {
-    return [...(this.dependents.get(name) ?? [])];
+    const out = new Set(this.dependents.get(name));
+    for (const [sweep, s] of this.sweeps)
+      if (s.best === name) for (const d of this.dependents.get(sweep) ?? []) out.add(d);
+    return [...out];
   }
 
   /**
@@ -81,6 +104,14 @@ export class JobBook {
    * once per spec object.
    */
   facts(name: string): JobFacts | undefined {
+    const sw = this.sweeps.get(name);
+    if (sw) {
+      // The best trial's spec, status and checkpoints: what a dependent is handed.
+      const best = sw.best ? this.facts(sw.best) : undefined;
+      const { phase: _p, reason: _r, deleted: _d, sweep: _s, ...trial } = best ?? {};
+      return { ...trial, sweep: sw };
+    }
+    if (this.sweepsDeleted.has(name) && !this.memos.has(name)) return { deleted: true };
     const m = this.memos.get(name);
     if (!m) {
       if (this.invalid.has(name)) return { phase: 'Invalid' };
@@ -106,6 +137,7 @@ export class JobBook {
   factsKey(name: string): string {
     if (!this.dependents.get(name)?.size) return '';
     const f = this.facts(name);
+    if (f?.sweep) return `sweep|${f.sweep.phase}|${f.sweep.best}`;
     return f ? `${f.phase}|${f.reason}|${f.statusHash}|${f.specHash}|${f.deleted}` : 'absent';
   }
 

@@ -164,7 +164,9 @@ export class Launcher {
     this.ctx.log.info('producer checkpoint copied', { job: a.job, producer: c.job, name: c.name, from: c.from, to });
     event({
       reason: 'CheckpointCopied',
-      message: `${c.job}'s ${c.name} copied from ${c.from} to ${to} (spec.after): ${r.bytes} bytes, sha256 ${r.sha256}`,
+      message:
+        `${c.trial ? `sweep ${c.job}'s best trial ${c.trial}` : c.job}'s ${c.name} copied from ${c.from} to ${to}` +
+        ` (spec.after): ${r.bytes} bytes, sha256 ${r.sha256}`,
     });
   }
 

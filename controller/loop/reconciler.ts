@@ -140,7 +140,11 @@ export class Reconciler {
   private async observeProducers(job: TrainingJob, hash: string, status: JobStatus | undefined): Promise<void> {
     if (!job.spec.after?.length || (status?.specHash === hash && status.attempt > 0)) return;
     await Promise.all(
-      job.spec.after.map(async ({ job: p }) => {
+      job.spec.after.map(async (a) => {
+        // A sweep hands over its best trial's checkpoint: that trial is the job to observe.
+        const sweep = a.sweep ? this.ctx.jobs.facts(a.sweep)?.sweep : undefined;
+        const p = a.sweep ? sweep?.best : a.job;
+        if (!p) return;
         const f = this.ctx.jobs.facts(p);
         const m = this.ctx.jobs.get(p);
         const ended = f?.phase === 'Succeeded' || f?.phase === 'Failed' || f?.phase === 'Cancelled';

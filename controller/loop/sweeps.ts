@@ -103,6 +103,10 @@ export class SweepLoop {
     if (spec.kind === 'valid') await this.readRungs(spec, trials);
     const d = decideSweep({ name, now: this.ctx.now(), spec, prev, owner: this.ownerOf(spec), trials });
     await this.apply(name, d);
+    // spec.after: a `sweep:` dependency reads the phase and best trial; a change wakes the dependents.
+    const facts = d.status && { phase: d.status.phase, message: d.status.message, best: d.status.best?.trial };
+    if (this.ctx.jobs.noteSweep(name, facts ?? undefined))
+      for (const dep of this.ctx.jobs.dependentsOf(name)) this.ctx.enqueue(dep);
     const ph = d.status?.phase;
     if (!d.status) this.known.delete(name);
     else if (!d.write.length && !d.remove.length && (ph === 'Succeeded' || ph === 'Failed' || ph === 'Invalid'))

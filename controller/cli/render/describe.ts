@@ -121,7 +121,7 @@ function afterLines(spec: SpecState, st: JobStatus | undefined): string[] {
   const after = spec.kind === 'valid' ? spec.job.spec.after : undefined;
   if (!after?.length) return [];
   const met = st?.conditions.find((c) => c.type === 'DependenciesMet');
-  const list = after.map((a) => `${a.job} (${a.phase})`).join(', ');
+  const list = after.map((a) => `${a.sweep ? `sweep ${a.sweep}` : a.job} (${a.phase})`).join(', ');
   return [field('After', `${list}${met ? `: ${met.status === 'True' ? 'met' : firstLine(met.message)}` : ''}`)];
 }
 

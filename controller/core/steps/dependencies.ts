@@ -6,6 +6,8 @@
  * started this generation is held: once it launched, its producers' later changes do not stop it.
  * A producer counts by its CURRENT spec: a producer whose spec changed after it succeeded is
  * waited for again (its new version must finish), while its dependents not yet started.
+ * A `sweep:` entry waits for the whole sweep (its phase in <name>.sweep.status.yaml, noted by
+ * loop/sweeps.ts) and hands the dependent its best trial's newest checkpoint.
  */
 import type { Host } from '../../../config/cluster.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
@@ -16,9 +18,12 @@ import { newestCheckpoint } from './schedule-next.ts';
 
 export type After = NonNullable<TrainingJob['spec']['after']>[number];
 
+/** The job or sweep an entry names (one namespace: both are files jobs/<name>.yaml). */
+export const producerName = (a: After): string => a.sweep ?? a.job ?? '';
+
 /** The names a job waits for (what the index producer -> dependents and cycle search follow). */
 export function afterNames(job: TrainingJob | undefined): string[] {
-  return (job?.spec.after ?? []).map((a) => a.job);
+  return (job?.spec.after ?? []).map(producerName);
 }
 
 /**
@@ -46,8 +51,10 @@ type Verdict = { met: true; note: string } | { met: false; wait: string } | { me
 
 /** One dependency against what is known of its producer. */
 export function judge(dep: After, f: JobFacts | undefined): Verdict {
+  if (dep.sweep) return judgeSweep(dep.sweep, dep.phase, f);
   const who = `job ${dep.job}`;
   if (!f) return { met: false, wait: `${who}, which does not exist yet` };
+  if (f.sweep) return { met: false, wait: `${who}, which is a Sweep: write \`sweep: ${dep.job}\` to wait for it` };
   if (f.deleted) return { met: false, fail: `${who} was deleted` };
   if (!f.job || f.phase === 'Invalid') return { met: false, wait: `${who}, which is Invalid (fix its spec)` };
   if (!f.phase || f.statusHash !== f.specHash) return { met: false, wait: `${who} (its new spec is not started yet)` };
@@ -58,6 +65,23 @@ export function judge(dep: After, f: JobFacts | undefined): Verdict {
     return { met: false, fail: `${who} ${f.phase}${reason}: it had to succeed` };
   }
   return { met: false, wait: `${who} (${f.phase})` };
+}
+
+/** A dependency on a whole sweep: met once it ended (Succeeded: a trial ran to the end). */
+function judgeSweep(name: string, want: After['phase'], f: JobFacts | undefined): Verdict {
+  const who = `sweep ${name}`;
+  if (!f) return { met: false, wait: `${who}, which does not exist yet` };
+  if (f.deleted) return { met: false, fail: `${who} was deleted` };
+  const s = f.sweep;
+  if (!s) return { met: false, wait: `${who}, which is a TrainingJob: write \`job: ${name}\` to wait for it` };
+  if (s.phase === 'Deleting') return { met: false, fail: `${who} is being deleted` };
+  if (s.phase === 'Invalid') return { met: false, wait: `${who}, which is Invalid (fix its spec)` };
+  if (s.phase === 'Succeeded') return { met: true, note: `${who} Succeeded${s.best ? ` (best trial ${s.best})` : ''}` };
+  if (s.phase === 'Failed') {
+    if (want === 'Completed') return { met: true, note: `${who} Failed (Completed is enough)` };
+    return { met: false, fail: `${who} Failed (${s.message ?? 'no trial succeeded'}): it had to succeed` };
+  }
+  return { met: false, wait: `${who} (${s.phase})` };
 }
 
 /**
@@ -82,7 +106,7 @@ export function checkDependencies(
   if (prev?.specHash === hash && prev.phase === 'Failed' && prev.reason === 'DependencyFailed')
     return d.finish('Failed', 'DependencyFailed', prev.message ?? 'a dependency failed');
   const producers = d.input.producers ?? new Map<string, JobFacts>();
-  const afterOf = (n: string) => (n === d.input.name ? deps.map((a) => a.job) : afterNames(producers.get(n)?.job));
+  const afterOf = (n: string) => (n === d.input.name ? deps.map(producerName) : afterNames(producers.get(n)?.job));
   const cycle = findCycle(d.input.name, afterOf);
   if (cycle) {
     const msg = cycleMessage(cycle);
@@ -90,7 +114,7 @@ export function checkDependencies(
     d.cond('DependenciesMet', 'False', 'DependencyCycle', msg);
     return d.finish('Invalid', 'DependencyCycle', msg);
   }
-  const verdicts = deps.map((a) => judge(a, producers.get(a.job)));
+  const verdicts = deps.map((a) => judge(a, producers.get(producerName(a))));
   const failed = verdicts.flatMap((v) => ('fail' in v ? [v.fail] : []));
   if (failed.length) {
     const msg = `cannot start: ${failed.join('; ')} (spec.after)`;
@@ -128,8 +152,8 @@ export function withAfterCheckpoints(input: ReconcileInput, res: ReconcileResult
     const list: AfterCheckpoint[] = [];
     for (const dep of spec.job.spec.after) {
       const c = afterCheckpoint(
-        dep.job,
-        input.producers?.get(dep.job),
+        producerName(dep),
+        input.producers?.get(producerName(dep)),
         a.allParts.map((p) => p.host),
         host,
       );
@@ -165,5 +189,6 @@ function afterCheckpoint(
     const has = f.checkpoints.some((c) => c.host === hn && c.name === ck.name && c.sizeBytes === ck.sizeBytes);
     if (hn !== ck.host && !has && !f.job.spec.checkpoint?.shared) copyTo.push(hn);
   }
-  return { job: name, name: ck.name, from: ck.host, fromDir: fromDir.path, dirs, copyTo };
+  const trial = f.sweep ? { trial: f.job.metadata.name } : {};
+  return { job: name, ...trial, name: ck.name, from: ck.host, fromDir: fromDir.path, dirs, copyTo };
 }
