@@ -105,6 +105,8 @@ describe('sweeps in the loop', () => {
       /^paused at rung 1 \(step 10\): loss 0.4/,
     );
     expect(r.status('lr-t0')?.phase).toBe('Suspended');
+    // Its own status says why: the sweep's reason, not only "spec.suspend is true".
+    expect(r.status('lr-t0')?.message).toMatch(/^sweep lr: paused at rung 1 \(step 10\): loss 0.4, not in the best/);
     expect(r.fake.isAlive(host, dir)).toBe(false);
     const s = r.sweep('lr') as SweepStatus;
     expect(s.trials.find((t) => t.name === 'lr-t0')).toMatchObject({

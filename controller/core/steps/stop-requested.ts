@@ -1,6 +1,7 @@
 /** Step 4: a cancel (for this spec version) or spec.suspend: stop the current run, keep the status. */
 
 import { cancelFor } from '../../api/control.ts';
+import { STOPPED_ANNOTATION, SWEEP_LABEL } from '../../api/sweep.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
 import { Draft } from '../draft.ts';
 import { nodeStatuses, type RunView, runAlive } from '../run-view.ts';
@@ -31,11 +32,24 @@ export function stopRequested(
   d.status.nextRetryAt = undefined;
   d.cond('Running', 'False', cancel ? 'Cancelled' : 'Suspended', `run ${why}`);
   const again = Draft.whileAlive(current);
-  if (!cancel) return d.finish('Suspended', 'Suspended', 'spec.suspend is true: run stopped, status kept', again);
+  if (!cancel) return d.finish('Suspended', 'Suspended', suspendedMessage(job), again);
   // Who asked (the control file's writer, authorized by core/authorize.ts), in the message and the event.
   const c = d.input.control;
   const by = c?.kind === 'valid' ? c.writer : undefined;
   const res = d.finish('Cancelled', 'Cancelled', `cancelled${by ? ` by ${by}` : ''} at ${cancel.requestedAt}`, again);
   if (by) for (const e of res.events) if (e.reason === 'Cancelled') e.actor = by;
   return res;
+}
+
+/**
+ * Why the job is suspended: a sweep's trial says what its sweep decided (the reason loop/sweeps.ts
+ * wrote in its annotation: the rung, the objective and the cut-off), any other job that its spec says so.
+ */
+export function suspendedMessage(job: TrainingJob): string {
+  const why = job.metadata.annotations?.[STOPPED_ANNOTATION];
+  const sweep = job.metadata.labels?.[SWEEP_LABEL];
+  if (!why || !sweep) return 'spec.suspend is true: run stopped, status kept';
+  // The job file is anyone's to write: one line, bounded.
+  const clean = (s: string, n: number) => s.replace(/[\u0000-\u001f\u007f]+/g, ' ').slice(0, n);
+  return `sweep ${clean(sweep, 63)}: ${clean(why, 900)} (run stopped with its checkpoint, status kept)`;
 }
