@@ -44,6 +44,16 @@ Environment (UGRO sets these; every one is optional here):
                         the ranks' gradients, so the result is (1/B) * the sum over all B samples:
                         exactly the gradient of the mean loss over the global batch in one process.
                         The logged loss (sum of L_r over ranks / W) is that mean.
+                        Speed (spec.batch.balance: speed): with UGRO_GLOBAL_BATCH each rank times its
+                        own work per step, from the step's start to the moment its last gradient bucket
+                        is ready for the all-reduce (a DDP comm hook that then runs the default
+                        all-reduce), and the ranks share those times in the step's one collective
+                        below (no extra collective). Rank 0's metrics lines then also carry
+                        rank_ms ("12.3,9.8,10.1": each global rank's mean busy milliseconds a step
+                        since the previous line, the run's first step left out: warm-up), rank_n (each
+                        rank's share, the same order) and step_ms (the mean wall time of those steps).
+                        The slowest rank's rank_ms minus another's is the time that one waits at the
+                        all-reduce. The controller splits the next attempt by rank_n / rank_ms.
   UGRO_COLLECTIVE_TIMEOUT_SECONDS  passed to init_process_group as timeout=: a collective waiting on
                         a dead or stuck peer fails after it (the rank exits 1) instead of hanging. It
                         must exceed the longest time one rank can lag the others, e.g. rank 0 saving
@@ -129,7 +139,7 @@ import torch.nn as nn  # noqa: E402
 
 # (inputs, hidden units). wide-mlp is for memory tests: few weights, a wide hidden layer, so its
 # memory grows with the micro batch (activations) far more than with the model (see README, OOM).
-BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512), "wide-mlp": (4, 1 << 20)}
+BUILTIN = {"tiny-mlp": (32, 64), "small-mlp": (128, 512), "wide-mlp": (4, 1 << 20), "compute-mlp": (64, 8192)}
 CKPT_FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
@@ -295,6 +305,53 @@ class Heartbeat:
                 self.warned = True
 
 
+class StepTimer:
+    """Each rank's busy time a step (spec.batch.balance, see UGRO_GLOBAL_BATCH above): from the step's
+    start to its last gradient bucket ready for the all-reduce, which a DDP comm hook notes before it
+    runs the default all-reduce (the same mean over the ranks DDP computes without a hook)."""
+
+    def __init__(self, ddp, world: int, rank: int, start_step: int):
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        self.world, self.rank, self.first = world, rank, start_step + 1
+        self.t0 = self.ready = 0.0
+        self.sums = [0.0] * world
+        self.wall = 0.0
+        self.steps = 0
+
+        def timed(state, bucket):
+            self.ready = time.perf_counter()  # the last one a step is when this rank's work is done
+            return default_hooks.allreduce_hook(state, bucket)
+
+        ddp.register_comm_hook(None, timed)
+
+    def start(self) -> None:
+        self.t0 = self.ready = time.perf_counter()
+
+    def mine(self) -> list:
+        """The step's collective's extra slots: this rank's busy milliseconds at its own index."""
+        out = [0.0] * self.world
+        out[self.rank] = (self.ready - self.t0) * 1000
+        return out
+
+    def add(self, step: int, busy: list, wall_s: float) -> None:
+        if step <= self.first:  # the run's first step: warm-up (allocation, DDP's bucket rebuild)
+            return
+        self.sums = [a + b for a, b in zip(self.sums, busy)]
+        self.wall += wall_s * 1000
+        self.steps += 1
+
+    def report(self, shares: list) -> dict:
+        """rank_ms, rank_n and step_ms since the last report (nothing when no step counted), then reset."""
+        if not self.steps:
+            return {}
+        n = self.steps
+        ms = ",".join(f"{x / n:.1f}" if x / n < 100 else f"{x / n:.0f}" for x in self.sums)
+        out = {"rank_ms": ms, "rank_n": ",".join(str(b) for b in shares), "step_ms": round(self.wall / n, 1)}
+        self.sums, self.wall, self.steps = [0.0] * self.world, 0.0, 0
+        return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="tiny-mlp")
@@ -393,6 +450,7 @@ def main() -> int:
         if why is not None:
             say(f"rank {rank}: bad batch split: {why}", err=True)
             return 2
+        plan["shares"] = [s[1] for s in shares]  # every rank's share, by global rank (rank_n)
         say(f"rank {rank}: batch {plan['batch']} of global {plan['global']} at offset {plan['offset']}, "
             f"{len(plan['chunks'])} micro batch(es) of at most {plan['micro']} (UGRO_GRAD_ACCUM {plan['accum']})")
 
@@ -440,11 +498,14 @@ def main() -> int:
     # DDP wraps the same parameters (the optimizer keeps them) and broadcasts rank 0's values.
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
     _KEEP_ALIVE.extend([ddp, model, opt])
+    timer = StepTimer(ddp, world, rank, start_step) if plan else None
     w_true = torch.randn(d_in, 1, generator=torch.Generator().manual_seed(0)).to(device)
     g = torch.Generator()
     metrics_path = os.environ.get("UGRO_METRICS_FILE") if rank == 0 else None
 
     def metrics(line: dict) -> None:
+        if timer:
+            line.update(timer.report(plan["shares"]))
         if metrics_path:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(line) + "\n")
@@ -491,6 +552,8 @@ def main() -> int:
             if step >= total_steps:  # --max-steps
                 break
             ts = time.time()
+            if timer:
+                timer.start()
             if plan is None:
                 g.manual_seed(step * 65536 + rank)  # the batch depends on (rank, step) only
                 x = torch.randn(a.batch_size, d_in, generator=g).to(device)
@@ -519,11 +582,15 @@ def main() -> int:
                 time.sleep(a.sleep)
             # One collective per step: [stop flag, loss], summed. Every rank gets the same values,
             # so every rank takes the same decision after the same step.
-            red = torch.tensor([1.0 if _SIG["stop"] else 0.0, loss_val], device=device)
+            # With a batch plan each rank adds its busy time at its own index: everyone's, summed.
+            red = torch.tensor([1.0 if _SIG["stop"] else 0.0, loss_val] + (timer.mine() if timer else []),
+                               device=device)
             dist.all_reduce(red)
-            stop_votes, loss_sum = red.tolist()
+            stop_votes, loss_sum, *busy = red.tolist()
             heartbeat.touch()
             dt = time.time() - ts
+            if timer:
+                timer.add(step, busy, dt)
             win_loss += loss_sum
             win_time += dt
             win_steps += 1

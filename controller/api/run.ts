@@ -24,6 +24,8 @@ export const STOP_REASONS = [
   'preempted',
   /** Stopped at a checkpoint to restart on more nodes (spec.scaleUp). */
   'rescaled',
+  /** Stopped at a checkpoint to restart with the batch split by measured speed (spec.batch.balance). */
+  'rebalanced',
   /** A leftover of an older attempt found alive on a host that came back: never two generations. */
   'superseded',
   /** The rendezvous port was taken on its host when the launch got there: launched again elsewhere. */
@@ -55,6 +57,7 @@ export function stoppedOnPurpose(reason: StopReason | undefined): boolean {
     reason === 'deleted' ||
     reason === 'preempted' ||
     reason === 'rescaled' ||
+    reason === 'rebalanced' ||
     reason === 'port-busy'
   );
 }

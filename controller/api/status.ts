@@ -74,6 +74,57 @@ const batchOverrideSchema = z.strictObject({
 });
 export type BatchOverride = z.output<typeof batchOverrideSchema>;
 
+/** One rank's part of the batch split (spec.batch), and how long its own work of a step took. */
+const balanceRankSchema = z.strictObject({
+  host: z.string().max(63),
+  localRank: z.number().int().min(0).max(1023),
+  /** Its global rank, once the run's ranks are up (the rendezvous gives them). */
+  rank: z.number().int().min(0).optional(),
+  batch: z.number().int().min(0).max(1_000_000),
+  micro: z.number().int().min(1).max(1_000_000),
+  accum: z.number().int().min(1).max(1_000_000),
+  /** Its mean busy milliseconds a step (its own work, up to the gradient all-reduce), as measured. */
+  stepMs: z.number().min(0).optional(),
+  /** The slowest rank's stepMs minus its own: what it waits at the all-reduce each step. */
+  idleMs: z.number().min(0).optional(),
+});
+
+/** A rank's measured speed (samples/s of its own work), kept across attempts: a restart starts balanced. */
+const rankSpeedSchema = z.strictObject({
+  host: z.string().max(63),
+  localRank: z.number().int().min(0).max(1023),
+  /** The GPU's index on its host, when it has one (another GPU of the host is another speed). */
+  gpu: z.number().int().min(0).optional(),
+  samplesPerS: z.number().positive(),
+  /** The attempt that measured it. */
+  attempt: z.number().int().min(1),
+});
+export type RankSpeed = z.output<typeof rankSpeedSchema>;
+
+/** spec.batch's split (core/balance.ts): how, each rank's share and step time, the measured speeds. */
+const balanceSchema = z.strictObject({
+  mode: z.enum(['speed', 'memory', 'even']),
+  /** What the current attempt's split was based on (speed falls back to memory until measured). */
+  basis: z.enum(['speed', 'memory', 'even']),
+  ranks: z.array(balanceRankSchema).max(4096),
+  /** The mean wall time of a step, and the step of the metrics line measured. */
+  stepMs: z.number().min(0).optional(),
+  step: z.number().int().min(0).optional(),
+  speeds: z.array(rankSpeedSchema).max(4096).optional(),
+  /** A re-split waiting for the next checkpoint (one newer than `after`). */
+  planned: z
+    .strictObject({
+      since: z.iso.datetime(),
+      after: z.string().max(300).optional(),
+      /** The step measured when it was planned (the checkpoint's measurement must be newer). */
+      step: z.number().int().min(0),
+      why: z.string().max(1024),
+    })
+    .optional(),
+});
+export type BalanceStatus = z.output<typeof balanceSchema>;
+export type BalanceRank = z.output<typeof balanceRankSchema>;
+
 export const jobStatusSchema = z.object({
   phase: z.enum(PHASES),
   reason: z.string().max(128).optional(),
@@ -155,6 +206,8 @@ export const jobStatusSchema = z.object({
   owner: z.string().max(512).optional(),
   /** How the owner was established: `file owner`, `signed commit …`, `unsigned commit …`, `set by admin …`. */
   ownerBy: z.string().max(1024).optional(),
+  /** spec.batch: the split, each rank's step time and idle time, measured speeds, a planned re-split. */
+  balance: balanceSchema.optional(),
   /** spec.scaleUp: more GPUs are free for this many nodes since then; restarted at the next checkpoint. */
   scaleUp: z
     .strictObject({

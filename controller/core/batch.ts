@@ -1,16 +1,26 @@
 /**
  * PURE: spec.batch split over ranks (each rank's share, offset, micro batch and gradient
- * accumulation), and the micro batch caps learned from out-of-memory failures (status.batchOverrides:
- * a rank that ran out of memory gets its micro batch halved and its accumulation raised, so its
- * share, the global batch and the gradient stay what they were).
+ * accumulation) by GPU memory, evenly, or by measured speed (spec.batch.balance; the measuring and
+ * the decision to re-split are core/balance.ts's), and the micro batch caps learned from
+ * out-of-memory failures (status.batchOverrides: a rank that ran out of memory gets its micro
+ * batch halved and its accumulation raised, so its share, the global batch and the gradient stay
+ * what they were).
  */
 import { UgroError } from '../../config/errors.ts';
-import type { BatchOverride } from '../api/status.ts';
+import type { BatchOverride, RankSpeed } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
 import type { LaunchPart, RankBatch } from './types.ts';
 
+export type BalanceMode = 'speed' | 'memory' | 'even';
+
 /**
- * Split a global batch over ranks in proportion to `weights` (GPU memory), by largest remainder:
+ * spec.batch.balance when unset. `memory`: see README "Balancing by measured speed" for the lab
+ * figures behind keeping it (a speed split costs a restart at the first checkpoint to measure).
+ */
+export const DEFAULT_BALANCE: BalanceMode = 'memory';
+
+/**
+ * Split a global batch over ranks in proportion to `weights` (GPU memory, speed), by largest remainder:
  * the shares are integers >= 1 that add up to `global`. A share above `maxMicro` accumulates
  * gradients over micro batches of at most that size.
  */
@@ -50,21 +60,67 @@ export function capMicro(r: RankBatch, max: number): RankBatch {
   return { ...r, micro: Math.ceil(r.batch / accum), accum };
 }
 
+/** One rank of a placement: where it runs and on which GPU. */
+export interface RankSlot {
+  host: string;
+  localRank: number;
+  /** Its GPU's index on the host and memory (absent on a CPU host). */
+  gpu?: number;
+  memoryMiB?: number;
+}
+
+export function slotsOf(parts: readonly LaunchPart[]): RankSlot[] {
+  return parts.flatMap((p) =>
+    Array.from({ length: p.nproc }, (_, i) => {
+      const g = p.gpus?.[i];
+      return { host: p.host, localRank: i, ...(g ? { gpu: g.index, memoryMiB: g.memoryMiB } : {}) };
+    }),
+  );
+}
+
+/** The measured speed of a slot: the same host, local rank and GPU. */
+export function speedOf(speeds: readonly RankSpeed[], s: RankSlot): number | undefined {
+  return speeds.find((x) => x.host === s.host && x.localRank === s.localRank && x.gpu === s.gpu)?.samplesPerS;
+}
+
 /**
- * With spec.batch: each node's ranks get their share of the global batch, in proportion to GPU
- * memory; a rank with an override (host, local rank) runs micro batches of at most its cap.
+ * The weights of a split and what they are: `speed` needs a measured speed for every rank, else
+ * the ranks are split by memory (the first run of a job measures them).
  */
-export function withBatches(
+export function splitWeights(
+  mode: BalanceMode,
+  slots: readonly RankSlot[],
+  speeds: readonly RankSpeed[] = [],
+): { weights: number[]; basis: BalanceMode } {
+  if (mode === 'even') return { weights: slots.map(() => 1), basis: 'even' };
+  if (mode === 'speed') {
+    const w = slots.map((s) => speedOf(speeds, s));
+    if (w.every((x): x is number => x !== undefined)) return { weights: w, basis: 'speed' };
+  }
+  return { weights: slots.map((s) => s.memoryMiB ?? 1), basis: 'memory' };
+}
+
+/**
+ * With spec.batch: each node's ranks get their share of the global batch (spec.batch.balance).
+ * No rank runs a micro batch larger than the memory split would give it: that split is what a
+ * GPU's memory was sized for, so a faster GPU's larger share accumulates gradients instead. A
+ * rank with an override (host, local rank: it ran out of memory) runs micro batches of at most
+ * its cap.
+ */
+export function batchSplit(
   job: TrainingJob,
   parts: LaunchPart[],
   overrides: readonly BatchOverride[] = [],
-): LaunchPart[] {
+  speeds: readonly RankSpeed[] = [],
+): { parts: LaunchPart[]; basis?: BalanceMode } {
   const b = job.spec.batch;
-  if (!b) return parts;
-  const weights = parts.flatMap((p) => Array.from({ length: p.nproc }, (_, i) => p.gpus?.[i]?.memoryMiB ?? 1));
-  const split = splitBatch(b.global, weights, b.maxMicroBatch);
+  if (!b) return { parts };
+  const slots = slotsOf(parts);
+  const { weights, basis } = splitWeights(b.balance ?? DEFAULT_BALANCE, slots, speeds);
+  const byMemory = splitBatch(b.global, splitWeights('memory', slots).weights);
+  const split = splitBatch(b.global, weights, b.maxMicroBatch).map((r, i) => capMicro(r, byMemory[i].batch));
   let k = 0;
-  return parts.map((p) => {
+  const out = parts.map((p) => {
     const batches = split.slice(k, k + p.nproc).map((r, local) => {
       const o = overrides.find((x) => x.host === p.host && x.localRank === local);
       return o ? capMicro(r, o.maxMicro) : r;
@@ -72,6 +128,17 @@ export function withBatches(
     k += p.nproc;
     return { ...p, batches };
   });
+  return { parts: out, basis };
+}
+
+/** batchSplit's parts. */
+export function withBatches(
+  job: TrainingJob,
+  parts: LaunchPart[],
+  overrides: readonly BatchOverride[] = [],
+  speeds: readonly RankSpeed[] = [],
+): LaunchPart[] {
+  return batchSplit(job, parts, overrides, speeds).parts;
 }
 
 /** What an out-of-memory rank ran with, as its rank.sh recorded it (the values UGRO gave it). */

@@ -33,6 +33,8 @@ export class Draft {
       ...(prev?.failures ? { failures: prev.failures } : {}),
       ...(prev?.nextRetryAt ? { nextRetryAt: prev.nextRetryAt } : {}),
       ...(prev?.batchOverrides ? { batchOverrides: prev.batchOverrides } : {}),
+      // A copy: the balance step replaces its fields (core/steps/at-checkpoint.ts).
+      ...(prev?.balance ? { balance: { ...prev.balance } } : {}),
     };
   }
 

@@ -5,6 +5,7 @@
  */
 import type { SpecState } from '../api/job-state.ts';
 import { type JobStatus, TERMINAL_PHASES } from '../api/status.ts';
+import { balanceWake } from '../core/balance.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { mergeProgress } from '../core/live-progress.ts';
 import { recordPreflightFailure } from '../core/preflight.ts';
@@ -180,6 +181,8 @@ export class Executor {
     try {
       await this.persist(u.job, next, []);
       m.status = next;
+      // spec.batch.balance: speed: a line saying a re-split is worth it is looked at now, not in 30 s.
+      if (balanceWake(next)) this.ctx.enqueue(u.job);
     } catch (e) {
       this.ctx.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
     }

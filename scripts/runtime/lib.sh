@@ -64,7 +64,7 @@ ugro_stop_args() {
   ugro_is_uint "$2" && [ ${#2} -le 9 ] || ugro_fail 2 "GRACE_MS must be a decimal integer of milliseconds"
   case $3 in
   cancelled | suspended | deleted | spec-changed | gang-failed | deadline-exceeded | launch-failed | node-lost | \
-    runner-vanished | stalled | preempted | rescaled | superseded | port-busy) ;;
+    runner-vanished | stalled | preempted | rescaled | rebalanced | superseded | port-busy) ;;
   *) ugro_fail 2 "REASON is not one of UGRO's stop reasons" ;;
   esac
   case $1 in '' | *[!A-Za-z0-9._-]*) ugro_fail 2 "RUN_ID must be [A-Za-z0-9._-]+" ;; esac

@@ -1,7 +1,8 @@
 /**
  * Step 5: the current attempt of this spec, as the hosts show it: finish a half-done launch;
  * detect what ends it early (a lost node, a vanished runner, a failed member, stalled progress,
- * the deadline) and stop the gang; report Running; or end it (Succeeded; Failed; or back to
+ * the deadline) and stop the gang; report Running (with restarts at a checkpoint on purpose:
+ * at-checkpoint.ts); or end it (Succeeded; Failed; or back to
  * Queued for a restart after a backoff).
  */
 import type { FailureRecord } from '../../api/status.ts';
@@ -29,7 +30,7 @@ import {
   vanishedParts,
 } from '../run-view.ts';
 import type { ReconcileResult, ScheduleNext } from '../types.ts';
-import { newestCheckpoint } from './schedule-next.ts';
+import { rebalance, scaleUp } from './at-checkpoint.ts';
 
 /** Grace for stopping the rest of a gang whose members are all still there (a vanished runner's ranks). */
 const GANG_GRACE_SECONDS = 5;
@@ -204,6 +205,7 @@ function observeCurrent(c: Ctx, current: RunView): ReconcileResult | ScheduleNex
         return { host: h, nodeRank: i, nproc: current.meta.nprocPerNode, ...(gpus?.length ? { gpus } : {}) };
       }),
       s.batchOverrides,
+      s.balance?.speeds,
     );
     d.actions.push({
       type: 'launch',
@@ -358,9 +360,11 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
     if (worst) nextCheckMs = Math.max(200, (progress - worst.age) * 1000 + 200);
   }
 
-  const grow = scaleUp(c, current, started);
-  if (grow && 'result' in grow) return grow.result;
-  if (grow) nextCheckMs = Math.min(nextCheckMs, grow.pollMs);
+  for (const at of [scaleUp, rebalance]) {
+    const r = at(d, job, current, started, sinceOf(c));
+    if (r && 'result' in r) return r.result;
+    if (r) nextCheckMs = Math.min(nextCheckMs, r.pollMs);
+  }
 
   d.cond(
     'Running',
@@ -381,44 +385,6 @@ function running(c: Ctx, current: RunView, unknown: string[]): ReconcileResult {
   }
   const requeue = Math.min(unknown.length ? 1000 : started ? 30_000 : 1000, nextCheckMs);
   return d.finish(started ? 'Running' : 'Starting', started ? 'Running' : 'Rendezvous', msg, requeue);
-}
-
-/** How often a job waiting to scale up looks for its next checkpoint (checkpoints are not watched). */
-const SCALE_UP_POLL_MS = 5000;
-
-/**
- * spec.scaleUp: when placement says the job could run on more nodes now (its own GPUs counted
- * free, nobody preempted, nobody ahead of it held back), note it, wait for the next checkpoint
- * (one newer than the newest at that moment), then stop the run on purpose (`rescaled`); the
- * next pass places it again on as many nodes as are free and it resumes from that checkpoint.
- */
-function scaleUp(
-  c: Ctx,
-  current: RunView,
-  started: boolean,
-): { result: ReconcileResult } | { pollMs: number } | undefined {
-  const { d, job } = c;
-  const s = d.status;
-  const now = current.meta.hosts.length;
-  const to = job.spec.scaleUp && started ? d.input.cluster.growTo : undefined;
-  if (!to || to <= now) return undefined;
-  const newest = newestCheckpoint(d.input.checkpoints ?? [], sinceOf(c));
-  const prev = d.prev?.runId === current.runId ? d.prev.scaleUp : undefined;
-  if (!prev || prev.nodes !== to) {
-    s.scaleUp = { nodes: to, since: d.now, ...(newest ? { after: newest.name } : {}) };
-    d.event(
-      'ScaleUpPlanned',
-      `GPUs for ${to} nodes are free (running on ${now}): restarting on them at the next checkpoint`,
-    );
-    return { pollMs: SCALE_UP_POLL_MS };
-  }
-  s.scaleUp = prev;
-  if (!newest || newest.name === prev.after) return { pollMs: SCALE_UP_POLL_MS };
-  d.stop(current, 'rescaled');
-  const what = `checkpoint ${newest.name} written: restarting attempt ${current.attempt} on ${to} nodes (was ${now})`;
-  d.event('ScalingUp', what);
-  d.cond('Running', 'False', 'ScalingUp', what);
-  return { result: d.finish('Running', 'ScalingUp', what, 1000) };
 }
 
 /**

@@ -7,7 +7,7 @@
 import type { CheckpointInfo } from '../../api/run.ts';
 import { runDirName, runIdOf } from '../../api/run.ts';
 import type { TrainingJob } from '../../api/trainingjob.ts';
-import { withBatches } from '../batch.ts';
+import { batchSplit, DEFAULT_BALANCE } from '../batch.ts';
 import type { Draft } from '../draft.ts';
 import { checkpointDir } from '../launch.ts';
 import type { Holding } from '../placement.ts';
@@ -78,8 +78,11 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
     d.cond('Scheduled', 'False', reason, why);
     return d.finish('Queued', reason, why, decision.kind === 'preempt' ? 1000 : 5000);
   }
-  // Out-of-memory ranks of earlier attempts keep their smaller micro batch (status.batchOverrides).
-  const parts = withBatches(job, partsOf(job, decision.nodes), d.status.batchOverrides);
+  // Out-of-memory ranks of earlier attempts keep their smaller micro batch (status.batchOverrides);
+  // with balance: speed, the speeds measured by earlier attempts split the batch (core/batch.ts).
+  const speeds = d.status.balance?.speeds;
+  const split = batchSplit(job, partsOf(job, decision.nodes), d.status.batchOverrides, speeds);
+  const parts = split.parts;
   // An absolute checkpoint.dir must be under a checkpoint root of every chosen host (it is loaded
   // with torch.load): refuse the job rather than let it read or write elsewhere.
   for (const p of parts) {
@@ -124,6 +127,22 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
   st.startTime = d.now;
   st.completionTime = undefined;
   st.nextRetryAt = undefined;
+  if (job.spec.batch && split.basis) {
+    st.balance = {
+      mode: job.spec.batch.balance ?? DEFAULT_BALANCE,
+      basis: split.basis,
+      ranks: parts.flatMap((p) =>
+        (p.batches ?? []).map((b, localRank) => ({
+          host: p.host,
+          localRank,
+          batch: b.batch,
+          micro: b.micro,
+          accum: b.accum,
+        })),
+      ),
+      ...(speeds?.length ? { speeds } : {}),
+    };
+  }
   st.nodes = parts.map((p) => ({
     host: p.host,
     nodeRank: p.nodeRank,
