@@ -49,7 +49,14 @@ export const sweepStatusSchema = z.object({
     .optional(),
   specHash: z.string().max(16).optional(),
   generation: z.number().int().min(0),
+  /** The authenticated owner (core/authorize.ts rules): set once from the first accepted spec. */
   owner: z.string().max(64).optional(),
+  /** How the owner was established (file owner, signed commit, set by admin NAME). */
+  ownerBy: z.string().max(256).optional(),
+  /** The hash of the whole sweep spec last accepted (maxParallel included: a change by someone else is refused). */
+  acceptedHash: z.string().max(16).optional(),
+  /** What was refused at the last pass (said once, as an event). */
+  denied: z.string().max(4096).optional(),
   createdAt: z.string().max(64),
   completionTime: z.string().max(64).optional(),
   objective: z.object({ metric: z.string().max(64), goal: z.enum(['minimize', 'maximize']) }).optional(),

@@ -11,13 +11,15 @@
  *  - a control file (cancel) written by such an account is ignored the same way.
  * Without `access` (no account database: unit tests of other steps) nothing here applies and the
  * owner is what core/source.ts reads from the annotation, as before.
+ * The spec rules (actor, owner, a change refused) are `authorizeSpec`, which a Sweep's pass uses
+ * too (loop/sweeps.ts); `authorize` adds the control file's.
  */
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import type { JobSourceInfo } from '../api/job-source.ts';
 import type { SpecState } from '../api/job-state.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { AuthContext } from './authorize-types.ts';
-import { type Access, permit } from './permissions.ts';
+import { type Access, type JobRef, permit } from './permissions.ts';
 import type { EventDraft, ReconcileInput } from './types.ts';
 
 /** What authorize reads of a reconcile's input. */
@@ -37,9 +39,15 @@ export interface Authorized<T extends AuthView = ReconcileInput> {
   changedBy?: string;
 }
 
+/** What the spec rules read of a spec file: a TrainingJob's (SpecState) or a Sweep's. */
+export type SpecLike =
+  | { kind: 'deleted' }
+  | { kind: 'invalid'; writer?: string }
+  | { kind: 'valid'; hash: string; writer?: string };
+
 /** Who wrote this spec, and how we know. */
 export function actorOf(
-  spec: SpecState,
+  spec: SpecLike,
   src: JobSourceInfo | undefined,
   unsignedOwner: string,
 ): { actor?: string; by: string } {
@@ -56,22 +64,21 @@ export function actorOf(
 /** The owner a first accepted spec gives the job, and an event when its annotation was not honoured. */
 function ownerFrom(
   access: Access,
-  name: string,
-  spec: Extract<SpecState, { kind: 'valid' }>,
+  ref: JobRef,
+  wanted: string | undefined,
   actor: string,
   by: string,
 ): { owner: string; by: string; event?: EventDraft } {
-  const wanted = spec.job.metadata.annotations?.[OWNER_ANNOTATION];
   if (!wanted || wanted === actor) return { owner: actor, by };
-  if (permit(access, actor, 'set-owner', { name }, wanted).ok) return { owner: wanted, by: `set by admin ${actor}` };
-  const p = permit(access, actor, 'set-owner', { name }, wanted);
-  const why = p.ok ? '' : p.why;
+  const p = permit(access, actor, 'set-owner', ref, wanted);
+  const noun = ref.kind ?? 'job';
+  if (p.ok) return { owner: wanted, by: `set by admin ${actor}` };
   return {
     owner: actor,
     by,
     event: {
       reason: 'OwnerAnnotationIgnored',
-      message: `the ${OWNER_ANNOTATION} annotation names ${wanted}, but the job is ${actor}'s: ${why}`,
+      message: `the ${OWNER_ANNOTATION} annotation names ${wanted}, but the ${noun} is ${actor}'s: ${p.why}`,
       type: 'Warning',
       actor,
     },
@@ -83,46 +90,104 @@ function said(prev: JobStatus | undefined, message: string): boolean {
   return prev?.conditions.find((c) => c.type === 'Authorized')?.message === message;
 }
 
+/** What the spec rules remember between passes (a job's status, a sweep's). */
+export interface OwnerMemory {
+  owner?: string;
+  ownerBy?: string;
+  /** The hash of the spec last accepted. */
+  specHash?: string;
+}
+
+export interface SpecVerdict<S extends SpecLike> {
+  /** The spec to go on with: the file's, or the accepted one in place of a forbidden change. */
+  spec: S;
+  owner?: { owner: string; by: string };
+  events: EventDraft[];
+  /** What was refused this pass, each said once (`said`). */
+  denials: string[];
+  /** A forbidden change with no accepted spec to go on with. */
+  hold?: boolean;
+  /** The account whose accepted change this pass acts on. */
+  changedBy?: string;
+}
+
+/**
+ * The spec rules for one spec file (a job's or a sweep's): its owner, set once from the first
+ * accepted spec (an admin may name another in the annotation `wanted`), and whether a change is
+ * its owner's or an admin's; `said(message)`: was this denial said already (no second event).
+ */
+export function authorizeSpec<S extends SpecLike>(o: {
+  ref: JobRef;
+  spec: S;
+  prev: OwnerMemory | undefined;
+  source: JobSourceInfo | undefined;
+  auth: { access: Access; unsignedOwner: string; accepted?: S };
+  wanted: string | undefined;
+  said: (message: string) => boolean;
+}): SpecVerdict<S> {
+  const { access } = o.auth;
+  const { spec, prev, ref } = o;
+  const events: EventDraft[] = [];
+  const denials: string[] = [];
+  const established = prev?.owner && prev.ownerBy ? { owner: prev.owner, by: prev.ownerBy } : undefined;
+  const { actor, by } = actorOf(spec, o.source, o.auth.unsignedOwner);
+  let owner = established;
+  let changedBy: string | undefined;
+  const verdict = (s: S, hold?: boolean): SpecVerdict<S> => ({
+    spec: s,
+    ...(owner ? { owner } : {}),
+    events,
+    denials,
+    ...(hold ? { hold } : {}),
+    ...(changedBy ? { changedBy } : {}),
+  });
+  if (spec.kind === 'deleted' || !actor) return verdict(spec);
+  const changed = spec.kind === 'invalid' || prev?.specHash !== spec.hash;
+  const p =
+    established && changed ? permit(access, actor, 'change-spec', { ...ref, owner: established.owner }) : undefined;
+  if (p && !p.ok) {
+    const a = o.auth.accepted;
+    const accepted = a && a.kind === 'valid' && a.hash === prev?.specHash ? a : undefined;
+    const goesOn = accepted
+      ? `ignored: the ${ref.kind ?? 'job'} goes on with the spec ${established?.owner} applied`
+      : `ignored: the ${ref.kind ?? 'job'} is held as it is`;
+    denials.push(`${p.why} (${goesOn})`);
+    if (!o.said(denials.join('; ')))
+      events.push({ reason: 'Forbidden', message: `${p.why}; ${goesOn}`, type: 'Warning', actor });
+    return accepted ? verdict(accepted) : verdict(spec, true);
+  }
+  if (spec.kind === 'valid') {
+    if (changed) changedBy = actor;
+    // The first accepted spec names the owner; later an admin may move the job to someone else.
+    const isAdmin = access.admins.includes(actor);
+    if (!established || (isAdmin && changed)) {
+      const w = ownerFrom(access, ref, o.wanted, actor, by);
+      if (!established || w.owner !== established.owner || w.by.startsWith('set by admin')) {
+        owner = { owner: w.owner, by: w.by };
+        if (w.event && !o.said(w.event.message)) events.push(w.event);
+        if (w.event) denials.push(w.event.message);
+      }
+    }
+  }
+  return verdict(spec);
+}
+
 export function authorize<T extends AuthView>(input: T, auth: AuthContext | undefined): Authorized<T> {
   if (!auth) return { input, events: [] };
   const { access } = auth;
   const { spec, status: prev, name } = input;
-  const events: EventDraft[] = [];
-  const established = prev?.owner && prev.ownerBy ? { owner: prev.owner, by: prev.ownerBy } : undefined;
-  const { actor, by } = actorOf(spec, input.source, auth.unsignedOwner);
-  let owner = established;
-  let out = input;
-  const denials: string[] = [];
-  let changedBy: string | undefined;
-
-  if (spec.kind !== 'deleted' && actor) {
-    const changed = spec.kind === 'invalid' || prev?.specHash !== spec.hash;
-    const p =
-      established && changed ? permit(access, actor, 'change-spec', { name, owner: established.owner }) : undefined;
-    if (p && !p.ok) {
-      const accepted = auth.accepted && auth.accepted.hash === prev?.specHash ? auth.accepted : undefined;
-      const goesOn = accepted
-        ? `ignored: the job goes on with the spec ${established?.owner} applied`
-        : 'ignored: the job is held as it is';
-      denials.push(`${p.why} (${goesOn})`);
-      if (!said(prev, denials.join('; ')))
-        events.push({ reason: 'Forbidden', message: `${p.why}; ${goesOn}`, type: 'Warning', actor });
-      if (!accepted) return { input, owner, events, denied: denials.join('; '), hold: true };
-      out = { ...out, spec: accepted };
-    } else if (spec.kind === 'valid') {
-      if (changed) changedBy = actor;
-      // The first accepted spec names the owner; later an admin may move the job to someone else.
-      const isAdmin = access.admins.includes(actor);
-      if (!established || (isAdmin && changed)) {
-        const o = ownerFrom(access, name, spec, actor, by);
-        if (!established || o.owner !== established.owner || o.by.startsWith('set by admin')) {
-          owner = { owner: o.owner, by: o.by };
-          if (o.event && !said(prev, o.event.message)) events.push(o.event);
-          if (o.event) denials.push(o.event.message);
-        }
-      }
-    }
-  }
+  const v = authorizeSpec({
+    ref: { name },
+    spec,
+    prev,
+    source: input.source,
+    auth: { access, unsignedOwner: auth.unsignedOwner, ...(auth.accepted ? { accepted: auth.accepted } : {}) },
+    wanted: spec.kind === 'valid' ? spec.job.metadata.annotations?.[OWNER_ANNOTATION] : undefined,
+    said: (m) => said(prev, m),
+  });
+  const { owner, events, denials, changedBy } = v;
+  if (v.hold) return { input, owner, events, denied: denials.join('; '), hold: true };
+  let out: T = v.spec === spec ? input : { ...input, spec: v.spec };
 
   const c = out.control;
   const writer = c && c.kind !== 'none' ? c.writer : undefined;

@@ -34,6 +34,8 @@ export interface Access {
 export interface JobRef {
   name: string;
   owner?: string;
+  /** What it is, in messages (a Sweep follows the same rules): job when unset. */
+  kind?: 'job' | 'sweep';
 }
 
 export type Permission = { ok: true } | { ok: false; why: string };
@@ -83,12 +85,13 @@ export function permit(access: Access, actor: string, action: JobAction, job: Jo
       return {
         ok: false,
         why:
-          `${actor || 'an unknown user'} may not make job ${job.name} ${newOwner}'s: ` +
+          `${actor || 'an unknown user'} may not make ${job.kind ?? 'job'} ${job.name} ${newOwner}'s: ` +
           `only ${adminsText(access)} may set an owner other than themself`,
       };
     }
   } else if (mine) return { ok: true };
-  const whose = owner ? `${owner}'s job` : 'job';
+  const noun = job.kind ?? 'job';
+  const whose = owner ? `${owner}'s ${noun}` : noun;
   const who = owner
     ? `only ${owner} or ${adminsText(access)} may`
     : `it has no known owner: only ${adminsText(access)} may`;

@@ -183,7 +183,7 @@ export class Controller {
     this.scan = scan;
     this.executor = executor;
     this.reconciler = new Reconciler(ctx, scan, executor, o.source);
-    this.sweeps = new SweepLoop(ctx);
+    this.sweeps = new SweepLoop(ctx, o.source);
     this.progress = new ProgressWatcher({
       runtime,
       host: (n) => ctx.host(n),

@@ -9,6 +9,7 @@
  * tick (1 s) for the sweeps still going, and at once when a watch event names a sweep or a trial;
  * a finished sweep is looked at again only when one of its files changes, or at a resync.
  */
+import type { JobSource } from '../api/job-source.ts';
 import { GENERATION_ANNOTATION, PARAMS_ANNOTATION, type ParamSet, SWEEP_LABEL, type SweepState } from '../api/sweep.ts';
 import type { SweepStatus } from '../api/sweep-status.ts';
 import { specHash } from '../api/trainingjob.ts';
@@ -18,6 +19,7 @@ import { rungValues } from '../core/sweep-stopping.ts';
 import { SweepFiles } from '../store/sweeps.ts';
 import type { LoopContext } from './context.ts';
 import { TrialMetrics } from './sweep-metrics.ts';
+import { authorizeSweep, type SweepAuth } from './sweep-owner.ts';
 
 export class SweepLoop {
   readonly files: SweepFiles;
@@ -28,8 +30,14 @@ export class SweepLoop {
   private readonly settled = new Set<string>();
   private running?: Promise<void>;
   private again = false;
+  /** The whole-spec hash last kept in .ugro/accepted/ per sweep (written once per accepted change). */
+  private readonly kept = new Map<string, string>();
 
-  constructor(private readonly ctx: LoopContext) {
+  constructor(
+    private readonly ctx: LoopContext,
+    /** GitOps: who signed a sweep's file (its owner comes from there). */
+    private readonly source?: JobSource,
+  ) {
     this.files = new SweepFiles(ctx.store.dir);
     this.metrics = new TrialMetrics(ctx.runtime, (n) => ctx.host(n));
   }
@@ -96,13 +104,19 @@ export class SweepLoop {
 
   /** One sweep's reconcile. */
   async pass(name: string): Promise<SweepDecision> {
-    const spec = await this.ctx.store.readSweep(name);
+    const file = await this.ctx.store.readSweep(name);
     const prev = await this.files.readStatus(name);
+    // The owner's rules (loop/sweep-owner.ts): a change by someone else runs the accepted spec.
+    const auth = await authorizeSweep(this.ctx, this.files, this.source, name, file, prev);
+    const spec = auth.spec;
     const metric = spec.kind === 'valid' ? spec.sweep.spec.objective.metric : undefined;
     const trials = await this.trials(name, prev, metric);
     if (spec.kind === 'valid') await this.readRungs(spec, trials);
-    const d = decideSweep({ name, now: this.ctx.now(), spec, prev, owner: this.ownerOf(spec), trials });
-    await this.apply(name, d);
+    const d: SweepDecision = auth.hold
+      ? { write: [], remove: [], status: prev ?? null, events: [] }
+      : decideSweep({ name, now: this.ctx.now(), spec, prev, owner: auth.owner?.owner, trials });
+    this.withOwner(d, auth);
+    await this.apply(name, d, auth);
     // spec.after: a `sweep:` dependency reads the phase and best trial; a change wakes the dependents.
     const facts = d.status && { phase: d.status.phase, message: d.status.message, best: d.status.best?.trial };
     if (this.ctx.jobs.noteSweep(name, facts ?? undefined))
@@ -114,11 +128,24 @@ export class SweepLoop {
     return d;
   }
 
-  /** The sweep's owner: its file's writer (authenticated), else what its annotation says. */
-  private ownerOf(spec: SweepState): string | undefined {
-    if (spec.kind !== 'valid') return undefined;
-    if (this.ctx.auth) return spec.writer;
-    return spec.sweep.metadata.annotations?.['ugro.dev/owner'] ?? spec.writer;
+  /** The owner, how it was set, the accepted hash and what was refused, into the new status. */
+  private withOwner(d: SweepDecision, auth: SweepAuth): void {
+    const s = d.status;
+    if (!s || !this.ctx.auth) return;
+    d.status = { ...s };
+    if (auth.owner) Object.assign(d.status, { owner: auth.owner.owner, ownerBy: auth.owner.by });
+    if (auth.acceptedHash) d.status.acceptedHash = auth.acceptedHash;
+    if (auth.denied) d.status.denied = auth.denied;
+    else delete d.status.denied;
+  }
+
+  /** The spec the sweep now runs with, when it is the file's and new: kept for the next refusal. */
+  private async keepAccepted(name: string, auth: SweepAuth): Promise<void> {
+    const spec = auth.spec;
+    if (!this.ctx.auth || auth.hold || spec.kind !== 'valid' || !auth.acceptedHash) return;
+    if (this.kept.get(name) === auth.acceptedHash) return;
+    await this.files.writeAccepted(name, spec.sweep);
+    this.kept.set(name, auth.acceptedHash);
   }
 
   /** Every trial file of this sweep (its name's pattern and its label), with its status. */
@@ -171,7 +198,7 @@ export class SweepLoop {
     );
   }
 
-  private async apply(name: string, d: SweepDecision): Promise<void> {
+  private async apply(name: string, d: SweepDecision, auth: SweepAuth): Promise<void> {
     for (const job of d.write) {
       const n = job.metadata.name;
       // A job of that name that is not this sweep's trial is never overwritten.
@@ -197,8 +224,17 @@ export class SweepLoop {
       this.ctx.enqueue(n);
     }
     if (d.status) await this.files.writeStatus(name, d.status);
-    else await this.files.deleteStatus(name);
-    await this.ctx.store.appendEvents(d.events.map((e) => ({ time: this.ctx.now().toISOString(), job: name, ...e })));
+    else {
+      await this.files.deleteStatus(name);
+      await this.files.deleteAccepted(name);
+      this.kept.delete(name);
+    }
+    if (d.status) await this.keepAccepted(name, auth);
+    const time = this.ctx.now().toISOString();
+    await this.ctx.store.appendEvents([
+      ...auth.events.map((e) => ({ time, job: name, type: e.type ?? 'Normal', ...e })),
+      ...d.events.map((e) => ({ time, job: name, ...e })),
+    ]);
   }
 }
 

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { assert, UgroError } from '../../config/errors.ts';
 import { parseYamlValue } from '../../config/yaml-guard.ts';
+import { parseSweep, type Sweep, type SweepState, sweepHash } from '../api/sweep.ts';
 import { parseSweepStatus, type SweepStatus } from '../api/sweep-status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
-import { readRegularFile, writeFileAtomic } from './files.ts';
+import { ensureOwnDir, readRegularFile, writeFileAtomic } from './files.ts';
 import { isJobName } from './store.ts';
 
 const STATUS_SUFFIX = '.sweep.status.yaml';
@@ -69,6 +70,32 @@ export class SweepFiles {
     if (cur.ok && cur.text === text) return false;
     await writeFileAtomic(path, text);
     return true;
+  }
+
+  private acceptedFile(name: string): string {
+    assert(isJobName(name), () => `not a sweep name: ${JSON.stringify(name)}`);
+    return join(this.dir, '.ugro', 'accepted', `${name}.sweep.yaml`);
+  }
+
+  /** The sweep spec its owner (or an admin) last applied: what it goes on with when someone else edits it. */
+  async readAccepted(name: string): Promise<Extract<SweepState, { kind: 'valid' }> | undefined> {
+    const file = this.acceptedFile(name);
+    const r = await readRegularFile(file);
+    if (!r.ok) return undefined;
+    const res = parseSweep(r.text);
+    if (!res.ok || res.value.metadata.name !== name) return undefined;
+    return { kind: 'valid', sweep: res.value, hash: sweepHash(res.value.spec), file };
+  }
+
+  /** Keep the accepted spec (private to the controller, like everything in .ugro/). */
+  async writeAccepted(name: string, sweep: Sweep): Promise<void> {
+    await ensureOwnDir(join(this.dir, '.ugro'));
+    await ensureOwnDir(join(this.dir, '.ugro', 'accepted'));
+    await writeFileAtomic(this.acceptedFile(name), stringify(sweep), 0o600);
+  }
+
+  async deleteAccepted(name: string): Promise<void> {
+    await unlink(this.acceptedFile(name)).catch(() => undefined);
   }
 
   async deleteStatus(name: string): Promise<void> {

@@ -146,7 +146,7 @@ describe('a dependency on a sweep', () => {
 });
 
 describe("the loop's book: a sweep's facts", () => {
-  it("are its phase and its best trial's; a change is reported; its dependents hold the best trial's checkpoint", async () => {
+  it("are its phase and best trial's; a change is reported; its dependents hold the trial's checkpoint", async () => {
     const book = new JobBook(
       { specMtime: async () => undefined },
       () => new Date(T0),
@@ -179,7 +179,7 @@ describe('a dependency on a sweep in the controller loop', () => {
     for (const c of ctls.splice(0)) await c.stop();
   });
 
-  it('eval waits for the whole sweep and starts, woken by its end, with the best trial copied to its host', async () => {
+  it('eval waits for the whole sweep and starts, woken by its end, with the best trial copied over', async () => {
     const fake = new FakeHosts(HOSTS, { now: () => T0, cluster: CLUSTER });
     const jobs = mkdtempSync(join(tmpdir(), 'ugro-sweep-after-'));
     const ctl = new Controller({
