@@ -87,7 +87,7 @@ const SPEC = (over: Record<string, unknown> = {}) => ({
 });
 
 describe.skipIf(process.getuid?.() !== 0)("a sweep's owner (real file owners)", () => {
-  it("ob's sweep is ob's; ollie's edit is refused, naming him, and it goes on as accepted; ob's edit counts", async () => {
+  it("ob's sweep is ob's; ollie's edit is refused, naming him, it goes on as accepted; ob's edit counts", async () => {
     const t = await loop();
     t.as('ob', 'lr', SPEC());
     await t.pass('lr');
