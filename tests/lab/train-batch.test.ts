@@ -16,8 +16,9 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeHealth } from '../../controller/backends/health.ts';
 import { main } from '../../controller/cli/main.ts';
-import { capMicro, oomOverride, splitBatch } from '../../controller/core/batch.ts';
+import { batchSplit, capMicro, oomOverride, splitBatch } from '../../controller/core/batch.ts';
 import { freePort } from '../support/net.ts';
+import { job as jobOf } from '../unit/job-fixtures.ts';
 import { captureIo, LAB_CLUSTER_FILE, lab, labNominal } from './helpers.ts';
 
 const ROOT = resolve(new URL('../..', import.meta.url).pathname);
@@ -261,6 +262,66 @@ describe('uneven global batch split: one step on any split gives the single-proc
       expect(Math.abs(la - lb), `step ${step}: ${la} vs ${lb}`).toBeLessThan(1e-4 * Math.max(1, la));
     }
   }, 300_000); // two runs
+
+  it('across a re-split by speed (12/8/8 to step 5, then 12/9/7 at 1.0/0.7/0.6): step 6 is one process', async () => {
+    // What the controller launches after a `rebalanced` stop (core/batch.ts, balance: speed): the
+    // shares by measured speed, no micro batch above the memory share, resumed from the checkpoint.
+    const j = jobOf('t', { script: 't.py', nodes: 3, batch: { global: B, balance: 'speed' } });
+    const parts = ['a', 'b', 'c'].map((host, i) => ({
+      host,
+      nodeRank: i,
+      nproc: 1,
+      gpus: [{ index: 0, name: 'x', memoryMiB: [12227, 8152, 8152][i] }],
+    }));
+    const speeds = [1000, 700, 600].map((samplesPerS, i) => ({
+      host: parts[i].host,
+      localRank: 0,
+      gpu: 0,
+      samplesPerS,
+      attempt: 1,
+    }));
+    const mem = batchSplit(j, parts).parts.map((p) => p.batches![0]);
+    const fast = batchSplit(j, parts, [], speeds);
+    const next = fast.parts.map((p) => p.batches![0]);
+    expect([fast.basis, mem.map((b) => b.batch), next.map((b) => b.batch)]).toEqual(['speed', [12, 8, 8], [12, 9, 7]]);
+    expect(next[1]).toMatchObject({ micro: 5, accum: 2 }); // 9 on an 8 GB card: above its memory share
+    const ck = join(tmp, 'ck-resplit');
+    const first = await trainStep(split(mem.map((b) => b.batch)), {
+      args: ['--steps-per-epoch', '5', '--max-steps', '5', '--metrics-every', '1'],
+      env: { UGRO_CHECKPOINT_DIR: ck },
+    });
+    expect(first.code, first.out).toBe(0);
+    // The memory split's lines carry each rank's busy time (rank_ms) and share (rank_n): what is measured.
+    expect(first.metrics.at(-1)).toMatchObject({
+      rank_n: '12,8,8',
+      rank_ms: expect.stringMatching(/^[\d.]+,[\d.]+,[\d.]+$/),
+    });
+    const after = async (s: Split, label: string) => {
+      const dump = join(tmp, `resplit-${label}.json`);
+      const r = await trainStep(s, {
+        args: ['--steps-per-epoch', '6', '--max-steps', '6', '--dump-grads', dump],
+        env: { UGRO_CHECKPOINT_DIR: ck, UGRO_RESUME_FROM: 'step-5' },
+      });
+      expect(r.code, r.out).toBe(0);
+      return JSON.parse(readFileSync(dump, 'utf8')) as Dump;
+    };
+    const one = await after(split([B]), 'one');
+    const re = await after(
+      {
+        batch: next.map((b) => b.batch),
+        offset: next.map((b) => b.offset),
+        micro: next.map((b) => b.micro),
+        accum: next.map((b) => b.accum),
+      },
+      'speed',
+    );
+    expect([one.step, re.step]).toEqual([6, 6]);
+    const diff = maxAbsDiff(one, re);
+    console.info(
+      `re-split 12/8/8 -> 12/9/7 (9 as 5 x 2) at step-5: max |grad - one process| at step 6 = ${diff.toExponential(2)}`,
+    );
+    expect(diff).toBeLessThan(TOLERANCE);
+  }, 300_000); // three runs
 
   it('shares that do not tile the global batch (12 + 8 + 7 of 28): every rank exits 2, saying why', async () => {
     const r = await trainStep(split([12, 8, 7]));

@@ -41,6 +41,7 @@ function statusLines(st: JobStatus): string[] {
           `at the first checkpoint after ${st.scaleUp.after ?? 'the start'}`,
       ),
     );
+  lines.push(...balanceLines(st));
   if (st.slurm) {
     const s = st.slurm;
     const why = s.reason ? ` (${s.reason})` : '';
@@ -100,6 +101,34 @@ function statusLines(st: JobStatus): string[] {
     );
   if (st.logTail?.length) lines.push('Last log lines of the failing rank:', ...st.logTail.map((l) => `  ${clean(l)}`));
   return lines;
+}
+
+/**
+ * spec.batch: how the batch is split, each rank's share, its busy time a step and the time it
+ * idles at the all-reduce waiting for the slowest (as of the step measured), a planned re-split.
+ */
+function balanceLines(st: JobStatus): string[] {
+  const b = st.balance;
+  if (!b) return [];
+  const basis = b.basis === b.mode ? '' : ` (split by ${b.basis} until measured)`;
+  const at = b.step !== undefined ? `, measured at step ${b.step}${b.stepMs ? `: ${b.stepMs} ms a step` : ''}` : '';
+  const ms = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(1));
+  return [
+    field('Batch split', `${b.mode}${basis}${at}`),
+    table(
+      ['  HOST', 'LOCAL', 'RANK', 'SHARE', 'MICRO x ACCUM', 'STEP MS', 'IDLE MS'],
+      b.ranks.map((r) => [
+        `  ${r.host}`,
+        String(r.localRank),
+        String(r.rank ?? '-'),
+        String(r.batch),
+        `${r.micro} x ${r.accum}`,
+        ms(r.stepMs),
+        ms(r.idleMs),
+      ]),
+    ),
+    ...(b.planned ? [field('Re-split', `planned: ${firstLine(b.planned.why)}`)] : []),
+  ];
 }
 
 function specLines(spec: SpecState): string[] {

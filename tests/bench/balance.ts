@@ -1,0 +1,186 @@
+/**
+ * Scaling efficiency of mixed-speed hosts (issue 19), a benchmark: it prints numbers and never
+ * fails on them.
+ *
+ *   npm run bench:balance      (builds dist/, takes the lab lock; BENCH_BALANCE_STEPS, default 60)
+ *
+ * The lab's hosts get CPU quotas in the seed's ratios 1.0/0.7/0.6 (`lab speed H F --cores 0.6`:
+ * 0.6, 0.42, 0.36 of a core; 1.38 of this machine's 2, so the quotas and not the machine set the
+ * speeds). train.py's compute-mlp (work grows with the samples) on a global batch of 96:
+ *   alone    each host alone (one node, the whole batch): its samples/s
+ *   even, memory, speed   the 3-host job with that balance; samples/s against the sum of the three
+ *            alone figures (the scaling efficiency; goal: speed >= 0.9 and above memory). speed
+ *            is measured on its attempt 2, after it re-split itself at its first checkpoint.
+ *   throttle gpu1 slowed to 0.3 during the speed job: seconds from `lab speed` to the controller's
+ *            stop for the re-split (`rebalanced`), and to the next attempt's ranks running.
+ * Samples/s are train.py's metrics lines (its own step times: start-up excluded), the first line
+ * of each run left out. What this machine cannot show: real GPUs (the work is CPU matmuls under a
+ * CPU quota, all-reduce over veth between namespaces on one kernel) and quiet: other processes on
+ * the 2 cores move the figures by a few percent.
+ */
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadCluster } from '../../config/cluster.ts';
+import type { JobStatus } from '../../controller/api/status.ts';
+import {
+  CLUSTER_FILE,
+  newJobsDir,
+  ROOT,
+  readStatus,
+  runDirOf,
+  startController,
+  stopController,
+  waitFor,
+  writeJob,
+} from '../lab/controller-harness.ts';
+
+const HOSTS = ['gpu-master', 'gpu1', 'gpu2'];
+const FACTORS = [1, 0.7, 0.6];
+const STEPS = Math.max(20, Number(process.env.BENCH_BALANCE_STEPS ?? 60));
+const cluster = loadCluster(CLUSTER_FILE);
+const runsOf = (h: string) => cluster.hosts.find((x) => x.name === h)!.paths.runs;
+
+function lab(...args: string[]): void {
+  const r = spawnSync('bash', [join(ROOT, 'tests/lab/lab.sh'), ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`lab ${args.join(' ')}: ${r.stderr}`);
+}
+
+interface Line {
+  step: number;
+  samples_per_s: number;
+  rank_ms?: string;
+}
+
+/** An attempt's metrics lines (rank 0's host has them; the hosts' files are readable here). */
+function lines(s: Pick<JobStatus, 'runId'>): Line[] {
+  for (const h of HOSTS) {
+    try {
+      const text = readFileSync(join(runsOf(h), runDirOf(s), 'metrics.jsonl'), 'utf8');
+      return text
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as Line);
+    } catch {
+      // not this host
+    }
+  }
+  return [];
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const rate = (ls: Line[]) => mean(ls.slice(1).map((l) => l.samples_per_s));
+
+const args = (steps: number) => [
+  '--model',
+  'compute-mlp',
+  '--lr',
+  '1e-5',
+  '--steps-per-epoch',
+  String(steps),
+  '--metrics-every',
+  '5',
+  '--checkpoint-every',
+  '10',
+];
+
+let seq = 0;
+/** A job to its end (Succeeded); its status. */
+async function runJob(dir: string, spec: Record<string, unknown>): Promise<JobStatus> {
+  const name = `bench-bal-${++seq}`;
+  writeJob(dir, name, { script: 'train.py', restartPolicy: { maxRestarts: 0 }, ...spec });
+  const s = await waitFor(
+    `${name} done`,
+    () => {
+      const x = readStatus(dir, name);
+      return x && ['Succeeded', 'Failed'].includes(x.phase) ? x : undefined;
+    },
+    600_000,
+    500,
+  );
+  if (s.phase !== 'Succeeded') throw new Error(`${name}: ${s.phase}: ${s.message}`);
+  return s;
+}
+
+async function main(): Promise<void> {
+  const dir = newJobsDir();
+  const ctl = startController(dir);
+  const out: string[] = [];
+  try {
+    for (const [i, h] of HOSTS.entries()) lab('speed', h, String(FACTORS[i]), '--cores', '0.6');
+    const alone: number[] = [];
+    for (const h of HOSTS) {
+      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: 96 } });
+      alone.push(rate(lines(s)));
+    }
+    const sum = alone.reduce((a, b) => a + b, 0);
+    out.push(
+      `alone (samples/s): ${HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ')}; sum ${sum.toFixed(0)}`,
+    );
+    for (const mode of ['even', 'memory', 'speed']) {
+      const s = await runJob(dir, { args: args(STEPS), hosts: HOSTS, nodes: 3, batch: { global: 96, balance: mode } });
+      const ls = lines(s);
+      const r = rate(ls);
+      const split = s.balance?.ranks.map((x) => x.batch).join('/');
+      const last = ls.at(-1)?.rank_ms;
+      out.push(
+        `${mode.padEnd(6)}: ${r.toFixed(0)} samples/s, efficiency ${(r / sum).toFixed(3)} of the sum ` +
+          `(split ${split}, attempt ${s.attempt}; busy ms a step by rank ${last})`,
+      );
+    }
+    // Throttled mid-run: time to the re-split.
+    const name = 'bench-bal-throttle';
+    writeJob(dir, name, {
+      script: 'train.py',
+      args: args(100_000),
+      hosts: HOSTS,
+      nodes: 3,
+      batch: { global: 96, balance: 'speed' },
+    });
+    const a2 = await waitFor(
+      'throttle job on its speed split',
+      () => {
+        const x = readStatus(dir, name);
+        return x?.balance?.basis === 'speed' && x.phase === 'Running' && (x.balance.step ?? 0) >= 15 ? x : undefined;
+      },
+      300_000,
+      200,
+    );
+    const t0 = Date.now();
+    lab('speed', 'gpu1', '0.3', '--cores', '0.6');
+    const stop = await waitFor(
+      'the rebalanced stop',
+      () => {
+        const x = readStatus(dir, name);
+        return x?.reason === 'Rebalancing' || (x && x.attempt > a2.attempt) ? Date.now() : undefined;
+      },
+      300_000,
+      100,
+    );
+    const next = await waitFor(
+      'the next attempt running',
+      () => {
+        const x = readStatus(dir, name);
+        return x && x.attempt > a2.attempt && x.phase === 'Running' ? x : undefined;
+      },
+      300_000,
+      100,
+    );
+    const ran = Date.now();
+    const share = (x: JobStatus) => x.balance?.ranks.map((r) => r.batch).join('/');
+    out.push(
+      `throttle: gpu1 0.7 -> 0.3: re-split stop after ${((stop - t0) / 1000).toFixed(1)} s, next attempt ` +
+        `running after ${((ran - t0) / 1000).toFixed(1)} s; split ${share(a2)} -> ${share(next)}`,
+    );
+    // Deleted: the controller stops its run and removes its status (nothing left on the hosts).
+    rmSync(join(dir, `${name}.yaml`));
+    await waitFor('the throttle job gone', () => !existsSync(join(dir, `${name}.status.yaml`)), 120_000, 200);
+  } finally {
+    for (const h of HOSTS) lab('speed', h, '1');
+    await stopController(ctl);
+  }
+  console.log(out.join('\n'));
+}
+
+await main();
