@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import type { CheckpointInfo, Metrics } from '../../controller/api/run.ts';
 import { type JobStatus, parseJobStatus } from '../../controller/api/status.ts';
+import { describeJob } from '../../controller/cli/render/describe.ts';
 import {
   assess,
   balanceWake,
@@ -313,7 +314,10 @@ describe('reconcile: measure, plan, re-split at the next checkpoint, start balan
     });
     expect(events(r)).toContainEqual(
       expect.stringMatching(
-        /^RebalancePlanned: rank 1 on gpu1 is a straggler \(83 ms of work a step, the others' median 42 ms\); by measured speed the split would be gpu-master \d+, gpu1 (1\d|20), gpu2 \d+ /,
+        new RegExp(
+          "^RebalancePlanned: rank 1 on gpu1 is a straggler \\(83 ms of work a step, the others' median 42 ms\\); " +
+            'by measured speed the split would be gpu-master \\d+, gpu1 (1\\d|20), gpu2 \\d+ ',
+        ),
       ),
     );
   });
@@ -347,4 +351,32 @@ it('splitBatch by speed keeps the shares whole, >= 1 and summing to the global b
     expect(s.reduce((a, b) => a + b.batch, 0)).toBe(g);
     expect(s.every((b) => b.batch >= 1)).toBe(true);
   }
+});
+
+it('ugro describe job shows the split, each rank step and idle ms, and a planned re-split', () => {
+  const st = {
+    phase: 'Running',
+    observedGeneration: 1,
+    attempt: 1,
+    nodes: [],
+    createdAt: iso(0),
+    conditions: [],
+    balance: {
+      mode: 'speed',
+      basis: 'memory',
+      step: 40,
+      stepMs: 52.5,
+      ranks: [
+        { host: 'gpu-master', localRank: 0, rank: 0, batch: 41, micro: 41, accum: 1, stepMs: 41, idleMs: 4 },
+        { host: 'gpu1', localRank: 0, rank: 1, batch: 28, micro: 28, accum: 1, stepMs: 40, idleMs: 5 },
+        { host: 'gpu2', localRank: 0, rank: 2, batch: 27, micro: 27, accum: 1, stepMs: 45, idleMs: 0 },
+      ],
+      planned: { since: iso(0), step: 40, why: 'by measured speed the split would be gpu-master 42' },
+    },
+  } as JobStatus;
+  const out = describeJob({ name: 'bal', spec: validSpec('bal'), status: st, events: [] });
+  expect(out).toContain('Batch split:  speed (split by memory until measured), measured at step 40: 52.5 ms a step');
+  expect(out).toMatch(/^ {2}gpu2 +0 +2 +27 +27 x 1 +45\.0 +0\.0$/m);
+  expect(out).toMatch(/^ {2}gpu1 +0 +1 +28 +28 x 1 +40\.0 +5\.0$/m);
+  expect(out).toContain('Re-split:     planned: by measured speed the split would be gpu-master 42');
 });
