@@ -99,7 +99,7 @@ afterAll(async () => {
 }, 60_000);
 
 describe('batches balanced by measured speed on the lab', () => {
-  it('1.0/0.7/0.6: memory split first, re-split by speed at a checkpoint; a host slowed mid-run gets less', async () => {
+  it('1.0/0.7/0.6: memory split first, re-split by speed at a checkpoint; one slowed mid-run gets less', async () => {
     setSpeeds([1, 0.7, 0.6]);
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
