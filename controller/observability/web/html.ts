@@ -29,7 +29,7 @@ export interface PageCommon {
   nowMs: number;
 }
 
-function page(c: PageCommon, title: string, body: string, data: unknown, extraHead = ''): string {
+export function page(c: PageCommon, title: string, body: string, data: unknown, extraHead = ''): string {
   return (
     '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
     '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">' +
@@ -80,7 +80,7 @@ const COLUMN_TITLES: Record<string, string> = {
   reason: 'Reason',
 };
 
-function jobRowHtml(r: JobRow, withRevision: boolean): string {
+function jobRowHtml(r: JobRow, withRevision: boolean, sweep?: string): string {
   const cells = rowCells(r, withRevision)
     .map(([k, v]) => {
       if (k === 'progress')
@@ -91,7 +91,8 @@ function jobRowHtml(r: JobRow, withRevision: boolean): string {
       return `<td data-k="${k}"${k === 'phase' ? ` class="phase ${h(r.phase)}"` : ''}>${h(v)}</td>`;
     })
     .join('');
-  const link = `<a href="/jobs/${encodeURIComponent(r.name)}">${h(r.name)}</a>`;
+  const trialOf = sweep ? ` <a class="sweep" href="/sweeps/${encodeURIComponent(sweep)}">sweep ${h(sweep)}</a>` : '';
+  const link = `<a href="/jobs/${encodeURIComponent(r.name)}">${h(r.name)}</a>${trialOf}`;
   return `<tr data-job="${h(r.name)}"><td>${link}</td>${cells}</tr>`;
 }
 
@@ -137,7 +138,13 @@ function nodeCardHtml(n: NodeCard): string {
   );
 }
 
-export function jobsPage(c: PageCommon, rows: readonly JobRow[], nodes: readonly NodeCard[]): string {
+/** `sweepOf`: the sweep of each job that is a sweep's trial (labelled ugro.dev/sweep): a link to its page. */
+export function jobsPage(
+  c: PageCommon,
+  rows: readonly JobRow[],
+  nodes: readonly NodeCard[],
+  sweepOf: ReadonlyMap<string, string> = new Map(),
+): string {
   const withRevision = rows.some((r) => r.revision);
   const cols = rowCells(rows[0] ?? ({ phase: '', restarts: 0, infraRestarts: 0, nodes: '' } as JobRow), withRevision);
   const head = `<tr><th>Job</th>${cols.map(([k]) => `<th data-k="${k}">${COLUMN_TITLES[k]}</th>`).join('')}</tr>`;
@@ -145,7 +152,7 @@ export function jobsPage(c: PageCommon, rows: readonly JobRow[], nodes: readonly
     `<section class="nodes" id="nodes">${nodes.map(nodeCardHtml).join('')}</section>` +
     `<h2>Jobs <span class="count" id="job-count">${rows.length}</span></h2>` +
     `<table class="jobs" id="jobs" data-revision="${withRevision ? 1 : 0}"><thead>${head}</thead><tbody>` +
-    rows.map((r) => jobRowHtml(r, withRevision)).join('') +
+    rows.map((r) => jobRowHtml(r, withRevision, sweepOf.get(r.name))).join('') +
     '</tbody></table>';
   return page(c, 'Jobs', body, { page: 'jobs', revision: withRevision });
 }

@@ -27,6 +27,7 @@ import { decodePart, localLocation, loopbackHostAllowed, requestUrl } from './gu
 import { jobPage, jobsPage } from './html.ts';
 import type { StreamCaps } from './limits.ts';
 import { StreamHub } from './sse.ts';
+import { sweepPageOf, sweepsOf } from './sweep-routes.ts';
 
 export const DEFAULT_HTTP = '127.0.0.1:8686';
 
@@ -249,7 +250,13 @@ export class WebServer {
     const path = url.pathname;
     const common = { cluster: this.o.cluster, nowMs: this.now() };
     if (path === '/') {
-      this.send(res, 200, 'text/html; charset=utf-8', jobsPage(common, this.o.view.rows(), this.o.view.nodes()));
+      const rows = this.o.view.rows();
+      const trials = await sweepsOf(
+        this.o.store,
+        rows.map((r) => r.name),
+      );
+      const html = jobsPage(common, rows, this.o.view.nodes(), trials);
+      this.send(res, 200, 'text/html; charset=utf-8', html);
       return;
     }
     if (path === '/metrics') {
@@ -281,6 +288,12 @@ export class WebServer {
     if (path === '/api/nodes') return this.json(res, this.o.view.nodes());
     if (path === '/api/events') return this.json(res, this.o.view.events(undefined, 200));
     if (path === '/api/stream') return this.hub.serve(req, res, url, req.socket.remoteAddress ?? '?');
+    const sw = /^\/sweeps\/([^/]+)$/.exec(path);
+    if (sw) {
+      const name = decodePart(sw[1]);
+      if (name === undefined) return this.send(res, 400, 'text/plain', 'bad request: a malformed %-escape\n');
+      return this.sweepPage(res, name);
+    }
     const m = /^\/(api\/)?jobs\/([^/]+)(\/loss)?$/.exec(path);
     if (m) {
       const name = decodePart(m[2]);
@@ -292,6 +305,12 @@ export class WebServer {
       return this.jobPage(res, name, url);
     }
     this.send(res, 404, 'text/plain', 'not found\n');
+  }
+
+  private async sweepPage(res: ServerResponse, name: string): Promise<void> {
+    const html = await sweepPageOf(this.o, { cluster: this.o.cluster, nowMs: this.now() }, name);
+    if (!html) return this.send(res, 404, 'text/plain', 'no such sweep\n');
+    this.send(res, 200, 'text/html; charset=utf-8', html);
   }
 
   private json(res: ServerResponse, v: unknown): void {

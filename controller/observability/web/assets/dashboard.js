@@ -317,7 +317,8 @@
     };
   }
 
-  const handlers = data.page === 'job' ? jobPage() : jobsPage();
+  // A sweep's page is drawn whole by the server: the stream only says whether it is live.
+  const handlers = data.page === 'job' ? jobPage() : data.page === 'sweep' ? {} : jobsPage();
   const q = handlers.query ? handlers.query() : new URLSearchParams();
   const es = new EventSource(`/api/stream?${q}`);
   es.onopen = () => {
