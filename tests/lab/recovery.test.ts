@@ -160,7 +160,7 @@ describe('recovery on the lab', () => {
         expect(Number(resumed![2])).toBeGreaterThan(0);
         const done = await waitPhase(jobsDir, 'cut', ['Succeeded', 'Failed'], 120_000);
         expect(done.phase, done.message).toBe('Succeeded');
-        expect(done.restarts).toEqual({ infra: 1, training: 0 });
+        expect(done.restarts).toEqual({ infra: 1, training: 0, oom: 0 });
       } finally {
         lab('heal', 'gpu2');
       }
@@ -226,7 +226,7 @@ describe('recovery on the lab', () => {
     const done = await waitPhase(jobsDir, 'crash', ['Succeeded', 'Failed'], 150_000);
     expect(done.phase, done.message).toBe('Succeeded');
     expect(done.attempt).toBe(2);
-    expect(done.restarts).toEqual({ infra: 0, training: 1 });
+    expect(done.restarts).toEqual({ infra: 0, training: 1, oom: 0 });
     expect(done.failures).toMatchObject([
       { attempt: 1, class: 'training', reason: 'RankFailed', rank: 1, exitCode: 137 },
     ]);
@@ -289,7 +289,7 @@ describe('recovery on the lab', () => {
     await waitFor('attempt 1 fully gone (orphans too)', async () => noneLeft(first.runId!), 20_000, 200);
     const done = await waitPhase(jobsDir, 'orphan', ['Succeeded', 'Failed'], 150_000);
     expect(done.phase, done.message).toBe('Succeeded');
-    expect(done.restarts).toEqual({ infra: 1, training: 0 });
+    expect(done.restarts).toEqual({ infra: 1, training: 0, oom: 0 });
   });
 
   it('an exit code listed as fatal: Failed at once, no restart', async () => {
