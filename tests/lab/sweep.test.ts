@@ -9,6 +9,8 @@
  * deterministic (seeded init and batches), and the grid's first set (batch 32, lr 0.05) has the
  * lowest loss of the six at step 10 (21.3; the others 34-43, lr 0.05 at batch 8 diverges), so
  * trial 0 is among the best two of six and is promoted: the promotion is certain, not a race.
+ * A job with `after: [{sweep: …}]`, written with the sweep, starts only once the whole sweep ended
+ * and reads the best trial's newest checkpoint through UGRO_AFTER_LAB_SWEEP_CHECKPOINT.
  */
 
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -25,12 +27,15 @@ import {
   stopController,
   ugro,
   waitFor,
+  waitPhase,
+  writeJob,
 } from './controller-harness.ts';
 
 const cluster = labCluster();
 const pool = new SshPool(cluster.hosts);
 const NAME = 'lab-sweep';
 const STEPS = 40;
+const EVAL = `${NAME}-eval`;
 let ctl: ReturnType<typeof startController> | undefined;
 
 async function sh(h: string, script: string, ...args: string[]): Promise<string> {
@@ -86,6 +91,13 @@ describe('a sweep on the lab', () => {
       },
     };
     writeFileSync(join(jobsDir, `${NAME}.yaml`), stringify(sweep));
+    // The eval prints the variable and fails unless the checkpoint is there, on its own host.
+    const show = [
+      'sh',
+      '-c',
+      'echo "AFTER=$UGRO_AFTER_LAB_SWEEP_CHECKPOINT"; test -s "$UGRO_AFTER_LAB_SWEEP_CHECKPOINT"',
+    ];
+    writeJob(jobsDir, EVAL, { command: show, nodes: 1, after: [{ sweep: NAME }] });
     const status = () => {
       try {
         return parse(readFileSync(join(jobsDir, `${NAME}.sweep.status.yaml`), 'utf8'));
@@ -144,5 +156,12 @@ describe('a sweep on the lab', () => {
     const described = ugro(jobsDir, 'describe', 'sweep', NAME);
     expect(described.out).toMatch(new RegExp(`TRIAL[\\s\\S]*\\n${best?.name}\\s+succeeded`));
     expect(described.out).toMatch(/bs=32 lr=0\.05/);
+    // The eval waited for the whole sweep, then read the best trial's newest checkpoint.
+    const ev = await waitPhase(jobsDir, EVAL, ['Succeeded', 'Failed'], 60_000);
+    expect(ev.phase, ctl.logText()).toBe('Succeeded');
+    expect(Date.parse(ev.startTime!)).toBeGreaterThanOrEqual(Date.parse(done.completionTime) - 1000);
+    const evHost = cluster.hosts.find((x) => x.name === ev.nodes[0]?.host);
+    const evLog = ugro(jobsDir, 'logs', EVAL, '--rank', '0').out;
+    expect(evLog).toContain(`AFTER=${evHost?.paths.checkpoints}/${best?.name}/step-${STEPS}.pt`);
   });
 });
