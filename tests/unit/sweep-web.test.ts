@@ -195,7 +195,7 @@ function get(
 }
 
 describe('/sweeps/NAME on the server', () => {
-  it('serves the page from the status file; 404 for no sweep, 400 for a bad escape; the list links trials', async () => {
+  it('serves the page from the status file; 404 for no sweep, 400 for a bad escape; trials link to it', async () => {
     const port = await serve();
     const page = await get(port, '/sweeps/lr');
     expect(page.status).toBe(200);
