@@ -16,7 +16,6 @@
  */
 import { OWNER_ANNOTATION } from '../api/annotations.ts';
 import type { JobSourceInfo } from '../api/job-source.ts';
-import type { SpecState } from '../api/job-state.ts';
 import type { JobStatus } from '../api/status.ts';
 import type { AuthContext } from './authorize-types.ts';
 import { type Access, type JobRef, permit } from './permissions.ts';

@@ -211,24 +211,26 @@ export function withRecord(records: readonly FailureRecord[] | undefined, r: Fai
   return [...list, r].slice(-MAX_FAILURE_RECORDS);
 }
 
+/** What recordInfraFailure returns: the next status, when to look again, the event to write. */
+export interface InfraFailureOutcome {
+  status: JobStatus;
+  requeueAfterMs?: number;
+  event: { reason: string; message: string; type: 'Warning' };
+}
+
 /**
- * The controller could not launch attempt `attempt` (an SSH error, a host refusing, a script
- * failing). The failure is recorded as infrastructure; the job waits out a backoff (its host claims
- * are released meanwhile) and is Failed with reason LaunchFailed once maxInfraRestarts is spent.
+ * Attempt `attempt` failed before anything ran on the hosts (a launch, a preflight): recorded as an
+ * infrastructure failure with `reason`; the job waits Queued for an infrastructure backoff (its host
+ * claims are released meanwhile) and is Failed with that reason once maxInfraRestarts is spent.
  */
-export function recordLaunchFailure(
+export function recordInfraFailure(
   status: JobStatus,
   job: TrainingJob,
-  f: { attempt: number; host: string; message: string },
+  f: { attempt: number; host: string; reason: string; message: string },
   now: Date,
-): { status: JobStatus; requeueAfterMs?: number; event: { reason: string; message: string; type: 'Warning' } } {
+): InfraFailureOutcome {
   const iso = now.toISOString();
-  const failure: RunFailure = {
-    class: 'infra',
-    reason: 'LaunchFailed',
-    message: `launch on ${f.host} failed: ${f.message}`,
-    host: f.host,
-  };
+  const failure: RunFailure = { class: 'infra', reason: f.reason, message: f.message, host: f.host };
   const failures = withRecord(status.failures, failureRecord(f.attempt, failure, iso));
   const restarts = { infra: 0, training: 0, oom: 0, ...status.restarts };
   restarts.infra++;
@@ -240,32 +242,42 @@ export function recordLaunchFailure(
     nodes: status.nodes.map((n) => ({ ...n, state: 'Failed' })),
   };
   if (restarts.infra > max) {
-    const message =
-      `attempt ${f.attempt}: ${failure.message} ` + `(gave up after ${max} ${max === 1 ? 'retry' : 'retries'})`;
+    const message = `attempt ${f.attempt}: ${f.message} (gave up after ${max} ${max === 1 ? 'retry' : 'retries'})`;
     return {
-      status: {
-        ...next,
-        phase: 'Failed',
-        reason: 'LaunchFailed',
-        message,
-        completionTime: iso,
-        nextRetryAt: undefined,
-      },
-      event: { reason: 'LaunchFailed', message, type: 'Warning' },
+      status: { ...next, phase: 'Failed', reason: f.reason, message, completionTime: iso, nextRetryAt: undefined },
+      event: { reason: f.reason, message, type: 'Warning' },
     };
   }
   const wait = backoffMs(job, 'infra', restarts.infra);
-  const message =
-    `attempt ${f.attempt}: ${failure.message}; ` + `retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
+  const retry = `retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
+  const message = `attempt ${f.attempt}: ${f.message}; ${retry}`;
   return {
     status: {
       ...next,
       phase: 'Queued',
-      reason: 'LaunchFailed',
+      reason: f.reason,
       message,
       nextRetryAt: new Date(now.getTime() + wait).toISOString(),
     },
     requeueAfterMs: wait,
-    event: { reason: 'LaunchFailed', message, type: 'Warning' },
+    event: { reason: f.reason, message, type: 'Warning' },
   };
+}
+
+/**
+ * The controller could not launch attempt `attempt` (an SSH error, a host refusing, a script
+ * failing): an infrastructure failure with reason LaunchFailed (recordInfraFailure).
+ */
+export function recordLaunchFailure(
+  status: JobStatus,
+  job: TrainingJob,
+  f: { attempt: number; host: string; message: string },
+  now: Date,
+): InfraFailureOutcome {
+  return recordInfraFailure(
+    status,
+    job,
+    { ...f, reason: 'LaunchFailed', message: `launch on ${f.host} failed: ${f.message}` },
+    now,
+  );
 }

@@ -7,7 +7,7 @@
  */
 import type { JobStatus } from '../api/status.ts';
 import type { TrainingJob } from '../api/trainingjob.ts';
-import { backoffMs, budgetOf, failureRecord, type RunFailure, withRecord } from './failures.ts';
+import { type InfraFailureOutcome, recordInfraFailure } from './failures.ts';
 import type { LaunchAction } from './types.ts';
 
 /** A pair of the gang's hosts that failed (backends/doctor.ts's DoctorPair, structurally). */
@@ -68,51 +68,11 @@ export function recordPreflightFailure(
   job: TrainingJob,
   f: { attempt: number; host: string; message: string },
   now: Date,
-): { status: JobStatus; requeueAfterMs?: number; event: { reason: string; message: string; type: 'Warning' } } {
-  const iso = now.toISOString();
-  const failure: RunFailure = {
-    class: 'infra',
-    reason: 'PreflightFailed',
-    message: `preflight failed: ${f.message}`,
-    host: f.host,
-  };
-  const failures = withRecord(status.failures, failureRecord(f.attempt, failure, iso));
-  const restarts = { infra: 0, training: 0, oom: 0, ...status.restarts };
-  restarts.infra++;
-  const max = budgetOf(job, 'infra');
-  const next: JobStatus = {
-    ...status,
-    failures,
-    restarts,
-    nodes: status.nodes.map((n) => ({ ...n, state: 'Failed' })),
-  };
-  if (restarts.infra > max) {
-    const tries = `${max} ${max === 1 ? 'retry' : 'retries'}`;
-    const message = `attempt ${f.attempt}: ${failure.message} (gave up after ${tries})`;
-    return {
-      status: {
-        ...next,
-        phase: 'Failed',
-        reason: 'PreflightFailed',
-        message,
-        completionTime: iso,
-        nextRetryAt: undefined,
-      },
-      event: { reason: 'PreflightFailed', message, type: 'Warning' },
-    };
-  }
-  const wait = backoffMs(job, 'infra', restarts.infra);
-  const retry = `retry ${restarts.infra} of ${max} in ${Math.ceil(wait / 1000)} s`;
-  const message = `attempt ${f.attempt}: ${failure.message}; ${retry}`;
-  return {
-    status: {
-      ...next,
-      phase: 'Queued',
-      reason: 'PreflightFailed',
-      message,
-      nextRetryAt: new Date(now.getTime() + wait).toISOString(),
-    },
-    requeueAfterMs: wait,
-    event: { reason: 'PreflightFailed', message, type: 'Warning' },
-  };
+): InfraFailureOutcome {
+  return recordInfraFailure(
+    status,
+    job,
+    { ...f, reason: 'PreflightFailed', message: `preflight failed: ${f.message}` },
+    now,
+  );
 }

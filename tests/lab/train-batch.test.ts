@@ -296,7 +296,7 @@ describe('uneven global batch split: one step on any split gives the single-proc
       rank_n: '12,8,8',
       rank_ms: expect.stringMatching(/^[\d.]+,[\d.]+,[\d.]+$/),
     });
-    const after = async (s: Split, label: string) => {
+    const resumedStep = async (s: Split, label: string) => {
       const dump = join(tmp, `resplit-${label}.json`);
       const r = await trainStep(s, {
         args: ['--steps-per-epoch', '6', '--max-steps', '6', '--dump-grads', dump],
@@ -305,8 +305,8 @@ describe('uneven global batch split: one step on any split gives the single-proc
       expect(r.code, r.out).toBe(0);
       return JSON.parse(readFileSync(dump, 'utf8')) as Dump;
     };
-    const one = await after(split([B]), 'one');
-    const re = await after(
+    const one = await resumedStep(split([B]), 'one');
+    const re = await resumedStep(
       {
         batch: next.map((b) => b.batch),
         offset: next.map((b) => b.offset),

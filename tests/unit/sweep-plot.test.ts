@@ -94,7 +94,7 @@ describe('results sweep --plot', () => {
     expect(svg).toContain('lr: loss by step');
     // A sweep with no status yet: a clear error, no file.
     await expect(
-      writeSweepPlot(new SshBackend(fake), CLUSTER, ctl.store, { name: 'x', spec: { kind: 'deleted' } }, file + '2'),
+      writeSweepPlot(new SshBackend(fake), CLUSTER, ctl.store, { name: 'x', spec: { kind: 'deleted' } }, `${file}2`),
     ).rejects.toThrow('sweep x has no status yet');
     expect(existsSync(`${file}2`)).toBe(false);
   });

@@ -50,6 +50,11 @@ export function suspendedMessage(job: TrainingJob): string {
   const sweep = job.metadata.labels?.[SWEEP_LABEL];
   if (!why || !sweep) return 'spec.suspend is true: run stopped, status kept';
   // The job file is anyone's to write: one line, bounded.
-  const clean = (s: string, n: number) => s.replace(/[\u0000-\u001f\u007f]+/g, ' ').slice(0, n);
+  const clean = (s: string, n: number) =>
+    [...s]
+      .map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c))
+      .join('')
+      .replace(/ {2,}/g, ' ')
+      .slice(0, n);
   return `sweep ${clean(sweep, 63)}: ${clean(why, 900)} (run stopped with its checkpoint, status kept)`;
 }
