@@ -62,6 +62,8 @@ export interface SweepDecision {
 }
 
 const ENDED = new Set(['Succeeded', 'Failed', 'Cancelled', 'Invalid']);
+/** Job phases in which nothing of a trial runs any more (a paused trial ends Suspended). */
+const SETTLED = new Set([...ENDED, 'Suspended']);
 
 /** The generation a spec with `hash` is: the status's, the trials' (status lost), or the next. */
 export function generationOf(hash: string, prev: SweepStatus | undefined, trials: readonly TrialFacts[]): number {
@@ -268,7 +270,9 @@ function finish(
   const cur = records.filter((r) => r.generation === gen);
   const c = counts(records, total, gen);
   // Promotable trials were resumed above (slots are free when nothing runs): none is left waiting.
-  const done = c.pending === 0 && c.running === 0;
+  // A trial being paused or stopped still runs until its job says so: the sweep ends after it.
+  const stopping = cur.some((r) => r.phase !== undefined && !SETTLED.has(r.phase));
+  const done = c.pending === 0 && c.running === 0 && !stopping;
   // A paused trial of a finished sweep will not be promoted any more: it stopped at its rung.
   if (done) for (const r of cur) if (r.state === 'paused') r.state = 'stopped';
   const sign = spec.objective.goal === 'minimize' ? 1 : -1;

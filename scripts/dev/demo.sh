@@ -4,6 +4,7 @@
 # nothing else: the controller it starts is stopped when the demo ends, fails or is interrupted
 # (Ctrl-C, kill), and a job still running then is cancelled first.
 #   UGRO_DEMO_LAB=keep   use the lab as it is (it must be up) instead of `lab up`
+#   UGRO_DEMO_EPOCHS=N   train N epochs (default 3: a few seconds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${UGRO_DEMO_LAB:-up}" = keep ]; then
@@ -60,8 +61,10 @@ if [ -e "$UGRO_JOBS/demo.yaml" ]; then
   echo "== ugro delete job demo --wait (the last demo's)"
   timeout 60 node bin/ugro.mjs delete job demo --wait
 fi
-echo "== ugro launch --name demo --model tiny-mlp --epochs 3"
-ugro launch --name demo --model tiny-mlp --dataset synthetic --epochs 3 --lr 0.01 --batch-size 32
+epochs=${UGRO_DEMO_EPOCHS:-3}
+case $epochs in '' | *[!0-9]*) echo "demo: UGRO_DEMO_EPOCHS must be a whole number" >&2; exit 2 ;; esac
+echo "== ugro launch --name demo --model tiny-mlp --epochs $epochs"
+ugro launch --name demo --model tiny-mlp --dataset synthetic --epochs "$epochs" --lr 0.01 --batch-size 32
 for _ in $(seq 1 120); do
   phase=$(sed -n 's/^phase: //p' "$UGRO_JOBS/demo.status.yaml" 2>/dev/null || true)
   case "$phase" in Succeeded | Failed) break ;; esac

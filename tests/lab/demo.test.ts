@@ -111,11 +111,17 @@ interface Demo {
 
 let current: Demo | undefined;
 
-function startDemo(): Demo {
+function startDemo(epochs?: number): Demo {
   const mark = randomBytes(8).toString('hex');
   const child = spawn('bash', [DEMO], {
     cwd: ROOT,
-    env: { ...process.env, UGRO_DEMO_LAB: 'keep', UGRO_DEMO_MARK: mark },
+    // An interrupted demo trains long enough to be interrupted (3 epochs end about a second after Running).
+    env: {
+      ...process.env,
+      UGRO_DEMO_LAB: 'keep',
+      UGRO_DEMO_MARK: mark,
+      ...(epochs ? { UGRO_DEMO_EPOCHS: String(epochs) } : {}),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // a group of its own, as a terminal's foreground job
   });
@@ -197,7 +203,7 @@ describe('npm run demo', () => {
   for (const how of ['SIGINT to its group (Ctrl-C)', 'SIGTERM to the script']) {
     it(`interrupted mid-run by ${how}: the job is cancelled and nothing of it is left`, async () => {
       const free = await portFree(DASHBOARD_PORT);
-      const d = startDemo();
+      const d = startDemo(300);
       const running = await waitFor(
         'the demo job Running',
         () => {

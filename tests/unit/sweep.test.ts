@@ -246,6 +246,23 @@ describe('decideSweep', () => {
     });
   });
 
+  it('does not end while a paused trial is still stopping (its job not yet Suspended)', () => {
+    const first = decideSweep({ name: 'lr', now: NOW, spec: sw, trials: [] });
+    const stopping = facts(
+      sw,
+      [0, 1, 2, 3, 4, 5].map((i) =>
+        i === 5
+          ? { i, phase: 'Running', paused: 'paused at rung 1', rungs: [rung(0.9)] }
+          : { i, phase: 'Succeeded', objective: 0.1 + i / 100 },
+      ),
+    );
+    const d = decideSweep({ name: 'lr', now: NOW, spec: sw, prev: first.status ?? undefined, trials: stopping });
+    expect(d.status?.phase).toBe('Running');
+    const settled = stopping.map((t) => (t.index === 5 ? { ...t, phase: 'Suspended' } : t));
+    const e = decideSweep({ name: 'lr', now: NOW, spec: sw, prev: d.status ?? undefined, trials: settled });
+    expect(e.status?.phase).toBe('Succeeded');
+  });
+
   it('an edited spec is a new generation: running trials of the old one are suspended and kept', () => {
     const first = decideSweep({ name: 'lr', now: NOW, spec: sw, trials: [] });
     const edited = valid('lr', { ...GRID, parameters: { grid: { lr: [0.3], bs: [4] } } });
