@@ -7,12 +7,12 @@
  * values reach the script only as whole argv words or env values, through `{name}` placeholders in
  * `template.args`, `template.command` and `template.env` values: never pasted into program text.
  */
-import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { z } from 'zod';
 import type { FieldIssue } from '../../config/errors.ts';
 import { dnsLabel } from '../../config/names.ts';
 import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
+import { canonicalHash } from './canonical-hash.ts';
 import { API_VERSION, jobNameFromFile, trainingJobSpec } from './trainingjob.ts';
 
 export const SWEEP_KIND = 'Sweep';
@@ -203,22 +203,9 @@ export function kindOf(raw: unknown): string | undefined {
 
 /** Stable hash of a sweep's spec: a change is a new generation. 8 hex chars. */
 export function sweepHash(spec: SweepSpec): string {
-  const canon = (v: unknown): unknown =>
-    Array.isArray(v)
-      ? v.map(canon)
-      : v && typeof v === 'object'
-        ? Object.fromEntries(
-            Object.keys(v)
-              .sort()
-              .map((k) => [k, canon((v as Record<string, unknown>)[k])]),
-          )
-        : v;
   // maxParallel changes how many run at once, not what a trial is: no new generation for it.
   const { maxParallel: _m, ...rest } = spec;
-  return createHash('sha256')
-    .update(JSON.stringify(canon(rest)))
-    .digest('hex')
-    .slice(0, 8);
+  return canonicalHash(rest);
 }
 
 /** Pure: YAML text -> Sweep, or issues with path and line; the name must match the file's. */

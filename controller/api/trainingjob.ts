@@ -2,13 +2,13 @@
  * The TrainingJob API (apiVersion ugro.dev/v1alpha1). Strict: unknown fields are errors with
  * their path and line. `parseTrainingJob` is pure; the store reads files.
  */
-import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { z } from 'zod';
 import type { FieldIssue } from '../../config/errors.ts';
 import { dnsLabel } from '../../config/names.ts';
 import { type ParseResult, parseYamlWith } from '../../config/parse.ts';
 import { shQuote } from '../../config/quote.ts';
+import { canonicalHash } from './canonical-hash.ts';
 
 export const API_VERSION = 'ugro.dev/v1alpha1';
 export const KIND = 'TrainingJob';
@@ -307,22 +307,9 @@ export function nodeRange(spec: TrainingJobSpec): { min: number; max: number } {
 
 /** Stable hash of what changes a run: the spec (not labels/annotations). 8 hex chars. */
 export function specHash(spec: TrainingJobSpec): string {
-  const canon = (v: unknown): unknown =>
-    Array.isArray(v)
-      ? v.map(canon)
-      : v && typeof v === 'object'
-        ? Object.fromEntries(
-            Object.keys(v)
-              .sort()
-              .map((k) => [k, canon((v as Record<string, unknown>)[k])]),
-          )
-        : v;
   // Suspending and resuming the same spec is the same run; a preflight only gates the next start.
   const { suspend: _s, preflight: _p, ...rest } = spec;
-  return createHash('sha256')
-    .update(JSON.stringify(canon(rest)))
-    .digest('hex')
-    .slice(0, 8);
+  return canonicalHash(rest);
 }
 
 /** Pure: YAML text -> TrainingJob, or issues with path and line. `file` ties name to file name. */
