@@ -22,6 +22,7 @@ import type { Accounts } from '../../controller/store/accounts.ts';
 import { parsePasswd } from '../../controller/store/accounts.ts';
 import { sharedJobsDirAdvice } from '../../controller/store/private.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
+import { inertLoop } from '../support/inert-loop.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS, job, jobYaml } from './job-fixtures.ts';
 
@@ -187,10 +188,7 @@ async function loop(users: Record<string, unknown> = {}) {
     owner: 'test-controller',
     accounts,
     user: 'root',
-    watch: async () => ({ close: async () => {} }),
-    lock: async () => ({ release: async () => {} }),
-    every: () => () => {},
-    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+    ...inertLoop,
   });
   ctls.push(ctl);
   await ctl.start();

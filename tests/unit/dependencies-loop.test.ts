@@ -13,6 +13,7 @@ import type { JobStatus } from '../../controller/api/status.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
+import { inertLoop } from '../support/inert-loop.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS, host, jobYaml } from './job-fixtures.ts';
 
@@ -42,11 +43,7 @@ async function rig(o: { fake?: FakeHosts; jobs?: string } = {}): Promise<Rig> {
     log: memoryLogger(),
     now: () => new Date(T0),
     owner: 'test-controller',
-    watch: async () => ({ close: async () => {} }),
-    lock: async () => ({ release: async () => {} }),
-    // No periodic timer (resync, health) and no delayed requeue ever fires: only enqueues.
-    every: () => () => {},
-    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+    ...inertLoop,
   });
   await ctl.start();
   await ctl.idle();

@@ -16,6 +16,7 @@ import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { PreflightPair } from '../../controller/core/preflight.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
+import { inertLoop } from '../support/inert-loop.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS, jobYaml } from './job-fixtures.ts';
 
@@ -44,10 +45,7 @@ async function rig(answers: PreflightPair[][]) {
     log: memoryLogger(),
     now: () => new Date(clock.ms),
     owner: 'test-controller',
-    watch: async () => ({ close: async () => {} }),
-    lock: async () => ({ release: async () => {} }),
-    every: () => () => {},
-    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+    ...inertLoop,
     preflight: async (hosts: Host[], o) => {
       calls.push({ hosts: hosts.map((h) => h.name), port: o.port });
       return answers[Math.min(calls.length, answers.length) - 1];

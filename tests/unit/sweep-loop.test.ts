@@ -16,6 +16,7 @@ import type { TrainingJob } from '../../controller/api/trainingjob.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
+import { inertLoop } from '../support/inert-loop.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS } from './job-fixtures.ts';
 
@@ -36,10 +37,7 @@ async function rig() {
     log: memoryLogger(),
     now: () => new Date(clock.ms),
     owner: 'test-controller',
-    watch: async () => ({ close: async () => {} }),
-    lock: async () => ({ release: async () => {} }),
-    every: () => () => {},
-    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+    ...inertLoop,
   });
   ctls.push(ctl);
   await ctl.start();

@@ -17,6 +17,7 @@ import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { Controller } from '../../controller/loop/controller.ts';
 import type { Accounts } from '../../controller/store/accounts.ts';
 import { FakeHosts } from '../support/fake-hosts.ts';
+import { inertLoop } from '../support/inert-loop.ts';
 import { memoryLogger } from '../support/memory-logger.ts';
 import { CLUSTER, HOSTS } from './job-fixtures.ts';
 
@@ -44,10 +45,7 @@ async function loop() {
     owner: 'test-controller',
     accounts,
     user: 'root',
-    watch: async () => ({ close: async () => {} }),
-    lock: async () => ({ release: async () => {} }),
-    every: () => () => {},
-    queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
+    ...inertLoop,
   });
   ctls.push(ctl);
   await ctl.start();
