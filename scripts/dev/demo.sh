@@ -33,7 +33,8 @@ stop_controller() {
   # The whole group: the controller and anything it started (and the pid itself, should setsid
   # not have run yet). SIGTERM is its own clean stop, which hands back its host leases; SIGKILL
   # only if that takes longer than 30 s.
-  kill -TERM -- "-$ctl" "$ctl" 2>/dev/null || true
+  # The group alone when there is one: `kill -- -PGID PID` would deliver the signal twice.
+  kill -TERM -- "-$ctl" 2>/dev/null || kill -TERM "$ctl" 2>/dev/null || true
   for ((i = 0; i < 150; i++)); do
     kill -0 -- "-$ctl" 2>/dev/null || kill -0 "$ctl" 2>/dev/null || break
     sleep 0.2

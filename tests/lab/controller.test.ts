@@ -2,7 +2,8 @@
  * The controller end to end on the lab: real `ugro controller` processes, real sshd, real
  * torchrun across three network-namespace hosts.
  */
-import { unlinkSync, writeFileSync } from 'node:fs';
+import { realpathSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -215,6 +216,33 @@ describe('controller on the lab', () => {
     expect(done.attempt).toBe(1);
     for (const h of cluster.hosts) expect(await runDirs(pool, h.name, h.paths.runs, 'adopt')).toHaveLength(1);
     expect(ctl.logText()).not.toContain('launched run part');
+  });
+
+  // CI: `kill -TERM -- -PGID PID` (the demo's stop) delivered SIGTERM twice; the second met no handler and
+  // ended node mid-stop, leaving its host leases behind.
+  it('SIGTERM twice in a row: one clean stop, exit 0, every host lease handed back', async () => {
+    jobsDir = newJobsDir();
+    const c = startController(jobsDir);
+    ctl = c;
+    await waitFor('controller started', () => c.logText().includes('controller started'));
+    const owner = `owner=${hostname()}:${realpathSync(jobsDir)}`;
+    const leased = async () =>
+      (
+        await Promise.all(
+          cluster.hosts.map(async (h) => {
+            const r = await pool.exec(h.name, ['cat', '--', join(h.paths.runs, '.ugro-lease')]).catch(() => undefined);
+            return r?.stdout.split('\n').includes(owner) ? [h.name] : [];
+          }),
+        )
+      ).flat();
+    expect(await leased()).toEqual(hosts);
+    const exited = new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+    c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 5));
+    c.kill('SIGTERM');
+    expect(await exited, c.logText()).toBe(0);
+    expect(c.logText()).toContain('controller stopped');
+    expect(await leased()).toEqual([]);
   });
 
   // Issue 15: 6 KB of nested YAML made the controller abort (exit 134) and crash-loop; nested aliases threw on each

@@ -68,9 +68,17 @@ export function register(program: Command, ctx: CliContext): void {
       obs.attach(ctl);
       await ctl.start();
       await obs.start(ctl);
+      // `on`, not `once`: a second signal during the stop (`kill -- -PGID PID` delivers two, a
+      // second Ctrl-C) would otherwise meet no handler and end node before the leases go back.
       await new Promise<void>((stop) => {
-        process.once('SIGTERM', () => stop());
-        process.once('SIGINT', () => stop());
+        let stopping = false;
+        const onSignal = (sig: NodeJS.Signals) => {
+          if (stopping) return log.info('already stopping: the signal is ignored', { signal: sig });
+          stopping = true;
+          stop();
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
       });
       await obs.stop();
       await ctl.stop();
