@@ -230,6 +230,57 @@ export interface CheckpointInfo {
 /** The last metrics line a rank wrote; only flat, small, printable values survive validation. */
 export type Metrics = Record<string, number | string | boolean>;
 
+/** How a value that is not a finite number is kept in a metrics line (Python's json writes these bare). */
+export const NON_FINITE = ['NaN', 'Infinity', '-Infinity'] as const;
+
+/** Whether a metrics value says its number was not finite (a diverged loss). */
+export function isNonFinite(v: unknown): boolean {
+  return (typeof v === 'number' && !Number.isFinite(v)) || (NON_FINITE as readonly unknown[]).includes(v);
+}
+
+/**
+ * One host-written metrics line, parsed and sanitized; undefined when it is not a JSON object.
+ * Python's json.dumps writes a NaN loss as a bare `NaN` (not JSON): such tokens outside strings
+ * are read as the strings "NaN", "Infinity", "-Infinity", so a diverged step is seen, not dropped.
+ */
+export function metricsOfLine(text: string): Metrics | undefined {
+  try {
+    return sanitizeMetrics(JSON.parse(text));
+  } catch {
+    if (!/NaN|Infinity/.test(text)) return undefined;
+    try {
+      return sanitizeMetrics(JSON.parse(quoteNonFinite(text)));
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** `text` with each bare NaN, Infinity and -Infinity outside a string quoted. */
+function quoteNonFinite(text: string): string {
+  let out = '';
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+      continue;
+    }
+    const tok = NON_FINITE.find((t) => text.startsWith(t, i));
+    if (tok) {
+      out += `"${tok}"`;
+      i += tok.length;
+      continue;
+    }
+    out += c;
+    i++;
+  }
+  return out;
+}
+
 /** Keep what is safe to store and show from a host-written metrics line; drop the rest. */
 export function sanitizeMetrics(raw: unknown): Metrics | undefined {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return undefined;

@@ -15,10 +15,10 @@ export type TrialState = (typeof TRIAL_STATES)[number];
 const num = z.number().finite();
 const rungValue = z.object({
   step: z.number().int().min(0),
-  /** The objective on the first metrics line at or after the rung's step. */
-  value: num,
-  /** The mean of the objective over the lines up to there (the median rule's running average). */
-  mean: num,
+  /** The objective on the first metrics line at or after the rung's step; null: not finite (diverged). */
+  value: num.nullable(),
+  /** The mean of the objective over the lines up to there (the median rule's running average); null: diverged. */
+  mean: num.nullable(),
 });
 export type RungValue = z.output<typeof rungValue>;
 
@@ -35,6 +35,8 @@ const trialRecord = z.object({
   rungs: z.array(rungValue).max(64).default([]),
   /** The objective on the trial's last metrics line (its final one once it ended). */
   objective: num.optional(),
+  /** Its newest metrics line had the objective not finite (NaN, ±Infinity): it can never be the best. */
+  diverged: z.literal(true).optional(),
   /** Why it is paused or stopped (or failed). */
   why: z.string().max(1024).optional(),
 });

@@ -2,18 +2,18 @@
  * PURE: observe.sh's answer -> run parts (records.ts re-exports it). Host output is written by jobs
  * as much as by UGRO (a job can write any file in its run dir), so nothing is trusted: numbers are
  * checked integers in range, meta.json goes through parseRunMeta, stop reasons through
- * parseStopReason, metrics through sanitizeMetrics, out-of-memory records word by word, log lines
+ * parseStopReason, metrics through metricsOfLine, out-of-memory records word by word, log lines
  * are capped.
  */
 import {
   type CheckpointInfo,
   type Metrics,
+  metricsOfLine,
   parseRunMeta,
   parseStopReason,
   type RankObservation,
   type RankOom,
   type RunPart,
-  sanitizeMetrics,
 } from '../api/run.ts';
 import type { ObserveResult } from './api.ts';
 import { HostError } from './errors.ts';
@@ -152,11 +152,7 @@ function runPartOf(host: string, b: RecordBlock): { ok: true; part: RunPart } | 
   let metrics: Metrics | undefined;
   const mt = field(b, 'metrics');
   if (mt && mt.length <= OBSERVE_LIMITS.metricsChars) {
-    try {
-      metrics = sanitizeMetrics(JSON.parse(mt));
-    } catch {
-      /* a partial line: no metrics this time */
-    }
+    metrics = metricsOfLine(mt); // a partial line: no metrics this time
   }
   const exitCode = intIn(field(b, 'exit_code'), 0, 255);
   const stopReason = parseStopReason(field(b, 'cancelled')?.trim());

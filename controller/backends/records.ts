@@ -4,10 +4,10 @@
  * (record-format.ts). Every SshBackend method parses its answer here, whatever the transport, and
  * the typed readers below (observe.sh's in observe-records.ts) turn blocks into results. Host
  * output is written by jobs as much as by UGRO (a job can write any file in its run dir), so
- * nothing is trusted: numbers are checked integers in range, metrics go through sanitizeMetrics,
+ * nothing is trusted: numbers are checked integers in range, metrics go through metricsOfLine,
  * log lines are capped.
  */
-import { type Metrics, parseRunDirName, sanitizeMetrics } from '../api/run.ts';
+import { type Metrics, metricsOfLine, parseRunDirName } from '../api/run.ts';
 import type { LeaseResult, ProgressRead } from './api.ts';
 import { OBSERVE_LIMITS } from './observe-records.ts';
 import { blockOf, errorOf, field, fieldsOf, intIn, PID_MAX, parseRecords } from './record-format.ts';
@@ -160,11 +160,7 @@ export function progressAnswerOf(text: string): ProgressRead[] | { error: string
     let metrics: Metrics | undefined;
     const mt = field(b, 'metrics');
     if (mt && mt.length <= OBSERVE_LIMITS.metricsChars) {
-      try {
-        metrics = sanitizeMetrics(JSON.parse(mt));
-      } catch {
-        /* half written, or not JSON: no metrics this time */
-      }
+      metrics = metricsOfLine(mt); // half written, or not JSON: no metrics this time
     }
     out.push({ dir, sig, ...(metrics ? { metrics } : {}) });
   }

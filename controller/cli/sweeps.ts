@@ -99,7 +99,9 @@ export async function writeSweepPlot(
       if (more.length === points.length) break;
       points = more;
     }
-    curves.push({ name: t.name, points, best: s.best?.trial === t.name });
+    // A diverged (not finite) value has no place on the chart: the curve ends where it was finite.
+    const finite = points.filter((p): p is { step: number; value: number } => p.value !== null);
+    curves.push({ name: t.name, points: finite, best: s.best?.trial === t.name });
   }
   const svg = sweepSvg(curves, s.rungs ?? [], { title: `${row.name}: ${metric} by step`, metric });
   const tmp = join(dirname(file), `.${process.pid}.${Date.now()}.ugro-plot.tmp`);

@@ -26,9 +26,13 @@ export interface Verdict {
   why: string;
 }
 
-const better = (goal: Goal) => (a: number, b: number) => (goal === 'minimize' ? a - b : b - a);
+/** Best first; a value that was not finite (null: the trial diverged) is worse than any number. */
+const better = (goal: Goal) => (a: number | null, b: number | null) => {
+  if (a === null || b === null) return (a === null ? 1 : 0) - (b === null ? 1 : 0);
+  return goal === 'minimize' ? a - b : b - a;
+};
 
-const fmt = (v: number) => String(Number(v.toPrecision(4)));
+const fmt = (v: number | null) => (v === null ? 'NaN (diverged)' : String(Number(v.toPrecision(4))));
 
 /** ASHA: each trial's verdict at the highest rung it reached (trials that reached none have none). */
 export function ashaVerdicts(
@@ -43,7 +47,14 @@ export function ashaVerdicts(
   const top = steps.map((_, k) => {
     const at = trials.filter((t) => t.rungs.length > k).sort((a, b) => cmp(a.rungs[k].value, b.rungs[k].value));
     const keep = Math.floor(at.length / eta);
-    return { n: at.length, keep, names: new Set(at.slice(0, keep).map((t) => t.name)), cut: at[keep - 1] };
+    // A diverged trial is never promoted, even into a slot no finite trial takes.
+    const names = new Set(
+      at
+        .slice(0, keep)
+        .filter((t) => t.rungs[k].value !== null)
+        .map((t) => t.name),
+    );
+    return { n: at.length, keep, names, cut: at[keep - 1] };
   });
   for (const t of trials) {
     const k = Math.min(t.rungs.length, steps.length) - 1;
@@ -84,11 +95,13 @@ export function medianVerdicts(
   for (const t of trials) {
     const k = Math.min(t.rungs.length, steps.length) - 1;
     if (k < 0) continue;
-    const others = trials.filter((o) => o !== t && o.rungs.length > k).map((o) => o.rungs[k].mean);
+    // A diverged running mean (null) counts as the worst value there is.
+    const worst = goal === 'minimize' ? Number.POSITIVE_INFINITY : Number.NEGATIVE_INFINITY;
+    const others = trials.filter((o) => o !== t && o.rungs.length > k).map((o) => o.rungs[k].mean ?? worst);
     if (others.length < minTrials) continue;
     const med = median(others);
     const mine = t.rungs[k].mean;
-    const goOn = cmp(mine, med) <= 0;
+    const goOn = mine !== null && cmp(mine, med) <= 0;
     const where = `step ${steps[k]}: mean ${metric} ${fmt(mine)}`;
     out.set(t.name, {
       goOn,
@@ -104,16 +117,22 @@ export function medianVerdicts(
 /**
  * The rung values a series of (step, value) points gives: for each rung step, the first point at
  * or after it, and the mean of the values up to that point. Stops at the first rung not reached.
+ * A value that was not finite (null) makes the mean null from there on: the trial diverged.
  */
-export function rungValues(steps: readonly number[], points: readonly { step: number; value: number }[]): RungValue[] {
+export function rungValues(
+  steps: readonly number[],
+  points: readonly { step: number; value: number | null }[],
+): RungValue[] {
   const out: RungValue[] = [];
-  let sum = 0;
+  let sum: number | null = 0;
   let i = 0;
+  const add = (a: number | null, b: number | null) => (a === null || b === null ? null : a + b);
   for (const s of steps) {
-    while (i < points.length && points[i].step < s) sum += points[i++].value;
+    while (i < points.length && points[i].step < s) sum = add(sum, points[i++].value);
     if (i >= points.length) break;
     const p = points[i];
-    out.push({ step: p.step, value: p.value, mean: (sum + p.value) / (i + 1) });
+    const total = add(sum, p.value);
+    out.push({ step: p.step, value: p.value, mean: total === null ? null : total / (i + 1) });
   }
   return out;
 }

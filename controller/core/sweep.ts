@@ -31,6 +31,8 @@ export interface TrialFacts {
   step?: number;
   /** The objective on its newest metrics line. */
   objective?: number;
+  /** Its newest metrics line had the objective not finite (NaN, ±Infinity). */
+  diverged?: boolean;
   /** Rung values known (from the status, or read from its metrics this pass). */
   rungs: RungValue[];
 }
@@ -159,7 +161,9 @@ export function decideSweep(input: SweepInput): SweepDecision {
     const p = prevOf.get(t.name);
     const s = stateOf(t, p);
     const rungs = t.rungs.length >= (p?.rungs.length ?? 0) ? t.rungs : (p?.rungs ?? []);
-    const objective = t.objective ?? p?.objective;
+    // A newer line that diverged replaces the last finite objective: never judged on a stale value.
+    const diverged = t.diverged || (t.objective === undefined && p?.diverged === true);
+    const objective = diverged ? undefined : (t.objective ?? p?.objective);
     records.set(t.name, {
       name: t.name,
       generation: t.generation,
@@ -170,6 +174,7 @@ export function decideSweep(input: SweepInput): SweepDecision {
       ...(t.phase ? { phase: t.phase } : p?.phase ? { phase: p.phase } : {}),
       ...(t.step !== undefined ? { step: t.step } : p?.step !== undefined ? { step: p.step } : {}),
       ...(objective !== undefined ? { objective } : {}),
+      ...(diverged ? { diverged: true as const } : {}),
       ...(s.why ? { why: s.why } : {}),
     });
   }

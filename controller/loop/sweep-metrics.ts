@@ -5,13 +5,13 @@
  * sweep does not know yet (loop/sweeps.ts), so a sweep costs one read per trial per rung.
  */
 import type { Host } from '../../config/cluster.ts';
-import type { RunPart } from '../api/run.ts';
+import { isNonFinite, type RunPart } from '../api/run.ts';
 import type { MetricsReader } from '../backends/api.ts';
 
 interface Attempt {
   dir: string;
   offset: number;
-  points: Map<number, number>;
+  points: Map<number, number | null>;
 }
 
 /** At most this many trials' series are kept (least recently read go first). */
@@ -32,14 +32,15 @@ export class TrialMetrics {
   /**
    * The (step, value) points of `metric` over every attempt of `trial`'s spec `hash`, sorted by
    * step (a step seen again in a later attempt, after a restart from an older checkpoint, takes
-   * the later value). Undefined when a host could not be read: the caller decides later.
+   * the later value). A value that was not finite (a NaN loss) is null: the trial diverged there.
+   * Undefined when a host could not be read: the caller decides later.
    */
   async series(
     trial: string,
     hash: string,
     metric: string,
     parts: readonly RunPart[],
-  ): Promise<{ step: number; value: number }[] | undefined> {
+  ): Promise<{ step: number; value: number | null }[] | undefined> {
     const read = this.reader.readMetrics;
     if (!read) return undefined;
     const key = `${hash}/${metric}`;
@@ -66,8 +67,9 @@ export class TrialMetrics {
             for (const m of c.lines) {
               const step = m?.step;
               const v = m?.[metric];
-              if (typeof step === 'number' && Number.isFinite(step) && typeof v === 'number' && Number.isFinite(v))
-                a.points.set(step, v);
+              if (typeof step !== 'number' || !Number.isFinite(step)) continue;
+              if (typeof v === 'number' && Number.isFinite(v)) a.points.set(step, v);
+              else if (isNonFinite(v)) a.points.set(step, null);
             }
             a.offset = c.next;
             if (c.next >= c.size) break;
@@ -78,7 +80,7 @@ export class TrialMetrics {
       }),
     );
     if (failed) return undefined;
-    const merged = new Map<number, number>();
+    const merged = new Map<number, number | null>();
     for (const n of [...attempts.keys()].sort((x, y) => x - y))
       for (const [s, v] of attempts.get(n)?.points ?? []) merged.set(s, v);
     return [...merged].sort((x, y) => x[0] - y[0]).map(([step, value]) => ({ step, value }));

@@ -9,7 +9,9 @@
  * tick (1 s) for the sweeps still going, and at once when a watch event names a sweep or a trial;
  * a finished sweep is looked at again only when one of its files changes, or at a resync.
  */
+
 import type { JobSource } from '../api/job-source.ts';
+import { isNonFinite } from '../api/run.ts';
 import { GENERATION_ANNOTATION, PARAMS_ANNOTATION, type ParamSet, SWEEP_LABEL, type SweepState } from '../api/sweep.ts';
 import type { SweepStatus } from '../api/sweep-status.ts';
 import { specHash } from '../api/trainingjob.ts';
@@ -163,6 +165,7 @@ export class SweepLoop {
       const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
       const step = num(cur?.progress?.step);
       const objective = metric ? num(cur?.progress?.[metric]) : undefined;
+      const diverged = metric !== undefined && isNonFinite(cur?.progress?.[metric]);
       out.push({
         name: stem,
         generation: Number(ann[GENERATION_ANNOTATION]) || id.generation,
@@ -174,6 +177,7 @@ export class SweepLoop {
         ...(cur?.message ? { message: cur.message } : {}),
         ...(step !== undefined ? { step: Math.floor(step) } : {}),
         ...(objective !== undefined ? { objective } : {}),
+        ...(diverged ? { diverged } : {}),
       });
     }
     return out;

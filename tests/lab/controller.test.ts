@@ -66,7 +66,7 @@ describe('controller on the lab', () => {
     expect(get.out).toMatch(/e2e\s+Succeeded/);
   });
 
-  it('a rank that exits 3: Failed with exit code 3 and its last log lines', async () => {
+  it('a rank that exits 3: Failed with exit code 3 and its last log lines; a NaN loss shows as NaN', async () => {
     jobsDir = newJobsDir();
     ctl = startController(jobsDir);
     writeJob(jobsDir, 'fails', train(['--fail-rank', '1', '--exit-code', '3']));
@@ -76,6 +76,17 @@ describe('controller on the lab', () => {
     expect(st.failedRank).toBe(1);
     expect(st.logTail?.join('\n')).toContain('rank 1: failing on purpose with exit code 3');
     expect(st.message).toContain('rank 1');
+    // A loss that went NaN (train.py at lr 5 writes a bare NaN, as Python's json does) is shown as
+    // NaN, not dropped for the last finite one.
+    writeJob(
+      jobsDir,
+      'nan',
+      train(['--lr', '5', '--epochs', '1', '--steps-per-epoch', '8', '--metrics-every', '1'], 1),
+    );
+    const nan = await waitPhase(jobsDir, 'nan', ['Succeeded', 'Failed']);
+    expect(nan.phase).toBe('Succeeded');
+    expect(nan.progress).toMatchObject({ step: 8, loss: 'NaN' });
+    expect(ugro(jobsDir, 'get', 'jobs').out).toMatch(/nan +Succeeded .*100% loss NaN/);
   });
 
   it('deleting the job file mid-run leaves no process of the run on any host within grace + 5 s', async () => {

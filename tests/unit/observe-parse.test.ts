@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
+import { isNonFinite, metricsOfLine, type RunMeta, runDirName, runIdOf } from '../../controller/api/run.ts';
 import { HostError } from '../../controller/backends/errors.ts';
 import { field, fieldsOf, OBSERVE_LIMITS, observeResultOf, parseRecords } from '../../controller/backends/records.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
@@ -350,6 +350,25 @@ describe('observeResultOf on hostile output (any job can write its run dir)', ()
     expect(metrics('[1,2]')).toBeUndefined();
     expect(metrics('"text"')).toBeUndefined();
     expect(metrics(JSON.stringify({ a: 'z'.repeat(70_000) }))).toBeUndefined();
+  });
+
+  // Python's json.dumps writes a diverged loss as a bare NaN: not JSON, so the line was dropped and
+  // a sweep judged the trial on its last finite loss.
+  it("Python's bare NaN, Infinity and -Infinity are kept as those words; inside a string nothing changes", () => {
+    const line = '{"step": 7, "loss": NaN, "gn": Infinity, "lo": -Infinity, "note": "NaN, \\"Infinity\\"", "ok": 1e-3}';
+    expect(metricsOfLine(line)).toEqual({
+      step: 7,
+      loss: 'NaN',
+      gn: 'Infinity',
+      lo: '-Infinity',
+      note: 'NaN, "Infinity"',
+      ok: 0.001,
+    });
+    const m = `meta=${JSON.stringify(meta(1))}`;
+    expect(one('train.abcd1234.1', [m, `metrics=${line}`]).parts[0].metrics?.loss).toBe('NaN');
+    expect(isNonFinite('NaN') && isNonFinite('-Infinity') && !isNonFinite('nan') && !isNonFinite(1)).toBe(true);
+    expect(metricsOfLine('{"loss": NaNx}')).toBeUndefined();
+    expect(metricsOfLine('{"loss": 0.5')).toBeUndefined();
   });
 
   it('a run dir observe.sh itself rejected (unsafe name) is reported as such', () => {

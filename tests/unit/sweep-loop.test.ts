@@ -122,4 +122,34 @@ describe('sweeps in the loop', () => {
     expect(r.sweep('lr')).toBeUndefined();
     expect(r.ctl.sweeps.list()).toEqual([]);
   });
+
+  // train.py at a high lr writes `"loss": NaN` (Python's json): that line was dropped, so the trial
+  // stayed at its last finite step and loss and the rule never judged it.
+  it('a trial whose loss goes NaN is judged diverged at the step: stopped by the median rule, never best', async () => {
+    const r = await rig();
+    const median = { ...SWEEP, spec: { ...SWEEP.spec, earlyStopping: { type: 'median', steps: [10], minTrials: 1 } } };
+    writeFileSync(join(r.jobs, 'lr.yaml'), stringify(median));
+    await r.ctl.sweeps.touched('lr');
+    await r.settle();
+    const run = (n: string) => {
+      const st = r.status(n) as JobStatus;
+      const at = { host: st.nodes[0].host, dir: `${st.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}` };
+      r.fake.startRanks(at.host, at.dir, 1);
+      return at;
+    };
+    const a = run('lr-t0');
+    const b = run('lr-t1');
+    r.fake.writeMetrics(b.host, b.dir, { step: 10, loss: 0.5 });
+    r.fake.writeMetrics(a.host, a.dir, { step: 5, loss: 0.2 });
+    r.fake.writeMetrics(a.host, a.dir, '{"step": 10, "loss": NaN, "samples_per_s": 90.5}');
+    await r.ctl.progress.tick();
+    await r.settle();
+    const t0 = (r.sweep('lr') as SweepStatus).trials.find((t) => t.name === 'lr-t0');
+    expect(t0).toMatchObject({ step: 10, diverged: true, rungs: [{ step: 10, value: null, mean: null }] });
+    expect(t0?.objective).toBeUndefined();
+    expect(r.trial('lr-t0')?.metadata.annotations?.['ugro.dev/sweep-stopped']).toMatch(
+      /^stopped at step 10: mean loss NaN \(diverged\), worse than the median 0.5/,
+    );
+    expect(r.trial('lr-t1')?.spec.suspend).toBeFalsy();
+  });
 });

@@ -139,6 +139,31 @@ describe('early stopping rules', () => {
     expect(medianVerdicts([10], 3, 'minimize', 'loss', [t('a', 1), t('b', 9)]).size).toBe(0);
   });
 
+  // A NaN loss (train.py at lr 0.05) was dropped as unparseable: the trial kept its last finite
+  // objective and was never judged. A value that is not finite is null, the worst there is.
+  it('a diverged value (null) is worse than any number: never promoted, stopped by the median rule', () => {
+    const t = (name: string, v: number | null) => ({ name, rungs: [{ step: 10, value: v, mean: v }] });
+    // Three at the rung, eta 3: one slot, which a diverged trial never takes even when it is alone.
+    const v = ashaVerdicts([10], 3, 'minimize', 'loss', [t('a', null), t('b', 0.9), t('c', 0.5)]);
+    expect([...v].filter(([, x]) => x.goOn).map(([n]) => n)).toEqual(['c']);
+    expect(v.get('a')?.why).toMatch(/^paused at rung 1 \(step 10\): loss NaN \(diverged\)/);
+    const alone = ashaVerdicts([10], 1, 'maximize', 'acc', [t('a', null)]);
+    expect(alone.get('a')?.goOn).toBe(false);
+    const m = medianVerdicts([10], 2, 'minimize', 'loss', [t('a', null), t('b', 2), t('c', 3)]);
+    expect(m.get('a')?.goOn).toBe(false);
+    expect(m.get('b')?.goOn).toBe(true);
+    // From the first null on, the running mean is null.
+    const pts = [
+      { step: 0, value: 1 },
+      { step: 5, value: null },
+      { step: 10, value: 2 },
+    ];
+    expect(rungValues([0, 10], pts)).toEqual([
+      { step: 0, value: 1, mean: 1 },
+      { step: 10, value: 2, mean: null },
+    ]);
+  });
+
   it('rung values: the first point at or after each rung, with the running mean up to it', () => {
     const pts = [0, 5, 10, 15, 20].map((step, i) => ({ step, value: i + 1 }));
     expect(rungValues([4, 12, 30], pts)).toEqual([
@@ -244,6 +269,37 @@ describe('decideSweep', () => {
       state: 'stopped',
       why: 'paused at rung 1',
     });
+  });
+
+  it('a trial whose newest line diverged loses its last finite objective: never the best', () => {
+    const prev = decideSweep({
+      name: 'lr',
+      now: NOW,
+      spec: sw,
+      trials: facts(sw, [
+        { i: 0, phase: 'Running', objective: 0.01 },
+        { i: 1, phase: 'Running', objective: 0.5 },
+      ]),
+    }).status;
+    expect(prev?.trials.find((t) => t.name === 'lr-t0')?.objective).toBe(0.01);
+    const [t0, t1] = facts(sw, [
+      { i: 0, phase: 'Succeeded' },
+      { i: 1, phase: 'Succeeded', objective: 0.4 },
+    ]);
+    const d = decideSweep({
+      name: 'lr',
+      now: NOW,
+      spec: sw,
+      prev: prev ?? undefined,
+      trials: [{ ...t0, diverged: true }, t1],
+    });
+    const r0 = d.status?.trials.find((t) => t.name === 'lr-t0');
+    expect(r0).toMatchObject({ diverged: true });
+    expect(r0?.objective).toBeUndefined();
+    expect(d.status?.best).toMatchObject({ trial: 'lr-t1', objective: 0.4 });
+    // Its next pass reads no objective (the line is still NaN): it stays diverged.
+    const again = decideSweep({ name: 'lr', now: NOW, spec: sw, prev: d.status ?? undefined, trials: [t0, t1] });
+    expect(again.status?.trials.find((t) => t.name === 'lr-t0')).toMatchObject({ diverged: true });
   });
 
   it('does not end while a paused trial is still stopping (its job not yet Suspended)', () => {

@@ -7,7 +7,7 @@
  */
 import { posix } from 'node:path';
 import type { Host } from '../../../config/cluster.ts';
-import { parseRunDirName, parseRunMeta, sanitizeMetrics } from '../../api/run.ts';
+import { metricsOfLine, parseRunDirName, parseRunMeta } from '../../api/run.ts';
 import {
   type Backend,
   type CheckpointListing,
@@ -310,13 +310,7 @@ export class SshBackend implements Backend {
     const a = metricsChunkOf(res.stdout);
     if ('error' in a)
       throw new HostError(host.name, 'other', `cannot read the metrics of ${dir}: ${said(res, a.error)}`);
-    const lines = a.lines.map((l) => {
-      try {
-        return sanitizeMetrics(JSON.parse(l));
-      } catch {
-        return undefined;
-      }
-    });
+    const lines = a.lines.map(metricsOfLine);
     // One line longer than a whole chunk would never end: skip what is left of the file.
     const stuck = a.next === offset && !a.lines.length && a.size - offset >= METRICS_CHUNK_BYTES;
     return { lines, next: stuck ? a.size : a.next, size: a.size };

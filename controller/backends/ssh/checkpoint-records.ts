@@ -2,9 +2,9 @@
  * PURE: checkpoints.sh's answers (list, delete) read with the one record parser (records.ts). The
  * checkpoint dir and the run dirs are written by jobs as much as by UGRO: names are checked against
  * what train.py and resumeFrom accept, numbers are integers in range, a sha256 is 64 hex digits,
- * metrics lines go through sanitizeMetrics, and a listing without its closing block is refused.
+ * metrics lines go through metricsOfLine, and a listing without its closing block is refused.
  */
-import { type Metrics, parseRunDirName, sanitizeMetrics } from '../../api/run.ts';
+import { metricsOfLine, parseRunDirName } from '../../api/run.ts';
 import type { CheckpointFile, CheckpointListing, CheckpointRun } from '../api.ts';
 import { HostError } from '../errors.ts';
 import { blockOf, errorOf, field, fieldsOf, parseRecords } from '../records.ts';
@@ -70,12 +70,7 @@ export function checkpointListingOf(host: string, text: string): CheckpointListi
         const sp = v.indexOf(' ');
         const step = sp > 0 ? bytes(v.slice(0, sp)) : undefined;
         if (step === undefined) continue;
-        let m: Metrics | undefined;
-        try {
-          m = sanitizeMetrics(JSON.parse(v.slice(sp + 1)));
-        } catch {
-          m = undefined;
-        }
+        const m = metricsOfLine(v.slice(sp + 1));
         if (m) run.metrics.push({ step, metrics: m });
       }
       out.runs.push(run);

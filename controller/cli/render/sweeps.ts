@@ -112,8 +112,8 @@ function trialCells(t: TrialRecord): string[] {
     t.name,
     t.state,
     t.step === undefined ? '-' : String(t.step),
-    num(t.objective),
-    t.rungs.map((x) => num(x.value)).join(' ') || '-',
+    t.diverged ? 'NaN (diverged)' : num(t.objective),
+    t.rungs.map((x) => (x.value === null ? 'NaN' : num(x.value))).join(' ') || '-',
     Object.entries(t.params)
       .map(([k, v]) => `${k}=${v}`)
       .join(' '),

@@ -24,7 +24,7 @@ export function bestFirst(trials: readonly TrialRecord[], goal: 'minimize' | 'ma
  */
 export function curveOf(t: TrialRecord, best: boolean, read?: readonly { step: number; value: number }[]): TrialCurve {
   if (read?.length) return { name: t.name, points: read, ...(best ? { best } : {}) };
-  const points = t.rungs.map((r) => ({ step: r.step, value: r.value }));
+  const points = t.rungs.flatMap((r) => (r.value === null ? [] : [{ step: r.step, value: r.value }]));
   const last = points[points.length - 1];
   if (t.objective !== undefined && t.step !== undefined && (!last || t.step > last.step))
     points.push({ step: t.step, value: t.objective });
@@ -55,9 +55,10 @@ export function sweepPage(c: PageCommon, name: string, s: SweepStatus, curves: r
       const params = Object.entries(t.params)
         .map(([p, v]) => `${p}=${v}`)
         .join(' ');
+      const objective = t.diverged ? 'NaN (diverged)' : num(t.objective);
       return (
         `<tr data-trial="${h(t.name)}"><td><a href="/jobs/${encodeURIComponent(t.name)}">${h(t.name)}</a></td>` +
-        `<td>${h(params)}</td><td>${h(num(t.objective))}</td><td>${h(t.step ?? '-')}</td>` +
+        `<td>${h(params)}</td><td>${h(objective)}</td><td>${h(t.step ?? '-')}</td>` +
         `<td class="state ${h(t.state)}">${h(t.state)}</td><td>${h(t.why ?? '')}</td></tr>`
       );
     })
