@@ -71,7 +71,10 @@ Checkpoints, written by rank 0 only, in UGRO_CHECKPOINT_DIR:
   Old checkpoints are kept. A step-N.pt holds only tensors, dicts, lists, ints and strings, because
   torch 1.13's weights_only unpickler refuses even floats:
     {"format": 1, "model": model.state_dict(), "optimizer": {"state": optimizer.state_dict()["state"]},
-     "step": N, "epoch": the epoch of step N (0-based), "steps_per_epoch": int, "world": world size}
+     "step": N, "epoch": the epoch of step N (0-based), "steps_per_epoch": int, "world": world size,
+     "sums": float64 tensor [epoch loss, epoch steps, epoch seconds, window loss, window steps,
+             window seconds] (the epoch's and metrics window's sums so far, so a resumed run
+             reports the loss an uninterrupted one would; absent in older files)}
   The optimizer's hyperparameters (lr, momentum) come from the flags on resume, its state (momentum
   buffers) from the file. Training resumes at step N+1, mid-epoch if N is. Each batch is drawn from
   a seed of (rank, step) (with UGRO_GLOBAL_BATCH: each sample from (--data-seed, step, index)), so a
@@ -468,6 +471,7 @@ def main() -> int:
     if ckpt_dir and a.ckpt_dir_per_rank and rank > 0:
         ckpt_dir = os.path.join(ckpt_dir, f"rank-{rank}")
     start_step = 0
+    carry = None  # a checkpoint's loss and time sums (see checkpoint())
     resume = os.environ.get("UGRO_RESUME_FROM")
     if resume:
         box = list(load_checkpoint(ckpt_dir, resume)) if rank == 0 else [None, None]
@@ -488,6 +492,9 @@ def main() -> int:
             say(f"rank {rank}: cannot resume from {resume}: it does not fit --model {a.model}: {e}", err=True)
             return 2
         start_step = state["step"]
+        sums = state.get("sums")
+        if isinstance(sums, torch.Tensor) and sums.numel() == 6:
+            carry = [float(v) for v in sums.tolist()]
         say(f"rank {rank}: resumed from {resume} (step {start_step}, epoch {state['epoch']})")
         if state.get("steps_per_epoch", spe) != spe or state.get("world", world) != world:
             say(f"rank {rank}: note: {resume} was written with --steps-per-epoch {state.get('steps_per_epoch')} "
@@ -515,6 +522,12 @@ def main() -> int:
             name = save_checkpoint(ckpt_dir, {
                 "format": CKPT_FORMAT, "model": model.state_dict(), "optimizer": {"state": opt.state_dict()["state"]},
                 "step": step, "epoch": epoch, "steps_per_epoch": spe, "world": world,
+                # The loss and time sums of the epoch and metrics window so far (a tensor: the
+                # weights_only unpickler refuses floats), so a resumed run reports what an
+                # uninterrupted one would: without them a resumed epoch's loss averaged only its
+                # own later, lower steps.
+                "sums": torch.tensor([ep_loss, ep_steps, ep_time, win_loss, win_steps, win_time],
+                                     dtype=torch.float64),
             })
             say(f"rank 0: saved checkpoint {name}")
 
@@ -542,12 +555,20 @@ def main() -> int:
         say(f"rank 0: wrote the gradients of step {step + 1} to {path}")
 
     _SIG["armed"] = True  # from here SIGTERM stops after a step, with a checkpoint
-    win_loss = win_time = 0.0  # since the previous metrics line (loss summed over ranks)
+    # Sums of each step's mean loss (over the ranks) and time, since the previous metrics line and
+    # since the epoch began; carried over from the checkpoint a mid-epoch resume started from.
+    win_loss = win_time = 0.0
     win_steps = 0
+    ep_loss = ep_time = 0.0
+    ep_steps = 0
+    if carry is not None and step % spe != 0:
+        ep_loss, ep_steps, ep_time, win_loss, win_steps, win_time = carry
+        ep_steps, win_steps = int(ep_steps), int(win_steps)
     for epoch in range(step // spe, a.epochs):
         t0 = time.time()
-        ep_loss = ep_time = 0.0
-        ep_steps = 0
+        if step % spe == 0:
+            ep_loss = ep_time = 0.0
+            ep_steps = 0
         for _ in range(step % spe, spe):
             if step >= total_steps:  # --max-steps
                 break
@@ -591,15 +612,15 @@ def main() -> int:
             dt = time.time() - ts
             if timer:
                 timer.add(step, busy, dt)
-            win_loss += loss_sum
+            win_loss += loss_sum / world
             win_time += dt
             win_steps += 1
-            ep_loss += loss_sum
+            ep_loss += loss_sum / world
             ep_time += dt
             ep_steps += 1
             saved_at = None
             if step % spe == 0:  # the epoch's last step
-                avg = ep_loss / ep_steps / world
+                avg = ep_loss / ep_steps
                 say(f"rank {rank}: epoch {epoch} loss {avg:.5f} ({time.time() - t0:.2f}s)")
                 metrics({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": round(avg, 6),
                          "samples_per_s": round(ep_steps * samples_per_step / max(ep_time, 1e-9), 1),
@@ -611,7 +632,7 @@ def main() -> int:
             else:
                 if a.metrics_every > 0 and step % a.metrics_every == 0:
                     metrics({"epoch": epoch, "step": step, "total_steps": total_steps,
-                             "loss": round(win_loss / win_steps / world, 6),
+                             "loss": round(win_loss / win_steps, 6),
                              "samples_per_s": round(win_steps * samples_per_step / max(win_time, 1e-9), 1),
                              "world": world, "time": time.time()})
                     win_loss = win_time = 0.0
@@ -622,7 +643,7 @@ def main() -> int:
                 if step == total_steps:  # --max-steps ended training mid-epoch: keep its last step
                     if win_steps:
                         metrics({"epoch": epoch, "step": step, "total_steps": total_steps,
-                                 "loss": round(win_loss / win_steps / world, 6),
+                                 "loss": round(win_loss / win_steps, 6),
                                  "samples_per_s": round(win_steps * samples_per_step / max(win_time, 1e-9), 1),
                                  "world": world, "time": time.time()})
                         win_loss = win_time = 0.0

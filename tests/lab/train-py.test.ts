@@ -250,7 +250,7 @@ describe('scripts/train.py under torchrun (2 local ranks, gloo)', () => {
     expect(losses.get(3)).toBeCloseTo(runBLosses.get(3)!, 4);
   });
 
-  it('c2. resume from a mid-epoch checkpoint (step-12 of 5-step epochs): goes on at step 13 in epoch 2', async () => {
+  it('c2. resume from a mid-epoch checkpoint (step-12 of 5-step epochs): goes on at step 13 in epoch 2, same losses', async () => {
     const ck = join(tmp, 'ck-c2');
     mkdirSync(ck);
     copyFileSync(join(tmp, 'ck-c', 'step-12.pt'), join(ck, 'step-12.pt'));
@@ -272,8 +272,11 @@ describe('scripts/train.py under torchrun (2 local ranks, gloo)', () => {
       [3, 20],
     ]);
     expect(ckptFiles(ck)).toEqual(['latest', 'step-12.pt', 'step-15.pt', 'step-20.pt']);
-    // Epoch 2 here averages steps 13-15 only; epoch 3 is run b's, exactly.
-    expect(epochLosses(r.out).get(3)).toBeCloseTo(runBLosses.get(3)!, 4);
+    // step-12.pt carries epoch 2's loss sums of steps 11-12: epoch 2's loss is run b's (over steps
+    // 11-15), not the mean of steps 13-15 alone (which it was before checkpoints held the sums).
+    const losses = epochLosses(r.out);
+    expect(losses.get(2)).toBeCloseTo(runBLosses.get(2)!, 4);
+    expect(losses.get(3)).toBeCloseTo(runBLosses.get(3)!, 4);
   });
 
   it('d. UGRO_RESUME_FROM names a missing file: every rank exits 2, rank 0 names the file', async () => {
