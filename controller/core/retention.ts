@@ -97,3 +97,16 @@ export function bytesText(n: number): string {
   }
   return i === 0 ? `${n} B` : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
 }
+
+/** How often a running job with spec.checkpoint.keep is reconciled while its progress moves. */
+export const RETENTION_WAKE_MS = 10_000;
+
+/**
+ * Whether a progress update of a job should wake its reconcile for retention: it keeps a policy
+ * and its last wake was at least `everyMs` ago. The reconcile's observe sees a new checkpoint
+ * (loop/retention.ts prunes then), so a running job's checkpoints are pruned as it writes them,
+ * not only at the resync (60 s), at the cost of one observe per `everyMs` while it trains.
+ */
+export function retentionWakeDue(hasKeep: boolean, lastMs: number | undefined, nowMs: number, everyMs: number): boolean {
+  return hasKeep && (lastMs === undefined || nowMs - lastMs >= everyMs);
+}

@@ -9,6 +9,7 @@ import { balanceWake } from '../core/balance.ts';
 import { recordLaunchFailure } from '../core/failures.ts';
 import { mergeProgress } from '../core/live-progress.ts';
 import { recordPreflightFailure } from '../core/preflight.ts';
+import { RETENTION_WAKE_MS, retentionWakeDue } from '../core/retention.ts';
 import type { reconcile } from '../core/reconcile.ts';
 import type { Action, EventDraft, LaunchAction, StopAction } from '../core/types.ts';
 import type { JobEvent } from '../store/store.ts';
@@ -18,6 +19,9 @@ import type { ProgressUpdate } from './progress-watcher.ts';
 import { stopRun } from './stop.ts';
 
 export class Executor {
+  /** Per job: when a progress update last woke its reconcile for retention. */
+  private readonly keepWoke = new Map<string, number>();
+
   constructor(
     private readonly ctx: LoopContext,
     private readonly launcher: Launcher,
@@ -182,7 +186,14 @@ export class Executor {
       await this.persist(u.job, next, []);
       m.status = next;
       // spec.batch.balance: speed: a line saying a re-split is worth it is looked at now, not in 30 s.
-      if (balanceWake(next)) this.ctx.enqueue(u.job);
+      // spec.checkpoint.keep: looked at every RETENTION_WAKE_MS while it trains, to prune as it goes.
+      const now = this.ctx.now().getTime();
+      const keep = retentionWakeDue(!!m.job.spec.checkpoint?.keep, this.keepWoke.get(u.job), now, RETENTION_WAKE_MS);
+      if (keep) {
+        if (this.keepWoke.size >= 4096) this.keepWoke.clear(); // bounded: at worst one early wake each
+        this.keepWoke.set(u.job, now);
+      }
+      if (balanceWake(next) || keep) this.ctx.enqueue(u.job);
     } catch (e) {
       this.ctx.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
     }
