@@ -107,6 +107,11 @@ export const RETENTION_WAKE_MS = 10_000;
  * (loop/retention.ts prunes then), so a running job's checkpoints are pruned as it writes them,
  * not only at the resync (60 s), at the cost of one observe per `everyMs` while it trains.
  */
-export function retentionWakeDue(hasKeep: boolean, lastMs: number | undefined, nowMs: number, everyMs: number): boolean {
+export function retentionWakeDue(
+  hasKeep: boolean,
+  lastMs: number | undefined,
+  nowMs: number,
+  everyMs: number,
+): boolean {
   return hasKeep && (lastMs === undefined || nowMs - lastMs >= everyMs);
 }
