@@ -250,7 +250,7 @@ describe('scripts/train.py under torchrun (2 local ranks, gloo)', () => {
     expect(losses.get(3)).toBeCloseTo(runBLosses.get(3)!, 4);
   });
 
-  it('c2. resume from mid-epoch step-12 (5-step epochs): goes on at step 13 in epoch 2, with the same losses', async () => {
+  it('c2. resume from mid-epoch step-12 (5-step epochs): on at step 13 in epoch 2, same losses', async () => {
     const ck = join(tmp, 'ck-c2');
     mkdirSync(ck);
     copyFileSync(join(tmp, 'ck-c', 'step-12.pt'), join(ck, 'step-12.pt'));
