@@ -151,7 +151,9 @@ export class Controller {
       log,
       now,
       observer: o.observer,
-      hostsState: new HostState(owner),
+      // A run that ended or was stopped frees its GPUs: the cached plan must not still count them
+      // (it stayed until the next lease renewal, up to 20 s: the sweep bench's trials waited 5-15 s).
+      hostsState: new HostState(owner, () => scheduler.invalidate()),
       claims: new Claims(() => now().getTime()),
       waiters: new Waiters(runtime, (job) => queue.add(job), log),
       leases: new Leases(runtime, o.cluster.hosts, owner, o.leaseTtlSeconds ?? LEASE_TTL_SECONDS, log),

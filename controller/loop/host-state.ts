@@ -10,8 +10,28 @@ export class HostState {
   private readonly runs = new Map<string, RunPart[]>();
   readonly health = new Map<string, NodeHealth>();
 
-  /** Runs of this controller carry its owner; runs of another controller are only "busy" here. */
-  constructor(private readonly owner: string) {}
+  /**
+   * Runs of this controller carry its owner; runs of another controller are only "busy" here.
+   * `liveChanged`: the live parts of a host changed (a run ended, was stopped or started): what
+   * placement counts as holding GPUs is stale.
+   */
+  constructor(
+    private readonly owner: string,
+    private readonly liveChanged: () => void = () => undefined,
+  ) {}
+
+  /** Replace a host's parts, telling liveChanged when its live parts are not the same as before. */
+  private replace(host: string, parts: RunPart[]): void {
+    const live = (ps: readonly RunPart[] | undefined) =>
+      (ps ?? [])
+        .filter((p) => p.alive)
+        .map((p) => p.dir)
+        .sort()
+        .join(' ');
+    const before = live(this.runs.get(host));
+    this.runs.set(host, parts);
+    if (live(parts) !== before) this.liveChanged();
+  }
 
   mine(p: RunPart): boolean {
     return !p.meta.owner || p.meta.owner === this.owner;
@@ -20,17 +40,17 @@ export class HostState {
   /** Replace what a host showed: all of it, or (with `job`) that job's parts only. */
   set(host: string, parts: RunPart[], job?: string): void {
     const others = job ? (this.runs.get(host) ?? []).filter((p) => p.meta.job !== job || !this.mine(p)) : [];
-    this.runs.set(host, [...others, ...(job ? parts.filter((p) => this.mine(p)) : parts)]);
+    this.replace(host, [...others, ...(job ? parts.filter((p) => this.mine(p)) : parts)]);
   }
 
   /** Record one part at once (a launch), replacing an older view of the same dir. */
   put(part: RunPart): void {
     const others = (this.runs.get(part.host) ?? []).filter((x) => x.dir !== part.dir);
-    this.runs.set(part.host, [...others, part]);
+    this.replace(part.host, [...others, part]);
   }
 
   drop(host: string, dir: string): void {
-    this.runs.set(
+    this.replace(
       host,
       (this.runs.get(host) ?? []).filter((p) => p.dir !== dir),
     );
