@@ -379,4 +379,10 @@ it('ugro describe job shows the split, each rank step and idle ms, and a planned
   expect(out).toMatch(/^ {2}gpu2 +0 +2 +27 +27 x 1 +45\.0 +0\.0$/m);
   expect(out).toMatch(/^ {2}gpu1 +0 +1 +28 +28 x 1 +40\.0 +5\.0$/m);
   expect(out).toContain('Re-split:     planned: by measured speed the split would be gpu-master 42');
+  expect(out).not.toContain('OOM caps');
+  // After an out-of-memory restart, the micro batch cap it keeps.
+  const capped = { ...st, batchOverrides: [{ host: 'gpu2', localRank: 0, maxMicro: 14, attempt: 2 }] } as JobStatus;
+  expect(describeJob({ name: 'bal', spec: validSpec('bal'), status: capped, events: [] })).toContain(
+    'OOM caps:     gpu2 local rank 0: micro batch <= 14 (since attempt 2)',
+  );
 });

@@ -41,7 +41,7 @@ function statusLines(st: JobStatus): string[] {
           `at the first checkpoint after ${st.scaleUp.after ?? 'the start'}`,
       ),
     );
-  lines.push(...balanceLines(st));
+  lines.push(...balanceLines(st), ...oomCapLines(st));
   if (st.slurm) {
     const s = st.slurm;
     const why = s.reason ? ` (${s.reason})` : '';
@@ -128,6 +128,20 @@ function balanceLines(st: JobStatus): string[] {
       ]),
     ),
     ...(b.planned ? [field('Re-split', `planned: ${firstLine(b.planned.why)}`)] : []),
+  ];
+}
+
+/** Micro batches capped after an out-of-memory restart (they hold for every later attempt). */
+function oomCapLines(st: JobStatus): string[] {
+  const o = st.batchOverrides ?? [];
+  if (!o.length) return [];
+  return [
+    field(
+      'OOM caps',
+      o
+        .map((x) => `${x.host} local rank ${x.localRank}: micro batch <= ${x.maxMicro} (since attempt ${x.attempt})`)
+        .join('; '),
+    ),
   ];
 }
 
