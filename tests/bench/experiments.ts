@@ -1,7 +1,7 @@
 /**
  * Issue 18's figures (a benchmark: it prints numbers and never fails on them):
  *   sweep      makespan of a 4x3 grid of train.py (lr x batch, 180 steps, one trial per host)
- *              with ASHA (rungs at steps 20 and 100, eta 3) against the same sweep without
+ *              with ASHA (rungs at steps 10 and 100, eta 3) against the same sweep without
  *              earlyStopping (every trial to the end): the sweep file written -> its
  *              completionTime, and the best trial each finds (goal: ASHA at most 0.5x, the same
  *              best). On the lab. (See sweepDoc for why this grid.)
@@ -33,7 +33,7 @@ import { SshPool } from '../../controller/backends/ssh/pool.ts';
 import { SshTransport } from '../../controller/backends/ssh/transport.ts';
 import { checkpointRows } from '../../controller/core/checkpoints.ts';
 import { type HostSlots, plan } from '../../controller/core/placement.ts';
-import { retention } from '../../controller/core/retention.ts';
+import { RETENTION_WAKE_MS, retention } from '../../controller/core/retention.ts';
 import { gpusOf, requestOf } from '../../controller/core/schedule.ts';
 import { decideSweep, type TrialFacts } from '../../controller/core/sweep.ts';
 import {
@@ -85,17 +85,19 @@ const cleanJob = (name: string, prefix = false) =>
 
 /**
  * The grid: 4 learning rates x 3 batch sizes of train.py, 9 epochs of 20 steps (0.2 s each), one
- * trial per host (maxParallel 3: the lab's three hosts), ASHA with rungs at steps 20 and 100,
- * eta 3. The objective is the last epoch's mean loss. Chosen because it is what a sweep is for:
- * a spread of learning rates where the good ones show early (lr 0.01 at batch 32 leads from the
- * first epoch and ends best, 0.05 against 0.10 for the runner-up; lr 0.01 at batch 8 diverges to
- * NaN by step 90), and enough trials (12) for successive halving to matter: with 6 trials and one
- * rung (the lab test's grid) half the steps is the floor even with no overhead (0.95x measured).
- * Ideal step count with ASHA: 12 x 20 + 4 x 80 + 1 x 80 = 640 of 12 x 180 = 2160 (0.30x).
+ * trial per host (maxParallel 3: the lab's three hosts), ASHA with rungs at steps 10 and 100,
+ * eta 3 (an early first rung, as Ray Tune's ASHA has by default). The objective is the last
+ * epoch's mean loss. Chosen because it is what a sweep is for: a spread of learning rates where
+ * the good ones show early (lr 0.01 at batch 32 leads from step 10 and ends best, 0.05 against 0.10
+ * for the runner-up; lr 0.01 at batch 8 diverges to NaN by step 90), and enough trials (12) for
+ * successive halving to matter: with 6 trials and one rung (the lab test's grid) half the steps
+ * is the floor even with no overhead (0.95x measured). The best trial is the grid's last: it
+ * starts only once the eleven before it had their first rung, ASHA's worst order.
+ * Ideal step count with ASHA: 12 x 10 + 4 x 90 + 1 x 80 = 560 of 12 x 180 = 2160 (0.26x).
  */
 const SWEEP_STEPS = intEnv('BENCH_SWEEP_STEPS', 180);
 const EPOCH_STEPS = 20;
-const RUNGS = [20, 100].filter((r) => r < SWEEP_STEPS);
+const RUNGS = [10, 100].filter((r) => r < SWEEP_STEPS);
 const GRID = { lr: [0.0003, 0.001, 0.003, 0.01], bs: [8, 16, 32] };
 const STEP_SLEEP_S = 0.2;
 const MAX_PARALLEL = 3;
@@ -288,6 +290,9 @@ function freedBytes(message: string): number {
   return [...message.matchAll(/([\d.]+) (B|kB|MB|GB|TB) freed/g)].reduce((n, m) => n + Number(m[1]) * unit[m[2]], 0);
 }
 
+/** Seconds a step (each writes a checkpoint): 50 s in all, so pruning while it runs shows. */
+const RETENTION_STEP_S = 1;
+
 async function retentionSection() {
   const name = `${PREFIX}retention`;
   const gpu1 = lazyCluster().hosts.find((h) => h.name === 'gpu1')!;
@@ -315,7 +320,8 @@ async function retentionSection() {
     writeJob(jobsDir, name, {
       script: 'train.py',
       args: [
-        ...['--model', 'small-mlp', '--epochs', '1', '--steps-per-epoch', String(CKPTS), '--sleep', '0.2'],
+        ...['--model', 'small-mlp', '--epochs', '1', '--steps-per-epoch', String(CKPTS)],
+        ...['--sleep', String(RETENTION_STEP_S)],
         ...['--checkpoint-every', '1', '--metrics-every', '1'],
       ],
       nodes: 1,
@@ -397,7 +403,8 @@ async function retentionSection() {
     `   written ${mb(written)} (${seen.size} files seen); ${deleted} deleted in ${events.length} passes, ` +
       `${mb(freed)} freed per the events (${round((100 * freed) / written, 1)}%); left ${left.length} ` +
       `(${left.sort().join(', ')}), ${mb(leftBytes)}; at most ${peak} on disk at once (a running job is pruned ` +
-      'at its reconciles: the resync, every 60 s, and its end)',
+      `while its progress moves, at most every ${RETENTION_WAKE_MS / 1000} s, and at its end; one checkpoint ` +
+      `a step of ${RETENTION_STEP_S} s)`,
   );
   console.log(`   one pass over ${CKPTS} checkpoints (list + decide + delete over SSH): ${ms(pass)}`);
   console.log(`   of it, the decision (core/retention.ts): ${ms(dec)}`);
