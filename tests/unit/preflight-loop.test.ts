@@ -5,70 +5,42 @@
  * nothing launched and its hosts free, and the next attempt checks again and starts; an infra budget
  * spent fails the job; a job that does not ask is never checked.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import type { Host } from '../../config/cluster.ts';
-import type { JobStatus } from '../../controller/api/status.ts';
-import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import type { PreflightPair } from '../../controller/core/preflight.ts';
-import { Controller } from '../../controller/loop/controller.ts';
-import { FakeHosts } from '../support/fake-hosts.ts';
-import { inertLoop } from '../support/inert-loop.ts';
-import { memoryLogger } from '../support/memory-logger.ts';
-import { CLUSTER, HOSTS, jobYaml } from './job-fixtures.ts';
+import { loopRig, stopLoopRigs } from '../support/loop-rig.ts';
+import { jobYaml } from './job-fixtures.ts';
 
-const T0 = Date.parse('2026-03-01T10:00:00.000Z');
 const CMD = { command: ['python3', '/opt/t.py'] };
 const CUT: PreflightPair[] = [
   { from: 'gpu-master', to: 'gpu2', port: 29500, result: 'timeout', message: 'no answer within 2000 ms' },
   { from: 'gpu1', to: 'gpu2', port: 29500, result: 'timeout', message: 'no answer within 2000 ms' },
 ];
 
-const ctls: Controller[] = [];
-afterEach(async () => {
-  for (const c of ctls.splice(0)) await c.stop();
-});
+afterEach(stopLoopRigs);
 
 /** A controller on in-memory hosts whose preflight answers `answers` in turn (the last one repeats). */
 async function rig(answers: PreflightPair[][]) {
-  const clock = { ms: T0 };
-  const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-  const jobs = mkdtempSync(join(tmpdir(), 'ugro-preflight-'));
   const calls: { hosts: string[]; port: number }[] = [];
-  const ctl = new Controller({
-    cluster: CLUSTER,
-    jobsDir: jobs,
-    runtime: new SshBackend(fake),
-    log: memoryLogger(),
-    now: () => new Date(clock.ms),
-    owner: 'test-controller',
-    ...inertLoop,
-    preflight: async (hosts: Host[], o) => {
-      calls.push({ hosts: hosts.map((h) => h.name), port: o.port });
-      return answers[Math.min(calls.length, answers.length) - 1];
+  const r = await loopRig({
+    prefix: 'preflight',
+    options: {
+      preflight: async (hosts: Host[], o) => {
+        calls.push({ hosts: hosts.map((h) => h.name), port: o.port });
+        return answers[Math.min(calls.length, answers.length) - 1];
+      },
     },
   });
-  ctls.push(ctl);
-  await ctl.start();
+  const { ctl, fake } = r;
   await ctl.idle();
   return {
     ctl,
     fake,
-    clock,
+    clock: r.clock,
     calls,
-    write: (name: string, spec: Record<string, unknown>) =>
-      writeFileSync(join(jobs, `${name}.yaml`), jobYaml(name, spec)),
-    async pass(...names: string[]) {
-      for (const n of names) ctl.enqueue(n);
-      await ctl.idle();
-    },
-    status(name: string): JobStatus | undefined {
-      const f = join(jobs, `${name}.status.yaml`);
-      return existsSync(f) ? (parse(readFileSync(f, 'utf8')) as JobStatus) : undefined;
-    },
+    write: (name: string, spec: Record<string, unknown>) => r.write(name, jobYaml(name, spec)),
+    pass: r.pass,
+    status: r.status,
     launches: () => fake.calls.filter((c) => c.op === 'run' && c.script === 'launch'),
     events: async (name: string) => (await ctl.store.readEvents(name, 100)).map((e) => [e.reason, e.message]),
   };

@@ -4,55 +4,29 @@
  * resync, 60 s). A progress update now wakes the job's reconcile at most every RETENTION_WAKE_MS,
  * and that reconcile's observe sees the new checkpoints: they are pruned as the job writes them.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
-import type { JobStatus } from '../../controller/api/status.ts';
-import { SshBackend } from '../../controller/backends/ssh/backend.ts';
+import { stringify } from 'yaml';
 import { RETENTION_WAKE_MS } from '../../controller/core/retention.ts';
-import { Controller } from '../../controller/loop/controller.ts';
-import { FakeHosts } from '../support/fake-hosts.ts';
-import { inertLoop } from '../support/inert-loop.ts';
-import { memoryLogger } from '../support/memory-logger.ts';
-import { CLUSTER, HOSTS } from './job-fixtures.ts';
+import { loopRig, runDirOfStatus, stopLoopRigs } from '../support/loop-rig.ts';
+import { HOSTS } from './job-fixtures.ts';
 
-const T0 = Date.parse('2026-03-01T10:00:00.000Z');
-const ctls: Controller[] = [];
-afterEach(async () => {
-  for (const c of ctls.splice(0)) await c.stop();
-});
+afterEach(stopLoopRigs);
 
 describe('retention while a job trains', () => {
   it('a progress update wakes the reconcile (at most every RETENTION_WAKE_MS): pruned without a resync', async () => {
-    const clock = { ms: T0 };
-    const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-    const jobs = mkdtempSync(join(tmpdir(), 'ugro-keep-loop-'));
-    const ctl = new Controller({
-      cluster: CLUSTER,
-      jobsDir: jobs,
-      runtime: new SshBackend(fake),
-      log: memoryLogger(),
-      now: () => new Date(clock.ms),
-      owner: 'test-controller',
-      ...inertLoop,
-    });
-    ctls.push(ctl);
-    await ctl.start();
+    const { ctl, fake, clock, ...r } = await loopRig({ prefix: 'keep-loop' });
     const job = {
       apiVersion: 'ugro.dev/v1alpha1',
       kind: 'TrainingJob',
       metadata: { name: 'keep' },
       spec: { command: ['python3', '/opt/t.py'], nodes: 1, checkpoint: { keep: { last: 2 } } },
     };
-    writeFileSync(join(jobs, 'keep.yaml'), stringify(job));
-    ctl.enqueue('keep');
-    await ctl.idle();
-    const st = parse(readFileSync(join(jobs, 'keep.status.yaml'), 'utf8')) as JobStatus;
+    r.write('keep', stringify(job));
+    await r.pass('keep');
+    const st = r.status('keep')!;
     const host = st.nodes[0].host;
     const h = HOSTS.find((x) => x.name === host)!;
-    const dir = `${st.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}`;
+    const dir = runDirOfStatus(st);
     const ckpt = `${h.paths.checkpoints}/keep`;
     fake.startRanks(host, dir, 1);
     const pts = () =>

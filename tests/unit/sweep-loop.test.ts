@@ -5,51 +5,24 @@
  * its run stopped: Suspended, not Failed); the sweep's status is on disk; deleting the sweep
  * deletes its trials' files and, once they are gone, its status.
  */
-import { existsSync, mkdtempSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import type { SweepStatus } from '../../controller/api/sweep-status.ts';
 import type { TrainingJob } from '../../controller/api/trainingjob.ts';
-import { SshBackend } from '../../controller/backends/ssh/backend.ts';
-import { Controller } from '../../controller/loop/controller.ts';
-import { FakeHosts } from '../support/fake-hosts.ts';
-import { inertLoop } from '../support/inert-loop.ts';
-import { memoryLogger } from '../support/memory-logger.ts';
-import { CLUSTER, HOSTS } from './job-fixtures.ts';
+import { loopRig, runDirOfStatus, stopLoopRigs } from '../support/loop-rig.ts';
 
-const T0 = Date.parse('2026-03-01T10:00:00.000Z');
-const ctls: Controller[] = [];
-afterEach(async () => {
-  for (const c of ctls.splice(0)) await c.stop();
-});
+afterEach(stopLoopRigs);
 
 async function rig() {
-  const clock = { ms: T0 };
-  const fake = new FakeHosts(HOSTS, { now: () => clock.ms, cluster: CLUSTER });
-  const jobs = mkdtempSync(join(tmpdir(), 'ugro-sweep-loop-'));
-  const ctl = new Controller({
-    cluster: CLUSTER,
-    jobsDir: jobs,
-    runtime: new SshBackend(fake),
-    log: memoryLogger(),
-    now: () => new Date(clock.ms),
-    owner: 'test-controller',
-    ...inertLoop,
-  });
-  ctls.push(ctl);
-  await ctl.start();
-  const read = <T>(f: string) =>
-    existsSync(join(jobs, f)) ? (parse(readFileSync(join(jobs, f), 'utf8')) as T) : undefined;
+  const r = await loopRig({ prefix: 'sweep-loop' });
+  const { ctl } = r;
   return {
-    ctl,
-    fake,
-    jobs,
-    trial: (n: string) => read<TrainingJob>(`${n}.yaml`),
-    status: (n: string) => read<JobStatus>(`${n}.status.yaml`),
-    sweep: (n: string) => read<SweepStatus>(`${n}.sweep.status.yaml`),
+    ...r,
+    trial: (n: string) => r.read<TrainingJob>(`${n}.yaml`),
+    sweep: (n: string) => r.read<SweepStatus>(`${n}.sweep.status.yaml`),
     /** A sweep pass, then the job reconciles it caused, until both are quiet. */
     async settle() {
       for (let i = 0; i < 3; i++) {
@@ -92,7 +65,7 @@ describe('sweeps in the loop', () => {
     // lr-t0 writes a metrics line past the rung: it reached rung 1 alone, floor(1/3) = 0: paused.
     const st = r.status('lr-t0') as JobStatus;
     const host = st.nodes[0].host;
-    const dir = `${st.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}`;
+    const dir = runDirOfStatus(st);
     r.fake.startRanks(host, dir, 1);
     r.fake.writeMetrics(host, dir, { step: 5, loss: 0.9 });
     r.fake.writeMetrics(host, dir, { step: 10, loss: 0.4 });
@@ -133,7 +106,7 @@ describe('sweeps in the loop', () => {
     await r.settle();
     const run = (n: string) => {
       const st = r.status(n) as JobStatus;
-      const at = { host: st.nodes[0].host, dir: `${st.runId?.replace(/-([0-9a-f]{8})-a(\d+)$/, '.$1.$2')}` };
+      const at = { host: st.nodes[0].host, dir: runDirOfStatus(st) };
       r.fake.startRanks(at.host, at.dir, 1);
       return at;
     };
