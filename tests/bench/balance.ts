@@ -2,11 +2,12 @@
  * Scaling efficiency of mixed-speed hosts (issue 19), a benchmark: it prints numbers and never
  * fails on them.
  *
- *   npm run bench:balance      (builds dist/, takes the lab lock; BENCH_BALANCE_STEPS, default 60)
+ *   npm run bench:balance      (builds dist/, takes the lab lock; BENCH_BALANCE_STEPS, default 60;
+ *                              BENCH_BALANCE_GLOBAL, the global batch, default 960)
  *
  * The lab's hosts get CPU quotas in the seed's ratios 1.0/0.7/0.6 (`lab speed H F --cores 0.6`:
  * 0.6, 0.42, 0.36 of a core; 1.38 of this machine's 2, so the quotas and not the machine set the
- * speeds). train.py's compute-mlp (work grows with the samples) on a global batch of 96:
+ * speeds). train.py's compute-mlp (work grows with the samples) on a global batch of 960:
  *   alone    each host alone (one node, the whole batch): its samples/s
  *   even, memory, speed   the 3-host job with that balance; samples/s against the sum of the three
  *            alone figures (the scaling efficiency; goal: speed >= 0.9 and above memory). speed
@@ -39,6 +40,12 @@ import {
 const HOSTS = ['gpu-master', 'gpu1', 'gpu2'];
 const FACTORS = [1, 0.7, 0.6];
 const STEPS = Math.max(20, Number(process.env.BENCH_BALANCE_STEPS ?? 60));
+/**
+ * The global batch. Large enough that a step's compute outweighs its all-reduce (compute-mlp's
+ * 0.5 M parameters, about 2 MB over veth): at 96 a rank's share took a few ms of CPU against an
+ * all-reduce of more, so no split, even or not, moved samples/s by more than the noise.
+ */
+const GLOBAL = Math.max(3, Number(process.env.BENCH_BALANCE_GLOBAL ?? 960));
 const cluster = loadCluster(CLUSTER_FILE);
 const runsOf = (h: string) => cluster.hosts.find((x) => x.name === h)!.paths.runs;
 
@@ -111,7 +118,7 @@ async function main(): Promise<void> {
     for (const [i, h] of HOSTS.entries()) lab('speed', h, String(FACTORS[i]), '--cores', '0.6');
     const alone: number[] = [];
     for (const h of HOSTS) {
-      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: 96 } });
+      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: GLOBAL } });
       alone.push(rate(lines(s)));
     }
     const sum = alone.reduce((a, b) => a + b, 0);
@@ -119,7 +126,12 @@ async function main(): Promise<void> {
       `alone (samples/s): ${HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ')}; sum ${sum.toFixed(0)}`,
     );
     for (const mode of ['even', 'memory', 'speed']) {
-      const s = await runJob(dir, { args: args(STEPS), hosts: HOSTS, nodes: 3, batch: { global: 96, balance: mode } });
+      const s = await runJob(dir, {
+        args: args(STEPS),
+        hosts: HOSTS,
+        nodes: 3,
+        batch: { global: GLOBAL, balance: mode },
+      });
       const ls = lines(s);
       const r = rate(ls);
       const split = s.balance?.ranks.map((x) => x.batch).join('/');
@@ -136,7 +148,7 @@ async function main(): Promise<void> {
       args: args(100_000),
       hosts: HOSTS,
       nodes: 3,
-      batch: { global: 96, balance: 'speed' },
+      batch: { global: GLOBAL, balance: 'speed' },
     });
     const a2 = await waitFor(
       'throttle job on its speed split',
