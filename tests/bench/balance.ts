@@ -8,7 +8,7 @@
  * The lab's hosts get CPU quotas in the seed's ratios 1.0/0.7/0.6 (`lab speed H F --cores 0.6`:
  * 0.6, 0.42, 0.36 of a core; 1.38 of this machine's 2, so the quotas and not the machine set the
  * speeds). train.py's compute-mlp (work grows with the samples) on a global batch of 960:
- *   alone    each host alone (one node, the whole batch): its samples/s
+ *   alone    each host alone (one node, a third of the global batch: its share): its samples/s
  *   even, memory, speed   the 3-host job with that balance; samples/s against the sum of the three
  *            alone figures (the scaling efficiency; goal: speed >= 0.9 and above memory). speed
  *            is measured on its attempt 2, after it re-split itself at its first checkpoint.
@@ -42,10 +42,16 @@ const FACTORS = [1, 0.7, 0.6];
 const STEPS = Math.max(20, Number(process.env.BENCH_BALANCE_STEPS ?? 60));
 /**
  * The global batch. Large enough that a step's compute outweighs its all-reduce (compute-mlp's
- * 0.5 M parameters, about 2 MB over veth): at 96 a rank's share took a few ms of CPU against an
- * all-reduce of more, so no split, even or not, moved samples/s by more than the noise.
+ * 0.5 M parameters, about 2 MB over veth) and the noise: at 96 (the lab test's) the memory and
+ * speed splits' samples/s differed by -9% to +8% over three runs, either way.
  */
 const GLOBAL = Math.max(3, Number(process.env.BENCH_BALANCE_GLOBAL ?? 960));
+/**
+ * Each host alone runs a third of the global batch: what it does in the 3-host job. (With the
+ * whole 960 alone, a sample cost more, its activations no longer fitting the caches: the 3-host
+ * job then did 1.1-1.24x "the sum", a baseline that flattered every split.)
+ */
+const ALONE = Math.max(1, Math.round(GLOBAL / 3));
 const cluster = loadCluster(CLUSTER_FILE);
 const runsOf = (h: string) => cluster.hosts.find((x) => x.name === h)!.paths.runs;
 
@@ -118,12 +124,13 @@ async function main(): Promise<void> {
     for (const [i, h] of HOSTS.entries()) lab('speed', h, String(FACTORS[i]), '--cores', '0.6');
     const alone: number[] = [];
     for (const h of HOSTS) {
-      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: GLOBAL } });
+      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: ALONE } });
       alone.push(rate(lines(s)));
     }
     const sum = alone.reduce((a, b) => a + b, 0);
     out.push(
-      `alone (samples/s): ${HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ')}; sum ${sum.toFixed(0)}`,
+      `alone (samples/s, a batch of ${ALONE} each): ${HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ')}; ` +
+        `sum ${sum.toFixed(0)}; global batch ${GLOBAL} below`,
     );
     for (const mode of ['even', 'memory', 'speed']) {
       const s = await runJob(dir, {

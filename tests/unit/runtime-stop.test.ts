@@ -148,6 +148,10 @@ describe.skipIf(process.platform !== 'linux')('stopping a live run', () => {
     await rt.launch(host, { dir, rdzvAddr: '127.0.0.1', meta, argv, ugroEnv: { UGRO_RUN_ID: runId }, jobEnv: {} });
     const escapedFile = join(host.paths.runs, dir, 'escaped');
     const escaped = await pidWrittenTo(escapedFile);
+    // Until it has exec'd sleep, $! is a copy of the shell mid-exec, whose environ may not read
+    // (a full unit run once saw it missing from marked()).
+    const cmd = () => readFileSync(`/proc/${escaped}/cmdline`, 'latin1');
+    for (let i = 0; i < 100 && !cmd().startsWith('sleep'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(marked(runId)).toContain(escaped);
 
     const t0 = Date.now();
