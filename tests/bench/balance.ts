@@ -128,9 +128,9 @@ async function main(): Promise<void> {
       alone.push(rate(lines(s)));
     }
     const sum = alone.reduce((a, b) => a + b, 0);
+    const each = HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ');
     out.push(
-      `alone (samples/s, a batch of ${ALONE} each): ${HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ')}; ` +
-        `sum ${sum.toFixed(0)}; global batch ${GLOBAL} below`,
+      `alone (samples/s, a batch of ${ALONE} each): ${each}; sum ${sum.toFixed(0)}; global batch ${GLOBAL} below`,
     );
     for (const mode of ['even', 'memory', 'speed']) {
       const s = await runJob(dir, {
