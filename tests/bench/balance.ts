@@ -64,6 +64,8 @@ interface Line {
   step: number;
   samples_per_s: number;
   rank_ms?: string;
+  /** When the line was written (train.py: seconds since the epoch). */
+  time?: number;
 }
 
 /** An attempt's metrics lines (rank 0's host has them; the hosts' files are readable here). */
@@ -187,10 +189,23 @@ async function main(): Promise<void> {
       100,
     );
     const ran = Date.now();
+    // samples/s on the old split with gpu1 slowed (its lines after the throttle) against the new split.
+    const after = await waitFor(
+      'three lines of the next attempt',
+      () => {
+        const ls = lines(next);
+        return ls.length >= 4 ? ls : undefined;
+      },
+      300_000,
+      500,
+    );
+    const slowed = lines(a2).filter((l) => (l.time ?? 0) * 1000 > t0 + 1000);
     const share = (x: JobStatus) => x.balance?.ranks.map((r) => r.batch).join('/');
     out.push(
       `throttle: gpu1 0.7 -> 0.3: re-split stop after ${((stop - t0) / 1000).toFixed(1)} s, next attempt ` +
-        `running after ${((ran - t0) / 1000).toFixed(1)} s; split ${share(a2)} -> ${share(next)}`,
+        `running after ${((ran - t0) / 1000).toFixed(1)} s; split ${share(a2)} -> ${share(next)}; samples/s ` +
+        `${mean(slowed.map((l) => l.samples_per_s)).toFixed(0)} on the old split once slowed (${slowed.length} ` +
+        `lines) -> ${rate(after).toFixed(0)} on the new one`,
     );
     // Deleted: the controller stops its run and removes its status (nothing left on the hosts).
     rmSync(join(dir, `${name}.yaml`));
