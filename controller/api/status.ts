@@ -111,6 +111,8 @@ const balanceSchema = z.strictObject({
   stepMs: z.number().min(0).optional(),
   step: z.number().int().min(0).optional(),
   speeds: z.array(rankSpeedSchema).max(4096).optional(),
+  /** When the last re-splits by speed were made (newest last): each in the last hour doubles the next one's bar. */
+  resplits: z.array(z.iso.datetime()).max(8).optional(),
   /** A re-split waiting for the next checkpoint (one newer than `after`). */
   planned: z
     .strictObject({

@@ -109,8 +109,23 @@ export function assess(t: Timings): Assessment | undefined {
   };
 }
 
-/** Worth a restart at a checkpoint: the speed split differs and saves at least MIN_GAIN of a step. */
-export const worthRebalancing = (a: Assessment | undefined): a is Assessment => !!a && a.gain >= MIN_GAIN;
+/** Re-splits within this long of now raise the bar for the next one. */
+export const RESPLIT_MEMORY_MS = 60 * 60 * 1000;
+
+/**
+ * The gain a re-split must promise: MIN_GAIN, doubled for each re-split in the last hour. Each
+ * costs a restart (seconds of a stopped gang), and a measurement is noisy and a rank's time per
+ * sample not quite proportional to its share: without this, the bench's job re-split five times
+ * in three minutes on predictions of 5-10% each, the straggler moving back and forth.
+ */
+export function requiredGain(resplits: readonly string[] | undefined, nowMs: number): number {
+  const recent = (resplits ?? []).filter((t) => nowMs - Date.parse(t) < RESPLIT_MEMORY_MS).length;
+  return MIN_GAIN * 2 ** recent;
+}
+
+/** Worth a restart at a checkpoint: the speed split differs and saves at least `required` of a step. */
+export const worthRebalancing = (a: Assessment | undefined, required = MIN_GAIN): a is Assessment =>
+  !!a && a.gain >= required;
 
 /** Where each global rank runs, from the run's ranks as rank.sh recorded them. */
 export type RankPlaces = Map<number, { host: string; localRank: number }>;
@@ -166,9 +181,9 @@ export function splitText(rows: readonly Pick<BalanceRank, 'host' | 'localRank' 
  * reconciled now (a speed-balanced job whose newest line says a re-split is worth it, with none
  * planned yet)? Otherwise the running job is looked at on its 30 s safety net.
  */
-export function balanceWake(status: Pick<JobStatus, 'balance' | 'progress'>): boolean {
+export function balanceWake(status: Pick<JobStatus, 'balance' | 'progress'>, nowMs: number): boolean {
   const b: BalanceStatus | undefined = status.balance;
   if (b?.mode !== 'speed' || b.planned) return false;
   const t = parseTimings(status.progress);
-  return !!t && worthRebalancing(assess(t));
+  return !!t && worthRebalancing(assess(t), requiredGain(b.resplits, nowMs));
 }

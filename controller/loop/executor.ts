@@ -193,7 +193,7 @@ export class Executor {
         if (this.keepWoke.size >= 4096) this.keepWoke.clear(); // bounded: at worst one early wake each
         this.keepWoke.set(u.job, now);
       }
-      if (balanceWake(next) || keep) this.ctx.enqueue(u.job);
+      if (balanceWake(next, now) || keep) this.ctx.enqueue(u.job);
     } catch (e) {
       this.ctx.log.warn('cannot write progress', { job: u.job, error: (e as Error).message });
     }

@@ -7,13 +7,16 @@
  *
  * The lab's hosts get CPU quotas in the seed's ratios 1.0/0.7/0.6 (`lab speed H F --cores 0.6`:
  * 0.6, 0.42, 0.36 of a core; 1.38 of this machine's 2, so the quotas and not the machine set the
- * speeds). train.py's compute-mlp (work grows with the samples) on a global batch of 960:
+ * speeds), then 0.6/1.0/1.0 (SPEED_SETS). train.py's compute-mlp (work grows with the samples)
+ * on a global batch of 960, for each set of speeds:
  *   alone    each host alone (one node, a third of the global batch: its share): its samples/s
  *   even, memory, speed   the 3-host job with that balance; samples/s against the sum of the three
  *            alone figures (the scaling efficiency; goal: speed >= 0.9 and above memory). speed
- *            is measured on its attempt 2, after it re-split itself at its first checkpoint.
- *   throttle gpu1 slowed to 0.3 during the speed job: seconds from `lab speed` to the controller's
- *            stop for the re-split (`rebalanced`), and to the next attempt's ranks running.
+ *            is measured on its last attempt: the one after it re-split itself, when it did (it
+ *            does when the split by measured speed would save 5% of a step or more).
+ *   throttle gpu1 slowed from 0.7 to 0.3 during a speed job: seconds from `lab speed` to the
+ *            controller's stop for the re-split (`rebalanced`) and to the next attempt's ranks
+ *            running, and samples/s on the old split once slowed against the new one.
  * Samples/s are train.py's metrics lines (its own step times: start-up excluded), the first line
  * of each run left out. What this machine cannot show: real GPUs (the work is CPU matmuls under a
  * CPU quota, all-reduce over veth between namespaces on one kernel) and quiet: other processes on
@@ -39,6 +42,15 @@ import {
 
 const HOSTS = ['gpu-master', 'gpu1', 'gpu2'];
 const FACTORS = [1, 0.7, 0.6];
+/**
+ * The seed's cards, whose memory (12/8/8 GB: 0.43/0.29/0.29 of the batch) nearly matches their
+ * speed (0.43/0.30/0.26), so the memory split is close to right; and a lab whose 12 GB card is
+ * the slow one (a 3060 12 GB beside two faster 8 GB cards), where memory puts the most on it.
+ */
+const SPEED_SETS = [
+  { label: "the seed's cards", factors: FACTORS },
+  { label: 'the 12 GB card the slowest', factors: [0.6, 1, 1] },
+];
 const STEPS = Math.max(20, Number(process.env.BENCH_BALANCE_STEPS ?? 60));
 /**
  * The global batch. Large enough that a step's compute outweighs its all-reduce (compute-mlp's
@@ -123,33 +135,35 @@ async function main(): Promise<void> {
   const ctl = startController(dir);
   const out: string[] = [];
   try {
+    for (const set of SPEED_SETS) {
+      for (const [i, h] of HOSTS.entries()) lab('speed', h, String(set.factors[i]), '--cores', '0.6');
+      out.push(`speeds ${set.factors.join('/')} (${set.label}):`);
+      const alone: number[] = [];
+      for (const h of HOSTS) {
+        const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: ALONE } });
+        alone.push(rate(lines(s)));
+      }
+      const sum = alone.reduce((a, b) => a + b, 0);
+      const each = HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ');
+      out.push(`  alone (samples/s, a batch of ${ALONE} each): ${each}; sum ${sum.toFixed(0)}; global batch ${GLOBAL}`);
+      for (const mode of ['even', 'memory', 'speed']) {
+        const s = await runJob(dir, {
+          args: args(STEPS),
+          hosts: HOSTS,
+          nodes: 3,
+          batch: { global: GLOBAL, balance: mode },
+        });
+        const ls = lines(s);
+        const r = rate(ls);
+        const split = s.balance?.ranks.map((x) => x.batch).join('/');
+        const last = ls.at(-1)?.rank_ms;
+        out.push(
+          `  ${mode.padEnd(6)}: ${r.toFixed(0)} samples/s, efficiency ${(r / sum).toFixed(3)} of the sum ` +
+            `(split ${split}, attempt ${s.attempt}; busy ms a step by rank ${last})`,
+        );
+      }
+    }
     for (const [i, h] of HOSTS.entries()) lab('speed', h, String(FACTORS[i]), '--cores', '0.6');
-    const alone: number[] = [];
-    for (const h of HOSTS) {
-      const s = await runJob(dir, { args: args(STEPS), hosts: [h], nodes: 1, batch: { global: ALONE } });
-      alone.push(rate(lines(s)));
-    }
-    const sum = alone.reduce((a, b) => a + b, 0);
-    const each = HOSTS.map((h, i) => `${h} ${alone[i].toFixed(0)}`).join(', ');
-    out.push(
-      `alone (samples/s, a batch of ${ALONE} each): ${each}; sum ${sum.toFixed(0)}; global batch ${GLOBAL} below`,
-    );
-    for (const mode of ['even', 'memory', 'speed']) {
-      const s = await runJob(dir, {
-        args: args(STEPS),
-        hosts: HOSTS,
-        nodes: 3,
-        batch: { global: GLOBAL, balance: mode },
-      });
-      const ls = lines(s);
-      const r = rate(ls);
-      const split = s.balance?.ranks.map((x) => x.batch).join('/');
-      const last = ls.at(-1)?.rank_ms;
-      out.push(
-        `${mode.padEnd(6)}: ${r.toFixed(0)} samples/s, efficiency ${(r / sum).toFixed(3)} of the sum ` +
-          `(split ${split}, attempt ${s.attempt}; busy ms a step by rank ${last})`,
-      );
-    }
     // Throttled mid-run: time to the re-split.
     const name = 'bench-bal-throttle';
     writeJob(dir, name, {

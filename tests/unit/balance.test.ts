@@ -18,6 +18,7 @@ import {
   MIN_GAIN,
   parseTimings,
   predictedMs,
+  requiredGain,
   worthRebalancing,
 } from '../../controller/core/balance.ts';
 import { batchSplit, DEFAULT_BALANCE, splitBatch } from '../../controller/core/batch.ts';
@@ -135,12 +136,12 @@ describe('measuring: a metrics line read, a re-split judged, a straggler named',
 
   it('balanceWake: only a speed job with no plan whose newest line says a re-split is worth it', () => {
     const b = { mode: 'speed' as const, basis: 'memory' as const, ranks: [] };
-    expect(balanceWake({ balance: b, progress: line(10, [41, 28, 27]) })).toBe(true);
-    expect(balanceWake({ balance: b, progress: line(10, [42, 29, 25]) })).toBe(false);
-    expect(balanceWake({ balance: { ...b, mode: 'memory' }, progress: line(10, [41, 28, 27]) })).toBe(false);
+    expect(balanceWake({ balance: b, progress: line(10, [41, 28, 27]) }, 0)).toBe(true);
+    expect(balanceWake({ balance: b, progress: line(10, [42, 29, 25]) }, 0)).toBe(false);
+    expect(balanceWake({ balance: { ...b, mode: 'memory' }, progress: line(10, [41, 28, 27]) }, 0)).toBe(false);
     const planned = { since: iso(0), step: 10, why: 'x' };
-    expect(balanceWake({ balance: { ...b, planned }, progress: line(20, [41, 28, 27]) })).toBe(false);
-    expect(balanceWake({ progress: line(10, [41, 28, 27]) })).toBe(false);
+    expect(balanceWake({ balance: { ...b, planned }, progress: line(20, [41, 28, 27]) }, 0)).toBe(false);
+    expect(balanceWake({ progress: line(10, [41, 28, 27]) }, 0)).toBe(false);
   });
 });
 
@@ -259,7 +260,7 @@ describe('reconcile: measure, plan, re-split at the next checkpoint, start balan
       { batch: 29, offset: 42, micro: 15, accum: 2 },
       { batch: 25, offset: 71, micro: 25, accum: 1 },
     ]);
-    expect(next.status!.balance).toMatchObject({ mode: 'speed', basis: 'speed' });
+    expect(next.status!.balance).toMatchObject({ mode: 'speed', basis: 'speed', resplits: [iso(30)] });
     expect(next.status!.balance!.planned).toBeUndefined();
     expect(next.status!.restarts ?? { training: 0, infra: 0 }).toMatchObject({ training: 0, infra: 0 });
     expect(next.status!.failures ?? []).toEqual([]);
@@ -285,6 +286,37 @@ describe('reconcile: measure, plan, re-split at the next checkpoint, start balan
     expect(events(r)).toContainEqual(
       expect.stringMatching(/^RebalanceDropped: measured again at step 20: a re-split would gain [0-4]%/),
     );
+  });
+
+  // bench:balance: a job re-split five times in three minutes on predicted gains of 5-10% each.
+  it('each re-split in the last hour doubles the gain the next must promise', () => {
+    expect(requiredGain(undefined, T0)).toBe(MIN_GAIN);
+    expect(requiredGain([iso(0), iso(60)], T0 + 120_000)).toBeCloseTo(MIN_GAIN * 4, 10);
+    expect(requiredGain([iso(0)], T0 + 3_600_000)).toBe(MIN_GAIN); // an hour on: forgotten
+    // One re-split a minute ago: 7% is not enough to plan another (10% needed) ...
+    const once = { ...s0, balance: { ...s0.balance!, resplits: [iso(-40)] } };
+    const r = rec({ status: once, now: at(20), parts: running(1, line(10, [41, 28, 27])), checkpoints: [ckpt(5, 10)] });
+    expect(r.status!.balance!.planned).toBeUndefined();
+    expect(events(r).filter((e) => e.startsWith('Rebalance'))).toEqual([]);
+    expect(balanceWake({ balance: once.balance, progress: line(10, [41, 28, 27]) }, T0 + 20_000)).toBe(false);
+    // ... a rank slowed to half is (a gain of over 30%).
+    const slow = rec({
+      status: once,
+      now: at(20),
+      parts: running(1, line(10, [42, 29, 25], [1000, 350, 600])),
+      checkpoints: [ckpt(5, 10)],
+    });
+    expect(slow.status!.balance!.planned).toBeDefined();
+    // A plan made before the bar rose is dropped at the checkpoint, saying what is needed.
+    const late = { ...planned.status!, balance: { ...planned.status!.balance!, resplits: [iso(-40)] } };
+    const d = rec({
+      status: late,
+      now: at(30),
+      parts: running(1, line(20, [41, 28, 27])),
+      checkpoints: [ckpt(5, 10), ckpt(20, 29)],
+    });
+    expect(d.actions).toEqual([]);
+    expect(events(d)).toContainEqual(expect.stringMatching(/would gain 7% \(10% needed after recent re-splits\)/));
   });
 
   it('a checkpoint but no newer measurement: the plan waits for the checkpoint after it', () => {

@@ -9,10 +9,12 @@ import type { TrainingJob } from '../../api/trainingjob.ts';
 import {
   type Assessment,
   assess,
+  MIN_GAIN,
   measured,
   mergeSpeeds,
   parseTimings,
   type RankPlaces,
+  requiredGain,
   splitText,
   type Timings,
   worthRebalancing,
@@ -119,11 +121,12 @@ export function rebalance(
   }
   if (b.mode !== 'speed') return undefined;
   const a = t && t.ranks.length === places.size ? assess(t) : undefined;
+  const required = requiredGain(b.resplits, Date.parse(d.now));
   const planned = d.prev?.runId === current.runId ? d.prev.balance?.planned : undefined;
   const newest = newestCheckpoint(d.input.checkpoints ?? [], since);
   if (!planned) {
     b.planned = undefined;
-    if (!t || !worthRebalancing(a)) return undefined;
+    if (!t || !worthRebalancing(a, required)) return undefined;
     const text = `${why(a, t, places)}: re-splitting at the next checkpoint`;
     b.planned = { since: d.now, step: t.step ?? 0, why: text, ...(newest ? { after: newest.name } : {}) };
     d.event('RebalancePlanned', text);
@@ -137,11 +140,16 @@ export function rebalance(
     return { pollMs: CHECKPOINT_POLL_MS };
   }
   const gain = a ? `${Math.round(a.gain * 100)}%` : 'nothing (no measurement)';
-  if (!worthRebalancing(a)) {
+  if (!worthRebalancing(a, required)) {
     b.planned = undefined;
-    d.event('RebalanceDropped', `measured again at step ${t.step}: a re-split would gain ${gain}; keeping the split`);
+    const bar = required > MIN_GAIN ? ` (${Math.round(required * 100)}% needed after recent re-splits)` : '';
+    d.event(
+      'RebalanceDropped',
+      `measured again at step ${t.step}: a re-split would gain ${gain}${bar}; keeping the split`,
+    );
     return undefined;
   }
+  b.resplits = [...(b.resplits ?? []), d.now].slice(-8);
   d.stop(current, 'rebalanced');
   const what = `checkpoint ${newest.name} written: restarting attempt ${current.attempt} split ${moves(a, t, places)}`;
   d.event('Rebalancing', what);

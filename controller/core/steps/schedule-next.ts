@@ -141,6 +141,7 @@ export function scheduleNext(d: Draft, job: TrainingJob, hash: string, next: Sch
         })),
       ),
       ...(speeds?.length ? { speeds } : {}),
+      ...(d.status.balance?.resplits?.length ? { resplits: d.status.balance.resplits } : {}),
     };
   }
   st.nodes = parts.map((p) => ({
