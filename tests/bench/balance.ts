@@ -24,7 +24,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCluster } from '../../config/cluster.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
@@ -226,6 +226,15 @@ async function main(): Promise<void> {
     await waitFor('the throttle job gone', () => !existsSync(join(dir, `${name}.status.yaml`)), 120_000, 200);
   } finally {
     for (const h of HOSTS) lab('speed', h, '1');
+    // A job left running (a failed wait above) would train on: the controller stops its runs only
+    // when the job is deleted, not when the controller itself stops.
+    for (const f of readdirSync(dir)) if (f.endsWith('.yaml') && !f.endsWith('.status.yaml')) rmSync(join(dir, f));
+    await waitFor(
+      'every job gone',
+      () => !readdirSync(dir).some((f) => f.endsWith('.status.yaml')),
+      120_000,
+      200,
+    ).catch((e) => console.error(e));
     await stopController(ctl);
   }
   console.log(out.join('\n'));
