@@ -5,9 +5,11 @@
  * `batch: {global: 96, balance: speed}` running train.py's compute-mlp (its work grows with the
  * samples) starts split by GPU memory (41/28/27: gpu-master's stand-in GPU has 12 GB, the others
  * 8), measures each rank's busy time a step, re-splits at its next checkpoint (stop reason
- * `rebalanced`, no failure) and then every rank's step takes nearly the same time and the job does
- * more samples/s than on the memory split. gpu1 slowed mid-run (0.3) gets a smaller share at the
- * next checkpoint. The gradient across a re-split is checked in train-batch.test.ts.
+ * `rebalanced`, no failure); gpu1 slowed mid-run (0.3) gets a smaller share at the next
+ * checkpoint. The step times and samples/s of both splits are printed, not asserted: at a global
+ * batch of 96 a step's compute is small next to its all-reduce and the noise of two shared
+ * cores. `npm run bench:balance` measures them (at 960: the speed split at 0.95 of the sum of the
+ * hosts alone, memory 0.88). The gradient across a re-split is checked in train-batch.test.ts.
  *
  * Always restores `speed H 1` (afterAll). Run alone, under the lab lock.
  */
