@@ -86,7 +86,9 @@ describe('lab speed: a cgroup CPU quota on every process of a host', () => {
       lab('speed', 'gpu1', '0.5');
       lab('speed', 'gpu1', '0.5'); // idempotent
       expect(lab('status')).toMatch(/^gpu1 .* 0\.5x1cpu +off\s*$/m);
-      expect(readFileSync(`${CG}/cpu/ugro-lab/gpu1/cpu.cfs_quota_us`, 'utf8').trim()).toBe('50000');
+      // Half of a 10 ms period (knobs.sh: a short period so a step's time follows the factor).
+      expect(readFileSync(`${CG}/cpu/ugro-lab/gpu1/cpu.cfs_period_us`, 'utf8').trim()).toBe('10000');
+      expect(readFileSync(`${CG}/cpu/ugro-lab/gpu1/cpu.cfs_quota_us`, 'utf8').trim()).toBe('5000');
       expect(readFileSync(`/proc/${sleeper}/cgroup`, 'utf8')).toMatch(/^\d+:cpu:\/ugro-lab\/gpu1$/m);
 
       const t0 = cpuStat('gpu1').nr_throttled;
