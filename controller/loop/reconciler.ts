@@ -42,17 +42,17 @@ export class Reconciler {
   async reconcile(name: string): Promise<{ requeueAfterMs?: number }> {
     const before = this.ctx.jobs.factsKey(name);
     this.ctx.jobs.beginReconcile(name);
+    let out: { requeueAfterMs?: number } | undefined;
     try {
-      const out = await this.reconcileOne(name);
+      out = await this.reconcileOne(name);
+    } finally {
       // Hosts came free while this job was being placed (a new job has no Queued status yet, so
       // the kick passed it by): look again now, not after the queued requeue (5 s).
-      if (this.ctx.jobs.kickedSince(name) && this.ctx.jobs.waitsForHosts(name)) return { requeueAfterMs: 0 };
-      return out;
-    } finally {
-      this.ctx.jobs.kickedSince(name);
+      if (this.ctx.jobs.kickedSince(name) && out && this.ctx.jobs.waitsForHosts(name)) out = { requeueAfterMs: 0 };
       if (this.ctx.jobs.factsKey(name) !== before)
         for (const d of this.ctx.jobs.dependentsOf(name)) this.ctx.enqueue(d);
     }
+    return out;
   }
 
   private async reconcileOne(name: string): Promise<{ requeueAfterMs?: number }> {

@@ -5,24 +5,20 @@
  * producers' facts), the loop's book (JobBook), then the loop on in-memory hosts, where the sweep's
  * end wakes the dependent with no timer.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import type { SpecState } from '../../controller/api/job-state.ts';
 import type { JobStatus } from '../../controller/api/status.ts';
 import type { SweepStatus } from '../../controller/api/sweep-status.ts';
 import { parseTrainingJob, specHash } from '../../controller/api/trainingjob.ts';
-import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { afterEnv } from '../../controller/core/launch.ts';
 import { reconcile } from '../../controller/core/reconcile.ts';
 import type { JobFacts, LaunchAction, ReconcileResult } from '../../controller/core/types.ts';
-import { Controller } from '../../controller/loop/controller.ts';
 import { JobBook } from '../../controller/loop/jobs.ts';
-import { FakeHosts } from '../support/fake-hosts.ts';
-import { memoryLogger } from '../support/memory-logger.ts';
-import { CLUSTER, HOSTS, host, job, jobYaml, validSpec, view } from './job-fixtures.ts';
+import { loopRig, stopLoopRigs } from '../support/loop-rig.ts';
+import { host, job, jobYaml, validSpec, view } from './job-fixtures.ts';
 
 const T0 = Date.parse('2026-03-01T10:00:00.000Z');
 const iso = (s: number) => new Date(T0 + s * 1000).toISOString();
@@ -174,32 +170,11 @@ describe("the loop's book: a sweep's facts", () => {
 });
 
 describe('a dependency on a sweep in the controller loop', () => {
-  const ctls: Controller[] = [];
-  afterEach(async () => {
-    for (const c of ctls.splice(0)) await c.stop();
-  });
+  afterEach(stopLoopRigs);
 
   it('eval waits for the whole sweep and starts, woken by its end, with the best trial copied over', async () => {
-    const fake = new FakeHosts(HOSTS, { now: () => T0, cluster: CLUSTER });
-    const jobs = mkdtempSync(join(tmpdir(), 'ugro-sweep-after-'));
-    const ctl = new Controller({
-      cluster: CLUSTER,
-      jobsDir: jobs,
-      runtime: new SshBackend(fake),
-      log: memoryLogger(),
-      now: () => new Date(T0),
-      owner: 'test-controller',
-      watch: async () => ({ close: async () => {} }),
-      lock: async () => ({ release: async () => {} }),
-      // No timer fires: the sweep is passed by hand (kick), jobs only through enqueues.
-      every: () => () => {},
-      queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
-    });
-    ctls.push(ctl);
-    await ctl.start();
-    const read = <T>(f: string) =>
-      existsSync(join(jobs, f)) ? (parse(readFileSync(join(jobs, f), 'utf8')) as T) : undefined;
-    const status = (n: string) => read<JobStatus>(`${n}.status.yaml`);
+    // No timer fires: the sweep is passed by hand (kick), jobs only through enqueues.
+    const { ctl, fake, jobs, read, status } = await loopRig({ prefix: 'sweep-after' });
     const settle = async () => {
       for (let i = 0; i < 3; i++) {
         await ctl.sweeps.kick();

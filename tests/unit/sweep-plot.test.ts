@@ -12,35 +12,14 @@ import { parse, stringify } from 'yaml';
 import type { JobStatus } from '../../controller/api/status.ts';
 import { SshBackend } from '../../controller/backends/ssh/backend.ts';
 import { readSweeps, writeSweepPlot } from '../../controller/cli/sweeps.ts';
-import { Controller } from '../../controller/loop/controller.ts';
-import { FakeHosts } from '../support/fake-hosts.ts';
-import { memoryLogger } from '../support/memory-logger.ts';
-import { CLUSTER, HOSTS } from './job-fixtures.ts';
+import { loopRig, stopLoopRigs } from '../support/loop-rig.ts';
+import { CLUSTER } from './job-fixtures.ts';
 
-const T0 = Date.parse('2026-03-01T10:00:00.000Z');
-const ctls: Controller[] = [];
-afterEach(async () => {
-  for (const c of ctls.splice(0)) await c.stop();
-});
+afterEach(stopLoopRigs);
 
 describe('results sweep --plot', () => {
   it("writes every trial's curve through all its points and marks the rungs", async () => {
-    const fake = new FakeHosts(HOSTS, { now: () => T0, cluster: CLUSTER });
-    const jobs = mkdtempSync(join(tmpdir(), 'ugro-sweep-plot-'));
-    const ctl = new Controller({
-      cluster: CLUSTER,
-      jobsDir: jobs,
-      runtime: new SshBackend(fake),
-      log: memoryLogger(),
-      now: () => new Date(T0),
-      owner: 'test-controller',
-      watch: async () => ({ close: async () => {} }),
-      lock: async () => ({ release: async () => {} }),
-      every: () => () => {},
-      queueTimers: { setTimeout: () => ({ unref() {} }) as unknown as NodeJS.Timeout, clearTimeout: () => {} },
-    });
-    ctls.push(ctl);
-    await ctl.start();
+    const { ctl, fake, jobs } = await loopRig({ prefix: 'sweep-plot' });
     const sweep = {
       apiVersion: 'ugro.dev/v1alpha1',
       kind: 'Sweep',
